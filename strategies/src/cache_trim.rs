@@ -1,0 +1,215 @@
+//! `cache-trim` (alias `cache`): shrink every registered cache.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::Signal;
+use crate::strategy::{Context, Outcome, Strategy, StrategyError};
+use crate::trigger::{Level, TriggerSpec};
+
+/// A cache the agent can shrink. Object safe; implement it for your own caches.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use perfpilot_strategies::{CacheSize, Trim, TrimReport};
+///
+/// #[derive(Default)]
+/// struct Lru(Mutex<Vec<Vec<u8>>>); // oldest first
+///
+/// impl Trim for Lru {
+///     fn size(&self) -> CacheSize {
+///         let items = self.0.lock().unwrap();
+///         CacheSize { entries: items.len() as u64, bytes: Some(items.iter().map(|v| v.len() as u64).sum()) }
+///     }
+///     fn expire(&self) -> TrimReport {
+///         TrimReport::default() // no TTLs here
+///     }
+///     fn evict(&self, fraction: f64) -> TrimReport {
+///         let mut items = self.0.lock().unwrap();
+///         let n = ((items.len() as f64) * fraction).ceil() as usize;
+///         let bytes = items.drain(..n.min(items.len())).map(|v| v.len() as u64).sum();
+///         TrimReport { entries_removed: n as u64, bytes_freed: Some(bytes) }
+///     }
+/// }
+/// ```
+pub trait Trim: Send + Sync {
+    /// How big the cache is now.
+    fn size(&self) -> CacheSize;
+    /// Drops entries that are already stale (expired TTL/TTI) and does pending housekeeping.
+    fn expire(&self) -> TrimReport;
+    /// Evicts about `fraction` (0..1) of the remaining entries, least valuable first.
+    fn evict(&self, fraction: f64) -> TrimReport;
+}
+
+/// A cache's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CacheSize {
+    /// Number of entries.
+    pub entries: u64,
+    /// Weighted size in bytes, where the cache knows it.
+    pub bytes: Option<u64>,
+}
+
+/// What one trim step removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TrimReport {
+    /// Entries removed.
+    pub entries_removed: u64,
+    /// Bytes freed, where the cache knows it.
+    pub bytes_freed: Option<u64>,
+}
+
+impl TrimReport {
+    fn add(self, other: TrimReport) -> TrimReport {
+        TrimReport {
+            entries_removed: self.entries_removed + other.entries_removed,
+            bytes_freed: match (self.bytes_freed, other.bytes_freed) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            },
+        }
+    }
+}
+
+/// Settings of `cache-trim` (`[strategies.cache_trim]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheTrimConfig {
+    /// Whether the strategy is registered at all.
+    #[serde(default = "crate::default_true")]
+    pub enabled: bool,
+    /// When it runs by itself.
+    pub trigger: TriggerSpec,
+    /// Share of each cache evicted at WARNING (and on manual runs).
+    #[serde(default = "CacheTrimConfig::default_fraction")]
+    pub fraction: f64,
+    /// Share evicted at CRITICAL.
+    #[serde(default = "CacheTrimConfig::default_critical_fraction")]
+    pub critical_fraction: f64,
+}
+
+impl CacheTrimConfig {
+    /// Default `fraction`: a quarter.
+    pub const DEFAULT_FRACTION: f64 = 0.25;
+    /// Default `critical_fraction`: a half.
+    pub const DEFAULT_CRITICAL_FRACTION: f64 = 0.5;
+
+    fn default_fraction() -> f64 {
+        Self::DEFAULT_FRACTION
+    }
+
+    fn default_critical_fraction() -> f64 {
+        Self::DEFAULT_CRITICAL_FRACTION
+    }
+
+    /// The strategy these settings describe.
+    pub fn build(&self) -> CacheTrim {
+        CacheTrim {
+            fraction: self.fraction,
+            critical_fraction: self.critical_fraction,
+        }
+    }
+
+    /// Every problem with the settings, each naming its key under `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("fraction", self.fraction),
+            ("critical_fraction", self.critical_fraction),
+        ] {
+            if !(value > 0.0 && value <= 1.0) {
+                problems.push(format!("{prefix}.{key} = {value}: must be in (0, 1]"));
+            }
+        }
+        problems
+    }
+}
+
+impl Default for CacheTrimConfig {
+    fn default() -> Self {
+        CacheTrimConfig {
+            enabled: true,
+            trigger: TriggerSpec::new(Signal::MemoryUsage, 0.8).critical(0.9),
+            fraction: Self::DEFAULT_FRACTION,
+            critical_fraction: Self::DEFAULT_CRITICAL_FRACTION,
+        }
+    }
+}
+
+/// Expires stale entries of every registered cache, then evicts a fraction of what is left.
+#[derive(Debug, Clone)]
+pub struct CacheTrim {
+    fraction: f64,
+    critical_fraction: f64,
+}
+
+impl CacheTrim {
+    /// The strategy's name.
+    pub const NAME: &'static str = "cache-trim";
+}
+
+impl Default for CacheTrim {
+    fn default() -> Self {
+        CacheTrimConfig::default().build()
+    }
+}
+
+#[async_trait]
+impl Strategy for CacheTrim {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn aliases(&self) -> &[&str] {
+        &["cache"]
+    }
+
+    fn description(&self) -> &str {
+        "expire stale entries, then evict a fraction of every registered cache"
+    }
+
+    async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError> {
+        let caches = &ctx.registry.caches;
+        if caches.is_empty() {
+            return Ok(Outcome::nothing_to_do("no caches registered").with("caches", 0));
+        }
+        let fraction = if ctx.level == Level::Critical {
+            self.critical_fraction
+        } else {
+            self.fraction
+        };
+        let mut total = TrimReport::default();
+        let mut per_cache = serde_json::Map::new();
+        for (name, cache) in caches {
+            let before = cache.size();
+            let report = cache.expire().add(cache.evict(fraction));
+            let after = cache.size();
+            per_cache.insert(
+                name.clone(),
+                serde_json::json!({
+                    "entries_before": before.entries,
+                    "entries_after": after.entries,
+                    "entries_removed": report.entries_removed,
+                    "bytes_freed": report.bytes_freed,
+                }),
+            );
+            total = total.add(report);
+        }
+        let summary = format!(
+            "trimmed {} entries from {} caches (fraction {fraction})",
+            total.entries_removed,
+            caches.len()
+        );
+        let outcome = if total.entries_removed > 0 {
+            Outcome::acted(summary)
+        } else {
+            Outcome::nothing_to_do(summary)
+        };
+        Ok(outcome
+            .with("caches", caches.len())
+            .with("fraction", fraction)
+            .with("entries_trimmed", total.entries_removed)
+            .with("bytes_freed", total.bytes_freed)
+            .with("per_cache", per_cache))
+    }
+}

@@ -1,0 +1,230 @@
+//! The [`Strategy`] trait, the [`Context`] a run gets, and the [`Outcome`] it reports.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::cache_trim::Trim;
+use crate::connection_reap::Reap;
+use crate::snapshot::Snapshot;
+use crate::trigger::Level;
+
+/// One optimization: something the agent can do to relieve a signal.
+///
+/// Object safe, so the agent keeps strategies as `Arc<dyn Strategy>`; the agent runs each
+/// call in its own task under a timeout and catches panics, so a strategy cannot take the
+/// agent down. Report what was actually changed, measured, in the [`Outcome`].
+///
+/// ```
+/// use async_trait::async_trait;
+/// use perfpilot_strategies::{Context, Outcome, Strategy, StrategyError};
+///
+/// #[derive(Debug)]
+/// struct FlushSessions;
+///
+/// #[async_trait]
+/// impl Strategy for FlushSessions {
+///     fn name(&self) -> &str {
+///         "flush-sessions"
+///     }
+///
+///     async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError> {
+///         let flushed = 3; // flush something real here
+///         Ok(Outcome::acted(format!("flushed {flushed} sessions at {}", ctx.level))
+///             .with("sessions_flushed", flushed))
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Strategy: Send + Sync + fmt::Debug + 'static {
+    /// The name used in config, the API and the CLI (kebab-case, e.g. `memory-purge`).
+    fn name(&self) -> &str;
+
+    /// Other names the strategy answers to (the source documents' `memory`, `gc`...).
+    fn aliases(&self) -> &[&str] {
+        &[]
+    }
+
+    /// One line saying what the strategy does.
+    fn description(&self) -> &str {
+        ""
+    }
+
+    /// Performs the optimization.
+    async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError>;
+}
+
+/// Why a strategy could not do its work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StrategyError {
+    /// What the strategy acts on is not available here (e.g. no jemalloc).
+    #[error("cannot act: {0}")]
+    Unavailable(String),
+    /// The strategy tried and failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a run changed, measured: a summary and named numbers (bytes released, entries
+/// trimmed, connections closed, new interval...).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Whether anything was changed (false: there was nothing to do, which is a success).
+    pub acted: bool,
+    /// A short human-readable account.
+    pub summary: String,
+    /// Measured effects by name, e.g. `rss_released_bytes`.
+    pub report: Map<String, Value>,
+}
+
+impl Outcome {
+    /// Something was changed.
+    pub fn acted(summary: impl Into<String>) -> Self {
+        Outcome {
+            acted: true,
+            summary: summary.into(),
+            report: Map::new(),
+        }
+    }
+
+    /// Nothing needed doing; a success with zero work.
+    pub fn nothing_to_do(summary: impl Into<String>) -> Self {
+        Outcome {
+            acted: false,
+            summary: summary.into(),
+            report: Map::new(),
+        }
+    }
+
+    /// Adds one measured effect to the report.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.report.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// Why a run happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// A trigger fired.
+    Automatic,
+    /// An operator asked (HTTP or CLI).
+    Manual,
+}
+
+/// What a strategy run is given: the snapshot that led to it, how loud its signal is, and
+/// handles to what it may act on. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The latest sample.
+    pub snapshot: Arc<Snapshot>,
+    /// The level of the strategy's trigger signal (WARNING for manual runs unless CRITICAL).
+    pub level: Level,
+    /// Automatic or manual.
+    pub kind: RunKind,
+    /// Registered caches and connection pools.
+    pub registry: Arc<Registry>,
+    /// The agent's sampling interval, which strategies may change.
+    pub interval: IntervalControl,
+}
+
+/// Caches and connection pools registered with the agent, by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    /// Caches `cache-trim` acts on.
+    pub caches: Vec<(String, Arc<dyn Trim>)>,
+    /// Connection pools `connection-reap` acts on.
+    pub pools: Vec<(String, Arc<dyn Reap>)>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("caches", &self.caches.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("pools", &self.pools.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The agent's sampling interval: a shared, lock-free cell between a base and a maximum.
+#[derive(Debug, Clone)]
+pub struct IntervalControl {
+    inner: Arc<IntervalInner>,
+}
+
+#[derive(Debug)]
+struct IntervalInner {
+    current_ms: AtomicU64,
+    base_ms: u64,
+    max_ms: u64,
+}
+
+impl IntervalControl {
+    /// An interval that starts at `base` and may grow up to `max` (at least `base`).
+    pub fn new(base: Duration, max: Duration) -> Self {
+        let base_ms = (base.as_millis() as u64).max(1);
+        IntervalControl {
+            inner: Arc::new(IntervalInner {
+                current_ms: AtomicU64::new(base_ms),
+                base_ms,
+                max_ms: (max.as_millis() as u64).max(base_ms),
+            }),
+        }
+    }
+
+    /// The interval in force.
+    pub fn current(&self) -> Duration {
+        Duration::from_millis(self.inner.current_ms.load(Ordering::Relaxed))
+    }
+
+    /// The configured interval.
+    pub fn base(&self) -> Duration {
+        Duration::from_millis(self.inner.base_ms)
+    }
+
+    /// The largest interval allowed.
+    pub fn max(&self) -> Duration {
+        Duration::from_millis(self.inner.max_ms)
+    }
+
+    /// Sets the interval, clamped to `[base, max]`; returns the value set.
+    pub fn set(&self, interval: Duration) -> Duration {
+        let ms = (interval.as_millis() as u64).clamp(self.inner.base_ms, self.inner.max_ms);
+        self.inner.current_ms.store(ms, Ordering::Relaxed);
+        Duration::from_millis(ms)
+    }
+
+    /// Halves the interval towards its base; returns the new value.
+    pub fn relax(&self) -> Duration {
+        self.set(self.current() / 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn _object_safe(_: Box<dyn Strategy>, _: Box<dyn Trim>, _: Box<dyn Reap>) {}
+
+    #[test]
+    fn interval_is_clamped_between_base_and_max() {
+        let interval = IntervalControl::new(Duration::from_secs(1), Duration::from_secs(8));
+        assert_eq!(interval.set(Duration::from_secs(100)), Duration::from_secs(8));
+        assert_eq!(interval.relax(), Duration::from_secs(4));
+        assert_eq!(interval.set(Duration::from_millis(1)), Duration::from_secs(1));
+        assert_eq!(interval.clone().current(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn outcome_collects_its_report() {
+        let outcome = Outcome::acted("purged").with("rss_released_bytes", 42u64);
+        assert!(outcome.acted);
+        assert_eq!(outcome.report["rss_released_bytes"], 42);
+    }
+}
