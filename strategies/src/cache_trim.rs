@@ -26,8 +26,8 @@ use crate::trigger::{Level, TriggerSpec};
 ///     }
 ///     fn evict(&self, fraction: f64) -> TrimReport {
 ///         let mut items = self.0.lock().unwrap();
-///         let n = ((items.len() as f64) * fraction).ceil() as usize;
-///         let bytes = items.drain(..n.min(items.len())).map(|v| v.len() as u64).sum();
+///         let n = (((items.len() as f64) * fraction).ceil() as usize).min(items.len());
+///         let bytes = items.drain(..n).map(|v| v.len() as u64).sum();
 ///         TrimReport { entries_removed: n as u64, bytes_freed: Some(bytes) }
 ///     }
 /// }
