@@ -1,0 +1,591 @@
+//! The engine: one task that owns the agent's state and runs the loop
+//! sample → evaluate → act → record → publish.
+//!
+//! Everything else talks to it through an [`EngineHandle`]: commands go in over a channel,
+//! the latest [`View`] comes out over a watch channel, and [`Event`]s over a broadcast
+//! channel. Strategy runs happen in a separate task, one batch at a time (single flight), so
+//! sampling and manual requests are answered while a strategy works.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use perfpilot_strategies::{
+    Context, IntervalBackoff, IntervalControl, Level, Outcome, Registered, Registry, RunKind,
+    Signal, Snapshot, Strategy, TriggerSpec,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::events::Event;
+use crate::history::{History, OptimizationRecord, Stats};
+use crate::trigger::TriggerState;
+
+/// Where snapshots come from: the real sampler, or a scripted source in tests.
+pub trait SignalSource: Send + 'static {
+    /// Takes one sample.
+    fn sample(&mut self) -> Snapshot;
+}
+
+/// How the engine behaves.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Run strategies automatically when triggers fire (manual runs work either way).
+    pub enabled: bool,
+    /// The sampling interval, shared with `interval-backoff`.
+    pub interval: IntervalControl,
+    /// Log and record what would run, without running it.
+    pub dry_run: bool,
+    /// How many records to keep.
+    pub history_size: usize,
+    /// How long one strategy run may take before it is abandoned as failed.
+    pub strategy_timeout: Duration,
+    /// After an automatic batch, no other automatic run for this long.
+    pub post_action_delay: Duration,
+}
+
+/// What the engine publishes after every sample and run: everything the API shows.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The latest sample.
+    pub snapshot: Arc<Snapshot>,
+    /// Running stats over all runs.
+    pub stats: Stats,
+    /// Whether a batch of strategy runs is in progress.
+    pub is_optimizing: bool,
+    /// Whether automatic runs are on.
+    pub enabled: bool,
+    /// Whether the agent is in dry-run mode.
+    pub dry_run: bool,
+    /// The sampling interval in force.
+    pub interval: Duration,
+    /// The retained records, oldest first.
+    pub recent: Vec<Arc<OptimizationRecord>>,
+    /// Every registered strategy with its trigger state.
+    pub strategies: Vec<StrategyView>,
+}
+
+/// One strategy as the API lists it.
+#[derive(Debug, Clone)]
+pub struct StrategyView {
+    /// Name.
+    pub name: String,
+    /// Aliases.
+    pub aliases: Vec<String>,
+    /// What it does.
+    pub description: String,
+    /// Its trigger.
+    pub trigger: TriggerSpec,
+    /// Its signal's level now.
+    pub level: Level,
+    /// Its signal's (smoothed) value in the last sample.
+    pub value: Option<f64>,
+}
+
+/// Why a manual optimization was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptimizeError {
+    /// No strategy has that name or alias.
+    #[error("unknown strategy `{given}`; known strategies: {}", known.join(", "))]
+    UnknownStrategy {
+        /// The name asked for.
+        given: String,
+        /// Every name and alias that would work.
+        known: Vec<String>,
+    },
+    /// Another optimization is running (single flight).
+    #[error("an optimization is already running")]
+    Busy,
+    /// The engine has stopped.
+    #[error("the agent is shutting down")]
+    Stopped,
+}
+
+enum Command {
+    Optimize {
+        strategy: Option<String>,
+        reply: oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>>,
+    },
+}
+
+/// A cheap, cloneable handle to the engine task.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    view: watch::Receiver<Arc<View>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Optimize { strategy, .. } => {
+                f.debug_struct("Optimize").field("strategy", strategy).finish()
+            }
+        }
+    }
+}
+
+impl EngineHandle {
+    /// Runs one strategy (by name or alias) or, with `None`, every strategy, now: thresholds
+    /// and cooldowns are bypassed, single flight is not. Resolves when the runs are recorded.
+    pub async fn optimize(
+        &self,
+        strategy: Option<&str>,
+    ) -> Result<Vec<Arc<OptimizationRecord>>, OptimizeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Optimize {
+                strategy: strategy.map(str::to_owned),
+                reply,
+            })
+            .await
+            .map_err(|_| OptimizeError::Stopped)?;
+        answer.await.map_err(|_| OptimizeError::Stopped)?
+    }
+
+    /// The latest published view.
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.borrow())
+    }
+
+    /// A receiver of the engine's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// A watch receiver of views, to wait for changes.
+    pub fn watch(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+}
+
+/// Starts the engine task. It samples at once, then every interval, until `shutdown` is
+/// cancelled; then it lets a running batch finish and returns.
+pub fn spawn(
+    settings: EngineSettings,
+    strategies: Vec<Registered>,
+    registry: Arc<Registry>,
+    mut source: Box<dyn SignalSource>,
+    shutdown: CancellationToken,
+) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    let (commands_tx, commands_rx) = mpsc::channel(16);
+    let (events, _) = broadcast::channel(256);
+    let first = Arc::new(source.sample());
+    let slots = strategies
+        .into_iter()
+        .map(|registered| Slot {
+            trigger: TriggerState::new(registered.trigger.clone()),
+            strategy: registered.strategy,
+            value: None,
+        })
+        .collect();
+    let mut engine = Engine {
+        history: History::new(settings.history_size),
+        settings,
+        slots,
+        registry,
+        source: Arc::new(Mutex::new(source)),
+        latest: first,
+        running: None,
+        quiet_until: None,
+        events: events.clone(),
+        view: None,
+    };
+    let (view_tx, view_rx) = watch::channel(Arc::new(engine.build_view()));
+    engine.view = Some(view_tx);
+    let task = tokio::spawn(engine.run(commands_rx, shutdown));
+    (
+        EngineHandle {
+            commands: commands_tx,
+            view: view_rx,
+            events,
+        },
+        task,
+    )
+}
+
+struct Slot {
+    strategy: Arc<dyn Strategy>,
+    trigger: TriggerState,
+    value: Option<f64>,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>>;
+type SharedSource = Arc<Mutex<Box<dyn SignalSource>>>;
+
+struct Engine {
+    settings: EngineSettings,
+    slots: Vec<Slot>,
+    registry: Arc<Registry>,
+    source: SharedSource,
+    latest: Arc<Snapshot>,
+    history: History,
+    /// The requester of the batch in flight, if any (`Some(None)`: automatic batch).
+    running: Option<Option<Reply>>,
+    quiet_until: Option<Instant>,
+    events: broadcast::Sender<Event>,
+    view: Option<watch::Sender<Arc<View>>>,
+}
+
+/// One planned strategy run.
+struct PlannedRun {
+    strategy: Arc<dyn Strategy>,
+    signal: Signal,
+    level: Level,
+    before: Option<f64>,
+    kind: RunKind,
+    reason: String,
+}
+
+/// A finished run, before it gets its record id.
+struct FinishedRun {
+    planned: PlannedRun,
+    started_at: SystemTime,
+    duration: Duration,
+    result: Result<Outcome, String>,
+    after: Option<f64>,
+}
+
+impl Engine {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut batches: JoinSet<Vec<FinishedRun>> = JoinSet::new();
+        let mut next_tick = Instant::now() + self.settings.interval.current();
+        self.publish();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = batches.join_next() => self.finish_batch(done),
+                Some(command) = commands.recv() => self.handle(command, &mut batches),
+                _ = tokio::time::sleep_until(next_tick) => {
+                    self.tick(&mut batches);
+                    next_tick = Instant::now() + self.settings.interval.current();
+                }
+            }
+        }
+        if self.running.is_some() {
+            info!("shutting down: waiting for the running optimization to finish");
+            if let Some(done) = batches.join_next().await {
+                self.finish_batch(done);
+            }
+        }
+    }
+
+    fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
+        let snapshot = Arc::new(lock(&self.source).sample());
+        self.latest = Arc::clone(&snapshot);
+        let now = Instant::now();
+        let mut fired = Vec::new();
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let signal = slot.trigger.spec().signal;
+            let evaluation = slot.trigger.evaluate(snapshot.signal(signal), now.into_std());
+            slot.value = evaluation.value;
+            if evaluation.fire {
+                fired.push(index);
+            }
+        }
+        self.relax_interval();
+        let _ = self.events.send(Event::MetricsUpdated(snapshot));
+
+        let quiet = self.quiet_until.is_some_and(|until| now < until);
+        if self.settings.enabled && self.running.is_none() && !quiet && !fired.is_empty() {
+            let runs = fired
+                .into_iter()
+                .map(|index| {
+                    let slot = &mut self.slots[index];
+                    slot.trigger.mark_run(now.into_std());
+                    let spec = slot.trigger.spec();
+                    let value = slot.value.unwrap_or(f64::NAN);
+                    PlannedRun {
+                        strategy: Arc::clone(&slot.strategy),
+                        signal: spec.signal,
+                        level: slot.trigger.level(),
+                        before: slot.value,
+                        kind: RunKind::Automatic,
+                        reason: format!(
+                            "{} = {} above {} ({})",
+                            spec.signal,
+                            round(value),
+                            spec.above,
+                            slot.trigger.level()
+                        ),
+                    }
+                })
+                .collect();
+            self.start_batch(runs, None, batches);
+        }
+        self.publish();
+    }
+
+    /// Halves the interval back towards its base while interval-backoff's trigger is clear.
+    fn relax_interval(&self) {
+        let interval = &self.settings.interval;
+        let calm = self
+            .slots
+            .iter()
+            .find(|slot| slot.strategy.name() == IntervalBackoff::NAME)
+            .is_none_or(|slot| slot.trigger.level() == Level::Ok);
+        if calm && interval.current() > interval.base() {
+            let relaxed = interval.relax();
+            info!(interval_ms = relaxed.as_millis() as u64, "CPU calm: sampling interval relaxed");
+        }
+    }
+
+    fn handle(&mut self, command: Command, batches: &mut JoinSet<Vec<FinishedRun>>) {
+        let Command::Optimize { strategy, reply } = command;
+        if self.running.is_some() {
+            let _ = reply.send(Err(OptimizeError::Busy));
+            return;
+        }
+        let chosen: Vec<&Slot> = match &strategy {
+            None => self.slots.iter().collect(),
+            Some(name) => match self.find(name) {
+                Some(slot) => vec![slot],
+                None => {
+                    let _ = reply.send(Err(OptimizeError::UnknownStrategy {
+                        given: name.clone(),
+                        known: self.known_names(),
+                    }));
+                    return;
+                }
+            },
+        };
+        let runs = chosen
+            .into_iter()
+            .map(|slot| PlannedRun {
+                strategy: Arc::clone(&slot.strategy),
+                signal: slot.trigger.spec().signal,
+                level: slot.trigger.level().max(Level::Warning),
+                before: self.latest.signal(slot.trigger.spec().signal),
+                kind: RunKind::Manual,
+                reason: match &strategy {
+                    Some(name) => format!("manual request for `{name}`"),
+                    None => "manual request for all strategies".to_owned(),
+                },
+            })
+            .collect();
+        self.start_batch(runs, Some(reply), batches);
+        self.publish();
+    }
+
+    fn find(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|slot| {
+            slot.strategy.name().eq_ignore_ascii_case(name)
+                || slot
+                    .strategy
+                    .aliases()
+                    .iter()
+                    .any(|alias| alias.eq_ignore_ascii_case(name))
+        })
+    }
+
+    fn known_names(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .flat_map(|slot| {
+                std::iter::once(slot.strategy.name().to_owned())
+                    .chain(slot.strategy.aliases().iter().map(|a| (*a).to_owned()))
+            })
+            .collect()
+    }
+
+    fn start_batch(
+        &mut self,
+        runs: Vec<PlannedRun>,
+        reply: Option<Reply>,
+        batches: &mut JoinSet<Vec<FinishedRun>>,
+    ) {
+        if self.settings.dry_run {
+            let records = runs
+                .into_iter()
+                .map(|planned| {
+                    info!(strategy = planned.strategy.name(), reason = %planned.reason, "dry run: would run strategy");
+                    self.record(FinishedRun {
+                        started_at: SystemTime::now(),
+                        duration: Duration::ZERO,
+                        result: Ok(Outcome::nothing_to_do("dry run: not executed")),
+                        after: planned.before,
+                        planned,
+                    }, true)
+                })
+                .collect();
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(records));
+            }
+            return;
+        }
+        let context = Context {
+            snapshot: Arc::clone(&self.latest),
+            level: Level::Ok,
+            kind: RunKind::Automatic,
+            registry: Arc::clone(&self.registry),
+            interval: self.settings.interval.clone(),
+        };
+        let timeout = self.settings.strategy_timeout;
+        let source = Arc::clone(&self.source);
+        batches.spawn(async move {
+            let mut finished = Vec::with_capacity(runs.len());
+            for planned in runs {
+                finished.push(execute(planned, context.clone(), timeout, &source).await);
+            }
+            finished
+        });
+        self.running = Some(reply);
+    }
+
+    fn finish_batch(&mut self, done: Result<Vec<FinishedRun>, tokio::task::JoinError>) {
+        let reply = self.running.take().flatten();
+        let automatic = reply.is_none();
+        let records: Vec<_> = match done {
+            Ok(runs) => runs.into_iter().map(|run| self.record(run, false)).collect(),
+            Err(e) => {
+                warn!(error = %e, "optimization batch task failed");
+                Vec::new()
+            }
+        };
+        if automatic && !self.settings.post_action_delay.is_zero() {
+            self.quiet_until = Some(Instant::now() + self.settings.post_action_delay);
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(records));
+        }
+        self.publish();
+    }
+
+    fn record(&mut self, run: FinishedRun, dry_run: bool) -> Arc<OptimizationRecord> {
+        let (success, error, result) = match run.result {
+            Ok(outcome) => (true, None, Some(outcome)),
+            Err(error) => (false, Some(error), None),
+        };
+        let record = OptimizationRecord {
+            id: self.history.next_id(),
+            strategy: run.planned.strategy.name().to_owned(),
+            kind: run.planned.kind,
+            reason: run.planned.reason,
+            signal: run.planned.signal,
+            level: run.planned.level,
+            started_at: run.started_at,
+            duration_ms: run.duration.as_secs_f64() * 1000.0,
+            success,
+            error,
+            before: run.planned.before,
+            after: run.after,
+            result,
+            dry_run,
+        };
+        if !dry_run {
+            match &record.error {
+                None => info!(
+                    strategy = %record.strategy,
+                    duration_ms = record.duration_ms,
+                    before = ?record.before,
+                    after = ?record.after,
+                    summary = record.result.as_ref().map(|o| o.summary.as_str()).unwrap_or(""),
+                    "strategy applied"
+                ),
+                Some(error) => warn!(strategy = %record.strategy, %error, "strategy failed"),
+            }
+        }
+        let record = self.history.push(record);
+        let _ = self
+            .events
+            .send(Event::OptimizationCompleted(Arc::clone(&record)));
+        record
+    }
+
+    fn build_view(&self) -> View {
+        View {
+            snapshot: Arc::clone(&self.latest),
+            stats: self.history.stats().clone(),
+            is_optimizing: self.running.is_some(),
+            enabled: self.settings.enabled,
+            dry_run: self.settings.dry_run,
+            interval: self.settings.interval.current(),
+            recent: self.history.recent().cloned().collect(),
+            strategies: self
+                .slots
+                .iter()
+                .map(|slot| StrategyView {
+                    name: slot.strategy.name().to_owned(),
+                    aliases: slot.strategy.aliases().iter().map(|a| (*a).to_owned()).collect(),
+                    description: slot.strategy.description().to_owned(),
+                    trigger: slot.trigger.spec().clone(),
+                    level: slot.trigger.level(),
+                    value: slot.value,
+                })
+                .collect(),
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(view) = &self.view {
+            view.send_replace(Arc::new(self.build_view()));
+        }
+    }
+}
+
+/// Runs one strategy in its own task under `timeout`, catching panics, then samples again to
+/// read the trigger signal after it.
+async fn execute(
+    planned: PlannedRun,
+    mut context: Context,
+    timeout: Duration,
+    source: &SharedSource,
+) -> FinishedRun {
+    context.level = planned.level;
+    context.kind = planned.kind;
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let strategy = Arc::clone(&planned.strategy);
+    let task = tokio::spawn(async move { strategy.run(context).await });
+    let abort = task.abort_handle();
+    let result = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(outcome))) => Ok(outcome),
+        Ok(Ok(Err(error))) => Err(error.to_string()),
+        Ok(Err(join_error)) if join_error.is_panic() => Err(format!(
+            "strategy panicked: {}",
+            panic_message(join_error.into_panic())
+        )),
+        Ok(Err(join_error)) => Err(format!("strategy task failed: {join_error}")),
+        Err(_) => {
+            abort.abort();
+            Err(format!("strategy timed out after {} ms", timeout.as_millis()))
+        }
+    };
+    let duration = started.elapsed();
+    let after = lock(source).sample().signal(planned.signal);
+    FinishedRun {
+        planned,
+        started_at,
+        duration,
+        result,
+        after,
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+fn lock(source: &SharedSource) -> std::sync::MutexGuard<'_, Box<dyn SignalSource>> {
+    // A panic while sampling poisons the lock; the source itself is still usable.
+    source.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn round(value: f64) -> f64 {
+    (value * 10_000.0).round() / 10_000.0
+}
+
+#[cfg(test)]
+mod tests;

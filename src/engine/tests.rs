@@ -1,0 +1,309 @@
+//! Scenario tests of the engine: a scripted signal source and tokio's paused clock.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use perfpilot_strategies::{StrategyError, TriggerSpec};
+use tokio::sync::Semaphore;
+
+use super::*;
+
+/// Signal values the test sets by hand.
+#[derive(Clone, Default)]
+struct Script(Arc<Mutex<(f64, f64)>>); // (memory usage, cpu usage)
+
+impl Script {
+    fn set_memory(&self, value: f64) {
+        self.0.lock().unwrap().0 = value;
+    }
+    fn set_cpu(&self, value: f64) {
+        self.0.lock().unwrap().1 = value;
+    }
+}
+
+impl SignalSource for Script {
+    fn sample(&mut self) -> Snapshot {
+        let (memory, cpu) = *self.0.lock().unwrap();
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.memory_usage_ratio = Some(memory);
+        snapshot.process_cpu_ratio = Some(cpu);
+        snapshot
+    }
+}
+
+/// What a test strategy does when run.
+#[derive(Debug)]
+enum Behaviour {
+    /// Lowers the scripted memory signal to the value, like a purge that works.
+    Relieve(f64),
+    Panic,
+    Hang,
+    /// Waits for a permit, so the test controls when it finishes.
+    WaitFor(Arc<Semaphore>),
+}
+
+#[derive(Debug)]
+struct TestStrategy {
+    name: &'static str,
+    behaviour: Behaviour,
+    runs: Arc<AtomicU32>,
+    script: Script,
+}
+
+impl fmt::Debug for Script {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Script")
+    }
+}
+
+#[async_trait]
+impl Strategy for TestStrategy {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn aliases(&self) -> &[&str] {
+        &["t"]
+    }
+
+    async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        match &self.behaviour {
+            Behaviour::Relieve(to) => {
+                self.script.set_memory(*to);
+                Ok(Outcome::acted("relieved"))
+            }
+            Behaviour::Panic => panic!("strategy exploded"),
+            Behaviour::Hang => std::future::pending().await,
+            Behaviour::WaitFor(gate) => {
+                let _permit = gate.acquire().await.unwrap();
+                Ok(Outcome::nothing_to_do("waited"))
+            }
+        }
+    }
+}
+
+struct Harness {
+    script: Script,
+    runs: Arc<AtomicU32>,
+    handle: EngineHandle,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn settings() -> EngineSettings {
+    EngineSettings {
+        enabled: true,
+        interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(8)),
+        dry_run: false,
+        history_size: 50,
+        strategy_timeout: Duration::from_secs(5),
+        post_action_delay: Duration::ZERO,
+    }
+}
+
+fn start(behaviour: Behaviour, trigger: TriggerSpec, settings: EngineSettings) -> Harness {
+    let script = Script::default();
+    let runs = Arc::new(AtomicU32::new(0));
+    let strategy = TestStrategy {
+        name: "test-strategy",
+        behaviour,
+        runs: Arc::clone(&runs),
+        script: script.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let (handle, task) = spawn(
+        settings,
+        vec![Registered {
+            strategy: Arc::new(strategy),
+            trigger,
+        }],
+        Arc::new(Registry::default()),
+        Box::new(script.clone()),
+        shutdown.clone(),
+    );
+    Harness {
+        script,
+        runs,
+        handle,
+        shutdown,
+        task,
+    }
+}
+
+fn memory_trigger() -> TriggerSpec {
+    TriggerSpec::new(Signal::MemoryUsage, 0.8).cooldown(Duration::from_secs(10))
+}
+
+async fn next_record(events: &mut broadcast::Receiver<Event>) -> Arc<OptimizationRecord> {
+    loop {
+        if let Event::OptimizationCompleted(record) = events.recv().await.unwrap() {
+            return record;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn threshold_crossing_runs_the_strategy_and_records_before_and_after() {
+    let h = start(Behaviour::Relieve(0.3), memory_trigger(), settings());
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.5);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.runs.load(Ordering::SeqCst), 0, "below threshold: no run");
+
+    h.script.set_memory(0.9);
+    let crossed = Instant::now();
+    let record = next_record(&mut events).await;
+    assert!(
+        crossed.elapsed() <= Duration::from_secs(2),
+        "acted on within 2 intervals"
+    );
+    assert_eq!(record.strategy, "test-strategy");
+    assert_eq!(record.kind, RunKind::Automatic);
+    assert!(record.success);
+    assert_eq!(record.before, Some(0.9));
+    assert_eq!(record.after, Some(0.3));
+    assert!(record.reason.contains("memory_usage = 0.9 above 0.8"), "{}", record.reason);
+
+    let view = h.handle.view();
+    assert_eq!(view.stats.count, 1);
+    assert_eq!(view.recent.len(), 1);
+    assert!(!view.is_optimizing);
+    h.shutdown.cancel();
+    h.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cooldown_spaces_automatic_runs_under_persistent_pressure() {
+    let h = start(Behaviour::Relieve(0.95), memory_trigger(), settings());
+    h.script.set_memory(0.95);
+    tokio::time::sleep(Duration::from_millis(25_500)).await;
+    // Runs at about t=1s, 11s, 21s: three, not twenty-five.
+    assert_eq!(h.runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_strategy_is_recorded_as_failed_and_the_engine_goes_on() {
+    let h = start(Behaviour::Panic, memory_trigger(), settings());
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.9);
+    let record = next_record(&mut events).await;
+    assert!(!record.success);
+    assert!(
+        record.error.as_deref().unwrap().contains("panicked: strategy exploded"),
+        "{:?}",
+        record.error
+    );
+    // Still alive: a manual run is answered.
+    let records = h.handle.optimize(Some("t")).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(!records[0].success);
+    assert_eq!(h.handle.view().stats.count, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_strategy_times_out_as_a_failure() {
+    let mut settings = settings();
+    settings.strategy_timeout = Duration::from_millis(300);
+    let h = start(Behaviour::Hang, memory_trigger(), settings);
+    let records = h.handle.optimize(None).await.unwrap();
+    assert!(!records[0].success);
+    assert_eq!(
+        records[0].error.as_deref(),
+        Some("strategy timed out after 300 ms")
+    );
+    // Single flight is released after the timeout.
+    assert!(!h.handle.view().is_optimizing);
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_runs_are_single_flight() {
+    let gate = Arc::new(Semaphore::new(0));
+    let h = start(
+        Behaviour::WaitFor(Arc::clone(&gate)),
+        memory_trigger(),
+        settings(),
+    );
+    let first = {
+        let handle = h.handle.clone();
+        tokio::spawn(async move { handle.optimize(Some("test-strategy")).await })
+    };
+    let mut view = h.handle.watch();
+    view.wait_for(|v| v.is_optimizing).await.unwrap();
+    assert_eq!(
+        h.handle.optimize(Some("t")).await.unwrap_err(),
+        OptimizeError::Busy
+    );
+    gate.add_permits(1);
+    let records = first.await.unwrap().unwrap();
+    assert_eq!(records[0].kind, RunKind::Manual);
+    assert!(records[0].success);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_strategy_names_the_known_ones() {
+    let h = start(Behaviour::Relieve(0.1), memory_trigger(), settings());
+    let error = h.handle.optimize(Some("teleport")).await.unwrap_err();
+    assert_eq!(
+        error,
+        OptimizeError::UnknownStrategy {
+            given: "teleport".into(),
+            known: vec!["test-strategy".into(), "t".into()],
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_records_what_would_run_without_running_it() {
+    let mut settings = settings();
+    settings.dry_run = true;
+    let h = start(Behaviour::Relieve(0.1), memory_trigger(), settings);
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.9);
+    let record = next_record(&mut events).await;
+    assert!(record.dry_run);
+    assert_eq!(h.runs.load(Ordering::SeqCst), 0);
+    assert_eq!(h.handle.view().stats.count, 0, "dry runs are not counted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_agent_samples_but_does_not_act_by_itself() {
+    let mut settings = settings();
+    settings.enabled = false;
+    let h = start(Behaviour::Relieve(0.1), memory_trigger(), settings);
+    h.script.set_memory(0.9);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.runs.load(Ordering::SeqCst), 0);
+    assert_eq!(h.handle.view().snapshot.memory_usage_ratio, Some(0.9));
+    h.handle.optimize(None).await.unwrap();
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn interval_backs_off_under_cpu_pressure_and_relaxes_when_calm() {
+    let script = Script::default();
+    let settings = settings();
+    let interval = settings.interval.clone();
+    let shutdown = CancellationToken::new();
+    let backoff = perfpilot_strategies::IntervalBackoffConfig::default();
+    let (handle, _task) = spawn(
+        settings,
+        vec![Registered {
+            strategy: Arc::new(backoff.build()),
+            trigger: backoff.trigger.clone().cooldown(Duration::ZERO),
+        }],
+        Arc::new(Registry::default()),
+        Box::new(script.clone()),
+        shutdown,
+    );
+    script.set_cpu(0.95);
+    let mut view = handle.watch();
+    view.wait_for(|v| v.interval == Duration::from_secs(8))
+        .await
+        .unwrap();
+    assert_eq!(interval.current(), Duration::from_secs(8), "capped at max_interval");
+    script.set_cpu(0.1);
+    view.wait_for(|v| v.interval == Duration::from_secs(1))
+        .await
+        .unwrap();
+}

@@ -1,0 +1,215 @@
+//! Optimization records and the running statistics over them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use perfpilot_strategies::snapshot::unix_millis;
+use perfpilot_strategies::{Level, Outcome, RunKind, Signal};
+use serde::Serialize;
+
+/// One run of one strategy: why, when, how long, whether it worked, and what it changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OptimizationRecord {
+    /// Sequence number, from 1.
+    pub id: u64,
+    /// The strategy's name.
+    pub strategy: String,
+    /// Automatic (a trigger fired) or manual.
+    pub kind: RunKind,
+    /// A sentence saying why it ran.
+    pub reason: String,
+    /// The signal the strategy's trigger watches.
+    pub signal: Signal,
+    /// The level of that signal when the run started.
+    pub level: Level,
+    /// When the run started.
+    #[serde(with = "unix_millis")]
+    pub started_at: SystemTime,
+    /// How long the run took, in milliseconds.
+    pub duration_ms: f64,
+    /// Whether it completed without error (doing nothing because nothing needed doing counts).
+    pub success: bool,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The trigger signal's value in the sample before the run.
+    pub before: Option<f64>,
+    /// The trigger signal's value in a sample taken right after the run.
+    pub after: Option<f64>,
+    /// What the strategy reported it changed.
+    pub result: Option<Outcome>,
+    /// True when the agent only logged what it would have run (`--dry-run`).
+    pub dry_run: bool,
+}
+
+impl OptimizationRecord {
+    /// The run's duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_ms / 1000.0)
+    }
+}
+
+/// Aggregates over every run since start (not only the retained ones).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Runs so far (dry runs excluded).
+    pub count: u64,
+    /// Successful runs so far.
+    pub successes: u64,
+    /// Mean run duration in milliseconds; `None` before the first run.
+    pub average_duration_ms: Option<f64>,
+    /// When the last run started.
+    pub last_run: Option<SystemTime>,
+    /// Per strategy: runs, successes and the mean relief of its signal.
+    pub per_strategy: BTreeMap<String, StrategyStats>,
+}
+
+impl Stats {
+    /// Share of runs that succeeded, 0..1; `None` before the first run.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.successes as f64 / self.count as f64)
+    }
+}
+
+/// One strategy's track record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyStats {
+    /// Runs.
+    pub runs: u64,
+    /// Successful runs.
+    pub successes: u64,
+    /// Runs where the signal was lower after than before.
+    pub relieved: u64,
+    /// Mean of (before − after) over runs where both were read.
+    pub mean_relief: Option<f64>,
+    #[serde(skip)]
+    relief_sum: f64,
+    #[serde(skip)]
+    relief_samples: u64,
+}
+
+/// The last N records and the running stats.
+#[derive(Debug)]
+pub struct History {
+    capacity: usize,
+    records: VecDeque<Arc<OptimizationRecord>>,
+    stats: Stats,
+    total_duration_ms: f64,
+    next_id: u64,
+}
+
+impl History {
+    /// Keeps the last `capacity` records (at least one).
+    pub fn new(capacity: usize) -> Self {
+        History {
+            capacity: capacity.max(1),
+            records: VecDeque::new(),
+            stats: Stats::default(),
+            total_duration_ms: 0.0,
+            next_id: 1,
+        }
+    }
+
+    /// The id the next record gets.
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Adds a record, updates the stats, and drops the oldest record beyond capacity.
+    pub fn push(&mut self, record: OptimizationRecord) -> Arc<OptimizationRecord> {
+        if !record.dry_run {
+            self.stats.count += 1;
+            self.stats.successes += u64::from(record.success);
+            self.total_duration_ms += record.duration_ms;
+            self.stats.average_duration_ms = Some(self.total_duration_ms / self.stats.count as f64);
+            self.stats.last_run = Some(record.started_at);
+            let strategy = self
+                .stats
+                .per_strategy
+                .entry(record.strategy.clone())
+                .or_default();
+            strategy.runs += 1;
+            strategy.successes += u64::from(record.success);
+            if let (Some(before), Some(after)) = (record.before, record.after) {
+                strategy.relieved += u64::from(after < before);
+                strategy.relief_sum += before - after;
+                strategy.relief_samples += 1;
+                strategy.mean_relief = Some(strategy.relief_sum / strategy.relief_samples as f64);
+            }
+        }
+        let record = Arc::new(record);
+        self.records.push_back(Arc::clone(&record));
+        while self.records.len() > self.capacity {
+            self.records.pop_front();
+        }
+        record
+    }
+
+    /// The retained records, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &Arc<OptimizationRecord>> {
+        self.records.iter()
+    }
+
+    /// The running stats.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(history: &mut History, success: bool, ms: f64, before: f64, after: f64) -> OptimizationRecord {
+        OptimizationRecord {
+            id: history.next_id(),
+            strategy: "memory-purge".into(),
+            kind: RunKind::Automatic,
+            reason: "test".into(),
+            signal: Signal::MemoryUsage,
+            level: Level::Warning,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(10),
+            duration_ms: ms,
+            success,
+            error: None,
+            before: Some(before),
+            after: Some(after),
+            result: None,
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn stats_cover_every_run_and_records_are_capped() {
+        let mut history = History::new(2);
+        assert_eq!(history.stats().success_rate(), None);
+        for (success, ms, after) in [(true, 10.0, 0.7), (false, 20.0, 0.9), (true, 30.0, 0.8)] {
+            let r = record(&mut history, success, ms, 0.85, after);
+            history.push(r);
+        }
+        let stats = history.stats();
+        assert_eq!(stats.count, 3);
+        assert!((stats.success_rate().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(stats.average_duration_ms, Some(20.0));
+        let ids: Vec<u64> = history.recent().map(|r| r.id).collect();
+        assert_eq!(ids, [2, 3]);
+        let purge = &stats.per_strategy["memory-purge"];
+        assert_eq!((purge.runs, purge.successes, purge.relieved), (3, 2, 2));
+        assert!((purge.mean_relief.unwrap() - (0.15 - 0.05 + 0.05) / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn dry_runs_are_kept_but_not_counted() {
+        let mut history = History::new(5);
+        let mut r = record(&mut history, true, 1.0, 0.9, 0.9);
+        r.dry_run = true;
+        history.push(r);
+        assert_eq!(history.stats().count, 0);
+        assert_eq!(history.recent().count(), 1);
+    }
+}
