@@ -5,3 +5,4 @@ pub mod trigger;
 pub mod events;
 pub mod history;
 pub mod engine;
+pub mod api;

@@ -1,0 +1,222 @@
+//! The HTTP API (SPEC §5): a thin shell over the engine's handle and published view.
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /performance-metrics` | the latest sample, stats and recent runs (camelCase) |
+//! | `POST /performance-optimize` | run `{"strategy": "memory"}`, or all with an empty body |
+//! | `GET /health` | liveness and a short status |
+//!
+//! Errors are JSON `{"error": "..."}` with the right status.
+
+pub mod document;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::engine::{EngineHandle, OptimizeError};
+
+use self::document::{rfc3339, MetricsDocument};
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the routes need besides the engine.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The agent's identity in responses (`workerId`, `worker`).
+    pub worker_id: Value,
+    /// When set, mutating routes need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct ApiState {
+    engine: EngineHandle,
+    settings: Arc<ApiSettings>,
+}
+
+/// The agent's routes, ready to serve or to merge into a host's axum app.
+pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
+    let state = ApiState {
+        engine,
+        settings: Arc::new(settings),
+    };
+    Router::new()
+        .route("/performance-metrics", get(performance_metrics))
+        .route("/performance-optimize", post(performance_optimize))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An error answered as JSON `{"error": message, ...extra}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    /// An error with a status and a message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+
+    fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.body[key] = value.into();
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+async fn performance_metrics(State(state): State<ApiState>) -> Response {
+    let view = state.engine.view();
+    let document = MetricsDocument::new(&state.settings.worker_id, &view);
+    match serde_json::to_vec(&document) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not render metrics: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// The body of `POST /performance-optimize`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimizeRequest {
+    /// A strategy name or alias; absent or null for all.
+    strategy: Option<String>,
+}
+
+async fn performance_optimize(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state.settings, &headers)?;
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body is larger than {MAX_BODY_BYTES} bytes")
+        } else {
+            format!("could not read request body: {}", rejection.body_text())
+        };
+        ApiError::new(status, message)
+    })?;
+    let request = parse_optimize_request(&body)?;
+    let records = state
+        .engine
+        .optimize(request.strategy.as_deref())
+        .await
+        .map_err(|error| match &error {
+            OptimizeError::UnknownStrategy { known, .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, error.to_string())
+                    .with("knownStrategies", known.clone())
+            }
+            OptimizeError::Busy => ApiError::new(StatusCode::CONFLICT, error.to_string()),
+            OptimizeError::Stopped => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            }
+        })?;
+    let target = request.strategy.as_deref().unwrap_or("all");
+    Ok(Json(json!({
+        "message": format!("Performance optimization triggered successfully: {target}"),
+        "worker": state.settings.worker_id,
+        "timestamp": rfc3339(SystemTime::now()),
+        "results": records,
+    }))
+    .into_response())
+}
+
+fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(OptimizeRequest::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(
+            status,
+            format!("invalid request body: {e}; expected {{\"strategy\": \"NAME\"}} or an empty body"),
+        )
+    })
+}
+
+fn authorize(settings: &ApiSettings, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &settings.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this route needs `Authorization: Bearer <token>` with the configured api.token",
+        )),
+    }
+}
+
+/// Compares without stopping at the first differing byte, so timing does not leak the
+/// token's content (only whether the lengths match).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(state): State<ApiState>) -> Json<Value> {
+    let view = state.engine.view();
+    let age = SystemTime::now()
+        .duration_since(view.snapshot.taken_at)
+        .unwrap_or(Duration::ZERO);
+    Json(json!({
+        "status": "ok",
+        "workerId": state.settings.worker_id,
+        "timestamp": rfc3339(SystemTime::now()),
+        "uptime": view.snapshot.uptime.map(|u| u.as_secs_f64()),
+        "lastSampleAgeMs": age.as_millis() as u64,
+        "intervalMs": view.interval.as_millis() as u64,
+        "isOptimizing": view.is_optimizing,
+        "optimizationCount": view.stats.count,
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route; see GET /performance-metrics, POST /performance-optimize, GET /health",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+}
+
+#[cfg(test)]
+mod tests;

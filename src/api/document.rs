@@ -1,0 +1,179 @@
+//! The JSON documents of the HTTP API, in the source documents' camelCase shape.
+
+use std::time::SystemTime;
+
+use perfpilot_strategies::{Level, Snapshot};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::engine::View;
+use crate::history::OptimizationRecord;
+
+/// `GET /performance-metrics`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsDocument<'a> {
+    /// The agent's identity (the pid unless configured).
+    pub worker_id: &'a Value,
+    /// When the metrics were sampled (RFC 3339).
+    pub timestamp: String,
+    /// Optimizer state and stats.
+    pub performance: Performance,
+    /// The latest sample.
+    pub current_metrics: CurrentMetrics<'a>,
+    /// The retained optimization records, oldest first.
+    pub recent_optimizations: &'a [std::sync::Arc<OptimizationRecord>],
+    /// Each strategy with its trigger and level.
+    pub strategies: Vec<StrategyDocument<'a>>,
+}
+
+/// The `performance` object.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Performance {
+    /// Automatic runs on.
+    pub is_enabled: bool,
+    /// A run is in progress.
+    pub is_optimizing: bool,
+    /// Dry-run mode.
+    pub dry_run: bool,
+    /// Start of the last run, ms since the Unix epoch.
+    pub last_optimization: Option<u64>,
+    /// Runs since start.
+    pub optimization_count: u64,
+    /// Successful share of runs, 0..1 (null before the first run).
+    pub success_rate: Option<f64>,
+    /// Mean run duration in ms (null before the first run).
+    pub average_duration: Option<f64>,
+    /// Sampling interval in force, ms.
+    pub interval: u64,
+}
+
+/// The `currentMetrics` object: the source documents' keys first, then the rest.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentMetrics<'a> {
+    /// RSS over the memory limit, 0..1.
+    pub memory_usage: Option<f64>,
+    /// Process CPU over available CPUs, 0..1.
+    pub cpu_usage: Option<f64>,
+    /// Open connections.
+    pub active_connections: Option<u64>,
+    /// Mean response time, ms.
+    pub response_time: Option<f64>,
+    /// Response bytes per second.
+    pub throughput: Option<f64>,
+    /// Failed share of requests, 0..1.
+    pub error_rate: Option<f64>,
+    /// Load average over 1, 5, 15 minutes.
+    pub system_load: Option<[f64; 3]>,
+    /// Process uptime, s.
+    pub uptime: Option<f64>,
+    /// Resident set size, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Virtual size, bytes.
+    pub virtual_bytes: Option<u64>,
+    /// The limit memoryUsage is measured against, bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// `cgroup`, `budget` or `total_ram`.
+    pub memory_limit_source: Option<perfpilot_strategies::MemoryLimitSource>,
+    /// Host CPU busy share, 0..1.
+    pub system_cpu_usage: Option<f64>,
+    /// Requests in flight.
+    pub in_flight_requests: Option<u64>,
+    /// Requests per second.
+    pub requests_per_second: Option<f64>,
+    /// Latency percentiles, ms.
+    pub latency: Option<&'a perfpilot_strategies::LatencyStats>,
+    /// jemalloc counters, bytes.
+    pub allocator: Option<&'a perfpilot_strategies::AllocatorStats>,
+    /// tokio runtime metrics.
+    pub runtime: Option<&'a perfpilot_strategies::RuntimeStats>,
+}
+
+/// One strategy in `strategies`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyDocument<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Aliases.
+    pub aliases: &'a [String],
+    /// What it does.
+    pub description: &'a str,
+    /// Its trigger settings.
+    pub trigger: &'a perfpilot_strategies::TriggerSpec,
+    /// Its signal's level now.
+    pub level: Level,
+    /// Its signal's value in the last sample.
+    pub value: Option<f64>,
+    /// Runs so far.
+    pub runs: u64,
+    /// Successful runs so far.
+    pub successes: u64,
+}
+
+impl<'a> MetricsDocument<'a> {
+    /// The document for one published view.
+    pub fn new(worker_id: &'a Value, view: &'a View) -> Self {
+        let snapshot: &Snapshot = &view.snapshot;
+        let stats = &view.stats;
+        MetricsDocument {
+            worker_id,
+            timestamp: rfc3339(snapshot.taken_at),
+            performance: Performance {
+                is_enabled: view.enabled,
+                is_optimizing: view.is_optimizing,
+                dry_run: view.dry_run,
+                last_optimization: stats.last_run.map(perfpilot_strategies::snapshot::unix_millis::millis),
+                optimization_count: stats.count,
+                success_rate: stats.success_rate(),
+                average_duration: stats.average_duration_ms,
+                interval: view.interval.as_millis() as u64,
+            },
+            current_metrics: CurrentMetrics {
+                memory_usage: snapshot.memory_usage_ratio,
+                cpu_usage: snapshot.process_cpu_ratio,
+                active_connections: snapshot.open_connections,
+                response_time: snapshot.latency.map(|l| l.mean_ms),
+                throughput: snapshot.bytes_per_second,
+                error_rate: snapshot.error_rate,
+                system_load: snapshot.load_average,
+                uptime: snapshot.uptime.map(|u| u.as_secs_f64()),
+                rss_bytes: snapshot.rss_bytes,
+                virtual_bytes: snapshot.virtual_bytes,
+                memory_limit_bytes: snapshot.memory_limit_bytes,
+                memory_limit_source: snapshot.memory_limit_source,
+                system_cpu_usage: snapshot.system_cpu_ratio,
+                in_flight_requests: snapshot.in_flight_requests,
+                requests_per_second: snapshot.requests_per_second,
+                latency: snapshot.latency.as_ref(),
+                allocator: snapshot.allocator.as_ref(),
+                runtime: snapshot.runtime.as_ref(),
+            },
+            recent_optimizations: &view.recent,
+            strategies: view
+                .strategies
+                .iter()
+                .map(|s| {
+                    let stats = stats.per_strategy.get(&s.name);
+                    StrategyDocument {
+                        name: &s.name,
+                        aliases: &s.aliases,
+                        description: &s.description,
+                        trigger: &s.trigger,
+                        level: s.level,
+                        value: s.value,
+                        runs: stats.map_or(0, |s| s.runs),
+                        successes: stats.map_or(0, |s| s.successes),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `2024-01-01T00:00:00.000Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}

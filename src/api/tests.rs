@@ -1,0 +1,224 @@
+//! The API through the router, in process (`oneshot`), with a scripted signal source.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use perfpilot_strategies::{
+    Context, IntervalControl, Outcome, Registered, Registry, Signal, Snapshot, Strategy,
+    StrategyError, TriggerSpec,
+};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::*;
+use crate::engine::{self, EngineSettings, SignalSource};
+
+struct Fixed;
+
+impl SignalSource for Fixed {
+    fn sample(&mut self) -> Snapshot {
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.memory_usage_ratio = Some(0.25);
+        snapshot.process_cpu_ratio = Some(0.05);
+        snapshot.load_average = Some([0.5, 0.4, 0.3]);
+        snapshot.uptime = Some(Duration::from_secs(42));
+        snapshot
+    }
+}
+
+#[derive(Debug)]
+struct Gate(Arc<Semaphore>);
+
+#[async_trait]
+impl Strategy for Gate {
+    fn name(&self) -> &str {
+        "gate"
+    }
+
+    async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
+        let _permit = self.0.acquire().await.expect("semaphore open");
+        Ok(Outcome::acted("opened").with("things_done", 1))
+    }
+}
+
+fn app(token: Option<&str>) -> (Router, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(1000));
+    let (handle, _task) = engine::spawn(
+        EngineSettings {
+            enabled: true,
+            interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
+            dry_run: false,
+            history_size: 10,
+            strategy_timeout: Duration::from_secs(5),
+            post_action_delay: Duration::ZERO,
+        },
+        vec![Registered {
+            strategy: Arc::new(Gate(Arc::clone(&gate))),
+            trigger: TriggerSpec::new(Signal::MemoryUsage, 0.9),
+        }],
+        Arc::new(Registry::default()),
+        Box::new(Fixed),
+        CancellationToken::new(),
+    );
+    let router = router(
+        handle,
+        ApiSettings {
+            worker_id: json!(4242),
+            token: token.map(str::to_owned),
+        },
+    );
+    (router, gate)
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, body)
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/performance-optimize")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_have_the_documented_shape() {
+    let (app, _) = app(None);
+    let (status, body) = send(&app, Request::get("/performance-metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["workerId"], 4242);
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    let performance = &body["performance"];
+    assert_eq!(performance["isEnabled"], true);
+    assert_eq!(performance["isOptimizing"], false);
+    assert_eq!(performance["optimizationCount"], 0);
+    assert_eq!(performance["successRate"], Value::Null);
+    let current = &body["currentMetrics"];
+    assert_eq!(current["memoryUsage"], 0.25);
+    assert_eq!(current["cpuUsage"], 0.05);
+    assert_eq!(current["systemLoad"], json!([0.5, 0.4, 0.3]));
+    assert_eq!(current["uptime"], 42.0);
+    assert_eq!(current["activeConnections"], Value::Null, "absent, not zero");
+    assert_eq!(body["recentOptimizations"], json!([]));
+    assert_eq!(body["strategies"][0]["name"], "gate");
+    assert_eq!(body["strategies"][0]["level"], "OK");
+}
+
+#[tokio::test]
+async fn optimize_runs_and_reports_results() {
+    let (app, _) = app(None);
+    let (status, body) = send(&app, post(r#"{"strategy": "gate"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "Performance optimization triggered successfully: gate");
+    assert_eq!(body["worker"], 4242);
+    let result = &body["results"][0];
+    assert_eq!(result["strategy"], "gate");
+    assert_eq!(result["kind"], "manual");
+    assert_eq!(result["success"], true);
+    assert_eq!(result["result"]["report"]["things_done"], 1);
+    assert_eq!(result["before"], 0.25);
+
+    let (_, metrics) = send(&app, Request::get("/performance-metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(metrics["performance"]["optimizationCount"], 1);
+    assert_eq!(metrics["performance"]["successRate"], 1.0);
+    assert_eq!(metrics["recentOptimizations"][0]["strategy"], "gate");
+}
+
+#[tokio::test]
+async fn empty_body_runs_every_strategy() {
+    let (app, _) = app(None);
+    let (status, body) = send(&app, post(Body::empty())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "Performance optimization triggered successfully: all");
+    assert_eq!(body["results"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors() {
+    let (app, _) = app(None);
+    let (status, body) = send(&app, post(r#"{"strategy": "teleport"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("teleport"));
+    assert_eq!(body["knownStrategies"], json!(["gate"]));
+
+    let (status, body) = send(&app, post(r#"{"strategy": "#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("invalid request body"));
+
+    let (status, body) = send(&app, post(r#"{"strategy": 7}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let (status, body) = send(&app, post(r#"{"stratgey": "gate"}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"].as_str().unwrap().contains("stratgey"));
+
+    let (status, body) = send(&app, post(vec![b' '; MAX_BODY_BYTES + 1])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body["error"].as_str().unwrap().contains("65536"));
+
+    let (status, _) = send(&app, Request::get("/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(&app, Request::delete("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn a_second_optimize_while_one_runs_gets_409() {
+    let (app, gate) = app(None);
+    gate.forget_permits(1000);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, post(Body::empty())).await }
+    });
+    // Wait until the first run holds single flight.
+    loop {
+        let (_, m) = send(&app, Request::get("/performance-metrics").body(Body::empty()).unwrap()).await;
+        if m["performance"]["isOptimizing"] == true {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let (status, body) = send(&app, post(Body::empty())).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"], "an optimization is already running");
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap().0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn token_guards_optimize_but_not_reads() {
+    let (app, _) = app(Some("s3cret"));
+    let (status, body) = send(&app, post(Body::empty())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].as_str().unwrap().contains("Bearer"));
+    let wrong = Request::post("/performance-optimize")
+        .header("authorization", "Bearer s3cres")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, wrong).await.0, StatusCode::UNAUTHORIZED);
+    let right = Request::post("/performance-optimize")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, right).await.0, StatusCode::OK);
+    let (status, body) = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+}
+
+#[test]
+fn constant_time_eq_compares_content_and_length() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"abcd"));
+}
