@@ -151,18 +151,26 @@ async fn performance_optimize(
 }
 
 fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> {
+    const EXPECTED: &str = r#"expected {"strategy": "NAME"} or an empty body"#;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(OptimizeRequest::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
-        };
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
-            status,
-            format!("invalid request body: {e}; expected {{\"strategy\": \"NAME\"}} or an empty body"),
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON body: {e}; {EXPECTED}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid request body: not a JSON object; {EXPECTED}"),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid request body: {e}; {EXPECTED}"),
         )
     })
 }
@@ -215,7 +223,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
 }
 
 #[cfg(test)]

@@ -123,9 +123,10 @@ pub struct EngineHandle {
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Optimize { strategy, .. } => {
-                f.debug_struct("Optimize").field("strategy", strategy).finish()
-            }
+            Command::Optimize { strategy, .. } => f
+                .debug_struct("Optimize")
+                .field("strategy", strategy)
+                .finish(),
         }
     }
 }
@@ -283,7 +284,9 @@ impl Engine {
         let mut fired = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let signal = slot.trigger.spec().signal;
-            let evaluation = slot.trigger.evaluate(snapshot.signal(signal), now.into_std());
+            let evaluation = slot
+                .trigger
+                .evaluate(snapshot.signal(signal), now.into_std());
             slot.value = evaluation.value;
             if evaluation.fire {
                 fired.push(index);
@@ -332,7 +335,10 @@ impl Engine {
             .is_none_or(|slot| slot.trigger.level() == Level::Ok);
         if calm && interval.current() > interval.base() {
             let relaxed = interval.relax();
-            info!(interval_ms = relaxed.as_millis() as u64, "CPU calm: sampling interval relaxed");
+            info!(
+                interval_ms = relaxed.as_millis() as u64,
+                "CPU calm: sampling interval relaxed"
+            );
         }
     }
 
@@ -442,7 +448,10 @@ impl Engine {
         let reply = self.running.take().flatten();
         let automatic = reply.is_none();
         let records: Vec<_> = match done {
-            Ok(runs) => runs.into_iter().map(|run| self.record(run, false)).collect(),
+            Ok(runs) => runs
+                .into_iter()
+                .map(|run| self.record(run, false))
+                .collect(),
             Err(e) => {
                 warn!(error = %e, "optimization batch task failed");
                 Vec::new()
@@ -512,7 +521,12 @@ impl Engine {
                 .iter()
                 .map(|slot| StrategyView {
                     name: slot.strategy.name().to_owned(),
-                    aliases: slot.strategy.aliases().iter().map(|a| (*a).to_owned()).collect(),
+                    aliases: slot
+                        .strategy
+                        .aliases()
+                        .iter()
+                        .map(|a| (*a).to_owned())
+                        .collect(),
                     description: slot.strategy.description().to_owned(),
                     trigger: slot.trigger.spec().clone(),
                     level: slot.trigger.level(),
@@ -554,7 +568,10 @@ async fn execute(
         Ok(Err(join_error)) => Err(format!("strategy task failed: {join_error}")),
         Err(_) => {
             abort.abort();
-            Err(format!("strategy timed out after {} ms", timeout.as_millis()))
+            Err(format!(
+                "strategy timed out after {} ms",
+                timeout.as_millis()
+            ))
         }
     };
     let duration = started.elapsed();
@@ -580,7 +597,9 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 
 fn lock(source: &SharedSource) -> std::sync::MutexGuard<'_, Box<dyn SignalSource>> {
     // A panic while sampling poisons the lock; the source itself is still usable.
-    source.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    source
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn round(value: f64) -> f64 {

@@ -165,7 +165,13 @@ impl History {
 mod tests {
     use super::*;
 
-    fn record(history: &mut History, success: bool, ms: f64, before: f64, after: f64) -> OptimizationRecord {
+    fn record(
+        history: &mut History,
+        success: bool,
+        ms: f64,
+        before: f64,
+        after: f64,
+    ) -> OptimizationRecord {
         OptimizationRecord {
             id: history.next_id(),
             strategy: "memory-purge".into(),

@@ -1,8 +1,14 @@
 //! perfpilot: a self-tuning performance optimizer agent.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
-pub mod trigger;
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod engine;
 pub mod events;
 pub mod history;
-pub mod engine;
-pub mod api;
+pub mod trigger;
+
+pub use agent::{Agent, AgentBuilder};
+pub mod config;
+pub mod sample;

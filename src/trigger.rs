@@ -176,7 +176,9 @@ mod tests {
     fn oscillating_around_threshold_fires_once_per_cooldown() {
         let mut clock = Clock(Instant::now());
         let mut state = TriggerState::new(spec(0.8));
-        let values: Vec<f64> = (0..20).map(|i| if i % 2 == 0 { 0.81 } else { 0.79 }).collect();
+        let values: Vec<f64> = (0..20)
+            .map(|i| if i % 2 == 0 { 0.81 } else { 0.79 })
+            .collect();
         let fired = fires(&mut state, &mut clock, &values);
         assert_eq!(fired.iter().filter(|f| **f).count(), 1, "{fired:?}");
     }
@@ -196,7 +198,12 @@ mod tests {
         let mut clock = Clock(Instant::now());
         let mut state = TriggerState::new(spec(0.8).cooldown(Duration::from_secs(10)));
         let fired = fires(&mut state, &mut clock, &[0.9; 25]);
-        let at: Vec<usize> = fired.iter().enumerate().filter(|(_, f)| **f).map(|(i, _)| i).collect();
+        let at: Vec<usize> = fired
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f)
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(at, [0, 10, 20]);
     }
 
@@ -228,7 +235,10 @@ mod tests {
         let eval = state.evaluate(None, now);
         assert_eq!((eval.value, eval.fire), (None, false));
         let now = clock.advance(Duration::from_secs(1));
-        assert!(!state.evaluate(Some(0.9), now).fire, "the `for` count restarted");
+        assert!(
+            !state.evaluate(Some(0.9), now).fire,
+            "the `for` count restarted"
+        );
         let now = clock.advance(Duration::from_secs(1));
         assert!(state.evaluate(Some(0.9), now).fire);
     }

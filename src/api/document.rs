@@ -125,7 +125,9 @@ impl<'a> MetricsDocument<'a> {
                 is_enabled: view.enabled,
                 is_optimizing: view.is_optimizing,
                 dry_run: view.dry_run,
-                last_optimization: stats.last_run.map(perfpilot_strategies::snapshot::unix_millis::millis),
+                last_optimization: stats
+                    .last_run
+                    .map(perfpilot_strategies::snapshot::unix_millis::millis),
                 optimization_count: stats.count,
                 success_rate: stats.success_rate(),
                 average_duration: stats.average_duration_ms,

@@ -94,7 +94,13 @@ fn post(body: impl Into<Body>) -> Request<Body> {
 #[tokio::test]
 async fn metrics_have_the_documented_shape() {
     let (app, _) = app(None);
-    let (status, body) = send(&app, Request::get("/performance-metrics").body(Body::empty()).unwrap()).await;
+    let (status, body) = send(
+        &app,
+        Request::get("/performance-metrics")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["workerId"], 4242);
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
@@ -108,7 +114,11 @@ async fn metrics_have_the_documented_shape() {
     assert_eq!(current["cpuUsage"], 0.05);
     assert_eq!(current["systemLoad"], json!([0.5, 0.4, 0.3]));
     assert_eq!(current["uptime"], 42.0);
-    assert_eq!(current["activeConnections"], Value::Null, "absent, not zero");
+    assert_eq!(
+        current["activeConnections"],
+        Value::Null,
+        "absent, not zero"
+    );
     assert_eq!(body["recentOptimizations"], json!([]));
     assert_eq!(body["strategies"][0]["name"], "gate");
     assert_eq!(body["strategies"][0]["level"], "OK");
@@ -119,7 +129,10 @@ async fn optimize_runs_and_reports_results() {
     let (app, _) = app(None);
     let (status, body) = send(&app, post(r#"{"strategy": "gate"}"#)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["message"], "Performance optimization triggered successfully: gate");
+    assert_eq!(
+        body["message"],
+        "Performance optimization triggered successfully: gate"
+    );
     assert_eq!(body["worker"], 4242);
     let result = &body["results"][0];
     assert_eq!(result["strategy"], "gate");
@@ -128,7 +141,13 @@ async fn optimize_runs_and_reports_results() {
     assert_eq!(result["result"]["report"]["things_done"], 1);
     assert_eq!(result["before"], 0.25);
 
-    let (_, metrics) = send(&app, Request::get("/performance-metrics").body(Body::empty()).unwrap()).await;
+    let (_, metrics) = send(
+        &app,
+        Request::get("/performance-metrics")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(metrics["performance"]["optimizationCount"], 1);
     assert_eq!(metrics["performance"]["successRate"], 1.0);
     assert_eq!(metrics["recentOptimizations"][0]["strategy"], "gate");
@@ -139,7 +158,10 @@ async fn empty_body_runs_every_strategy() {
     let (app, _) = app(None);
     let (status, body) = send(&app, post(Body::empty())).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["message"], "Performance optimization triggered successfully: all");
+    assert_eq!(
+        body["message"],
+        "Performance optimization triggered successfully: all"
+    );
     assert_eq!(body["results"].as_array().unwrap().len(), 1);
 }
 
@@ -153,7 +175,13 @@ async fn bad_requests_get_json_errors() {
 
     let (status, body) = send(&app, post(r#"{"strategy": "#)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().contains("invalid request body"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON body"));
+
+    let (status, _) = send(&app, post(r#"["gate"]"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let (status, body) = send(&app, post(r#"{"strategy": 7}"#)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -168,7 +196,11 @@ async fn bad_requests_get_json_errors() {
 
     let (status, _) = send(&app, Request::get("/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = send(&app, Request::delete("/health").body(Body::empty()).unwrap()).await;
+    let (status, _) = send(
+        &app,
+        Request::delete("/health").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -182,7 +214,13 @@ async fn a_second_optimize_while_one_runs_gets_409() {
     });
     // Wait until the first run holds single flight.
     loop {
-        let (_, m) = send(&app, Request::get("/performance-metrics").body(Body::empty()).unwrap()).await;
+        let (_, m) = send(
+            &app,
+            Request::get("/performance-metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
         if m["performance"]["isOptimizing"] == true {
             break;
         }

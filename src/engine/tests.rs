@@ -163,7 +163,11 @@ async fn threshold_crossing_runs_the_strategy_and_records_before_and_after() {
     assert!(record.success);
     assert_eq!(record.before, Some(0.9));
     assert_eq!(record.after, Some(0.3));
-    assert!(record.reason.contains("memory_usage = 0.9 above 0.8"), "{}", record.reason);
+    assert!(
+        record.reason.contains("memory_usage = 0.9 above 0.8"),
+        "{}",
+        record.reason
+    );
 
     let view = h.handle.view();
     assert_eq!(view.stats.count, 1);
@@ -190,7 +194,11 @@ async fn a_panicking_strategy_is_recorded_as_failed_and_the_engine_goes_on() {
     let record = next_record(&mut events).await;
     assert!(!record.success);
     assert!(
-        record.error.as_deref().unwrap().contains("panicked: strategy exploded"),
+        record
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("panicked: strategy exploded"),
         "{:?}",
         record.error
     );
@@ -301,7 +309,11 @@ async fn interval_backs_off_under_cpu_pressure_and_relaxes_when_calm() {
     view.wait_for(|v| v.interval == Duration::from_secs(8))
         .await
         .unwrap();
-    assert_eq!(interval.current(), Duration::from_secs(8), "capped at max_interval");
+    assert_eq!(
+        interval.current(),
+        Duration::from_secs(8),
+        "capped at max_interval"
+    );
     script.set_cpu(0.1);
     view.wait_for(|v| v.interval == Duration::from_secs(1))
         .await

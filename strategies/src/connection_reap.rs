@@ -48,7 +48,10 @@ pub struct ConnectionReapConfig {
     /// When it runs by itself.
     pub trigger: TriggerSpec,
     /// Close connections idle longer than this.
-    #[serde(default = "ConnectionReapConfig::default_idle_timeout", with = "duration")]
+    #[serde(
+        default = "ConnectionReapConfig::default_idle_timeout",
+        with = "duration"
+    )]
     pub idle_timeout: Duration,
     /// At most this many connections per client; omit for no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -26,7 +26,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return Err(format!("`{text}` is out of range"));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -35,7 +35,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// Formats a duration the way [`parse`] reads it back: `"250ms"`, `"5s"`.
 pub fn format(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -29,9 +29,22 @@ pub fn read_stats() -> Result<AllocatorStats, String> {
     })
 }
 
-/// Whether the process's allocations go through this jemalloc (it has allocated anything).
+/// Bytes the probe in [`in_use`] allocates; large enough that no allocator serves it from a
+/// cache without counting it.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Whether allocations through the global allocator go to this jemalloc.
+///
+/// `stats.allocated > 0` is not a test of that: jemalloc allocates its own per-thread cache
+/// (56 KiB) on the first `mallctl` call even when nothing else uses it. Instead this
+/// allocates through the global allocator and watches jemalloc's per-thread byte counter.
 pub fn in_use() -> bool {
-    read_stats().is_ok_and(|s| s.allocated_bytes > 0)
+    let Ok(counter) = tikv_jemalloc_ctl::thread::allocatedp::read() else {
+        return false;
+    };
+    let before = counter.get();
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(PROBE_BYTES)));
+    counter.get().wrapping_sub(before) >= PROBE_BYTES as u64
 }
 
 /// Returns the dirty pages of every arena to the OS (`arena.<all>.purge`).

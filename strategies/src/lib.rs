@@ -52,9 +52,7 @@ pub use memory_purge::{MemoryPurge, MemoryPurgeConfig};
 pub use snapshot::{
     AllocatorStats, LatencyStats, MemoryLimitSource, RuntimeStats, Signal, Snapshot,
 };
-pub use strategy::{
-    Context, IntervalControl, Outcome, Registry, RunKind, Strategy, StrategyError,
-};
+pub use strategy::{Context, IntervalControl, Outcome, Registry, RunKind, Strategy, StrategyError};
 pub use trigger::{Level, TriggerSpec};
 
 /// A strategy ready to register: the strategy and the trigger that runs it by itself.
@@ -148,8 +146,7 @@ impl StrategiesConfig {
 pub fn find<'a>(strategies: &'a [Registered], name: &str) -> Option<&'a Registered> {
     strategies.iter().find(|r| {
         r.strategy.name().eq_ignore_ascii_case(name)
-            || r
-                .strategy
+            || r.strategy
                 .aliases()
                 .iter()
                 .any(|alias| alias.eq_ignore_ascii_case(name))
@@ -177,7 +174,11 @@ mod tests {
             ("connection", "connection-reap"),
             ("cpu", "interval-backoff"),
         ] {
-            assert_eq!(find(&all, name).unwrap().strategy.name(), expected, "{name}");
+            assert_eq!(
+                find(&all, name).unwrap().strategy.name(),
+                expected,
+                "{name}"
+            );
         }
         assert!(find(&all, "teleport").is_none());
     }
@@ -186,8 +187,15 @@ mod tests {
     fn disabled_builtins_are_not_registered() {
         let mut config = StrategiesConfig::default();
         config.cache_trim.enabled = false;
-        let names: Vec<_> = config.build().iter().map(|r| r.strategy.name().to_owned()).collect();
-        assert_eq!(names, ["memory-purge", "connection-reap", "interval-backoff"]);
+        let names: Vec<_> = config
+            .build()
+            .iter()
+            .map(|r| r.strategy.name().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["memory-purge", "connection-reap", "interval-backoff"]
+        );
     }
 
     #[test]

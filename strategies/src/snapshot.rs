@@ -115,6 +115,7 @@ pub enum MemoryLimitSource {
 
 /// jemalloc's own counters (`stats.*`), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AllocatorStats {
     /// Bytes allocated by the application.
     pub allocated_bytes: u64,
@@ -128,6 +129,7 @@ pub struct AllocatorStats {
 
 /// Request latency over one sampling window, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LatencyStats {
     /// Mean latency.
     pub mean_ms: f64,
@@ -141,6 +143,7 @@ pub struct LatencyStats {
 
 /// tokio runtime metrics over one sampling window (stable tokio only).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RuntimeStats {
     /// Number of worker threads.
     pub workers: u64,
@@ -273,7 +276,9 @@ impl FromStr for Signal {
         Signal::ALL
             .into_iter()
             .find(|signal| signal.name() == s)
-            .ok_or_else(|| UnknownSignal { given: s.to_owned() })
+            .ok_or_else(|| UnknownSignal {
+                given: s.to_owned(),
+            })
     }
 }
 
@@ -322,6 +327,9 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", signal.name()));
         }
         let err = "memroy".parse::<Signal>().unwrap_err().to_string();
-        assert!(err.contains("memroy") && err.contains("memory_usage"), "{err}");
+        assert!(
+            err.contains("memroy") && err.contains("memory_usage"),
+            "{err}"
+        );
     }
 }

@@ -146,8 +146,14 @@ pub struct Registry {
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("caches", &self.caches.iter().map(|(n, _)| n).collect::<Vec<_>>())
-            .field("pools", &self.pools.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "caches",
+                &self.caches.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "pools",
+                &self.pools.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -215,9 +221,15 @@ mod tests {
     #[test]
     fn interval_is_clamped_between_base_and_max() {
         let interval = IntervalControl::new(Duration::from_secs(1), Duration::from_secs(8));
-        assert_eq!(interval.set(Duration::from_secs(100)), Duration::from_secs(8));
+        assert_eq!(
+            interval.set(Duration::from_secs(100)),
+            Duration::from_secs(8)
+        );
         assert_eq!(interval.relax(), Duration::from_secs(4));
-        assert_eq!(interval.set(Duration::from_millis(1)), Duration::from_secs(1));
+        assert_eq!(
+            interval.set(Duration::from_millis(1)),
+            Duration::from_secs(1)
+        );
         assert_eq!(interval.clone().current(), Duration::from_secs(1));
     }
 

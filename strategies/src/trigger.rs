@@ -120,20 +120,24 @@ impl TriggerSpec {
     pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
         let signal = self.signal;
-        let in_range = |value: f64| {
-            value.is_finite() && value > 0.0 && (!signal.is_ratio() || value <= 1.0)
-        };
+        let in_range =
+            |value: f64| value.is_finite() && value > 0.0 && (!signal.is_ratio() || value <= 1.0);
         let allowed = if signal.is_ratio() {
             "must be in (0, 1]"
         } else {
             "must be a positive number"
         };
         if !in_range(self.above) {
-            problems.push(format!("{prefix}.above = {}: {allowed} for signal {signal}", self.above));
+            problems.push(format!(
+                "{prefix}.above = {}: {allowed} for signal {signal}",
+                self.above
+            ));
         }
         if let Some(critical) = self.critical {
             if !in_range(critical) {
-                problems.push(format!("{prefix}.critical = {critical}: {allowed} for signal {signal}"));
+                problems.push(format!(
+                    "{prefix}.critical = {critical}: {allowed} for signal {signal}"
+                ));
             } else if critical < self.above {
                 problems.push(format!(
                     "{prefix}.critical = {critical}: must be at least above ({})",
@@ -193,7 +197,9 @@ mod tests {
         .unwrap();
         let problems = spec.problems("strategies.memory_purge.trigger");
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].contains("strategies.memory_purge.trigger.above = 1.5: must be in (0, 1]"));
+        assert!(
+            problems[0].contains("strategies.memory_purge.trigger.above = 1.5: must be in (0, 1]")
+        );
         assert!(problems[1].contains(".critical = 0.5: must be at least above"));
         assert!(problems[2].contains(".for = 0"));
     }

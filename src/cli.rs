@@ -1,0 +1,173 @@
+//! The command line: parses flags and calls the library. `perfpilot --help` lists it all.
+
+mod client;
+mod serve;
+mod table;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, LogFormat, Overrides};
+
+/// perfpilot: keeps a service within its memory, CPU, connection and latency budgets.
+#[derive(Debug, Parser)]
+#[command(name = "perfpilot", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: sample, trigger strategies, serve the HTTP API.
+    Run(RunArgs),
+    /// Print the effective configuration and where each value came from.
+    CheckConfig(ConfigArgs),
+    /// List the strategies with their triggers.
+    Strategies(ConfigArgs),
+    /// Fetch and print a running agent's metrics.
+    Metrics(MetricsArgs),
+    /// Ask a running agent to run one strategy now (all when none is named).
+    Optimize(OptimizeArgs),
+}
+
+/// Flags that shape the configuration.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file (default: ./perfpilot.toml if present).
+    #[arg(long, short, env = "PERFPILOT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address the HTTP API listens on (default 127.0.0.1:9750).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Evaluate triggers and log what would run, without acting.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sampling interval, e.g. 5s or 250ms.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Memory budget, e.g. 512MiB (used when no cgroup limit is tighter).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// Log format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    /// Log level or filter (RUST_LOG wins when set).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Allow listening on a non-loopback address without an API token.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `perfpilot run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration flags.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where a running agent is.
+#[derive(Debug, Args)]
+pub struct AgentUrl {
+    /// Base URL of the agent's API.
+    #[arg(long, env = "PERFPILOT_URL", default_value = "http://127.0.0.1:9750")]
+    pub url: String,
+    /// API token, when the agent requires one.
+    #[arg(long, env = "PERFPILOT_API__TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `perfpilot metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// The agent.
+    #[command(flatten)]
+    pub agent: AgentUrl,
+    /// Print the raw JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `perfpilot optimize`.
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// Strategy name or alias (memory-purge, cache, cpu...); all when omitted.
+    pub strategy: Option<String>,
+    /// The agent.
+    #[command(flatten)]
+    pub agent: AgentUrl,
+    /// Print the raw JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ConfigArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            dry_run: self.dry_run,
+            log_format: self.log_format.map(|f| match f {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            }),
+            log_level: self.log_level.clone(),
+            insecure: self.insecure,
+            memory_budget: self.memory_budget,
+            interval: self.interval,
+        }
+    }
+
+    /// Loads the configuration from every layer, or says why not.
+    fn load(&self) -> Result<config::Loaded, String> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        config::load(self.config.as_deref(), &env, &self.overrides()).map_err(|e| e.to_string())
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    perfpilot_strategies::duration::parse(text)
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    config::bytes::parse(text)
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run(args) => serve::run(&args.config),
+        Command::CheckConfig(args) => args.load().map(|loaded| {
+            print!("{}", loaded.render());
+        }),
+        Command::Strategies(args) => args.load().map(|loaded| {
+            print!("{}", table::strategies(&loaded.config));
+        }),
+        Command::Metrics(args) => client::metrics(&args),
+        Command::Optimize(args) => client::optimize(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("perfpilot: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `perfpilot metrics` and `perfpilot optimize`: talk to a running agent over HTTP.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{table, AgentUrl, MetricsArgs, OptimizeArgs};
+
+/// How long the CLI waits for the agent (an optimization can take a while).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Prints a running agent's metrics.
+pub fn metrics(args: &MetricsArgs) -> Result<(), String> {
+    let document = request(
+        &args.agent,
+        reqwest::Method::GET,
+        "/performance-metrics",
+        None,
+    )?;
+    if args.json {
+        println!("{}", pretty(&document));
+    } else {
+        print!("{}", table::metrics(&document));
+    }
+    Ok(())
+}
+
+/// Asks a running agent to optimize now and prints what each strategy did.
+pub fn optimize(args: &OptimizeArgs) -> Result<(), String> {
+    let body = match &args.strategy {
+        Some(strategy) => json!({ "strategy": strategy }),
+        None => json!({}),
+    };
+    let answer = request(
+        &args.agent,
+        reqwest::Method::POST,
+        "/performance-optimize",
+        Some(body),
+    )?;
+    if args.json {
+        println!("{}", pretty(&answer));
+    } else {
+        print!("{}", table::results(&answer));
+    }
+    let all_failed = answer["results"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["success"] == false));
+    if all_failed {
+        return Err("every strategy run failed (see above)".into());
+    }
+    Ok(())
+}
+
+fn request(
+    agent: &AgentUrl,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let url = format!("{}{path}", agent.url.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let mut request = client.request(method, &url);
+        if let Some(token) = &agent.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the agent at {url}: {e}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("reading the answer from {url}: {e}"))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            format!("{url} answered {status} with a body that is not JSON ({e}): {text}")
+        })?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let error = value["error"].as_str().unwrap_or("(no error message)");
+            Err(format!("{url} answered {status}: {error}"))
+        }
+    })
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}

@@ -1,0 +1,98 @@
+//! `perfpilot run`: load config, start logging and the runtime, serve until a signal.
+
+use tokio::net::TcpListener;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use super::ConfigArgs;
+use crate::config::{Config, LogConfig, LogFormat};
+use crate::Agent;
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(args: &ConfigArgs) -> Result<(), String> {
+    // Validation has already refused a non-loopback listen address without a token.
+    let config = args.load()?.config;
+    init_logging(&config.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("perfpilot")
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(log: &LogConfig) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|e| format!("RUST_LOG = {directives:?}: {e}"))?,
+        _ => EnvFilter::try_new(&log.level)
+            .map_err(|e| format!("log.level = {:?}: {e}", log.level))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let listen = config.api.listen;
+    let api_enabled = config.api.enabled;
+    let listener = if api_enabled {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen} (api.listen): {e}"))?;
+        Some(listener)
+    } else {
+        None
+    };
+    let agent = Agent::builder().config(config).spawn();
+    match listener {
+        Some(listener) => {
+            let local = listener
+                .local_addr()
+                .map_err(|e| format!("cannot read the listening address: {e}"))?;
+            // The first line on stdout, for scripts and tests that listen on port 0.
+            println!("listening on http://{local}");
+            info!(%local, "perfpilot API listening");
+            axum::serve(listener, agent.router())
+                .with_graceful_shutdown(stop_signal())
+                .await
+                .map_err(|e| format!("HTTP server failed: {e}"))?;
+        }
+        None => {
+            info!("HTTP API disabled (api.enabled = false)");
+            stop_signal().await;
+        }
+    }
+    info!("stopping");
+    agent.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

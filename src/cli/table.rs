@@ -1,0 +1,316 @@
+//! Plain-text tables for the terminal.
+
+use std::fmt::Write;
+
+use perfpilot_strategies::duration;
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// `perfpilot strategies`: every built-in with its trigger, from the configuration.
+pub fn strategies(config: &Config) -> String {
+    let s = &config.strategies;
+    let rows = [
+        (
+            "memory-purge",
+            "memory, gc",
+            s.memory_purge.enabled,
+            &s.memory_purge.trigger,
+        ),
+        (
+            "cache-trim",
+            "cache",
+            s.cache_trim.enabled,
+            &s.cache_trim.trigger,
+        ),
+        (
+            "connection-reap",
+            "connection, database",
+            s.connection_reap.enabled,
+            &s.connection_reap.trigger,
+        ),
+        (
+            "interval-backoff",
+            "cpu",
+            s.interval_backoff.enabled,
+            &s.interval_backoff.trigger,
+        ),
+    ];
+    let mut out = format!(
+        "{:<17} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}\n",
+        "STRATEGY",
+        "ALIASES",
+        "ENABLED",
+        "SIGNAL",
+        "ABOVE",
+        "CRITICAL",
+        "CLEAR_BELOW",
+        "FOR",
+        "COOLDOWN"
+    );
+    for (name, aliases, enabled, trigger) in rows {
+        let _ = writeln!(
+            out,
+            "{:<17} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}",
+            name,
+            aliases,
+            if enabled { "yes" } else { "no" },
+            trigger.signal.name(),
+            trigger.above,
+            trigger.critical.map_or("-".to_owned(), |c| c.to_string()),
+            round(trigger.effective_clear_below()),
+            trigger.for_samples,
+            duration::format(trigger.cooldown),
+        );
+    }
+    out
+}
+
+/// `perfpilot metrics`: the metrics document as a table.
+pub fn metrics(document: &Value) -> String {
+    let mut out = String::new();
+    let performance = &document["performance"];
+    let _ = writeln!(
+        out,
+        "worker {}  at {}  interval {} ms  {}{}",
+        document["workerId"],
+        document["timestamp"].as_str().unwrap_or("?"),
+        performance["interval"],
+        if performance["isOptimizing"] == true {
+            "optimizing now"
+        } else {
+            "idle"
+        },
+        if performance["dryRun"] == true {
+            "  (dry run)"
+        } else {
+            ""
+        },
+    );
+    let _ = writeln!(
+        out,
+        "optimizations {}  success rate {}  mean duration {}\n",
+        performance["optimizationCount"],
+        percent(&performance["successRate"]),
+        millis(&performance["averageDuration"]),
+    );
+
+    let m = &document["currentMetrics"];
+    let mut levels = std::collections::HashMap::new();
+    if let Some(strategies) = document["strategies"].as_array() {
+        for strategy in strategies {
+            let key = strategy["trigger"]["signal"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let level = strategy["level"].as_str().unwrap_or("").to_owned();
+            let entry = levels.entry(key).or_insert(level.clone());
+            if rank(&level) > rank(entry) {
+                *entry = level;
+            }
+        }
+    }
+    let rows: [(&str, &str, String); 12] = [
+        ("memory usage", "memory_usage", percent(&m["memoryUsage"])),
+        ("rss", "rss_bytes", bytes(&m["rssBytes"])),
+        (
+            "memory limit",
+            "",
+            format!(
+                "{} ({})",
+                bytes(&m["memoryLimitBytes"]),
+                m["memoryLimitSource"].as_str().unwrap_or("-")
+            ),
+        ),
+        ("cpu usage", "cpu_usage", percent(&m["cpuUsage"])),
+        (
+            "system cpu",
+            "system_cpu_usage",
+            percent(&m["systemCpuUsage"]),
+        ),
+        ("system load", "load_average_1m", load(&m["systemLoad"])),
+        (
+            "connections",
+            "open_connections",
+            number(&m["activeConnections"]),
+        ),
+        (
+            "in flight",
+            "in_flight_requests",
+            number(&m["inFlightRequests"]),
+        ),
+        (
+            "response time",
+            "latency_mean_ms",
+            millis(&m["responseTime"]),
+        ),
+        (
+            "requests/s",
+            "requests_per_second",
+            number(&m["requestsPerSecond"]),
+        ),
+        ("error rate", "error_rate", percent(&m["errorRate"])),
+        ("uptime", "", seconds(&m["uptime"])),
+    ];
+    let _ = writeln!(out, "{:<15} {:>24}  LEVEL", "SIGNAL", "VALUE");
+    for (label, signal, value) in rows {
+        let level = levels.get(signal).map_or("", String::as_str);
+        let _ = writeln!(out, "{label:<15} {value:>24}  {level}");
+    }
+
+    if let Some(strategies) = document["strategies"].as_array() {
+        let _ = writeln!(
+            out,
+            "\n{:<17} {:<20} {:>10} {:<9} {:>5}",
+            "STRATEGY", "SIGNAL", "VALUE", "LEVEL", "RUNS"
+        );
+        for s in strategies {
+            let _ = writeln!(
+                out,
+                "{:<17} {:<20} {:>10} {:<9} {:>5}",
+                s["name"].as_str().unwrap_or("?"),
+                s["trigger"]["signal"].as_str().unwrap_or("?"),
+                s["value"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |v| round(v).to_string()),
+                s["level"].as_str().unwrap_or("?"),
+                s["runs"],
+            );
+        }
+    }
+    if let Some(recent) = document["recentOptimizations"]
+        .as_array()
+        .filter(|r| !r.is_empty())
+    {
+        let _ = writeln!(out, "\nRECENT OPTIMIZATIONS");
+        for record in recent.iter().rev().take(10) {
+            out.push_str(&result_line(record));
+        }
+    }
+    out
+}
+
+/// `perfpilot optimize`: one line per strategy run.
+pub fn results(answer: &Value) -> String {
+    let mut out = format!("{}\n", answer["message"].as_str().unwrap_or(""));
+    for record in answer["results"].as_array().into_iter().flatten() {
+        out.push_str(&result_line(record));
+    }
+    out
+}
+
+fn result_line(record: &Value) -> String {
+    let status = if record["success"] == true {
+        "ok"
+    } else {
+        "FAILED"
+    };
+    let detail = record["error"]
+        .as_str()
+        .or_else(|| record["result"]["summary"].as_str())
+        .unwrap_or("");
+    format!(
+        "  #{:<4} {:<17} {:<9} {:<6} {:>10}  {}\n",
+        record["id"],
+        record["strategy"].as_str().unwrap_or("?"),
+        record["kind"].as_str().unwrap_or("?"),
+        status,
+        millis(&record["durationMs"]),
+        detail
+    )
+}
+
+fn rank(level: &str) -> u8 {
+    match level {
+        "CRITICAL" => 2,
+        "WARNING" => 1,
+        _ => 0,
+    }
+}
+
+fn round(value: f64) -> f64 {
+    (value * 10_000.0).round() / 10_000.0
+}
+
+fn percent(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or("-".into(), |v| format!("{:.1} %", v * 100.0))
+}
+
+fn millis(value: &Value) -> String {
+    value.as_f64().map_or("-".into(), |v| format!("{v:.1} ms"))
+}
+
+fn seconds(value: &Value) -> String {
+    value.as_f64().map_or("-".into(), |v| format!("{v:.0} s"))
+}
+
+fn number(value: &Value) -> String {
+    match value {
+        Value::Number(n) if n.is_f64() => format!("{:.1}", n.as_f64().unwrap_or(0.0)),
+        Value::Number(n) => n.to_string(),
+        _ => "-".into(),
+    }
+}
+
+fn load(value: &Value) -> String {
+    match value.as_array() {
+        Some(l) => l
+            .iter()
+            .map(|v| v.as_f64().map_or("-".into(), |v| format!("{v:.2}")))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => "-".into(),
+    }
+}
+
+fn bytes(value: &Value) -> String {
+    let Some(b) = value.as_f64() else {
+        return "-".into();
+    };
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut size = b;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn formats_absent_values_as_dashes_and_units_readably() {
+        assert_eq!(bytes(&json!(1536)), "1.5 KiB");
+        assert_eq!(bytes(&Value::Null), "-");
+        assert_eq!(percent(&json!(0.255)), "25.5 %");
+        assert_eq!(load(&json!([1.0, 0.5, 0.25])), "1.00 0.50 0.25");
+    }
+
+    #[test]
+    fn metrics_table_shows_levels_next_to_signals() {
+        let document = json!({
+            "workerId": 7, "timestamp": "t",
+            "performance": {"interval": 5000, "optimizationCount": 0},
+            "currentMetrics": {"memoryUsage": 0.9, "rssBytes": 1048576},
+            "strategies": [{"name": "memory-purge", "trigger": {"signal": "memory_usage"}, "level": "WARNING", "value": 0.9, "runs": 1}],
+            "recentOptimizations": [],
+        });
+        let table = metrics(&document);
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("memory usage"))
+            .unwrap();
+        assert!(
+            line.contains("90.0 %") && line.ends_with("WARNING"),
+            "{line}"
+        );
+        assert!(table.contains("1.0 MiB"));
+    }
+}

@@ -1,0 +1,439 @@
+//! The agent's configuration: what it is ([`Config`]), where it comes from ([`load`]) and
+//! whether it makes sense ([`Config::validate`]).
+//!
+//! Layers, later wins:
+//!
+//! 1. built-in defaults ([`Config::default`]);
+//! 2. the TOML file (`--config PATH`, or `perfpilot.toml` in the working directory if present);
+//! 3. the variables of the Node.js system perfpilot replaces (`MEMORY_THRESHOLD`,
+//!    `OPTIMIZATION_INTERVAL`, ... see [`LEGACY_ENV`]);
+//! 4. `PERFPILOT_` variables, `__` between nested keys (`PERFPILOT_API__TOKEN`,
+//!    `PERFPILOT_STRATEGIES__MEMORY_PURGE__TRIGGER__ABOVE`);
+//! 5. command-line flags ([`Overrides`]).
+//!
+//! Layers merge key by key: a file that sets only `[strategies.memory_purge.trigger] above`
+//! keeps every other default of that trigger.
+//!
+//! Two ceilings follow their floor when the user did not set them: if `interval` ends up above
+//! the default `max_interval`, `max_interval` is raised to it; if a trigger's `above` ends up
+//! above its default `critical`, `critical` is raised to it. Their origin is then the origin of
+//! the value that raised them.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use perfpilot::config::{load, Overrides};
+//!
+//! let env = HashMap::from([("PERFPILOT_INTERVAL".to_owned(), "2s".to_owned())]);
+//! # let dir = std::env::temp_dir().join(format!("perfpilot-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let file = dir.join("perfpilot.toml");
+//! # std::fs::write(&file, "dry_run = true\n").unwrap();
+//! let loaded = load(Some(&file), &env, &Overrides::default()).unwrap();
+//! assert_eq!(loaded.config.interval, std::time::Duration::from_secs(2));
+//! assert_eq!(loaded.origins["interval"].to_string(), "env PERFPILOT_INTERVAL");
+//! assert!(loaded.render().contains("interval = \"2s\"  # env PERFPILOT_INTERVAL"));
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+pub mod bytes;
+mod load;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::str::FromStr;
+use std::time::Duration;
+
+use perfpilot_strategies::{duration, StrategiesConfig};
+use serde::{Deserialize, Serialize};
+
+pub use load::{load, ConfigError, Loaded, Origin, Overrides, LEGACY_ENV};
+
+/// The agent's whole configuration.
+///
+/// In TOML every field is optional; a missing one takes its default. Durations are written
+/// `"5s"`, `"250ms"` or as integer milliseconds; sizes as integer bytes or `"512MiB"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Whether the loop runs at all; by default `true`. Legacy variable
+    /// `ENABLE_PERFORMANCE_OPTIMIZATION`.
+    pub enabled: bool,
+    /// Time between two samples; by default [`Config::DEFAULT_INTERVAL`], at least
+    /// [`Config::MIN_INTERVAL`]. Legacy variable `OPTIMIZATION_INTERVAL` (integer ms).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// The longest the interval may grow to under `interval-backoff`; by default
+    /// [`Config::DEFAULT_MAX_INTERVAL`], at least `interval`.
+    #[serde(with = "duration")]
+    pub max_interval: Duration,
+    /// Memory limit in bytes used for `memory_usage` when no cgroup limit applies.
+    /// `None` (the default): the cgroup limit, else total RAM.
+    #[serde(with = "bytes::option", skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<u64>,
+    /// Evaluate and log what would run, without acting; by default `false`.
+    pub dry_run: bool,
+    /// Optimization records kept; by default [`Config::DEFAULT_HISTORY_SIZE`], in
+    /// `1..=`[`Config::MAX_HISTORY_SIZE`].
+    pub history_size: usize,
+    /// A strategy run taking longer is abandoned and recorded as failed; by default
+    /// [`Config::DEFAULT_STRATEGY_TIMEOUT`].
+    #[serde(with = "duration")]
+    pub strategy_timeout: Duration,
+    /// After any automatic run, no other automatic run for this long; by default zero.
+    #[serde(with = "duration")]
+    pub post_action_delay: Duration,
+    /// The name this agent reports as `workerId`; `None` (the default): its pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// The HTTP API (`[api]`).
+    pub api: ApiConfig,
+    /// Logging (`[log]`).
+    pub log: LogConfig,
+    /// The built-in strategies and their triggers (`[strategies]`).
+    pub strategies: StrategiesConfig,
+}
+
+impl Config {
+    /// Default `interval`: 5 s.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+    /// Smallest `interval` allowed: 10 ms.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+    /// Default `max_interval`: 60 s.
+    pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(60);
+    /// Default `history_size`: 50 records.
+    pub const DEFAULT_HISTORY_SIZE: usize = 50;
+    /// Largest `history_size` allowed.
+    pub const MAX_HISTORY_SIZE: usize = 10_000;
+    /// Default `strategy_timeout`: 10 s.
+    pub const DEFAULT_STRATEGY_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `post_action_delay`: none.
+    pub const DEFAULT_POST_ACTION_DELAY: Duration = Duration::ZERO;
+    /// Default `api.listen`.
+    pub const DEFAULT_LISTEN: &str = "127.0.0.1:9750";
+    /// The file read when none is given, if it exists in the working directory.
+    pub const DEFAULT_FILE: &str = "perfpilot.toml";
+    /// Prefix of the configuration's environment variables; `__` separates nested keys.
+    pub const ENV_PREFIX: &str = "PERFPILOT_";
+    /// `PERFPILOT_` variables that are not configuration keys and are left alone (the
+    /// command line's own; `PERFPILOT_CONFIG` names the file).
+    pub const NON_CONFIG_ENV: &[&str] = &["PERFPILOT_CONFIG", "PERFPILOT_URL"];
+
+    /// Every problem at once, each `key = value: what is allowed`.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let fmt = duration::format;
+        let mut problems = Vec::new();
+        if self.interval < Self::MIN_INTERVAL {
+            problems.push(format!(
+                "interval = {}: must be at least {}",
+                fmt(self.interval),
+                fmt(Self::MIN_INTERVAL)
+            ));
+        }
+        if self.max_interval < self.interval {
+            problems.push(format!(
+                "max_interval = {}: must be at least interval ({})",
+                fmt(self.max_interval),
+                fmt(self.interval)
+            ));
+        }
+        if !(1..=Self::MAX_HISTORY_SIZE).contains(&self.history_size) {
+            problems.push(format!(
+                "history_size = {}: must be in 1..={}",
+                self.history_size,
+                Self::MAX_HISTORY_SIZE
+            ));
+        }
+        if self.strategy_timeout.is_zero() {
+            problems.push(format!(
+                "strategy_timeout = {}: must be positive",
+                fmt(self.strategy_timeout)
+            ));
+        }
+        if self.memory_budget == Some(0) {
+            problems.push(format!(
+                "memory_budget = 0: must be positive ({})",
+                bytes::ALLOWED
+            ));
+        }
+        if let Some(id) = &self.worker_id {
+            if id.trim().is_empty() || id.chars().any(char::is_control) {
+                problems.push(format!(
+                    "worker_id = {id:?}: must be non-empty, without control characters"
+                ));
+            }
+        }
+        problems.extend(self.api.problems());
+        problems.extend(self.log.problems());
+        problems.extend(self.strategies.problems());
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            interval: Self::DEFAULT_INTERVAL,
+            max_interval: Self::DEFAULT_MAX_INTERVAL,
+            memory_budget: None,
+            dry_run: false,
+            history_size: Self::DEFAULT_HISTORY_SIZE,
+            strategy_timeout: Self::DEFAULT_STRATEGY_TIMEOUT,
+            post_action_delay: Self::DEFAULT_POST_ACTION_DELAY,
+            worker_id: None,
+            api: ApiConfig::default(),
+            log: LogConfig::default(),
+            strategies: StrategiesConfig::default(),
+        }
+    }
+}
+
+/// The HTTP API (`[api]`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Whether the agent serves its HTTP API; by default `true`.
+    pub enabled: bool,
+    /// Address to listen on; by default [`Config::DEFAULT_LISTEN`].
+    pub listen: SocketAddr,
+    /// When set, mutating endpoints need `Authorization: Bearer <token>`. Required to listen on a
+    /// non-loopback address unless `insecure`. Never logged or rendered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Allow a non-loopback `listen` without a token; by default `false`.
+    pub insecure: bool,
+}
+
+impl ApiConfig {
+    /// Default `listen`, the parsed [`Config::DEFAULT_LISTEN`].
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9750));
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(token) = &self.token {
+            if token.is_empty() {
+                problems.push("api.token = \"\": must be non-empty".to_owned());
+            } else if token.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "api.token = \"***\" ({} characters, hidden): must not contain whitespace",
+                    token.chars().count()
+                ));
+            }
+        }
+        if self.enabled && !self.listen.ip().is_loopback() && self.token.is_none() && !self.insecure
+        {
+            problems.push(format!(
+                "api.listen = {}: a non-loopback address needs api.token (or api.insecure = true, --insecure)",
+                self.listen
+            ));
+        }
+        problems
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: Self::DEFAULT_LISTEN,
+            token: None,
+            insecure: false,
+        }
+    }
+}
+
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+/// Logging (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// One of [`LogConfig::LEVELS`], or a filter directive containing `=` such as
+    /// `"info,perfpilot=debug"` (passed to tracing's `EnvFilter` as is); by default `"info"`.
+    /// Legacy variable `LOG_LEVEL`.
+    pub level: String,
+    /// Line format; by default [`LogFormat::Text`].
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    /// The plain levels `level` may be.
+    pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+    /// Default `level`.
+    pub const DEFAULT_LEVEL: &str = "info";
+
+    fn problems(&self) -> Vec<String> {
+        if Self::LEVELS.contains(&self.level.as_str()) || self.level.contains('=') {
+            Vec::new()
+        } else {
+            vec![format!(
+                "log.level = {:?}: must be one of {}, or a filter directive such as \"info,perfpilot=debug\"",
+                self.level,
+                Self::LEVELS.join(", ")
+            )]
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: Self::DEFAULT_LEVEL.to_owned(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    /// `text` or `json`, case-insensitive.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{text}`: log format must be text or json")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_values_and_valid() {
+        let config = Config::default();
+        assert!(config.enabled);
+        assert_eq!(config.interval, Duration::from_secs(5));
+        assert_eq!(config.max_interval, Duration::from_secs(60));
+        assert_eq!(config.memory_budget, None);
+        assert!(!config.dry_run);
+        assert_eq!(config.history_size, 50);
+        assert_eq!(config.strategy_timeout, Duration::from_secs(10));
+        assert_eq!(config.post_action_delay, Duration::ZERO);
+        assert_eq!(config.worker_id, None);
+        assert!(config.api.enabled);
+        assert_eq!(config.api.listen, Config::DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(config.api.token, None);
+        assert!(!config.api.insecure);
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.strategies, StrategiesConfig::default());
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_key_value_and_what_is_allowed() {
+        let mut config = Config {
+            interval: Duration::ZERO,
+            max_interval: Duration::ZERO,
+            history_size: 0,
+            strategy_timeout: Duration::ZERO,
+            memory_budget: Some(0),
+            ..Config::default()
+        };
+        config.log.level = "loud".into();
+        config.api.token = Some("two words".into());
+        config.strategies.memory_purge.trigger.above = 1.5;
+        let problems = config.validate().unwrap_err();
+        let expect = [
+            "interval = 0s: must be at least 10ms",
+            "history_size = 0: must be in 1..=10000",
+            "strategy_timeout = 0s: must be positive",
+            "memory_budget = 0: must be positive",
+            "log.level = \"loud\": must be one of error, warn, info, debug, trace",
+            "api.token = \"***\"",
+            "strategies.memory_purge.trigger.above = 1.5: must be in (0, 1]",
+        ];
+        for expected in expect {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "no problem starting with {expected:?} in {problems:#?}"
+            );
+        }
+        assert!(
+            !problems.iter().any(|p| p.contains("two words")),
+            "the token leaked"
+        );
+
+        config = Config {
+            max_interval: Duration::from_secs(1),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err(),
+            ["max_interval = 1s: must be at least interval (5s)"]
+        );
+    }
+
+    #[test]
+    fn log_level_accepts_plain_levels_and_directives() {
+        let mut log = LogConfig::default();
+        for ok in ["error", "trace", "info,perfpilot=debug", "perfpilot=trace"] {
+            log.level = ok.into();
+            assert!(log.problems().is_empty(), "{ok}");
+        }
+        log.level = "INFO".into();
+        assert_eq!(log.problems().len(), 1);
+    }
+
+    #[test]
+    fn a_public_listen_address_needs_a_token_or_insecure() {
+        let mut api = ApiConfig {
+            listen: "0.0.0.0:9750".parse().unwrap(),
+            ..ApiConfig::default()
+        };
+        assert!(api.problems()[0].starts_with("api.listen = 0.0.0.0:9750: a non-loopback"));
+        api.insecure = true;
+        assert!(api.problems().is_empty());
+        api.insecure = false;
+        api.token = Some("s3cret".into());
+        assert!(api.problems().is_empty());
+        assert!(!format!("{api:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn log_format_parses_and_displays() {
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::Text.to_string(), "text");
+        assert!("xml"
+            .parse::<LogFormat>()
+            .unwrap_err()
+            .contains("text or json"));
+    }
+}

@@ -1,0 +1,408 @@
+//! The cgroup limits that apply to a process: memory (v2 `memory.max`, v1
+//! `memory.limit_in_bytes`) and CPU (v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`).
+//!
+//! A limit may be set on any ancestor of the process's cgroup (a Kubernetes pod's limit sits
+//! on the pod's cgroup, the container runs in a child), so every cgroup from the process's own
+//! up to the hierarchy's root is read and the tightest limit wins. The hierarchies are found
+//! through `/proc/self/mountinfo`, not assumed to be at `/sys/fs/cgroup`: hybrid hosts mount
+//! v2 at `/sys/fs/cgroup/unified` and the v1 controllers beside it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The limit files that apply to one process, from its own cgroup up to the root.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct CgroupLimits {
+    memory: Vec<LimitFile>,
+    cpu: Vec<LimitFile>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum LimitFile {
+    /// cgroup v2 `memory.max`.
+    MemoryMax(PathBuf),
+    /// cgroup v1 `memory.limit_in_bytes`.
+    MemoryLimitInBytes(PathBuf),
+    /// cgroup v2 `cpu.max`.
+    CpuMax(PathBuf),
+    /// cgroup v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us`.
+    CfsQuota { quota: PathBuf, period: PathBuf },
+}
+
+impl LimitFile {
+    fn read_memory(&self) -> Option<u64> {
+        match self {
+            LimitFile::MemoryMax(path) => parse_memory_max(&fs::read_to_string(path).ok()?),
+            LimitFile::MemoryLimitInBytes(path) => {
+                parse_memory_limit_in_bytes(&fs::read_to_string(path).ok()?)
+            }
+            _ => None,
+        }
+    }
+
+    fn read_cpus(&self) -> Option<f64> {
+        match self {
+            LimitFile::CpuMax(path) => parse_cpu_max(&fs::read_to_string(path).ok()?),
+            LimitFile::CfsQuota { quota, period } => parse_cfs_quota(
+                &fs::read_to_string(quota).ok()?,
+                &fs::read_to_string(period).ok()?,
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl CgroupLimits {
+    /// Finds the limit files of the process whose `/proc` directory is `proc_dir`. Nothing
+    /// found (no cgroup filesystem, not Linux) gives empty limits.
+    pub(crate) fn discover(proc_dir: &Path) -> Self {
+        let cgroup = fs::read_to_string(proc_dir.join("cgroup")).unwrap_or_default();
+        // Mount points are resolved in the agent's mount namespace, where the files are opened.
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut limits = Self::from_tables(&cgroup, &mountinfo);
+        limits.memory.retain(LimitFile::exists);
+        limits.cpu.retain(LimitFile::exists);
+        limits
+    }
+
+    /// The candidate limit files named by `/proc/<pid>/cgroup` and `/proc/self/mountinfo`.
+    fn from_tables(cgroup: &str, mountinfo: &str) -> Self {
+        let mounts: Vec<Mount> = mountinfo.lines().filter_map(parse_mountinfo_line).collect();
+        let mut limits = CgroupLimits::default();
+        if let Some(path) = parse_cgroup_path(cgroup) {
+            for dir in cgroup_dirs(&mounts, path, |m| m.fstype == "cgroup2") {
+                limits
+                    .memory
+                    .push(LimitFile::MemoryMax(dir.join("memory.max")));
+                limits.cpu.push(LimitFile::CpuMax(dir.join("cpu.max")));
+            }
+        }
+        if let Some(path) = parse_cgroup_v1_path(cgroup, "memory") {
+            for dir in cgroup_dirs(&mounts, path, |m| m.is_v1("memory")) {
+                let file = dir.join("memory.limit_in_bytes");
+                limits.memory.push(LimitFile::MemoryLimitInBytes(file));
+            }
+        }
+        if let Some(path) = parse_cgroup_v1_path(cgroup, "cpu") {
+            for dir in cgroup_dirs(&mounts, path, |m| m.is_v1("cpu")) {
+                limits.cpu.push(LimitFile::CfsQuota {
+                    quota: dir.join("cpu.cfs_quota_us"),
+                    period: dir.join("cpu.cfs_period_us"),
+                });
+            }
+        }
+        limits
+    }
+
+    /// The tightest memory limit in bytes; `None` where no cgroup sets one.
+    pub(crate) fn memory_limit(&self) -> Option<u64> {
+        self.memory.iter().filter_map(LimitFile::read_memory).min()
+    }
+
+    /// The tightest CPU quota, in CPUs (1.5 = one and a half cores); `None` where no cgroup
+    /// sets one.
+    pub(crate) fn cpu_limit(&self) -> Option<f64> {
+        self.cpu
+            .iter()
+            .filter_map(LimitFile::read_cpus)
+            .min_by(f64::total_cmp)
+    }
+}
+
+impl LimitFile {
+    fn exists(&self) -> bool {
+        match self {
+            LimitFile::MemoryMax(path)
+            | LimitFile::MemoryLimitInBytes(path)
+            | LimitFile::CpuMax(path) => path.is_file(),
+            LimitFile::CfsQuota { quota, period } => quota.is_file() && period.is_file(),
+        }
+    }
+}
+
+/// One line of `/proc/self/mountinfo`, the fields the cgroup lookup needs.
+#[derive(Debug, Clone, PartialEq)]
+struct Mount {
+    /// The path inside the filesystem that is mounted (for cgroups: the cgroup at the mount).
+    root: PathBuf,
+    mount_point: PathBuf,
+    fstype: String,
+    super_options: String,
+}
+
+impl Mount {
+    fn is_v1(&self, controller: &str) -> bool {
+        self.fstype == "cgroup" && self.super_options.split(',').any(|o| o == controller)
+    }
+}
+
+/// The directories of cgroup `path` and its ancestors, on the first mount that `matches` and
+/// holds it, from the cgroup itself up to the mount point.
+fn cgroup_dirs(mounts: &[Mount], path: &str, matches: impl Fn(&Mount) -> bool) -> Vec<PathBuf> {
+    let path = Path::new(path);
+    let Some((mount, relative)) = mounts
+        .iter()
+        .filter(|m| matches(m))
+        .find_map(|m| Some((m, path.strip_prefix(&m.root).ok()?)))
+    else {
+        return Vec::new();
+    };
+    let leaf = if relative.as_os_str().is_empty() {
+        mount.mount_point.clone()
+    } else {
+        mount.mount_point.join(relative)
+    };
+    leaf.ancestors()
+        .take_while(|dir| dir.starts_with(&mount.mount_point))
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Parses one `/proc/self/mountinfo` line:
+/// `36 35 98:0 /root /mount/point rw,noatime master:1 - fstype source rw,super,options`.
+fn parse_mountinfo_line(line: &str) -> Option<Mount> {
+    let (before, after) = line.split_once(" - ")?;
+    let mut fields = before.split(' ');
+    let root = fields.nth(3)?;
+    let mount_point = fields.next()?;
+    let mut fields = after.split(' ');
+    let fstype = fields.next()?;
+    let super_options = fields.nth(1).unwrap_or("");
+    Some(Mount {
+        root: PathBuf::from(unescape_octal(root)?),
+        mount_point: PathBuf::from(unescape_octal(mount_point)?),
+        fstype: fstype.to_owned(),
+        super_options: super_options.to_owned(),
+    })
+}
+
+/// Undoes mountinfo's `\040`-style escapes of space, tab, newline and backslash.
+fn unescape_octal(field: &str) -> Option<String> {
+    if !field.contains('\\') {
+        return Some(field.to_owned());
+    }
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 4)?;
+        out.push(char::from(u8::from_str_radix(code, 8).ok()?));
+        rest = &rest[at + 4..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The cgroup v2 path in `/proc/<pid>/cgroup` (the line `0::/path`).
+pub(crate) fn parse_cgroup_path(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .filter(|path| path.starts_with('/'))
+}
+
+/// The cgroup v1 path of `controller` in `/proc/<pid>/cgroup` (a line such as
+/// `4:memory:/path` or `2:cpu,cpuacct:/path`).
+pub(crate) fn parse_cgroup_v1_path<'a>(text: &'a str, controller: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let _id = fields.next()?;
+        let controllers = fields.next()?;
+        let path = fields.next()?;
+        (controllers.split(',').any(|c| c == controller) && path.starts_with('/')).then_some(path)
+    })
+}
+
+/// cgroup v2 `memory.max`: a byte count, or `max` for no limit (`None`, as is anything
+/// malformed).
+pub(crate) fn parse_memory_max(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+/// cgroup v1 `memory.limit_in_bytes`. "No limit" reads as a huge number (`PAGE_COUNTER_MAX`
+/// pages, about 2^63 bytes); anything above 2^60 is taken as no limit.
+pub(crate) fn parse_memory_limit_in_bytes(text: &str) -> Option<u64> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|&limit: &u64| limit < 1 << 60)
+}
+
+/// cgroup v2 `cpu.max` (`$QUOTA $PERIOD` in microseconds, quota `max` for none) as CPUs.
+pub(crate) fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut fields = text.split_ascii_whitespace();
+    let quota = fields.next()?;
+    let period = fields.next().unwrap_or("100000");
+    cpus(quota.parse().ok()?, period.parse().ok()?)
+}
+
+/// cgroup v1 `cpu.cfs_quota_us` (`-1` for none) and `cpu.cfs_period_us`, as CPUs.
+pub(crate) fn parse_cfs_quota(quota: &str, period: &str) -> Option<f64> {
+    cpus(quota.trim().parse().ok()?, period.trim().parse().ok()?)
+}
+
+fn cpus(quota_us: u64, period_us: u64) -> Option<f64> {
+    (quota_us > 0 && period_us > 0).then(|| quota_us as f64 / period_us as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_CGROUP: &str = "9:name=systemd:/\n4:memory:/process_api/9e4e\n\
+        2:cpu,cpuacct:/\n0::/\n";
+
+    #[test]
+    fn cgroup_paths_v2_and_v1() {
+        assert_eq!(
+            parse_cgroup_path("0::/system.slice/app.service\n"),
+            Some("/system.slice/app.service")
+        );
+        assert_eq!(parse_cgroup_path(HYBRID_CGROUP), Some("/"));
+        assert_eq!(parse_cgroup_path("4:memory:/a\n"), None);
+        assert_eq!(parse_cgroup_path("0::\n"), None);
+        assert_eq!(parse_cgroup_path(""), None);
+        assert_eq!(
+            parse_cgroup_v1_path(HYBRID_CGROUP, "memory"),
+            Some("/process_api/9e4e")
+        );
+        assert_eq!(parse_cgroup_v1_path(HYBRID_CGROUP, "cpu"), Some("/"));
+        assert_eq!(parse_cgroup_v1_path(HYBRID_CGROUP, "cpuset"), None);
+        assert_eq!(parse_cgroup_v1_path("garbage", "memory"), None);
+    }
+
+    #[test]
+    fn memory_limits() {
+        assert_eq!(parse_memory_max("536870912\n"), Some(536_870_912));
+        assert_eq!(parse_memory_max("max\n"), None);
+        assert_eq!(parse_memory_max(""), None);
+        assert_eq!(parse_memory_max("-1"), None);
+        assert_eq!(
+            parse_memory_limit_in_bytes("536870912\n"),
+            Some(536_870_912)
+        );
+        assert_eq!(parse_memory_limit_in_bytes("9223372036854771712\n"), None);
+        assert_eq!(parse_memory_limit_in_bytes("lots"), None);
+    }
+
+    #[test]
+    fn cpu_limits() {
+        assert_eq!(parse_cpu_max("150000 100000\n"), Some(1.5));
+        assert_eq!(parse_cpu_max("50000\n"), Some(0.5));
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("0 100000"), None);
+        assert_eq!(parse_cpu_max("100000 0"), None);
+        assert_eq!(parse_cpu_max(""), None);
+        assert_eq!(parse_cfs_quota("200000\n", "100000\n"), Some(2.0));
+        assert_eq!(parse_cfs_quota("-1\n", "100000\n"), None);
+        assert_eq!(parse_cfs_quota("x", "100000"), None);
+    }
+
+    #[test]
+    fn mountinfo_lines() {
+        let line = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw";
+        let mount = parse_mountinfo_line(line).unwrap();
+        assert_eq!(mount.mount_point, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(mount.fstype, "cgroup2");
+        let v1 =
+            "32 31 0:29 /docker/ab /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct";
+        let v1 = parse_mountinfo_line(v1).unwrap();
+        assert!(v1.is_v1("cpu") && v1.is_v1("cpuacct") && !v1.is_v1("memory"));
+        assert_eq!(v1.root, Path::new("/docker/ab"));
+        let spaced = parse_mountinfo_line("1 2 0:1 / /mnt/a\\040b rw - cgroup2 none rw").unwrap();
+        assert_eq!(spaced.mount_point, Path::new("/mnt/a b"));
+        assert_eq!(parse_mountinfo_line("1 2 0:1 / /mnt rw"), None);
+        assert_eq!(
+            parse_mountinfo_line("1 2 0:1 / /mnt\\04 rw - cgroup2 none rw"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_container_sees_its_cgroup_at_the_mount_root() {
+        // Without a cgroup namespace, the container's /sys/fs/cgroup is its own cgroup, mounted
+        // with that cgroup as the mount's root.
+        let mountinfo = "30 20 0:26 /kubepods/pod1/ctr /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
+        let limits = CgroupLimits::from_tables("0::/kubepods/pod1/ctr\n", mountinfo);
+        assert_eq!(
+            limits.memory,
+            vec![LimitFile::MemoryMax("/sys/fs/cgroup/memory.max".into())]
+        );
+        // A path outside every mount's root gives nothing rather than a wrong file.
+        let limits = CgroupLimits::from_tables("0::/elsewhere\n", mountinfo);
+        assert!(limits.memory.is_empty());
+    }
+
+    /// A fake cgroup filesystem in a temporary directory, removed on drop.
+    struct FakeCgroupFs(PathBuf);
+
+    impl FakeCgroupFs {
+        fn new(name: &str) -> Self {
+            let root = std::env::temp_dir()
+                .join(format!("perfpilot-cgroup-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(&root).unwrap();
+            FakeCgroupFs(root)
+        }
+
+        fn write(&self, file: &str, contents: &str) {
+            let path = self.0.join(file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, contents).unwrap();
+        }
+    }
+
+    impl Drop for FakeCgroupFs {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_tightest_limit_on_the_path_to_the_root_wins() {
+        let fs = FakeCgroupFs::new("v2");
+        fs.write("cgroup.controllers", "cpu memory");
+        fs.write("pod/memory.max", "1073741824\n");
+        fs.write("pod/cpu.max", "150000 100000\n");
+        fs.write("pod/ctr/memory.max", "max\n");
+        fs.write("pod/ctr/cpu.max", "max 100000\n");
+        let mountinfo = format!("41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n", fs.0.display());
+        let mut limits = CgroupLimits::from_tables("0::/pod/ctr\n", &mountinfo);
+        assert_eq!(limits.memory.len(), 3, "ctr, pod and the root");
+        limits.memory.retain(LimitFile::exists);
+        assert_eq!(limits.memory.len(), 2, "the root has no memory.max");
+        assert_eq!(limits.memory_limit(), Some(1 << 30));
+        assert_eq!(limits.cpu_limit(), Some(1.5));
+
+        fs.write("pod/ctr/memory.max", "268435456\n");
+        assert_eq!(
+            limits.memory_limit(),
+            Some(256 << 20),
+            "re-read on every call"
+        );
+    }
+
+    #[test]
+    fn v1_controllers_are_read_too() {
+        let fs = FakeCgroupFs::new("v1");
+        fs.write("memory/app/memory.limit_in_bytes", "9223372036854771712\n");
+        fs.write("memory/memory.limit_in_bytes", "536870912\n");
+        fs.write("cpu/cpu.cfs_quota_us", "-1\n");
+        fs.write("cpu/cpu.cfs_period_us", "100000\n");
+        let mountinfo = format!(
+            "35 31 0:32 / {root}/memory rw - cgroup cgroup rw,memory\n\
+             32 31 0:29 / {root}/cpu rw - cgroup cgroup rw,cpu,cpuacct\n",
+            root = fs.0.display()
+        );
+        let limits = CgroupLimits::from_tables("4:memory:/app\n2:cpu,cpuacct:/\n", &mountinfo);
+        assert_eq!(limits.memory_limit(), Some(512 << 20));
+        assert_eq!(limits.cpu_limit(), None);
+    }
+
+    #[test]
+    fn discovery_on_this_machine_does_not_fail() {
+        let limits = CgroupLimits::discover(Path::new(crate::sample::procfs::SELF_DIR));
+        // Whatever this host has, reading it must not panic and limits must be positive.
+        assert!(limits.memory_limit().is_none_or(|l| l > 0));
+        assert!(limits.cpu_limit().is_none_or(|c| c > 0.0));
+    }
+}

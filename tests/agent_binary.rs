@@ -1,0 +1,309 @@
+//! The real binary on real loopback sockets: every route, every error, config and CLI.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get_json, perfpilot, post_json, start_agent};
+
+#[tokio::test]
+async fn serves_metrics_health_and_optimize_on_defaults() {
+    let agent = start_agent(&[], &[]);
+    let (status, metrics) = get_json(&agent.base, "/performance-metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(metrics["workerId"], agent.child.id());
+    let current = &metrics["currentMetrics"];
+    let memory = current["memoryUsage"].as_f64().expect("memoryUsage read");
+    assert!(memory > 0.0 && memory < 1.0, "{memory}");
+    assert!(current["rssBytes"].as_u64().unwrap() > 0);
+    assert_eq!(current["systemLoad"].as_array().unwrap().len(), 3);
+    assert!(current["uptime"].as_f64().unwrap() >= 0.0);
+    assert!(current["allocator"]["residentBytes"].is_null() || current["allocator"].is_object());
+    assert_eq!(metrics["performance"]["isEnabled"], true);
+    assert_eq!(metrics["performance"]["optimizationCount"], 0);
+    let names: Vec<&str> = metrics["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "memory-purge",
+            "cache-trim",
+            "connection-reap",
+            "interval-backoff"
+        ]
+    );
+
+    let (status, health) = get_json(&agent.base, "/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+
+    let (status, answer) = post_json(
+        &agent.base,
+        "/performance-optimize",
+        r#"{"strategy": "memory"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let result = &answer["results"][0];
+    assert_eq!(result["strategy"], "memory-purge");
+    assert_eq!(result["success"], true, "{result}");
+    assert!(
+        result["result"]["report"]["rss_after_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(result["before"].as_f64().is_some() && result["after"].as_f64().is_some());
+
+    // Every strategy at once: the ones with nothing registered succeed with zero work.
+    let (status, answer) = post_json(&agent.base, "/performance-optimize", "").await;
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert!(results.iter().all(|r| r["success"] == true), "{answer}");
+    let cache = results
+        .iter()
+        .find(|r| r["strategy"] == "cache-trim")
+        .unwrap();
+    assert_eq!(cache["result"]["summary"], "no caches registered");
+
+    let (_, metrics) = get_json(&agent.base, "/performance-metrics").await;
+    assert_eq!(metrics["performance"]["optimizationCount"], 5);
+    assert_eq!(metrics["performance"]["successRate"], 1.0);
+    assert_eq!(metrics["recentOptimizations"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_right_status() {
+    let agent = start_agent(&[], &[]);
+    let (status, body) = post_json(
+        &agent.base,
+        "/performance-optimize",
+        r#"{"strategy": "warp-drive"}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("warp-drive"));
+    assert!(body["knownStrategies"]
+        .as_array()
+        .unwrap()
+        .contains(&"gc".into()));
+
+    let (status, body) = post_json(&agent.base, "/performance-optimize", "{not json").await;
+    assert_eq!(status, 400);
+    assert!(body["error"].is_string());
+
+    let (status, body) = post_json(&agent.base, "/performance-optimize", r#"["memory"]"#).await;
+    assert_eq!(status, 422);
+    assert!(body["error"].is_string());
+
+    let big: &'static str =
+        Box::leak(format!("{{\"strategy\": \"{}\"}}", "x".repeat(70_000)).into_boxed_str());
+    let (status, body) = post_json(&agent.base, "/performance-optimize", big).await;
+    assert_eq!(status, 413);
+    assert!(body["error"].is_string());
+
+    let (status, body) = get_json(&agent.base, "/no-such-route").await;
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn legacy_thresholds_make_memory_purge_run_by_itself() {
+    let agent = start_agent(
+        &[],
+        &[
+            ("MEMORY_THRESHOLD", "0.00001"),
+            ("OPTIMIZATION_INTERVAL", "200"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, metrics) = get_json(&agent.base, "/performance-metrics").await;
+        let recent = metrics["recentOptimizations"].as_array().unwrap();
+        if let Some(run) = recent.iter().find(|r| r["strategy"] == "memory-purge") {
+            assert_eq!(run["kind"], "automatic");
+            assert_eq!(run["success"], true, "{run}");
+            assert!(run["reason"].as_str().unwrap().contains("memory_usage"));
+            assert_eq!(metrics["performance"]["interval"], 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no automatic memory-purge: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn invalid_config_fails_at_start_naming_key_value_and_range() {
+    let output = perfpilot()
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .env("MEMORY_THRESHOLD", "1.5")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1.5") && stderr.contains("(0, 1]"),
+        "{stderr}"
+    );
+
+    let output = perfpilot()
+        .args(["run", "--interval", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("fast"));
+}
+
+#[test]
+fn refuses_a_non_loopback_address_without_a_token() {
+    let output = perfpilot()
+        .args(["run", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("non-loopback")
+            && stderr.contains("api.token")
+            && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_agent_cleanly() {
+    let mut agent = start_agent(&[], &[]);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn check_config_shows_values_and_their_origins() {
+    let output = perfpilot()
+        .args(["check-config", "--dry-run"])
+        .env("OPTIMIZATION_INTERVAL", "750")
+        .env("PERFPILOT_STRATEGIES__CACHE_TRIM__FRACTION", "0.4")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("interval").contains("750ms") && line("interval").contains("OPTIMIZATION_INTERVAL")
+    );
+    assert!(line("strategies.cache_trim.fraction").contains("0.4"));
+    assert!(line("strategies.cache_trim.fraction")
+        .contains("PERFPILOT_STRATEGIES__CACHE_TRIM__FRACTION"));
+    assert!(line("dry_run").contains("true") && line("dry_run").contains("--dry-run"));
+    assert!(
+        line("api.listen").contains("127.0.0.1:9750") && line("api.listen").contains("default")
+    );
+}
+
+#[test]
+fn strategies_lists_triggers() {
+    let output = perfpilot()
+        .arg("strategies")
+        .env("MEMORY_THRESHOLD", "0.7")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let purge = stdout
+        .lines()
+        .find(|l| l.starts_with("memory-purge"))
+        .unwrap();
+    assert!(
+        purge.contains("memory_usage") && purge.contains("0.7"),
+        "{purge}"
+    );
+    assert!(stdout
+        .lines()
+        .any(|l| l.starts_with("interval-backoff") && l.contains("cpu_usage")));
+}
+
+#[tokio::test]
+async fn cli_reads_metrics_and_triggers_optimizations() {
+    let agent = start_agent(&[], &[]);
+    let base = agent.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        perfpilot()
+            .args(["optimize", "gc", "--url", &base])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("memory-purge") && stdout.contains("ok"),
+        "{stdout}"
+    );
+
+    let base = agent.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        perfpilot()
+            .args(["metrics", "--url", &base])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("memory usage") && l.contains('%')),
+        "{stdout}"
+    );
+    assert!(stdout.contains("RECENT OPTIMIZATIONS") && stdout.contains("memory-purge"));
+
+    let output = tokio::task::spawn_blocking(|| {
+        perfpilot()
+            .args(["metrics", "--url", "http://127.0.0.1:9"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the agent"));
+}
