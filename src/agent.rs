@@ -157,6 +157,7 @@ impl AgentBuilder {
             ApiSettings {
                 worker_id,
                 token: config.api.token.clone(),
+                max_event_clients: ApiSettings::DEFAULT_MAX_EVENT_CLIENTS,
             },
         );
         Agent {

@@ -9,6 +9,7 @@
 //! Errors are JSON `{"error": "..."}` with the right status.
 
 pub mod document;
+mod events;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use crate::engine::{EngineHandle, OptimizeError};
 
@@ -37,24 +39,34 @@ pub struct ApiSettings {
     pub worker_id: Value,
     /// When set, mutating routes need `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Most `GET /events` clients at once; more get 503.
+    pub max_event_clients: usize,
+}
+
+impl ApiSettings {
+    /// Default [`ApiSettings::max_event_clients`].
+    pub const DEFAULT_MAX_EVENT_CLIENTS: usize = 32;
 }
 
 #[derive(Debug, Clone)]
 struct ApiState {
     engine: EngineHandle,
     settings: Arc<ApiSettings>,
+    event_clients: Arc<Semaphore>,
 }
 
 /// The agent's routes, ready to serve or to merge into a host's axum app.
 pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     let state = ApiState {
         engine,
+        event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
         settings: Arc::new(settings),
     };
     Router::new()
         .route("/performance-metrics", get(performance_metrics))
         .route("/performance-optimize", post(performance_optimize))
         .route("/health", get(health))
+        .route("/events", get(events::events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

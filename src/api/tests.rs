@@ -70,6 +70,7 @@ fn app(token: Option<&str>) -> (Router, Arc<Semaphore>) {
         ApiSettings {
             worker_id: json!(4242),
             token: token.map(str::to_owned),
+            max_event_clients: 2,
         },
     );
     (router, gate)
@@ -259,4 +260,85 @@ fn constant_time_eq_compares_content_and_length() {
     assert!(constant_time_eq(b"abc", b"abc"));
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"abcd"));
+}
+
+/// Reads SSE frames until `count` events of `name` arrived (at most 5 s); returns their data.
+async fn read_events(body: &mut Body, name: &str, count: usize) -> Vec<Value> {
+    let mut buffer = String::new();
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while found.len() < count {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("events within 5 s")
+            .expect("stream open")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            buffer.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = "";
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = e;
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if event == name {
+                found.push(serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn events_stream_metrics_and_completed_optimizations() {
+    let (app, _) = app(None);
+    let response = app
+        .clone()
+        .oneshot(Request::get("/events").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let first = read_events(&mut body, "metrics-updated", 1).await;
+    assert_eq!(first[0]["currentMetrics"]["memoryUsage"], 0.25);
+    assert_eq!(first[0]["workerId"], 4242);
+
+    let (status, _) = send(&app, post(r#"{"strategy": "gate"}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    let completed = read_events(&mut body, "optimization-completed", 1).await;
+    assert_eq!(completed[0]["strategy"], "gate");
+    assert_eq!(completed[0]["success"], true);
+}
+
+#[tokio::test]
+async fn event_clients_are_capped() {
+    let (app, _) = app(None);
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .clone()
+            .oneshot(Request::get("/events").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let (status, body) = send(&app, Request::get("/events").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["error"].as_str().unwrap().contains("at most 2"));
+    // A client that leaves frees its slot.
+    open.pop();
+    let response = app
+        .clone()
+        .oneshot(Request::get("/events").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }

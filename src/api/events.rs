@@ -1,0 +1,97 @@
+//! `GET /events`: the engine's events as Server-Sent Events.
+//!
+//! - `metrics-updated`: the same document as `GET /performance-metrics`, sent once on
+//!   connect and after every sample;
+//! - `optimization-completed`: one optimization record, as in `recentOptimizations`;
+//! - `lagged`: `{"skipped": N}` when this client fell more than the buffer behind and N events
+//!   were dropped for it. A slow client never slows the agent: each client reads from a
+//!   bounded broadcast buffer and only it loses events.
+//!
+//! Comments are sent as keep-alives every 15 s.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, OwnedSemaphorePermit};
+
+use super::document::MetricsDocument;
+use super::{ApiError, ApiState};
+use crate::events::Event;
+
+/// How often a keep-alive comment is sent on an idle stream.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One client's stream state; the permit counts it against the client cap until dropped.
+struct Client {
+    state: ApiState,
+    events: broadcast::Receiver<Event>,
+    greeted: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub(super) async fn events(
+    State(state): State<ApiState>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let permit = Arc::clone(&state.event_clients)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "too many event-stream clients (at most {})",
+                    state.settings.max_event_clients
+                ),
+            )
+        })?;
+    let client = Client {
+        events: state.engine.subscribe(),
+        state,
+        greeted: false,
+        _permit: permit,
+    };
+    let stream = stream::unfold(client, |mut client| async move {
+        let event = next_event(&mut client).await?;
+        Some((Ok(event), client))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+async fn next_event(client: &mut Client) -> Option<SseEvent> {
+    if !client.greeted {
+        client.greeted = true;
+        return Some(metrics_event(&client.state));
+    }
+    let event = match client.events.recv().await {
+        Ok(Event::MetricsUpdated(_)) => metrics_event(&client.state),
+        Ok(Event::OptimizationCompleted(record)) => json_event("optimization-completed", &*record),
+        Err(RecvError::Lagged(skipped)) => json_event("lagged", &json!({ "skipped": skipped })),
+        Err(RecvError::Closed) => return None,
+    };
+    Some(event)
+}
+
+fn metrics_event(state: &ApiState) -> SseEvent {
+    let view = state.engine.view();
+    json_event(
+        "metrics-updated",
+        &MetricsDocument::new(&state.settings.worker_id, &view),
+    )
+}
+
+fn json_event(name: &str, data: &impl serde::Serialize) -> SseEvent {
+    SseEvent::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|e| {
+            SseEvent::default()
+                .event("error")
+                .data(format!("could not render {name}: {e}"))
+        })
+}
