@@ -5,6 +5,8 @@
 //! | `GET /performance-metrics` | the latest sample, stats and recent runs (camelCase) |
 //! | `POST /performance-optimize` | run `{"strategy": "memory"}`, or all with an empty body |
 //! | `GET /health` | liveness and a short status |
+//! | `GET /metrics` | Prometheus (OpenMetrics) text exposition |
+//! | `GET /events` | Server-Sent Events: `metrics-updated`, `optimization-completed` |
 //!
 //! Errors are JSON `{"error": "..."}` with the right status.
 
@@ -67,6 +69,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         .route("/performance-optimize", post(performance_optimize))
         .route("/health", get(health))
         .route("/events", get(events::events))
+        .route("/metrics", get(prometheus_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -112,6 +115,37 @@ async fn performance_metrics(State(state): State<ApiState>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does), else the
+/// classic text format.
+async fn prometheus_metrics(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let telemetry = state.engine.telemetry();
+    let (content_type, text) = if wants_openmetrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            telemetry.encode_openmetrics(),
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            telemetry.encode_prometheus_text(),
+        )
+    };
+    let text = text.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode metrics: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 /// The body of `POST /performance-optimize`.

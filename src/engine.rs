@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::events::Event;
 use crate::history::{History, OptimizationRecord, Stats};
+use crate::prometheus::Telemetry;
 use crate::trigger::TriggerState;
 
 /// Where snapshots come from: the real sampler, or a scripted source in tests.
@@ -118,6 +119,7 @@ pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     view: watch::Receiver<Arc<View>>,
     events: broadcast::Sender<Event>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl fmt::Debug for Command {
@@ -159,6 +161,11 @@ impl EngineHandle {
         self.events.subscribe()
     }
 
+    /// The Prometheus metrics the engine keeps up to date.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
     /// A watch receiver of views, to wait for changes.
     pub fn watch(&self) -> watch::Receiver<Arc<View>> {
         self.view.clone()
@@ -176,7 +183,9 @@ pub fn spawn(
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(256);
+    let telemetry = Arc::new(Telemetry::new());
     let first = Arc::new(source.sample());
+    telemetry.observe_snapshot(&first);
     let slots = strategies
         .into_iter()
         .map(|registered| Slot {
@@ -195,6 +204,7 @@ pub fn spawn(
         running: None,
         quiet_until: None,
         events: events.clone(),
+        telemetry: Arc::clone(&telemetry),
         view: None,
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(engine.build_view()));
@@ -205,6 +215,7 @@ pub fn spawn(
             commands: commands_tx,
             view: view_rx,
             events,
+            telemetry,
         },
         task,
     )
@@ -230,6 +241,7 @@ struct Engine {
     running: Option<Option<Reply>>,
     quiet_until: Option<Instant>,
     events: broadcast::Sender<Event>,
+    telemetry: Arc<Telemetry>,
     view: Option<watch::Sender<Arc<View>>>,
 }
 
@@ -280,6 +292,7 @@ impl Engine {
     fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
         let snapshot = Arc::new(lock(&self.source).sample());
         self.latest = Arc::clone(&snapshot);
+        self.telemetry.observe_snapshot(&snapshot);
         let now = Instant::now();
         let mut fired = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
@@ -288,6 +301,11 @@ impl Engine {
                 .trigger
                 .evaluate(snapshot.signal(signal), now.into_std());
             slot.value = evaluation.value;
+            self.telemetry.observe_trigger(
+                slot.strategy.name(),
+                evaluation.level,
+                evaluation.value,
+            );
             if evaluation.fire {
                 fired.push(index);
             }
@@ -500,6 +518,7 @@ impl Engine {
                 Some(error) => warn!(strategy = %record.strategy, %error, "strategy failed"),
             }
         }
+        self.telemetry.observe_record(&record);
         let record = self.history.push(record);
         let _ = self
             .events
@@ -537,6 +556,10 @@ impl Engine {
     }
 
     fn publish(&self) {
+        self.telemetry.observe_state(
+            self.settings.interval.current().as_secs_f64(),
+            self.running.is_some(),
+        );
         if let Some(view) = &self.view {
             view.send_replace(Arc::new(self.build_view()));
         }

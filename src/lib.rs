@@ -11,4 +11,5 @@ pub mod trigger;
 
 pub use agent::{Agent, AgentBuilder};
 pub mod config;
+pub mod prometheus;
 pub mod sample;

@@ -307,3 +307,65 @@ async fn cli_reads_metrics_and_triggers_optimizations() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the agent"));
 }
+
+/// Parses the classic text format into (series, value) pairs.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn prometheus_counters_only_grow_between_scrapes() {
+    let agent = start_agent(&["--interval", "100ms"], &[]);
+    let scrape = || async {
+        let response = common::client()
+            .get(format!("{}/metrics", agent.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        samples(&response.text().await.unwrap())
+    };
+    let first = scrape().await;
+    let (status, _) = post_json(
+        &agent.base,
+        "/performance-optimize",
+        r#"{"strategy": "gc"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let second = scrape().await;
+
+    let value = |scrape: &[(String, f64)], series: &str| {
+        scrape.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
+    };
+    assert!(value(&second, "perfpilot_resident_memory_bytes").unwrap() > 0.0);
+    assert_eq!(
+        value(&second, "perfpilot_build_info{version=\"0.1.0\"}"),
+        Some(1.0)
+    );
+    let purge = "perfpilot_optimizations_total{strategy=\"memory-purge\",kind=\"manual\",outcome=\"success\"}";
+    assert_eq!(value(&first, purge), None);
+    assert_eq!(value(&second, purge), Some(1.0));
+    assert!(
+        value(&second, "perfpilot_samples_total").unwrap()
+            > value(&first, "perfpilot_samples_total").unwrap()
+    );
+    for (series, before) in first
+        .iter()
+        .filter(|(s, _)| s.contains("_total") || s.contains("_count") || s.contains("_bucket"))
+    {
+        let after = value(&second, series).unwrap_or_else(|| panic!("{series} vanished"));
+        assert!(after >= *before, "{series} went from {before} to {after}");
+    }
+}

@@ -1,0 +1,481 @@
+//! The Prometheus text exposition (`GET /metrics`): every signal as a gauge, optimization
+//! runs as counters, run durations as a histogram, trigger levels, and build info.
+//!
+//! Names follow Prometheus conventions: `perfpilot_` prefix, base units (bytes, seconds,
+//! ratios), `_total` on counters. A signal that was not read is absent from the output, not 0.
+
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+
+use perfpilot_strategies::{Level, MemoryLimitSource, Snapshot};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::history::OptimizationRecord;
+
+type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+type Gauges = Family<Labels, FloatGauge>;
+
+/// Upper bounds of the run-duration histogram, in seconds (1 ms to 30 s).
+const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
+/// The agent's Prometheus metrics, updated by the engine and encoded on scrape.
+pub struct Telemetry {
+    registry: Registry,
+    memory_usage: Gauges,
+    resident: Gauges,
+    virtual_memory: Gauges,
+    memory_limit: Gauges,
+    allocator: Gauges,
+    process_cpu: Gauges,
+    system_cpu: Gauges,
+    load: Gauges,
+    uptime: Gauges,
+    connections: Gauges,
+    in_flight: Gauges,
+    latency: Gauges,
+    requests_rate: Gauges,
+    bytes_rate: Gauges,
+    errors: Gauges,
+    runtime_busy: Gauges,
+    runtime_queue: Gauges,
+    runtime_workers: Gauges,
+    runtime_tasks: Gauges,
+    interval: FloatGauge,
+    optimizing: Gauge,
+    samples: Counter,
+    runs: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram>,
+    levels: Family<Labels, Gauge>,
+    trigger_values: Gauges,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("perfpilot");
+        let mut gauge = |name: &str, help: &str, unit: Option<Unit>| {
+            let family = Gauges::default();
+            match unit {
+                Some(unit) => registry.register_with_unit(name, help, unit, family.clone()),
+                None => registry.register(name, help, family.clone()),
+            }
+            family
+        };
+        let memory_usage = gauge(
+            "memory_usage_ratio",
+            "Resident memory over the memory limit",
+            None,
+        );
+        let resident = gauge(
+            "resident_memory",
+            "Resident set size of the watched process",
+            Some(Unit::Bytes),
+        );
+        let virtual_memory = gauge(
+            "virtual_memory",
+            "Virtual memory size of the watched process",
+            Some(Unit::Bytes),
+        );
+        let memory_limit = gauge(
+            "memory_limit",
+            "The memory limit usage is measured against, by source",
+            Some(Unit::Bytes),
+        );
+        let allocator = gauge(
+            "allocator",
+            "jemalloc statistics by kind (allocated, active, resident, retained)",
+            Some(Unit::Bytes),
+        );
+        let process_cpu = gauge(
+            "process_cpu_ratio",
+            "CPU used by the watched process over the CPUs available to it",
+            None,
+        );
+        let system_cpu = gauge("system_cpu_ratio", "Busy share of the host's CPUs", None);
+        let load = gauge("load_average", "Host load average by window", None);
+        let uptime = gauge(
+            "uptime",
+            "Uptime of the watched process",
+            Some(Unit::Seconds),
+        );
+        let connections = gauge("open_connections", "Open client connections", None);
+        let in_flight = gauge("in_flight_requests", "Requests being served", None);
+        let latency = gauge(
+            "request_latency",
+            "Request latency over the last window, by statistic (mean, p50, p95, p99)",
+            Some(Unit::Seconds),
+        );
+        let requests_rate = gauge(
+            "requests_per_second",
+            "Requests completed per second over the last window",
+            None,
+        );
+        let bytes_rate = gauge(
+            "response_bytes_per_second",
+            "Response bytes sent per second over the last window",
+            None,
+        );
+        let errors = gauge(
+            "request_error_ratio",
+            "Failed share of requests over the last window",
+            None,
+        );
+        let runtime_busy = gauge(
+            "runtime_busy_ratio",
+            "Busy share of the tokio workers",
+            None,
+        );
+        let runtime_queue = gauge(
+            "runtime_global_queue_depth",
+            "Tasks in the tokio global queue",
+            None,
+        );
+        let runtime_workers = gauge("runtime_workers", "tokio worker threads", None);
+        let runtime_tasks = gauge("runtime_live_tasks", "Live tokio tasks", None);
+        let trigger_values = gauge(
+            "trigger_value",
+            "The (smoothed) value of each strategy's trigger signal",
+            None,
+        );
+
+        let interval = FloatGauge::default();
+        registry.register_with_unit(
+            "sampling_interval",
+            "The sampling interval in force",
+            Unit::Seconds,
+            interval.clone(),
+        );
+        let optimizing = Gauge::default();
+        registry.register(
+            "optimizing",
+            "1 while an optimization runs",
+            optimizing.clone(),
+        );
+        let samples = Counter::default();
+        registry.register("samples", "Samples taken", samples.clone());
+        let runs = Family::<Labels, Counter>::default();
+        registry.register(
+            "optimizations",
+            "Optimization runs by strategy, kind and outcome",
+            runs.clone(),
+        );
+        let durations = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "optimization_duration",
+            "How long optimization runs took, by strategy",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        let levels = Family::<Labels, Gauge>::default();
+        registry.register(
+            "trigger_level",
+            "Each strategy's trigger level: 0 OK, 1 WARNING, 2 CRITICAL",
+            levels.clone(),
+        );
+        let build = Family::<Labels, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
+        registry.register("build_info", "perfpilot's version", build);
+
+        Telemetry {
+            registry,
+            memory_usage,
+            resident,
+            virtual_memory,
+            memory_limit,
+            allocator,
+            process_cpu,
+            system_cpu,
+            load,
+            uptime,
+            connections,
+            in_flight,
+            latency,
+            requests_rate,
+            bytes_rate,
+            errors,
+            runtime_busy,
+            runtime_queue,
+            runtime_workers,
+            runtime_tasks,
+            interval,
+            optimizing,
+            samples,
+            runs,
+            durations,
+            levels,
+            trigger_values,
+        }
+    }
+
+    /// Sets every signal gauge from a sample; absent signals are removed, not zeroed.
+    pub fn observe_snapshot(&self, s: &Snapshot) {
+        self.samples.inc();
+        set(&self.memory_usage, Vec::new(), s.memory_usage_ratio);
+        set(&self.resident, Vec::new(), s.rss_bytes.map(|b| b as f64));
+        set(
+            &self.virtual_memory,
+            Vec::new(),
+            s.virtual_bytes.map(|b| b as f64),
+        );
+        self.memory_limit.clear();
+        if let (Some(limit), Some(source)) = (s.memory_limit_bytes, s.memory_limit_source) {
+            let source = match source {
+                MemoryLimitSource::Cgroup => "cgroup",
+                MemoryLimitSource::Budget => "budget",
+                MemoryLimitSource::TotalRam => "total_ram",
+            };
+            set(
+                &self.memory_limit,
+                vec![("source", source.to_owned())],
+                Some(limit as f64),
+            );
+        }
+        for (kind, value) in [
+            ("allocated", s.allocator.map(|a| a.allocated_bytes)),
+            ("active", s.allocator.map(|a| a.active_bytes)),
+            ("resident", s.allocator.map(|a| a.resident_bytes)),
+            ("retained", s.allocator.map(|a| a.retained_bytes)),
+        ] {
+            set(
+                &self.allocator,
+                vec![("kind", kind.to_owned())],
+                value.map(|v| v as f64),
+            );
+        }
+        set(&self.process_cpu, Vec::new(), s.process_cpu_ratio);
+        set(&self.system_cpu, Vec::new(), s.system_cpu_ratio);
+        for (index, window) in ["1m", "5m", "15m"].into_iter().enumerate() {
+            set(
+                &self.load,
+                vec![("window", window.to_owned())],
+                s.load_average.map(|l| l[index]),
+            );
+        }
+        set(&self.uptime, Vec::new(), s.uptime.map(|u| u.as_secs_f64()));
+        set(
+            &self.connections,
+            Vec::new(),
+            s.open_connections.map(|c| c as f64),
+        );
+        set(
+            &self.in_flight,
+            Vec::new(),
+            s.in_flight_requests.map(|c| c as f64),
+        );
+        for (stat, value) in [
+            ("mean", s.latency.map(|l| l.mean_ms)),
+            ("p50", s.latency.map(|l| l.p50_ms)),
+            ("p95", s.latency.map(|l| l.p95_ms)),
+            ("p99", s.latency.map(|l| l.p99_ms)),
+        ] {
+            set(
+                &self.latency,
+                vec![("stat", stat.to_owned())],
+                value.map(|ms| ms / 1000.0),
+            );
+        }
+        set(&self.requests_rate, Vec::new(), s.requests_per_second);
+        set(&self.bytes_rate, Vec::new(), s.bytes_per_second);
+        set(&self.errors, Vec::new(), s.error_rate);
+        set(
+            &self.runtime_busy,
+            Vec::new(),
+            s.runtime.map(|r| r.busy_ratio),
+        );
+        set(
+            &self.runtime_queue,
+            Vec::new(),
+            s.runtime.map(|r| r.global_queue_depth as f64),
+        );
+        set(
+            &self.runtime_workers,
+            Vec::new(),
+            s.runtime.map(|r| r.workers as f64),
+        );
+        set(
+            &self.runtime_tasks,
+            Vec::new(),
+            s.runtime.map(|r| r.live_tasks as f64),
+        );
+    }
+
+    /// Sets one strategy's trigger level and value.
+    pub fn observe_trigger(&self, strategy: &str, level: Level, value: Option<f64>) {
+        let labels = vec![("strategy", strategy.to_owned())];
+        let level = match level {
+            Level::Ok => 0,
+            Level::Warning => 1,
+            Level::Critical => 2,
+        };
+        self.levels.get_or_create(&labels).set(level);
+        set(&self.trigger_values, labels, value);
+    }
+
+    /// Sets the interval in force and whether a run is in progress.
+    pub fn observe_state(&self, interval_seconds: f64, optimizing: bool) {
+        self.interval.set(interval_seconds);
+        self.optimizing.set(i64::from(optimizing));
+    }
+
+    /// Counts one finished run (dry runs are not counted).
+    pub fn observe_record(&self, record: &OptimizationRecord) {
+        if record.dry_run {
+            return;
+        }
+        let kind = match record.kind {
+            perfpilot_strategies::RunKind::Automatic => "automatic",
+            perfpilot_strategies::RunKind::Manual => "manual",
+        };
+        let outcome = if record.success { "success" } else { "failure" };
+        self.runs
+            .get_or_create(&vec![
+                ("strategy", record.strategy.clone()),
+                ("kind", kind.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+        self.durations
+            .get_or_create(&vec![("strategy", record.strategy.clone())])
+            .observe(record.duration_ms / 1000.0);
+    }
+
+    /// The OpenMetrics text format (`application/openmetrics-text; version=1.0.0`).
+    pub fn encode_openmetrics(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(8 * 1024);
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// The classic Prometheus text format (`text/plain; version=0.0.4`), which `promtool`
+    /// and older scrapers read.
+    pub fn encode_prometheus_text(&self) -> Result<String, fmt::Error> {
+        Ok(openmetrics_to_prometheus_text(&self.encode_openmetrics()?))
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text format 0.0.4: counter families are named with
+/// their `_total` suffix in `HELP`/`TYPE`, `UNIT` and `EOF` lines go, empty label sets `{}` go.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        match descriptor {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{kind}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(&line.replacen("{} ", " ", 1)),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn set(family: &Gauges, labels: Labels, value: Option<f64>) {
+    match value.filter(|v| v.is_finite()) {
+        Some(value) => {
+            family.get_or_create(&labels).set(value);
+        }
+        None => {
+            family.remove(&labels);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn absent_signals_are_left_out_and_present_ones_use_base_units() {
+        let telemetry = Telemetry::new();
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.rss_bytes = Some(4096);
+        snapshot.uptime = Some(Duration::from_millis(1500));
+        snapshot.latency = Some(perfpilot_strategies::LatencyStats {
+            mean_ms: 2.0,
+            p50_ms: 1.0,
+            p95_ms: 5.0,
+            p99_ms: 10.0,
+        });
+        telemetry.observe_snapshot(&snapshot);
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert!(
+            text.contains("perfpilot_resident_memory_bytes{} 4096.0"),
+            "{text}"
+        );
+        assert!(text.contains("perfpilot_uptime_seconds{} 1.5"), "{text}");
+        assert!(
+            text.contains("perfpilot_request_latency_seconds{stat=\"p99\"} 0.01"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("perfpilot_memory_usage_ratio{}"),
+            "absent, not 0:\n{text}"
+        );
+        assert!(text.contains("perfpilot_samples_total 1"));
+        assert!(text.contains("perfpilot_build_info{version="));
+        assert!(text.ends_with("# EOF\n"));
+
+        let classic = telemetry.encode_prometheus_text().unwrap();
+        assert!(
+            classic.contains("# TYPE perfpilot_samples_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("\nperfpilot_resident_memory_bytes 4096.0\n"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
+
+        // A signal that disappears is removed again.
+        snapshot.rss_bytes = None;
+        telemetry.observe_snapshot(&snapshot);
+        assert!(!telemetry
+            .encode_openmetrics()
+            .unwrap()
+            .contains("perfpilot_resident_memory_bytes{}"));
+    }
+}
