@@ -13,3 +13,4 @@ pub use agent::{Agent, AgentBuilder};
 pub mod config;
 pub mod prometheus;
 pub mod sample;
+pub mod connections;
