@@ -12,6 +12,7 @@
 
 pub mod document;
 mod events;
+mod openapi;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,11 +24,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use crate::engine::{EngineHandle, OptimizeError};
+use crate::history::OptimizationRecord;
 
 use self::document::{rfc3339, MetricsDocument};
 
@@ -70,6 +72,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         .route("/health", get(health))
         .route("/events", get(events::events))
         .route("/metrics", get(prometheus_metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -104,6 +107,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The latest sample, the optimizer's stats and the recent runs.
+#[utoipa::path(
+    get,
+    path = "/performance-metrics",
+    tag = "perfpilot",
+    responses((status = 200, description = "Current metrics, stats and recent optimizations", body = MetricsDocument<'static>))
+)]
 async fn performance_metrics(State(state): State<ApiState>) -> Response {
     let view = state.engine.view();
     let document = MetricsDocument::new(&state.settings.worker_id, &view);
@@ -119,6 +129,14 @@ async fn performance_metrics(State(state): State<ApiState>) -> Response {
 
 /// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does), else the
 /// classic text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "perfpilot",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4, or OpenMetrics 1.0 when the Accept header asks for application/openmetrics-text", body = String, content_type = "text/plain")
+    )
+)]
 async fn prometheus_metrics(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -148,14 +166,58 @@ async fn prometheus_metrics(
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
-/// The body of `POST /performance-optimize`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /performance-optimize`; an empty body runs every strategy.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OptimizeRequest {
-    /// A strategy name or alias; absent or null for all.
-    strategy: Option<String>,
+pub struct OptimizeRequest {
+    /// A strategy name or alias (`memory-purge`, `memory`, `gc`, `cache`...); absent or null
+    /// for all.
+    pub strategy: Option<String>,
 }
 
+/// The answer of `POST /performance-optimize`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OptimizeResponse {
+    /// `Performance optimization triggered successfully: NAME` (or `all`).
+    pub message: String,
+    /// The agent's identity, as `workerId` in the metrics.
+    #[schema(value_type = Object)]
+    pub worker: Value,
+    /// When the answer was made (RFC 3339).
+    pub timestamp: String,
+    /// One record per strategy run.
+    #[schema(value_type = Vec<OptimizationRecord>)]
+    pub results: Vec<Arc<OptimizationRecord>>,
+}
+
+/// Every error the API answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// What was wrong.
+    pub error: String,
+    /// With an unknown strategy: every name and alias that would work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_strategies: Option<Vec<String>>,
+}
+
+/// Runs one strategy now, or all of them (bypassing thresholds and cooldowns, not single flight).
+#[utoipa::path(
+    post,
+    path = "/performance-optimize",
+    tag = "perfpilot",
+    request_body(content = Option<OptimizeRequest>, description = "The strategy to run; empty for all", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The runs and what they did", body = OptimizeResponse),
+        (status = 400, description = "Unknown strategy or malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token (when api.token is set)", body = ErrorBody),
+        (status = 409, description = "An optimization is already running", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 async fn performance_optimize(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -187,12 +249,12 @@ async fn performance_optimize(
             }
         })?;
     let target = request.strategy.as_deref().unwrap_or("all");
-    Ok(Json(json!({
-        "message": format!("Performance optimization triggered successfully: {target}"),
-        "worker": state.settings.worker_id,
-        "timestamp": rfc3339(SystemTime::now()),
-        "results": records,
-    }))
+    Ok(Json(OptimizeResponse {
+        message: format!("Performance optimization triggered successfully: {target}"),
+        worker: state.settings.worker_id.clone(),
+        timestamp: rfc3339(SystemTime::now()),
+        results: records,
+    })
     .into_response())
 }
 
@@ -244,21 +306,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn health(State(state): State<ApiState>) -> Json<Value> {
+/// The answer of `GET /health`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResponse {
+    /// `ok` while the agent serves.
+    pub status: &'static str,
+    /// The agent's identity.
+    #[schema(value_type = Object)]
+    pub worker_id: Value,
+    /// Now (RFC 3339).
+    pub timestamp: String,
+    /// Uptime of the watched process, s.
+    pub uptime: Option<f64>,
+    /// Age of the latest sample, ms.
+    pub last_sample_age_ms: u64,
+    /// Sampling interval in force, ms.
+    pub interval_ms: u64,
+    /// Whether an optimization runs now.
+    pub is_optimizing: bool,
+    /// Runs since start.
+    pub optimization_count: u64,
+}
+
+/// Liveness and a short status; never behind the agent's own actions.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "perfpilot",
+    responses((status = 200, description = "The agent is alive", body = HealthResponse))
+)]
+async fn health(State(state): State<ApiState>) -> Json<HealthResponse> {
     let view = state.engine.view();
     let age = SystemTime::now()
         .duration_since(view.snapshot.taken_at)
         .unwrap_or(Duration::ZERO);
-    Json(json!({
-        "status": "ok",
-        "workerId": state.settings.worker_id,
-        "timestamp": rfc3339(SystemTime::now()),
-        "uptime": view.snapshot.uptime.map(|u| u.as_secs_f64()),
-        "lastSampleAgeMs": age.as_millis() as u64,
-        "intervalMs": view.interval.as_millis() as u64,
-        "isOptimizing": view.is_optimizing,
-        "optimizationCount": view.stats.count,
-    }))
+    Json(HealthResponse {
+        status: "ok",
+        worker_id: state.settings.worker_id.clone(),
+        timestamp: rfc3339(SystemTime::now()),
+        uptime: view.snapshot.uptime.map(|u| u.as_secs_f64()),
+        last_sample_age_ms: age.as_millis() as u64,
+        interval_ms: view.interval.as_millis() as u64,
+        is_optimizing: view.is_optimizing,
+        optimization_count: view.stats.count,
+    })
 }
 
 async fn not_found() -> ApiError {

@@ -9,7 +9,7 @@ use perfpilot_strategies::{Level, Outcome, RunKind, Signal};
 use serde::Serialize;
 
 /// One run of one strategy: why, when, how long, whether it worked, and what it changed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OptimizationRecord {
     /// Sequence number, from 1.
@@ -24,8 +24,9 @@ pub struct OptimizationRecord {
     pub signal: Signal,
     /// The level of that signal when the run started.
     pub level: Level,
-    /// When the run started.
+    /// When the run started, in milliseconds since the Unix epoch.
     #[serde(with = "unix_millis")]
+    #[schema(value_type = u64)]
     pub started_at: SystemTime,
     /// How long the run took, in milliseconds.
     pub duration_ms: f64,

@@ -11,6 +11,6 @@ pub mod trigger;
 
 pub use agent::{Agent, AgentBuilder};
 pub mod config;
+pub mod connections;
 pub mod prometheus;
 pub mod sample;
-pub mod connections;

@@ -10,10 +10,11 @@ use crate::engine::View;
 use crate::history::OptimizationRecord;
 
 /// `GET /performance-metrics`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsDocument<'a> {
     /// The agent's identity (the pid unless configured).
+    #[schema(value_type = Object)]
     pub worker_id: &'a Value,
     /// When the metrics were sampled (RFC 3339).
     pub timestamp: String,
@@ -22,13 +23,14 @@ pub struct MetricsDocument<'a> {
     /// The latest sample.
     pub current_metrics: CurrentMetrics<'a>,
     /// The retained optimization records, oldest first.
+    #[schema(value_type = Vec<OptimizationRecord>)]
     pub recent_optimizations: &'a [std::sync::Arc<OptimizationRecord>],
     /// Each strategy with its trigger and level.
     pub strategies: Vec<StrategyDocument<'a>>,
 }
 
 /// The `performance` object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Performance {
     /// Automatic runs on.
@@ -50,7 +52,7 @@ pub struct Performance {
 }
 
 /// The `currentMetrics` object: the source documents' keys first, then the rest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CurrentMetrics<'a> {
     /// RSS over the memory limit, 0..1.
@@ -84,24 +86,31 @@ pub struct CurrentMetrics<'a> {
     /// Requests per second.
     pub requests_per_second: Option<f64>,
     /// Latency percentiles, ms.
+    #[schema(value_type = Option<perfpilot_strategies::LatencyStats>)]
     pub latency: Option<&'a perfpilot_strategies::LatencyStats>,
     /// jemalloc counters, bytes.
+    #[schema(value_type = Option<perfpilot_strategies::AllocatorStats>)]
     pub allocator: Option<&'a perfpilot_strategies::AllocatorStats>,
     /// tokio runtime metrics.
+    #[schema(value_type = Option<perfpilot_strategies::RuntimeStats>)]
     pub runtime: Option<&'a perfpilot_strategies::RuntimeStats>,
 }
 
 /// One strategy in `strategies`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StrategyDocument<'a> {
     /// Name.
+    #[schema(value_type = String)]
     pub name: &'a str,
     /// Aliases.
+    #[schema(value_type = Vec<String>)]
     pub aliases: &'a [String],
     /// What it does.
+    #[schema(value_type = String)]
     pub description: &'a str,
     /// Its trigger settings.
+    #[schema(value_type = perfpilot_strategies::TriggerSpec)]
     pub trigger: &'a perfpilot_strategies::TriggerSpec,
     /// Its signal's level now.
     pub level: Level,

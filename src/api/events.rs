@@ -36,6 +36,16 @@ struct Client {
     _permit: OwnedSemaphorePermit,
 }
 
+/// The engine's events as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "perfpilot",
+    responses(
+        (status = 200, description = "A text/event-stream of `metrics-updated` (data: the /performance-metrics document), `optimization-completed` (data: an optimization record) and `lagged` (data: {\"skipped\": n}) events", body = String, content_type = "text/event-stream"),
+        (status = 503, description = "Too many event-stream clients", body = super::ErrorBody),
+    )
+)]
 pub(super) async fn events(
     State(state): State<ApiState>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {

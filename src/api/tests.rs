@@ -342,3 +342,49 @@ async fn event_clients_are_capped() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn openapi_lists_every_route_with_its_schemas() {
+    let (app, _) = app(None);
+    let (status, doc) = send(
+        &app,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/performance-metrics",
+        "/performance-optimize",
+        "/health",
+        "/metrics",
+        "/events",
+        "/openapi.json",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let optimize = &doc["paths"]["/performance-optimize"]["post"];
+    for status in ["200", "400", "401", "409", "413", "422"] {
+        assert!(
+            optimize["responses"][status].is_object(),
+            "{status} missing"
+        );
+    }
+    let schemas = &doc["components"]["schemas"];
+    let metrics = &schemas["MetricsDocument"]["properties"];
+    for key in [
+        "workerId",
+        "timestamp",
+        "performance",
+        "currentMetrics",
+        "recentOptimizations",
+    ] {
+        assert!(metrics[key].is_object(), "MetricsDocument.{key} missing");
+    }
+    assert!(schemas["CurrentMetrics"]["properties"]["memoryUsage"].is_object());
+    assert!(schemas["ErrorBody"]["properties"]["error"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}

@@ -39,6 +39,7 @@ fn init_logging(log: &LogConfig) -> Result<(), String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    let stop = StopSignal::install();
     let listen = config.api.listen;
     let api_enabled = config.api.enabled;
     let listener = if api_enabled {
@@ -59,13 +60,13 @@ async fn serve(config: Config) -> Result<(), String> {
             println!("listening on http://{local}");
             info!(%local, "perfpilot API listening");
             axum::serve(listener, agent.router())
-                .with_graceful_shutdown(stop_signal())
+                .with_graceful_shutdown(stop.received())
                 .await
                 .map_err(|e| format!("HTTP server failed: {e}"))?;
         }
         None => {
             info!("HTTP API disabled (api.enabled = false)");
-            stop_signal().await;
+            stop.received().await;
         }
     }
     info!("stopping");
@@ -73,26 +74,59 @@ async fn serve(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn stop_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment it is installed, so a signal
+/// that arrives while the agent starts up is not lost (nor kills it uncleanly).
+struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignal {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            StopSignal {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        StopSignal {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    /// Resolves on the first of the signals.
+    async fn received(mut self) {
+        #[cfg(unix)]
+        {
+            let terminate = async {
+                match self.terminate.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let interrupt = async {
+                match self.interrupt.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = terminate => {}
+                _ = interrupt => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

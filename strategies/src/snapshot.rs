@@ -104,6 +104,7 @@ impl Snapshot {
 /// Where the memory limit came from, in the order the sampler tries them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MemoryLimitSource {
     /// cgroup v2 `memory.max` of the process's cgroup (what the kernel enforces).
     Cgroup,
@@ -116,6 +117,7 @@ pub enum MemoryLimitSource {
 /// jemalloc's own counters (`stats.*`), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AllocatorStats {
     /// Bytes allocated by the application.
     pub allocated_bytes: u64,
@@ -130,6 +132,7 @@ pub struct AllocatorStats {
 /// Request latency over one sampling window, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatencyStats {
     /// Mean latency.
     pub mean_ms: f64,
@@ -144,6 +147,7 @@ pub struct LatencyStats {
 /// tokio runtime metrics over one sampling window (stable tokio only).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RuntimeStats {
     /// Number of worker threads.
     pub workers: u64,
@@ -159,6 +163,7 @@ pub struct RuntimeStats {
 /// (`memory_usage`, `latency_p99_ms`...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Signal {
     /// [`Snapshot::memory_usage_ratio`], 0..1.
     MemoryUsage,

@@ -73,12 +73,14 @@ pub enum StrategyError {
 /// What a run changed, measured: a summary and named numbers (bytes released, entries
 /// trimmed, connections closed, new interval...).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Outcome {
     /// Whether anything was changed (false: there was nothing to do, which is a success).
     pub acted: bool,
     /// A short human-readable account.
     pub summary: String,
     /// Measured effects by name, e.g. `rss_released_bytes`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub report: Map<String, Value>,
 }
 
@@ -111,6 +113,7 @@ impl Outcome {
 /// Why a run happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RunKind {
     /// A trigger fired.
     Automatic,

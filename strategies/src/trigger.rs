@@ -14,6 +14,7 @@ use crate::snapshot::Signal;
 /// How loud a signal is relative to its trigger's thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Level {
     /// Below the threshold (or back below `clear_below`).
     Ok,
@@ -47,6 +48,7 @@ impl fmt::Display for Level {
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TriggerSpec {
     /// The signal watched.
     pub signal: Signal,
@@ -64,6 +66,7 @@ pub struct TriggerSpec {
     pub for_samples: u32,
     /// Minimum time between two automatic runs of the strategy.
     #[serde(default = "TriggerSpec::default_cooldown", with = "duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     pub cooldown: Duration,
     /// Smooth the signal with an exponentially weighted moving average of this weight
     /// (0 < alpha ≤ 1; Envoy uses 0.05 for CPU). `None`: use raw samples.
