@@ -34,6 +34,8 @@ pub enum Command {
     Strategies(ConfigArgs),
     /// Fetch and print a running agent's metrics.
     Metrics(MetricsArgs),
+    /// Show a running agent's metrics, refreshed every interval, until Ctrl-C.
+    Watch(WatchArgs),
     /// Ask a running agent to run one strategy now (all when none is named).
     Optimize(OptimizeArgs),
 }
@@ -106,6 +108,17 @@ pub struct MetricsArgs {
     pub json: bool,
 }
 
+/// `perfpilot watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The agent.
+    #[command(flatten)]
+    pub agent: AgentUrl,
+    /// Refresh period (default: the agent's sampling interval, at least 200ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub every: Option<Duration>,
+}
+
 /// `perfpilot optimize`.
 #[derive(Debug, Args)]
 pub struct OptimizeArgs {
@@ -161,6 +174,7 @@ pub fn run(cli: Cli) -> ExitCode {
             print!("{}", table::strategies(&loaded.config));
         }),
         Command::Metrics(args) => client::metrics(&args),
+        Command::Watch(args) => client::watch(&args),
         Command::Optimize(args) => client::optimize(&args),
     };
     match result {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{table, AgentUrl, MetricsArgs, OptimizeArgs};
+use super::{table, AgentUrl, MetricsArgs, OptimizeArgs, WatchArgs};
 
 /// How long the CLI waits for the agent (an optimization can take a while).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -23,6 +23,44 @@ pub fn metrics(args: &MetricsArgs) -> Result<(), String> {
         print!("{}", table::metrics(&document));
     }
     Ok(())
+}
+
+/// The shortest refresh period of `perfpilot watch`.
+const MIN_REFRESH: Duration = Duration::from_millis(200);
+
+/// Redraws a running agent's metrics table every interval until Ctrl-C.
+pub fn watch(args: &WatchArgs) -> Result<(), String> {
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let client = client()?;
+        let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+        loop {
+            let document = fetch(
+                &client,
+                &args.agent,
+                reqwest::Method::GET,
+                "/performance-metrics",
+                None,
+            )
+            .await?;
+            // Clear the screen and home the cursor, then draw.
+            print!("\x1b[2J\x1b[H{}", table::metrics(&document));
+            println!("\n(refreshing; Ctrl-C to stop)");
+            let period = args
+                .every
+                .or_else(|| {
+                    document["performance"]["interval"]
+                        .as_u64()
+                        .map(Duration::from_millis)
+                })
+                .unwrap_or(Duration::from_secs(5))
+                .max(MIN_REFRESH);
+            tokio::select! {
+                _ = &mut interrupted => return Ok(()),
+                _ = tokio::time::sleep(period) => {}
+            }
+        }
+    })
 }
 
 /// Asks a running agent to optimize now and prints what each strategy did.
@@ -57,16 +95,32 @@ fn request(
     path: &str,
     body: Option<Value>,
 ) -> Result<Value, String> {
-    let url = format!("{}{path}", agent.url.trim_end_matches('/'));
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    runtime()?.block_on(async { fetch(&client()?, agent, method, path, body).await })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    agent: &AgentUrl,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let url = format!("{}{path}", agent.url.trim_end_matches('/'));
+    {
         let mut request = client.request(method, &url);
         if let Some(token) = &agent.token {
             request = request.bearer_auth(token);
@@ -92,7 +146,7 @@ fn request(
             let error = value["error"].as_str().unwrap_or("(no error message)");
             Err(format!("{url} answered {status}: {error}"))
         }
-    })
+    }
 }
 
 fn pretty(value: &Value) -> String {
