@@ -33,7 +33,8 @@ use crate::trigger::{Level, TriggerSpec};
 /// }
 /// ```
 pub trait Trim: Send + Sync {
-    /// How big the cache is now.
+    /// How big the cache is now. May run pending housekeeping first (moka's does, which also
+    /// drops expired entries), so `cache-trim` calls [`expire`](Trim::expire) before it measures.
     fn size(&self) -> CacheSize;
     /// Drops entries that are already stale (expired TTL/TTI) and does pending housekeeping.
     fn expire(&self) -> TrimReport;
@@ -178,23 +179,13 @@ impl Strategy for CacheTrim {
         } else {
             self.fraction
         };
-        let mut total = TrimReport::default();
-        let mut per_cache = serde_json::Map::new();
-        for (name, cache) in caches {
-            let before = cache.size();
-            let report = cache.expire().add(cache.evict(fraction));
-            let after = cache.size();
-            per_cache.insert(
-                name.clone(),
-                serde_json::json!({
-                    "entries_before": before.entries,
-                    "entries_after": after.entries,
-                    "entries_removed": report.entries_removed,
-                    "bytes_freed": report.bytes_freed,
-                }),
-            );
-            total = total.add(report);
-        }
+        // `Trim` is synchronous and may block (a moka eviction listener archiving what is
+        // evicted, say): keep it off the runtime's worker threads.
+        let registry = ctx.registry.clone();
+        let (total, per_cache) =
+            tokio::task::spawn_blocking(move || trim_all(&registry.caches, fraction))
+                .await
+                .map_err(|e| StrategyError::Failed(format!("trimming caches: {e}")))?;
         let summary = format!(
             "trimmed {} entries from {} caches (fraction {fraction})",
             total.entries_removed,
@@ -212,4 +203,36 @@ impl Strategy for CacheTrim {
             .with("bytes_freed", total.bytes_freed)
             .with("per_cache", per_cache))
     }
+}
+
+/// Expires, then evicts `fraction` of, every cache; returns the total and a report per cache.
+fn trim_all(
+    caches: &[(String, std::sync::Arc<dyn Trim>)],
+    fraction: f64,
+) -> (TrimReport, serde_json::Map<String, serde_json::Value>) {
+    let mut total = TrimReport::default();
+    let mut per_cache = serde_json::Map::new();
+    for (name, cache) in caches {
+        // Expire before the first measurement: a cache may drop stale entries while it
+        // measures (moka does), and those must count as expired, not vanish unreported.
+        let expired = cache.expire();
+        let fresh = cache.size();
+        let evicted = cache.evict(fraction);
+        let after = cache.size();
+        let report = expired.add(evicted);
+        per_cache.insert(
+            name.clone(),
+            serde_json::json!({
+                "entries_before": fresh.entries + expired.entries_removed,
+                "entries_after": after.entries,
+                "entries_removed": report.entries_removed,
+                "entries_expired": expired.entries_removed,
+                "entries_evicted": evicted.entries_removed,
+                "bytes_freed": report.bytes_freed,
+                "bytes_after": after.bytes,
+            }),
+        );
+        total = total.add(report);
+    }
+    (total, per_cache)
 }

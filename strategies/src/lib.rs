@@ -9,6 +9,13 @@
 //! | [`connection-reap`](ConnectionReap) | `connection`, `database` | registered [`Reap`] pools |
 //! | [`interval-backoff`](IntervalBackoff) | `cpu` | the agent's sampling interval |
 //!
+//! Optional modules, each behind a cargo feature:
+//!
+//! | module | feature | what it adds |
+//! |---|---|---|
+//! | `jemalloc` | `jemalloc` (default) | purging and reading jemalloc (without it `memory-purge` cannot act) |
+//! | `moka_cache` | `moka` (default) | [`Trim`] for `moka::sync::Cache`, and `WeighedInBytes` for byte weighers |
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::{Duration, SystemTime};
@@ -36,6 +43,8 @@ pub mod interval_backoff;
 #[cfg(feature = "jemalloc")]
 pub mod jemalloc;
 pub mod memory_purge;
+#[cfg(feature = "moka")]
+pub mod moka_cache;
 pub mod proc_self;
 pub mod snapshot;
 pub mod strategy;
@@ -49,6 +58,8 @@ pub use cache_trim::{CacheSize, CacheTrim, CacheTrimConfig, Trim, TrimReport};
 pub use connection_reap::{ConnectionReap, ConnectionReapConfig, Reap, ReapPolicy, ReapReport};
 pub use interval_backoff::{IntervalBackoff, IntervalBackoffConfig};
 pub use memory_purge::{MemoryPurge, MemoryPurgeConfig};
+#[cfg(feature = "moka")]
+pub use moka_cache::WeighedInBytes;
 pub use snapshot::{
     AllocatorStats, LatencyStats, MemoryLimitSource, RuntimeStats, Signal, Snapshot,
 };

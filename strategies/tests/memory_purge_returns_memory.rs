@@ -1,4 +1,5 @@
 //! `memory-purge` against the real allocator: freed memory really goes back to the OS.
+#![cfg(feature = "jemalloc")]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
