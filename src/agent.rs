@@ -10,28 +10,62 @@ use perfpilot_strategies::{
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
+use perfpilot_strategies::Snapshot;
+use tokio::sync::broadcast;
+
 use crate::api::{self, ApiSettings};
 use crate::config::Config;
-use crate::engine::{self, EngineHandle, EngineSettings, SignalSource};
+use crate::connections::ConnectionTracker;
+use crate::engine::{self, EngineHandle, EngineSettings, OptimizeError, SignalSource};
+use crate::events::Event;
+use crate::history::OptimizationRecord;
 use crate::sample::{Sampler, SamplerSettings};
 
 impl SignalSource for Sampler {
-    fn sample(&mut self) -> perfpilot_strategies::Snapshot {
+    fn sample(&mut self) -> Snapshot {
         Sampler::sample(self)
+    }
+}
+
+/// The process sampler plus the service's own sources: its tracked connections.
+struct ServiceSource {
+    sampler: Sampler,
+    connections: Option<ConnectionTracker>,
+}
+
+impl SignalSource for ServiceSource {
+    fn sample(&mut self) -> Snapshot {
+        let mut snapshot = self.sampler.sample();
+        if let Some(connections) = &self.connections {
+            snapshot.open_connections = Some(connections.open_connections());
+        }
+        snapshot
     }
 }
 
 /// The perfpilot agent. Start one with [`Agent::builder`].
 ///
+/// Embedded in an axum service, in a dozen lines:
+///
 /// ```no_run
-/// # async fn demo() {
+/// # async fn demo() -> std::io::Result<()> {
+/// use perfpilot::connections::{ConnectionTracker, TrackedListener};
 /// use perfpilot::Agent;
 ///
-/// let agent = Agent::builder().spawn();
-/// let app = axum::Router::new().merge(agent.router());
-/// # let _ = app;
+/// let tracker = ConnectionTracker::new();
+/// let agent = Agent::builder()
+///     .memory_threshold(0.75)
+///     .connections(tracker.clone()) // open_connections signal + connection-reap
+///     .spawn();
+/// let app = axum::Router::new()
+///     .route("/ping", axum::routing::get(|| async { "pong" }))
+///     .merge(agent.router()); // /performance-metrics, /performance-optimize, ...
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// axum::serve(TrackedListener::new(listener, tracker), app).await?;
 /// agent.shutdown().await;
-/// # }
+/// # Ok(()) }
 /// ```
 pub struct Agent {
     engine: EngineHandle,
@@ -53,6 +87,7 @@ impl Agent {
             config: Config::default(),
             strategies: Vec::new(),
             registry: Registry::default(),
+            connections: None,
             source: None,
         }
     }
@@ -60,6 +95,24 @@ impl Agent {
     /// The handle to the engine: optimize, view, subscribe.
     pub fn engine(&self) -> &EngineHandle {
         &self.engine
+    }
+
+    /// Runs one strategy (by name or alias) or, with `None`, every strategy, now.
+    pub async fn optimize(
+        &self,
+        strategy: Option<&str>,
+    ) -> Result<Vec<Arc<OptimizationRecord>>, OptimizeError> {
+        self.engine.optimize(strategy).await
+    }
+
+    /// The latest sample.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.engine.view().snapshot)
+    }
+
+    /// `metrics-updated` and `optimization-completed` events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.engine.subscribe()
     }
 
     /// The agent's HTTP routes, to serve alone or merge into a host's axum app.
@@ -79,6 +132,7 @@ pub struct AgentBuilder {
     config: Config,
     strategies: Vec<Registered>,
     registry: Registry,
+    connections: Option<ConnectionTracker>,
     source: Option<Box<dyn SignalSource>>,
 }
 
@@ -96,6 +150,49 @@ impl AgentBuilder {
     /// Uses this configuration (see [`crate::config::load`]).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Samples every `interval` (see [`Config::interval`]).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.config.interval = interval;
+        self.config.max_interval = self.config.max_interval.max(interval);
+        self
+    }
+
+    /// Runs `memory-purge` and `cache-trim` when memory usage goes above this share of the
+    /// limit (the source documents' `MEMORY_THRESHOLD`); CRITICAL is raised to it if lower.
+    pub fn memory_threshold(mut self, above: f64) -> Self {
+        for trigger in [
+            &mut self.config.strategies.memory_purge.trigger,
+            &mut self.config.strategies.cache_trim.trigger,
+        ] {
+            trigger.above = above;
+            trigger.critical = trigger.critical.map(|critical| critical.max(above));
+        }
+        self
+    }
+
+    /// Measures memory usage against this many bytes when no cgroup limit is tighter.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.config.memory_budget = Some(bytes);
+        self
+    }
+
+    /// Evaluates and records what would run, without running it.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.config.dry_run = dry_run;
+        self
+    }
+
+    /// Counts the service's connections (the `open_connections` signal) and lets
+    /// `connection-reap` close idle ones: serve through
+    /// [`TrackedListener::new(listener, tracker)`](crate::connections::TrackedListener).
+    pub fn connections(mut self, tracker: ConnectionTracker) -> Self {
+        self.registry
+            .pools
+            .push(("connections".to_owned(), Arc::new(tracker.clone())));
+        self.connections = Some(tracker);
         self
     }
 
@@ -129,9 +226,12 @@ impl AgentBuilder {
         let mut strategies = config.strategies.build();
         strategies.extend(self.strategies);
         let source = self.source.unwrap_or_else(|| {
-            Box::new(Sampler::new(SamplerSettings {
-                memory_budget: config.memory_budget,
-            }))
+            Box::new(ServiceSource {
+                sampler: Sampler::new(SamplerSettings {
+                    memory_budget: config.memory_budget,
+                }),
+                connections: self.connections,
+            })
         });
         let shutdown = CancellationToken::new();
         let (engine, task) = engine::spawn(

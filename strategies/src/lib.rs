@@ -54,6 +54,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// Re-exported so that implementing [`Strategy`] needs no extra dependency.
+pub use async_trait::async_trait;
+
 pub use cache_trim::{CacheSize, CacheTrim, CacheTrimConfig, Trim, TrimReport};
 pub use connection_reap::{ConnectionReap, ConnectionReapConfig, Reap, ReapPolicy, ReapReport};
 pub use interval_backoff::{IntervalBackoff, IntervalBackoffConfig};

@@ -21,7 +21,7 @@ use crate::trigger::Level;
 /// agent down. Report what was actually changed, measured, in the [`Outcome`].
 ///
 /// ```
-/// use async_trait::async_trait;
+/// use perfpilot_strategies::async_trait;
 /// use perfpilot_strategies::{Context, Outcome, Strategy, StrategyError};
 ///
 /// #[derive(Debug)]

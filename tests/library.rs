@@ -1,0 +1,206 @@
+//! Library mode on real loopback sockets: an axum service with the agent embedded, a real
+//! moka cache, tracked connections, and user strategies that misbehave.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use perfpilot::config::Config;
+use perfpilot::connections::{ConnectionTracker, TrackedListener};
+use perfpilot::Agent;
+use perfpilot_strategies::{
+    async_trait, Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
+};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug)]
+struct Explodes;
+
+#[async_trait]
+impl Strategy for Explodes {
+    fn name(&self) -> &str {
+        "explodes"
+    }
+    async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
+        panic!("user strategy bug")
+    }
+}
+
+#[derive(Debug)]
+struct Hangs;
+
+#[async_trait]
+impl Strategy for Hangs {
+    fn name(&self) -> &str {
+        "hangs"
+    }
+    async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
+        std::future::pending().await
+    }
+}
+
+/// A service with the agent embedded; returns its base URL, the agent and the cache.
+struct Service {
+    base: String,
+    agent: Agent,
+    cache: moka::sync::Cache<u64, Vec<u8>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn start_service(config: Config) -> Service {
+    let cache: moka::sync::Cache<u64, Vec<u8>> = moka::sync::Cache::new(10_000);
+    let tracker = ConnectionTracker::new();
+    let never = TriggerSpec::new(Signal::MemoryUsage, 1.0);
+    let agent = Agent::builder()
+        .config(config)
+        .cache("items", cache.clone())
+        .connections(tracker.clone())
+        .strategy(Arc::new(Explodes), never.clone())
+        .strategy(Arc::new(Hangs), never)
+        .spawn();
+    let app = axum::Router::new()
+        .route("/ping", axum::routing::get(|| async { "pong" }))
+        .merge(agent.router());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(TrackedListener::new(listener, tracker), app).await;
+    });
+    Service {
+        base,
+        agent,
+        cache,
+        server,
+    }
+}
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.interval = Duration::from_millis(100);
+    config.strategy_timeout = Duration::from_millis(500);
+    config.strategies.connection_reap.idle_timeout = Duration::from_millis(300);
+    config.strategies.connection_reap.max_per_client = Some(2);
+    config
+}
+
+async fn optimize(base: &str, strategy: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/performance-optimize"))
+        .json(&serde_json::json!({ "strategy": strategy }))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// A raw keep-alive HTTP/1.1 client connection that has made one request.
+async fn keep_alive_connection(base: &str) -> TcpStream {
+    let address = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..n]).contains("pong"));
+    stream
+}
+
+/// Whether the server closed the connection: a read returns EOF or an error within 2 s.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buffer = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_trim_shrinks_a_real_moka_cache() {
+    let service = start_service(config()).await;
+    for key in 0..1000 {
+        service.cache.insert(key, vec![0; 64]);
+    }
+    service.cache.run_pending_tasks();
+    let answer = optimize(&service.base, "cache").await;
+    let result = &answer["results"][0];
+    assert_eq!(result["success"], true, "{answer}");
+    assert_eq!(result["result"]["report"]["entries_trimmed"], 250);
+    service.cache.run_pending_tasks();
+    assert_eq!(service.cache.entry_count(), 750);
+    service.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_counted_and_reaped_as_the_client_sees_it() {
+    let service = start_service(config()).await;
+    let mut idle = keep_alive_connection(&service.base).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Three fresh connections from one client, plus the optimize request's own: over the cap
+    // of 2, the two oldest go.
+    let mut oldest = keep_alive_connection(&service.base).await;
+    let mut middle = keep_alive_connection(&service.base).await;
+    let mut newest = keep_alive_connection(&service.base).await;
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while service.agent.snapshot().open_connections < Some(4) {
+        assert!(Instant::now() < deadline, "{:?}", service.agent.snapshot());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The optimize request itself arrives on a fifth connection (reqwest's), which is new.
+    let answer = optimize(&service.base, "connection-reap").await;
+    let report = &answer["results"][0]["result"]["report"];
+    assert_eq!(report["closed_idle"], 1, "{answer}");
+    assert!(
+        report["closed_over_limit"].as_u64().unwrap() >= 1,
+        "{answer}"
+    );
+    assert!(
+        closed_by_server(&mut idle).await,
+        "the idle connection was closed"
+    );
+    assert!(
+        closed_by_server(&mut oldest).await,
+        "the oldest over the cap was closed"
+    );
+    drop((&mut middle, &mut newest));
+    service.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_user_strategies_fail_and_the_host_keeps_serving() {
+    let service = start_service(config()).await;
+    let answer = optimize(&service.base, "explodes").await;
+    let result = &answer["results"][0];
+    assert_eq!(result["success"], false);
+    assert!(result["error"]
+        .as_str()
+        .unwrap()
+        .contains("user strategy bug"));
+
+    let started = Instant::now();
+    let answer = optimize(&service.base, "hangs").await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        answer["results"][0]["error"],
+        "strategy timed out after 500 ms"
+    );
+
+    let pong = reqwest::get(format!("{}/ping", service.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(pong, "pong");
+    assert_eq!(service.agent.engine().view().stats.count, 2);
+    service.server.abort();
+}
