@@ -449,6 +449,7 @@ impl Engine {
             kind: RunKind::Automatic,
             registry: Arc::clone(&self.registry),
             interval: self.settings.interval.clone(),
+            targets: Vec::new(),
         };
         let timeout = self.settings.strategy_timeout;
         let source = Arc::clone(&self.source);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::ValueKind;
-use perfpilot_strategies::TriggerSpec;
+use perfpilot_strategies::{StrategiesConfig, TriggerSpec};
 
 use super::{Config, LogFormat};
 
@@ -72,7 +72,7 @@ impl Loaded {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (key, value) in leaves(&self.config) {
-            let value = if key == "api.token" {
+            let value = if key == "api.token" || is_webhook_header(&key) {
                 "\"***\"".to_owned()
             } else {
                 value.to_string()
@@ -82,6 +82,13 @@ impl Loaded {
         }
         out
     }
+}
+
+/// `strategies.webhook.NAME.headers.HEADER`: header values are credentials, typically.
+fn is_webhook_header(key: &str) -> bool {
+    key.strip_prefix("strategies.webhook.")
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(_, rest)| rest.starts_with("headers."))
 }
 
 /// Why the configuration could not be loaded.
@@ -153,6 +160,43 @@ struct Setting {
     origin: Origin,
     /// Checked for unknown keys only, not merged (an empty TOML table).
     check_only: bool,
+    /// For a named strategy instance (`strategies.webhook.NAME`), set as one value: the table
+    /// as written, for messages and origins.
+    instance: Option<toml::Table>,
+}
+
+impl Setting {
+    /// The keys this setting gives a value to.
+    fn keys(&self) -> Vec<String> {
+        match &self.instance {
+            None => vec![self.key.clone()],
+            Some(table) => {
+                let mut leaves = Vec::new();
+                flatten_toml(
+                    &self.key,
+                    toml::Value::Table(table.clone()),
+                    &self.origin,
+                    &mut leaves,
+                    &mut Vec::new(),
+                );
+                leaves
+                    .into_iter()
+                    .filter(|leaf| !leaf.check_only)
+                    .map(|leaf| leaf.key)
+                    .collect()
+            }
+        }
+    }
+
+    /// The named instance this (env) setting reaches into, if any: `strategies.webhook.NAME`
+    /// for `strategies.webhook.NAME.retries`.
+    fn is_inside(&self, instance: &Setting) -> bool {
+        instance.instance.is_some()
+            && self
+                .key
+                .strip_prefix(&instance.key)
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
 }
 
 fn load_with_default_file(
@@ -164,19 +208,26 @@ fn load_with_default_file(
     let mut settings = Vec::new();
     let mut problems = Vec::new();
     match file {
-        Some(path) => settings.extend(read_file(path)?),
-        None if default_file.is_file() => settings.extend(read_file(default_file)?),
+        Some(path) => settings.extend(read_file(path, &mut problems)?),
+        None if default_file.is_file() => settings.extend(read_file(default_file, &mut problems)?),
         None => {}
     }
     legacy_settings(env, &mut settings, &mut problems);
     prefixed_settings(env, &mut settings, &mut problems);
 
     // Each value on its own over the defaults: every bad key or value is reported at once,
-    // attributed to the variable or file it came from.
+    // attributed to the variable or file it came from. A named strategy instance is one value;
+    // a variable reaching into one is checked over it.
     let defaults = config::Config::try_from(&Config::default())
         .expect("the defaults serialize into a config tree");
     for setting in &settings {
-        if let Err(error) = merge(&defaults, std::slice::from_ref(setting)) {
+        let mut group: Vec<Setting> = settings
+            .iter()
+            .filter(|instance| setting.is_inside(instance))
+            .cloned()
+            .collect();
+        group.push(setting.clone());
+        if let Err(error) = merge(&defaults, &group) {
             problems.push(describe_setting(setting, error));
         }
     }
@@ -191,7 +242,9 @@ fn load_with_default_file(
         .map(|key| (key, Origin::Default))
         .collect();
     for setting in settings.into_iter().filter(|s| !s.check_only) {
-        origins.insert(setting.key, setting.origin);
+        for key in setting.keys() {
+            origins.insert(key, setting.origin.clone());
+        }
     }
     apply_overrides(&mut config, &mut origins, overrides);
     raise_unset_ceilings(&mut config, &mut origins);
@@ -209,7 +262,7 @@ fn load_with_default_file(
     Ok(Loaded { config, origins })
 }
 
-fn read_file(path: &Path) -> Result<Vec<Setting>, ConfigError> {
+fn read_file(path: &Path, problems: &mut Vec<String>) -> Result<Vec<Setting>, ConfigError> {
     let file_error = |message: String| ConfigError::File {
         path: path.to_path_buf(),
         message,
@@ -220,20 +273,57 @@ fn read_file(path: &Path) -> Result<Vec<Setting>, ConfigError> {
         .map_err(|e: toml::de::Error| file_error(e.to_string().trim_end().to_owned()))?;
     let origin = Origin::File(path.to_path_buf());
     let mut settings = Vec::new();
-    flatten_toml("", toml::Value::Table(table), &origin, &mut settings);
+    flatten_toml(
+        "",
+        toml::Value::Table(table),
+        &origin,
+        &mut settings,
+        problems,
+    );
     Ok(settings)
 }
 
-fn flatten_toml(prefix: &str, value: toml::Value, origin: &Origin, out: &mut Vec<Setting>) {
+/// One setting per leaf, keyed by its dotted path, except that a named strategy instance
+/// (`[strategies.webhook.NAME]`) is one setting holding its whole table: it is only complete
+/// as a whole, and its maps (`body`, `headers`, `env`) may have keys that are not paths
+/// (`"X-Request.Id"`).
+fn flatten_toml(
+    prefix: &str,
+    value: toml::Value,
+    origin: &Origin,
+    out: &mut Vec<Setting>,
+    problems: &mut Vec<String>,
+) {
+    let named_kind = prefix
+        .strip_prefix("strategies.")
+        .is_some_and(|kind| StrategiesConfig::NAMED_KINDS.contains(&kind));
     match value {
         toml::Value::Table(table) if !table.is_empty() || prefix.is_empty() => {
             for (key, value) in table {
-                let key = if prefix.is_empty() {
-                    key
+                let full = if prefix.is_empty() {
+                    key.clone()
                 } else {
                     format!("{prefix}.{key}")
                 };
-                flatten_toml(&key, value, origin, out);
+                match value {
+                    toml::Value::Table(instance) if named_kind => {
+                        if !is_path_segment(&key) {
+                            problems.push(format!(
+                                "{prefix}.{key:?}: {key:?} is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit) (from {origin})"
+                            ));
+                            continue;
+                        }
+                        out.push(Setting {
+                            key: full,
+                            written: toml::Value::Table(instance.clone()).to_string(),
+                            check_only: false,
+                            value: toml_to_kind(toml::Value::Table(instance.clone())),
+                            origin: origin.clone(),
+                            instance: Some(instance),
+                        });
+                    }
+                    value => flatten_toml(&full, value, origin, out, problems),
+                }
             }
         }
         value => out.push(Setting {
@@ -242,8 +332,17 @@ fn flatten_toml(prefix: &str, value: toml::Value, origin: &Origin, out: &mut Vec
             check_only: matches!(&value, toml::Value::Table(_)),
             value: toml_to_kind(value),
             origin: origin.clone(),
+            instance: None,
         }),
     }
+}
+
+/// What the config crate accepts as one segment of a key path.
+fn is_path_segment(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn toml_to_kind(value: toml::Value) -> ValueKind {
@@ -299,6 +398,7 @@ fn legacy_settings(
                 written: format!("{raw:?}"),
                 origin: Origin::Env((*name).to_owned()),
                 check_only: false,
+                instance: None,
             })),
             Err(allowed) => problems.push(format!(
                 "{name} = {raw:?}: {allowed} (legacy variable for {})",
@@ -359,6 +459,7 @@ fn prefixed_settings(
             written: format!("{value:?}"),
             origin: Origin::Env(name.clone()),
             check_only: false,
+            instance: None,
         });
     }
 }
@@ -377,6 +478,9 @@ fn merge(defaults: &config::Config, settings: &[Setting]) -> Result<Config, conf
 }
 
 fn describe_setting(setting: &Setting, error: config::ConfigError) -> String {
+    if let Some(table) = &setting.instance {
+        return describe_instance_error(&setting.key, table, &setting.origin, error);
+    }
     let Setting {
         key,
         written,
@@ -395,6 +499,63 @@ fn describe_setting(setting: &Setting, error: config::ConfigError) -> String {
         return format!("{key} = {written}: unknown key (from {origin}); {expected}");
     }
     format!("{key} = {written}: {why} (from {origin})")
+}
+
+/// A problem inside a named strategy instance, at the key where it is: `key = value: why`,
+/// or `key: why` for a key that is missing.
+fn describe_instance_error(
+    instance_key: &str,
+    table: &toml::Table,
+    origin: &Origin,
+    error: config::ConfigError,
+) -> String {
+    let at = error_key(&error);
+    let missing = matches!(error, config::ConfigError::NotFound(_));
+    let mut why = describe(error);
+    if let (Some(at), true) = (&at, why.contains("does not have variant constructor")) {
+        let written = written_at(instance_key, table, at);
+        if let Some(toml::Value::String(text)) = written {
+            why = variant_error(at, text).unwrap_or(why);
+        }
+    }
+    let key = at.as_deref().unwrap_or(instance_key);
+    if missing {
+        return format!("{key}: required, missing (from {origin})");
+    }
+    if let Some(rest) = why.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once("`, ").unwrap_or((rest, ""));
+        let field = field.trim_end_matches('`');
+        return format!("{key}.{field}: unknown key (from {origin}); {expected}");
+    }
+    match written_at(instance_key, table, key) {
+        Some(value) if key != instance_key => format!("{key} = {value}: {why} (from {origin})"),
+        _ => format!("{key}: {why} (from {origin})"),
+    }
+}
+
+/// The key a config crate error is about, where it says.
+fn error_key(error: &config::ConfigError) -> Option<String> {
+    match error {
+        config::ConfigError::NotFound(key) => Some(key.clone()),
+        config::ConfigError::Type { key, .. } => key.clone(),
+        config::ConfigError::At { key, error, .. } => key.clone().or_else(|| error_key(error)),
+        _ => None,
+    }
+}
+
+/// The value written at dotted `key` inside the instance table at `instance_key`.
+fn written_at<'a>(
+    instance_key: &str,
+    table: &'a toml::Table,
+    key: &str,
+) -> Option<&'a toml::Value> {
+    let path = key.strip_prefix(instance_key)?.strip_prefix('.')?;
+    let mut segments = path.split('.');
+    let mut value = table.get(segments.next()?)?;
+    for segment in segments {
+        value = value.as_table()?.get(segment)?;
+    }
+    Some(value)
 }
 
 /// serde's own message for a bad enum value, which lists the variants allowed (the config
@@ -549,8 +710,19 @@ fn follows_from_another(
 }
 
 /// Appends where the problem's key got its value, unless that is the default.
+/// A key without an origin of its own (a named strategy instance, `strategies.webhook.NAME`)
+/// takes the origin of the values under it.
 fn with_origin(problem: String, origins: &BTreeMap<String, Origin>) -> String {
-    match origins.get(problem_key(&problem)) {
+    let key = problem_key(&problem);
+    let inside = format!("{key}.");
+    let origin = origins.get(key).or_else(|| {
+        origins
+            .range::<String, _>(&inside..)
+            .take_while(|(k, _)| k.starts_with(&inside))
+            .map(|(_, origin)| origin)
+            .find(|origin| **origin != Origin::Default)
+    });
+    match origin {
         Some(Origin::Default) | None => problem,
         Some(origin) => format!("{problem} (from {origin})"),
     }
@@ -690,6 +862,198 @@ mod tests {
             Origin::File(file.0.clone())
         );
         assert_eq!(loaded.origins["history_size"], Origin::Default);
+    }
+
+    const SIDECAR_TOML: &str = r#"
+        [strategies.webhook.cache-trim-hook]
+        url = "http://127.0.0.1:8080/admin/cache/trim"
+        body = { fraction = 0.25, "cache.name" = "Chunks", tiers = [1, 2] }
+        headers = { Authorization = "Bearer s3cret", "X-Request.Source" = "perfpilot" }
+        [strategies.webhook.cache-trim-hook.trigger]
+        signal = "memory_usage"
+        above = 0.8
+
+        [strategies.signal.reload-Config]
+        signal = "SIGHUP"
+        enabled = false
+        [strategies.signal.reload-Config.trigger]
+        signal = "memory_usage"
+        above = 0.9
+
+        [strategies.command.rotate-logs]
+        program = "logrotate"
+        args = ["-f", "/etc/logrotate.conf"]
+        timeout = "30s"
+        env = { LOGROTATE_MODE = "aggressive", "my.var" = "1" }
+        [strategies.command.rotate-logs.trigger]
+        signal = "cpu_usage"
+        above = 0.95
+    "#;
+
+    #[test]
+    fn named_sidecar_strategies_load_from_the_file_with_their_keys_as_written() {
+        let file = TempToml::new(&SIDECAR_TOML.replace("reload-Config", "reload-config"));
+        let loaded = load(Some(&file.0), &HashMap::new(), &Overrides::default()).unwrap();
+        let strategies = &loaded.config.strategies;
+
+        let hook = &strategies.webhook["cache-trim-hook"];
+        assert_eq!(hook.url, "http://127.0.0.1:8080/admin/cache/trim");
+        assert_eq!(
+            hook.body,
+            serde_json::json!({"fraction": 0.25, "cache.name": "Chunks", "tiers": [1, 2]})
+        );
+        assert_eq!(hook.headers["Authorization"], "Bearer s3cret");
+        assert_eq!(hook.headers["X-Request.Source"], "perfpilot");
+        assert_eq!(hook.trigger.above, 0.8);
+        assert_eq!(hook.method, "POST", "unset keys take their default");
+        assert_eq!(hook.retries, 2);
+
+        let signal = &strategies.signal["reload-config"];
+        assert_eq!(signal.signal, "SIGHUP");
+        assert!(!signal.enabled);
+
+        let command = &strategies.command["rotate-logs"];
+        assert_eq!(command.program, "logrotate");
+        assert_eq!(command.args, ["-f", "/etc/logrotate.conf"]);
+        assert_eq!(command.timeout, Duration::from_secs(30));
+        assert_eq!(command.env["LOGROTATE_MODE"], "aggressive");
+        assert_eq!(command.env["my.var"], "1");
+        assert_eq!(command.trigger.above, 0.95);
+
+        let origin = Origin::File(file.0.clone());
+        assert_eq!(
+            loaded.origins["strategies.webhook.cache-trim-hook.url"],
+            origin
+        );
+        assert_eq!(
+            loaded.origins["strategies.command.rotate-logs.trigger.above"],
+            origin
+        );
+        assert_eq!(
+            loaded.origins["strategies.webhook.cache-trim-hook.retries"],
+            Origin::Default,
+            "a default inside a named instance"
+        );
+        let names: Vec<String> = loaded
+            .config
+            .strategies
+            .build()
+            .iter()
+            .map(|r| r.strategy.name().to_owned())
+            .collect();
+        assert_eq!(names[4..], ["cache-trim-hook", "rotate-logs"]);
+        let text = loaded.render();
+        assert!(
+            text.contains(&format!(
+                "strategies.webhook.cache-trim-hook.url = \"http://127.0.0.1:8080/admin/cache/trim\"  # file {}\n",
+                file.0.display()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "header values are hidden: {text}");
+    }
+
+    #[test]
+    fn named_sidecar_strategies_problems_name_their_key_and_file() {
+        // Upper case in a name is kept as written (and then refused by validation).
+        let problems = problems(load_file(SIDECAR_TOML, &[]));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with(
+                "strategies.signal.reload-Config: \"reload-Config\" is not a valid strategy name"
+            ) && problems[0].contains("(from file "),
+            "{problems:#?}"
+        );
+
+        // Values that do not deserialize, each at its own key (the first one of each instance)...
+        let problems = problems_of(
+            "[strategies.command.run]\nprogram = \"true\"\nretries = 1\n\
+             trigger = { signal = \"memory_usage\", above = 0.8 }\n\
+             [strategies.signal.nudge]\nsignal = \"USR1\"\n\
+             [strategies.webhook.hook]\nurl = \"http://127.0.0.1:1/\"\ntrigger = { signal = \"vibes\", above = 0.8 }\n\
+             [strategies.webhook.\"a.b\"]\nurl = \"http://127.0.0.1:1/\"\n",
+        );
+        let all = problems.join("\n");
+        assert_eq!(problems.len(), 4, "{all}");
+        assert!(
+            all.contains("strategies.command.run.retries: unknown key (from file "),
+            "{all}"
+        );
+        assert!(
+            all.contains("strategies.signal.nudge.trigger: required, missing (from file "),
+            "{all}"
+        );
+        assert!(all.contains("strategies.webhook.hook.trigger.signal = \"vibes\": unknown variant `vibes`, expected one of `memory_usage`"), "{all}");
+        assert!(
+            all.contains("strategies.webhook.\"a.b\": \"a.b\" is not a valid strategy name"),
+            "{all}"
+        );
+        let problems = problems_of(
+            "[strategies.command.run]\nprogram = \"true\"\ntimeout = \"soon\"\n\
+             trigger = { signal = \"memory_usage\", above = 0.8 }\n",
+        );
+        assert!(
+            problems[0]
+                .starts_with("strategies.command.run.timeout = \"soon\": `soon` is not a duration"),
+            "{problems:#?}"
+        );
+
+        // ...then values that do not validate.
+        let problems = problems_of(
+            "[strategies.webhook.hook]\nurl = \"ftp://x\"\ntrigger = { signal = \"memory_usage\", above = 0.8 }\n",
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with(
+                "strategies.webhook.hook.url = \"ftp://x\": must be an http:// URL (from file "
+            ),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn env_reaches_into_a_named_strategy_from_the_file() {
+        let file = TempToml::new(SIDECAR_TOML);
+        let loaded = load(
+            Some(&file.0),
+            &env(&[
+                (
+                    "PERFPILOT_STRATEGIES__WEBHOOK__CACHE-TRIM-HOOK__RETRIES",
+                    "5",
+                ),
+                (
+                    "PERFPILOT_STRATEGIES__SIGNAL__RELOAD-CONFIG__ENABLED",
+                    "true",
+                ),
+            ]),
+            &Overrides::default(),
+        );
+        // The env key is lower-cased, so it names another instance than `reload-Config`.
+        let problems = problems(loaded);
+        assert!(problems.iter().any(|p| p.starts_with("strategies.signal.reload-config.enabled = \"true\": missing key `strategies.signal.reload-config.trigger`")), "{problems:#?}");
+
+        let file = TempToml::new(&SIDECAR_TOML.replace("reload-Config", "reload-config"));
+        let loaded = load(
+            Some(&file.0),
+            &env(&[(
+                "PERFPILOT_STRATEGIES__WEBHOOK__CACHE-TRIM-HOOK__RETRIES",
+                "5",
+            )]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.config.strategies.webhook["cache-trim-hook"].retries,
+            5
+        );
+        assert_eq!(
+            loaded.origins["strategies.webhook.cache-trim-hook.retries"],
+            Origin::Env("PERFPILOT_STRATEGIES__WEBHOOK__CACHE-TRIM-HOOK__RETRIES".into())
+        );
+    }
+
+    fn problems_of(toml: &str) -> Vec<String> {
+        problems(load_file(toml, &[]))
     }
 
     #[test]

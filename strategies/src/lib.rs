@@ -8,6 +8,14 @@
 //! | [`cache-trim`](CacheTrim) | `cache` | registered [`Trim`] caches |
 //! | [`connection-reap`](ConnectionReap) | `connection`, `database` | registered [`Reap`] pools |
 //! | [`interval-backoff`](IntervalBackoff) | `cpu` | the agent's sampling interval |
+//! | [`webhook`](Webhook), named | | a sidecar target's admin URL: a JSON request, with retries |
+//! | [`signal`](SendSignal), named | | a sidecar target's processes: a signal such as `SIGUSR1` |
+//! | [`command`](RunCommand), named | | a program run with a timeout; its exit status is the result |
+//!
+//! The built-ins exist once each; the sidecar strategies (`webhook`, `signal`, `command`) exist
+//! as many times as configured, each under its own name (`[strategies.webhook.NAME]`), which is
+//! the name they answer to in the API, the CLI and the records. Each acts on the sidecar target
+//! through the target's own hooks.
 //!
 //! Optional modules, each behind a cargo feature:
 //!
@@ -28,6 +36,7 @@
 //!     kind: RunKind::Manual,
 //!     registry: Arc::new(Registry::default()),
 //!     interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(8)),
+//!     targets: Vec::new(),
 //! };
 //! let outcome = IntervalBackoff.run(ctx.clone()).await.unwrap();
 //! assert_eq!(outcome.report["interval_ms"], 2000);
@@ -37,6 +46,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod cache_trim;
+pub mod command;
 pub mod connection_reap;
 pub mod duration;
 pub mod interval_backoff;
@@ -46,10 +56,13 @@ pub mod memory_purge;
 #[cfg(feature = "moka")]
 pub mod moka_cache;
 pub mod proc_self;
+pub mod signal;
 pub mod snapshot;
 pub mod strategy;
 pub mod trigger;
+pub mod webhook;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -58,16 +71,19 @@ use serde::{Deserialize, Serialize};
 pub use async_trait::async_trait;
 
 pub use cache_trim::{CacheSize, CacheTrim, CacheTrimConfig, Trim, TrimReport};
+pub use command::{CommandConfig, RunCommand};
 pub use connection_reap::{ConnectionReap, ConnectionReapConfig, Reap, ReapPolicy, ReapReport};
 pub use interval_backoff::{IntervalBackoff, IntervalBackoffConfig};
 pub use memory_purge::{MemoryPurge, MemoryPurgeConfig};
 #[cfg(feature = "moka")]
 pub use moka_cache::WeighedInBytes;
+pub use signal::{SendSignal, SignalConfig};
 pub use snapshot::{
     AllocatorStats, LatencyStats, MemoryLimitSource, RuntimeStats, Signal, Snapshot,
 };
 pub use strategy::{Context, IntervalControl, Outcome, Registry, RunKind, Strategy, StrategyError};
 pub use trigger::{Level, TriggerSpec};
+pub use webhook::{Webhook, WebhookConfig};
 
 /// A strategy ready to register: the strategy and the trigger that runs it by itself.
 #[derive(Debug, Clone)]
@@ -78,8 +94,26 @@ pub struct Registered {
     pub trigger: TriggerSpec,
 }
 
-/// The built-in strategies' settings: the `[strategies]` table of the config file, and the
-/// one place built-ins are registered by name.
+/// The strategies' settings: the `[strategies]` table of the config file, and the one place
+/// strategies are registered by name.
+///
+/// The built-ins have a table each; the sidecar strategies have a table of named instances
+/// per kind:
+///
+/// ```
+/// use perfpilot_strategies::StrategiesConfig;
+///
+/// let config: StrategiesConfig = serde_json::from_str(r#"{
+///     "webhook": {"cache-trim-hook": {
+///         "url": "http://127.0.0.1:8080/admin/cache/trim",
+///         "body": {"fraction": 0.25},
+///         "trigger": {"signal": "memory_usage", "above": 0.8}
+///     }}
+/// }"#).unwrap();
+/// assert!(config.problems().is_empty());
+/// let names: Vec<_> = config.build().iter().map(|r| r.strategy.name().to_owned()).collect();
+/// assert_eq!(names.last().map(String::as_str), Some("cache-trim-hook"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StrategiesConfig {
@@ -91,12 +125,21 @@ pub struct StrategiesConfig {
     pub connection_reap: ConnectionReapConfig,
     /// `interval-backoff`.
     pub interval_backoff: IntervalBackoffConfig,
+    /// `webhook` instances by name (`[strategies.webhook.NAME]`); by default none.
+    pub webhook: BTreeMap<String, WebhookConfig>,
+    /// `signal` instances by name (`[strategies.signal.NAME]`); by default none.
+    pub signal: BTreeMap<String, SignalConfig>,
+    /// `command` instances by name (`[strategies.command.NAME]`); by default none.
+    pub command: BTreeMap<String, CommandConfig>,
 }
 
 impl StrategiesConfig {
-    /// The enabled built-ins, in a fixed order, each with its trigger.
-    pub fn build(&self) -> Vec<Registered> {
-        let all: [(bool, Arc<dyn Strategy>, &TriggerSpec); 4] = [
+    /// The tables of named instances under `[strategies]`: `webhook`, `signal`, `command`.
+    pub const NAMED_KINDS: [&'static str; 3] = [Webhook::KIND, SendSignal::KIND, RunCommand::KIND];
+
+    /// Every built-in, enabled or not, with its trigger.
+    fn builtins(&self) -> [(bool, Arc<dyn Strategy>, &TriggerSpec); 4] {
+        [
             (
                 self.memory_purge.enabled,
                 Arc::new(self.memory_purge.build()),
@@ -117,17 +160,83 @@ impl StrategiesConfig {
                 Arc::new(self.interval_backoff.build()),
                 &self.interval_backoff.trigger,
             ),
-        ];
-        all.into_iter()
+        ]
+    }
+
+    /// Every named instance, enabled or not, in registration order.
+    fn named(&self) -> Vec<Instance<'_>> {
+        fn instance<'a>(
+            kind: &'static str,
+            name: &'a str,
+            enabled: bool,
+            strategy: impl FnOnce() -> Arc<dyn Strategy> + 'a,
+            trigger: &'a TriggerSpec,
+            problems: impl FnOnce(&str) -> Vec<String>,
+        ) -> Instance<'a> {
+            let key = format!("strategies.{kind}.{name}");
+            Instance {
+                name,
+                enabled,
+                strategy: Box::new(strategy),
+                trigger,
+                problems: problems(&key),
+                key,
+            }
+        }
+        let webhooks = self.webhook.iter().map(|(name, c)| {
+            instance(
+                Webhook::KIND,
+                name,
+                c.enabled,
+                || Arc::new(c.build(name)),
+                &c.trigger,
+                |key| c.problems(key),
+            )
+        });
+        let signals = self.signal.iter().map(|(name, c)| {
+            instance(
+                SendSignal::KIND,
+                name,
+                c.enabled,
+                || Arc::new(c.build(name)),
+                &c.trigger,
+                |key| c.problems(key),
+            )
+        });
+        let commands = self.command.iter().map(|(name, c)| {
+            instance(
+                RunCommand::KIND,
+                name,
+                c.enabled,
+                || Arc::new(c.build(name)),
+                &c.trigger,
+                |key| c.problems(key),
+            )
+        });
+        webhooks.chain(signals).chain(commands).collect()
+    }
+
+    /// The enabled strategies, each with its trigger: the built-ins in a fixed order, then the
+    /// named `webhook`, `signal` and `command` instances, each kind in name order.
+    pub fn build(&self) -> Vec<Registered> {
+        let builtins = self
+            .builtins()
+            .into_iter()
+            .map(|(enabled, strategy, trigger)| (enabled, strategy, trigger.clone()));
+        let named = self
+            .named()
+            .into_iter()
+            .map(|i| (i.enabled, (i.strategy)(), i.trigger.clone()));
+        builtins
+            .chain(named)
             .filter(|(enabled, _, _)| *enabled)
-            .map(|(_, strategy, trigger)| Registered {
-                strategy,
-                trigger: trigger.clone(),
-            })
+            .map(|(_, strategy, trigger)| Registered { strategy, trigger })
             .collect()
     }
 
-    /// Every problem with the settings, each naming its full key.
+    /// Every problem with the settings, each naming its full key: bad values, and named
+    /// instances whose name is malformed or already taken (by a built-in's name or alias, or
+    /// by an instance of another kind).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         problems.extend(
@@ -152,8 +261,71 @@ impl StrategiesConfig {
                 .trigger
                 .problems("strategies.interval_backoff.trigger"),
         );
+
+        let mut taken: BTreeMap<String, String> = BTreeMap::new();
+        for (_, builtin, _) in self.builtins() {
+            let owner = format!("the built-in {}", builtin.name());
+            for name in std::iter::once(builtin.name()).chain(builtin.aliases().iter().copied()) {
+                taken.insert(name.to_ascii_lowercase(), owner.clone());
+            }
+        }
+        for Instance {
+            name,
+            key,
+            trigger,
+            problems: own,
+            ..
+        } in self.named()
+        {
+            if !is_valid_name(name) {
+                problems.push(format!(
+                    "{key}: {name:?} is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)"
+                ));
+            } else if let Some(owner) = taken.get(name) {
+                problems.push(format!(
+                    "{key}: the name {name:?} is already taken by {owner}"
+                ));
+            } else {
+                taken.insert(name.to_owned(), key.clone());
+            }
+            problems.extend(trigger.problems(&format!("{key}.trigger")));
+            problems.extend(own);
+        }
         problems
     }
+}
+
+/// One configured `webhook`, `signal` or `command` instance.
+struct Instance<'a> {
+    name: &'a str,
+    /// `strategies.KIND.NAME`.
+    key: String,
+    enabled: bool,
+    /// Builds the strategy (a webhook's HTTP client, say) when it is registered.
+    strategy: Box<dyn FnOnce() -> Arc<dyn Strategy> + 'a>,
+    trigger: &'a TriggerSpec,
+    /// The problems of its own settings (not its name or trigger), under `key`.
+    problems: Vec<String>,
+}
+
+/// `[a-z0-9][a-z0-9-]*`: the names of named strategy instances.
+fn is_valid_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `bytes` as text (invalid UTF-8 replaced), cut to at most `limit` bytes on a character
+/// boundary.
+pub(crate) fn truncate_utf8(bytes: &[u8], limit: usize) -> String {
+    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(limit)]).into_owned();
+    // Cutting inside a character leaves a replacement character at the end; it may also have
+    // grown the text past the limit.
+    while text.len() > limit {
+        text.pop();
+    }
+    text
 }
 
 /// Finds a strategy by name or alias (case-insensitive).
@@ -210,6 +382,119 @@ mod tests {
             names,
             ["memory-purge", "connection-reap", "interval-backoff"]
         );
+    }
+
+    fn sidecar_config() -> StrategiesConfig {
+        serde_json::from_value(serde_json::json!({
+            "webhook": {"cache-trim-hook": {
+                "url": "http://127.0.0.1:8080/admin/cache/trim",
+                "body": {"fraction": 0.25},
+                "trigger": {"signal": "memory_usage", "above": 0.8}
+            }},
+            "signal": {"reload": {
+                "signal": "HUP",
+                "enabled": false,
+                "trigger": {"signal": "memory_usage", "above": 0.9}
+            }},
+            "command": {"rotate-logs": {
+                "program": "logrotate",
+                "args": ["-f", "/etc/logrotate.conf"],
+                "trigger": {"signal": "memory_usage", "above": 0.9}
+            }}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn named_instances_follow_the_builtins_and_answer_to_their_names() {
+        let config = sidecar_config();
+        assert_eq!(config.problems(), Vec::<String>::new());
+        let all = config.build();
+        let names: Vec<_> = all.iter().map(|r| r.strategy.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "memory-purge",
+                "cache-trim",
+                "connection-reap",
+                "interval-backoff",
+                "cache-trim-hook",
+                "rotate-logs",
+            ]
+        );
+        let hook = find(&all, "Cache-Trim-Hook").unwrap();
+        assert_eq!(hook.trigger.above, 0.8);
+        assert!(find(&all, "reload").is_none(), "disabled");
+    }
+
+    #[test]
+    fn names_must_be_valid_and_unique() {
+        let mut config = sidecar_config();
+        let hook = config.webhook["cache-trim-hook"].clone();
+        let command = config.command["rotate-logs"].clone();
+        config.webhook.insert("Bad_Name".into(), hook.clone());
+        config.webhook.insert("gc".into(), hook.clone());
+        config.webhook.insert("memory-purge".into(), hook);
+        config.command.insert("reload".into(), command);
+        assert_eq!(
+            config.problems(),
+            [
+                "strategies.webhook.Bad_Name: \"Bad_Name\" is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)",
+                "strategies.webhook.gc: the name \"gc\" is already taken by the built-in memory-purge",
+                "strategies.webhook.memory-purge: the name \"memory-purge\" is already taken by the built-in memory-purge",
+                "strategies.command.reload: the name \"reload\" is already taken by strategies.signal.reload",
+            ]
+        );
+        for (name, valid) in [
+            ("a", true),
+            ("9-lives", true),
+            ("-x", false),
+            ("", false),
+            ("a.b", false),
+            ("é", false),
+        ] {
+            assert_eq!(is_valid_name(name), valid, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn named_instance_problems_name_their_full_key() {
+        let mut config = sidecar_config();
+        config.webhook.get_mut("cache-trim-hook").unwrap().url = "ftp://x".into();
+        config
+            .webhook
+            .get_mut("cache-trim-hook")
+            .unwrap()
+            .trigger
+            .above = 2.0;
+        config.signal.get_mut("reload").unwrap().signal = "SIGNOPE".into();
+        config.command.get_mut("rotate-logs").unwrap().program = String::new();
+        config.command.get_mut("rotate-logs").unwrap().timeout = std::time::Duration::ZERO;
+        let problems = config.problems();
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems[0], "strategies.webhook.cache-trim-hook.trigger.above = 2: must be in (0, 1] for signal memory_usage");
+        assert_eq!(
+            problems[1],
+            "strategies.webhook.cache-trim-hook.url = \"ftp://x\": must be an http:// URL"
+        );
+        assert!(problems[2]
+            .starts_with("strategies.signal.reload.signal = \"SIGNOPE\": unknown signal"));
+        assert_eq!(
+            problems[3],
+            "strategies.command.rotate-logs.program = \"\": must name a program"
+        );
+        assert_eq!(
+            problems[4],
+            "strategies.command.rotate-logs.timeout = 0s: must be positive"
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_utf8(b"hello", 3), "hel");
+        assert_eq!(truncate_utf8("héllo".as_bytes(), 2), "h");
+        assert_eq!(truncate_utf8("héllo".as_bytes(), 3), "hé");
+        assert_eq!(truncate_utf8(b"hi", 1024), "hi");
     }
 
     #[test]

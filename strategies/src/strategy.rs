@@ -135,6 +135,9 @@ pub struct Context {
     pub registry: Arc<Registry>,
     /// The agent's sampling interval, which strategies may change.
     pub interval: IntervalControl,
+    /// Process ids of the sidecar target the `signal` strategy signals and the `command`
+    /// strategy names in `PERFPILOT_TARGET_PID`; empty in library mode and for a bare agent.
+    pub targets: Vec<u32>,
 }
 
 /// Caches and connection pools registered with the agent, by name.

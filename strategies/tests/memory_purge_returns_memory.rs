@@ -39,6 +39,7 @@ async fn purge_returns_freed_memory_to_the_os() {
         kind: RunKind::Manual,
         registry: Arc::new(Registry::default()),
         interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
+        targets: Vec::new(),
     };
     let outcome = MemoryPurge::default().run(ctx).await.unwrap();
 

@@ -43,6 +43,7 @@ fn context(level: Level, registry: Registry) -> Context {
         kind: RunKind::Automatic,
         registry: Arc::new(registry),
         interval: IntervalControl::new(Duration::from_secs(5), Duration::from_secs(60)),
+        targets: Vec::new(),
     }
 }
 

@@ -1,0 +1,378 @@
+//! `command`: run a configured program with a timeout; its exit status is the result.
+//!
+//! ```toml
+//! [strategies.command.rotate-logs]
+//! program = "/usr/local/bin/rotate-logs"
+//! args = ["--keep", "3"]
+//! timeout = "30s"
+//! [strategies.command.rotate-logs.trigger]
+//! signal = "memory_usage"
+//! above = 0.9
+//! ```
+//!
+//! There is no shell: `program` is started with `args` as they are. Write
+//! `program = "sh"`, `args = ["-c", "..."]` for a shell line.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::pin::pin;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+use crate::duration;
+use crate::snapshot::Signal;
+use crate::strategy::{Context, Outcome, RunKind, Strategy, StrategyError};
+use crate::trigger::TriggerSpec;
+
+/// Settings of one `command` instance (`[strategies.command.NAME]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// Whether the strategy is registered at all; by default `true`.
+    #[serde(default = "crate::default_true")]
+    pub enabled: bool,
+    /// When it runs by itself.
+    pub trigger: TriggerSpec,
+    /// The program: a path, or a name looked up in `PATH`.
+    pub program: String,
+    /// Its arguments, passed as they are (no shell); by default none.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The program is killed (with its process group) if it runs longer; by default
+    /// [`CommandConfig::DEFAULT_TIMEOUT`].
+    #[serde(default = "CommandConfig::default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Variables added to the agent's environment for the program; by default none. The
+    /// agent also sets the variables of [`RunCommand::CONTEXT_ENV`] itself.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl CommandConfig {
+    /// Default `timeout`: 10 s.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn default_timeout() -> Duration {
+        Self::DEFAULT_TIMEOUT
+    }
+
+    /// Settings with every default, running `program` when `trigger` fires.
+    pub fn new(program: impl Into<String>, trigger: TriggerSpec) -> Self {
+        CommandConfig {
+            enabled: true,
+            trigger,
+            program: program.into(),
+            args: Vec::new(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// Every problem with the settings (not the trigger), each naming its key under `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.program.trim().is_empty() {
+            problems.push(format!(
+                "{prefix}.program = {:?}: must name a program",
+                self.program
+            ));
+        } else if self.program.contains('\0') {
+            problems.push(format!(
+                "{prefix}.program = {:?}: cannot contain NUL",
+                self.program
+            ));
+        }
+        for (i, arg) in self.args.iter().enumerate() {
+            if arg.contains('\0') {
+                problems.push(format!("{prefix}.args[{i}] = {arg:?}: cannot contain NUL"));
+            }
+        }
+        if self.timeout.is_zero() {
+            problems.push(format!("{prefix}.timeout = 0s: must be positive"));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                problems.push(format!(
+                    "{prefix}.env.{key} = {value:?}: a variable name must be non-empty, without `=` or NUL"
+                ));
+            } else if RunCommand::CONTEXT_ENV.contains(&key.as_str()) {
+                problems.push(format!(
+                    "{prefix}.env.{key} = {value:?}: set by the agent for every run, cannot be configured"
+                ));
+            } else if value.contains('\0') {
+                problems.push(format!(
+                    "{prefix}.env.{key} = {value:?}: cannot contain NUL"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The strategy these settings describe, registered as `name`.
+    pub fn build(&self, name: &str) -> RunCommand {
+        let line = std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        RunCommand {
+            name: name.to_owned(),
+            description: format!("run `{line}` (timeout {})", duration::format(self.timeout)),
+            line,
+            program: self.program.clone(),
+            args: self.args.clone(),
+            timeout: self.timeout,
+            env: self.env.clone(),
+            trigger_signal: self.trigger.signal,
+        }
+    }
+}
+
+/// Runs a program without a shell, stdin from `/dev/null`, stdout and stderr captured; exit
+/// code 0 is success. On timeout the program's process group is killed.
+///
+/// The program learns why it runs from [`RunCommand::CONTEXT_ENV`].
+#[derive(Debug, Clone)]
+pub struct RunCommand {
+    name: String,
+    description: String,
+    /// `program args...`, for messages.
+    line: String,
+    program: String,
+    args: Vec<String>,
+    timeout: Duration,
+    env: BTreeMap<String, String>,
+    trigger_signal: Signal,
+}
+
+impl RunCommand {
+    /// The kind's name: the `[strategies.command]` table.
+    pub const KIND: &'static str = "command";
+    /// stdout and stderr are each kept in the report up to this many bytes.
+    pub const OUTPUT_LIMIT: usize = 4096;
+    /// After the program exits, its output is read for at most this long more (a process it
+    /// left behind may hold the pipes open).
+    pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+    /// Variables the agent sets for every run:
+    /// - `PERFPILOT_STRATEGY`: the strategy's name;
+    /// - `PERFPILOT_RUN_KIND`: `automatic` or `manual`;
+    /// - `PERFPILOT_LEVEL`: `OK`, `WARNING` or `CRITICAL`;
+    /// - `PERFPILOT_SIGNAL`: the trigger's signal, e.g. `memory_usage`;
+    /// - `PERFPILOT_SIGNAL_VALUE`: its value in the snapshot (unset when not read);
+    /// - `PERFPILOT_TARGET_PID`: the first target process (unset without a target).
+    pub const CONTEXT_ENV: [&'static str; 6] = [
+        "PERFPILOT_STRATEGY",
+        "PERFPILOT_RUN_KIND",
+        "PERFPILOT_LEVEL",
+        "PERFPILOT_SIGNAL",
+        "PERFPILOT_SIGNAL_VALUE",
+        "PERFPILOT_TARGET_PID",
+    ];
+
+    fn command(&self, ctx: &Context) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group, so a timeout kills what it started too.
+            .process_group(0);
+        let kind = match ctx.kind {
+            RunKind::Automatic => "automatic",
+            RunKind::Manual => "manual",
+        };
+        command
+            .env("PERFPILOT_STRATEGY", &self.name)
+            .env("PERFPILOT_RUN_KIND", kind)
+            .env("PERFPILOT_LEVEL", ctx.level.to_string())
+            .env("PERFPILOT_SIGNAL", self.trigger_signal.name());
+        // Unset rather than inherited from the agent's own environment when unknown.
+        match ctx.snapshot.signal(self.trigger_signal) {
+            Some(value) => command.env("PERFPILOT_SIGNAL_VALUE", value.to_string()),
+            None => command.env_remove("PERFPILOT_SIGNAL_VALUE"),
+        };
+        match ctx.targets.first() {
+            Some(pid) => command.env("PERFPILOT_TARGET_PID", pid.to_string()),
+            None => command.env_remove("PERFPILOT_TARGET_PID"),
+        };
+        command
+    }
+}
+
+#[async_trait]
+impl Strategy for RunCommand {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError> {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let mut child = self
+            .command(&ctx)
+            .spawn()
+            .map_err(|e| StrategyError::Failed(format!("cannot start `{}`: {e}", self.program)))?;
+        let pid = child.id();
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let mut out = Captured::default();
+        let mut err = Captured::default();
+        let waited = {
+            // Read both pipes while waiting, so a chatty program never blocks on a full pipe.
+            let mut reading = pin!(async { tokio::join!(out.fill(stdout), err.fill(stderr)) });
+            let mut read_all = false;
+            let waited = loop {
+                tokio::select! {
+                    waited = tokio::time::timeout_at(deadline, child.wait()) => break waited,
+                    _ = &mut reading, if !read_all => read_all = true,
+                }
+            };
+            if matches!(waited, Ok(Ok(_))) && !read_all {
+                let _ = tokio::time::timeout(Self::OUTPUT_GRACE, &mut reading).await;
+            }
+            waited
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let status = match waited {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                return Err(StrategyError::Failed(format!(
+                    "cannot wait for `{}`: {e}",
+                    self.line
+                )))
+            }
+            Err(_) => {
+                if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
+                    // SAFETY: kill(2) takes plain integers; -pid is the group the child leads.
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                }
+                let _ = child.kill().await;
+                return Err(StrategyError::Failed(format!(
+                    "command `{}` timed out after {} ms and was killed",
+                    self.line,
+                    self.timeout.as_millis()
+                )));
+            }
+        };
+        let (stdout, stderr) = (out.text(), err.text());
+        match status.code() {
+            Some(0) => Ok(Outcome::acted(format!(
+                "`{}` exited with code 0 in {elapsed_ms:.0} ms",
+                self.line
+            ))
+            .with("exit_code", 0)
+            .with("elapsed_ms", elapsed_ms)
+            .with("stdout", stdout)
+            .with("stderr", stderr)
+            .with("stdout_bytes", out.total)
+            .with("stderr_bytes", err.total)),
+            code => {
+                let how = match (code, status.signal()) {
+                    (Some(code), _) => format!("exited with code {code}"),
+                    (None, Some(signal)) => format!("was killed by signal {signal}"),
+                    (None, None) => format!("ended with {status}"),
+                };
+                tracing::warn!(strategy = %self.name, command = %self.line, %stdout, %stderr, "command {how}");
+                let mut message = format!("command `{}` {how}", self.line);
+                if let Some(line) = first_line(&stderr) {
+                    message.push_str(&format!(": {line}"));
+                } else if let Some(line) = first_line(&stdout) {
+                    message.push_str(&format!("; stdout: {line}"));
+                }
+                Err(StrategyError::Failed(message))
+            }
+        }
+    }
+}
+
+/// The first non-empty line of `text`, cut to 200 bytes.
+fn first_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(|line| crate::truncate_utf8(line.as_bytes(), 200))
+}
+
+/// The head of one output stream, and how much there was.
+#[derive(Debug, Default)]
+struct Captured {
+    head: Vec<u8>,
+    total: u64,
+}
+
+impl Captured {
+    /// Reads `reader` to its end, keeping the first [`RunCommand::OUTPUT_LIMIT`] bytes.
+    async fn fill(&mut self, reader: Option<impl AsyncRead + Unpin>) {
+        let Some(mut reader) = reader else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            self.total += n as u64;
+            let room = RunCommand::OUTPUT_LIMIT.saturating_sub(self.head.len());
+            self.head.extend_from_slice(&buf[..n.min(room)]);
+        }
+    }
+
+    fn text(&self) -> String {
+        crate::truncate_utf8(&self.head, RunCommand::OUTPUT_LIMIT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_with_defaults() {
+        let config: CommandConfig = serde_json::from_str(
+            r#"{"program": "true", "trigger": {"signal": "memory_usage", "above": 0.9}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config,
+            CommandConfig::new("true", TriggerSpec::new(Signal::MemoryUsage, 0.9))
+        );
+        assert_eq!(config.timeout, Duration::from_secs(10));
+        assert!(config.problems("p").is_empty());
+        let strategy = config.build("noop");
+        assert_eq!(strategy.name(), "noop");
+        assert_eq!(strategy.description(), "run `true` (timeout 10s)");
+    }
+
+    #[test]
+    fn problems_name_every_bad_key() {
+        let mut config = CommandConfig::new(" ", TriggerSpec::new(Signal::MemoryUsage, 0.9));
+        config.timeout = Duration::ZERO;
+        config.args = vec!["ok".into(), "nul\0".into()];
+        config.env.insert("A=B".into(), "1".into());
+        config.env.insert("PERFPILOT_LEVEL".into(), "LOW".into());
+        assert_eq!(
+            config.problems("strategies.command.x"),
+            [
+                "strategies.command.x.program = \" \": must name a program",
+                "strategies.command.x.args[1] = \"nul\\0\": cannot contain NUL",
+                "strategies.command.x.timeout = 0s: must be positive",
+                "strategies.command.x.env.A=B = \"1\": a variable name must be non-empty, without `=` or NUL",
+                "strategies.command.x.env.PERFPILOT_LEVEL = \"LOW\": set by the agent for every run, cannot be configured",
+            ]
+        );
+    }
+
+    #[test]
+    fn first_line_skips_blank_lines() {
+        assert_eq!(first_line("\n  \n oops \nmore"), Some("oops".to_owned()));
+        assert_eq!(first_line(" \n"), None);
+    }
+}

@@ -1,0 +1,172 @@
+//! `command` running real programs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use perfpilot_strategies::{
+    CommandConfig, Context, IntervalControl, Level, Outcome, Registry, RunKind, Signal, Snapshot,
+    Strategy, StrategyError, TriggerSpec,
+};
+
+fn ctx(targets: Vec<u32>) -> Context {
+    let mut snapshot = Snapshot::empty(SystemTime::now());
+    snapshot.memory_usage_ratio = Some(0.93);
+    Context {
+        snapshot: Arc::new(snapshot),
+        level: Level::Critical,
+        kind: RunKind::Automatic,
+        registry: Arc::new(Registry::default()),
+        interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
+        targets,
+    }
+}
+
+fn command(program: &str, args: &[&str]) -> CommandConfig {
+    let mut config = CommandConfig::new(program, TriggerSpec::new(Signal::MemoryUsage, 0.8));
+    config.args = args.iter().map(|a| (*a).to_owned()).collect();
+    config
+}
+
+/// Runs the command, bounded.
+async fn run(config: &CommandConfig, targets: Vec<u32>) -> Result<Outcome, StrategyError> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        config.build("test-command").run(ctx(targets)),
+    )
+    .await
+    .expect("the command run ends within 10 s")
+}
+
+fn failure(result: Result<Outcome, StrategyError>) -> String {
+    match result {
+        Err(StrategyError::Failed(message)) => message,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn exit_code_zero_is_success() {
+    let outcome = run(&command("true", &[]), Vec::new()).await.unwrap();
+    assert!(outcome.acted);
+    assert_eq!(outcome.report["exit_code"], 0);
+    assert_eq!(outcome.report["stdout"], "");
+    assert!(outcome.report["elapsed_ms"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_are_captured() {
+    let config = command("sh", &["-c", "echo out; echo err >&2"]);
+    let outcome = run(&config, Vec::new()).await.unwrap();
+    assert_eq!(outcome.report["stdout"], "out\n");
+    assert_eq!(outcome.report["stderr"], "err\n");
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_fails_with_the_code_and_the_output() {
+    let config = command("sh", &["-c", "echo hi; exit 3"]);
+    assert_eq!(
+        failure(run(&config, Vec::new()).await),
+        "command `sh -c echo hi; exit 3` exited with code 3; stdout: hi"
+    );
+    let config = command(
+        "sh",
+        &["-c", "echo starting; echo 'no such cache' >&2; exit 4"],
+    );
+    assert_eq!(
+        failure(run(&config, Vec::new()).await),
+        "command `sh -c echo starting; echo 'no such cache' >&2; exit 4` exited with code 4: no such cache"
+    );
+}
+
+#[tokio::test]
+async fn a_command_past_its_timeout_is_killed() {
+    let mut config = command("sleep", &["5"]);
+    config.timeout = Duration::from_millis(200);
+    let started = Instant::now();
+    assert_eq!(
+        failure(run(&config, Vec::new()).await),
+        "command `sleep 5` timed out after 200 ms and was killed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_kills_what_the_command_started_too() {
+    let dir = std::env::temp_dir().join(format!("perfpilot-command-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("grandchild.pid");
+    let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+    let mut config = command("sh", &["-c", &script]);
+    config.timeout = Duration::from_millis(300);
+
+    let message = failure(run(&config, Vec::new()).await);
+    assert!(message.contains("timed out after 300 ms"), "{message}");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Gone, or a zombie waiting for whoever inherited it to reap it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => break,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap()
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                break
+            }
+            Ok(_) if Instant::now() > deadline => panic!("grandchild {pid} still runs"),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_command_learns_why_it_runs_from_its_environment() {
+    let mut config = command(
+        "sh",
+        &[
+            "-c",
+            "echo $PERFPILOT_TARGET_PID $PERFPILOT_LEVEL $PERFPILOT_SIGNAL $PERFPILOT_SIGNAL_VALUE \
+             $PERFPILOT_STRATEGY $PERFPILOT_RUN_KIND $CACHE_NAME",
+        ],
+    );
+    config.env.insert("CACHE_NAME".into(), "chunks".into());
+    let outcome = run(&config, vec![4242, 4343]).await.unwrap();
+    assert_eq!(
+        outcome.report["stdout"],
+        "4242 CRITICAL memory_usage 0.93 test-command automatic chunks\n"
+    );
+
+    let config = command("sh", &["-c", "echo ${PERFPILOT_TARGET_PID-none}"]);
+    let outcome = run(&config, Vec::new()).await.unwrap();
+    assert_eq!(outcome.report["stdout"], "none\n");
+}
+
+#[tokio::test]
+async fn output_is_kept_up_to_4_kib_and_counted_in_full() {
+    let config = command("sh", &["-c", "head -c 100000 /dev/zero | tr '\\0' a"]);
+    let outcome = run(&config, Vec::new()).await.unwrap();
+    assert_eq!(outcome.report["stdout"], "a".repeat(4096));
+    assert_eq!(outcome.report["stdout_bytes"], 100000);
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_failure_naming_it() {
+    let message = failure(run(&command("/nonexistent/trim-cache", &[]), Vec::new()).await);
+    assert!(
+        message.starts_with("cannot start `/nonexistent/trim-cache`: "),
+        "{message}"
+    );
+}

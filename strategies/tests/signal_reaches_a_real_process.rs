@@ -1,0 +1,90 @@
+//! `signal` against real child processes.
+
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use perfpilot_strategies::{
+    Context, IntervalControl, Level, Outcome, Registry, RunKind, Signal, SignalConfig, Snapshot,
+    Strategy, StrategyError, TriggerSpec,
+};
+
+fn ctx(targets: Vec<u32>) -> Context {
+    Context {
+        snapshot: Arc::new(Snapshot::empty(SystemTime::now())),
+        level: Level::Warning,
+        kind: RunKind::Manual,
+        registry: Arc::new(Registry::default()),
+        interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
+        targets,
+    }
+}
+
+async fn send(signal: &str, targets: Vec<u32>) -> Result<Outcome, StrategyError> {
+    let config = SignalConfig {
+        enabled: true,
+        trigger: TriggerSpec::new(Signal::MemoryUsage, 0.8),
+        signal: signal.into(),
+    };
+    config.build("test-signal").run(ctx(targets)).await
+}
+
+#[tokio::test]
+async fn the_target_receives_the_signal() {
+    let mut child = tokio::process::Command::new("sleep")
+        .arg("30")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+
+    let outcome = send("term", vec![pid]).await.unwrap();
+    assert!(outcome.acted);
+    assert_eq!(outcome.report["signal"], "SIGTERM");
+    assert_eq!(outcome.report["pids"], serde_json::json!([pid]));
+
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("the target exits within 5 s")
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_target_that_is_gone_is_a_failure_naming_it() {
+    let mut child = tokio::process::Command::new("true").spawn().unwrap();
+    let pid = child.id().unwrap();
+    child.wait().await.unwrap(); // exited and reaped: the pid is free
+
+    let result = send("SIGUSR1", vec![pid]).await;
+    assert_eq!(
+        result,
+        Err(StrategyError::Failed(format!(
+            "target process {pid} no longer exists"
+        )))
+    );
+}
+
+#[tokio::test]
+async fn a_process_of_another_user_is_a_permission_failure() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!("skipped: root may signal any process");
+        return;
+    }
+    // pid 1 belongs to root; SIGCONT would be harmless even if it were delivered.
+    let result = send("CONT", vec![1]).await;
+    assert!(
+        matches!(&result, Err(StrategyError::Failed(m)) if m.contains("not permitted") && m.contains(" 1 ")),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_target_it_cannot_act() {
+    let result = send("HUP", Vec::new()).await;
+    assert!(
+        matches!(&result, Err(StrategyError::Unavailable(m)) if m.contains("--target-pid")),
+        "{result:?}"
+    );
+}
