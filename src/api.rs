@@ -10,6 +10,7 @@
 //!
 //! Errors are JSON `{"error": "..."}` with the right status.
 
+mod dashboard;
 pub mod document;
 mod events;
 mod openapi;
@@ -67,6 +68,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         settings: Arc::new(settings),
     };
     Router::new()
+        .route("/", get(dashboard::dashboard))
         .route("/performance-metrics", get(performance_metrics))
         .route("/performance-optimize", post(performance_optimize))
         .route("/health", get(health))

@@ -387,4 +387,79 @@ async fn openapi_lists_every_route_with_its_schemas() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+
+async fn get_text(app: &Router, path: &str) -> (StatusCode, String, String) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn dashboard_is_one_self_contained_page() {
+    let (app, _) = app(None);
+    let (status, content_type, page) = get_text(&app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "text/html; charset=utf-8");
+    assert!(page.contains("<title>perfpilot</title>"));
+    // Nothing loaded from elsewhere: no CDN, no external fonts or scripts.
+    for external in ["http://", "https://", "src=", "@import", "url("] {
+        assert!(!page.contains(external), "the page refers to {external:?}");
+    }
+    for (at, _) in page.match_indices("href=") {
+        assert!(
+            page[at..].starts_with("href=\"data:"),
+            "only inline data: links, found {}",
+            &page[at..(at + 40).min(page.len())]
+        );
+    }
+}
+
+#[tokio::test]
+async fn dashboard_works_under_a_prefix() {
+    // axum 0.8: `nest("/agent", _)` routes the page at `/agent` only, `nest("/agent/", _)` at
+    // `/agent/` only, `nest_service("/agent", _)` at both. The page adds the missing slash
+    // itself, so every one of them works.
+    let hosts = [
+        ("/agent", Router::new().nest("/agent", app(None).0)),
+        ("/agent/", Router::new().nest("/agent/", app(None).0)),
+        ("/agent/", Router::new().nest_service("/agent", app(None).0)),
+        ("/agent", Router::new().nest_service("/agent", app(None).0)),
+    ];
+    for (page_path, host) in hosts {
+        let (status, content_type, page) = get_text(&host, page_path).await;
+        assert_eq!(status, StatusCode::OK, "GET {page_path}");
+        assert_eq!(content_type, "text/html; charset=utf-8");
+        assert!(page.contains("<title>perfpilot</title>"));
+        // The page must build every URL from its own path, never from the server's root.
+        for quote in ['"', '\'', '`'] {
+            for route in ["/events", "/performance-", "/health", "/metrics"] {
+                let absolute = format!("{quote}{route}");
+                assert!(!page.contains(&absolute), "the page uses {absolute:?}");
+            }
+        }
+        // What the page's relative URLs resolve to from `/agent/` is served there.
+        let response = host
+            .clone()
+            .oneshot(Request::get("/agent/events").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let (status, _, body) = get_text(&host, "/agent/performance-metrics").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
 }

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Drives the dashboard in headless Chromium through chromedriver (W3C WebDriver over HTTP).
+
+Standard library only. Started by scripts/browser-test.sh, which owns the agent and
+chromedriver processes; this script only opens a browser session, checks the page and closes
+the session. Every wait is bounded; any failure exits non-zero with a message saying what was
+expected.
+"""
+
+import argparse
+import base64
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element key
+
+
+class Failure(Exception):
+    pass
+
+
+class WebDriver:
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+        self.session = None
+
+    def call(self, method, path, body=None, timeout=30):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method,
+            headers={"Content-Type": "application/json; charset=utf-8"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.load(response).get("value")
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            try:
+                value = json.loads(detail)["value"]
+                detail = f"{value.get('error')}: {value.get('message', '').splitlines()[0]}"
+            except (ValueError, KeyError, AttributeError, IndexError):
+                pass
+            raise Failure(f"WebDriver {method} {path}: HTTP {e.code}: {detail}") from None
+
+    def s(self, method, path, body=None, timeout=30):
+        return self.call(method, f"/session/{self.session}{path}", body, timeout)
+
+    def start(self, binary, args):
+        value = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "pageLoadStrategy": "normal",
+            "timeouts": {"script": 10000, "pageLoad": 20000, "implicit": 0},
+            "goog:chromeOptions": {"binary": binary, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}}, timeout=60)
+        self.session = value["sessionId"]
+        return value["capabilities"]
+
+    def quit(self):
+        if self.session:
+            try:
+                self.call("DELETE", f"/session/{self.session}", timeout=20)
+            finally:
+                self.session = None
+
+    def js(self, script, *args):
+        return self.s("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def find(self, css):
+        return self.s("POST", "/element", {"using": "css selector", "value": css})[ELEMENT]
+
+    def click(self, css):
+        self.s("POST", f"/element/{self.find(css)}/click", {})
+
+    def type(self, css, text):
+        element = self.find(css)
+        self.s("POST", f"/element/{element}/clear", {})
+        self.s("POST", f"/element/{element}/value", {"text": text})
+
+    def screenshot(self, path):
+        png = base64.b64decode(self.s("GET", "/screenshot"))
+        with open(path, "wb") as f:
+            f.write(png)
+
+    def browser_log(self):
+        try:
+            return self.s("POST", "/se/log", {"type": "browser"}) or []
+        except Failure:
+            return []
+
+
+def wait_for(driver, what, script, timeout, *args):
+    """Polls `script` until it returns something truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = driver.js(script, *args)
+        if last:
+            return last
+        time.sleep(0.2)
+    raise Failure(f"timed out after {timeout} s waiting for {what} (last value: {last!r})")
+
+
+def step(message):
+    print(f"  {time.monotonic() - START:5.1f} s  {message}", flush=True)
+
+
+START = time.monotonic()
+
+
+def run(driver, options):
+    capabilities = driver.start(options.chromium, [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        "--disable-dev-shm-usage", "--window-size=1400,1000",
+        f"--user-data-dir={options.profile}",
+    ])
+    step(f"browser {capabilities.get('browserName')} {capabilities.get('browserVersion')}")
+
+    driver.s("POST", "/url", {"url": options.base + "/"})
+    title = driver.s("GET", "/title")
+    if title != "perfpilot":
+        raise Failure(f"GET / has title {title!r}, expected 'perfpilot'")
+    step("opened the dashboard")
+
+    wait_for(driver, "the event stream to connect",
+             "return document.getElementById('connection').dataset.state === 'live';", 20)
+    step("event stream live")
+
+    points = wait_for(
+        driver, "the memory chart to have at least 5 points",
+        "const n = Number(document.getElementById('chart-memory').dataset.points);"
+        "return n >= 5 ? n : 0;", 20)
+    step(f"memory chart has {points} points")
+    cpu = driver.js("return Number(document.getElementById('chart-cpu').dataset.points);")
+    if cpu < 1:
+        raise Failure(f"the CPU chart has {cpu} points after the memory chart has {points}")
+
+    button = '#strategies button[data-strategy="memory-purge"]'
+    wait_for(driver, "the memory-purge button", "return !!document.querySelector(arguments[0]);",
+             10, button)
+    driver.click(button)
+    step("clicked memory-purge")
+
+    if options.token:
+        # The agent has a token: the page must say so and ask for it in the header form.
+        wait_for(driver, "the page to ask for the token after a 401",
+                 "return document.getElementById('token-form').classList.contains('needed')"
+                 " && document.getElementById('answer').textContent.startsWith('401');", 10)
+        step("the page asked for the token (401)")
+        driver.type("#token", options.token)
+        driver.click("#token-form button[type=submit]")
+        step("entered the token; the run is retried")
+
+    row = '#runs tr[data-strategy="memory-purge"][data-success="true"]'
+    wait_for(driver, "a successful memory-purge row in the runs table",
+             "return !!document.querySelector(arguments[0]);", 15, row)
+    step("the runs table shows memory-purge: success")
+    wait_for(driver, "the answer box to show the memory-purge result",
+             "const text = document.getElementById('answer').textContent;"
+             "return text.includes('triggered successfully: memory-purge') && text;", 10)
+    markers = wait_for(
+        driver, "the run marked on the memory chart",
+        "return Number(document.getElementById('chart-memory').dataset.markers);", 5)
+    step(f"{markers} run marker(s) on the charts")
+    if options.token:
+        stored = driver.js("return sessionStorage.getItem('perfpilot.token');")
+        if stored != options.token:
+            raise Failure("the token was not kept in sessionStorage")
+
+    errors = driver.js("return window.perfpilotDashboard.state.errors;")
+    if errors:
+        raise Failure(f"the page reported script errors: {errors}")
+    # The one expected network error is the 401 that made the page ask for the token.
+    severe = [e for e in driver.browser_log() if e.get("level") == "SEVERE"
+              and not (options.token and "performance-optimize" in e.get("message", "")
+                       and " 401 " in e.get("message", ""))]
+    if severe:
+        raise Failure("browser console errors: " + "; ".join(e.get("message", "") for e in severe))
+
+    # Zoom the time axis to the last minute and let a few more samples arrive, so the
+    # screenshot shows lines rather than a sliver at the right edge; then fit the whole page.
+    driver.js("const w = document.getElementById('window'); w.value = '60';"
+              "w.dispatchEvent(new Event('change'));")
+    time.sleep(2.5)
+    height = 1000
+    for _ in range(4):  # the viewport is smaller than the window, and layout moves with it
+        missing = driver.js("return document.documentElement.scrollHeight - window.innerHeight;")
+        if missing <= 0 or height >= 4000:
+            break
+        height = min(height + missing, 4000)
+        driver.s("POST", "/window/rect", {"width": 1400, "height": height})
+        time.sleep(0.3)
+    driver.screenshot(options.screenshot)
+    step(f"screenshot written to {options.screenshot}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--webdriver", required=True, help="chromedriver's URL")
+    parser.add_argument("--base", required=True, help="the agent's URL (http://ADDR)")
+    parser.add_argument("--token", default="", help="the agent's api.token, if it has one")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--profile", required=True, help="a fresh --user-data-dir")
+    parser.add_argument("--screenshot", required=True)
+    options = parser.parse_args()
+
+    driver = WebDriver(options.webdriver)
+    try:
+        run(driver, options)
+    except (Failure, OSError) as e:
+        print(f"browser test FAILED: {e}", file=sys.stderr)
+        if driver.session:
+            for entry in driver.browser_log():
+                print(f"  console {entry.get('level')}: {entry.get('message')}", file=sys.stderr)
+            try:
+                failed = options.screenshot.replace(".png", "-failure.png")
+                driver.screenshot(failed)
+                print(f"  screenshot of the failure: {failed}", file=sys.stderr)
+            except (Failure, OSError):
+                pass
+        return 1
+    finally:
+        try:
+            driver.quit()
+        except (Failure, OSError):
+            pass
+    print(f"browser test passed in {time.monotonic() - START:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
