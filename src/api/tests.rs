@@ -387,6 +387,7 @@ async fn openapi_lists_every_route_with_its_schemas() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+}
 
 async fn get_text(app: &Router, path: &str) -> (StatusCode, String, String) {
     let response = app
