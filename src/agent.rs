@@ -120,6 +120,13 @@ impl Agent {
         self.router.clone()
     }
 
+    /// The agent's shutdown token. Cancelling it starts stopping without waiting: sampling
+    /// stops (a running optimization finishes) and `GET /events` streams end, so an HTTP
+    /// server serving [`Agent::router`] can drain. [`Agent::shutdown`] cancels it too.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Stops sampling, lets a running optimization finish, and waits for the engine to end.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
@@ -258,6 +265,7 @@ impl AgentBuilder {
                 worker_id,
                 token: config.api.token.clone(),
                 max_event_clients: ApiSettings::DEFAULT_MAX_EVENT_CLIENTS,
+                shutdown: shutdown.clone(),
             },
         );
         Agent {

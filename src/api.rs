@@ -46,6 +46,8 @@ pub struct ApiSettings {
     pub token: Option<String>,
     /// Most `GET /events` clients at once; more get 503.
     pub max_event_clients: usize,
+    /// Cancelled when the agent shuts down: event streams end so the server can drain.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ApiSettings {

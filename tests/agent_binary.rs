@@ -369,3 +369,38 @@ async fn prometheus_counters_only_grow_between_scrapes() {
         assert!(after >= *before, "{series} went from {before} to {after}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_event_streams_and_exits() {
+    let mut agent = start_agent(&[], &[]);
+    let mut events = common::client()
+        .get(format!("{}/events", agent.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let first = events.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("metrics-updated"));
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The stream ends (rather than the server waiting on it forever)...
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the event stream did not end after SIGTERM");
+    // ...and the agent exits 0.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running 5 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -78,7 +78,12 @@ async fn next_event(client: &mut Client) -> Option<SseEvent> {
         client.greeted = true;
         return Some(metrics_event(&client.state));
     }
-    let event = match client.events.recv().await {
+    let received = tokio::select! {
+        // The agent is stopping: end the stream so the HTTP server can drain.
+        _ = client.state.settings.shutdown.cancelled() => return None,
+        received = client.events.recv() => received,
+    };
+    let event = match received {
         Ok(Event::MetricsUpdated(_)) => metrics_event(&client.state),
         Ok(Event::OptimizationCompleted(record)) => json_event("optimization-completed", &*record),
         Err(RecvError::Lagged(skipped)) => json_event("lagged", &json!({ "skipped": skipped })),

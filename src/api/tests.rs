@@ -71,6 +71,7 @@ fn app(token: Option<&str>) -> (Router, Arc<Semaphore>) {
             worker_id: json!(4242),
             token: token.map(str::to_owned),
             max_event_clients: 2,
+            shutdown: CancellationToken::new(),
         },
     );
     (router, gate)

@@ -59,8 +59,13 @@ async fn serve(config: Config) -> Result<(), String> {
             // The first line on stdout, for scripts and tests that listen on port 0.
             println!("listening on http://{local}");
             info!(%local, "perfpilot API listening");
+            // On a signal, stop the agent first: its event streams end, so the server drains.
+            let stopping = agent.shutdown_token();
             axum::serve(listener, agent.router())
-                .with_graceful_shutdown(stop.received())
+                .with_graceful_shutdown(async move {
+                    stop.received().await;
+                    stopping.cancel();
+                })
                 .await
                 .map_err(|e| format!("HTTP server failed: {e}"))?;
         }
