@@ -7,35 +7,8 @@ use serde_json::Value;
 
 use crate::config::Config;
 
-/// `perfpilot strategies`: every built-in with its trigger, from the configuration.
+/// `perfpilot strategies`: every configured strategy with its trigger.
 pub fn strategies(config: &Config) -> String {
-    let s = &config.strategies;
-    let rows = [
-        (
-            "memory-purge",
-            "memory, gc",
-            s.memory_purge.enabled,
-            &s.memory_purge.trigger,
-        ),
-        (
-            "cache-trim",
-            "cache",
-            s.cache_trim.enabled,
-            &s.cache_trim.trigger,
-        ),
-        (
-            "connection-reap",
-            "connection, database",
-            s.connection_reap.enabled,
-            &s.connection_reap.trigger,
-        ),
-        (
-            "interval-backoff",
-            "cpu",
-            s.interval_backoff.enabled,
-            &s.interval_backoff.trigger,
-        ),
-    ];
     let mut out = format!(
         "{:<17} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}\n",
         "STRATEGY",
@@ -48,12 +21,14 @@ pub fn strategies(config: &Config) -> String {
         "FOR",
         "COOLDOWN"
     );
-    for (name, aliases, enabled, trigger) in rows {
+    for (enabled, registered) in config.strategies.all() {
+        let trigger = &registered.trigger;
+        let aliases = registered.strategy.aliases().join(", ");
         let _ = writeln!(
             out,
             "{:<17} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}",
-            name,
-            aliases,
+            registered.strategy.name(),
+            if aliases.is_empty() { "-" } else { &aliases },
             if enabled { "yes" } else { "no" },
             trigger.signal.name(),
             trigger.above,

@@ -1037,14 +1037,14 @@ mod tests {
             Some(&file.0),
             &env(&[(
                 "PERFPILOT_STRATEGIES__WEBHOOK__CACHE-TRIM-HOOK__RETRIES",
-                "5",
+                "3",
             )]),
             &Overrides::default(),
         )
         .unwrap();
         assert_eq!(
             loaded.config.strategies.webhook["cache-trim-hook"].retries,
-            5
+            3
         );
         assert_eq!(
             loaded.origins["strategies.webhook.cache-trim-hook.retries"],

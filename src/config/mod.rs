@@ -149,6 +149,19 @@ impl Config {
                 fmt(self.strategy_timeout)
             ));
         }
+        for (name, webhook) in &self.strategies.webhook {
+            let worst = webhook.worst_case_duration();
+            if worst > self.strategy_timeout {
+                problems.push(format!(
+                    "strategies.webhook.{name}.timeout = {} with retries = {}: can take {} in all, \
+                     longer than strategy_timeout = {}; lower them or raise strategy_timeout",
+                    fmt(webhook.timeout),
+                    webhook.retries,
+                    fmt(worst),
+                    fmt(self.strategy_timeout)
+                ));
+            }
+        }
         if self.memory_budget == Some(0) {
             problems.push(format!(
                 "memory_budget = 0: must be positive ({})",
@@ -334,6 +347,34 @@ impl FromStr for LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_that_can_outlast_strategy_timeout_is_refused() {
+        use perfpilot_strategies::{Signal, TriggerSpec, WebhookConfig};
+        let mut config = Config::default();
+        let hook = WebhookConfig::new(
+            "http://127.0.0.1:1/hook",
+            TriggerSpec::new(Signal::MemoryUsage, 0.8),
+        );
+        config
+            .strategies
+            .webhook
+            .insert("trim".into(), hook.clone());
+        assert_eq!(config.validate(), Ok(()), "defaults fit together");
+        config.strategies.webhook.insert(
+            "trim".into(),
+            WebhookConfig {
+                timeout: Duration::from_secs(5),
+                ..hook
+            },
+        );
+        let problems = config.validate().unwrap_err();
+        assert!(
+            problems[0].starts_with("strategies.webhook.trim.timeout = 5s with retries = 2")
+                && problems[0].contains("strategy_timeout = 10s"),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn defaults_are_the_documented_values_and_valid() {

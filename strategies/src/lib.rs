@@ -216,9 +216,9 @@ impl StrategiesConfig {
         webhooks.chain(signals).chain(commands).collect()
     }
 
-    /// The enabled strategies, each with its trigger: the built-ins in a fixed order, then the
-    /// named `webhook`, `signal` and `command` instances, each kind in name order.
-    pub fn build(&self) -> Vec<Registered> {
+    /// Every configured strategy with whether it is enabled: the built-ins in a fixed order,
+    /// then the named `webhook`, `signal` and `command` instances, each kind in name order.
+    pub fn all(&self) -> Vec<(bool, Registered)> {
         let builtins = self
             .builtins()
             .into_iter()
@@ -229,8 +229,15 @@ impl StrategiesConfig {
             .map(|i| (i.enabled, (i.strategy)(), i.trigger.clone()));
         builtins
             .chain(named)
-            .filter(|(enabled, _, _)| *enabled)
-            .map(|(_, strategy, trigger)| Registered { strategy, trigger })
+            .map(|(enabled, strategy, trigger)| (enabled, Registered { strategy, trigger }))
+            .collect()
+    }
+
+    /// The enabled strategies, each with its trigger, in the order of [`StrategiesConfig::all`].
+    pub fn build(&self) -> Vec<Registered> {
+        self.all()
+            .into_iter()
+            .filter_map(|(enabled, registered)| enabled.then_some(registered))
             .collect()
     }
 

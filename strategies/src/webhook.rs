@@ -66,12 +66,22 @@ impl WebhookConfig {
     pub const DEFAULT_METHOD: &'static str = "POST";
     /// The methods allowed.
     pub const METHODS: [&'static str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-    /// Default `timeout`: 5 s per attempt.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `timeout`: 2 s per attempt, so that three attempts and their pauses (6.6 s)
+    /// fit in the agent's default `strategy_timeout` (10 s).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default `retries`: 2 (three attempts at most).
     pub const DEFAULT_RETRIES: u32 = 2;
     /// Default `retry_backoff`: 200 ms.
     pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+    /// The longest a run can take: every attempt timing out, plus the pauses between them.
+    pub fn worst_case_duration(&self) -> Duration {
+        let attempts = self.timeout.saturating_mul(self.retries.saturating_add(1));
+        let pauses: Duration = (1..=self.retries.min(30))
+            .map(|retry| pause_before(self.retry_backoff, retry))
+            .sum();
+        attempts.saturating_add(pauses)
+    }
 
     /// Settings with every default, calling `url` when `trigger` fires.
     pub fn new(url: impl Into<String>, trigger: TriggerSpec) -> Self {
@@ -230,8 +240,7 @@ impl Webhook {
     /// The pause before retry number `retry` (1-based): `retry_backoff`, doubled each time.
     #[cfg_attr(not(feature = "sidecar"), allow(dead_code))]
     fn backoff(&self, retry: u32) -> Duration {
-        self.retry_backoff
-            .saturating_mul(1 << retry.saturating_sub(1).min(10))
+        pause_before(self.retry_backoff, retry)
     }
 
     #[cfg(feature = "sidecar")]
@@ -454,6 +463,11 @@ mod http {
     }
 }
 
+/// The pause before retry number `retry` (1-based): `retry_backoff`, doubled each time.
+fn pause_before(retry_backoff: Duration, retry: u32) -> Duration {
+    retry_backoff.saturating_mul(1 << retry.saturating_sub(1).min(10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,7 +492,7 @@ mod tests {
         );
         assert_eq!(hook.method, "POST");
         assert_eq!(hook.body, serde_json::json!({}));
-        assert_eq!(hook.timeout, Duration::from_secs(5));
+        assert_eq!(hook.timeout, Duration::from_secs(2));
         assert_eq!(hook.retries, 2);
         assert_eq!(hook.retry_backoff, Duration::from_millis(200));
         assert!(hook.problems("p").is_empty());
