@@ -7,6 +7,7 @@ pub mod cli;
 pub mod engine;
 pub mod events;
 pub mod history;
+pub mod layer;
 pub mod trigger;
 
 pub use agent::{Agent, AgentBuilder};
