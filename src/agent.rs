@@ -21,6 +21,7 @@ use crate::connections::ConnectionTracker;
 use crate::engine::{self, EngineHandle, EngineSettings, OptimizeError, SignalSource};
 use crate::events::Event;
 use crate::history::OptimizationRecord;
+use crate::layer::RequestMetrics;
 use crate::sample::{Sampler, SamplerSettings};
 
 impl SignalSource for Sampler {
@@ -29,15 +30,20 @@ impl SignalSource for Sampler {
     }
 }
 
-/// The process sampler plus the service's own sources: its tracked connections.
+/// The process sampler plus the service's own sources: its requests (through
+/// [`MetricsLayer`](crate::layer::MetricsLayer)) and its tracked connections.
 struct ServiceSource {
     sampler: Sampler,
+    requests: Option<RequestMetrics>,
     connections: Option<ConnectionTracker>,
 }
 
 impl SignalSource for ServiceSource {
     fn sample(&mut self) -> Snapshot {
         let mut snapshot = self.sampler.sample();
+        if let Some(requests) = &self.requests {
+            requests.fill(&mut snapshot);
+        }
         if let Some(connections) = &self.connections {
             snapshot.open_connections = Some(connections.open_connections());
         }
@@ -52,15 +58,19 @@ impl SignalSource for ServiceSource {
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
 /// use perfpilot::connections::{ConnectionTracker, TrackedListener};
+/// use perfpilot::layer::{MetricsLayer, RequestMetrics};
 /// use perfpilot::Agent;
 ///
 /// let tracker = ConnectionTracker::new();
+/// let requests = RequestMetrics::new();
 /// let agent = Agent::builder()
 ///     .memory_threshold(0.75)
+///     .requests(requests.clone()) // latency, throughput, errors, in-flight
 ///     .connections(tracker.clone()) // open_connections signal + connection-reap
 ///     .spawn();
 /// let app = axum::Router::new()
 ///     .route("/ping", axum::routing::get(|| async { "pong" }))
+///     .layer(MetricsLayer::new(requests))
 ///     .merge(agent.router()); // /performance-metrics, /performance-optimize, ...
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// axum::serve(TrackedListener::new(listener, tracker), app).await?;
@@ -87,6 +97,7 @@ impl Agent {
             config: Config::default(),
             strategies: Vec::new(),
             registry: Registry::default(),
+            requests: None,
             connections: None,
             source: None,
         }
@@ -139,6 +150,7 @@ pub struct AgentBuilder {
     config: Config,
     strategies: Vec<Registered>,
     registry: Registry,
+    requests: Option<RequestMetrics>,
     connections: Option<ConnectionTracker>,
     source: Option<Box<dyn SignalSource>>,
 }
@@ -192,6 +204,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Reads the service's latency, throughput, error rate and in-flight requests from these
+    /// metrics; record them with [`MetricsLayer::new(metrics)`](crate::layer::MetricsLayer)
+    /// on the service's router. Only the agent may read their windows.
+    pub fn requests(mut self, metrics: RequestMetrics) -> Self {
+        self.requests = Some(metrics);
+        self
+    }
+
     /// Counts the service's connections (the `open_connections` signal) and lets
     /// `connection-reap` close idle ones: serve through
     /// [`TrackedListener::new(listener, tracker)`](crate::connections::TrackedListener).
@@ -237,6 +257,7 @@ impl AgentBuilder {
                 sampler: Sampler::new(SamplerSettings {
                     memory_budget: config.memory_budget,
                 }),
+                requests: self.requests,
                 connections: self.connections,
             })
         });

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use perfpilot::config::Config;
 use perfpilot::connections::{ConnectionTracker, TrackedListener};
+use perfpilot::layer::{MetricsLayer, RequestMetrics};
 use perfpilot::Agent;
 use perfpilot_strategies::{
     async_trait, Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
@@ -51,16 +52,33 @@ struct Service {
 async fn start_service(config: Config) -> Service {
     let cache: moka::sync::Cache<u64, Vec<u8>> = moka::sync::Cache::new(10_000);
     let tracker = ConnectionTracker::new();
+    let requests = RequestMetrics::new();
     let never = TriggerSpec::new(Signal::MemoryUsage, 1.0);
     let agent = Agent::builder()
         .config(config)
         .cache("items", cache.clone())
+        .requests(requests.clone())
         .connections(tracker.clone())
         .strategy(Arc::new(Explodes), never.clone())
         .strategy(Arc::new(Hangs), never)
         .spawn();
+    // The service's routes are measured; the agent's own are merged after the layer.
     let app = axum::Router::new()
         .route("/ping", axum::routing::get(|| async { "pong" }))
+        .route(
+            "/slow/{ms}",
+            axum::routing::get(
+                |axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    "slow"
+                },
+            ),
+        )
+        .route(
+            "/fail",
+            axum::routing::get(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .layer(MetricsLayer::new(requests))
         .merge(agent.router());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -215,5 +233,67 @@ async fn misbehaving_user_strategies_fail_and_the_host_keeps_serving() {
         .unwrap();
     assert_eq!(pong, "pong");
     assert_eq!(service.agent.engine().view().stats.count, 2);
+    service.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_feeds_latency_throughput_errors_and_in_flight() {
+    let service = start_service(config()).await;
+    let client = reqwest::Client::new();
+    // One long request stays in flight while the others come and go.
+    let long = tokio::spawn({
+        let url = format!("{}/slow/1500", service.base);
+        let client = client.clone();
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    let mut calls = Vec::new();
+    for i in 0..30 {
+        let path = match i % 3 {
+            0 => "/ping".to_owned(),
+            1 => "/slow/40".to_owned(),
+            _ => "/fail".to_owned(),
+        };
+        calls.push(client.get(format!("{}{path}", service.base)).send());
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+
+    // Windows are per sample (100 ms here): look at the samples of the next second.
+    let (mut slowest_p99_ms, mut max_error_rate, mut max_rate, mut max_in_flight) =
+        (0.0f64, 0.0f64, 0.0f64, 0u64);
+    let mut metrics = Value::Null;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let snapshot = service.agent.snapshot();
+        if let Some(latency) = snapshot.latency {
+            slowest_p99_ms = slowest_p99_ms.max(latency.p99_ms);
+        }
+        max_error_rate = max_error_rate.max(snapshot.error_rate.unwrap_or(0.0));
+        max_rate = max_rate.max(snapshot.requests_per_second.unwrap_or(0.0));
+        max_in_flight = max_in_flight.max(snapshot.in_flight_requests.unwrap_or(0));
+        metrics = reqwest::get(format!("{}/performance-metrics", service.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    }
+    assert!(slowest_p99_ms >= 35.0, "p99 {slowest_p99_ms} ms");
+    assert!(max_error_rate > 0.2, "error rate {max_error_rate}");
+    assert!(max_rate > 0.0);
+    assert!(max_in_flight >= 1, "the 1.5 s request was in flight");
+    // The same signals in the API, in the source documents' keys.
+    let current = &metrics["currentMetrics"];
+    assert!(
+        current["inFlightRequests"].as_u64().unwrap() >= 1,
+        "{current}"
+    );
+    assert!(
+        current["activeConnections"].as_u64().unwrap() >= 1,
+        "{current}"
+    );
+    assert!(current["requestsPerSecond"].is_number(), "{current}");
+    assert_eq!(long.await.unwrap().unwrap(), 200);
     service.server.abort();
 }
