@@ -5,27 +5,57 @@
 
 use std::ffi::CStr;
 use std::ptr;
+use std::sync::OnceLock;
 
-use tikv_jemalloc_ctl::{arenas, epoch, raw, stats};
+use tikv_jemalloc_ctl::{arenas, epoch, epoch_mib, raw, stats};
 
 use crate::snapshot::AllocatorStats;
 
 /// `MALLCTL_ARENAS_ALL`: the pseudo-arena index that addresses every arena at once.
 const ARENAS_ALL_PURGE: &CStr = c"arena.4096.purge";
 
+/// The control names [`read_stats`] uses, resolved once to management information bases, so a
+/// read skips the name lookup.
+struct StatsMibs {
+    epoch: epoch_mib,
+    allocated: stats::allocated_mib,
+    active: stats::active_mib,
+    resident: stats::resident_mib,
+    retained: stats::retained_mib,
+}
+
+impl StatsMibs {
+    fn resolve() -> Result<Self, tikv_jemalloc_ctl::Error> {
+        Ok(StatsMibs {
+            epoch: epoch::mib()?,
+            allocated: stats::allocated::mib()?,
+            active: stats::active::mib()?,
+            resident: stats::resident::mib()?,
+            retained: stats::retained::mib()?,
+        })
+    }
+}
+
 /// Reads jemalloc's counters after advancing its stats epoch.
 pub fn read_stats() -> Result<AllocatorStats, String> {
-    epoch::advance().map_err(|e| format!("jemalloc epoch: {e}"))?;
+    static MIBS: OnceLock<Result<StatsMibs, String>> = OnceLock::new();
+    let mibs = MIBS
+        .get_or_init(|| StatsMibs::resolve().map_err(|e| format!("jemalloc stats: {e}")))
+        .as_ref()
+        .map_err(Clone::clone)?;
+    mibs.epoch
+        .advance()
+        .map_err(|e| format!("jemalloc epoch: {e}"))?;
     let read = |name: &str, value: Result<usize, tikv_jemalloc_ctl::Error>| {
         value
             .map(|v| v as u64)
             .map_err(|e| format!("jemalloc stats.{name}: {e}"))
     };
     Ok(AllocatorStats {
-        allocated_bytes: read("allocated", stats::allocated::read())?,
-        active_bytes: read("active", stats::active::read())?,
-        resident_bytes: read("resident", stats::resident::read())?,
-        retained_bytes: read("retained", stats::retained::read())?,
+        allocated_bytes: read("allocated", mibs.allocated.read())?,
+        active_bytes: read("active", mibs.active.read())?,
+        resident_bytes: read("resident", mibs.resident.read())?,
+        retained_bytes: read("retained", mibs.retained.read())?,
     })
 }
 
