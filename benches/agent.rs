@@ -96,7 +96,12 @@ fn render_metrics(c: &mut Criterion) {
             .into_iter()
             .map(|r| StrategyView {
                 name: r.strategy.name().to_owned(),
-                aliases: r.strategy.aliases().iter().map(|a| (*a).to_owned()).collect(),
+                aliases: r
+                    .strategy
+                    .aliases()
+                    .iter()
+                    .map(|a| (*a).to_owned())
+                    .collect(),
                 description: r.strategy.description().to_owned(),
                 trigger: r.trigger,
                 level: Level::Ok,

@@ -2,18 +2,16 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use perfpilot_strategies::{
-    IntervalControl, Reap, Registered, Registry, Strategy, TriggerSpec, Trim,
+    IntervalControl, Reap, Registered, Registry, Snapshot, Strategy, TriggerSpec, Trim,
 };
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-
-use std::time::Duration;
-
-use perfpilot_strategies::Snapshot;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::api::{self, ApiSettings};
 use crate::config::Config;
@@ -22,7 +20,8 @@ use crate::engine::{self, EngineHandle, EngineSettings, OptimizeError, SignalSou
 use crate::events::Event;
 use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
-use crate::sample::{Sampler, SamplerSettings};
+use crate::probe::{Probe, ProbeWindow};
+use crate::sample::{Sampler, SamplerSettings, TargetHandle};
 
 impl SignalSource for Sampler {
     fn sample(&mut self) -> Snapshot {
@@ -47,6 +46,20 @@ impl SignalSource for ServiceSource {
         if let Some(connections) = &self.connections {
             snapshot.open_connections = Some(connections.open_connections());
         }
+        snapshot
+    }
+}
+
+/// A source whose snapshots the latency probe completes (`latency`, `error_rate`).
+struct Probed {
+    source: Box<dyn SignalSource>,
+    window: Arc<ProbeWindow>,
+}
+
+impl SignalSource for Probed {
+    fn sample(&mut self) -> Snapshot {
+        let mut snapshot = self.source.sample();
+        self.window.fill(&mut snapshot);
         snapshot
     }
 }
@@ -80,8 +93,10 @@ impl SignalSource for ServiceSource {
 pub struct Agent {
     engine: EngineHandle,
     router: Router,
+    target: Option<TargetHandle>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    probe_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl fmt::Debug for Agent {
@@ -138,10 +153,20 @@ impl Agent {
         self.shutdown.clone()
     }
 
-    /// Stops sampling, lets a running optimization finish, and waits for the engine to end.
+    /// The sidecar target's status and pids, when the agent watches a target
+    /// (`[target]` in the config).
+    pub fn target(&self) -> Option<&TargetHandle> {
+        self.target.as_ref()
+    }
+
+    /// Stops sampling and probing, lets a running optimization finish, and waits for the
+    /// engine to end.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        if let Some(probe) = self.probe_task {
+            let _ = probe.await;
+        }
     }
 }
 
@@ -247,20 +272,42 @@ impl AgentBuilder {
         self
     }
 
-    /// Starts the engine task. Must be called inside a tokio runtime.
+    /// Starts the engine task, and the latency probe's when `probe.url` is set. Must be
+    /// called inside a tokio runtime.
+    ///
+    /// Without a [`signal_source`](AgentBuilder::signal_source), the sampler watches the
+    /// configured `[target]` (sidecar mode) or else this process.
     pub fn spawn(self) -> Agent {
         let config = self.config;
         let mut strategies = config.strategies.build();
         strategies.extend(self.strategies);
-        let source = self.source.unwrap_or_else(|| {
+        let mut target = None;
+        let mut source = self.source.unwrap_or_else(|| {
+            let settings = SamplerSettings {
+                memory_budget: config.memory_budget,
+            };
+            let sampler = match config.target.selected() {
+                Some(selected) => Sampler::for_target(settings, selected),
+                None => Sampler::new(settings),
+            };
+            target = sampler.target();
             Box::new(ServiceSource {
-                sampler: Sampler::new(SamplerSettings {
-                    memory_budget: config.memory_budget,
-                }),
+                sampler,
                 requests: self.requests,
                 connections: self.connections,
             })
         });
+        let probe = config.probe.url.as_deref().and_then(|url| {
+            Probe::new(url, config.probe.period, config.probe.timeout)
+                .inspect_err(|error| warn!(%error, "latency probe not started"))
+                .ok()
+        });
+        if let Some(probe) = &probe {
+            source = Box::new(Probed {
+                source,
+                window: probe.window(),
+            });
+        }
         let shutdown = CancellationToken::new();
         let (engine, task) = engine::spawn(
             EngineSettings {
@@ -270,6 +317,7 @@ impl AgentBuilder {
                 history_size: config.history_size,
                 strategy_timeout: config.strategy_timeout,
                 post_action_delay: config.post_action_delay,
+                target: target.clone(),
             },
             strategies,
             Arc::new(self.registry),
@@ -287,13 +335,17 @@ impl AgentBuilder {
                 token: config.api.token.clone(),
                 max_event_clients: ApiSettings::DEFAULT_MAX_EVENT_CLIENTS,
                 shutdown: shutdown.clone(),
+                target: target.clone(),
             },
         );
+        let probe_task = probe.map(|probe| probe.spawn(shutdown.clone()));
         Agent {
             engine,
             router,
+            target,
             shutdown,
             task,
+            probe_task,
         }
     }
 }

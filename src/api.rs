@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 
 use crate::engine::{EngineHandle, OptimizeError};
 use crate::history::OptimizationRecord;
+use crate::sample::{TargetHandle, TargetStatus};
 
 use self::document::{rfc3339, MetricsDocument};
 
@@ -48,6 +49,9 @@ pub struct ApiSettings {
     pub max_event_clients: usize,
     /// Cancelled when the agent shuts down: event streams end so the server can drain.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The sidecar target, shown as `target` in `GET /health` and `/performance-metrics`;
+    /// `None` (self and library modes): no `target` key.
+    pub target: Option<TargetHandle>,
 }
 
 impl ApiSettings {
@@ -120,7 +124,8 @@ impl IntoResponse for ApiError {
 )]
 async fn performance_metrics(State(state): State<ApiState>) -> Response {
     let view = state.engine.view();
-    let document = MetricsDocument::new(&state.settings.worker_id, &view);
+    let document = MetricsDocument::new(&state.settings.worker_id, &view)
+        .with_target(state.settings.target.as_ref().map(TargetHandle::status));
     match serde_json::to_vec(&document) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError::new(
@@ -321,7 +326,7 @@ pub struct HealthResponse {
     pub worker_id: Value,
     /// Now (RFC 3339).
     pub timestamp: String,
-    /// Uptime of the watched process, s.
+    /// Uptime of the watched process (the target in sidecar mode), s.
     pub uptime: Option<f64>,
     /// Age of the latest sample, ms.
     pub last_sample_age_ms: u64,
@@ -331,6 +336,10 @@ pub struct HealthResponse {
     pub is_optimizing: bool,
     /// Runs since start.
     pub optimization_count: u64,
+    /// The sidecar target and whether it runs (absent in self and library modes). The agent
+    /// answers 200 while the target is down: it is the agent's health.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetStatus>,
 }
 
 /// Liveness and a short status; never behind the agent's own actions.
@@ -354,6 +363,7 @@ async fn health(State(state): State<ApiState>) -> Json<HealthResponse> {
         interval_ms: view.interval.as_millis() as u64,
         is_optimizing: view.is_optimizing,
         optimization_count: view.stats.count,
+        target: state.settings.target.as_ref().map(TargetHandle::status),
     })
 }
 

@@ -67,6 +67,18 @@ pub struct ConfigArgs {
     /// Allow listening on a non-loopback address without an API token.
     #[arg(long)]
     pub insecure: bool,
+    /// Sidecar mode: watch this process instead of the agent's own.
+    #[arg(long, value_name = "PID", group = "target")]
+    pub target_pid: Option<u32>,
+    /// Sidecar mode: watch the pid written in this file, following it when it changes.
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub target_pidfile: Option<PathBuf>,
+    /// Sidecar mode: watch the process listening on this TCP port.
+    #[arg(long, value_name = "PORT", group = "target")]
+    pub target_port: Option<u16>,
+    /// GET this http:// URL every probe.period (default 1s) for latency and error rate.
+    #[arg(long, value_name = "URL")]
+    pub probe_url: Option<String>,
 }
 
 /// `perfpilot run`.
@@ -145,6 +157,10 @@ impl ConfigArgs {
             insecure: self.insecure,
             memory_budget: self.memory_budget,
             interval: self.interval,
+            target_pid: self.target_pid,
+            target_pidfile: self.target_pidfile.clone(),
+            target_port: self.target_port,
+            probe_url: self.probe_url.clone(),
         }
     }
 

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::events::Event;
 use crate::history::{History, OptimizationRecord, Stats};
 use crate::prometheus::Telemetry;
+use crate::sample::TargetHandle;
 use crate::trigger::TriggerState;
 
 /// Where snapshots come from: the real sampler, or a scripted source in tests.
@@ -47,6 +48,9 @@ pub struct EngineSettings {
     pub strategy_timeout: Duration,
     /// After an automatic batch, no other automatic run for this long.
     pub post_action_delay: Duration,
+    /// The sidecar target, when the agent watches one: its pids are what target strategies
+    /// (`signal`) act on. `None` in self and library modes.
+    pub target: Option<TargetHandle>,
 }
 
 /// What the engine publishes after every sample and run: everything the API shows.
@@ -443,13 +447,18 @@ impl Engine {
             }
             return;
         }
+        // The target's pids are read now, so a restarted target is acted on at its new pid.
         let context = Context {
             snapshot: Arc::clone(&self.latest),
             level: Level::Ok,
             kind: RunKind::Automatic,
             registry: Arc::clone(&self.registry),
             interval: self.settings.interval.clone(),
-            targets: Vec::new(),
+            targets: self
+                .settings
+                .target
+                .as_ref()
+                .map_or_else(Vec::new, TargetHandle::target_pids),
         };
         let timeout = self.settings.strategy_timeout;
         let source = Arc::clone(&self.source);

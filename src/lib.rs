@@ -13,5 +13,6 @@ pub mod trigger;
 pub use agent::{Agent, AgentBuilder};
 pub mod config;
 pub mod connections;
+pub mod probe;
 pub mod prometheus;
 pub mod sample;

@@ -39,6 +39,7 @@ pub struct Telemetry {
     load: Gauges,
     uptime: Gauges,
     connections: Gauges,
+    fds: Gauges,
     in_flight: Gauges,
     latency: Gauges,
     requests_rate: Gauges,
@@ -119,6 +120,11 @@ impl Telemetry {
             Some(Unit::Seconds),
         );
         let connections = gauge("open_connections", "Open client connections", None);
+        let fds = gauge(
+            "open_fds",
+            "Open file descriptors of the watched process (sidecar mode)",
+            None,
+        );
         let in_flight = gauge("in_flight_requests", "Requests being served", None);
         let latency = gauge(
             "request_latency",
@@ -212,6 +218,7 @@ impl Telemetry {
             load,
             uptime,
             connections,
+            fds,
             in_flight,
             latency,
             requests_rate,
@@ -281,6 +288,7 @@ impl Telemetry {
             Vec::new(),
             s.open_connections.map(|c| c as f64),
         );
+        set(&self.fds, Vec::new(), s.open_fds.map(|c| c as f64));
         set(
             &self.in_flight,
             Vec::new(),

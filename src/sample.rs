@@ -1,6 +1,9 @@
 //! Sample: the first step of the loop. A [`Sampler`] turns `/proc`, the cgroup filesystem,
 //! jemalloc and the tokio runtime into one [`Snapshot`].
 //!
+//! The watched process is the agent's own, or in sidecar mode a [`Target`] found by pid,
+//! pidfile or listening port ([`Sampler::for_target`]); `<pid>` below is either.
+//!
 //! What it fills in, and from where (every signal is `None` where its source cannot be read:
 //! not Linux, no `/proc`, no cgroup filesystem, no runtime):
 //!
@@ -14,11 +17,14 @@
 //! | `process_cpu_ratio` | user + system CPU time over the window ÷ (window × available CPUs) | 0..1 (can briefly exceed 1) |
 //! | `system_cpu_ratio` | first line of `/proc/stat`, busy ÷ total over the window | 0..1 |
 //! | `load_average` | `/proc/loadavg` | runnable tasks |
+//! | `open_fds` | entries of `/proc/<pid>/fd` (sidecar mode only) | count |
+//! | `open_connections` | sockets of `/proc/<pid>/fd` in `/proc/<pid>/net/tcp{,6}`, ESTABLISHED on a port the target listens on (sidecar mode only) | count |
 //! | `runtime` | [`tokio_metrics::RuntimeMonitor`] of the runtime [`Sampler::new`] ran in | see [`RuntimeStats`](perfpilot_strategies::RuntimeStats) |
 //!
 //! The window of the ratios is the time since the previous [`Sampler::sample`]; the first
-//! sample has none, so its CPU ratios are `None`. Connections, requests, latency, throughput
-//! and error rate are left `None` here; their sources are registered elsewhere.
+//! sample has none, so its CPU ratios are `None`. Requests, latency, throughput and error
+//! rate are left `None` here (and connections, outside sidecar mode); their sources are
+//! registered elsewhere (the latency probe: [`crate::probe`]).
 //!
 //! # Memory limit
 //!
@@ -39,8 +45,9 @@ mod cgroup;
 mod limits;
 mod procfs;
 mod runtime;
+mod target;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use perfpilot_strategies::Snapshot;
@@ -48,6 +55,9 @@ use perfpilot_strategies::Snapshot;
 use self::limits::Limits;
 use self::procfs::{HostReader, ProcessReader};
 use self::runtime::RuntimeSampler;
+use self::target::TargetTracker;
+
+pub use self::target::{Target, TargetHandle, TargetState, TargetStatus};
 
 /// Settings the sampler needs.
 #[derive(Debug, Clone, Default)]
@@ -57,11 +67,13 @@ pub struct SamplerSettings {
     pub memory_budget: Option<u64>,
 }
 
-/// Takes [`Snapshot`]s of this process and of its host.
+/// Takes [`Snapshot`]s of this process (or, in sidecar mode, of a [`Target`]) and of its
+/// host.
 ///
 /// Files read on every sample stay open. Measured in release on a 2-core VM: about 6 µs per
 /// sample (1.3 µs of it the process, 4 µs `/proc/stat` and `/proc/loadavg`); where jemalloc is
 /// the global allocator its statistics add 9–25 µs (the stats epoch refresh walks every arena).
+/// A target costs more: see [`Sampler::for_target`].
 /// Own it in one place (the engine's task) and call [`Sampler::sample`] on each tick.
 ///
 /// ```
@@ -78,13 +90,21 @@ pub struct SamplerSettings {
 /// ```
 #[derive(Debug)]
 pub struct Sampler {
-    process: ProcessReader,
+    watched: Watched,
     host: HostReader,
-    limits: Limits,
     runtime: Option<RuntimeSampler>,
     allocator_in_use: bool,
-    /// When the previous sample was taken and the process's CPU time then.
-    previous_cpu: Option<(Instant, Duration)>,
+}
+
+/// The process whose signals the snapshot carries.
+// One per agent, never moved after creation: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Watched {
+    /// The process hosting the agent (self and library modes).
+    This(ProcessSampler),
+    /// Another process (sidecar mode), found anew when it restarts.
+    Target(TargetTracker),
 }
 
 impl Sampler {
@@ -94,16 +114,42 @@ impl Sampler {
     /// [`Snapshot::runtime`] stays `None`). Reads the cgroup hierarchy and `/proc/meminfo`
     /// once, so it costs more than a sample (tens of microseconds).
     pub fn new(settings: SamplerSettings) -> Sampler {
-        let process = ProcessReader::open(procfs::SELF_DIR);
-        let limits = Limits::discover(Path::new(procfs::SELF_DIR), settings.memory_budget);
+        let process = ProcessSampler::open(PathBuf::from(procfs::SELF_DIR), settings.memory_budget);
         Sampler {
-            process,
+            watched: Watched::This(process),
             host: HostReader::open(),
-            limits,
             runtime: RuntimeSampler::current(),
             // Probed once: the global allocator cannot change.
             allocator_in_use: allocator::jemalloc_is_global_allocator(),
-            previous_cpu: None,
+        }
+    }
+
+    /// A sampler of another process (sidecar mode): the process signals of each snapshot
+    /// (`rss_bytes`, `virtual_bytes`, the memory limit and usage ratio from *its* cgroup,
+    /// `process_cpu_ratio`, `uptime`, [`Snapshot::open_fds`] and `open_connections`) are the
+    /// target's; host signals and `runtime` (the agent's own tokio runtime) are as in
+    /// [`Sampler::new`]; `allocator` is `None` (the agent's jemalloc says nothing about the
+    /// target).
+    ///
+    /// While the target is not running (no such pid, pidfile missing, nothing listening on the
+    /// port) its signals are `None` and [`Sampler::target`]'s status says why; sampling goes on
+    /// and picks the target up again when it returns. See [`Target`] for how each kind is
+    /// found and what a sample of it costs.
+    pub fn for_target(settings: SamplerSettings, target: Target) -> Sampler {
+        let tracker = TargetTracker::new(target, settings.memory_budget);
+        Sampler {
+            watched: Watched::Target(tracker),
+            host: HostReader::open(),
+            runtime: RuntimeSampler::current(),
+            allocator_in_use: false,
+        }
+    }
+
+    /// The target's status, in sidecar mode: a cheap handle the API and the engine read.
+    pub fn target(&self) -> Option<TargetHandle> {
+        match &self.watched {
+            Watched::This(_) => None,
+            Watched::Target(tracker) => Some(tracker.handle()),
         }
     }
 
@@ -112,8 +158,53 @@ impl Sampler {
     pub fn sample(&mut self) -> Snapshot {
         let now = Instant::now();
         let mut snapshot = Snapshot::empty(SystemTime::now());
-        self.limits.refresh_if_due(now);
+        match &mut self.watched {
+            Watched::This(process) => process.sample_into(now, &mut snapshot),
+            Watched::Target(tracker) => tracker.sample_into(now, &mut snapshot),
+        }
+        if self.allocator_in_use {
+            snapshot.allocator = allocator::jemalloc_stats();
+        }
+        snapshot.system_cpu_ratio = self.host.cpu_ratio();
+        snapshot.load_average = self.host.load_average();
+        snapshot.runtime = self.runtime.as_mut().and_then(RuntimeSampler::sample);
+        snapshot
+    }
+}
 
+/// The signals of one process: memory, its limit, CPU and uptime.
+#[derive(Debug)]
+struct ProcessSampler {
+    process: ProcessReader,
+    limits: Limits,
+    /// When the previous sample was taken and the process's CPU time then.
+    previous_cpu: Option<(Instant, Duration)>,
+}
+
+impl ProcessSampler {
+    /// Opens `/proc/self` or `/proc/<pid>` and discovers the process's limits.
+    fn open(dir: PathBuf, memory_budget: Option<u64>) -> Self {
+        let limits = Limits::discover(&dir, memory_budget);
+        ProcessSampler {
+            process: ProcessReader::open(dir),
+            limits,
+            previous_cpu: None,
+        }
+    }
+
+    /// The process's `/proc` directory.
+    fn dir(&self) -> &Path {
+        self.process.dir()
+    }
+
+    /// See [`ProcessReader::is_running`].
+    fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Fills uptime, memory, memory limit and usage, and process CPU.
+    fn sample_into(&mut self, now: Instant, snapshot: &mut Snapshot) {
+        self.limits.refresh_if_due(now);
         snapshot.uptime = self.process.uptime(now);
         if let Some(memory) = self.process.memory() {
             snapshot.rss_bytes = Some(memory.resident_bytes);
@@ -124,14 +215,7 @@ impl Sampler {
             snapshot.memory_limit_source = Some(source);
             snapshot.memory_usage_ratio = snapshot.rss_bytes.map(|rss| rss as f64 / limit as f64);
         }
-        if self.allocator_in_use {
-            snapshot.allocator = allocator::jemalloc_stats();
-        }
         snapshot.process_cpu_ratio = self.process_cpu_ratio(now);
-        snapshot.system_cpu_ratio = self.host.cpu_ratio();
-        snapshot.load_average = self.host.load_average();
-        snapshot.runtime = self.runtime.as_mut().and_then(RuntimeSampler::sample);
-        snapshot
     }
 
     /// CPU time used since the previous sample ÷ (wall time × available CPUs).

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::engine::View;
 use crate::history::OptimizationRecord;
+use crate::sample::TargetStatus;
 
 /// `GET /performance-metrics`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -27,6 +28,10 @@ pub struct MetricsDocument<'a> {
     pub recent_optimizations: &'a [std::sync::Arc<OptimizationRecord>],
     /// Each strategy with its trigger and level.
     pub strategies: Vec<StrategyDocument<'a>>,
+    /// The sidecar target and whether it runs (absent in self and library modes). While it is
+    /// not running, `currentMetrics`' process signals are null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetStatus>,
 }
 
 /// The `performance` object.
@@ -61,6 +66,8 @@ pub struct CurrentMetrics<'a> {
     pub cpu_usage: Option<f64>,
     /// Open connections.
     pub active_connections: Option<u64>,
+    /// Open file descriptors of the watched process (sidecar mode).
+    pub open_fds: Option<u64>,
     /// Mean response time, ms.
     pub response_time: Option<f64>,
     /// Response bytes per second.
@@ -146,6 +153,7 @@ impl<'a> MetricsDocument<'a> {
                 memory_usage: snapshot.memory_usage_ratio,
                 cpu_usage: snapshot.process_cpu_ratio,
                 active_connections: snapshot.open_connections,
+                open_fds: snapshot.open_fds,
                 response_time: snapshot.latency.map(|l| l.mean_ms),
                 throughput: snapshot.bytes_per_second,
                 error_rate: snapshot.error_rate,
@@ -180,7 +188,14 @@ impl<'a> MetricsDocument<'a> {
                     }
                 })
                 .collect(),
+            target: None,
         }
+    }
+
+    /// The document with the sidecar target's status.
+    pub fn with_target(mut self, target: Option<TargetStatus>) -> Self {
+        self.target = target;
+        self
     }
 }
 

@@ -96,7 +96,13 @@ fn metrics_event(state: &ApiState) -> SseEvent {
     let view = state.engine.view();
     json_event(
         "metrics-updated",
-        &MetricsDocument::new(&state.settings.worker_id, &view),
+        &MetricsDocument::new(&state.settings.worker_id, &view).with_target(
+            state
+                .settings
+                .target
+                .as_ref()
+                .map(crate::sample::TargetHandle::status),
+        ),
     )
 }
 

@@ -56,6 +56,7 @@ fn app(token: Option<&str>) -> (Router, Arc<Semaphore>) {
             history_size: 10,
             strategy_timeout: Duration::from_secs(5),
             post_action_delay: Duration::ZERO,
+            target: None,
         },
         vec![Registered {
             strategy: Arc::new(Gate(Arc::clone(&gate))),
@@ -72,6 +73,7 @@ fn app(token: Option<&str>) -> (Router, Arc<Semaphore>) {
             token: token.map(str::to_owned),
             max_event_clients: 2,
             shutdown: CancellationToken::new(),
+            target: None,
         },
     );
     (router, gate)
@@ -254,6 +256,18 @@ async fn token_guards_optimize_but_not_reads() {
     let (status, body) = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
+    assert!(
+        body.get("target").is_none(),
+        "no target in self mode: {body}"
+    );
+    let (_, metrics) = send(
+        &app,
+        Request::get("/performance-metrics")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(metrics.get("target").is_none(), "{metrics}");
 }
 
 #[test]

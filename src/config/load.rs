@@ -29,6 +29,15 @@ pub struct Overrides {
     pub memory_budget: Option<u64>,
     /// `--interval`: `interval`.
     pub interval: Option<Duration>,
+    /// `--target-pid`: `target.pid`. Any of the three target flags replaces the whole
+    /// `[target]` of the lower layers.
+    pub target_pid: Option<u32>,
+    /// `--target-pidfile`: `target.pidfile`.
+    pub target_pidfile: Option<PathBuf>,
+    /// `--target-port`: `target.port`.
+    pub target_port: Option<u16>,
+    /// `--probe-url`: `probe.url`.
+    pub probe_url: Option<String>,
 }
 
 /// Where an effective value came from.
@@ -635,6 +644,38 @@ fn apply_overrides(
     if let Some(interval) = overrides.interval {
         config.interval = interval;
         set("interval", "--interval");
+    }
+    if overrides.target_pid.is_some()
+        || overrides.target_pidfile.is_some()
+        || overrides.target_port.is_some()
+    {
+        // A target on the command line replaces the lower layers' target of another kind.
+        config.target = Default::default();
+        for key in ["target.pid", "target.pidfile", "target.port"] {
+            origins.remove(key);
+        }
+        let mut set = |key: &str, flag: &str| {
+            origins.insert(key.to_owned(), Origin::Flag(flag.to_owned()));
+        };
+        if let Some(pid) = overrides.target_pid {
+            config.target.pid = Some(pid);
+            set("target.pid", "--target-pid");
+        }
+        if let Some(path) = &overrides.target_pidfile {
+            config.target.pidfile = Some(path.clone());
+            set("target.pidfile", "--target-pidfile");
+        }
+        if let Some(port) = overrides.target_port {
+            config.target.port = Some(port);
+            set("target.port", "--target-port");
+        }
+    }
+    if let Some(url) = &overrides.probe_url {
+        config.probe.url = Some(url.clone());
+        origins.insert(
+            "probe.url".to_owned(),
+            Origin::Flag("--probe-url".to_owned()),
+        );
     }
 }
 
@@ -1369,6 +1410,10 @@ mod tests {
             insecure: true,
             memory_budget: Some(1 << 30),
             interval: Some(Duration::from_millis(100)),
+            target_pid: None,
+            target_pidfile: None,
+            target_port: None,
+            probe_url: None,
         };
         let loaded = load_with_default_file(
             None,
@@ -1403,6 +1448,82 @@ mod tests {
             Origin::Flag("--log-level".into())
         );
         assert_eq!(loaded.origins["dry_run"], Origin::Flag("--dry-run".into()));
+    }
+
+    #[test]
+    fn target_and_probe_come_from_env_file_and_flags() {
+        let loaded = load_env(&[
+            ("PERFPILOT_TARGET__PID", "4242"),
+            ("PERFPILOT_PROBE__URL", "http://127.0.0.1:8080/ping"),
+            ("PERFPILOT_PROBE__PERIOD", "500ms"),
+        ])
+        .unwrap();
+        assert_eq!(loaded.config.target.pid, Some(4242));
+        assert_eq!(
+            loaded.config.probe.url.as_deref(),
+            Some("http://127.0.0.1:8080/ping")
+        );
+        assert_eq!(loaded.config.probe.period, Duration::from_millis(500));
+        assert_eq!(
+            loaded.origins["target.pid"],
+            Origin::Env("PERFPILOT_TARGET__PID".into())
+        );
+        let text = loaded.render();
+        assert!(
+            text.contains("target.pid = 4242  # env PERFPILOT_TARGET__PID\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("probe.timeout = \"2s\"  # default\n"),
+            "{text}"
+        );
+
+        // Two kinds in one layer are refused, naming both keys...
+        let problems = problems(load_file(
+            "[target]\npidfile = \"/run/demo.pid\"\n",
+            &[("PERFPILOT_TARGET__PORT", "8080")],
+        ));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "target.pidfile = \"/run/demo.pid\", target.port = 8080: set at most one of"
+            ),
+            "{problems:?}"
+        );
+        let problems = problems_of_env(&[("PERFPILOT_TARGET__PID", "many")]);
+        assert!(
+            problems[0].starts_with("target.pid = \"many\": invalid type"),
+            "{problems:?}"
+        );
+
+        // ...but a flag replaces the file's target of another kind.
+        let file = TempToml::new("[target]\npidfile = \"/run/demo.pid\"\n");
+        let loaded = load(
+            Some(&file.0),
+            &env(&[]),
+            &Overrides {
+                target_port: Some(8080),
+                probe_url: Some("http://127.0.0.1:8080/ping".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(loaded.config.target.port, Some(8080));
+        assert_eq!(loaded.config.target.pidfile, None);
+        assert!(!loaded.origins.contains_key("target.pidfile"));
+        let text = loaded.render();
+        assert!(
+            text.contains("target.port = 8080  # flag --target-port\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("probe.url = \"http://127.0.0.1:8080/ping\"  # flag --probe-url\n"),
+            "{text}"
+        );
+    }
+
+    fn problems_of_env(vars: &[(&str, &str)]) -> Vec<String> {
+        problems(load_env(vars))
     }
 
     #[test]

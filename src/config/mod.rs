@@ -40,11 +40,14 @@ mod load;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use perfpilot_strategies::{duration, StrategiesConfig};
 use serde::{Deserialize, Serialize};
+
+use crate::sample::Target;
 
 pub use load::{load, ConfigError, Loaded, Origin, Overrides, LEGACY_ENV};
 
@@ -89,6 +92,10 @@ pub struct Config {
     pub api: ApiConfig,
     /// Logging (`[log]`).
     pub log: LogConfig,
+    /// The process to watch in sidecar mode (`[target]`); none set: the agent's own.
+    pub target: TargetConfig,
+    /// The HTTP latency probe (`[probe]`).
+    pub probe: ProbeConfig,
     /// The built-in strategies and their triggers (`[strategies]`).
     pub strategies: StrategiesConfig,
 }
@@ -177,6 +184,8 @@ impl Config {
         }
         problems.extend(self.api.problems());
         problems.extend(self.log.problems());
+        problems.extend(self.target.problems());
+        problems.extend(self.probe.problems());
         problems.extend(self.strategies.problems());
         if problems.is_empty() {
             Ok(())
@@ -200,6 +209,8 @@ impl Default for Config {
             worker_id: None,
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            target: TargetConfig::default(),
+            probe: ProbeConfig::default(),
             strategies: StrategiesConfig::default(),
         }
     }
@@ -268,6 +279,133 @@ impl fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("insecure", &self.insecure)
             .finish()
+    }
+}
+
+/// The process a sidecar agent watches (`[target]`): at most one of `pid`, `pidfile` and
+/// `port`; none: the agent watches its own process. See [`Target`] for how each is found and
+/// followed across restarts. Command-line flags (`--target-pid`, `--target-pidfile`,
+/// `--target-port`) replace the whole section: a flag's target wins over a file's of another
+/// kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetConfig {
+    /// Watch this pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Watch the pid written in this file, followed when it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pidfile: Option<PathBuf>,
+    /// Watch the process listening on this TCP port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl TargetConfig {
+    /// The configured target; `None` when none is set (or, in an invalid config, several).
+    pub fn selected(&self) -> Option<Target> {
+        match (self.pid, &self.pidfile, self.port) {
+            (Some(pid), None, None) => Some(Target::Pid(pid)),
+            (None, Some(path), None) => Some(Target::Pidfile(path.clone())),
+            (None, None, Some(port)) => Some(Target::Port(port)),
+            _ => None,
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let set: Vec<String> = [
+            self.pid.map(|pid| format!("target.pid = {pid}")),
+            self.pidfile
+                .as_ref()
+                .map(|path| format!("target.pidfile = {:?}", path.display().to_string())),
+            self.port.map(|port| format!("target.port = {port}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if set.len() > 1 {
+            problems.push(format!(
+                "{}: set at most one of target.pid, target.pidfile and target.port",
+                set.join(", ")
+            ));
+        }
+        if self.pid == Some(0) {
+            problems.push("target.pid = 0: must be a positive pid".to_owned());
+        }
+        if self.port == Some(0) {
+            problems.push("target.port = 0: must be in 1..=65535".to_owned());
+        }
+        if self
+            .pidfile
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            problems.push("target.pidfile = \"\": must be a path".to_owned());
+        }
+        problems
+    }
+}
+
+/// The latency probe (`[probe]`): with `url` set, the agent GETs it every `period` and feeds
+/// the answers' latency and failures into the `latency` and `error_rate` signals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// The URL to GET, `http://` only (e.g. the service's `/ping`); `None` (the default): no
+    /// probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Time between two probes; by default [`ProbeConfig::DEFAULT_PERIOD`].
+    #[serde(with = "duration")]
+    pub period: Duration,
+    /// A probe without a complete answer after this long fails; by default
+    /// [`ProbeConfig::DEFAULT_TIMEOUT`].
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl ProbeConfig {
+    /// Default `period`: 1 s.
+    pub const DEFAULT_PERIOD: Duration = Duration::from_secs(1);
+    /// Default `timeout`: 2 s.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Smallest `period` and `timeout` allowed: 10 ms.
+    pub const MIN_PERIOD: Duration = Duration::from_millis(10);
+
+    fn problems(&self) -> Vec<String> {
+        let fmt = duration::format;
+        let mut problems = Vec::new();
+        if let Some(url) = &self.url {
+            if let Err(why) = crate::probe::check_url(url) {
+                problems.push(format!("probe.url = {url:?}: {why}"));
+            }
+        }
+        if self.period < Self::MIN_PERIOD {
+            problems.push(format!(
+                "probe.period = {}: must be at least {}",
+                fmt(self.period),
+                fmt(Self::MIN_PERIOD)
+            ));
+        }
+        if self.timeout < Self::MIN_PERIOD {
+            problems.push(format!(
+                "probe.timeout = {}: must be at least {}",
+                fmt(self.timeout),
+                fmt(Self::MIN_PERIOD)
+            ));
+        }
+        problems
+    }
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            url: None,
+            period: Self::DEFAULT_PERIOD,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
     }
 }
 
@@ -395,7 +533,52 @@ mod tests {
         assert_eq!(config.log.level, "info");
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.strategies, StrategiesConfig::default());
+        assert_eq!(config.target, TargetConfig::default());
+        assert_eq!(config.target.selected(), None);
+        assert_eq!(config.probe.url, None);
+        assert_eq!(config.probe.period, Duration::from_secs(1));
+        assert_eq!(config.probe.timeout, Duration::from_secs(2));
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn at_most_one_target_and_an_http_probe_url() {
+        let mut config = Config::default();
+        config.target.pid = Some(42);
+        assert_eq!(config.target.selected(), Some(Target::Pid(42)));
+        config.target.port = Some(8080);
+        config.target.pidfile = Some("/run/demo.pid".into());
+        assert_eq!(config.target.selected(), None);
+        config.probe.url = Some("https://127.0.0.1/ping".into());
+        config.probe.period = Duration::ZERO;
+        let problems = config.validate().unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert_eq!(
+            problems[0],
+            "target.pid = 42, target.pidfile = \"/run/demo.pid\", target.port = 8080: set at most one of target.pid, target.pidfile and target.port"
+        );
+        assert!(
+            problems[1]
+                .starts_with("probe.url = \"https://127.0.0.1/ping\": must be an http:// URL"),
+            "{problems:#?}"
+        );
+        assert_eq!(problems[2], "probe.period = 0s: must be at least 10ms");
+
+        let config = Config {
+            target: TargetConfig {
+                port: Some(0),
+                ..TargetConfig::default()
+            },
+            probe: ProbeConfig {
+                url: Some("http://127.0.0.1:8080/ping".into()),
+                ..ProbeConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err(),
+            ["target.port = 0: must be in 1..=65535"]
+        );
     }
 
     #[test]

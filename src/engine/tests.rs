@@ -99,6 +99,7 @@ fn settings() -> EngineSettings {
         history_size: 50,
         strategy_timeout: Duration::from_secs(5),
         post_action_delay: Duration::ZERO,
+        target: None,
     }
 }
 

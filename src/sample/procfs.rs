@@ -98,6 +98,11 @@ impl ProcessReader {
         }
     }
 
+    /// The process's `/proc` directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// How long the process has been running at `now`.
     pub(crate) fn uptime(&self, now: Instant) -> Option<Duration> {
         self.age_at_open
@@ -112,6 +117,18 @@ impl ProcessReader {
             virtual_bytes: pages.virtual_bytes.checked_mul(self.page_size)?,
             resident_bytes: pages.resident_bytes.checked_mul(self.page_size)?,
         })
+    }
+
+    /// Whether the process still runs: its `stat` file reads (an exited process's files fail
+    /// to read even if its pid is reused) and it is not a zombie waiting for its parent.
+    /// Always true for this process.
+    pub(crate) fn is_running(&mut self) -> bool {
+        let Some(stat) = self.stat.as_mut() else {
+            return self.dir == Path::new(SELF_DIR);
+        };
+        stat.read(false)
+            .and_then(|text| parse_stat_state(&text))
+            .is_some_and(state_is_running)
     }
 
     /// CPU time (user + system) the process has used since it started.
@@ -221,6 +238,16 @@ pub(crate) fn parse_statm(text: &str) -> Option<Statm> {
 fn stat_fields_after_comm(text: &str) -> Option<std::str::SplitAsciiWhitespace<'_>> {
     let (head, rest) = text.rsplit_once(')')?;
     head.contains('(').then(|| rest.split_ascii_whitespace())
+}
+
+/// `state` (field 3) of `/proc/<pid>/stat`: `R` running, `S` sleeping, `Z` zombie...
+pub(crate) fn parse_stat_state(text: &str) -> Option<char> {
+    stat_fields_after_comm(text)?.next()?.chars().next()
+}
+
+/// Whether a `stat` state is a live process: not a zombie (`Z`) nor dead (`X`, `x`).
+pub(crate) fn state_is_running(state: char) -> bool {
+    !matches!(state, 'Z' | 'X' | 'x')
 }
 
 /// `utime + stime` (fields 14 and 15) of `/proc/<pid>/stat`, in clock ticks.
@@ -334,6 +361,11 @@ mod tests {
     fn stat_gives_cpu_and_start_ticks() {
         assert_eq!(parse_stat_cpu_ticks(STAT), Some(10));
         assert_eq!(parse_stat_start_ticks(STAT), Some(50881));
+        assert_eq!(parse_stat_state(STAT), Some('R'));
+        assert!(state_is_running('R') && state_is_running('S') && state_is_running('D'));
+        let zombie = STAT.replace(") R ", ") Z ");
+        assert_eq!(parse_stat_state(&zombie), Some('Z'));
+        assert!(!state_is_running('Z') && !state_is_running('X'));
     }
 
     #[test]

@@ -36,8 +36,13 @@ pub struct Snapshot {
     pub system_cpu_ratio: Option<f64>,
     /// Host load average over 1, 5 and 15 minutes.
     pub load_average: Option<[f64; 3]>,
-    /// Open client connections of the watched service.
+    /// Open client connections of the watched service (in sidecar mode: the target's
+    /// established TCP connections on the ports it listens on).
     pub open_connections: Option<u64>,
+    /// Open file descriptors of the watched process (entries of `/proc/<pid>/fd`), a count.
+    /// Read in sidecar mode; `None` where the directory cannot be read (another user's process
+    /// without `CAP_SYS_PTRACE`) and for the agent's own process.
+    pub open_fds: Option<u64>,
     /// Requests being served right now.
     pub in_flight_requests: Option<u64>,
     /// Request latency over the last window, where a latency source is registered.
@@ -68,6 +73,7 @@ impl Snapshot {
             system_cpu_ratio: None,
             load_average: None,
             open_connections: None,
+            open_fds: None,
             in_flight_requests: None,
             latency: None,
             requests_per_second: None,
@@ -87,6 +93,7 @@ impl Snapshot {
             Signal::SystemCpuUsage => self.system_cpu_ratio,
             Signal::LoadAverage1m => self.load_average.map(|l| l[0]),
             Signal::OpenConnections => self.open_connections.map(|c| c as f64),
+            Signal::OpenFds => self.open_fds.map(|c| c as f64),
             Signal::InFlightRequests => self.in_flight_requests.map(|c| c as f64),
             Signal::LatencyMeanMs => self.latency.map(|l| l.mean_ms),
             Signal::LatencyP50Ms => self.latency.map(|l| l.p50_ms),
@@ -180,6 +187,8 @@ pub enum Signal {
     LoadAverage1m,
     /// Open connections, a count.
     OpenConnections,
+    /// [`Snapshot::open_fds`], open file descriptors, a count.
+    OpenFds,
     /// In-flight requests, a count.
     InFlightRequests,
     /// Mean latency, ms.
@@ -204,7 +213,7 @@ pub enum Signal {
 
 impl Signal {
     /// Every signal, in a stable order.
-    pub const ALL: [Signal; 17] = [
+    pub const ALL: [Signal; 18] = [
         Signal::MemoryUsage,
         Signal::RssBytes,
         Signal::AllocatorResidentBytes,
@@ -212,6 +221,7 @@ impl Signal {
         Signal::SystemCpuUsage,
         Signal::LoadAverage1m,
         Signal::OpenConnections,
+        Signal::OpenFds,
         Signal::InFlightRequests,
         Signal::LatencyMeanMs,
         Signal::LatencyP50Ms,
@@ -234,6 +244,7 @@ impl Signal {
             Signal::SystemCpuUsage => "system_cpu_usage",
             Signal::LoadAverage1m => "load_average_1m",
             Signal::OpenConnections => "open_connections",
+            Signal::OpenFds => "open_fds",
             Signal::InFlightRequests => "in_flight_requests",
             Signal::LatencyMeanMs => "latency_mean_ms",
             Signal::LatencyP50Ms => "latency_p50_ms",
