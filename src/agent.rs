@@ -11,7 +11,7 @@ use perfpilot_strategies::{
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::api::{self, ApiSettings};
 use crate::config::Config;
@@ -279,7 +279,17 @@ impl AgentBuilder {
     /// configured `[target]` (sidecar mode) or else this process.
     pub fn spawn(self) -> Agent {
         let config = self.config;
-        let mut strategies = config.strategies.build();
+        let mut strategies: Vec<Registered> = config
+            .strategies()
+            .into_iter()
+            .filter_map(|(enabled, registered)| enabled.then_some(registered))
+            .collect();
+        if config.target.selected().is_some() {
+            info!(
+                "sidecar mode: memory-purge, cache-trim and connection-reap act inside the agent \
+                 and are not registered; act on the target with webhook, signal or command"
+            );
+        }
         strategies.extend(self.strategies);
         let mut target = None;
         let mut source = self.source.unwrap_or_else(|| {

@@ -3,19 +3,20 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-/// A running agent process, killed when dropped.
-pub struct RunningAgent {
+/// A running process that announced `listening on http://ADDR`, killed when dropped.
+pub struct Running {
     pub child: Child,
     pub base: String,
 }
 
-impl Drop for RunningAgent {
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -33,17 +34,14 @@ pub fn perfpilot() -> Command {
     command
 }
 
-/// Starts `perfpilot run --listen 127.0.0.1:0` plus `args` with `env`, and waits for its
-/// `listening on http://ADDR` line (at most 20 s).
-pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> RunningAgent {
-    let mut command = perfpilot();
-    command
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
+/// Spawns `command` with stdout piped and waits (at most 20 s) for its first line,
+/// `listening on http://ADDR`.
+pub fn start_announcing(mut command: Command) -> Running {
+    let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = command.spawn().expect("start perfpilot");
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the process");
     let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -53,13 +51,50 @@ pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> RunningAgent {
     });
     let line = rx
         .recv_timeout(Duration::from_secs(20))
-        .expect("perfpilot printed its address within 20 s");
+        .expect("the process printed its address within 20 s");
     let base = line
         .trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned();
-    RunningAgent { child, base }
+    Running { child, base }
+}
+
+/// Starts `perfpilot run --listen 127.0.0.1:0` plus `args` with `env`.
+pub fn start_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut command = perfpilot();
+    command
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied());
+    start_announcing(command)
+}
+
+/// An example's binary: next to this test's own `<target>/<profile>/deps/`, else under
+/// `$CARGO_TARGET_DIR` (or `target/`) in the debug profile. `cargo test` builds examples
+/// before integration tests.
+pub fn example_binary(name: &str) -> PathBuf {
+    let name = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let beside_this_test = std::env::current_exe().ok().and_then(|exe| {
+        let profile_dir = exe.parent()?.parent()?;
+        Some(profile_dir.join("examples").join(&name))
+    });
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let in_target_dir = target_dir.join("debug").join("examples").join(&name);
+    beside_this_test
+        .into_iter()
+        .chain([in_target_dir])
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("example binary {name} not found; run `cargo build --examples`"))
+}
+
+/// Starts the demo streaming service (`examples/streaming_service`) on a free loopback port.
+pub fn start_demo(args: &[&str]) -> Running {
+    let mut command = Command::new(example_binary("streaming_service"));
+    command.args(["--listen", "127.0.0.1:0"]).args(args);
+    start_announcing(command)
 }
 
 /// An HTTP client with a bounded timeout.

@@ -4,11 +4,10 @@
 //! (`cargo test --test streaming_service`) build it first with
 //! `cargo build --example streaming_service`.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
@@ -25,66 +24,10 @@ const MEDIA_BYTES: usize = 4 * MIB;
 const CHUNK_BYTES: usize = 256 * 1024;
 const SMALL: &[&str] = &["--media-mb", "4", "--chunk-kb", "256"];
 
-/// A running demo service, killed when dropped.
-struct Demo {
-    child: Child,
-    base: String,
-}
+type Demo = common::Running;
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The example binary: next to this test's own `<target>/<profile>/deps/`, else under
-/// `$CARGO_TARGET_DIR` (or `target/`) in the debug profile.
-fn example_binary() -> PathBuf {
-    let name = format!("streaming_service{}", std::env::consts::EXE_SUFFIX);
-    let beside_this_test = std::env::current_exe().ok().and_then(|exe| {
-        let profile_dir = exe.parent()?.parent()?;
-        Some(profile_dir.join("examples").join(&name))
-    });
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let in_target_dir = target_dir.join("debug").join("examples").join(&name);
-    beside_this_test
-        .into_iter()
-        .chain([in_target_dir])
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!("example binary not found; run `cargo build --example streaming_service`")
-        })
-}
-
-/// Starts the service on a free loopback port with `args` and waits (at most 20 s) for its
-/// `listening on http://ADDR` line.
 fn start(args: &[&str]) -> Demo {
-    let mut child = Command::new(example_binary())
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the streaming_service example");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the service printed its address within 20 s");
-    let base = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    Demo { child, base }
+    common::start_demo(args)
 }
 
 /// A client that keeps no idle connections, so a reap never races with its pool.

@@ -10,7 +10,7 @@ use crate::config::Config;
 /// `perfpilot strategies`: every configured strategy with its trigger.
 pub fn strategies(config: &Config) -> String {
     let mut out = format!(
-        "{:<17} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}\n",
+        "{:<22} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}\n",
         "STRATEGY",
         "ALIASES",
         "ENABLED",
@@ -21,12 +21,12 @@ pub fn strategies(config: &Config) -> String {
         "FOR",
         "COOLDOWN"
     );
-    for (enabled, registered) in config.strategies.all() {
+    for (enabled, registered) in config.strategies() {
         let trigger = &registered.trigger;
         let aliases = registered.strategy.aliases().join(", ");
         let _ = writeln!(
             out,
-            "{:<17} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}",
+            "{:<22} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}",
             registered.strategy.name(),
             if aliases.is_empty() { "-" } else { &aliases },
             if enabled { "yes" } else { "no" },

@@ -125,6 +125,24 @@ impl Config {
     /// command line's own; `PERFPILOT_CONFIG` names the file).
     pub const NON_CONFIG_ENV: &[&str] = &["PERFPILOT_CONFIG", "PERFPILOT_URL"];
 
+    /// Every configured strategy with whether it runs here. In sidecar mode (a `[target]` is
+    /// set) the built-ins that act inside the agent's own process — `memory-purge` (its
+    /// allocator), `cache-trim` and `connection-reap` (its registries) — are off: the target
+    /// is acted on through its own hooks (`webhook`, `signal`, `command`).
+    pub fn strategies(&self) -> Vec<(bool, perfpilot_strategies::Registered)> {
+        use perfpilot_strategies::{CacheTrim, ConnectionReap, MemoryPurge};
+        let sidecar = self.target.selected().is_some();
+        let in_process = [MemoryPurge::NAME, CacheTrim::NAME, ConnectionReap::NAME];
+        self.strategies
+            .all()
+            .into_iter()
+            .map(|(enabled, registered)| {
+                let runs_here = !(sidecar && in_process.contains(&registered.strategy.name()));
+                (enabled && runs_here, registered)
+            })
+            .collect()
+    }
+
     /// Every problem at once, each `key = value: what is allowed`.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let fmt = duration::format;

@@ -1,0 +1,130 @@
+//! The sidecar walkthrough for real: the demo streaming service under range-request load,
+//! `perfpilot run --target-pid` beside it with `examples/sidecar.toml` (budget lowered), the
+//! webhook firing when the demo's RSS crosses the budget, and the RSS falling back under it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get_json, start_agent, start_demo};
+use serde_json::Value;
+
+const MIB: u64 = 1024 * 1024;
+const BUDGET_MIB: u64 = 160;
+
+/// examples/sidecar.toml pointed at the demo, with a lower budget and faster cadence.
+fn sidecar_config(demo_base: &str) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sidecar.toml"
+    ))
+    .unwrap();
+    let host = demo_base.trim_start_matches("http://");
+    let config = shipped
+        .replace("127.0.0.1:8080", host)
+        .replace(
+            "memory_budget = \"256MiB\"",
+            &format!("memory_budget = \"{BUDGET_MIB}MiB\""),
+        )
+        .replace("interval = \"1s\"", "interval = \"200ms\"")
+        .replace("cooldown = \"5s\"", "cooldown = \"1s\"")
+        .replace("[target]\nport = 8080\n", "");
+    assert!(config.contains(host) && !config.contains("port = 8080"));
+    let path = std::env::temp_dir().join(format!("perfpilot-sidecar-{}.toml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn trims(metrics: &Value) -> Vec<Value> {
+    metrics["recentOptimizations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["strategy"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("trim-demo-cache"))
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_brings_the_demo_back_under_its_budget() {
+    let demo = start_demo(&[
+        "--cache-mb",
+        "1024",
+        "--media-mb",
+        "64",
+        "--chunk-kb",
+        "2048",
+    ]);
+    let config = sidecar_config(&demo.base);
+    let pid = demo.child.id().to_string();
+    let agent = start_agent(
+        &["--config", config.to_str().unwrap(), "--target-pid", &pid],
+        &[],
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    // Range requests of 2 MB chunks over ever new ids: the demo's cache (and RSS) grows until
+    // the agent steps in. Bounded: at most 400 requests and 90 s.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut fired = Vec::new();
+    for n in 0..400 {
+        let response = client
+            .get(format!("{}/stream/movie-{n}", demo.base))
+            .header("range", "bytes=0-2097151")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206);
+        response.bytes().await.unwrap();
+        if n % 4 == 3 {
+            let (_, metrics) = get_json(&agent.base, "/performance-metrics").await;
+            fired = trims(&metrics);
+            if !fired.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never trimmed the demo's cache"
+        );
+    }
+    let trim = fired.first().expect("a trim ran");
+    assert_eq!(trim["success"], true, "{trim}");
+    assert_eq!(trim["kind"], "automatic");
+    let before = trim["before"].as_f64().unwrap();
+    let after = trim["after"].as_f64().unwrap();
+    assert!(before > 0.8, "fired above 80 % of the budget: {trim}");
+    assert!(after < before, "the next sample saw less memory: {trim}");
+    let response = &trim["result"]["report"]["response"];
+    assert!(response["entries_removed"].as_u64().unwrap() > 0, "{trim}");
+
+    // With the load stopped, the demo ends up under its budget.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = get_json(&agent.base, "/performance-metrics").await;
+        let rss = metrics["currentMetrics"]["rssBytes"].as_u64().unwrap();
+        let limit = metrics["currentMetrics"]["memoryLimitBytes"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(limit, BUDGET_MIB * MIB);
+        if rss < limit {
+            assert_eq!(metrics["target"]["state"], "running");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS {} MiB still over the {BUDGET_MIB} MiB budget: {:#}",
+            rss / MIB,
+            metrics["recentOptimizations"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = std::fs::remove_file(config);
+}
