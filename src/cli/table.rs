@@ -136,13 +136,13 @@ pub fn metrics(document: &Value) -> String {
     if let Some(strategies) = document["strategies"].as_array() {
         let _ = writeln!(
             out,
-            "\n{:<17} {:<20} {:>10} {:<9} {:>5}",
+            "\n{:<22} {:<20} {:>10} {:<9} {:>5}",
             "STRATEGY", "SIGNAL", "VALUE", "LEVEL", "RUNS"
         );
         for s in strategies {
             let _ = writeln!(
                 out,
-                "{:<17} {:<20} {:>10} {:<9} {:>5}",
+                "{:<22} {:<20} {:>10} {:<9} {:>5}",
                 s["name"].as_str().unwrap_or("?"),
                 s["trigger"]["signal"].as_str().unwrap_or("?"),
                 s["value"]
@@ -185,7 +185,7 @@ fn result_line(record: &Value) -> String {
         .or_else(|| record["result"]["summary"].as_str())
         .unwrap_or("");
     format!(
-        "  #{:<4} {:<17} {:<9} {:<6} {:>10}  {}\n",
+        "  #{:<4} {:<22} {:<9} {:<6} {:>10}  {}\n",
         record["id"],
         record["strategy"].as_str().unwrap_or("?"),
         record["kind"].as_str().unwrap_or("?"),
