@@ -106,6 +106,8 @@ fn render_metrics(c: &mut Criterion) {
                 trigger: r.trigger,
                 level: Level::Ok,
                 value: Some(0.1),
+                consecutive_failures: 0,
+                backoff_until: None,
             })
             .collect(),
     };

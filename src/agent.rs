@@ -1,6 +1,8 @@
 //! [`Agent`]: the engine, its strategies, its sampler and its routes, wired from a [`Config`].
 
 use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use perfpilot_strategies::{
     IntervalControl, Reap, Registered, Registry, Snapshot, Strategy, TriggerSpec, Trim,
 };
 use serde_json::Value;
+use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -168,6 +171,74 @@ impl Agent {
             let _ = probe.await;
         }
     }
+
+    /// Like [`Agent::shutdown`], waiting at most `grace` for a running optimization; after
+    /// that it is abandoned (its strategy task is left to the runtime's end). Returns whether
+    /// the engine finished in time.
+    pub async fn shutdown_within(mut self, grace: Duration) -> bool {
+        self.shutdown.cancel();
+        match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(_) => true,
+            Err(_) => {
+                warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "shutdown grace period over: abandoning the running optimization"
+                );
+                self.task.abort();
+                false
+            }
+        }
+    }
+
+    /// Serves the agent's routes on `listener` (with each client's address, for the rate
+    /// limit) until `stop` resolves; then stops accepting connections, ends event streams, and
+    /// lets requests in flight and a running optimization finish, for at most `grace` in
+    /// all. Returns whether everything finished within `grace`; an error only if the server
+    /// failed before `stop`.
+    ///
+    /// `perfpilot run` calls this with SIGTERM/SIGINT as `stop` and `shutdown_grace` as
+    /// `grace`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<bool> {
+        let stopping = CancellationToken::new();
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(stopping.clone().cancelled_owned())
+            .into_future();
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            _ = stop => {}
+            ended = &mut server => {
+                self.shutdown().await;
+                return match ended {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(std::io::Error::other(e)),
+                };
+            }
+        }
+        info!(
+            grace_ms = grace.as_millis() as u64,
+            "stopping: no new connections; letting requests and a running optimization finish"
+        );
+        stopping.cancel();
+        self.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        let server_done = tokio::time::timeout_at(deadline, &mut server).await.is_ok();
+        if !server_done {
+            warn!("shutdown grace period over: closing the connections still open");
+            server.abort();
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let engine_done = self.shutdown_within(remaining).await;
+        Ok(server_done && engine_done)
+    }
 }
 
 /// Configures an [`Agent`].
@@ -291,6 +362,7 @@ impl AgentBuilder {
             );
         }
         strategies.extend(self.strategies);
+        let strategy_count = strategies.len();
         let mut target = None;
         let mut source = self.source.unwrap_or_else(|| {
             let settings = SamplerSettings {
@@ -328,6 +400,8 @@ impl AgentBuilder {
                 strategy_timeout: config.strategy_timeout,
                 post_action_delay: config.post_action_delay,
                 target: target.clone(),
+                backoff_after_failures: config.backoff_after_failures,
+                max_backoff: config.max_backoff,
             },
             strategies,
             Arc::new(self.registry),
@@ -341,11 +415,15 @@ impl AgentBuilder {
         let router = api::router(
             engine.clone(),
             ApiSettings {
-                worker_id,
                 token: config.api.token.clone(),
-                max_event_clients: ApiSettings::DEFAULT_MAX_EVENT_CLIENTS,
-                shutdown: shutdown.clone(),
                 target: target.clone(),
+                rate_limit: config.api.rate_limit,
+                request_timeout: config.api.request_timeout,
+                optimize_timeout: ApiSettings::optimize_timeout_for(
+                    config.strategy_timeout,
+                    strategy_count,
+                ),
+                ..ApiSettings::new(worker_id)
             },
         );
         let probe_task = probe.map(|probe| probe.spawn(shutdown.clone()));

@@ -8,12 +8,15 @@
 //! | `GET /metrics` | Prometheus (OpenMetrics) text exposition |
 //! | `GET /events` | Server-Sent Events: `metrics-updated`, `optimization-completed` |
 //!
-//! Errors are JSON `{"error": "..."}` with the right status.
+//! Errors are JSON `{"error": "..."}` with the right status. Manual triggers are rate limited
+//! per client ([`rate_limit`]); requests have deadlines ([`timeout`]).
 
 mod dashboard;
 pub mod document;
 mod events;
 mod openapi;
+pub mod rate_limit;
+pub mod timeout;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +25,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use crate::config::RateLimitConfig;
 use crate::engine::{EngineHandle, OptimizeError};
 use crate::history::OptimizationRecord;
 use crate::sample::{TargetHandle, TargetStatus};
@@ -47,16 +52,46 @@ pub struct ApiSettings {
     pub token: Option<String>,
     /// Most `GET /events` clients at once; more get 503.
     pub max_event_clients: usize,
-    /// Cancelled when the agent shuts down: event streams end so the server can drain.
-    pub shutdown: tokio_util::sync::CancellationToken,
     /// The sidecar target, shown as `target` in `GET /health` and `/performance-metrics`;
     /// `None` (self and library modes): no `target` key.
     pub target: Option<TargetHandle>,
+    /// Manual triggers allowed per client ([`rate_limit`]).
+    pub rate_limit: RateLimitConfig,
+    /// Deadline of every request but `GET /events` and `POST /performance-optimize`.
+    pub request_timeout: Duration,
+    /// Deadline of `POST /performance-optimize` (see [`ApiSettings::optimize_timeout_for`]).
+    pub optimize_timeout: Duration,
 }
 
 impl ApiSettings {
     /// Default [`ApiSettings::max_event_clients`].
     pub const DEFAULT_MAX_EVENT_CLIENTS: usize = 32;
+    /// Added to the strategies' timeouts in [`ApiSettings::optimize_timeout_for`]: room for
+    /// the sample after each run and for the queue.
+    pub const OPTIMIZE_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
+    /// Settings with the given identity and every other value by default.
+    pub fn new(worker_id: Value) -> Self {
+        ApiSettings {
+            worker_id,
+            token: None,
+            max_event_clients: Self::DEFAULT_MAX_EVENT_CLIENTS,
+            target: None,
+            rate_limit: RateLimitConfig::default(),
+            request_timeout: crate::config::ApiConfig::DEFAULT_REQUEST_TIMEOUT,
+            optimize_timeout: Self::optimize_timeout_for(
+                crate::config::Config::DEFAULT_STRATEGY_TIMEOUT,
+                4,
+            ),
+        }
+    }
+
+    /// The longest a manual optimization of all `strategies` can take when each runs under
+    /// `strategy_timeout` in turn, plus [`ApiSettings::OPTIMIZE_TIMEOUT_MARGIN`].
+    pub fn optimize_timeout_for(strategy_timeout: Duration, strategies: usize) -> Duration {
+        strategy_timeout.saturating_mul(u32::try_from(strategies.max(1)).unwrap_or(u32::MAX))
+            + Self::OPTIMIZE_TIMEOUT_MARGIN
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -68,15 +103,23 @@ struct ApiState {
 
 /// The agent's routes, ready to serve or to merge into a host's axum app.
 pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
+    let mut optimize = post(performance_optimize);
+    if let Some(limiter) = rate_limit::RateLimiter::new(settings.rate_limit) {
+        optimize = optimize.route_layer(middleware::from_fn_with_state(
+            Arc::new(limiter),
+            rate_limit::limit,
+        ));
+    }
+    let settings = Arc::new(settings);
     let state = ApiState {
         engine,
         event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
-        settings: Arc::new(settings),
+        settings: Arc::clone(&settings),
     };
     Router::new()
         .route("/", get(dashboard::dashboard))
         .route("/performance-metrics", get(performance_metrics))
-        .route("/performance-optimize", post(performance_optimize))
+        .route("/performance-optimize", optimize)
         .route("/health", get(health))
         .route("/events", get(events::events))
         .route("/metrics", get(prometheus_metrics))
@@ -84,6 +127,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(settings, timeout::deadline))
         .with_state(state)
 }
 
@@ -101,6 +145,16 @@ impl ApiError {
             status,
             body: json!({ "error": message.into() }),
         }
+    }
+
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message, `error` in the body.
+    pub fn message(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
     }
 
     fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -208,6 +262,9 @@ pub struct ErrorBody {
     /// With an unknown strategy: every name and alias that would work.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_strategies: Option<Vec<String>>,
+    /// With 429: seconds until a request is allowed again (as `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// Runs one strategy now, or all of them (bypassing thresholds and cooldowns, not single flight).
@@ -223,7 +280,8 @@ pub struct ErrorBody {
         (status = 409, description = "An optimization is already running", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 422, description = "JSON of the wrong shape", body = ErrorBody),
-        (status = 503, description = "The agent is shutting down", body = ErrorBody),
+        (status = 429, description = "Too many manual optimizations from this client; see Retry-After and the RateLimit-* headers", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down, or the optimization outlasted the request deadline (it goes on)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -267,7 +325,10 @@ async fn performance_optimize(
     .into_response())
 }
 
-fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> {
+/// Parses the body of `POST /performance-optimize`: empty (or only whitespace) for all
+/// strategies, else a JSON object `{"strategy": NAME}`. Any bytes give a request or a 400/422
+/// [`ApiError`], never a panic (fuzzed: `fuzz/fuzz_targets/optimize_body.rs`).
+pub fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> {
     const EXPECTED: &str = r#"expected {"strategy": "NAME"} or an empty body"#;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(OptimizeRequest::default());

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
 use crate::events::Event;
 use crate::history::{History, OptimizationRecord, Stats};
 use crate::prometheus::Telemetry;
@@ -51,6 +52,11 @@ pub struct EngineSettings {
     /// The sidecar target, when the agent watches one: its pids are what target strategies
     /// (`signal`) act on. `None` in self and library modes.
     pub target: Option<TargetHandle>,
+    /// Consecutive failed automatic runs before a strategy's automatic runs pause (`0`:
+    /// never); see [`crate::backoff`].
+    pub backoff_after_failures: u32,
+    /// The longest such pause.
+    pub max_backoff: Duration,
 }
 
 /// What the engine publishes after every sample and run: everything the API shows.
@@ -89,6 +95,10 @@ pub struct StrategyView {
     pub level: Level,
     /// Its signal's (smoothed) value in the last sample.
     pub value: Option<f64>,
+    /// Failed automatic runs in a row.
+    pub consecutive_failures: u32,
+    /// While its automatic runs are paused after failures: until when.
+    pub backoff_until: Option<SystemTime>,
 }
 
 /// Why a manual optimization was refused.
@@ -124,6 +134,7 @@ pub struct EngineHandle {
     view: watch::Receiver<Arc<View>>,
     events: broadcast::Sender<Event>,
     telemetry: Arc<Telemetry>,
+    stopping: CancellationToken,
 }
 
 impl fmt::Debug for Command {
@@ -170,6 +181,11 @@ impl EngineHandle {
         &self.telemetry
     }
 
+    /// Resolves once the engine has been told to stop (event streams end then).
+    pub async fn stopping(&self) {
+        self.stopping.cancelled().await;
+    }
+
     /// A watch receiver of views, to wait for changes.
     pub fn watch(&self) -> watch::Receiver<Arc<View>> {
         self.view.clone()
@@ -193,6 +209,12 @@ pub fn spawn(
     let slots = strategies
         .into_iter()
         .map(|registered| Slot {
+            backoff_policy: BackoffPolicy::new(
+                settings.backoff_after_failures,
+                registered.trigger.cooldown,
+                settings.max_backoff,
+            ),
+            backoff: FailureBackoff::default(),
             trigger: TriggerState::new(registered.trigger.clone()),
             strategy: registered.strategy,
             value: None,
@@ -213,13 +235,14 @@ pub fn spawn(
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(engine.build_view()));
     engine.view = Some(view_tx);
-    let task = tokio::spawn(engine.run(commands_rx, shutdown));
+    let task = tokio::spawn(engine.run(commands_rx, shutdown.clone()));
     (
         EngineHandle {
             commands: commands_tx,
             view: view_rx,
             events,
             telemetry,
+            stopping: shutdown,
         },
         task,
     )
@@ -229,6 +252,31 @@ struct Slot {
     strategy: Arc<dyn Strategy>,
     trigger: TriggerState,
     value: Option<f64>,
+    backoff_policy: BackoffPolicy,
+    backoff: FailureBackoff,
+}
+
+impl Slot {
+    /// Logs a change of the back-off state, once per change.
+    fn log_backoff(&self, change: Option<BackoffChange>) {
+        let strategy = self.strategy.name();
+        match change {
+            Some(BackoffChange::Paused {
+                failures, pause, ..
+            }) => warn!(
+                strategy,
+                consecutive_failures = failures,
+                pause_ms = pause.as_millis() as u64,
+                "strategy keeps failing: automatic runs paused"
+            ),
+            Some(BackoffChange::Cleared { failures }) => info!(
+                strategy,
+                consecutive_failures = failures,
+                "strategy back-off cleared"
+            ),
+            None => {}
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>>;
@@ -310,7 +358,7 @@ impl Engine {
                 evaluation.level,
                 evaluation.value,
             );
-            if evaluation.fire {
+            if evaluation.fire && !slot.backoff.is_paused(now.into_std()) {
                 fired.push(index);
             }
         }
@@ -370,10 +418,10 @@ impl Engine {
             let _ = reply.send(Err(OptimizeError::Busy));
             return;
         }
-        let chosen: Vec<&Slot> = match &strategy {
-            None => self.slots.iter().collect(),
+        let chosen: Vec<usize> = match &strategy {
+            None => (0..self.slots.len()).collect(),
             Some(name) => match self.find(name) {
-                Some(slot) => vec![slot],
+                Some(index) => vec![index],
                 None => {
                     let _ = reply.send(Err(OptimizeError::UnknownStrategy {
                         given: name.clone(),
@@ -383,8 +431,15 @@ impl Engine {
                 }
             },
         };
+        // A manual run is the operator's retry: it ends any back-off of what it runs.
+        for &index in &chosen {
+            let slot = &mut self.slots[index];
+            let change = slot.backoff.reset();
+            slot.log_backoff(change);
+        }
         let runs = chosen
             .into_iter()
+            .map(|index| &self.slots[index])
             .map(|slot| PlannedRun {
                 strategy: Arc::clone(&slot.strategy),
                 signal: slot.trigger.spec().signal,
@@ -401,8 +456,8 @@ impl Engine {
         self.publish();
     }
 
-    fn find(&self, name: &str) -> Option<&Slot> {
-        self.slots.iter().find(|slot| {
+    fn find(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|slot| {
             slot.strategy.name().eq_ignore_ascii_case(name)
                 || slot
                     .strategy
@@ -478,7 +533,12 @@ impl Engine {
         let records: Vec<_> = match done {
             Ok(runs) => runs
                 .into_iter()
-                .map(|run| self.record(run, false))
+                .map(|run| {
+                    if run.planned.kind == RunKind::Automatic {
+                        self.note_outcome(&run);
+                    }
+                    self.record(run, false)
+                })
                 .collect(),
             Err(e) => {
                 warn!(error = %e, "optimization batch task failed");
@@ -492,6 +552,23 @@ impl Engine {
             let _ = reply.send(Ok(records));
         }
         self.publish();
+    }
+
+    /// Counts an automatic run's failure towards its strategy's back-off, or clears it.
+    fn note_outcome(&mut self, run: &FinishedRun) {
+        let now = Instant::now().into_std();
+        let Some(slot) = self
+            .slots
+            .iter_mut()
+            .find(|slot| Arc::ptr_eq(&slot.strategy, &run.planned.strategy))
+        else {
+            return;
+        };
+        let change = match run.result {
+            Ok(_) => slot.backoff.reset(),
+            Err(_) => slot.backoff.record_failure(&slot.backoff_policy, now),
+        };
+        slot.log_backoff(change);
     }
 
     fn record(&mut self, run: FinishedRun, dry_run: bool) -> Arc<OptimizationRecord> {
@@ -537,6 +614,8 @@ impl Engine {
     }
 
     fn build_view(&self) -> View {
+        let now = Instant::now().into_std();
+        let wall = SystemTime::now();
         View {
             snapshot: Arc::clone(&self.latest),
             stats: self.history.stats().clone(),
@@ -560,6 +639,12 @@ impl Engine {
                     trigger: slot.trigger.spec().clone(),
                     level: slot.trigger.level(),
                     value: slot.value,
+                    consecutive_failures: slot.backoff.consecutive_failures(),
+                    backoff_until: slot
+                        .backoff
+                        .paused_until()
+                        .filter(|until| *until > now)
+                        .map(|until| wall + (until - now)),
                 })
                 .collect(),
         }

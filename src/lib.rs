@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod engine;
 pub mod events;

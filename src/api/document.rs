@@ -127,6 +127,11 @@ pub struct StrategyDocument<'a> {
     pub runs: u64,
     /// Successful runs so far.
     pub successes: u64,
+    /// Failed automatic runs in a row (a success or a manual run resets it).
+    pub consecutive_failures: u32,
+    /// While automatic runs are paused after repeated failures: until when (RFC 3339); else
+    /// null.
+    pub backoff_until: Option<String>,
 }
 
 impl<'a> MetricsDocument<'a> {
@@ -185,6 +190,8 @@ impl<'a> MetricsDocument<'a> {
                         value: s.value,
                         runs: stats.map_or(0, |s| s.runs),
                         successes: stats.map_or(0, |s| s.successes),
+                        consecutive_failures: s.consecutive_failures,
+                        backoff_until: s.backoff_until.map(rfc3339),
                     }
                 })
                 .collect(),

@@ -7,7 +7,7 @@
 //!   were dropped for it. A slow client never slows the agent: each client reads from a
 //!   bounded broadcast buffer and only it loses events.
 //!
-//! Comments are sent as keep-alives every 15 s.
+//! Comments are sent as keep-alives every 15 s. Streams end when the agent shuts down.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -79,8 +79,7 @@ async fn next_event(client: &mut Client) -> Option<SseEvent> {
         return Some(metrics_event(&client.state));
     }
     let received = tokio::select! {
-        // The agent is stopping: end the stream so the HTTP server can drain.
-        _ = client.state.settings.shutdown.cancelled() => return None,
+        _ = client.state.engine.stopping() => return None,
         received = client.events.recv() => received,
     };
     let event = match received {

@@ -47,6 +47,14 @@ impl Strategy for Gate {
 }
 
 fn app(token: Option<&str>) -> (Router, Arc<Semaphore>) {
+    app_with(ApiSettings {
+        token: token.map(str::to_owned),
+        max_event_clients: 2,
+        ..ApiSettings::new(json!(4242))
+    })
+}
+
+fn app_with(settings: ApiSettings) -> (Router, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(1000));
     let (handle, _task) = engine::spawn(
         EngineSettings {
@@ -57,6 +65,8 @@ fn app(token: Option<&str>) -> (Router, Arc<Semaphore>) {
             strategy_timeout: Duration::from_secs(5),
             post_action_delay: Duration::ZERO,
             target: None,
+            backoff_after_failures: 3,
+            max_backoff: Duration::from_secs(3600),
         },
         vec![Registered {
             strategy: Arc::new(Gate(Arc::clone(&gate))),
@@ -66,16 +76,7 @@ fn app(token: Option<&str>) -> (Router, Arc<Semaphore>) {
         Box::new(Fixed),
         CancellationToken::new(),
     );
-    let router = router(
-        handle,
-        ApiSettings {
-            worker_id: json!(4242),
-            token: token.map(str::to_owned),
-            max_event_clients: 2,
-            shutdown: CancellationToken::new(),
-            target: None,
-        },
-    );
+    let router = router(handle, settings);
     (router, gate)
 }
 
@@ -478,4 +479,108 @@ async fn dashboard_works_under_a_prefix() {
         let (status, _, body) = get_text(&host, "/agent/performance-metrics").await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
+}
+
+#[tokio::test]
+async fn manual_triggers_are_rate_limited_with_standard_headers_and_reads_are_not() {
+    let (app, _) = app_with(ApiSettings {
+        rate_limit: crate::config::RateLimitConfig {
+            per_minute: 6,
+            burst: 2,
+        },
+        ..ApiSettings::new(json!(4242))
+    });
+    for remaining in ["1", "0"] {
+        let response = app.clone().oneshot(post(Body::empty())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        assert_eq!(headers["ratelimit-limit"], "2");
+        assert_eq!(headers["ratelimit-remaining"], remaining);
+        assert_eq!(headers["ratelimit-policy"], "2;w=20");
+        assert!(headers.get("retry-after").is_none());
+    }
+    let response = app.clone().oneshot(post(Body::empty())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let headers = response.headers().clone();
+    // 6 a minute: one every 10 s; the whole bucket back in 20 s.
+    assert_eq!(headers["retry-after"], "10");
+    assert_eq!(headers["ratelimit-remaining"], "0");
+    assert_eq!(headers["ratelimit-reset"], "20");
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("too many"),
+        "{body}"
+    );
+    assert_eq!(body["retryAfter"], 10);
+    // Reads stay open, without rate-limit headers.
+    for _ in 0..20 {
+        let response = app
+            .clone()
+            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("ratelimit-limit").is_none());
+    }
+}
+
+#[tokio::test]
+async fn zero_per_minute_turns_the_limit_off() {
+    let (app, _) = app_with(ApiSettings {
+        rate_limit: crate::config::RateLimitConfig {
+            per_minute: 0,
+            burst: 1,
+        },
+        ..ApiSettings::new(json!(4242))
+    });
+    for _ in 0..15 {
+        let response = app.clone().oneshot(post(Body::empty())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("ratelimit-limit").is_none());
+    }
+}
+
+#[tokio::test]
+async fn an_optimization_outlasting_its_deadline_gets_503_and_is_still_recorded() {
+    let (app, gate) = app_with(ApiSettings {
+        optimize_timeout: Duration::from_millis(200),
+        ..ApiSettings::new(json!(4242))
+    });
+    gate.forget_permits(1000);
+    let (status, body) = send(&app, post(Body::empty())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("recentOptimizations"),
+        "{body}"
+    );
+    gate.add_permits(1);
+    let metrics = || {
+        Request::get("/performance-metrics")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..200 {
+        let (_, m) = send(&app, metrics()).await;
+        if m["performance"]["optimizationCount"] == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the run was not recorded");
+}
+
+#[test]
+fn optimize_deadline_covers_every_strategy_timeout() {
+    assert_eq!(
+        ApiSettings::optimize_timeout_for(Duration::from_secs(10), 4),
+        Duration::from_secs(45)
+    );
+    assert_eq!(
+        ApiSettings::optimize_timeout_for(Duration::from_secs(10), 0),
+        Duration::from_secs(15)
+    );
 }

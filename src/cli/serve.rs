@@ -18,7 +18,10 @@ pub fn run(args: &ConfigArgs) -> Result<(), String> {
         .thread_name("perfpilot")
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(serve(config))
+    let result = runtime.block_on(serve(config));
+    // A strategy abandoned after the grace period may still hold a blocking thread.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn init_logging(log: &LogConfig) -> Result<(), String> {
@@ -42,6 +45,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let stop = StopSignal::install();
     let listen = config.api.listen;
     let api_enabled = config.api.enabled;
+    let grace = config.shutdown_grace;
     let listener = if api_enabled {
         let listener = TcpListener::bind(listen)
             .await
@@ -59,23 +63,18 @@ async fn serve(config: Config) -> Result<(), String> {
             // The first line on stdout, for scripts and tests that listen on port 0.
             println!("listening on http://{local}");
             info!(%local, "perfpilot API listening");
-            // On a signal, stop the agent first: its event streams end, so the server drains.
-            let stopping = agent.shutdown_token();
-            axum::serve(listener, agent.router())
-                .with_graceful_shutdown(async move {
-                    stop.received().await;
-                    stopping.cancel();
-                })
+            agent
+                .serve(listener, stop.received(), grace)
                 .await
                 .map_err(|e| format!("HTTP server failed: {e}"))?;
         }
         None => {
             info!("HTTP API disabled (api.enabled = false)");
             stop.received().await;
+            agent.shutdown_within(grace).await;
         }
     }
-    info!("stopping");
-    agent.shutdown().await;
+    info!("stopped");
     Ok(())
 }
 

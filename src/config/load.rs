@@ -159,6 +159,23 @@ pub fn load(
     load_with_default_file(file, Path::new(Config::DEFAULT_FILE), env, overrides)
 }
 
+/// Like [`load`], with the TOML file's text given directly (no file is read, not even
+/// `./perfpilot.toml`); its values' origin is the file [`INLINE_FILE`]. For embedding and for
+/// the fuzz target: any text gives `Ok` or a [`ConfigError`], never a panic.
+pub fn load_from_str(
+    toml: &str,
+    env: &HashMap<String, String>,
+    overrides: &Overrides,
+) -> Result<Loaded, ConfigError> {
+    let path = Path::new(INLINE_FILE);
+    let mut problems = Vec::new();
+    let settings = parse_toml(toml, path, &mut problems)?;
+    load_settings(settings, problems, env, overrides)
+}
+
+/// The name [`load_from_str`] gives its text in origins and messages.
+pub const INLINE_FILE: &str = "(inline TOML)";
+
 /// One value from one layer, at one dotted key.
 #[derive(Debug, Clone)]
 struct Setting {
@@ -214,13 +231,21 @@ fn load_with_default_file(
     env: &HashMap<String, String>,
     overrides: &Overrides,
 ) -> Result<Loaded, ConfigError> {
-    let mut settings = Vec::new();
     let mut problems = Vec::new();
-    match file {
-        Some(path) => settings.extend(read_file(path, &mut problems)?),
-        None if default_file.is_file() => settings.extend(read_file(default_file, &mut problems)?),
-        None => {}
-    }
+    let settings = match file {
+        Some(path) => read_file(path, &mut problems)?,
+        None if default_file.is_file() => read_file(default_file, &mut problems)?,
+        None => Vec::new(),
+    };
+    load_settings(settings, problems, env, overrides)
+}
+
+fn load_settings(
+    mut settings: Vec<Setting>,
+    mut problems: Vec<String>,
+    env: &HashMap<String, String>,
+    overrides: &Overrides,
+) -> Result<Loaded, ConfigError> {
     legacy_settings(env, &mut settings, &mut problems);
     prefixed_settings(env, &mut settings, &mut problems);
 
@@ -272,11 +297,22 @@ fn load_with_default_file(
 }
 
 fn read_file(path: &Path, problems: &mut Vec<String>) -> Result<Vec<Setting>, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    parse_toml(&text, path, problems)
+}
+
+fn parse_toml(
+    text: &str,
+    path: &Path,
+    problems: &mut Vec<String>,
+) -> Result<Vec<Setting>, ConfigError> {
     let file_error = |message: String| ConfigError::File {
         path: path.to_path_buf(),
         message,
     };
-    let text = fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| file_error(e.to_string().trim_end().to_owned()))?;

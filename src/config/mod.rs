@@ -49,7 +49,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::sample::Target;
 
-pub use load::{load, ConfigError, Loaded, Origin, Overrides, LEGACY_ENV};
+pub use load::{
+    load, load_from_str, ConfigError, Loaded, Origin, Overrides, INLINE_FILE, LEGACY_ENV,
+};
 
 /// The agent's whole configuration.
 ///
@@ -85,6 +87,18 @@ pub struct Config {
     /// After any automatic run, no other automatic run for this long; by default zero.
     #[serde(with = "duration")]
     pub post_action_delay: Duration,
+    /// After this many consecutive failed automatic runs, a strategy's automatic runs pause:
+    /// for its trigger's cooldown (at least 1 s), doubled with every further failure, up to
+    /// `max_backoff`. A success or a manual run ends the pause. By default
+    /// [`Config::DEFAULT_BACKOFF_AFTER_FAILURES`]; `0` never pauses.
+    pub backoff_after_failures: u32,
+    /// The longest pause of a failing strategy; by default [`Config::DEFAULT_MAX_BACKOFF`].
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// On SIGTERM or SIGINT, how long a running optimization may go on finishing before the
+    /// agent exits without it; by default [`Config::DEFAULT_SHUTDOWN_GRACE`].
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
     /// The name this agent reports as `workerId`; `None` (the default): its pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
@@ -115,6 +129,12 @@ impl Config {
     pub const DEFAULT_STRATEGY_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default `post_action_delay`: none.
     pub const DEFAULT_POST_ACTION_DELAY: Duration = Duration::ZERO;
+    /// Default `backoff_after_failures`: 3 consecutive failures.
+    pub const DEFAULT_BACKOFF_AFTER_FAILURES: u32 = 3;
+    /// Default `max_backoff`: 1 h.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(3600);
+    /// Default `shutdown_grace`: 10 s.
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// Default `api.listen`.
     pub const DEFAULT_LISTEN: &str = "127.0.0.1:9750";
     /// The file read when none is given, if it exists in the working directory.
@@ -187,6 +207,12 @@ impl Config {
                 ));
             }
         }
+        if self.backoff_after_failures > 0 && self.max_backoff.is_zero() {
+            problems.push(format!(
+                "max_backoff = {}: must be positive (or backoff_after_failures = 0)",
+                fmt(self.max_backoff)
+            ));
+        }
         if self.memory_budget == Some(0) {
             problems.push(format!(
                 "memory_budget = 0: must be positive ({})",
@@ -224,6 +250,9 @@ impl Default for Config {
             history_size: Self::DEFAULT_HISTORY_SIZE,
             strategy_timeout: Self::DEFAULT_STRATEGY_TIMEOUT,
             post_action_delay: Self::DEFAULT_POST_ACTION_DELAY,
+            backoff_after_failures: Self::DEFAULT_BACKOFF_AFTER_FAILURES,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+            shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             worker_id: None,
             api: ApiConfig::default(),
             log: LogConfig::default(),
@@ -248,12 +277,61 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Allow a non-loopback `listen` without a token; by default `false`.
     pub insecure: bool,
+    /// Manual triggers (`POST /performance-optimize`) allowed per client IP (`[api.rate_limit]`).
+    pub rate_limit: RateLimitConfig,
+    /// A request not answered within this long gets 408 (`GET /events` is exempt, and
+    /// `POST /performance-optimize` gets `strategy_timeout` × strategies + 5 s instead); by
+    /// default [`ApiConfig::DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+}
+
+/// Per-client limit on manual triggers: a token bucket per client IP that holds `burst`
+/// requests and refills at `per_minute`. Over it: 429 with `Retry-After`.
+///
+/// ```toml
+/// [api.rate_limit]
+/// per_minute = 10   # 0: no limit
+/// burst = 10
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests regained per minute; by default [`RateLimitConfig::DEFAULT_PER_MINUTE`];
+    /// `0` turns the limit off.
+    pub per_minute: u32,
+    /// Requests allowed at once from a full bucket; by default
+    /// [`RateLimitConfig::DEFAULT_BURST`].
+    pub burst: u32,
+}
+
+impl RateLimitConfig {
+    /// Default `per_minute`: 10.
+    pub const DEFAULT_PER_MINUTE: u32 = 10;
+    /// Default `burst`: 10.
+    pub const DEFAULT_BURST: u32 = 10;
+
+    /// Whether requests are limited at all.
+    pub fn is_enabled(&self) -> bool {
+        self.per_minute > 0
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_minute: Self::DEFAULT_PER_MINUTE,
+            burst: Self::DEFAULT_BURST,
+        }
+    }
 }
 
 impl ApiConfig {
     /// Default `listen`, the parsed [`Config::DEFAULT_LISTEN`].
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9750));
+    /// Default `request_timeout`: 30 s.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -266,6 +344,15 @@ impl ApiConfig {
                     token.chars().count()
                 ));
             }
+        }
+        if self.rate_limit.is_enabled() && self.rate_limit.burst == 0 {
+            problems.push(format!(
+                "api.rate_limit.burst = 0: must be at least 1 while api.rate_limit.per_minute = {} (set per_minute = 0 to turn the limit off)",
+                self.rate_limit.per_minute
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            problems.push("api.request_timeout = 0s: must be positive".to_owned());
         }
         if self.enabled && !self.listen.ip().is_loopback() && self.token.is_none() && !self.insecure
         {
@@ -285,6 +372,8 @@ impl Default for ApiConfig {
             listen: Self::DEFAULT_LISTEN,
             token: None,
             insecure: false,
+            rate_limit: RateLimitConfig::default(),
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -296,6 +385,8 @@ impl fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("insecure", &self.insecure)
+            .field("rate_limit", &self.rate_limit)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }

@@ -1,6 +1,6 @@
 //! Scenario tests of the engine: a scripted signal source and tokio's paused clock.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use perfpilot_strategies::{StrategyError, TriggerSpec};
@@ -40,6 +40,8 @@ enum Behaviour {
     Hang,
     /// Waits for a permit, so the test controls when it finishes.
     WaitFor(Arc<Semaphore>),
+    /// Fails while the flag is set, else succeeds.
+    FailWhile(Arc<AtomicBool>),
 }
 
 #[derive(Debug)]
@@ -79,6 +81,13 @@ impl Strategy for TestStrategy {
                 let _permit = gate.acquire().await.unwrap();
                 Ok(Outcome::nothing_to_do("waited"))
             }
+            Behaviour::FailWhile(failing) => {
+                if failing.load(Ordering::SeqCst) {
+                    Err(StrategyError::Failed("still broken".into()))
+                } else {
+                    Ok(Outcome::acted("fixed"))
+                }
+            }
         }
     }
 }
@@ -100,6 +109,8 @@ fn settings() -> EngineSettings {
         strategy_timeout: Duration::from_secs(5),
         post_action_delay: Duration::ZERO,
         target: None,
+        backoff_after_failures: 3,
+        max_backoff: Duration::from_secs(3600),
     }
 }
 
@@ -319,4 +330,83 @@ async fn interval_backs_off_under_cpu_pressure_and_relaxes_when_calm() {
     view.wait_for(|v| v.interval == Duration::from_secs(1))
         .await
         .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_strategy_is_backed_off_and_a_manual_run_or_success_resets_it() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let trigger = TriggerSpec::new(Signal::MemoryUsage, 0.8).cooldown(Duration::from_secs(2));
+    let h = start(
+        Behaviour::FailWhile(Arc::clone(&failing)),
+        trigger,
+        settings(),
+    );
+    h.script.set_memory(0.9);
+    tokio::time::sleep(Duration::from_millis(20_500)).await;
+    // Every cooldown (t = 1, 3, 5 s) until the third failure, then pauses of 2, 4, 8 s
+    // (cooldown × 2^n): runs at 7, 11 and 19 s. Without back-off: 10 runs.
+    assert_eq!(h.runs.load(Ordering::SeqCst), 6);
+    let view = h.handle.view();
+    let strategy = &view.strategies[0];
+    assert_eq!(strategy.consecutive_failures, 6);
+    let until = strategy.backoff_until.expect("paused");
+    let left = until.duration_since(SystemTime::now()).unwrap();
+    assert!(
+        left > Duration::from_secs(14) && left <= Duration::from_secs(16),
+        "{left:?}"
+    );
+
+    // A manual run is the operator's retry: the pause ends whatever its outcome.
+    let records = h.handle.optimize(Some("t")).await.unwrap();
+    assert!(!records[0].success);
+    let strategy = &h.handle.view().strategies[0];
+    assert_eq!(
+        (strategy.consecutive_failures, strategy.backoff_until),
+        (0, None)
+    );
+    // Automatic runs resume at once (and count again), and a success clears the count.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.runs.load(Ordering::SeqCst), 8);
+    assert_eq!(h.handle.view().strategies[0].consecutive_failures, 1);
+    failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.runs.load(Ordering::SeqCst), 9);
+    assert_eq!(h.handle.view().strategies[0].consecutive_failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_the_running_batch_finish_and_publishes_its_record() {
+    let gate = Arc::new(Semaphore::new(0));
+    let h = start(
+        Behaviour::WaitFor(Arc::clone(&gate)),
+        memory_trigger(),
+        settings(),
+    );
+    let manual = {
+        let handle = h.handle.clone();
+        tokio::spawn(async move { handle.optimize(None).await })
+    };
+    let mut view = h.handle.watch();
+    view.wait_for(|v| v.is_optimizing).await.unwrap();
+    h.shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !h.task.is_finished(),
+        "the engine waits for the running strategy"
+    );
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+    gate.add_permits(1);
+    h.task.await.unwrap();
+    let records = manual.await.unwrap().unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(records[0].success);
+    let last = h.handle.view();
+    assert_eq!(last.stats.count, 1, "the finished run was recorded");
+    assert!(!last.is_optimizing);
+    assert_eq!(last.recent[0].id, records[0].id);
+    // After the engine ended, requests are refused rather than left hanging.
+    assert_eq!(
+        h.handle.optimize(None).await.unwrap_err(),
+        OptimizeError::Stopped
+    );
 }
