@@ -99,6 +99,8 @@ struct ApiState {
     engine: EngineHandle,
     settings: Arc<ApiSettings>,
     event_clients: Arc<Semaphore>,
+    /// `GET /openapi.json`, with this agent's strategy names.
+    openapi: Arc<str>,
 }
 
 /// The agent's routes, ready to serve or to merge into a host's axum app.
@@ -111,7 +113,14 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         ));
     }
     let settings = Arc::new(settings);
+    let known: Vec<String> = engine
+        .view()
+        .strategies
+        .iter()
+        .flat_map(|s| std::iter::once(s.name.clone()).chain(s.aliases.iter().cloned()))
+        .collect();
     let state = ApiState {
+        openapi: openapi::document(&known),
         engine,
         event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
         settings: Arc::clone(&settings),
@@ -238,13 +247,24 @@ pub struct OptimizeRequest {
     pub strategy: Option<String>,
 }
 
+/// The agent's identity as the API shows it (`workerId`, `worker`): the configured
+/// `worker_id`, or else the process id. Only describes the JSON for the OpenAPI document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum WorkerId {
+    /// `worker_id` from the configuration.
+    Name(String),
+    /// The agent's process id.
+    Pid(u32),
+}
+
 /// The answer of `POST /performance-optimize`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OptimizeResponse {
     /// `Performance optimization triggered successfully: NAME` (or `all`).
     pub message: String,
     /// The agent's identity, as `workerId` in the metrics.
-    #[schema(value_type = Object)]
+    #[schema(value_type = WorkerId)]
     pub worker: Value,
     /// When the answer was made (RFC 3339).
     pub timestamp: String,
@@ -325,8 +345,8 @@ async fn performance_optimize(
     .into_response())
 }
 
-/// Parses the body of `POST /performance-optimize`: empty (or only whitespace) for all
-/// strategies, else a JSON object `{"strategy": NAME}`. Any bytes give a request or a 400/422
+/// Parses the body of `POST /performance-optimize`: empty (or only whitespace) or JSON `null`
+/// for all strategies, else a JSON object `{"strategy": NAME}`. Any bytes give a request or a 400/422
 /// [`ApiError`], never a panic (fuzzed: `fuzz/fuzz_targets/optimize_body.rs`).
 pub fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> {
     const EXPECTED: &str = r#"expected {"strategy": "NAME"} or an empty body"#;
@@ -339,6 +359,9 @@ pub fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> 
             format!("malformed JSON body: {e}; {EXPECTED}"),
         )
     })?;
+    if value.is_null() {
+        return Ok(OptimizeRequest::default());
+    }
     if !value.is_object() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -383,7 +406,7 @@ pub struct HealthResponse {
     /// `ok` while the agent serves.
     pub status: &'static str,
     /// The agent's identity.
-    #[schema(value_type = Object)]
+    #[schema(value_type = WorkerId)]
     pub worker_id: Value,
     /// Now (RFC 3339).
     pub timestamp: String,

@@ -252,4 +252,111 @@ mod tests {
         let fired = fires(&mut state, &mut clock, &[0.5, 0.5, 1.0, 0.5]);
         assert_eq!(fired, [false; 4]);
     }
+
+    mod properties {
+        //! Properties of the trigger over random settings and signals (proptest).
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Random trigger settings; `critical` and `smoothing` present or not.
+        fn any_spec() -> impl Strategy<Value = TriggerSpec> {
+            (
+                0.1f64..0.9,
+                0.5f64..=1.0,
+                proptest::option::of(0.01f64..0.3),
+                1u32..=3,
+                1u64..=60_000,
+                proptest::option::of(0.05f64..=1.0),
+            )
+                .prop_map(
+                    |(above, clear_ratio, critical_gap, for_samples, cooldown_ms, smoothing)| {
+                        let mut spec = TriggerSpec::new(Signal::MemoryUsage, above)
+                            .for_samples(for_samples)
+                            .cooldown(Duration::from_millis(cooldown_ms));
+                        spec.clear_below = Some(above * clear_ratio);
+                        spec.critical = critical_gap.map(|gap| above + gap);
+                        spec.smoothing = smoothing;
+                        spec
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Two automatic firings are at least `cooldown` apart, except the documented
+            /// escalation: a sample that raises the level to CRITICAL from below fires at
+            /// once.
+            #[test]
+            fn never_fires_inside_its_cooldown_except_on_escalation_to_critical(
+                spec in any_spec(),
+                steps in proptest::collection::vec(
+                    (proptest::option::of(0.0f64..1.5), 1u64..20_000),
+                    1..300,
+                ),
+            ) {
+                let mut state = TriggerState::new(spec.clone());
+                let mut now = Instant::now();
+                let mut last_fire: Option<Instant> = None;
+                for (value, dt_ms) in steps {
+                    now += Duration::from_millis(dt_ms);
+                    let previous = state.level();
+                    let eval = state.evaluate(value, now);
+                    if eval.fire {
+                        let escalated = eval.level == Level::Critical && previous < Level::Critical;
+                        if let Some(last) = last_fire {
+                            prop_assert!(
+                                now - last >= spec.cooldown || escalated,
+                                "fired {:?} after the last firing, cooldown {:?}, level {:?} from {:?}",
+                                now - last, spec.cooldown, eval.level, previous
+                            );
+                        }
+                        state.mark_run(now);
+                        last_fire = Some(now);
+                    }
+                }
+            }
+
+            /// After a firing, a signal that stays in the hysteresis band (at or above
+            /// `clear_below`, not above `above`) neither fires again within the cooldown nor
+            /// lets the level fall back to OK.
+            #[test]
+            fn never_flaps_across_the_hysteresis_band(
+                spec in any_spec(),
+                band in proptest::collection::vec((0.0f64..=1.0, 1u64..5_000), 1..200),
+            ) {
+                let mut state = TriggerState::new(spec.clone());
+                let mut now = Instant::now();
+                let clear_below = spec.effective_clear_below();
+                // Pressure until it fires (bounded: smoothing converges well within this).
+                let mut fired = false;
+                for _ in 0..2_000 {
+                    now += Duration::from_millis(1);
+                    if state.evaluate(Some(spec.above * 1.5), now).fire {
+                        fired = true;
+                        break;
+                    }
+                }
+                prop_assert!(fired, "never fired under pressure");
+                state.mark_run(now);
+                let fired_at = now;
+                for (position, dt_ms) in band {
+                    now += Duration::from_millis(dt_ms);
+                    // Strictly inside [clear_below, above], a hair above clear_below so
+                    // smoothing's rounding cannot take the compared value under it.
+                    let low = clear_below + 1e-9;
+                    let value = low + position * (spec.above - low).max(0.0);
+                    let eval = state.evaluate(Some(value), now);
+                    prop_assert_ne!(eval.level, Level::Ok, "returned to OK at {} (clear_below {})", value, clear_below);
+                    if now - fired_at < spec.cooldown {
+                        // No escalation either: the band is below `above`, so below
+                        // `critical`, and a smoothed value only decays towards it.
+                        prop_assert!(!eval.fire, "fired again inside the cooldown at {}", value);
+                    }
+                }
+            }
+        }
+    }
 }

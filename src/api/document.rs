@@ -15,7 +15,7 @@ use crate::sample::TargetStatus;
 #[serde(rename_all = "camelCase")]
 pub struct MetricsDocument<'a> {
     /// The agent's identity (the pid unless configured).
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::WorkerId)]
     pub worker_id: &'a Value,
     /// When the metrics were sampled (RFC 3339).
     pub timestamp: String,

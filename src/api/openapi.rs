@@ -1,12 +1,16 @@
 //! `GET /openapi.json`: the OpenAPI 3 description of the API, generated from the handlers'
 //! annotations and the response types.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+use super::ApiState;
 
 /// The API's OpenAPI document.
 #[derive(Debug, OpenApi)]
@@ -41,6 +45,30 @@ impl Modify for BearerToken {
     }
 }
 
+/// The document for an agent whose strategies answer to `known` (names and aliases): the
+/// `strategy` of `POST /performance-optimize` is one of them, or null.
+pub(super) fn document(known: &[String]) -> Arc<str> {
+    static BASE: OnceLock<Value> = OnceLock::new();
+    let mut document = BASE
+        .get_or_init(|| {
+            serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(
+                |e| json!({ "error": format!("could not render the OpenAPI document: {e}") }),
+            )
+        })
+        .clone();
+    if let Some(strategy) =
+        document.pointer_mut("/components/schemas/OptimizeRequest/properties/strategy")
+    {
+        let mut names: Vec<Value> = known
+            .iter()
+            .map(|name| Value::from(name.as_str()))
+            .collect();
+        names.push(Value::Null);
+        strategy["enum"] = Value::Array(names);
+    }
+    Arc::from(document.to_string())
+}
+
 /// This document.
 #[utoipa::path(
     get,
@@ -48,12 +76,10 @@ impl Modify for BearerToken {
     tag = "perfpilot",
     responses((status = 200, description = "The OpenAPI 3 document of this API", body = Object, content_type = "application/json"))
 )]
-pub(super) async fn openapi_json() -> Response {
-    static DOCUMENT: OnceLock<String> = OnceLock::new();
-    let body = DOCUMENT.get_or_init(|| {
-        ApiDoc::openapi().to_json().unwrap_or_else(|e| {
-            format!(r#"{{"error": "could not render the OpenAPI document: {e}"}}"#)
-        })
-    });
-    ([(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
+pub(super) async fn openapi_json(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.to_string(),
+    )
+        .into_response()
 }

@@ -584,3 +584,34 @@ fn optimize_deadline_covers_every_strategy_timeout() {
         Duration::from_secs(15)
     );
 }
+
+#[tokio::test]
+async fn openapi_names_this_agents_strategies_and_matches_what_is_accepted() {
+    let (app, _) = app(None);
+    let (_, doc) = send(
+        &app,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["OptimizeRequest"]["properties"]["strategy"]["enum"],
+        json!(["gate", null])
+    );
+    let worker: Vec<&str> = schemas["WorkerId"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(worker, ["string", "integer"]);
+    assert_eq!(
+        doc["paths"]["/performance-optimize"]["post"]["responses"]["429"]["description"]
+            .as_str()
+            .map(|d| d.contains("Retry-After")),
+        Some(true)
+    );
+    // The request body may be null, as the document says: it runs every strategy.
+    let (status, body) = send(&app, post("null")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Schema-driven fuzzing of the live agent's API with schemathesis (PyPI, in a venv under
+# target/): every operation of /openapi.json, all checks, expecting zero 5xx and zero schema
+# violations. GET /events (an endless stream) is left out.
+#
+# The manual-trigger rate limit is turned off for the run so that generated requests reach the
+# handler instead of stopping at 429 (the limit itself is tested in tests/hardening.rs).
+#
+# Bounded: API_FUZZ_MAX_EXAMPLES test cases per operation (default 50), 10 s per request,
+# `timeout 300` overall; loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/api-fuzz-venv
+if [ ! -x "$venv/bin/st" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==${SCHEMATHESIS_VERSION:-4.32.5}"
+fi
+"$venv/bin/st" --version
+
+cargo build --quiet --bin perfpilot
+out=$(mktemp -d)
+pid=
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$out"
+}
+trap cleanup EXIT
+
+PERFPILOT_API__RATE_LIMIT__PER_MINUTE=0 RUST_LOG=warn ./target/debug/perfpilot run \
+  --listen 127.0.0.1:0 --interval 200ms >"$out/stdout" 2>"$out/stderr" &
+pid=$!
+for _ in $(seq 1 100); do
+  grep -q '^listening on ' "$out/stdout" 2>/dev/null && break
+  sleep 0.1
+done
+base=$(sed -n 's/^listening on //p' "$out/stdout" | head -n 1)
+[ -n "$base" ] || { echo "agent did not start:" >&2; cat "$out/stderr" >&2; exit 1; }
+case "$base" in http://127.0.0.1:*) ;; *) echo "refusing a non-loopback address: $base" >&2; exit 1 ;; esac
+
+status=0
+timeout 300 "$venv/bin/st" run "$base/openapi.json" \
+  --url "$base" \
+  --checks all \
+  --exclude-path /events \
+  --max-examples "${API_FUZZ_MAX_EXAMPLES:-50}" \
+  --request-timeout 10 \
+  --generation-database none \
+  --no-color \
+  --report-dir "$out/report" || status=$?
+kill -0 "$pid" 2>/dev/null || { echo "the agent died during the run" >&2; status=1; }
+exit "$status"
