@@ -329,7 +329,9 @@ impl Engine {
                 Some(command) = commands.recv() => self.handle(command, &mut batches),
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick(&mut batches);
-                    next_tick = Instant::now() + self.settings.interval.current();
+                    // Fixed rate: the time a tick takes (and the timer's millisecond rounding)
+                    // does not push later ticks back; after a stall, one tick at once.
+                    next_tick = (next_tick + self.settings.interval.current()).max(Instant::now());
                 }
             }
         }

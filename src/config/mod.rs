@@ -634,6 +634,17 @@ mod tests {
         assert_eq!(config.history_size, 50);
         assert_eq!(config.strategy_timeout, Duration::from_secs(10));
         assert_eq!(config.post_action_delay, Duration::ZERO);
+        assert_eq!(config.backoff_after_failures, 3);
+        assert_eq!(config.max_backoff, Duration::from_secs(3600));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(
+            config.api.rate_limit,
+            RateLimitConfig {
+                per_minute: 10,
+                burst: 10
+            }
+        );
+        assert_eq!(config.api.request_timeout, Duration::from_secs(30));
         assert_eq!(config.worker_id, None);
         assert!(config.api.enabled);
         assert_eq!(config.api.listen, Config::DEFAULT_LISTEN.parse().unwrap());
@@ -758,6 +769,26 @@ mod tests {
         api.token = Some("s3cret".into());
         assert!(api.problems().is_empty());
         assert!(!format!("{api:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn rate_limit_backoff_and_timeouts_are_validated() {
+        let mut config = Config {
+            max_backoff: Duration::ZERO,
+            ..Config::default()
+        };
+        config.api.rate_limit.burst = 0;
+        config.api.request_timeout = Duration::ZERO;
+        let problems = config.validate().unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems[0].starts_with("max_backoff = 0s: must be positive"));
+        assert!(problems[1].starts_with("api.rate_limit.burst = 0: must be at least 1"));
+        assert!(problems[2].starts_with("api.request_timeout = 0s"));
+        // Turning each off makes its companion irrelevant.
+        config.backoff_after_failures = 0;
+        config.api.rate_limit.per_minute = 0;
+        config.api.request_timeout = Duration::from_secs(1);
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]
