@@ -19,27 +19,9 @@ fi
 "$venv/bin/st" --version
 
 cargo build --quiet --bin perfpilot
-out=$(mktemp -d)
-pid=
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$out"
-}
-trap cleanup EXIT
-
-PERFPILOT_API__RATE_LIMIT__PER_MINUTE=0 RUST_LOG=warn ./target/debug/perfpilot run \
-  --listen 127.0.0.1:0 --interval 200ms >"$out/stdout" 2>"$out/stderr" &
-pid=$!
-for _ in $(seq 1 100); do
-  grep -q '^listening on ' "$out/stdout" 2>/dev/null && break
-  sleep 0.1
-done
-base=$(sed -n 's/^listening on //p' "$out/stdout" | head -n 1)
-[ -n "$base" ] || { echo "agent did not start:" >&2; cat "$out/stderr" >&2; exit 1; }
-case "$base" in http://127.0.0.1:*) ;; *) echo "refusing a non-loopback address: $base" >&2; exit 1 ;; esac
+. scripts/agent-lib.sh
+start_announcing env PERFPILOT_API__RATE_LIMIT__PER_MINUTE=0 RUST_LOG=warn \
+  ./target/debug/perfpilot run --listen 127.0.0.1:0 --interval 200ms
 
 status=0
 timeout 300 "$venv/bin/st" run "$base/openapi.json" \

@@ -6,16 +6,8 @@ cd "$(dirname "$0")/.."
 
 command -v promtool >/dev/null || { echo "promtool not found (apt-get install prometheus)" >&2; exit 1; }
 cargo build --quiet --bin perfpilot
-out=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$out"' EXIT
-./target/debug/perfpilot run --listen 127.0.0.1:0 --interval 200ms >"$out/stdout" 2>"$out/stderr" &
-pid=$!
-for _ in $(seq 1 100); do
-  grep -q '^listening on ' "$out/stdout" 2>/dev/null && break
-  sleep 0.1
-done
-base=$(sed -n 's/^listening on //p' "$out/stdout" | head -n 1)
-[ -n "$base" ] || { echo "agent did not start:" >&2; cat "$out/stderr" >&2; exit 1; }
+. scripts/agent-lib.sh
+start_announcing ./target/debug/perfpilot run --listen 127.0.0.1:0 --interval 200ms
 curl -fsS --max-time 10 -XPOST "$base/performance-optimize" >/dev/null
 sleep 0.5
 curl -fsS --max-time 10 "$base/metrics" >"$out/metrics.txt"

@@ -24,29 +24,12 @@ fi
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 
 cargo build --release --quiet --bin perfpilot
-out=$(mktemp -d)
-pid=
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$out"
-}
-trap cleanup EXIT
+. scripts/agent-lib.sh
 
 env_args=()
 [ "${SOAK_KEEP_BACKOFF:-0}" = 1 ] || env_args+=(PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false)
-env "${env_args[@]}" RUST_LOG=warn ./target/release/perfpilot run --listen 127.0.0.1:0 \
-  --interval "${interval_ms}ms" >"$out/stdout" 2>"$out/stderr" &
-pid=$!
-for _ in $(seq 1 100); do
-  grep -q '^listening on ' "$out/stdout" 2>/dev/null && break
-  sleep 0.1
-done
-base=$(sed -n 's/^listening on //p' "$out/stdout" | head -n 1)
-[ -n "$base" ] || { echo "agent did not start:" >&2; cat "$out/stderr" >&2; exit 1; }
-case "$base" in http://127.0.0.1:*) ;; *) echo "refusing a non-loopback address: $base" >&2; exit 1 ;; esac
+start_announcing env "${env_args[@]}" RUST_LOG=warn ./target/release/perfpilot run \
+  --listen 127.0.0.1:0 --interval "${interval_ms}ms"
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }

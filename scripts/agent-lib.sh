@@ -1,0 +1,36 @@
+# Sourced by the scripts: start a command that announces `listening on http://ADDR` (the
+# agent, or the demo service) on a loopback port, and stop it when the script exits.
+#
+#   . scripts/agent-lib.sh
+#   start_announcing env RUST_LOG=warn ./target/debug/perfpilot run --listen 127.0.0.1:0
+#   curl "$base/health"
+#
+# Sets $pid (the process), $base (its http://127.0.0.1:PORT) and $out (a scratch directory
+# with its stdout and stderr, removed on exit).
+
+out=$(mktemp -d)
+pid=
+stop_started() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$out"
+}
+trap stop_started EXIT
+
+start_announcing() {
+  "$@" >"$out/stdout" 2>"$out/stderr" &
+  pid=$!
+  for _ in $(seq 1 200); do
+    grep -q '^listening on ' "$out/stdout" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  base=$(sed -n 's/^listening on //p' "$out/stdout" | head -n 1)
+  [ -n "$base" ] || { echo "$1 did not start:" >&2; cat "$out/stderr" >&2; exit 1; }
+  case "$base" in
+    http://127.0.0.1:*) ;;
+    *) echo "refusing a non-loopback address: $base" >&2; exit 1 ;;
+  esac
+}
