@@ -140,6 +140,23 @@ pub struct Context {
     pub targets: Vec<u32>,
 }
 
+impl Context {
+    /// A context outside any agent, for running a strategy by hand and for tests: an empty
+    /// snapshot taken now, WARNING, a manual run, nothing registered, a fixed 1 s interval,
+    /// no targets. Override fields with struct update syntax:
+    /// `Context { targets: vec![pid], ..Context::standalone() }`.
+    pub fn standalone() -> Self {
+        Context {
+            snapshot: Arc::new(Snapshot::empty(std::time::SystemTime::now())),
+            level: Level::Warning,
+            kind: RunKind::Manual,
+            registry: Arc::new(Registry::default()),
+            interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
+            targets: Vec::new(),
+        }
+    }
+}
+
 /// Caches and connection pools registered with the agent, by name.
 #[derive(Default, Clone)]
 pub struct Registry {

@@ -542,18 +542,9 @@ mod tests {
     #[cfg(not(feature = "sidecar"))]
     #[tokio::test]
     async fn without_the_sidecar_feature_it_cannot_act() {
-        use std::sync::Arc;
-
         let hook =
             WebhookConfig::new("http://h/", TriggerSpec::new(Signal::MemoryUsage, 0.8)).build("h");
-        let ctx = Context {
-            snapshot: Arc::new(crate::Snapshot::empty(std::time::SystemTime::now())),
-            level: crate::Level::Warning,
-            kind: crate::RunKind::Manual,
-            registry: Arc::default(),
-            interval: crate::IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
-            targets: Vec::new(),
-        };
+        let ctx = Context::standalone();
         assert!(matches!(
             hook.run(ctx).await,
             Err(StrategyError::Unavailable(m)) if m.contains("sidecar")

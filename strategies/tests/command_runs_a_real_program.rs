@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use perfpilot_strategies::{
-    CommandConfig, Context, IntervalControl, Level, Outcome, Registry, RunKind, Signal, Snapshot,
-    Strategy, StrategyError, TriggerSpec,
+    CommandConfig, Context, Level, Outcome, RunKind, Signal, Snapshot, Strategy, StrategyError,
+    TriggerSpec,
 };
 
 fn ctx(targets: Vec<u32>) -> Context {
@@ -15,9 +15,8 @@ fn ctx(targets: Vec<u32>) -> Context {
         snapshot: Arc::new(snapshot),
         level: Level::Critical,
         kind: RunKind::Automatic,
-        registry: Arc::new(Registry::default()),
-        interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
         targets,
+        ..Context::standalone()
     }
 }
 

@@ -1,13 +1,7 @@
 //! `memory-purge` against the real allocator: freed memory really goes back to the OS.
 #![cfg(feature = "jemalloc")]
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use perfpilot_strategies::{
-    jemalloc, proc_self, Context, IntervalControl, Level, MemoryPurge, Registry, RunKind, Snapshot,
-    Strategy,
-};
+use perfpilot_strategies::{jemalloc, proc_self, Context, MemoryPurge, Strategy};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -33,14 +27,7 @@ async fn purge_returns_freed_memory_to_the_os() {
         resident_before / MIB
     );
 
-    let ctx = Context {
-        snapshot: Arc::new(Snapshot::empty(SystemTime::now())),
-        level: Level::Warning,
-        kind: RunKind::Manual,
-        registry: Arc::new(Registry::default()),
-        interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
-        targets: Vec::new(),
-    };
+    let ctx = Context::standalone();
     let outcome = MemoryPurge::default().run(ctx).await.unwrap();
 
     let rss_after = proc_self::rss_bytes().unwrap();

@@ -3,13 +3,12 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use perfpilot_strategies::{
-    CacheTrim, Context, IntervalControl, Level, Registry, RunKind, Snapshot, Strategy, Trim,
-    WeighedInBytes,
+    CacheTrim, Context, Level, Registry, RunKind, Strategy, Trim, WeighedInBytes,
 };
 
 /// A cache of `n` entries `0..n`, settled so that moka's counters are exact.
@@ -38,12 +37,10 @@ fn frames(n: u64) -> Cache<u64, Vec<u8>> {
 
 fn context(level: Level, registry: Registry) -> Context {
     Context {
-        snapshot: Arc::new(Snapshot::empty(SystemTime::now())),
         level,
         kind: RunKind::Automatic,
         registry: Arc::new(registry),
-        interval: IntervalControl::new(Duration::from_secs(5), Duration::from_secs(60)),
-        targets: Vec::new(),
+        ..Context::standalone()
     }
 }
 

@@ -1,22 +1,16 @@
 //! `signal` against real child processes.
 
 use std::os::unix::process::ExitStatusExt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use perfpilot_strategies::{
-    Context, IntervalControl, Level, Outcome, Registry, RunKind, Signal, SignalConfig, Snapshot,
-    Strategy, StrategyError, TriggerSpec,
+    Context, Outcome, Signal, SignalConfig, Strategy, StrategyError, TriggerSpec,
 };
 
 fn ctx(targets: Vec<u32>) -> Context {
     Context {
-        snapshot: Arc::new(Snapshot::empty(SystemTime::now())),
-        level: Level::Warning,
-        kind: RunKind::Manual,
-        registry: Arc::new(Registry::default()),
-        interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
         targets,
+        ..Context::standalone()
     }
 }
 

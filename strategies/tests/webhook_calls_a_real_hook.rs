@@ -5,27 +5,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use perfpilot_strategies::{
-    Context, IntervalControl, Level, Outcome, Registry, RunKind, Signal, Snapshot, Strategy,
-    StrategyError, TriggerSpec, WebhookConfig,
+    Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec, WebhookConfig,
 };
 use serde_json::{json, Value};
 
 fn ctx() -> Context {
-    Context {
-        snapshot: Arc::new(Snapshot::empty(SystemTime::now())),
-        level: Level::Warning,
-        kind: RunKind::Manual,
-        registry: Arc::new(Registry::default()),
-        interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
-        targets: Vec::new(),
-    }
+    Context::standalone()
 }
 
 /// Serves `router` on 127.0.0.1 (a free port) until the test's runtime ends.
