@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# What the agent costs: the release agent idle on its defaults (5 s interval), at 1 s and at
+# 100 ms, IDLE_SECONDS each (first argument, else $IDLE_SECONDS, else 60), then
+# `GET /performance-metrics` under `wrk -t2 -c32 -d${LOAD_SECONDS:-20}s --latency` against an
+# agent sampling every 1 s. Prints markdown tables with the SPEC §8 budgets, "met"/"not met".
+#
+# Idle: RSS is VmRSS from /proc/<pid>/status at the end of the window; CPU is the
+# utime+stime delta from /proc/<pid>/stat over the window / CLK_TCK / seconds (ticks are
+# 1/CLK_TCK s, so at 60 s one tick is ~0.017 % of a core). Load: requests/s, p50/p99, non-2xx
+# and socket errors, and the sampling cadence (perfpilot_samples_total from /metrics before
+# and after, against elapsed / interval). interval-backoff is off for the load run so that the
+# interval stays 1 s (BENCH_KEEP_BACKOFF=1 keeps it on, as in the defaults).
+#
+# Loopback only, bounded: each agent is stopped after its window, wrk runs for -d under
+# `timeout`, and whatever is still running is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+idle=${1:-${IDLE_SECONDS:-60}}
+load=${LOAD_SECONDS:-20}
+[[ "$idle" =~ ^[0-9]+$ && "$idle" -ge 5 ]] || { echo "usage: $0 [IDLE_SECONDS >= 5]" >&2; exit 2; }
+[[ "$load" =~ ^[0-9]+$ && "$load" -ge 5 ]] || { echo "LOAD_SECONDS must be >= 5" >&2; exit 2; }
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+
+cargo build --release --quiet --bin perfpilot
+. scripts/agent-lib.sh
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 == "perfpilot_samples_total" {print $2}'; }
+now() { date +%s.%N; }
+stop_agent() {
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
+}
+hz=$(getconf CLK_TCK)
+
+# One idle window: $1 = label, $2 = CPU budget in % ("" for none), then extra agent args.
+idle_rows=()
+idle_run() {
+  local label=$1 cpu_budget=$2
+  shift 2
+  start_announcing env RUST_LOG=warn ./target/release/perfpilot run --listen 127.0.0.1:0 "$@"
+  sleep 1 # start-up allocations and the first sample
+  local t0 c0 t1 c1 rss
+  t0=$(now)
+  c0=$(cpu_ticks)
+  sleep "$idle"
+  kill -0 "$pid" 2>/dev/null || { echo "the agent died ($label)" >&2; exit 1; }
+  t1=$(now)
+  c1=$(cpu_ticks)
+  rss=$(rss_kib)
+  stop_agent
+  idle_rows+=("$(awk -v l="$label" -v r="$rss" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v t0="$t0" \
+      -v t1="$t1" -v cb="$cpu_budget" 'BEGIN {
+    cpu = (c1 - c0) / hz / (t1 - t0) * 100
+    rb = r <= 8 * 1024 ? "met" : "not met"
+    if (cb == "") cv = "no budget"; else cv = (cpu <= cb ? "met" : "not met") " (<= " cb " %)"
+    printf "| %s | %.1f MiB | %s | %d ticks in %.1f s = %.3f %% | %s |\n", l, r / 1024, rb, c1 - c0, t1 - t0, cpu, cv
+  }')")
+}
+
+echo "idle: 3 x ${idle} s" >&2
+idle_run "defaults (5 s interval)" ""
+idle_run "--interval 1s" 0.1 --interval 1s
+idle_run "--interval 100ms" 0.5 --interval 100ms
+
+echo "load: wrk -t2 -c32 -d${load}s on /performance-metrics" >&2
+env_args=()
+[ "${BENCH_KEEP_BACKOFF:-0}" = 1 ] || env_args+=(PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false)
+start_announcing env "${env_args[@]}" RUST_LOG=warn ./target/release/perfpilot run \
+  --listen 127.0.0.1:0 --interval 1s
+sleep 1
+samples_start=$(samples_total)
+t_start=$(now)
+timeout $((load + 30)) wrk -t2 -c32 -d"${load}s" --latency "$base/performance-metrics" >"$out/wrk.txt" 2>&1 ||
+  { echo "wrk failed:" >&2; cat "$out/wrk.txt" >&2; exit 1; }
+samples_end=$(samples_total)
+t_end=$(now)
+rss_load=$(rss_kib)
+stop_agent
+
+rps=$(awk '/^Requests\/sec:/ {print $2}' "$out/wrk.txt")
+non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$out/wrk.txt")
+socket_errors=$(sed -n 's/.*Socket errors: \(.*\)/\1/p' "$out/wrk.txt")
+p50=$(awk '$1 == "50%" {print $2}' "$out/wrk.txt")
+p99=$(awk '$1 == "99%" {print $2}' "$out/wrk.txt")
+
+echo
+echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r)"
+echo
+echo "| agent idle ${idle} s | RSS (VmRSS) | RSS budget 8 MiB | CPU (utime+stime) | CPU budget |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${idle_rows[@]}"
+echo
+awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v non2xx="${non2xx:-0}" -v sock="${socket_errors:-none}" \
+    -v s0="$samples_start" -v s1="$samples_end" -v t0="$t_start" -v t1="$t_end" -v load="$load" \
+    -v rss="$rss_load" -v cores="$(nproc)" '
+function ms(v) {  # wrk prints 812.00us, 1.23ms, 1.01s
+  if (v ~ /us$/) return v / 1000
+  if (v ~ /ms$/) return v + 0
+  if (v ~ /s$/) return v * 1000
+  return v + 0
+}
+BEGIN {
+  elapsed = t1 - t0
+  expected = elapsed / 1
+  got = s1 - s0
+  printf "| wrk -t2 -c32 -d%ds on GET /performance-metrics, agent at 1 s | measured | budget |\n", load
+  printf "|---|---|---|\n"
+  printf "| requests/s | %s | >= 100,000 on 2 cores: %s |\n", rps, (rps + 0 >= 100000 ? "met" : "not met")
+  printf "| latency p50 / p99 | %s / %s | p99 < 2 ms: %s |\n", p50, p99, (ms(p99) < 2 ? "met" : "not met")
+  printf "| non-2xx responses / socket errors | %d / %s | — |\n", non2xx, sock
+  held = got >= expected - 1.5
+  printf "| samples during the load / expected (elapsed / 1 s) | %d / %.1f over %.1f s | cadence held: %s |\n", got, expected, elapsed, (held ? "yes" : "no")
+  printf "| agent RSS after the load | %.1f MiB | — |\n", rss / 1024
+  printf "\n(%d cores here; wrk shares them with the agent.)\n", cores
+}'
