@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# What the agent saves: the demo streaming service (examples/streaming_service, release) under
+# a bounded range-request load, three times:
+#   (a) alone, --cache-mb 64: a cache far below the budget, the baseline p99;
+#   (b) alone, --cache-mb 2048: the growing cache takes RSS past the 256 MiB budget;
+#   (c) as (b), with perfpilot as a sidecar: examples/sidecar.toml (256 MiB budget, 1 s
+#       interval, trim webhooks at 80 % and 95 %) rewritten to the demo's port.
+# The load: `wrk -t2 -c16 -d${EFFECT_SECONDS:-30}s` (first argument wins) with a Lua script that
+# asks for `Range: bytes=0-2097151` of /stream/id-<random 0..5000>, so nearly every request
+# is a new 2 MiB chunk for the cache.
+#
+# Per run: peak and final RSS of the demo (VmRSS, polled every 0.5 s during the load), wrk
+# p50/p95/p99 and errors, and for (c) the optimization runs in the agent's
+# /performance-metrics. Then whether (c) kept RSS within the budget (peak after the first trim,
+# and final) and p99 within 1.2x of (a).
+#
+# Loopback only, bounded: wrk runs for -d under `timeout`, the poll loop for at most
+# 2 x (seconds + 40) rounds, and the demo and the agent are stopped after each run and on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-${EFFECT_SECONDS:-30}}
+budget_mib=256
+[[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 5 ]] || { echo "usage: $0 [SECONDS >= 5]" >&2; exit 2; }
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+
+cargo build --release --quiet --bin perfpilot --example streaming_service
+. scripts/agent-lib.sh
+
+# Two processes in run (c): the demo's pid is kept in $demo_pid while start_announcing's $pid
+# is the agent; stop both on exit (agent-lib.sh's trap stops $pid and removes $out).
+demo_pid=
+stop_all() {
+  if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
+    kill -TERM "$demo_pid" 2>/dev/null || true
+    wait "$demo_pid" 2>/dev/null || true
+  fi
+  stop_started
+}
+trap stop_all EXIT
+stop_one() { # $1 = a pid
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+cat >"$out/ranges.lua" <<'EOF'
+-- Random 2 MiB ranges over 5001 ids; done() prints the percentiles in microseconds.
+wrk.headers["Range"] = "bytes=0-2097151"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 100 + (tid or 0))
+end
+function request()
+  return wrk.format(nil, "/stream/id-" .. math.random(0, 5000))
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("LAT_US %d %d %d %d\n", latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), latency.max))
+  io.write(string.format("ERRORS connect=%d read=%d write=%d status=%d timeout=%d\n",
+    e.connect, e.read, e.write, e.status, e.timeout))
+  io.write(string.format("REQUESTS %d %.1f\n", summary.requests,
+    summary.requests / (summary.duration / 1e6)))
+end
+EOF
+
+rows=()
+verdict_lines=()
+# One run: $1 = label, $2 = --cache-mb, $3 = 1 to run the agent beside the demo.
+run() {
+  local label=$1 cache_mb=$2 with_agent=$3
+  start_announcing env RUST_LOG=warn ./target/release/examples/streaming_service \
+    --listen 127.0.0.1:0 --cache-mb "$cache_mb"
+  demo_pid=$pid
+  local demo_base=$base demo_port=${base##*:}
+  mv "$out/stdout" "$out/demo-stdout" # the demo keeps writing there; start_announcing reuses stdout
+  pid=
+  local agent_base=
+  if [ "$with_agent" = 1 ]; then
+    sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$demo_port/g" -e "s/^port = 8080$/port = $demo_port/" \
+      examples/sidecar.toml >"$out/sidecar.toml"
+    grep -q "port = $demo_port" "$out/sidecar.toml" || { echo "could not rewrite the sidecar config" >&2; exit 1; }
+    start_announcing env RUST_LOG=warn ./target/release/perfpilot run --config "$out/sidecar.toml" \
+      --listen 127.0.0.1:0
+    agent_base=$base
+    sleep 2 # the agent finds the target and takes its first samples
+  fi
+
+  timeout $((seconds + 30)) wrk -t2 -c16 -d"${seconds}s" --timeout 10s --latency \
+    -s "$out/ranges.lua" "$demo_base/" >"$out/wrk.txt" 2>&1 &
+  local wrk_pid=$! rss peak=0 final=0 peak_after_trim=0 trimmed=0 trim_at= t0 polls=0
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 $((2 * (seconds + 40)))); do
+    kill -0 "$demo_pid" 2>/dev/null || { echo "the demo died ($label)" >&2; exit 1; }
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$demo_pid/status")
+    polls=$((polls + 1))
+    [ "$rss" -gt "$peak" ] && peak=$rss
+    final=$rss
+    if [ -n "$agent_base" ]; then
+      if [ "$trimmed" = 0 ] && curl -fsS --max-time 2 "$agent_base/performance-metrics" 2>/dev/null |
+          grep -q '"strategy": *"trim-demo-cache'; then
+        trimmed=1
+        trim_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+      elif [ "$trimmed" = 1 ] && [ "$rss" -gt "$peak_after_trim" ]; then
+        peak_after_trim=$rss
+      fi
+    fi
+    kill -0 "$wrk_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  wait "$wrk_pid" || { echo "wrk failed ($label):" >&2; cat "$out/wrk.txt" >&2; exit 1; }
+
+  local runs="—" lat errors reqs
+  if [ -n "$agent_base" ]; then
+    local doc
+    doc=$(curl -fsS --max-time 5 "$agent_base/performance-metrics")
+    local total ok
+    total=$(grep -o '"strategy": *"[^"]*"' <<<"$doc" | grep -c 'trim-demo-cache' || true)
+    ok=$(grep -o '"strategy": *"trim-demo-cache[^"]*"[^}]*"success": *true' <<<"$doc" | wc -l || true)
+    runs="$total trims ($(grep -o '"strategy": *"[^"]*"' <<<"$doc" | sed 's/.*"\([^"]*\)"$/\1/' |
+      sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')); first ${trim_at:-never} s into the load"
+    [ "$ok" -gt 0 ] || [ "$total" = 0 ] || runs="$runs; none succeeded"
+    stop_one "$pid"
+    pid=
+  fi
+  stop_one "$demo_pid"
+  demo_pid=
+
+  lat=$(awk '$1 == "LAT_US" {print $2, $3, $4, $5}' "$out/wrk.txt")
+  errors=$(sed -n 's/^ERRORS //p' "$out/wrk.txt")
+  reqs=$(awk '$1 == "REQUESTS" {print $2, $3}' "$out/wrk.txt")
+  read -r p50 p95 p99 pmax <<<"$lat"
+  read -r nreq rps <<<"$reqs"
+  rows+=("$(awk -v l="$label" -v pk="$peak" -v fi="$final" -v pat="$peak_after_trim" -v tr="$trimmed" \
+      -v p50="$p50" -v p95="$p95" -v p99="$p99" -v pmax="$pmax" -v e="$errors" -v n="$nreq" \
+      -v rps="$rps" -v runs="$runs" -v polls="$polls" 'BEGIN {
+    after = tr ? sprintf(" (after the first trim: %.0f)", pat / 1024) : ""
+    printf "| %s | %.0f%s / %.0f MiB | %.1f / %.1f / %.1f ms (max %.0f) | %d, %s/s | %s | %s |\n",
+      l, pk / 1024, after, fi / 1024, p50 / 1000, p95 / 1000, p99 / 1000, pmax / 1000, n, rps, e, runs
+  }')")
+  eval "p99_$4=$p99 peak_$4=$peak final_$4=$final pat_$4=$peak_after_trim trimmed_$4=$trimmed"
+}
+
+echo "run (a): cache 64 MiB, alone, ${seconds} s" >&2
+run "(a) alone, --cache-mb 64" 64 0 a
+echo "run (b): cache 2048 MiB, alone, ${seconds} s" >&2
+run "(b) alone, --cache-mb 2048" 2048 0 b
+echo "run (c): cache 2048 MiB, perfpilot sidecar, ${seconds} s" >&2
+run "(c) --cache-mb 2048 + perfpilot sidecar (1 s)" 2048 1 c
+
+echo
+echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r)"
+echo "Load: wrk -t2 -c16 -d${seconds}s --timeout 10s, Range: bytes=0-2097151 on /stream/id-<0..5000>; budget ${budget_mib} MiB"
+echo
+echo "| run | demo RSS peak / final | p50 / p95 / p99 | requests, rate | errors | optimization runs |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
+echo
+awk -v b="$budget_mib" -v pa="$p99_a" -v pc="$p99_c" -v pkb="$peak_b" -v pkc="$peak_c" \
+    -v fc="$final_c" -v patc="$pat_c" -v trc="$trimmed_c" 'BEGIN {
+  lim = b * 1024
+  printf "- (b) without the agent: peak %.0f MiB, %s the %d MiB budget\n", pkb / 1024, (pkb > lim ? "exceeds" : "stays within"), b
+  if (!trc) {
+    printf "- (c) with the agent: no trim ran; peak %.0f MiB, final %.0f MiB: RSS within the budget: not met\n", pkc / 1024, fc / 1024
+  } else {
+    printf "- (c) with the agent: peak after the first trim %.0f MiB (%s), final %.0f MiB (%s): RSS within the budget: %s\n",
+      patc / 1024, (patc <= lim ? "within" : "over"), fc / 1024, (fc <= lim ? "within" : "over"),
+      (patc <= lim && fc <= lim ? "met" : "not met")
+  }
+  printf "- p99 (c) / p99 (a) = %.1f / %.1f ms = %.2fx: within 1.2x: %s\n", pc / 1000, pa / 1000, pc / pa, (pc <= 1.2 * pa ? "met" : "not met")
+}'
