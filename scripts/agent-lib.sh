@@ -34,3 +34,18 @@ start_announcing() {
     *) echo "refusing a non-loopback address: $base" >&2; exit 1 ;;
   esac
 }
+
+# Installs wrk (Debian package) when missing, and checks curl is there: the load scripts need both.
+need_load_tools() {
+  if ! command -v wrk >/dev/null; then
+    echo "installing wrk (Debian package)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  fi
+  command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+}
+
+# Readings of the started process ($pid) and its agent API ($base).
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 == "perfpilot_samples_total" {print $2}'; }
+now() { date +%s.%N; }

@@ -23,14 +23,11 @@ seconds=${1:-${EFFECT_SECONDS:-30}}
 budget_mib=256
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 5 ]] || { echo "usage: $0 [SECONDS >= 5]" >&2; exit 2; }
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+
+. scripts/agent-lib.sh
+need_load_tools
 
 cargo build --release --quiet --bin perfpilot --example streaming_service
-. scripts/agent-lib.sh
 
 # Two processes in run (c): the demo's pid is kept in $demo_pid while start_announcing's $pid
 # is the agent; stop both on exit (agent-lib.sh's trap stops $pid and removes $out).

@@ -21,19 +21,12 @@ load=${LOAD_SECONDS:-20}
 [[ "$idle" =~ ^[0-9]+$ && "$idle" -ge 5 ]] || { echo "usage: $0 [IDLE_SECONDS >= 5]" >&2; exit 2; }
 [[ "$load" =~ ^[0-9]+$ && "$load" -ge 5 ]] || { echo "LOAD_SECONDS must be >= 5" >&2; exit 2; }
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+
+. scripts/agent-lib.sh
+need_load_tools
 
 cargo build --release --quiet --bin perfpilot
-. scripts/agent-lib.sh
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 == "perfpilot_samples_total" {print $2}'; }
-now() { date +%s.%N; }
 stop_agent() {
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true

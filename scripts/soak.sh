@@ -17,24 +17,17 @@ interval_ms=50
 connections=${SOAK_CONNECTIONS:-8}
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 10 ]] || { echo "usage: $0 [SECONDS >= 10]" >&2; exit 2; }
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+
+. scripts/agent-lib.sh
+need_load_tools
 
 cargo build --release --quiet --bin perfpilot
-. scripts/agent-lib.sh
 
 env_args=()
 [ "${SOAK_KEEP_BACKOFF:-0}" = 1 ] || env_args+=(PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false)
 start_announcing env "${env_args[@]}" RUST_LOG=warn ./target/release/perfpilot run \
   --listen 127.0.0.1:0 --interval "${interval_ms}ms"
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 == "perfpilot_samples_total" {print $2}'; }
-now() { date +%s.%N; }
 
 sleep 1 # let the first samples and allocations settle
 samples_start=$(samples_total)
