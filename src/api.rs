@@ -113,12 +113,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         ));
     }
     let settings = Arc::new(settings);
-    let known: Vec<String> = engine
-        .view()
-        .strategies
-        .iter()
-        .flat_map(|s| std::iter::once(s.name.clone()).chain(s.aliases.iter().cloned()))
-        .collect();
+    let known = engine.view().known_names();
     let state = ApiState {
         openapi: openapi::document(&known),
         engine,

@@ -80,6 +80,16 @@ pub struct View {
     pub strategies: Vec<StrategyView>,
 }
 
+impl View {
+    /// Every name and alias a manual run accepts.
+    pub fn known_names(&self) -> Vec<String> {
+        self.strategies
+            .iter()
+            .flat_map(|s| std::iter::once(s.name.clone()).chain(s.aliases.iter().cloned()))
+            .collect()
+    }
+}
+
 /// One strategy as the API lists it.
 #[derive(Debug, Clone)]
 pub struct StrategyView {
@@ -427,7 +437,7 @@ impl Engine {
                 None => {
                     let _ = reply.send(Err(OptimizeError::UnknownStrategy {
                         given: name.clone(),
-                        known: self.known_names(),
+                        known: self.build_view().known_names(),
                     }));
                     return;
                 }
@@ -459,24 +469,9 @@ impl Engine {
     }
 
     fn find(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|slot| {
-            slot.strategy.name().eq_ignore_ascii_case(name)
-                || slot
-                    .strategy
-                    .aliases()
-                    .iter()
-                    .any(|alias| alias.eq_ignore_ascii_case(name))
-        })
-    }
-
-    fn known_names(&self) -> Vec<String> {
         self.slots
             .iter()
-            .flat_map(|slot| {
-                std::iter::once(slot.strategy.name().to_owned())
-                    .chain(slot.strategy.aliases().iter().map(|a| (*a).to_owned()))
-            })
-            .collect()
+            .position(|slot| slot.strategy.answers_to(name))
     }
 
     fn start_batch(

@@ -42,6 +42,17 @@ pub fn start_announcing(mut command: Command) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the process");
+    let line = first_stdout_line(&mut child);
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Running { child, base }
+}
+
+/// The first line `child` (spawned with stdout piped) prints, waiting at most 20 s.
+pub fn first_stdout_line(child: &mut Child) -> String {
     let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -49,15 +60,8 @@ pub fn start_announcing(mut command: Command) -> Running {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the process printed its address within 20 s");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    Running { child, base }
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the process printed its first line within 20 s")
 }
 
 /// Starts `perfpilot run --listen 127.0.0.1:0` plus `args` with `env`.

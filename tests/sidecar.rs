@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{get_json, start_agent};
@@ -30,17 +28,8 @@ impl Service {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 runs");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
         // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("http.server announced itself within 20 s");
+        let line = common::first_stdout_line(&mut child);
         let port = line
             .split_whitespace()
             .skip_while(|word| *word != "port")

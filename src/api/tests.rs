@@ -89,6 +89,10 @@ async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     (status, body)
 }
 
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
 fn post(body: impl Into<Body>) -> Request<Body> {
     Request::post("/performance-optimize")
         .header("content-type", "application/json")
@@ -99,13 +103,7 @@ fn post(body: impl Into<Body>) -> Request<Body> {
 #[tokio::test]
 async fn metrics_have_the_documented_shape() {
     let (app, _) = app(None);
-    let (status, body) = send(
-        &app,
-        Request::get("/performance-metrics")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = send(&app, get("/performance-metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["workerId"], 4242);
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
@@ -146,13 +144,7 @@ async fn optimize_runs_and_reports_results() {
     assert_eq!(result["result"]["report"]["things_done"], 1);
     assert_eq!(result["before"], 0.25);
 
-    let (_, metrics) = send(
-        &app,
-        Request::get("/performance-metrics")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (_, metrics) = send(&app, get("/performance-metrics")).await;
     assert_eq!(metrics["performance"]["optimizationCount"], 1);
     assert_eq!(metrics["performance"]["successRate"], 1.0);
     assert_eq!(metrics["recentOptimizations"][0]["strategy"], "gate");
@@ -199,7 +191,7 @@ async fn bad_requests_get_json_errors() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(body["error"].as_str().unwrap().contains("65536"));
 
-    let (status, _) = send(&app, Request::get("/nope").body(Body::empty()).unwrap()).await;
+    let (status, _) = send(&app, get("/nope")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = send(
         &app,
@@ -219,13 +211,7 @@ async fn a_second_optimize_while_one_runs_gets_409() {
     });
     // Wait until the first run holds single flight.
     loop {
-        let (_, m) = send(
-            &app,
-            Request::get("/performance-metrics")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (_, m) = send(&app, get("/performance-metrics")).await;
         if m["performance"]["isOptimizing"] == true {
             break;
         }
@@ -254,20 +240,14 @@ async fn token_guards_optimize_but_not_reads() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&app, right).await.0, StatusCode::OK);
-    let (status, body) = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    let (status, body) = send(&app, get("/health")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
     assert!(
         body.get("target").is_none(),
         "no target in self mode: {body}"
     );
-    let (_, metrics) = send(
-        &app,
-        Request::get("/performance-metrics")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (_, metrics) = send(&app, get("/performance-metrics")).await;
     assert!(metrics.get("target").is_none(), "{metrics}");
 }
 
@@ -314,11 +294,7 @@ async fn read_events(body: &mut Body, name: &str, count: usize) -> Vec<Value> {
 #[tokio::test]
 async fn events_stream_metrics_and_completed_optimizations() {
     let (app, _) = app(None);
-    let response = app
-        .clone()
-        .oneshot(Request::get("/events").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = app.clone().oneshot(get("/events")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
@@ -338,35 +314,23 @@ async fn event_clients_are_capped() {
     let (app, _) = app(None);
     let mut open = Vec::new();
     for _ in 0..2 {
-        let response = app
-            .clone()
-            .oneshot(Request::get("/events").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = app.clone().oneshot(get("/events")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         open.push(response);
     }
-    let (status, body) = send(&app, Request::get("/events").body(Body::empty()).unwrap()).await;
+    let (status, body) = send(&app, get("/events")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["error"].as_str().unwrap().contains("at most 2"));
     // A client that leaves frees its slot.
     open.pop();
-    let response = app
-        .clone()
-        .oneshot(Request::get("/events").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = app.clone().oneshot(get("/events")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn openapi_lists_every_route_with_its_schemas() {
     let (app, _) = app(None);
-    let (status, doc) = send(
-        &app,
-        Request::get("/openapi.json").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (status, doc) = send(&app, get("/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
@@ -406,11 +370,7 @@ async fn openapi_lists_every_route_with_its_schemas() {
 }
 
 async fn get_text(app: &Router, path: &str) -> (StatusCode, String, String) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = app.clone().oneshot(get(path)).await.unwrap();
     let status = response.status();
     let content_type = response
         .headers()
@@ -469,11 +429,7 @@ async fn dashboard_works_under_a_prefix() {
             }
         }
         // What the page's relative URLs resolve to from `/agent/` is served there.
-        let response = host
-            .clone()
-            .oneshot(Request::get("/agent/events").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = host.clone().oneshot(get("/agent/events")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let (status, _, body) = get_text(&host, "/agent/performance-metrics").await;
@@ -515,11 +471,7 @@ async fn manual_triggers_are_rate_limited_with_standard_headers_and_reads_are_no
     assert_eq!(body["retryAfter"], 10);
     // Reads stay open, without rate-limit headers.
     for _ in 0..20 {
-        let response = app
-            .clone()
-            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = app.clone().oneshot(get("/health")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get("ratelimit-limit").is_none());
     }
@@ -558,11 +510,7 @@ async fn an_optimization_outlasting_its_deadline_gets_503_and_is_still_recorded(
         "{body}"
     );
     gate.add_permits(1);
-    let metrics = || {
-        Request::get("/performance-metrics")
-            .body(Body::empty())
-            .unwrap()
-    };
+    let metrics = || get("/performance-metrics");
     for _ in 0..200 {
         let (_, m) = send(&app, metrics()).await;
         if m["performance"]["optimizationCount"] == 1 {
@@ -588,11 +536,7 @@ fn optimize_deadline_covers_every_strategy_timeout() {
 #[tokio::test]
 async fn openapi_names_this_agents_strategies_and_matches_what_is_accepted() {
     let (app, _) = app(None);
-    let (_, doc) = send(
-        &app,
-        Request::get("/openapi.json").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (_, doc) = send(&app, get("/openapi.json")).await;
     let schemas = &doc["components"]["schemas"];
     assert_eq!(
         schemas["OptimizeRequest"]["properties"]["strategy"]["enum"],

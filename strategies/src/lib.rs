@@ -272,7 +272,7 @@ impl StrategiesConfig {
         let mut taken: BTreeMap<String, String> = BTreeMap::new();
         for (_, builtin, _) in self.builtins() {
             let owner = format!("the built-in {}", builtin.name());
-            for name in std::iter::once(builtin.name()).chain(builtin.aliases().iter().copied()) {
+            for name in builtin.names() {
                 taken.insert(name.to_ascii_lowercase(), owner.clone());
             }
         }
@@ -337,13 +337,7 @@ pub(crate) fn truncate_utf8(bytes: &[u8], limit: usize) -> String {
 
 /// Finds a strategy by name or alias (case-insensitive).
 pub fn find<'a>(strategies: &'a [Registered], name: &str) -> Option<&'a Registered> {
-    strategies.iter().find(|r| {
-        r.strategy.name().eq_ignore_ascii_case(name)
-            || r.strategy
-                .aliases()
-                .iter()
-                .any(|alias| alias.eq_ignore_ascii_case(name))
-    })
+    strategies.iter().find(|r| r.strategy.answers_to(name))
 }
 
 fn default_true() -> bool {

@@ -50,6 +50,20 @@ pub trait Strategy: Send + Sync + fmt::Debug + 'static {
         &[]
     }
 
+    /// The name followed by the aliases.
+    fn names(&self) -> Vec<&str> {
+        std::iter::once(self.name())
+            .chain(self.aliases().iter().copied())
+            .collect()
+    }
+
+    /// Whether `name` is this strategy's name or one of its aliases (ignoring case).
+    fn answers_to(&self, name: &str) -> bool {
+        self.names()
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(name))
+    }
+
     /// One line saying what the strategy does.
     fn description(&self) -> &str {
         ""
