@@ -4,11 +4,13 @@
 pub mod agent;
 pub mod api;
 pub mod backoff;
+pub mod baseline;
 pub mod cli;
 pub mod engine;
 pub mod events;
 pub mod history;
 pub mod layer;
+pub mod trend;
 pub mod trigger;
 
 pub use agent::{Agent, AgentBuilder};

@@ -4,14 +4,40 @@
 //! Rules (SPEC §3):
 //! - the trigger *latches* once the signal has been above `above` for `for` consecutive
 //!   samples, and un-latches only when it falls below `clear_below` (hysteresis);
-//! - while latched it fires, at most once per `cooldown` (counted from the last automatic run);
+//! - while latched it fires, at most once per cooldown (counted from the last automatic run);
 //! - rising from WARNING to CRITICAL fires at once, cooldown or not, so the harder action is
 //!   not delayed;
-//! - an absent signal never fires and resets the `for` count.
+//! - an absent signal never fires, resets the `for` count and forgets the trend.
+//!
+//! Self-tuning on top (issue "Self-tuning"):
+//! - **adaptive cooldown**: the cooldown in force starts at the configured one; every run that
+//!   did not relieve the signal doubles it (up to a cap), a run that helped restores it, and
+//!   a manual run or a rise to CRITICAL resets it ([`TriggerState::note_effect`]);
+//! - **prediction**: a Theil–Sen fit over the last `predict.window` samples ([`crate::trend`])
+//!   says when the signal reaches `predict.at`; within `predict.horizon` the trigger fires
+//!   before the threshold is crossed ([`Evaluation::predictive`]). Every trigger keeps the
+//!   fit, so [`Evaluation::forecast`] is there for all of them; only those with `predict`
+//!   fire on it. After a run the fit starts afresh: the action broke the trend;
+//! - **baseline**: with `baseline`, the threshold is learned from calm samples
+//!   ([`crate::baseline`]) and `above` is its floor; `clear_below` keeps its ratio to it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use perfpilot_strategies::{Level, TriggerSpec};
+use perfpilot_strategies::{Level, PredictSpec, TriggerSpec};
+
+use crate::baseline::Baseline;
+use crate::trend::Window;
+
+/// When the signal is predicted to reach the value its trigger's prediction is about.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Forecast {
+    /// The value predicted to be reached (`predict.at`, else `critical`, else `above`).
+    pub at: f64,
+    /// Seconds from this sample until the fitted trend reaches `at` (0: there already).
+    pub seconds: f64,
+    /// The fitted trend, per second.
+    pub slope_per_second: f64,
+}
 
 /// What one evaluation decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,31 +48,72 @@ pub struct Evaluation {
     pub level: Level,
     /// Whether the strategy should run now.
     pub fire: bool,
+    /// The strategy fires because of the forecast, not a crossed threshold.
+    pub predictive: bool,
+    /// When the rising trend reaches its target, if it is rising towards it.
+    pub forecast: Option<Forecast>,
+    /// The threshold in force (`above`, or the learned one); `None` while a baseline warms up.
+    pub threshold: Option<f64>,
+    /// The signal needs watching closely: latched, in the hysteresis band just below the
+    /// threshold, or forecast to reach it within twice the horizon. Adaptive sampling speeds
+    /// up while any trigger says so.
+    pub attention: bool,
+}
+
+/// How the cooldown in force changed after a run's effect was judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CooldownChange {
+    /// Runs did not relieve the signal: the cooldown grew to this.
+    Lengthened(Duration),
+    /// A run helped (or a reset): the cooldown is back at its configured value.
+    Restored(Duration),
 }
 
 /// One strategy's trigger and what it remembers between samples.
 #[derive(Debug, Clone)]
 pub struct TriggerState {
     spec: TriggerSpec,
-    clear_below: f64,
+    clear_ratio: f64,
     consecutive_above: u32,
     latched: bool,
     level: Level,
     smoothed: Option<f64>,
     last_run: Option<Instant>,
+    cooldown: Duration,
+    unhelpful_runs: u32,
+    window: Window,
+    origin: Option<Instant>,
+    baseline: Option<Baseline>,
+    forecast: Option<Forecast>,
+    threshold: Option<f64>,
 }
 
 impl TriggerState {
     /// A trigger in its calm state.
     pub fn new(spec: TriggerSpec) -> Self {
+        let window = spec
+            .predict
+            .as_ref()
+            .map_or(PredictSpec::DEFAULT_WINDOW, |p| p.window);
         TriggerState {
-            clear_below: spec.effective_clear_below(),
-            spec,
+            clear_ratio: if spec.above > 0.0 {
+                spec.effective_clear_below() / spec.above
+            } else {
+                TriggerSpec::DEFAULT_CLEAR_RATIO
+            },
             consecutive_above: 0,
             latched: false,
             level: Level::Ok,
             smoothed: None,
             last_run: None,
+            cooldown: spec.cooldown,
+            unhelpful_runs: 0,
+            window: Window::new(window as usize),
+            origin: None,
+            baseline: spec.baseline.clone().map(Baseline::new),
+            forecast: None,
+            threshold: Some(spec.above).filter(|_| spec.baseline.is_none()),
+            spec,
         }
     }
 
@@ -60,14 +127,40 @@ impl TriggerState {
         self.level
     }
 
+    /// The cooldown in force: the configured one, lengthened while runs do not help.
+    pub fn cooldown(&self) -> Duration {
+        self.cooldown
+    }
+
+    /// Runs in a row that did not relieve the signal.
+    pub fn unhelpful_runs(&self) -> u32 {
+        self.unhelpful_runs
+    }
+
+    /// The forecast of the last evaluation.
+    pub fn forecast(&self) -> Option<Forecast> {
+        self.forecast
+    }
+
+    /// The threshold the next sample is compared with (`None` while a baseline warms up).
+    pub fn threshold(&self) -> Option<f64> {
+        self.threshold
+    }
+
     /// Feeds one sample of the watched signal at time `now`.
     pub fn evaluate(&mut self, raw: Option<f64>, now: Instant) -> Evaluation {
         let Some(raw) = raw.filter(|v| v.is_finite()) else {
             self.consecutive_above = 0;
+            self.window.clear();
+            self.forecast = None;
             return Evaluation {
                 value: None,
                 level: self.level,
                 fire: false,
+                predictive: false,
+                forecast: None,
+                threshold: self.threshold,
+                attention: self.latched,
             };
         };
         let value = match (self.spec.smoothing, self.smoothed) {
@@ -76,14 +169,23 @@ impl TriggerState {
         };
         self.smoothed = Some(value);
 
-        if value > self.spec.above {
+        // The threshold in force: learned from earlier calm samples, else `above`. While a
+        // baseline warms up, only `critical` fires.
+        let threshold = match &self.baseline {
+            Some(baseline) => baseline.threshold(self.spec.above),
+            None => Some(self.spec.above),
+        };
+        let above = threshold.or(self.spec.critical).unwrap_or(f64::INFINITY);
+        let clear_below = above * self.clear_ratio;
+
+        if value > above {
             self.consecutive_above = self.consecutive_above.saturating_add(1);
         } else {
             self.consecutive_above = 0;
         }
         if !self.latched && self.consecutive_above >= self.spec.for_samples {
             self.latched = true;
-        } else if self.latched && value < self.clear_below {
+        } else if self.latched && value < clear_below {
             self.latched = false;
         }
 
@@ -93,21 +195,108 @@ impl TriggerState {
             (true, Some(critical)) if value >= critical => Level::Critical,
             (true, _) => Level::Warning,
         };
+        if let Some(baseline) = self.baseline.as_mut().filter(|_| !self.latched) {
+            // Only calm samples are learned, so an incident is not learned as normal.
+            baseline.learn(value);
+            self.threshold = baseline.threshold(self.spec.above);
+        }
+        let escalated = self.level == Level::Critical && previous_level < Level::Critical;
+        if escalated {
+            // Harder pressure: whatever the past runs achieved, try at the normal cadence.
+            self.restore_cooldown();
+        }
+
+        let origin = *self.origin.get_or_insert(now);
+        let t = now.saturating_duration_since(origin).as_secs_f64();
+        self.window.push(t, value);
+        // With a learned threshold, the prediction is about the threshold in force.
+        let at = match &self.baseline {
+            Some(_) => self
+                .spec
+                .predict
+                .as_ref()
+                .and_then(|p| p.at)
+                .or(self.spec.critical)
+                .unwrap_or(above),
+            None => self.spec.predict_at(),
+        };
+        self.forecast = self
+            .window
+            .fit()
+            .filter(|_| at.is_finite())
+            .and_then(|fit| {
+                fit.seconds_to_reach(at, t).map(|seconds| Forecast {
+                    at,
+                    seconds,
+                    slope_per_second: fit.slope,
+                })
+            });
+        let horizon = self
+            .spec
+            .predict
+            .as_ref()
+            .map_or(PredictSpec::DEFAULT_HORIZON, |p| p.horizon)
+            .as_secs_f64();
+        let forecast_within = |limit: f64| self.forecast.is_some_and(|f| f.seconds <= limit);
+        let predicted = self.spec.predict.is_some() && forecast_within(horizon);
 
         let cooled_down = self
             .last_run
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.spec.cooldown);
-        let escalated = self.level == Level::Critical && previous_level < Level::Critical;
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.cooldown);
+        let by_threshold = self.latched && (cooled_down || escalated);
+        let predictive = !self.latched && predicted && cooled_down;
         Evaluation {
             value: Some(value),
             level: self.level,
-            fire: self.latched && (cooled_down || escalated),
+            fire: by_threshold || predictive,
+            predictive,
+            forecast: self.forecast,
+            threshold,
+            attention: self.latched || value >= clear_below || forecast_within(2.0 * horizon),
         }
     }
 
-    /// Notes that the strategy ran automatically at `now`; the cooldown counts from here.
+    /// Notes that the strategy ran automatically at `now`; the cooldown counts from here, and
+    /// the trend is fitted afresh from the next sample (the run broke it).
     pub fn mark_run(&mut self, now: Instant) {
         self.last_run = Some(now);
+        self.window.clear();
+        self.forecast = None;
+    }
+
+    /// A manual run: the operator's judgement replaces the learned cooldown, and the trend
+    /// starts afresh.
+    pub fn note_manual_run(&mut self) -> Option<CooldownChange> {
+        self.window.clear();
+        self.forecast = None;
+        self.restore_cooldown()
+    }
+
+    /// Judges a finished run: `Some(true)` it relieved the signal, `Some(false)` it did not,
+    /// `None` unknown (the signal was not read). Unhelpful runs double the cooldown from the
+    /// configured one (at least 1 s) up to `max`; a helpful one restores it.
+    pub fn note_effect(&mut self, helped: Option<bool>, max: Duration) -> Option<CooldownChange> {
+        match helped? {
+            true => self.restore_cooldown(),
+            false => {
+                self.unhelpful_runs = self.unhelpful_runs.saturating_add(1);
+                let base = self.spec.cooldown.max(Duration::from_secs(1));
+                let doublings = self.unhelpful_runs.min(31);
+                let lengthened = base
+                    .saturating_mul(1 << doublings)
+                    .min(max.max(self.spec.cooldown));
+                let changed = lengthened != self.cooldown;
+                self.cooldown = lengthened;
+                changed.then_some(CooldownChange::Lengthened(lengthened))
+            }
+        }
+    }
+
+    fn restore_cooldown(&mut self) -> Option<CooldownChange> {
+        let changed = self.cooldown != self.spec.cooldown;
+        self.unhelpful_runs = 0;
+        self.cooldown = self.spec.cooldown;
+        changed.then_some(CooldownChange::Restored(self.cooldown))
     }
 }
 
@@ -115,7 +304,7 @@ impl TriggerState {
 mod tests {
     use std::time::Duration;
 
-    use perfpilot_strategies::Signal;
+    use perfpilot_strategies::{PredictSpec, Signal};
 
     use super::*;
 
@@ -251,6 +440,153 @@ mod tests {
         let mut state = TriggerState::new(spec);
         let fired = fires(&mut state, &mut clock, &[0.5, 0.5, 1.0, 0.5]);
         assert_eq!(fired, [false; 4]);
+    }
+
+    #[test]
+    fn a_steady_climb_fires_predictively_before_the_threshold() {
+        let mut clock = Clock(Instant::now());
+        // Memory rises 0.01 per second from 0.5; the trigger is at 0.9 and predicts 0.95.
+        let spec = spec(0.9).predict(PredictSpec {
+            horizon: Duration::from_secs(30),
+            at: Some(0.95),
+            window: 5,
+        });
+        let mut state = TriggerState::new(spec);
+        let mut fired_at = None;
+        for i in 0..60 {
+            let value = 0.5 + 0.01 * f64::from(i);
+            let now = clock.advance(Duration::from_secs(1));
+            let eval = state.evaluate(Some(value), now);
+            if eval.fire {
+                fired_at = Some((value, eval));
+                break;
+            }
+        }
+        let (value, eval) = fired_at.expect("never fired");
+        assert!(eval.predictive, "{eval:?}");
+        assert_eq!(eval.level, Level::Ok, "below the threshold");
+        let forecast = eval.forecast.unwrap();
+        assert!((forecast.slope_per_second - 0.01).abs() < 1e-9);
+        assert!(
+            forecast.seconds <= 30.0 && forecast.seconds > 29.9,
+            "{forecast:?}"
+        );
+        assert!(
+            (value - 0.65).abs() < 1e-9,
+            "fired at {value}: 0.95 is 30 s away"
+        );
+        assert!(eval.attention);
+    }
+
+    #[test]
+    fn a_flat_or_noisy_signal_never_fires_predictively() {
+        let mut clock = Clock(Instant::now());
+        let spec = spec(0.9).predict(PredictSpec::new(Duration::from_secs(30)));
+        let mut state = TriggerState::new(spec);
+        for i in 0..200 {
+            let value = if i % 7 == 0 {
+                0.85
+            } else {
+                0.6 + 0.02 * f64::from(i % 3)
+            };
+            let now = clock.advance(Duration::from_secs(1));
+            let eval = state.evaluate(Some(value), now);
+            assert!(!eval.fire, "fired at sample {i}: {eval:?}");
+        }
+    }
+
+    #[test]
+    fn unhelpful_runs_double_the_cooldown_and_help_or_critical_restores_it() {
+        let base = Duration::from_secs(10);
+        let cap = Duration::from_secs(300);
+        let mut state = TriggerState::new(spec(0.8).critical(0.9).cooldown(base));
+        let lengthened: Vec<u64> = (0..6)
+            .map(|_| {
+                state.note_effect(Some(false), cap);
+                state.cooldown().as_secs()
+            })
+            .collect();
+        assert_eq!(lengthened, [20, 40, 80, 160, 300, 300]);
+        assert_eq!(state.note_effect(None, cap), None, "unknown: no change");
+        assert_eq!(
+            state.note_effect(Some(true), cap),
+            Some(CooldownChange::Restored(base))
+        );
+        assert_eq!(state.unhelpful_runs(), 0);
+
+        state.note_effect(Some(false), cap);
+        let mut clock = Clock(Instant::now());
+        let now = clock.advance(Duration::from_secs(1));
+        assert_eq!(state.evaluate(Some(0.85), now).level, Level::Warning);
+        assert_eq!(state.cooldown(), 2 * base);
+        let now = clock.advance(Duration::from_secs(1));
+        assert_eq!(state.evaluate(Some(0.95), now).level, Level::Critical);
+        assert_eq!(
+            state.cooldown(),
+            base,
+            "a rise to CRITICAL resets the back-off"
+        );
+
+        state.note_effect(Some(false), cap);
+        assert_eq!(
+            state.note_manual_run(),
+            Some(CooldownChange::Restored(base))
+        );
+    }
+
+    #[test]
+    fn the_lengthened_cooldown_spaces_automatic_runs() {
+        let mut clock = Clock(Instant::now());
+        let mut state = TriggerState::new(spec(0.8).cooldown(Duration::from_secs(5)));
+        let mut fired = Vec::new();
+        for second in 0..60 {
+            let now = clock.advance(Duration::from_secs(1));
+            if state.evaluate(Some(0.9), now).fire {
+                state.mark_run(now);
+                state.note_effect(Some(false), Duration::from_secs(3600));
+                fired.push(second);
+            }
+        }
+        // Each run doubles the cooldown (10, 20, 40 s): runs at 0, 10, 30 (and 70, past the
+        // end), where a fixed 5 s cooldown would have run 12 times.
+        assert_eq!(fired, [0, 10, 30]);
+    }
+
+    #[test]
+    fn a_baseline_learns_the_threshold_and_fires_on_a_spike() {
+        let mut clock = Clock(Instant::now());
+        let spec = TriggerSpec::new(Signal::LatencyP99Ms, 20.0)
+            .cooldown(Duration::from_secs(30))
+            .baseline(perfpilot_strategies::BaselineSpec {
+                k: 3.0,
+                alpha: 0.1,
+                warmup: 20,
+            });
+        let mut state = TriggerState::new(spec);
+        for i in 0..100 {
+            let p99 = if i % 2 == 0 { 90.0 } else { 110.0 };
+            let now = clock.advance(Duration::from_secs(1));
+            let eval = state.evaluate(Some(p99), now);
+            assert!(
+                !eval.fire,
+                "a p99 of 90–110 ms is this service's normal: {eval:?}"
+            );
+            if i < 19 {
+                assert_eq!(eval.threshold, None, "warming up");
+            }
+        }
+        let threshold = state.threshold().unwrap();
+        assert!(
+            (threshold - 130.0).abs() < 5.0,
+            "mean 100 + 3 × 10: {threshold}"
+        );
+        let now = clock.advance(Duration::from_secs(1));
+        let eval = state.evaluate(Some(400.0), now);
+        assert!(eval.fire && !eval.predictive, "{eval:?}");
+        // The spike is not learned: the threshold stays put while latched.
+        let now = clock.advance(Duration::from_secs(1));
+        state.evaluate(Some(400.0), now);
+        assert_eq!(state.threshold(), Some(threshold));
     }
 
     mod properties {

@@ -82,7 +82,7 @@ pub use snapshot::{
     AllocatorStats, LatencyStats, MemoryLimitSource, RuntimeStats, Signal, Snapshot,
 };
 pub use strategy::{Context, IntervalControl, Outcome, Registry, RunKind, Strategy, StrategyError};
-pub use trigger::{Level, TriggerSpec};
+pub use trigger::{BaselineSpec, Level, PredictSpec, TriggerSpec};
 pub use webhook::{Webhook, WebhookConfig};
 
 /// A strategy ready to register: the strategy and the trigger that runs it by itself.

@@ -45,6 +45,18 @@ impl fmt::Display for Level {
 /// clear_below = 0.72   # re-arms below this (default 0.9 × above)
 /// for = 2              # consecutive samples above before it fires
 /// cooldown = "30s"     # minimum time between two automatic runs
+///
+/// # optional: fire early when the trend says the signal will get there soon
+/// [strategies.memory_purge.trigger.predict]
+/// horizon = "30s"      # fire when the fitted trend reaches `at` within this long
+/// at = 0.95            # default: `critical` if set, else `above`
+/// window = 10          # samples in the robust (Theil–Sen) fit
+///
+/// # optional: learn the threshold instead of guessing it; `above` becomes its floor
+/// [strategies.my_latency.trigger.baseline]
+/// k = 3.0              # threshold = EWMA + k × EW deviation
+/// alpha = 0.05         # EWMA weight of each sample
+/// warmup = 30          # samples learned before the learned threshold is used
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +84,102 @@ pub struct TriggerSpec {
     /// (0 < alpha ≤ 1; Envoy uses 0.05 for CPU). `None`: use raw samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoothing: Option<f64>,
+    /// Fire before the threshold is crossed when the signal's trend will cross it soon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predict: Option<PredictSpec>,
+    /// Learn the threshold from the signal's own history; `above` is then its floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSpec>,
+}
+
+/// Predictive firing: a robust linear fit (Theil–Sen) over the last `window` samples says
+/// when the signal will reach `at`; within `horizon`, the strategy fires before the signal
+/// gets there. Cooldowns and back-off apply as to any automatic run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PredictSpec {
+    /// Fire when the signal is predicted to reach `at` within this long.
+    #[serde(default = "PredictSpec::default_horizon", with = "duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
+    pub horizon: Duration,
+    /// The value the prediction is about; by default `critical` if set, else `above`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<f64>,
+    /// Samples in the fit (at least [`PredictSpec::MIN_WINDOW`]); a prediction needs a full
+    /// window.
+    #[serde(default = "PredictSpec::default_window")]
+    pub window: u32,
+}
+
+impl PredictSpec {
+    /// Default `horizon`: 30 s.
+    pub const DEFAULT_HORIZON: Duration = Duration::from_secs(30);
+    /// Default `window`: 10 samples.
+    pub const DEFAULT_WINDOW: u32 = 10;
+    /// Smallest `window`: 3 samples.
+    pub const MIN_WINDOW: u32 = 3;
+    /// Largest `window`: 1000 samples (the fit is quadratic in the window).
+    pub const MAX_WINDOW: u32 = 1000;
+
+    /// Predict reaching `at` within `horizon`, over the default window.
+    pub fn new(horizon: Duration) -> Self {
+        PredictSpec {
+            horizon,
+            at: None,
+            window: Self::DEFAULT_WINDOW,
+        }
+    }
+
+    fn default_horizon() -> Duration {
+        Self::DEFAULT_HORIZON
+    }
+
+    fn default_window() -> u32 {
+        Self::DEFAULT_WINDOW
+    }
+}
+
+/// A learned threshold: an exponentially weighted mean and deviation of the signal, learned
+/// while the trigger is calm; the threshold is `mean + k × deviation`, never below `above`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BaselineSpec {
+    /// Deviations above the mean; by default 3.
+    #[serde(default = "BaselineSpec::default_k")]
+    pub k: f64,
+    /// Weight of each new sample in the mean and deviation (0 < alpha ≤ 1); by default 0.05.
+    #[serde(default = "BaselineSpec::default_alpha")]
+    pub alpha: f64,
+    /// Samples learned before the learned threshold is used; until then only `critical`
+    /// (if set) fires. By default 30.
+    #[serde(default = "BaselineSpec::default_warmup")]
+    pub warmup: u32,
+}
+
+impl Default for BaselineSpec {
+    fn default() -> Self {
+        BaselineSpec {
+            k: Self::default_k(),
+            alpha: Self::default_alpha(),
+            warmup: Self::default_warmup(),
+        }
+    }
+}
+
+impl BaselineSpec {
+    fn default_k() -> f64 {
+        3.0
+    }
+
+    fn default_alpha() -> f64 {
+        0.05
+    }
+
+    fn default_warmup() -> u32 {
+        30
+    }
 }
 
 impl TriggerSpec {
@@ -92,7 +200,30 @@ impl TriggerSpec {
             for_samples: Self::DEFAULT_FOR,
             cooldown: Self::DEFAULT_COOLDOWN,
             smoothing: None,
+            predict: None,
+            baseline: None,
         }
+    }
+
+    /// Fires early when the signal is predicted to cross (see [`PredictSpec`]).
+    pub fn predict(mut self, predict: PredictSpec) -> Self {
+        self.predict = Some(predict);
+        self
+    }
+
+    /// Learns the threshold, with `above` as its floor (see [`BaselineSpec`]).
+    pub fn baseline(mut self, baseline: BaselineSpec) -> Self {
+        self.baseline = Some(baseline);
+        self
+    }
+
+    /// The value a prediction is about: `predict.at`, else `critical`, else `above`.
+    pub fn predict_at(&self) -> f64 {
+        self.predict
+            .as_ref()
+            .and_then(|p| p.at)
+            .or(self.critical)
+            .unwrap_or(self.above)
     }
 
     /// Sets the CRITICAL threshold.
@@ -164,6 +295,47 @@ impl TriggerSpec {
                 problems.push(format!("{prefix}.smoothing = {alpha}: must be in (0, 1]"));
             }
         }
+        if let Some(predict) = &self.predict {
+            if predict.horizon.is_zero() {
+                problems.push(format!(
+                    "{prefix}.predict.horizon = 0s: must be longer than zero"
+                ));
+            }
+            if let Some(at) = predict.at {
+                if !in_range(at) {
+                    problems.push(format!(
+                        "{prefix}.predict.at = {at}: {allowed} for signal {signal}"
+                    ));
+                }
+            }
+            if !(PredictSpec::MIN_WINDOW..=PredictSpec::MAX_WINDOW).contains(&predict.window) {
+                problems.push(format!(
+                    "{prefix}.predict.window = {}: must be in {}..={} samples",
+                    predict.window,
+                    PredictSpec::MIN_WINDOW,
+                    PredictSpec::MAX_WINDOW
+                ));
+            }
+        }
+        if let Some(baseline) = &self.baseline {
+            if !(baseline.k.is_finite() && baseline.k > 0.0) {
+                problems.push(format!(
+                    "{prefix}.baseline.k = {}: must be a positive number",
+                    baseline.k
+                ));
+            }
+            if !(baseline.alpha > 0.0 && baseline.alpha <= 1.0) {
+                problems.push(format!(
+                    "{prefix}.baseline.alpha = {}: must be in (0, 1]",
+                    baseline.alpha
+                ));
+            }
+            if baseline.warmup == 0 {
+                problems.push(format!(
+                    "{prefix}.baseline.warmup = 0: must be at least 1 sample"
+                ));
+            }
+        }
         problems
     }
 }
@@ -205,6 +377,42 @@ mod tests {
         );
         assert!(problems[1].contains(".critical = 0.5: must be at least above"));
         assert!(problems[2].contains(".for = 0"));
+    }
+
+    #[test]
+    fn predict_and_baseline_fill_in_and_are_checked() {
+        let spec: TriggerSpec = serde_json::from_str(
+            r#"{"signal": "memory_usage", "above": 0.8, "critical": 0.9,
+                "predict": {"horizon": "20s"}, "baseline": {}}"#,
+        )
+        .unwrap();
+        let predict = spec.predict.as_ref().unwrap();
+        assert_eq!(predict.horizon, Duration::from_secs(20));
+        assert_eq!(predict.window, PredictSpec::DEFAULT_WINDOW);
+        assert_eq!(spec.predict_at(), 0.9, "critical when `at` is not set");
+        assert_eq!(spec.baseline, Some(BaselineSpec::default()));
+        assert!(spec.problems("t").is_empty());
+
+        let bad: TriggerSpec = serde_json::from_str(
+            r#"{"signal": "memory_usage", "above": 0.8,
+                "predict": {"horizon": 0, "at": 2, "window": 2},
+                "baseline": {"k": -1, "alpha": 0, "warmup": 0}}"#,
+        )
+        .unwrap();
+        let problems = bad.problems("t");
+        for expected in [
+            "t.predict.horizon = 0s",
+            "t.predict.at = 2: must be in (0, 1]",
+            "t.predict.window = 2: must be in 3..=1000",
+            "t.baseline.k = -1",
+            "t.baseline.alpha = 0",
+            "t.baseline.warmup = 0",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected} missing from {problems:?}"
+            );
+        }
     }
 
     #[test]
