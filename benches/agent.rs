@@ -81,6 +81,8 @@ fn render_metrics(c: &mut Criterion) {
                     .with("purge_ms", 1.2),
             ),
             dry_run: false,
+            prediction: None,
+            helped: Some(true),
         });
     }
     let view = View {
@@ -103,11 +105,15 @@ fn render_metrics(c: &mut Criterion) {
                     .map(|a| (*a).to_owned())
                     .collect(),
                 description: r.strategy.description().to_owned(),
-                trigger: r.trigger,
                 level: Level::Ok,
                 value: Some(0.1),
                 consecutive_failures: 0,
                 backoff_until: None,
+                cooldown: r.trigger.cooldown,
+                unhelpful_runs: 0,
+                forecast: None,
+                threshold: Some(r.trigger.above),
+                trigger: r.trigger,
             })
             .collect(),
     };

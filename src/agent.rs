@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::adaptive_sampling::AdaptiveSampling;
 use crate::api::{self, ApiSettings};
 use crate::config::Config;
 use crate::connections::ConnectionTracker;
@@ -390,11 +391,17 @@ impl AgentBuilder {
                 window: probe.window(),
             });
         }
+        let (min_interval, calm_interval) = config.tuning.adaptive_intervals(config.interval);
+        let mut interval = IntervalControl::new(config.interval, config.max_interval);
+        let adaptive_sampling = config.tuning.adaptive_sampling.then(|| {
+            interval = interval.clone().with_min(min_interval);
+            AdaptiveSampling::new(min_interval, calm_interval)
+        });
         let shutdown = CancellationToken::new();
         let (engine, task) = engine::spawn(
             EngineSettings {
                 enabled: config.enabled,
-                interval: IntervalControl::new(config.interval, config.max_interval),
+                interval,
                 dry_run: config.dry_run,
                 history_size: config.history_size,
                 strategy_timeout: config.strategy_timeout,
@@ -402,6 +409,10 @@ impl AgentBuilder {
                 target: target.clone(),
                 backoff_after_failures: config.backoff_after_failures,
                 max_backoff: config.max_backoff,
+                settle: config.tuning.settle,
+                adaptive_cooldown: config.tuning.adaptive_cooldown,
+                max_cooldown: config.tuning.max_cooldown,
+                adaptive_sampling,
             },
             strategies,
             Arc::new(self.registry),

@@ -19,14 +19,15 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::adaptive_sampling::AdaptiveSampling;
 use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
 use crate::events::Event;
-use crate::history::{History, OptimizationRecord, Stats};
+use crate::history::{judge, History, OptimizationRecord, Prediction, Stats};
 use crate::prometheus::Telemetry;
 use crate::sample::TargetHandle;
-use crate::trigger::TriggerState;
+use crate::trigger::{CooldownChange, Forecast, TriggerState};
 
 /// Where snapshots come from: the real sampler, or a scripted source in tests.
 pub trait SignalSource: Send + 'static {
@@ -57,6 +58,16 @@ pub struct EngineSettings {
     pub backoff_after_failures: u32,
     /// The longest such pause.
     pub max_backoff: Duration,
+    /// How long after a run the trigger signal is read again for its `after` value (and the
+    /// judgement whether the run helped); zero: at once.
+    pub settle: Duration,
+    /// Lengthen the cooldown of a strategy while its runs do not relieve its signal (doubling
+    /// per unhelpful run, up to `max_cooldown`); see [`TriggerState::note_effect`].
+    pub adaptive_cooldown: bool,
+    /// The longest cooldown adaptive cooldown may reach (never below the configured one).
+    pub max_cooldown: Duration,
+    /// Sample faster near thresholds and slower when calm; `None`: a fixed interval.
+    pub adaptive_sampling: Option<AdaptiveSampling>,
 }
 
 /// What the engine publishes after every sample and run: everything the API shows.
@@ -109,6 +120,14 @@ pub struct StrategyView {
     pub consecutive_failures: u32,
     /// While its automatic runs are paused after failures: until when.
     pub backoff_until: Option<SystemTime>,
+    /// The cooldown in force (lengthened while runs do not help).
+    pub cooldown: Duration,
+    /// Runs in a row that did not relieve the signal.
+    pub unhelpful_runs: u32,
+    /// When the signal's trend reaches its target, if it is rising towards it.
+    pub forecast: Option<Forecast>,
+    /// The threshold in force (`above`, or the learned one; `None` while it warms up).
+    pub threshold: Option<f64>,
 }
 
 /// Why a manual optimization was refused.
@@ -232,6 +251,7 @@ pub fn spawn(
         .collect();
     let mut engine = Engine {
         history: History::new(settings.history_size),
+        sampling: settings.adaptive_sampling.clone(),
         settings,
         slots,
         registry,
@@ -287,6 +307,25 @@ impl Slot {
             None => {}
         }
     }
+
+    /// Logs a change of the cooldown in force, once per change.
+    fn log_cooldown(&self, change: Option<CooldownChange>) {
+        let strategy = self.strategy.name();
+        match change {
+            Some(CooldownChange::Lengthened(cooldown)) => info!(
+                strategy,
+                unhelpful_runs = self.trigger.unhelpful_runs(),
+                cooldown_ms = cooldown.as_millis() as u64,
+                "runs are not relieving the signal: cooldown lengthened"
+            ),
+            Some(CooldownChange::Restored(cooldown)) => info!(
+                strategy,
+                cooldown_ms = cooldown.as_millis() as u64,
+                "cooldown restored"
+            ),
+            None => {}
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>>;
@@ -294,6 +333,7 @@ type SharedSource = Arc<Mutex<Box<dyn SignalSource>>>;
 
 struct Engine {
     settings: EngineSettings,
+    sampling: Option<AdaptiveSampling>,
     slots: Vec<Slot>,
     registry: Arc<Registry>,
     source: SharedSource,
@@ -315,6 +355,7 @@ struct PlannedRun {
     before: Option<f64>,
     kind: RunKind,
     reason: String,
+    prediction: Option<Prediction>,
 }
 
 /// A finished run, before it gets its record id.
@@ -359,6 +400,7 @@ impl Engine {
         self.telemetry.observe_snapshot(&snapshot);
         let now = Instant::now();
         let mut fired = Vec::new();
+        let mut attention = false;
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let signal = slot.trigger.spec().signal;
             let evaluation = slot
@@ -367,38 +409,55 @@ impl Engine {
             slot.value = evaluation.value;
             self.telemetry.observe_trigger(
                 slot.strategy.name(),
-                evaluation.level,
-                evaluation.value,
+                &evaluation,
+                slot.trigger.cooldown(),
             );
+            // The agent's own CPU is interval-backoff's business: sampling faster because CPU
+            // is high would make it worse.
+            if slot.strategy.name() != IntervalBackoff::NAME {
+                attention |= evaluation.attention;
+            }
             if evaluation.fire && !slot.backoff.is_paused(now.into_std()) {
-                fired.push(index);
+                let forecast = evaluation.forecast.filter(|_| evaluation.predictive);
+                fired.push((index, forecast));
             }
         }
-        self.relax_interval();
+        self.adapt_interval(attention);
         let _ = self.events.send(Event::MetricsUpdated(snapshot));
 
         let quiet = self.quiet_until.is_some_and(|until| now < until);
         if self.settings.enabled && self.running.is_none() && !quiet && !fired.is_empty() {
             let runs = fired
                 .into_iter()
-                .map(|index| {
+                .map(|(index, forecast)| {
                     let slot = &mut self.slots[index];
+                    let threshold = slot.trigger.threshold();
                     slot.trigger.mark_run(now.into_std());
                     let spec = slot.trigger.spec();
-                    let value = slot.value.unwrap_or(f64::NAN);
+                    let value = round(slot.value.unwrap_or(f64::NAN));
+                    let reason = match forecast {
+                        Some(f) => format!(
+                            "{} = {value} predicted to reach {} in {:.1} s ({:+}/s)",
+                            spec.signal,
+                            round(f.at),
+                            f.seconds,
+                            round(f.slope_per_second)
+                        ),
+                        None => format!(
+                            "{} = {value} above {} ({})",
+                            spec.signal,
+                            round(threshold.or(spec.critical).unwrap_or(spec.above)),
+                            slot.trigger.level()
+                        ),
+                    };
                     PlannedRun {
                         strategy: Arc::clone(&slot.strategy),
                         signal: spec.signal,
                         level: slot.trigger.level(),
                         before: slot.value,
                         kind: RunKind::Automatic,
-                        reason: format!(
-                            "{} = {} above {} ({})",
-                            spec.signal,
-                            round(value),
-                            spec.above,
-                            slot.trigger.level()
-                        ),
+                        reason,
+                        prediction: forecast.map(Prediction::from),
                     }
                 })
                 .collect();
@@ -407,20 +466,43 @@ impl Engine {
         self.publish();
     }
 
-    /// Halves the interval back towards its base while interval-backoff's trigger is clear.
-    fn relax_interval(&self) {
+    /// Sets the next interval. Under CPU pressure interval-backoff decides and this leaves it
+    /// alone; otherwise adaptive sampling (if on) picks it from `attention`, or else the
+    /// interval halves back towards its base.
+    fn adapt_interval(&mut self, attention: bool) {
         let interval = &self.settings.interval;
-        let calm = self
+        let cpu_calm = self
             .slots
             .iter()
             .find(|slot| slot.strategy.name() == IntervalBackoff::NAME)
             .is_none_or(|slot| slot.trigger.level() == Level::Ok);
-        if calm && interval.current() > interval.base() {
-            let relaxed = interval.relax();
-            info!(
-                interval_ms = relaxed.as_millis() as u64,
-                "CPU calm: sampling interval relaxed"
-            );
+        if !cpu_calm {
+            return;
+        }
+        let current = interval.current();
+        match &mut self.sampling {
+            Some(sampling) => {
+                let next = interval.set(sampling.next(current, attention));
+                if next < current && next == sampling.min() {
+                    info!(
+                        interval_ms = next.as_millis() as u64,
+                        "a signal is near its threshold: sampling faster"
+                    );
+                } else if next != current {
+                    debug!(
+                        interval_ms = next.as_millis() as u64,
+                        "calm: sampling slower"
+                    );
+                }
+            }
+            None if current > interval.base() => {
+                let relaxed = interval.relax();
+                info!(
+                    interval_ms = relaxed.as_millis() as u64,
+                    "CPU calm: sampling interval relaxed"
+                );
+            }
+            None => {}
         }
     }
 
@@ -443,11 +525,14 @@ impl Engine {
                 }
             },
         };
-        // A manual run is the operator's retry: it ends any back-off of what it runs.
+        // A manual run is the operator's retry: it ends any back-off of what it runs, and the
+        // lengthened cooldown of a strategy that was not helping.
         for &index in &chosen {
             let slot = &mut self.slots[index];
             let change = slot.backoff.reset();
             slot.log_backoff(change);
+            let change = slot.trigger.note_manual_run();
+            slot.log_cooldown(change);
         }
         let runs = chosen
             .into_iter()
@@ -462,6 +547,7 @@ impl Engine {
                     Some(name) => format!("manual request for `{name}`"),
                     None => "manual request for all strategies".to_owned(),
                 },
+                prediction: None,
             })
             .collect();
         self.start_batch(runs, Some(reply), batches);
@@ -513,11 +599,12 @@ impl Engine {
                 .map_or_else(Vec::new, TargetHandle::target_pids),
         };
         let timeout = self.settings.strategy_timeout;
+        let settle = self.settings.settle;
         let source = Arc::clone(&self.source);
         batches.spawn(async move {
             let mut finished = Vec::with_capacity(runs.len());
             for planned in runs {
-                finished.push(execute(planned, context.clone(), timeout, &source).await);
+                finished.push(execute(planned, context.clone(), timeout, settle, &source).await);
             }
             finished
         });
@@ -531,10 +618,11 @@ impl Engine {
             Ok(runs) => runs
                 .into_iter()
                 .map(|run| {
-                    if run.planned.kind == RunKind::Automatic {
-                        self.note_outcome(&run);
+                    let record = self.record(run, false);
+                    if record.kind == RunKind::Automatic {
+                        self.note_outcome(&record);
                     }
-                    self.record(run, false)
+                    record
                 })
                 .collect(),
             Err(e) => {
@@ -551,27 +639,38 @@ impl Engine {
         self.publish();
     }
 
-    /// Counts an automatic run's failure towards its strategy's back-off, or clears it.
-    fn note_outcome(&mut self, run: &FinishedRun) {
+    /// Counts an automatic run's failure towards its strategy's back-off, or clears it; and
+    /// lengthens or restores its cooldown by whether a successful run helped.
+    fn note_outcome(&mut self, record: &OptimizationRecord) {
         let now = Instant::now().into_std();
         let Some(slot) = self
             .slots
             .iter_mut()
-            .find(|slot| Arc::ptr_eq(&slot.strategy, &run.planned.strategy))
+            .find(|slot| slot.strategy.name() == record.strategy)
         else {
             return;
         };
-        let change = match run.result {
-            Ok(_) => slot.backoff.reset(),
-            Err(_) => slot.backoff.record_failure(&slot.backoff_policy, now),
+        let change = match record.success {
+            true => slot.backoff.reset(),
+            false => slot.backoff.record_failure(&slot.backoff_policy, now),
         };
         slot.log_backoff(change);
+        if record.success && self.settings.adaptive_cooldown {
+            let change = slot
+                .trigger
+                .note_effect(record.helped, self.settings.max_cooldown);
+            slot.log_cooldown(change);
+        }
     }
 
     fn record(&mut self, run: FinishedRun, dry_run: bool) -> Arc<OptimizationRecord> {
         let (success, error, result) = match run.result {
             Ok(outcome) => (true, None, Some(outcome)),
             Err(error) => (false, Some(error), None),
+        };
+        let helped = match dry_run {
+            true => None,
+            false => judge(success, result.as_ref(), run.planned.before, run.after),
         };
         let record = OptimizationRecord {
             id: self.history.next_id(),
@@ -588,6 +687,8 @@ impl Engine {
             after: run.after,
             result,
             dry_run,
+            prediction: run.planned.prediction,
+            helped,
         };
         if !dry_run {
             match &record.error {
@@ -604,6 +705,10 @@ impl Engine {
         }
         self.telemetry.observe_record(&record);
         let record = self.history.push(record);
+        if let Some(stats) = self.history.stats().per_strategy.get(&record.strategy) {
+            self.telemetry
+                .observe_effectiveness(&record.strategy, stats);
+        }
         let _ = self
             .events
             .send(Event::OptimizationCompleted(Arc::clone(&record)));
@@ -642,6 +747,10 @@ impl Engine {
                         .paused_until()
                         .filter(|until| *until > now)
                         .map(|until| wall + (until - now)),
+                    cooldown: slot.trigger.cooldown(),
+                    unhelpful_runs: slot.trigger.unhelpful_runs(),
+                    forecast: slot.trigger.forecast(),
+                    threshold: slot.trigger.threshold(),
                 })
                 .collect(),
         }
@@ -658,12 +767,13 @@ impl Engine {
     }
 }
 
-/// Runs one strategy in its own task under `timeout`, catching panics, then samples again to
-/// read the trigger signal after it.
+/// Runs one strategy in its own task under `timeout`, catching panics, then (after `settle`)
+/// samples again to read the trigger signal after it.
 async fn execute(
     planned: PlannedRun,
     mut context: Context,
     timeout: Duration,
+    settle: Duration,
     source: &SharedSource,
 ) -> FinishedRun {
     context.level = planned.level;
@@ -690,6 +800,9 @@ async fn execute(
         }
     };
     let duration = started.elapsed();
+    if !settle.is_zero() {
+        tokio::time::sleep(settle).await;
+    }
     let after = lock(source).sample().signal(planned.signal);
     FinishedRun {
         planned,

@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use perfpilot_strategies::snapshot::unix_millis;
 use perfpilot_strategies::{Level, Outcome, RunKind, Signal};
+
+use crate::trigger::Forecast;
 use serde::Serialize;
 
 /// One run of one strategy: why, when, how long, whether it worked, and what it changed.
@@ -42,6 +44,52 @@ pub struct OptimizationRecord {
     pub result: Option<Outcome>,
     /// True when the agent only logged what it would have run (`--dry-run`).
     pub dry_run: bool,
+    /// Set when the run was predictive: the trend that made it fire before the threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<Prediction>,
+    /// Whether the run relieved its signal (see [`judge`]); `null` when that is unknown.
+    pub helped: Option<bool>,
+}
+
+/// Why a predictive run fired: when the signal's trend would have reached its target.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Prediction {
+    /// The value the trend was heading for (`predict.at`, else `critical`, else `above`).
+    pub at: f64,
+    /// Seconds until the trend would have reached it, as predicted when the run fired.
+    pub seconds_to_reach: f64,
+    /// The fitted trend, in signal units per second.
+    pub slope_per_second: f64,
+}
+
+impl From<Forecast> for Prediction {
+    fn from(forecast: Forecast) -> Self {
+        Prediction {
+            at: forecast.at,
+            seconds_to_reach: forecast.seconds,
+            slope_per_second: forecast.slope_per_second,
+        }
+    }
+}
+
+/// The smallest fall of the signal, as a share of its value before, that counts as relief.
+pub const MIN_RELIEF_SHARE: f64 = 0.01;
+
+/// Whether a run helped: it succeeded, says it changed something, and its trigger signal fell
+/// by at least [`MIN_RELIEF_SHARE`] between `before` and `after`. A failure or a run with
+/// nothing to do did not help; with the signal unread before or after, it is unknown.
+pub fn judge(
+    success: bool,
+    outcome: Option<&Outcome>,
+    before: Option<f64>,
+    after: Option<f64>,
+) -> Option<bool> {
+    if !success || outcome.is_some_and(|o| !o.acted) {
+        return Some(false);
+    }
+    let (before, after) = (before?, after?);
+    Some(before - after >= (before.abs() * MIN_RELIEF_SHARE).max(f64::EPSILON))
 }
 
 impl OptimizationRecord {
@@ -74,6 +122,13 @@ impl Stats {
     }
 }
 
+impl StrategyStats {
+    /// Share of judged runs that helped, 0..1; `None` before the first judged run.
+    pub fn effectiveness(&self) -> Option<f64> {
+        (self.judged > 0).then(|| self.helped as f64 / self.judged as f64)
+    }
+}
+
 /// One strategy's track record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -82,8 +137,13 @@ pub struct StrategyStats {
     pub runs: u64,
     /// Successful runs.
     pub successes: u64,
-    /// Runs where the signal was lower after than before.
-    pub relieved: u64,
+    /// Runs that helped (see [`judge`]).
+    pub helped: u64,
+    /// Runs whose help could be judged.
+    pub judged: u64,
+    /// When the last run started.
+    #[serde(skip)]
+    pub last_run: Option<SystemTime>,
     /// Mean of (before − after) over runs where both were read.
     pub mean_relief: Option<f64>,
     #[serde(skip)]
@@ -136,8 +196,12 @@ impl History {
                 .or_default();
             strategy.runs += 1;
             strategy.successes += u64::from(record.success);
+            strategy.last_run = Some(record.started_at);
+            if let Some(helped) = record.helped {
+                strategy.judged += 1;
+                strategy.helped += u64::from(helped);
+            }
             if let (Some(before), Some(after)) = (record.before, record.after) {
-                strategy.relieved += u64::from(after < before);
                 strategy.relief_sum += before - after;
                 strategy.relief_samples += 1;
                 strategy.mean_relief = Some(strategy.relief_sum / strategy.relief_samples as f64);
@@ -188,6 +252,8 @@ mod tests {
             after: Some(after),
             result: None,
             dry_run: false,
+            prediction: None,
+            helped: judge(success, None, Some(before), Some(after)),
         }
     }
 
@@ -206,8 +272,31 @@ mod tests {
         let ids: Vec<u64> = history.recent().map(|r| r.id).collect();
         assert_eq!(ids, [2, 3]);
         let purge = &stats.per_strategy["memory-purge"];
-        assert_eq!((purge.runs, purge.successes, purge.relieved), (3, 2, 2));
+        // The first (0.85 → 0.7) and third (0.85 → 0.8) helped; the failure did not.
+        assert_eq!((purge.runs, purge.successes, purge.helped), (3, 2, 2));
+        assert_eq!(purge.judged, 3);
+        assert!((purge.effectiveness().unwrap() - 2.0 / 3.0).abs() < 1e-9);
         assert!((purge.mean_relief.unwrap() - (0.15 - 0.05 + 0.05) / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn judging_needs_success_action_and_a_real_fall() {
+        let acted = Outcome::acted("purged");
+        let idle = Outcome::nothing_to_do("nothing to purge");
+        assert_eq!(judge(true, Some(&acted), Some(0.9), Some(0.7)), Some(true));
+        assert_eq!(
+            judge(true, Some(&acted), Some(0.9), Some(0.895)),
+            Some(false),
+            "a 0.6 % fall is noise"
+        );
+        assert_eq!(
+            judge(true, Some(&acted), Some(0.9), Some(0.95)),
+            Some(false)
+        );
+        assert_eq!(judge(true, Some(&idle), Some(0.9), Some(0.5)), Some(false));
+        assert_eq!(judge(false, None, Some(0.9), Some(0.5)), Some(false));
+        assert_eq!(judge(true, Some(&acted), None, Some(0.5)), None);
+        assert_eq!(judge(true, Some(&acted), Some(0.0), Some(0.0)), Some(false));
     }
 
     #[test]

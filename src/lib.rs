@@ -1,6 +1,7 @@
 //! perfpilot: a self-tuning performance optimizer agent.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod adaptive_sampling;
 pub mod agent;
 pub mod api;
 pub mod backoff;

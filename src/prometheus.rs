@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use perfpilot_strategies::{Level, MemoryLimitSource, Snapshot};
 use prometheus_client::encoding::text::encode;
@@ -15,7 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::history::OptimizationRecord;
+use crate::history::{OptimizationRecord, StrategyStats};
+use crate::trigger::Evaluation;
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -56,6 +58,12 @@ pub struct Telemetry {
     durations: Family<Labels, Histogram>,
     levels: Family<Labels, Gauge>,
     trigger_values: Gauges,
+    thresholds: Gauges,
+    forecasts: Gauges,
+    cooldowns: Gauges,
+    effectiveness: Gauges,
+    relief: Gauges,
+    predictive_runs: Family<Labels, Counter>,
 }
 
 impl fmt::Debug for Telemetry {
@@ -163,6 +171,31 @@ impl Telemetry {
             "The (smoothed) value of each strategy's trigger signal",
             None,
         );
+        let thresholds = gauge(
+            "trigger_threshold",
+            "The threshold in force for each strategy's trigger (configured or learned)",
+            None,
+        );
+        let forecasts = gauge(
+            "trigger_forecast",
+            "Time until the trigger signal's trend reaches its target (absent when not rising)",
+            Some(Unit::Seconds),
+        );
+        let cooldowns = gauge(
+            "strategy_cooldown",
+            "Cooldown in force between automatic runs (lengthened while runs do not help)",
+            Some(Unit::Seconds),
+        );
+        let effectiveness = gauge(
+            "strategy_effectiveness_ratio",
+            "Share of a strategy's judged runs that relieved its signal",
+            None,
+        );
+        let relief = gauge(
+            "strategy_mean_relief",
+            "Mean fall of the trigger signal per run (before minus after)",
+            None,
+        );
 
         let interval = FloatGauge::default();
         registry.register_with_unit(
@@ -184,6 +217,12 @@ impl Telemetry {
             "optimizations",
             "Optimization runs by strategy, kind and outcome",
             runs.clone(),
+        );
+        let predictive_runs = Family::<Labels, Counter>::default();
+        registry.register(
+            "predictive_optimizations",
+            "Automatic runs fired by a forecast before the threshold was crossed, by strategy",
+            predictive_runs.clone(),
         );
         let durations = Family::<Labels, Histogram>::new_with_constructor(
             (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
@@ -235,6 +274,12 @@ impl Telemetry {
             durations,
             levels,
             trigger_values,
+            thresholds,
+            forecasts,
+            cooldowns,
+            effectiveness,
+            relief,
+            predictive_runs,
         }
     }
 
@@ -332,15 +377,29 @@ impl Telemetry {
     }
 
     /// Sets one strategy's trigger level and value.
-    pub fn observe_trigger(&self, strategy: &str, level: Level, value: Option<f64>) {
+    pub fn observe_trigger(&self, strategy: &str, evaluation: &Evaluation, cooldown: Duration) {
         let labels = vec![("strategy", strategy.to_owned())];
-        let level = match level {
+        let level = match evaluation.level {
             Level::Ok => 0,
             Level::Warning => 1,
             Level::Critical => 2,
         };
         self.levels.get_or_create(&labels).set(level);
-        set(&self.trigger_values, labels, value);
+        set(&self.trigger_values, labels.clone(), evaluation.value);
+        set(&self.thresholds, labels.clone(), evaluation.threshold);
+        set(
+            &self.forecasts,
+            labels.clone(),
+            evaluation.forecast.map(|f| f.seconds),
+        );
+        set(&self.cooldowns, labels, Some(cooldown.as_secs_f64()));
+    }
+
+    /// Sets a strategy's effectiveness and mean relief from its track record.
+    pub fn observe_effectiveness(&self, strategy: &str, stats: &StrategyStats) {
+        let labels = vec![("strategy", strategy.to_owned())];
+        set(&self.effectiveness, labels.clone(), stats.effectiveness());
+        set(&self.relief, labels, stats.mean_relief);
     }
 
     /// Sets the interval in force and whether a run is in progress.
@@ -369,6 +428,11 @@ impl Telemetry {
         self.durations
             .get_or_create(&vec![("strategy", record.strategy.clone())])
             .observe(record.duration_ms / 1000.0);
+        if record.prediction.is_some() {
+            self.predictive_runs
+                .get_or_create(&vec![("strategy", record.strategy.clone())])
+                .inc();
+        }
     }
 
     /// The OpenMetrics text format (`application/openmetrics-text; version=1.0.0`).

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::View;
-use crate::history::OptimizationRecord;
+use crate::history::{OptimizationRecord, Prediction};
 use crate::sample::TargetStatus;
 
 /// `GET /performance-metrics`.
@@ -132,6 +132,22 @@ pub struct StrategyDocument<'a> {
     /// While automatic runs are paused after repeated failures: until when (RFC 3339); else
     /// null.
     pub backoff_until: Option<String>,
+    /// Share of judged runs that relieved the signal, 0..1 (null before the first).
+    pub effectiveness: Option<f64>,
+    /// Runs that relieved the signal.
+    pub helped: u64,
+    /// Mean fall of the signal per run, in the signal's unit (null before the first).
+    pub mean_relief: Option<f64>,
+    /// The cooldown in force between automatic runs, ms (lengthened while runs do not help).
+    pub cooldown: u64,
+    /// Runs in a row that did not relieve the signal.
+    pub unhelpful_runs: u32,
+    /// Start of the last run (RFC 3339), or null.
+    pub last_run: Option<String>,
+    /// The threshold in force: `above`, or the learned one (null while it warms up).
+    pub threshold: Option<f64>,
+    /// Where the signal is heading, while it rises towards its prediction target.
+    pub forecast: Option<Prediction>,
 }
 
 impl<'a> MetricsDocument<'a> {
@@ -192,6 +208,14 @@ impl<'a> MetricsDocument<'a> {
                         successes: stats.map_or(0, |s| s.successes),
                         consecutive_failures: s.consecutive_failures,
                         backoff_until: s.backoff_until.map(rfc3339),
+                        effectiveness: stats.and_then(|s| s.effectiveness()),
+                        helped: stats.map_or(0, |s| s.helped),
+                        mean_relief: stats.and_then(|s| s.mean_relief),
+                        cooldown: s.cooldown.as_millis() as u64,
+                        unhelpful_runs: s.unhelpful_runs,
+                        last_run: stats.and_then(|s| s.last_run).map(rfc3339),
+                        threshold: s.threshold,
+                        forecast: s.forecast.map(Prediction::from),
                     }
                 })
                 .collect(),

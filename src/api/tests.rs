@@ -67,6 +67,10 @@ fn app_with(settings: ApiSettings) -> (Router, Arc<Semaphore>) {
             target: None,
             backoff_after_failures: 3,
             max_backoff: Duration::from_secs(3600),
+            settle: Duration::ZERO,
+            adaptive_cooldown: true,
+            max_cooldown: Duration::from_secs(600),
+            adaptive_sampling: None,
         },
         vec![Registered {
             strategy: Arc::new(Gate(Arc::clone(&gate))),

@@ -8,25 +8,49 @@ use tokio::sync::Semaphore;
 
 use super::*;
 
-/// Signal values the test sets by hand.
+/// Signal values the test sets by hand, and a steady leak on the (paused) tokio clock.
 #[derive(Clone, Default)]
-struct Script(Arc<Mutex<(f64, f64)>>); // (memory usage, cpu usage)
+struct Script(Arc<Mutex<Signals>>);
+
+#[derive(Default)]
+struct Signals {
+    memory: f64,
+    cpu: f64,
+    /// Memory usage gained per second since `since` (a steady leak).
+    leak_per_second: f64,
+    since: Option<Instant>,
+}
 
 impl Script {
+    /// Sets memory usage; a leak goes on from this value.
     fn set_memory(&self, value: f64) {
-        self.0.lock().unwrap().0 = value;
+        let mut signals = self.0.lock().unwrap();
+        signals.memory = value;
+        signals.since = Some(Instant::now());
     }
     fn set_cpu(&self, value: f64) {
-        self.0.lock().unwrap().1 = value;
+        self.0.lock().unwrap().cpu = value;
+    }
+    /// Memory usage grows by `per_second` from now on.
+    fn leak(&self, per_second: f64) {
+        let memory = self.memory();
+        self.set_memory(memory);
+        self.0.lock().unwrap().leak_per_second = per_second;
+    }
+    fn memory(&self) -> f64 {
+        let signals = self.0.lock().unwrap();
+        let leaked = signals.since.map_or(0.0, |since| {
+            since.elapsed().as_secs_f64() * signals.leak_per_second
+        });
+        signals.memory + leaked
     }
 }
 
 impl SignalSource for Script {
     fn sample(&mut self) -> Snapshot {
-        let (memory, cpu) = *self.0.lock().unwrap();
         let mut snapshot = Snapshot::empty(SystemTime::now());
-        snapshot.memory_usage_ratio = Some(memory);
-        snapshot.process_cpu_ratio = Some(cpu);
+        snapshot.memory_usage_ratio = Some(self.memory());
+        snapshot.process_cpu_ratio = Some(self.0.lock().unwrap().cpu);
         snapshot
     }
 }
@@ -111,6 +135,10 @@ fn settings() -> EngineSettings {
         target: None,
         backoff_after_failures: 3,
         max_backoff: Duration::from_secs(3600),
+        settle: Duration::ZERO,
+        adaptive_cooldown: true,
+        max_cooldown: Duration::from_secs(600),
+        adaptive_sampling: None,
     }
 }
 
@@ -191,7 +219,9 @@ async fn threshold_crossing_runs_the_strategy_and_records_before_and_after() {
 
 #[tokio::test(start_paused = true)]
 async fn cooldown_spaces_automatic_runs_under_persistent_pressure() {
-    let h = start(Behaviour::Relieve(0.95), memory_trigger(), settings());
+    let mut settings = settings();
+    settings.adaptive_cooldown = false; // the fixed cooldown; adaptive_cooldown_* below
+    let h = start(Behaviour::Relieve(0.95), memory_trigger(), settings);
     h.script.set_memory(0.95);
     tokio::time::sleep(Duration::from_millis(25_500)).await;
     // Runs at about t=1s, 11s, 21s: three, not twenty-five.
@@ -409,4 +439,198 @@ async fn shutdown_lets_the_running_batch_finish_and_publishes_its_record() {
         h.handle.optimize(None).await.unwrap_err(),
         OptimizeError::Stopped
     );
+}
+
+// ---- Self-tuning: prediction, adaptive cooldown, adaptive sampling -------------------------
+
+/// Every snapshot's memory usage from now on, to find the peak of a scenario.
+fn memory_trace(handle: &EngineHandle) -> Arc<Mutex<Vec<f64>>> {
+    let trace = Arc::new(Mutex::new(Vec::new()));
+    let mut events = handle.subscribe();
+    let sink = Arc::clone(&trace);
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            if let Event::MetricsUpdated(snapshot) = event {
+                sink.lock().unwrap().extend(snapshot.memory_usage_ratio);
+            }
+        }
+    });
+    trace
+}
+
+fn peak(trace: &Mutex<Vec<f64>>) -> f64 {
+    trace
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .fold(f64::MIN, f64::max)
+}
+
+/// Memory limit 1.0; the trigger at 0.9 with `for = 3` against noise; a purge brings usage
+/// back to 0.5; memory leaks 0.02 per second (one sample per second).
+fn leak_trigger() -> TriggerSpec {
+    TriggerSpec::new(Signal::MemoryUsage, 0.9)
+        .for_samples(3)
+        .cooldown(Duration::from_secs(5))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_steady_leak_is_acted_on_before_the_limit_with_the_predicted_time_in_the_record() {
+    let predictive = leak_trigger().predict(perfpilot_strategies::PredictSpec {
+        horizon: Duration::from_secs(15),
+        at: Some(0.95),
+        window: 5,
+    });
+    let h = start(Behaviour::Relieve(0.5), predictive, settings());
+    let trace = memory_trace(&h.handle);
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.5);
+    h.script.leak(0.02);
+
+    let record = next_record(&mut events).await;
+    let prediction = record.prediction.expect("a predictive run");
+    assert_eq!(prediction.at, 0.95);
+    assert!(
+        prediction.seconds_to_reach > 0.0 && prediction.seconds_to_reach <= 15.0,
+        "{prediction:?}"
+    );
+    assert!((prediction.slope_per_second - 0.02).abs() < 1e-6);
+    let before = record.before.unwrap();
+    assert!(before < 0.9, "acted before the threshold: {before}");
+    assert!(
+        record.reason.contains("predicted to reach 0.95 in"),
+        "{}",
+        record.reason
+    );
+    assert_eq!(record.helped, Some(true));
+
+    // Over two minutes of leaking, usage never gets near the limit.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(peak(&trace) < 0.9, "peak {}", peak(&trace));
+    let view = h.handle.view();
+    let stats = &view.stats.per_strategy["test-strategy"];
+    assert!(stats.runs >= 4, "{stats:?}");
+    assert_eq!(stats.effectiveness(), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_leak_overshoots_with_the_threshold_alone() {
+    let h = start(Behaviour::Relieve(0.5), leak_trigger(), settings());
+    let trace = memory_trace(&h.handle);
+    h.script.set_memory(0.5);
+    h.script.leak(0.02);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    // It crosses 0.9 at 20 s, and `for = 3` adds 3 samples of 0.02: it acts at 0.96+.
+    assert!(peak(&trace) > 0.95, "peak {}", peak(&trace));
+    assert!(h
+        .handle
+        .view()
+        .recent
+        .iter()
+        .all(|r| r.prediction.is_none()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_strategy_that_never_helps_backs_off_to_8x_its_cooldown_within_6_runs() {
+    let base = Duration::from_secs(2);
+    let trigger = TriggerSpec::new(Signal::MemoryUsage, 0.8).cooldown(base);
+    // "Relieves" to where the signal already is: the runs succeed but change nothing.
+    let h = start(Behaviour::Relieve(0.9), trigger, settings());
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.9);
+    let mut cooldowns = Vec::new();
+    for _ in 0..6 {
+        let record = next_record(&mut events).await;
+        assert!(record.success);
+        assert_eq!(record.helped, Some(false));
+        cooldowns.push(h.handle.view().strategies[0].cooldown);
+    }
+    assert!(
+        cooldowns.iter().any(|c| *c >= 8 * base),
+        "cooldowns after each run: {cooldowns:?}"
+    );
+    let view = h.handle.view();
+    assert_eq!(view.strategies[0].unhelpful_runs, 6);
+    assert_eq!(
+        view.stats.per_strategy["test-strategy"].effectiveness(),
+        Some(0.0)
+    );
+
+    // A manual run is the operator's call: the cooldown is back at its base.
+    h.handle.optimize(Some("t")).await.unwrap();
+    assert_eq!(h.handle.view().strategies[0].cooldown, base);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_helpful_strategy_keeps_its_cooldown() {
+    let base = Duration::from_secs(2);
+    let trigger = TriggerSpec::new(Signal::MemoryUsage, 0.8).cooldown(base);
+    let h = start(Behaviour::Relieve(0.3), trigger, settings());
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.9);
+    let mut started = Vec::new();
+    for _ in 0..6 {
+        let record = next_record(&mut events).await;
+        assert_eq!(record.helped, Some(true));
+        assert_eq!(h.handle.view().strategies[0].cooldown, base);
+        started.push(Instant::now());
+        h.script.set_memory(0.9); // the pressure comes straight back
+    }
+    for pair in started.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap <= base + Duration::from_secs(1), "runs {gap:?} apart");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sampling_speeds_up_near_a_threshold_and_slows_when_calm() {
+    let mut settings = settings();
+    let fast = Duration::from_millis(200);
+    let calm = Duration::from_secs(4);
+    settings.interval = settings.interval.clone().with_min(fast);
+    settings.adaptive_sampling = Some(AdaptiveSampling::new(fast, calm));
+    let h = start(Behaviour::Relieve(0.3), memory_trigger(), settings);
+    let mut view = h.handle.watch();
+
+    h.script.set_memory(0.3);
+    view.wait_for(|v| v.interval == calm).await.unwrap();
+
+    // 0.75 is below the threshold (0.8) but inside its hysteresis band (from 0.72).
+    h.script.set_memory(0.75);
+    let near = Instant::now();
+    view.wait_for(|v| v.interval == fast).await.unwrap();
+    assert!(near.elapsed() <= calm, "sped up at the next sample");
+    assert_eq!(h.runs.load(Ordering::SeqCst), 0, "near is not over");
+
+    h.script.set_memory(0.3);
+    view.wait_for(|v| v.interval == calm).await.unwrap();
+
+    // A climb still far from the threshold is attention too: it is trending towards it.
+    h.script.set_memory(0.3);
+    h.script.leak(0.01); // reaches 0.8 in 50 s, within twice the 30 s default horizon
+    view.wait_for(|v| v.interval == fast).await.unwrap();
+    assert!(
+        h.script.memory() < 0.72,
+        "fast before the band: {}",
+        h.script.memory()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_shows_the_predictive_run_it_would_have_made() {
+    let mut settings = settings();
+    settings.dry_run = true;
+    let trigger = leak_trigger().predict(perfpilot_strategies::PredictSpec::new(
+        Duration::from_secs(30),
+    ));
+    let h = start(Behaviour::Relieve(0.5), trigger, settings);
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.5);
+    h.script.leak(0.01);
+    let record = next_record(&mut events).await;
+    assert!(record.dry_run);
+    assert!(record.prediction.is_some(), "{record:?}");
+    assert_eq!(record.helped, None, "nothing ran, nothing to judge");
+    assert_eq!(h.runs.load(Ordering::SeqCst), 0);
 }

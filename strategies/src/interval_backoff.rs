@@ -60,8 +60,10 @@ impl Strategy for IntervalBackoff {
     }
 
     async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError> {
+        // From the base at least: adaptive sampling may have gone faster, and under CPU
+        // pressure the agent must sample less often than configured, not merely less fast.
         let before = ctx.interval.current();
-        let after = ctx.interval.set(before * 2);
+        let after = ctx.interval.set(before.max(ctx.interval.base()) * 2);
         let outcome = if after > before {
             Outcome::acted(format!(
                 "sampling interval {} ms -> {} ms",

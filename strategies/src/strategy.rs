@@ -195,7 +195,8 @@ impl fmt::Debug for Registry {
     }
 }
 
-/// The agent's sampling interval: a shared, lock-free cell between a base and a maximum.
+/// The agent's sampling interval: a shared, lock-free cell between a minimum (the base,
+/// unless adaptive sampling lowers it, see [`IntervalControl::with_min`]) and a maximum.
 #[derive(Debug, Clone)]
 pub struct IntervalControl {
     inner: Arc<IntervalInner>,
@@ -204,6 +205,7 @@ pub struct IntervalControl {
 #[derive(Debug)]
 struct IntervalInner {
     current_ms: AtomicU64,
+    min_ms: u64,
     base_ms: u64,
     max_ms: u64,
 }
@@ -215,10 +217,30 @@ impl IntervalControl {
         IntervalControl {
             inner: Arc::new(IntervalInner {
                 current_ms: AtomicU64::new(base_ms),
+                min_ms: base_ms,
                 base_ms,
                 max_ms: (max.as_millis() as u64).max(base_ms),
             }),
         }
+    }
+
+    /// The same interval, allowed down to `min` (at most the base): adaptive sampling goes
+    /// there while a signal is close to its threshold.
+    pub fn with_min(self, min: Duration) -> Self {
+        let base_ms = self.inner.base_ms;
+        IntervalControl {
+            inner: Arc::new(IntervalInner {
+                current_ms: AtomicU64::new(self.inner.current_ms.load(Ordering::Relaxed)),
+                min_ms: (min.as_millis() as u64).clamp(1, base_ms),
+                base_ms,
+                max_ms: self.inner.max_ms,
+            }),
+        }
+    }
+
+    /// The smallest interval allowed.
+    pub fn min(&self) -> Duration {
+        Duration::from_millis(self.inner.min_ms)
     }
 
     /// The interval in force.
@@ -236,16 +258,16 @@ impl IntervalControl {
         Duration::from_millis(self.inner.max_ms)
     }
 
-    /// Sets the interval, clamped to `[base, max]`; returns the value set.
+    /// Sets the interval, clamped to `[min, max]`; returns the value set.
     pub fn set(&self, interval: Duration) -> Duration {
-        let ms = (interval.as_millis() as u64).clamp(self.inner.base_ms, self.inner.max_ms);
+        let ms = (interval.as_millis() as u64).clamp(self.inner.min_ms, self.inner.max_ms);
         self.inner.current_ms.store(ms, Ordering::Relaxed);
         Duration::from_millis(ms)
     }
 
-    /// Halves the interval towards its base; returns the new value.
+    /// Halves the interval towards its base (not below it); returns the new value.
     pub fn relax(&self) -> Duration {
-        self.set(self.current() / 2)
+        self.set((self.current() / 2).max(self.base()))
     }
 }
 
@@ -268,6 +290,21 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(interval.clone().current(), Duration::from_secs(1));
+
+        let adaptive = interval.with_min(Duration::from_millis(200));
+        assert_eq!(adaptive.set(Duration::ZERO), Duration::from_millis(200));
+        assert_eq!(
+            adaptive.relax(),
+            Duration::from_secs(1),
+            "relax stops at the base"
+        );
+        assert_eq!(
+            IntervalControl::new(Duration::from_secs(1), Duration::from_secs(8))
+                .with_min(Duration::from_secs(5))
+                .min(),
+            Duration::from_secs(1),
+            "a minimum above the base is the base"
+        );
     }
 
     #[test]

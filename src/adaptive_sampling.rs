@@ -1,0 +1,83 @@
+//! Adaptive sampling: sample faster while a signal is close to its threshold or trending
+//! towards it, slower while everything is calm. Pure decisions, no I/O.
+//!
+//! The engine asks once per sample: "does any trigger need attention?" (see
+//! [`crate::trigger::Evaluation::attention`]). Attention drops the interval to `min` at once —
+//! reacting late is what costs. Calm relaxes it step by step: after [`CALM_SAMPLES`] calm
+//! samples in a row, the interval doubles, up to `calm`. CPU pressure wins over both: while
+//! `interval-backoff` has backed the interval off, the engine leaves it alone.
+
+use std::time::Duration;
+
+/// Calm samples in a row before the interval doubles.
+pub const CALM_SAMPLES: u32 = 3;
+
+/// The adaptive sampling settings and the calm streak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdaptiveSampling {
+    min: Duration,
+    calm: Duration,
+    calm_streak: u32,
+}
+
+impl AdaptiveSampling {
+    /// Sampling between `min` (under attention) and `calm` (at rest; at least `min`).
+    pub fn new(min: Duration, calm: Duration) -> Self {
+        AdaptiveSampling {
+            min,
+            calm: calm.max(min),
+            calm_streak: 0,
+        }
+    }
+
+    /// The fastest interval.
+    pub fn min(&self) -> Duration {
+        self.min
+    }
+
+    /// The interval at rest.
+    pub fn calm(&self) -> Duration {
+        self.calm
+    }
+
+    /// The interval after a sample, given the one in force and whether any trigger needs
+    /// attention.
+    pub fn next(&mut self, current: Duration, attention: bool) -> Duration {
+        if attention {
+            self.calm_streak = 0;
+            return self.min;
+        }
+        self.calm_streak += 1;
+        if self.calm_streak < CALM_SAMPLES {
+            return current.clamp(self.min, self.calm);
+        }
+        self.calm_streak = 0;
+        (current * 2).clamp(self.min, self.calm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn attention_is_fast_at_once_and_calm_relaxes_step_by_step() {
+        let mut sampling = AdaptiveSampling::new(200 * MS, 2000 * MS);
+        let mut interval = 1000 * MS;
+        let mut trace = Vec::new();
+        for attention in [
+            true, false, false, false, false, false, false, false, false, false,
+        ] {
+            interval = sampling.next(interval, attention);
+            trace.push(interval.as_millis());
+        }
+        assert_eq!(trace, [200, 200, 200, 400, 400, 400, 800, 800, 800, 1600]);
+        for _ in 0..6 {
+            interval = sampling.next(interval, false);
+        }
+        assert_eq!(interval, 2000 * MS, "never slower than calm");
+        assert_eq!(sampling.next(interval, true), 200 * MS);
+    }
+}
