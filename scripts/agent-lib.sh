@@ -47,5 +47,6 @@ need_load_tools() {
 # Readings of the started process ($pid) and its agent API ($base).
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 == "perfpilot_samples_total" {print $2}'; }
+# Every series carries a worker="..." label, so match the name up to its label set.
+samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 ~ /^perfpilot_samples_total($|\{)/ {print $2}'; }
 now() { date +%s.%N; }

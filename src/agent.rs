@@ -10,7 +10,6 @@ use axum::Router;
 use perfpilot_strategies::{
     IntervalControl, Reap, Registered, Registry, Snapshot, Strategy, TriggerSpec, Trim,
 };
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +24,7 @@ use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
 use crate::sample::{Sampler, SamplerSettings, TargetHandle};
+use crate::worker::WorkerIdentity;
 
 impl SignalSource for Sampler {
     fn sample(&mut self) -> Snapshot {
@@ -391,6 +391,7 @@ impl AgentBuilder {
             });
         }
         let shutdown = CancellationToken::new();
+        let worker = WorkerIdentity::new(config.worker_id.as_deref());
         let (engine, task) = engine::spawn(
             EngineSettings {
                 enabled: config.enabled,
@@ -402,16 +403,13 @@ impl AgentBuilder {
                 target: target.clone(),
                 backoff_after_failures: config.backoff_after_failures,
                 max_backoff: config.max_backoff,
+                worker: worker.label().to_owned(),
             },
             strategies,
             Arc::new(self.registry),
             source,
             shutdown.clone(),
         );
-        let worker_id = match &config.worker_id {
-            Some(id) => Value::from(id.clone()),
-            None => Value::from(std::process::id()),
-        };
         let router = api::router(
             engine.clone(),
             ApiSettings {
@@ -423,7 +421,7 @@ impl AgentBuilder {
                     config.strategy_timeout,
                     strategy_count,
                 ),
-                ..ApiSettings::new(worker_id)
+                ..ApiSettings::new(worker.json())
             },
         );
         let probe_task = probe.map(|probe| probe.spawn(shutdown.clone()));

@@ -57,6 +57,8 @@ pub struct EngineSettings {
     pub backoff_after_failures: u32,
     /// The longest such pause.
     pub max_backoff: Duration,
+    /// The agent's identity: the `worker` label on every metric ([`crate::worker`]).
+    pub worker: String,
 }
 
 /// What the engine publishes after every sample and run: everything the API shows.
@@ -213,7 +215,7 @@ pub fn spawn(
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(256);
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry = Arc::new(Telemetry::new(&settings.worker));
     let first = Arc::new(source.sample());
     telemetry.observe_snapshot(&first);
     let slots = strategies

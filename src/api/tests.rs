@@ -67,6 +67,7 @@ fn app_with(settings: ApiSettings) -> (Router, Arc<Semaphore>) {
             target: None,
             backoff_after_failures: 3,
             max_backoff: Duration::from_secs(3600),
+            worker: "4242".to_owned(),
         },
         vec![Registered {
             strategy: Arc::new(Gate(Arc::clone(&gate))),

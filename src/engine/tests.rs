@@ -111,6 +111,7 @@ fn settings() -> EngineSettings {
         target: None,
         backoff_after_failures: 3,
         max_backoff: Duration::from_secs(3600),
+        worker: "engine-test".to_owned(),
     }
 }
 
