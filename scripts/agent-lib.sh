@@ -7,32 +7,55 @@
 #
 # Sets $pid (the process), $base (its http://127.0.0.1:PORT) and $out (a scratch directory
 # with its stdout and stderr, removed on exit).
+#
+# Several processes at once: `start_announcing_as NAME command...` keeps each one's output in
+# $out/NAME.stdout and .stderr, sets $pid and $base the same way, and stops every one on exit.
 
 out=$(mktemp -d)
 pid=
-stop_started() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+started_pids=()
+stop_pid() { # $1 = a pid
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
   fi
+}
+stop_started() {
+  stop_pid "$pid"
+  for started in "${started_pids[@]}"; do stop_pid "$started"; done
   rm -rf "$out"
 }
 trap stop_started EXIT
 
-start_announcing() {
-  "$@" >"$out/stdout" 2>"$out/stderr" &
+start_announcing_as() {
+  local name=$1
+  shift
+  "$@" >"$out/$name.stdout" 2>"$out/$name.stderr" &
   pid=$!
+  started_pids+=("$pid")
+  wait_announced "$out/$name.stdout" "$out/$name.stderr" "$1"
+}
+
+# Waits (up to 20 s) for `listening on http://127.0.0.1:PORT` in $1 and sets $base; on failure
+# shows $2 (stderr) and exits. $3 names the command in messages.
+wait_announced() {
   for _ in $(seq 1 200); do
-    grep -q '^listening on ' "$out/stdout" 2>/dev/null && break
+    grep -q '^listening on ' "$1" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  base=$(sed -n 's/^listening on //p' "$out/stdout" | head -n 1)
-  [ -n "$base" ] || { echo "$1 did not start:" >&2; cat "$out/stderr" >&2; exit 1; }
+  base=$(sed -n 's/^listening on //p' "$1" | head -n 1)
+  [ -n "$base" ] || { echo "$3 did not start:" >&2; cat "$2" >&2; exit 1; }
   case "$base" in
     http://127.0.0.1:*) ;;
     *) echo "refusing a non-loopback address: $base" >&2; exit 1 ;;
   esac
+}
+
+start_announcing() {
+  "$@" >"$out/stdout" 2>"$out/stderr" &
+  pid=$!
+  wait_announced "$out/stdout" "$out/stderr" "$1"
 }
 
 # Installs wrk (Debian package) when missing, and checks curl is there: the load scripts need both.
@@ -47,5 +70,6 @@ need_load_tools() {
 # Readings of the started process ($pid) and its agent API ($base).
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 == "perfpilot_samples_total" {print $2}'; }
+# Every series carries a worker="..." label, so match the name up to its label set.
+samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 ~ /^perfpilot_samples_total($|\{)/ {print $2}'; }
 now() { date +%s.%N; }

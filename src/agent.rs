@@ -10,7 +10,6 @@ use axum::Router;
 use perfpilot_strategies::{
     IntervalControl, Reap, Registered, Registry, Snapshot, Strategy, TriggerSpec, Trim,
 };
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +25,7 @@ use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
 use crate::sample::{Sampler, SamplerSettings, TargetHandle};
+use crate::worker::WorkerIdentity;
 
 impl SignalSource for Sampler {
     fn sample(&mut self) -> Snapshot {
@@ -398,6 +398,7 @@ impl AgentBuilder {
             AdaptiveSampling::new(min_interval, calm_interval)
         });
         let shutdown = CancellationToken::new();
+        let worker = WorkerIdentity::new(config.worker_id.as_deref());
         let (engine, task) = engine::spawn(
             EngineSettings {
                 enabled: config.enabled,
@@ -413,16 +414,13 @@ impl AgentBuilder {
                 adaptive_cooldown: config.tuning.adaptive_cooldown,
                 max_cooldown: config.tuning.max_cooldown,
                 adaptive_sampling,
+                worker: worker.label().to_owned(),
             },
             strategies,
             Arc::new(self.registry),
             source,
             shutdown.clone(),
         );
-        let worker_id = match &config.worker_id {
-            Some(id) => Value::from(id.clone()),
-            None => Value::from(std::process::id()),
-        };
         let router = api::router(
             engine.clone(),
             ApiSettings {
@@ -434,7 +432,7 @@ impl AgentBuilder {
                     config.strategy_timeout,
                     strategy_count,
                 ),
-                ..ApiSettings::new(worker_id)
+                ..ApiSettings::new(worker.json())
             },
         );
         let probe_task = probe.map(|probe| probe.spawn(shutdown.clone()));

@@ -243,14 +243,15 @@ pub struct OptimizeRequest {
 }
 
 /// The agent's identity as the API shows it (`workerId`, `worker`): the configured
-/// `worker_id`, or else the process id. Only describes the JSON for the OpenAPI document.
+/// `worker_id`, or else `<hostname>-<pid>`; a configured whole number (a cluster worker
+/// number) is a JSON number. Only describes the JSON for the OpenAPI document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum WorkerId {
-    /// `worker_id` from the configuration.
+    /// `worker_id` from the configuration, or `<hostname>-<pid>`.
     Name(String),
-    /// The agent's process id.
-    Pid(u32),
+    /// A configured `worker_id` that is a whole number, e.g. `3`.
+    Number(u64),
 }
 
 /// The answer of `POST /performance-optimize`.

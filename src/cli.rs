@@ -67,6 +67,10 @@ pub struct ConfigArgs {
     /// Allow listening on a non-loopback address without an API token.
     #[arg(long)]
     pub insecure: bool,
+    /// This agent's name: `workerId` in the API, the `worker` label in /metrics (default
+    /// <hostname>-<pid>).
+    #[arg(long, value_name = "ID")]
+    pub worker_id: Option<String>,
     /// Sidecar mode: watch this process instead of the agent's own.
     #[arg(long, value_name = "PID", group = "target")]
     pub target_pid: Option<u32>,
@@ -155,6 +159,7 @@ impl ConfigArgs {
             }),
             log_level: self.log_level.clone(),
             insecure: self.insecure,
+            worker_id: self.worker_id.clone(),
             memory_budget: self.memory_budget,
             interval: self.interval,
             target_pid: self.target_pid,

@@ -68,6 +68,8 @@ pub struct EngineSettings {
     pub max_cooldown: Duration,
     /// Sample faster near thresholds and slower when calm; `None`: a fixed interval.
     pub adaptive_sampling: Option<AdaptiveSampling>,
+    /// The agent's identity: the `worker` label on every metric ([`crate::worker`]).
+    pub worker: String,
 }
 
 /// What the engine publishes after every sample and run: everything the API shows.
@@ -232,7 +234,7 @@ pub fn spawn(
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(256);
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry = Arc::new(Telemetry::new(&settings.worker));
     let first = Arc::new(source.sample());
     telemetry.observe_snapshot(&first);
     let slots = strategies

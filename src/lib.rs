@@ -20,3 +20,4 @@ pub mod connections;
 pub mod probe;
 pub mod prometheus;
 pub mod sample;
+pub mod worker;

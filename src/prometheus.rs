@@ -4,6 +4,7 @@
 //! Names follow Prometheus conventions: `perfpilot_` prefix, base units (bytes, seconds,
 //! ratios), `_total` on counters. A signal that was not read is absent from the output, not 0.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -72,16 +73,14 @@ impl fmt::Debug for Telemetry {
     }
 }
 
-impl Default for Telemetry {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Telemetry {
-    /// Registers every metric.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("perfpilot");
+    /// Registers every metric; each series carries `worker="<worker>"` (the agent's identity,
+    /// see [`crate::worker`]) so a fleet's series stay apart in one Prometheus.
+    pub fn new(worker: &str) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(
+            "perfpilot",
+            [(Cow::Borrowed("worker"), Cow::Owned(worker.to_owned()))].into_iter(),
+        );
         let mut gauge = |name: &str, help: &str, unit: Option<Unit>| {
             let family = Gauges::default();
             match unit {
@@ -502,7 +501,7 @@ mod tests {
 
     #[test]
     fn absent_signals_are_left_out_and_present_ones_use_base_units() {
-        let telemetry = Telemetry::new();
+        let telemetry = Telemetry::new("edge-1");
         let mut snapshot = Snapshot::empty(SystemTime::now());
         snapshot.rss_bytes = Some(4096);
         snapshot.uptime = Some(Duration::from_millis(1500));
@@ -515,20 +514,23 @@ mod tests {
         telemetry.observe_snapshot(&snapshot);
         let text = telemetry.encode_openmetrics().unwrap();
         assert!(
-            text.contains("perfpilot_resident_memory_bytes{} 4096.0"),
-            "{text}"
-        );
-        assert!(text.contains("perfpilot_uptime_seconds{} 1.5"), "{text}");
-        assert!(
-            text.contains("perfpilot_request_latency_seconds{stat=\"p99\"} 0.01"),
+            text.contains("perfpilot_resident_memory_bytes{worker=\"edge-1\"} 4096.0"),
             "{text}"
         );
         assert!(
-            !text.contains("perfpilot_memory_usage_ratio{}"),
+            text.contains("perfpilot_uptime_seconds{worker=\"edge-1\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("perfpilot_request_latency_seconds{worker=\"edge-1\",stat=\"p99\"} 0.01"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("perfpilot_memory_usage_ratio{"),
             "absent, not 0:\n{text}"
         );
-        assert!(text.contains("perfpilot_samples_total 1"));
-        assert!(text.contains("perfpilot_build_info{version="));
+        assert!(text.contains("perfpilot_samples_total{worker=\"edge-1\"} 1"));
+        assert!(text.contains("perfpilot_build_info{worker=\"edge-1\",version="));
         assert!(text.ends_with("# EOF\n"));
 
         let classic = telemetry.encode_prometheus_text().unwrap();
@@ -537,7 +539,7 @@ mod tests {
             "{classic}"
         );
         assert!(
-            classic.contains("\nperfpilot_resident_memory_bytes 4096.0\n"),
+            classic.contains("\nperfpilot_resident_memory_bytes{worker=\"edge-1\"} 4096.0\n"),
             "{classic}"
         );
         assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
@@ -548,6 +550,78 @@ mod tests {
         assert!(!telemetry
             .encode_openmetrics()
             .unwrap()
-            .contains("perfpilot_resident_memory_bytes{}"));
+            .contains("perfpilot_resident_memory_bytes{"));
+    }
+
+    #[test]
+    fn every_series_in_both_formats_names_the_worker() {
+        let telemetry = Telemetry::new("web-7f9c-1234");
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.rss_bytes = Some(4096);
+        snapshot.load_average = Some([0.5, 0.4, 0.3]);
+        telemetry.observe_snapshot(&snapshot);
+        let evaluation = Evaluation {
+            value: Some(0.85),
+            level: Level::Warning,
+            fire: true,
+            predictive: true,
+            forecast: Some(crate::trigger::Forecast {
+                at: 0.9,
+                seconds: 12.0,
+                slope_per_second: 0.01,
+            }),
+            threshold: Some(0.8),
+            attention: true,
+        };
+        telemetry.observe_trigger("memory-purge", &evaluation, Duration::from_secs(30));
+        let record = OptimizationRecord {
+            id: 1,
+            strategy: "memory-purge".to_owned(),
+            kind: perfpilot_strategies::RunKind::Automatic,
+            reason: "memory usage above 0.8".to_owned(),
+            signal: perfpilot_strategies::Signal::MemoryUsage,
+            level: Level::Warning,
+            started_at: SystemTime::now(),
+            duration_ms: 2.0,
+            success: true,
+            error: None,
+            before: Some(0.85),
+            after: Some(0.7),
+            result: None,
+            dry_run: false,
+            prediction: evaluation.forecast.map(Into::into),
+            helped: Some(true),
+        };
+        telemetry.observe_record(&record);
+        let mut history = crate::history::History::new(1);
+        history.push(record);
+        telemetry.observe_effectiveness(
+            "memory-purge",
+            &history.stats().per_strategy["memory-purge"],
+        );
+        for text in [
+            telemetry.encode_openmetrics().unwrap(),
+            telemetry.encode_prometheus_text().unwrap(),
+        ] {
+            let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            assert!(series.len() > 20, "{text}");
+            for line in &series {
+                assert!(line.contains("worker=\"web-7f9c-1234\""), "{line}");
+            }
+            // The self-tuning series are there, labelled like the rest.
+            for name in [
+                "perfpilot_trigger_threshold{",
+                "perfpilot_trigger_forecast_seconds{",
+                "perfpilot_strategy_cooldown_seconds{",
+                "perfpilot_strategy_effectiveness_ratio{",
+                "perfpilot_strategy_mean_relief{",
+                "perfpilot_predictive_optimizations_total{",
+            ] {
+                assert!(
+                    series.iter().any(|l| l.starts_with(name)),
+                    "{name} missing:\n{text}"
+                );
+            }
+        }
     }
 }

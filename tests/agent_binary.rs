@@ -11,7 +11,12 @@ async fn serves_metrics_health_and_optimize_on_defaults() {
     let agent = start_agent(&[], &[]);
     let (status, metrics) = get_json(&agent.base, "/performance-metrics").await;
     assert_eq!(status, 200);
-    assert_eq!(metrics["workerId"], agent.child.id());
+    // The default identity: the kernel's host name and the agent's pid.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        metrics["workerId"],
+        format!("{}-{}", hostname.trim(), agent.child.id())
+    );
     let current = &metrics["currentMetrics"];
     let memory = current["memoryUsage"].as_f64().expect("memoryUsage read");
     assert!(memory > 0.0 && memory < 1.0, "{memory}");
@@ -138,6 +143,28 @@ async fn legacy_thresholds_make_memory_purge_run_by_itself() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_numeric_worker_id_stays_a_number_in_the_api_for_cluster_clients() {
+    let agent = start_agent(&[], &[("PERFPILOT_WORKER_ID", "3")]);
+    let (_, metrics) = get_json(&agent.base, "/performance-metrics").await;
+    assert_eq!(metrics["workerId"], 3);
+    let (status, optimized) = post_json(&agent.base, "/performance-optimize", "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(optimized["worker"], 3);
+    let prometheus = common::client()
+        .get(format!("{}/metrics", agent.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        prometheus.contains("\nperfpilot_samples_total{worker=\"3\"} "),
+        "{prometheus}"
+    );
 }
 
 #[test]
@@ -322,7 +349,7 @@ fn samples(text: &str) -> Vec<(String, f64)> {
 
 #[tokio::test]
 async fn prometheus_counters_only_grow_between_scrapes() {
-    let agent = start_agent(&["--interval", "100ms"], &[]);
+    let agent = start_agent(&["--interval", "100ms", "--worker-id", "edge-3"], &[]);
     let scrape = || async {
         let response = common::client()
             .get(format!("{}/metrics", agent.base))
@@ -350,18 +377,33 @@ async fn prometheus_counters_only_grow_between_scrapes() {
     let value = |scrape: &[(String, f64)], series: &str| {
         scrape.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
     };
-    assert!(value(&second, "perfpilot_resident_memory_bytes").unwrap() > 0.0);
+    // Every series names the worker (`--worker-id`), so a fleet's series stay apart.
+    assert!(
+        second.iter().all(|(s, _)| s.contains("worker=\"edge-3\"")),
+        "{second:?}"
+    );
+    assert!(
+        value(
+            &second,
+            "perfpilot_resident_memory_bytes{worker=\"edge-3\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
     assert_eq!(
-        value(&second, "perfpilot_build_info{version=\"0.1.0\"}"),
+        value(
+            &second,
+            "perfpilot_build_info{worker=\"edge-3\",version=\"0.1.0\"}"
+        ),
         Some(1.0)
     );
-    let purge = "perfpilot_optimizations_total{strategy=\"memory-purge\",kind=\"manual\",outcome=\"success\"}";
+    let purge = "perfpilot_optimizations_total{worker=\"edge-3\",strategy=\"memory-purge\",kind=\"manual\",outcome=\"success\"}";
     assert_eq!(value(&first, purge), None);
     assert_eq!(value(&second, purge), Some(1.0));
-    assert!(
-        value(&second, "perfpilot_samples_total").unwrap()
-            > value(&first, "perfpilot_samples_total").unwrap()
-    );
+    let samples = "perfpilot_samples_total{worker=\"edge-3\"}";
+    assert!(value(&second, samples).unwrap() > value(&first, samples).unwrap());
+    let (_, document) = get_json(&agent.base, "/performance-metrics").await;
+    assert_eq!(document["workerId"], "edge-3");
     for (series, before) in first
         .iter()
         .filter(|(s, _)| s.contains("_total") || s.contains("_count") || s.contains("_bucket"))

@@ -151,7 +151,10 @@ async fn target_pid_reports_the_childs_memory_connections_and_probe() {
         .text()
         .await
         .unwrap();
-    assert!(prometheus.contains("perfpilot_open_fds "), "{prometheus}");
+    assert!(
+        prometheus.contains("\nperfpilot_open_fds{worker="),
+        "{prometheus}"
+    );
     drop(clients);
 }
 

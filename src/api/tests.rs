@@ -71,6 +71,7 @@ fn app_with(settings: ApiSettings) -> (Router, Arc<Semaphore>) {
             adaptive_cooldown: true,
             max_cooldown: Duration::from_secs(600),
             adaptive_sampling: None,
+            worker: "4242".to_owned(),
         },
         vec![Registered {
             strategy: Arc::new(Gate(Arc::clone(&gate))),

@@ -25,6 +25,8 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--insecure`: `api.insecure = true` (`false` leaves the lower layers' value).
     pub insecure: bool,
+    /// `--worker-id`: `worker_id`.
+    pub worker_id: Option<String>,
     /// `--memory-budget` (bytes): `memory_budget`.
     pub memory_budget: Option<u64>,
     /// `--interval`: `interval`.
@@ -672,6 +674,10 @@ fn apply_overrides(
     if overrides.insecure {
         config.api.insecure = true;
         set("api.insecure", "--insecure");
+    }
+    if let Some(id) = &overrides.worker_id {
+        config.worker_id = Some(id.clone());
+        set("worker_id", "--worker-id");
     }
     if let Some(budget) = overrides.memory_budget {
         config.memory_budget = Some(budget);
@@ -1444,6 +1450,7 @@ mod tests {
             log_format: Some(LogFormat::Json),
             log_level: Some("trace".into()),
             insecure: true,
+            worker_id: Some("edge-7".into()),
             memory_budget: Some(1 << 30),
             interval: Some(Duration::from_millis(100)),
             target_pid: None,
@@ -1460,12 +1467,18 @@ mod tests {
                 ("PERFPILOT_DRY_RUN", "false"),
                 ("PERFPILOT_MEMORY_BUDGET", "1MiB"),
                 ("LOG_LEVEL", "warn"),
+                ("PERFPILOT_WORKER_ID", "from-env"),
             ]),
             &overrides,
         )
         .unwrap();
         let config = &loaded.config;
         assert_eq!(config.api.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(config.worker_id.as_deref(), Some("edge-7"));
+        assert_eq!(
+            loaded.origins["worker_id"],
+            Origin::Flag("--worker-id".into())
+        );
         assert!(config.dry_run && config.api.insecure);
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.log.level, "trace");

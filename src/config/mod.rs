@@ -99,7 +99,8 @@ pub struct Config {
     /// agent exits without it; by default [`Config::DEFAULT_SHUTDOWN_GRACE`].
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
-    /// The name this agent reports as `workerId`; `None` (the default): its pid.
+    /// The name this agent reports as `workerId` and as the `worker` label of its metrics;
+    /// `None` (the default): `<hostname>-<pid>` (see [`crate::worker`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
     /// The HTTP API (`[api]`).

@@ -139,6 +139,7 @@ fn settings() -> EngineSettings {
         adaptive_cooldown: true,
         max_cooldown: Duration::from_secs(600),
         adaptive_sampling: None,
+        worker: "engine-test".to_owned(),
     }
 }
 

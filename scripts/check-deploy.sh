@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Checks the files in deploy/: the Prometheus rules (promtool check rules and their unit
+# tests), the scrape configs, the Grafana dashboard JSON and the Kubernetes manifest (parsed
+# and their shape checked), the configuration they hand the agent (perfpilot check-config),
+# the systemd unit (systemd-analyze verify, where installed), and that every perfpilot_
+# metric the rules and the dashboard query exists in live agents' /metrics output.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v promtool >/dev/null || { echo "promtool not found (apt-get install prometheus)" >&2; exit 1; }
+python3 -c 'import yaml' 2>/dev/null || { echo "python3 yaml not found (apt-get install python3-yaml)" >&2; exit 1; }
+cargo build --quiet --bin perfpilot --example embedded_axum
+. scripts/agent-lib.sh
+bin=./target/debug/perfpilot
+
+echo "== promtool check rules / test rules"
+promtool check rules deploy/prometheus/perfpilot-alerts.yml
+(cd deploy/prometheus && promtool test rules perfpilot-alerts.test.yml)
+
+echo "== promtool check config"
+promtool check config deploy/prometheus/prometheus.yml
+if ! promtool check config deploy/prometheus/prometheus-kubernetes.yml >"$out/k8s-config.txt" 2>&1; then
+  if grep -q 'field kubernetes_sd_configs not found' "$out/k8s-config.txt"; then
+    # Debian builds Prometheus without Kubernetes service discovery; the file is still
+    # parsed below.
+    echo "prometheus-kubernetes.yml: skipped, this promtool has no kubernetes_sd_configs"
+  else
+    cat "$out/k8s-config.txt" >&2
+    exit 1
+  fi
+fi
+
+echo "== dashboard JSON, manifest YAML: parse and shape"
+python3 -m json.tool deploy/grafana/perfpilot-dashboard.json >/dev/null
+python3 scripts/check_deploy.py structure
+echo "ok"
+
+echo "== the configuration the deploy files give the agent (perfpilot check-config)"
+python3 scripts/check_deploy.py sidecar-toml >"$out/sidecar.toml"
+mapfile -t sidecar_env < <(python3 scripts/check_deploy.py sidecar-env)
+env "${sidecar_env[@]}" PERFPILOT_API__TOKEN=from-the-secret PERFPILOT_WORKER_ID=pod-name \
+  "$bin" check-config --config "$out/sidecar.toml" >"$out/sidecar-check.txt"
+echo "kubernetes sidecar: ok ($(grep -c . "$out/sidecar-check.txt") settings)"
+mapfile -t systemd_env < <(grep -E '^[A-Z_]+=' deploy/systemd/perfpilot.env)
+env "${systemd_env[@]}" "$bin" check-config --config /dev/null >/dev/null
+echo "systemd env file: ok"
+
+echo "== systemd-analyze verify"
+if command -v systemd-analyze >/dev/null; then
+  # ExecStart must name an existing executable: point it at the one just built.
+  sed "s|/usr/local/bin/perfpilot|$PWD/target/debug/perfpilot|" deploy/systemd/perfpilot.service \
+    >"$out/perfpilot.service"
+  systemd-analyze verify "$out/perfpilot.service"
+  echo "ok"
+else
+  echo "skipped: systemd-analyze not installed"
+fi
+
+echo "== every metric the rules and the dashboard use is in live /metrics"
+# Library mode (the embedded_axum example: latency layer, connections, tokio runtime) and a
+# sidecar agent watching it (open fds, probe latency) between them export every family.
+start_announcing_as embedded env RUST_LOG=warn ./target/debug/examples/embedded_axum --listen 127.0.0.1:0
+embedded_base=$base
+embedded_pid=$pid
+start_announcing_as sidecar env RUST_LOG=warn "$bin" run --listen 127.0.0.1:0 --interval 200ms \
+  --target-pid "$embedded_pid" --probe-url "$embedded_base/ping"
+sidecar_base=$base
+curl -fsS --max-time 10 -XPOST "$embedded_base/performance-optimize" >/dev/null
+curl -fsS --max-time 10 -XPOST "$sidecar_base/performance-optimize" >/dev/null
+mapfile -t used < <(python3 scripts/check_deploy.py names)
+deadline=$((SECONDS + 30))
+while :; do
+  # Requests in the window the embedded agent samples (every 5 s by default).
+  for i in $(seq 1 20); do curl -fsS --max-time 5 "$embedded_base/items/$i" >/dev/null; done
+  { curl -fsS --max-time 5 "$embedded_base/metrics"; curl -fsS --max-time 5 "$sidecar_base/metrics"; } |
+    awk '!/^#/ && NF { sub(/[{ ].*/, "", $1); print $1 }' | sort -u >"$out/live-names.txt"
+  missing=()
+  for name in "${used[@]}"; do grep -qxF "$name" "$out/live-names.txt" || missing+=("$name"); done
+  [ ${#missing[@]} -eq 0 ] && break
+  if [ $SECONDS -ge $deadline ]; then
+    echo "used in deploy/ but not in any live /metrics output: ${missing[*]}" >&2
+    exit 1
+  fi
+  sleep 1
+done
+echo "ok: ${#used[@]} metric names, all live"
