@@ -10,7 +10,7 @@
 //! | `process_cpu_ratio` | change of `cpu.stat` `usage_usec` over the window ÷ (window × the `cpu.max` quota, else the CPUs available) |
 //! | `open_fds` | summed entries of the processes' `/proc/<pid>/fd` |
 //! | `open_connections` | ESTABLISHED sockets of any of the processes on a port one of them LISTENs on, in the first process's network namespace |
-//! | `pressure.cgroup` | the cgroup's `{memory,cpu,io}.pressure` |
+//! | `pressure.cgroup` | the cgroup's `{memory,cpu,io}.pressure` (none for the root cgroup, whose pressure is the system's) |
 //!
 //! `cgroup.procs`, `memory.current`, `cpu.stat` and the pressure files stay open; a read that
 //! fails (the cgroup was removed) reopens them once, so a cgroup removed and created again at
@@ -72,7 +72,10 @@ impl OpenGroup {
         Ok(OpenGroup {
             memory_current: ProcFile::open(&dir.join("memory.current"), 64),
             cpu_stat: ProcFile::open(&dir.join("cpu.stat"), 512),
-            pressure: PressureReader::cgroup(&dir),
+            // The root's pressure is the system's, already in `pressure.system`.
+            pressure: (dir != mount)
+                .then(|| PressureReader::cgroup(&dir))
+                .flatten(),
             limits: Limits::with_cgroup(CgroupLimits::for_v2_dir(&dir, &mount), memory_budget),
             procs,
             dir,
@@ -169,6 +172,8 @@ impl GroupSampler {
         for &pid in &self.pids {
             match self.sockets.add_fds(&pid_dir(pid)) {
                 Ok(count) => fds += count,
+                // Exited since `cgroup.procs` was read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(_) => unreadable += 1,
             }
         }
@@ -201,7 +206,10 @@ impl GroupSampler {
             if let Some(text) = group.procs.read(false) {
                 self.pids.clear();
                 self.pids.extend(parse_procs(&text));
-                return Ok(());
+                // A removed cgroup's open file may read as empty: check that it still exists.
+                if !self.pids.is_empty() || group.dir.is_dir() {
+                    return Ok(());
+                }
             }
         }
         let dir = self.open.take().map(|g| g.dir);

@@ -217,4 +217,55 @@ mod tests {
         let io_rate = second.io.unwrap().some.stall_rate.unwrap();
         assert!(io_rate >= 0.0 && io_rate.is_finite(), "{io_rate}");
     }
+
+    /// The cost of reading PSI per sample, and of a whole sample with and without it. Run
+    /// with `cargo test --release --lib psi_sample_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a test; run it in release"]
+    fn psi_sample_cost() {
+        use crate::sample::{Sampler, SamplerSettings, Target};
+        let median = |f: &mut dyn FnMut()| {
+            let mut times: Vec<Duration> = (0..2001)
+                .map(|_| {
+                    let started = Instant::now();
+                    f();
+                    started.elapsed()
+                })
+                .collect();
+            times.sort();
+            times[1000]
+        };
+        let mut system = PressureReader::system().expect("PSI");
+        let psi = median(&mut || {
+            std::hint::black_box(system.read(Instant::now()));
+        });
+        let mut reopened = median(&mut || {
+            let mut reader = PressureReader::system().unwrap();
+            std::hint::black_box(reader.read(Instant::now()));
+        });
+        let mut sampler = Sampler::new(SamplerSettings::default());
+        let whole = median(&mut || {
+            std::hint::black_box(sampler.sample());
+        });
+        sampler.system_pressure = None;
+        let without = median(&mut || {
+            std::hint::black_box(sampler.sample());
+        });
+        let procs = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = procs.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let mut group = Sampler::for_target(SamplerSettings::default(), Target::Cgroup(own.into()));
+        let count = group.sample().process_count.unwrap();
+        let group_sample = median(&mut || {
+            std::hint::black_box(group.sample());
+        });
+        if reopened < psi {
+            reopened = psi;
+        }
+        println!("| read | median |\n|---|---|");
+        println!("| /proc/pressure/{{memory,cpu,io}}, fds kept open | {psi:?} |");
+        println!("| the same, opening the three files each time | {reopened:?} |");
+        println!("| whole self sample with system PSI | {whole:?} |");
+        println!("| whole self sample without PSI | {without:?} |");
+        println!("| whole cgroup-target sample of this test's cgroup ({count} processes) | {group_sample:?} |");
+    }
 }

@@ -156,8 +156,8 @@ pub struct Pressure {
     /// `/proc/pressure/*`; `None` where the kernel has no PSI (or it is disabled).
     pub system: Option<PressureSet>,
     /// The watched cgroup's `*.pressure` files: the cgroup target's, else the watched
-    /// process's cgroup v2 when it is not the root of the hierarchy (the root's pressure is the
-    /// system's); `None` otherwise.
+    /// process's cgroup v2; `None` for the root of the hierarchy (whose pressure is the
+    /// system's) and where there are none.
     pub cgroup: Option<PressureSet>,
 }
 
@@ -239,7 +239,8 @@ pub struct PressureLine {
     /// Total stall time since boot (or since the cgroup was created), microseconds.
     pub total_us: u64,
     /// Stall seconds per second over the last sampling window (the change of `total_us` over
-    /// the wall time), 0..1; `None` on the first sample.
+    /// the wall time), 0..1 (it can briefly exceed 1: the kernel adds to the total in
+    /// steps); `None` on the first sample.
     pub stall_rate: Option<f64>,
 }
 
