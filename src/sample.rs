@@ -2,7 +2,8 @@
 //! jemalloc and the tokio runtime into one [`Snapshot`].
 //!
 //! The watched process is the agent's own, or in sidecar mode a [`Target`] found by pid,
-//! pidfile or listening port ([`Sampler::for_target`]); `<pid>` below is either.
+//! pidfile or listening port ([`Sampler::for_target`]); `<pid>` below is either. A cgroup
+//! target is a group of processes: what is read of it is listed in the `group` module.
 //!
 //! What it fills in, and from where (every signal is `None` where its source cannot be read:
 //! not Linux, no `/proc`, no cgroup filesystem, no runtime):
@@ -19,6 +20,10 @@
 //! | `load_average` | `/proc/loadavg` | runnable tasks |
 //! | `open_fds` | entries of `/proc/<pid>/fd` (sidecar mode only) | count |
 //! | `open_connections` | sockets of `/proc/<pid>/fd` in `/proc/<pid>/net/tcp{,6}`, ESTABLISHED on a port the target listens on (sidecar mode only) | count |
+//! | `memory_usage_bytes`, `memory_usage_source` | `rss_bytes` (`rss`); for a cgroup target `memory.current` or the summed RSS | bytes |
+//! | `process_count` | lines of `cgroup.procs` (cgroup target only) | count |
+//! | `pressure.system` | `/proc/pressure/{memory,cpu,io}` (PSI), opened once | ratios, µs |
+//! | `pressure.cgroup` | the cgroup target's or the watched process's cgroup v2 `*.pressure`, unless it is the root | ratios, µs |
 //! | `runtime` | [`tokio_metrics::RuntimeMonitor`] of the runtime [`Sampler::new`] ran in | see [`RuntimeStats`](perfpilot_strategies::RuntimeStats) |
 //!
 //! The window of the ratios is the time since the previous [`Sampler::sample`]; the first

@@ -469,3 +469,29 @@ fn check_config_shows_the_cgroup_and_its_origin() {
     );
     cgroup.remove();
 }
+
+#[test]
+fn a_pid_target_in_a_child_cgroup_has_that_cgroups_pressure() {
+    if !Path::new("/proc/pressure/cpu").exists() {
+        eprintln!("skipped: this kernel has no PSI (/proc/pressure)");
+        return;
+    }
+    let Some(mut cgroup) = TestCgroup::create("pid") else {
+        return;
+    };
+    let pid = cgroup.spawn("exec sleep 30");
+    let mut sampler = Sampler::for_target(SamplerSettings::default(), Target::Pid(pid));
+    let snapshot = sampler.sample();
+    assert_eq!(sampler.target().unwrap().target_pids(), [pid]);
+    let pressure = snapshot.pressure.expect("PSI");
+    let cgroup_cpu = pressure.cgroup.expect("the child cgroup's").cpu.unwrap();
+    let system_cpu = pressure.system.unwrap().cpu.unwrap();
+    // A sleeping process's fresh cgroup has stalled for far less than the whole host.
+    assert!(
+        cgroup_cpu.some.total_us < system_cpu.some.total_us,
+        "{cgroup_cpu:?} vs {system_cpu:?}"
+    );
+    assert_eq!(snapshot.process_count, None, "a pid target is one process");
+    assert_eq!(snapshot.memory_usage_source, Some(MemoryUsageSource::Rss));
+    cgroup.remove();
+}
