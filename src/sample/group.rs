@@ -10,6 +10,7 @@
 //! | `process_cpu_ratio` | change of `cpu.stat` `usage_usec` over the window ÷ (window × the `cpu.max` quota, else the CPUs available) |
 //! | `open_fds` | summed entries of the processes' `/proc/<pid>/fd` |
 //! | `open_connections` | ESTABLISHED sockets of any of the processes on a port one of them LISTENs on, in the first process's network namespace |
+//! | `uptime` | absent: a group has no single start time |
 //! | `pressure.cgroup` | the cgroup's `{memory,cpu,io}.pressure` (none for the root cgroup, whose pressure is the system's) |
 //!
 //! `cgroup.procs`, `memory.current`, `cpu.stat` and the pressure files stay open; a read that
