@@ -404,29 +404,41 @@ pub enum Signal {
     RuntimeGlobalQueueDepth,
     /// [`Snapshot::process_count`], processes in the watched cgroup, a count.
     ProcessCount,
-    /// Share of the last 10 s in which some task stalled on memory (PSI `memory` `some` `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 10 s in which some task stalled on memory (PSI `memory` `some` `avg10` ÷
+    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     MemoryPressureSome,
-    /// Share of the last 10 s in which every non-idle task stalled on memory (PSI `memory` `full` `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 10 s in which every non-idle task stalled on memory (PSI `memory` `full`
+    /// `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     MemoryPressureFull,
-    /// Share of the last 10 s in which some task stalled on cpu (PSI `cpu` `some` `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 10 s in which some task stalled on cpu (PSI `cpu` `some` `avg10` ÷ 100),
+    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     CpuPressureSome,
-    /// Share of the last 10 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 10 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg10`
+    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     CpuPressureFull,
-    /// Share of the last 10 s in which some task stalled on io (PSI `io` `some` `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 10 s in which some task stalled on io (PSI `io` `some` `avg10` ÷ 100),
+    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     IoPressureSome,
-    /// Share of the last 10 s in which every non-idle task stalled on io (PSI `io` `full` `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 10 s in which every non-idle task stalled on io (PSI `io` `full` `avg10` ÷
+    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     IoPressureFull,
-    /// Share of the last 60 s in which some task stalled on memory (PSI `memory` `some` `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 60 s in which some task stalled on memory (PSI `memory` `some` `avg60` ÷
+    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     MemoryPressureSomeAvg60,
-    /// Share of the last 60 s in which every non-idle task stalled on memory (PSI `memory` `full` `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 60 s in which every non-idle task stalled on memory (PSI `memory` `full`
+    /// `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     MemoryPressureFullAvg60,
-    /// Share of the last 60 s in which some task stalled on cpu (PSI `cpu` `some` `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 60 s in which some task stalled on cpu (PSI `cpu` `some` `avg60` ÷ 100),
+    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     CpuPressureSomeAvg60,
-    /// Share of the last 60 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 60 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg60`
+    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     CpuPressureFullAvg60,
-    /// Share of the last 60 s in which some task stalled on io (PSI `io` `some` `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 60 s in which some task stalled on io (PSI `io` `some` `avg60` ÷ 100),
+    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     IoPressureSomeAvg60,
-    /// Share of the last 60 s in which every non-idle task stalled on io (PSI `io` `full` `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// Share of the last 60 s in which every non-idle task stalled on io (PSI `io` `full` `avg60` ÷
+    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     IoPressureFullAvg60,
 }
 
