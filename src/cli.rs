@@ -80,6 +80,10 @@ pub struct ConfigArgs {
     /// Sidecar mode: watch the process listening on this TCP port.
     #[arg(long, value_name = "PORT", group = "target")]
     pub target_port: Option<u16>,
+    /// Sidecar mode: watch every process of this cgroup v2 (a pod, a systemd service): a
+    /// directory under the cgroup v2 mount or a path relative to it.
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub target_cgroup: Option<PathBuf>,
     /// GET this http:// URL every probe.period (default 1s) for latency and error rate.
     #[arg(long, value_name = "URL")]
     pub probe_url: Option<String>,
@@ -165,6 +169,7 @@ impl ConfigArgs {
             target_pid: self.target_pid,
             target_pidfile: self.target_pidfile.clone(),
             target_port: self.target_port,
+            target_cgroup: self.target_cgroup.clone(),
             probe_url: self.probe_url.clone(),
         }
     }

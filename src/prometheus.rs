@@ -9,7 +9,10 @@ use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use perfpilot_strategies::{Level, MemoryLimitSource, Snapshot};
+use perfpilot_strategies::{
+    Level, MemoryLimitSource, MemoryUsageSource, PressureKind, PressureResource, PressureSet,
+    Snapshot,
+};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +26,7 @@ use crate::trigger::Evaluation;
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 type Gauges = Family<Labels, FloatGauge>;
+type FloatCounters = Family<Labels, Counter<f64, AtomicU64>>;
 
 /// Upper bounds of the run-duration histogram, in seconds (1 ms to 30 s).
 const DURATION_BUCKETS: [f64; 12] = [
@@ -36,6 +40,10 @@ pub struct Telemetry {
     resident: Gauges,
     virtual_memory: Gauges,
     memory_limit: Gauges,
+    memory_usage_bytes: Gauges,
+    processes: Gauges,
+    pressure: Gauges,
+    stall: FloatCounters,
     allocator: Gauges,
     process_cpu: Gauges,
     system_cpu: Gauges,
@@ -108,6 +116,23 @@ impl Telemetry {
             "memory_limit",
             "The memory limit usage is measured against, by source",
             Some(Unit::Bytes),
+        );
+        let memory_usage_bytes = gauge(
+            "memory_usage",
+            "The memory use the usage ratio is measured with, by source (rss, cgroup_current, \
+             summed_rss)",
+            Some(Unit::Bytes),
+        );
+        let processes = gauge(
+            "processes",
+            "Processes in the watched cgroup (cgroup target)",
+            None,
+        );
+        let pressure = gauge(
+            "pressure_ratio",
+            "Pressure stall information: share of time tasks stalled on a resource, by \
+             resource, kind (some, full), window (avg10, avg60, avg300) and scope (system, cgroup)",
+            None,
         );
         let allocator = gauge(
             "allocator",
@@ -209,6 +234,13 @@ impl Telemetry {
             "1 while an optimization runs",
             optimizing.clone(),
         );
+        let stall = FloatCounters::default();
+        registry.register_with_unit(
+            "pressure_stall",
+            "Total time tasks stalled on a resource (PSI total), by resource, kind and scope",
+            Unit::Seconds,
+            stall.clone(),
+        );
         let samples = Counter::default();
         registry.register("samples", "Samples taken", samples.clone());
         let runs = Family::<Labels, Counter>::default();
@@ -250,6 +282,10 @@ impl Telemetry {
             resident,
             virtual_memory,
             memory_limit,
+            memory_usage_bytes,
+            processes,
+            pressure,
+            stall,
             allocator,
             process_cpu,
             system_cpu,
@@ -305,6 +341,27 @@ impl Telemetry {
                 Some(limit as f64),
             );
         }
+        self.memory_usage_bytes.clear();
+        if let (Some(bytes), Some(source)) = (s.memory_usage_bytes, s.memory_usage_source) {
+            let source = match source {
+                MemoryUsageSource::Rss => "rss",
+                MemoryUsageSource::CgroupCurrent => "cgroup_current",
+                MemoryUsageSource::SummedRss => "summed_rss",
+            };
+            set(
+                &self.memory_usage_bytes,
+                vec![("source", source.to_owned())],
+                Some(bytes as f64),
+            );
+        }
+        set(
+            &self.processes,
+            Vec::new(),
+            s.process_count.map(|c| c as f64),
+        );
+        let pressure = s.pressure.as_ref();
+        self.observe_pressure("system", pressure.and_then(|p| p.system.as_ref()));
+        self.observe_pressure("cgroup", pressure.and_then(|p| p.cgroup.as_ref()));
         for (kind, value) in [
             ("allocated", s.allocator.map(|a| a.allocated_bytes)),
             ("active", s.allocator.map(|a| a.active_bytes)),
@@ -373,6 +430,51 @@ impl Telemetry {
             Vec::new(),
             s.runtime.map(|r| r.live_tasks as f64),
         );
+    }
+
+    /// Sets the PSI gauges and stall counters of one scope; an absent file removes its series.
+    fn observe_pressure(&self, scope: &str, set_of: Option<&PressureSet>) {
+        for resource in PressureResource::ALL {
+            let pressure = set_of.and_then(|p| p.resource(resource));
+            for (kind, kind_name) in [(PressureKind::Some, "some"), (PressureKind::Full, "full")] {
+                let line = pressure.and_then(|p| p.line(kind));
+                let labels = |extra: Option<&str>| {
+                    let mut labels = vec![
+                        ("resource", resource.name().to_owned()),
+                        ("kind", kind_name.to_owned()),
+                    ];
+                    if let Some(window) = extra {
+                        labels.push(("window", window.to_owned()));
+                    }
+                    labels.push(("scope", scope.to_owned()));
+                    labels
+                };
+                for (window, value) in [
+                    ("avg10", line.map(|l| l.avg10)),
+                    ("avg60", line.map(|l| l.avg60)),
+                    ("avg300", line.map(|l| l.avg300)),
+                ] {
+                    set(&self.pressure, labels(Some(window)), value);
+                }
+                let labels = labels(None);
+                match line {
+                    Some(line) => {
+                        let total = line.total_us as f64 / 1e6;
+                        let counter = self.stall.get_or_create(&labels).get();
+                        if total < counter {
+                            // The kernel's counter restarted (the cgroup was created again).
+                            self.stall.remove(&labels);
+                            self.stall.get_or_create(&labels).inc_by(total);
+                        } else {
+                            self.stall.get_or_create(&labels).inc_by(total - counter);
+                        }
+                    }
+                    None => {
+                        self.stall.remove(&labels);
+                    }
+                }
+            }
+        }
     }
 
     /// Sets one strategy's trigger level and value.
@@ -497,7 +599,69 @@ fn set(family: &Gauges, labels: Labels, value: Option<f64>) {
 mod tests {
     use std::time::{Duration, SystemTime};
 
+    use perfpilot_strategies::{Pressure, PressureLine, ResourcePressure};
+
     use super::*;
+
+    #[test]
+    fn pressure_is_a_ratio_per_window_and_a_stall_counter_per_scope() {
+        let telemetry = Telemetry::new("w");
+        let line = |avg10, total_us| PressureLine {
+            avg10,
+            avg60: 0.25,
+            avg300: 0.125,
+            total_us,
+            stall_rate: None,
+        };
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.pressure = Some(Pressure {
+            system: Some(PressureSet {
+                memory: None,
+                cpu: Some(ResourcePressure {
+                    some: line(0.5, 2_500_000),
+                    full: None,
+                }),
+                io: None,
+            }),
+            cgroup: None,
+        });
+        telemetry.observe_snapshot(&snapshot);
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert!(
+            text.contains(
+                "perfpilot_pressure_ratio{worker=\"w\",resource=\"cpu\",kind=\"some\",window=\"avg10\",scope=\"system\"} 0.5"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "perfpilot_pressure_stall_seconds_total{worker=\"w\",resource=\"cpu\",kind=\"some\",scope=\"system\"} 2.5"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("kind=\"full\""), "absent full line: {text}");
+        assert!(!text.contains("scope=\"cgroup\""), "{text}");
+
+        // The counter follows the kernel's total, and restarts when it does.
+        let cpu = |total| {
+            let mut snapshot = snapshot.clone();
+            let set = snapshot.pressure.as_mut().unwrap().system.as_mut().unwrap();
+            set.cpu.as_mut().unwrap().some.total_us = total;
+            snapshot
+        };
+        telemetry.observe_snapshot(&cpu(4_000_000));
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert!(text.contains("scope=\"system\"} 4.0"), "{text}");
+        telemetry.observe_snapshot(&cpu(1_000_000));
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert!(text.contains("scope=\"system\"} 1.0"), "{text}");
+        telemetry.observe_snapshot(&Snapshot::empty(SystemTime::now()));
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert!(
+            !text.contains("perfpilot_pressure_stall_seconds_total{"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn absent_signals_are_left_out_and_present_ones_use_base_units() {

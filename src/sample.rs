@@ -2,7 +2,8 @@
 //! jemalloc and the tokio runtime into one [`Snapshot`].
 //!
 //! The watched process is the agent's own, or in sidecar mode a [`Target`] found by pid,
-//! pidfile or listening port ([`Sampler::for_target`]); `<pid>` below is either.
+//! pidfile or listening port ([`Sampler::for_target`]); `<pid>` below is either. A cgroup
+//! target is a group of processes: what is read of it is listed in the `group` module.
 //!
 //! What it fills in, and from where (every signal is `None` where its source cannot be read:
 //! not Linux, no `/proc`, no cgroup filesystem, no runtime):
@@ -19,6 +20,10 @@
 //! | `load_average` | `/proc/loadavg` | runnable tasks |
 //! | `open_fds` | entries of `/proc/<pid>/fd` (sidecar mode only) | count |
 //! | `open_connections` | sockets of `/proc/<pid>/fd` in `/proc/<pid>/net/tcp{,6}`, ESTABLISHED on a port the target listens on (sidecar mode only) | count |
+//! | `memory_usage_bytes`, `memory_usage_source` | `rss_bytes` (`rss`); for a cgroup target `memory.current` or the summed RSS | bytes |
+//! | `process_count` | lines of `cgroup.procs` (cgroup target only) | count |
+//! | `pressure.system` | `/proc/pressure/{memory,cpu,io}` (PSI), opened once | ratios, µs |
+//! | `pressure.cgroup` | the cgroup target's or the watched process's cgroup v2 `*.pressure`, unless it is the root | ratios, µs |
 //! | `runtime` | [`tokio_metrics::RuntimeMonitor`] of the runtime [`Sampler::new`] ran in | see [`RuntimeStats`](perfpilot_strategies::RuntimeStats) |
 //!
 //! The window of the ratios is the time since the previous [`Sampler::sample`]; the first
@@ -42,7 +47,9 @@
 
 mod allocator;
 mod cgroup;
+mod group;
 mod limits;
+mod pressure;
 mod procfs;
 mod runtime;
 mod target;
@@ -50,14 +57,22 @@ mod target;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use perfpilot_strategies::Snapshot;
+use perfpilot_strategies::{MemoryUsageSource, Pressure, Snapshot};
 
 use self::limits::Limits;
+use self::pressure::PressureReader;
 use self::procfs::{HostReader, ProcessReader};
 use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
 
 pub use self::target::{Target, TargetHandle, TargetState, TargetStatus};
+
+/// The cgroup v2 directory a `target.cgroup` names (absolute under the cgroup v2 mount, or
+/// relative to it), or why it is not one: no cgroup v2 hierarchy mounted, no such directory,
+/// or not a cgroup (no `cgroup.procs`).
+pub fn resolve_target_cgroup(path: &Path) -> Result<PathBuf, String> {
+    cgroup::resolve_v2_dir(path).map(|(dir, _mount)| dir)
+}
 
 /// Settings the sampler needs.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +107,8 @@ pub struct SamplerSettings {
 pub struct Sampler {
     watched: Watched,
     host: HostReader,
+    /// `/proc/pressure/*`; `None` where the kernel has no PSI.
+    system_pressure: Option<PressureReader>,
     runtime: Option<RuntimeSampler>,
     allocator_in_use: bool,
 }
@@ -118,6 +135,7 @@ impl Sampler {
         Sampler {
             watched: Watched::This(process),
             host: HostReader::open(),
+            system_pressure: PressureReader::system(),
             runtime: RuntimeSampler::current(),
             // Probed once: the global allocator cannot change.
             allocator_in_use: allocator::jemalloc_is_global_allocator(),
@@ -140,6 +158,7 @@ impl Sampler {
         Sampler {
             watched: Watched::Target(tracker),
             host: HostReader::open(),
+            system_pressure: PressureReader::system(),
             runtime: RuntimeSampler::current(),
             allocator_in_use: false,
         }
@@ -168,6 +187,10 @@ impl Sampler {
         snapshot.system_cpu_ratio = self.host.cpu_ratio();
         snapshot.load_average = self.host.load_average();
         snapshot.runtime = self.runtime.as_mut().and_then(RuntimeSampler::sample);
+        let system = self.system_pressure.as_mut().and_then(|p| p.read(now));
+        let cgroup = snapshot.pressure.take().and_then(|p| p.cgroup);
+        snapshot.pressure =
+            (system.is_some() || cgroup.is_some()).then_some(Pressure { system, cgroup });
         snapshot
     }
 }
@@ -177,6 +200,8 @@ impl Sampler {
 struct ProcessSampler {
     process: ProcessReader,
     limits: Limits,
+    /// The process's own cgroup v2 pressure files, when its cgroup is not the root.
+    pressure: Option<PressureReader>,
     /// When the previous sample was taken and the process's CPU time then.
     previous_cpu: Option<(Instant, Duration)>,
 }
@@ -185,7 +210,9 @@ impl ProcessSampler {
     /// Opens `/proc/self` or `/proc/<pid>` and discovers the process's limits.
     fn open(dir: PathBuf, memory_budget: Option<u64>) -> Self {
         let limits = Limits::discover(&dir, memory_budget);
+        let pressure = cgroup::own_v2_dir(&dir).and_then(|dir| PressureReader::cgroup(&dir));
         ProcessSampler {
+            pressure,
             process: ProcessReader::open(dir),
             limits,
             previous_cpu: None,
@@ -215,7 +242,14 @@ impl ProcessSampler {
             snapshot.memory_limit_source = Some(source);
             snapshot.memory_usage_ratio = snapshot.rss_bytes.map(|rss| rss as f64 / limit as f64);
         }
+        snapshot.memory_usage_bytes = snapshot.rss_bytes;
+        snapshot.memory_usage_source = snapshot.rss_bytes.map(|_| MemoryUsageSource::Rss);
         snapshot.process_cpu_ratio = self.process_cpu_ratio(now);
+        let cgroup = self.pressure.as_mut().and_then(|p| p.read(now));
+        snapshot.pressure = cgroup.map(|set| Pressure {
+            system: None,
+            cgroup: Some(set),
+        });
     }
 
     /// CPU time used since the previous sample ÷ (wall time × available CPUs).

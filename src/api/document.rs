@@ -86,6 +86,12 @@ pub struct CurrentMetrics<'a> {
     pub memory_limit_bytes: Option<u64>,
     /// `cgroup`, `budget` or `total_ram`.
     pub memory_limit_source: Option<perfpilot_strategies::MemoryLimitSource>,
+    /// The memory use memoryUsage is measured with, bytes.
+    pub memory_usage_bytes: Option<u64>,
+    /// `rss`, `cgroup_current` (a cgroup target's `memory.current`) or `summed_rss`.
+    pub memory_usage_source: Option<perfpilot_strategies::MemoryUsageSource>,
+    /// Processes in the watched cgroup (cgroup target only).
+    pub process_count: Option<u64>,
     /// Host CPU busy share, 0..1.
     pub system_cpu_usage: Option<f64>,
     /// Requests in flight.
@@ -101,6 +107,9 @@ pub struct CurrentMetrics<'a> {
     /// tokio runtime metrics.
     #[schema(value_type = Option<perfpilot_strategies::RuntimeStats>)]
     pub runtime: Option<&'a perfpilot_strategies::RuntimeStats>,
+    /// Pressure stall information, system-wide and of the watched cgroup (null without PSI).
+    #[schema(value_type = Option<perfpilot_strategies::Pressure>)]
+    pub pressure: Option<&'a perfpilot_strategies::Pressure>,
 }
 
 /// One strategy in `strategies`.
@@ -184,12 +193,16 @@ impl<'a> MetricsDocument<'a> {
                 virtual_bytes: snapshot.virtual_bytes,
                 memory_limit_bytes: snapshot.memory_limit_bytes,
                 memory_limit_source: snapshot.memory_limit_source,
+                memory_usage_bytes: snapshot.memory_usage_bytes,
+                memory_usage_source: snapshot.memory_usage_source,
+                process_count: snapshot.process_count,
                 system_cpu_usage: snapshot.system_cpu_ratio,
                 in_flight_requests: snapshot.in_flight_requests,
                 requests_per_second: snapshot.requests_per_second,
                 latency: snapshot.latency.as_ref(),
                 allocator: snapshot.allocator.as_ref(),
                 runtime: snapshot.runtime.as_ref(),
+                pressure: snapshot.pressure.as_ref(),
             },
             recent_optimizations: &view.recent,
             strategies: view

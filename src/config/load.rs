@@ -31,13 +31,15 @@ pub struct Overrides {
     pub memory_budget: Option<u64>,
     /// `--interval`: `interval`.
     pub interval: Option<Duration>,
-    /// `--target-pid`: `target.pid`. Any of the three target flags replaces the whole
+    /// `--target-pid`: `target.pid`. Any of the four target flags replaces the whole
     /// `[target]` of the lower layers.
     pub target_pid: Option<u32>,
     /// `--target-pidfile`: `target.pidfile`.
     pub target_pidfile: Option<PathBuf>,
     /// `--target-port`: `target.port`.
     pub target_port: Option<u16>,
+    /// `--target-cgroup`: `target.cgroup`.
+    pub target_cgroup: Option<PathBuf>,
     /// `--probe-url`: `probe.url`.
     pub probe_url: Option<String>,
 }
@@ -690,10 +692,16 @@ fn apply_overrides(
     if overrides.target_pid.is_some()
         || overrides.target_pidfile.is_some()
         || overrides.target_port.is_some()
+        || overrides.target_cgroup.is_some()
     {
         // A target on the command line replaces the lower layers' target of another kind.
         config.target = Default::default();
-        for key in ["target.pid", "target.pidfile", "target.port"] {
+        for key in [
+            "target.pid",
+            "target.pidfile",
+            "target.port",
+            "target.cgroup",
+        ] {
             origins.remove(key);
         }
         let mut set = |key: &str, flag: &str| {
@@ -710,6 +718,10 @@ fn apply_overrides(
         if let Some(port) = overrides.target_port {
             config.target.port = Some(port);
             set("target.port", "--target-port");
+        }
+        if let Some(path) = &overrides.target_cgroup {
+            config.target.cgroup = Some(path.clone());
+            set("target.cgroup", "--target-cgroup");
         }
     }
     if let Some(url) = &overrides.probe_url {
@@ -1456,6 +1468,7 @@ mod tests {
             target_pid: None,
             target_pidfile: None,
             target_port: None,
+            target_cgroup: None,
             probe_url: None,
         };
         let loaded = load_with_default_file(

@@ -490,11 +490,11 @@ impl fmt::Debug for ApiConfig {
     }
 }
 
-/// The process a sidecar agent watches (`[target]`): at most one of `pid`, `pidfile` and
-/// `port`; none: the agent watches its own process. See [`Target`] for how each is found and
-/// followed across restarts. Command-line flags (`--target-pid`, `--target-pidfile`,
-/// `--target-port`) replace the whole section: a flag's target wins over a file's of another
-/// kind.
+/// The process a sidecar agent watches (`[target]`): at most one of `pid`, `pidfile`, `port`
+/// and `cgroup`; none: the agent watches its own process. See [`Target`] for how each is
+/// found and followed across restarts. Command-line flags (`--target-pid`, `--target-pidfile`,
+/// `--target-port`, `--target-cgroup`) replace the whole section: a flag's target wins over a
+/// file's of another kind. The latency probe (`[probe]`) combines with any of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TargetConfig {
@@ -507,15 +507,22 @@ pub struct TargetConfig {
     /// Watch the process listening on this TCP port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Watch every process of this cgroup v2: a directory under the cgroup v2 mount
+    /// (`/sys/fs/cgroup/system.slice/demo.service`) or a path relative to it
+    /// (`system.slice/demo.service`, `/kubepods.slice/...` as `/proc/<pid>/cgroup` shows it).
+    /// It must exist when the configuration is validated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
 }
 
 impl TargetConfig {
     /// The configured target; `None` when none is set (or, in an invalid config, several).
     pub fn selected(&self) -> Option<Target> {
-        match (self.pid, &self.pidfile, self.port) {
-            (Some(pid), None, None) => Some(Target::Pid(pid)),
-            (None, Some(path), None) => Some(Target::Pidfile(path.clone())),
-            (None, None, Some(port)) => Some(Target::Port(port)),
+        match (self.pid, &self.pidfile, self.port, &self.cgroup) {
+            (Some(pid), None, None, None) => Some(Target::Pid(pid)),
+            (None, Some(path), None, None) => Some(Target::Pidfile(path.clone())),
+            (None, None, Some(port), None) => Some(Target::Port(port)),
+            (None, None, None, Some(path)) => Some(Target::Cgroup(path.clone())),
             _ => None,
         }
     }
@@ -528,15 +535,26 @@ impl TargetConfig {
                 .as_ref()
                 .map(|path| format!("target.pidfile = {:?}", path.display().to_string())),
             self.port.map(|port| format!("target.port = {port}")),
+            self.cgroup
+                .as_ref()
+                .map(|path| format!("target.cgroup = {:?}", path.display().to_string())),
         ]
         .into_iter()
         .flatten()
         .collect();
         if set.len() > 1 {
             problems.push(format!(
-                "{}: set at most one of target.pid, target.pidfile and target.port",
+                "{}: set at most one of target.pid, target.pidfile, target.port and target.cgroup",
                 set.join(", ")
             ));
+        }
+        if let Some(path) = &self.cgroup {
+            if let Err(why) = crate::sample::resolve_target_cgroup(path) {
+                problems.push(format!(
+                    "target.cgroup = {:?}: {why}",
+                    path.display().to_string()
+                ));
+            }
         }
         if self.pid == Some(0) {
             problems.push("target.pid = 0: must be a positive pid".to_owned());
@@ -774,7 +792,7 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:#?}");
         assert_eq!(
             problems[0],
-            "target.pid = 42, target.pidfile = \"/run/demo.pid\", target.port = 8080: set at most one of target.pid, target.pidfile and target.port"
+            "target.pid = 42, target.pidfile = \"/run/demo.pid\", target.port = 8080: set at most one of target.pid, target.pidfile, target.port and target.cgroup"
         );
         assert!(
             problems[1]

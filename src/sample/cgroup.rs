@@ -21,6 +21,8 @@ pub(crate) struct CgroupLimits {
 enum LimitFile {
     /// cgroup v2 `memory.max`.
     MemoryMax(PathBuf),
+    /// cgroup v2 `memory.high` (the throttling threshold; read for cgroup targets).
+    MemoryHigh(PathBuf),
     /// cgroup v1 `memory.limit_in_bytes`.
     MemoryLimitInBytes(PathBuf),
     /// cgroup v2 `cpu.max`.
@@ -32,7 +34,9 @@ enum LimitFile {
 impl LimitFile {
     fn read_memory(&self) -> Option<u64> {
         match self {
-            LimitFile::MemoryMax(path) => parse_memory_max(&fs::read_to_string(path).ok()?),
+            LimitFile::MemoryMax(path) | LimitFile::MemoryHigh(path) => {
+                parse_memory_max(&fs::read_to_string(path).ok()?)
+            }
             LimitFile::MemoryLimitInBytes(path) => {
                 parse_memory_limit_in_bytes(&fs::read_to_string(path).ok()?)
             }
@@ -60,6 +64,24 @@ impl CgroupLimits {
         // Mount points are resolved in the agent's mount namespace, where the files are opened.
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut limits = Self::from_tables(&cgroup, &mountinfo);
+        limits.memory.retain(LimitFile::exists);
+        limits.cpu.retain(LimitFile::exists);
+        limits
+    }
+
+    /// The limit files of a cgroup v2 directory `dir` under the hierarchy mounted at `mount`
+    /// and of its ancestors: `memory.max`, `memory.high` and `cpu.max` (a cgroup target).
+    pub(crate) fn for_v2_dir(dir: &Path, mount: &Path) -> Self {
+        let mut limits = CgroupLimits::default();
+        for dir in dir.ancestors().take_while(|d| d.starts_with(mount)) {
+            limits
+                .memory
+                .push(LimitFile::MemoryMax(dir.join("memory.max")));
+            limits
+                .memory
+                .push(LimitFile::MemoryHigh(dir.join("memory.high")));
+            limits.cpu.push(LimitFile::CpuMax(dir.join("cpu.max")));
+        }
         limits.memory.retain(LimitFile::exists);
         limits.cpu.retain(LimitFile::exists);
         limits
@@ -113,11 +135,70 @@ impl LimitFile {
     fn exists(&self) -> bool {
         match self {
             LimitFile::MemoryMax(path)
+            | LimitFile::MemoryHigh(path)
             | LimitFile::MemoryLimitInBytes(path)
             | LimitFile::CpuMax(path) => path.is_file(),
             LimitFile::CfsQuota { quota, period } => quota.is_file() && period.is_file(),
         }
     }
+}
+
+/// The mount point of the cgroup v2 hierarchy in this mount namespace (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid hosts), from `/proc/self/mountinfo`.
+pub(crate) fn v2_mount_point() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    v2_mount_in(&mountinfo).map(|mount| mount.mount_point)
+}
+
+fn v2_mount_in(mountinfo: &str) -> Option<Mount> {
+    mountinfo
+        .lines()
+        .filter_map(parse_mountinfo_line)
+        .find(|m| m.fstype == "cgroup2")
+}
+
+/// The cgroup v2 directory of the process whose `/proc` directory is `proc_dir`, when it is
+/// not the root of the hierarchy (whose pressure and usage are the whole host's).
+pub(crate) fn own_v2_dir(proc_dir: &Path) -> Option<PathBuf> {
+    let cgroup = fs::read_to_string(proc_dir.join("cgroup")).ok()?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mounts: Vec<Mount> = mountinfo.lines().filter_map(parse_mountinfo_line).collect();
+    let dirs = cgroup_dirs(&mounts, parse_cgroup_path(&cgroup)?, |m| {
+        m.fstype == "cgroup2"
+    });
+    (dirs.len() > 1).then(|| dirs[0].clone())
+}
+
+/// The cgroup v2 directory a `target.cgroup` names, with the hierarchy's mount point, or why
+/// there is none. `path` is absolute under the mount (`/sys/fs/cgroup/system.slice/x.service`)
+/// or a cgroup path as `/proc/<pid>/cgroup` shows it, with or without the leading `/`
+/// (`system.slice/x.service`), taken relative to the mount.
+pub(crate) fn resolve_v2_dir(path: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let mount = v2_mount_point().ok_or_else(|| {
+        "no cgroup v2 hierarchy is mounted (no cgroup2 line in /proc/self/mountinfo)".to_owned()
+    })?;
+    if path.as_os_str().is_empty() {
+        return Err("must name a cgroup".to_owned());
+    }
+    let dir = match path.strip_prefix(&mount) {
+        Ok(_) => path.to_path_buf(),
+        Err(_) => mount.join(path.strip_prefix("/").unwrap_or(path)),
+    };
+    let canonical = fs::canonicalize(&dir).map_err(|e| {
+        format!(
+            "{} is not a cgroup v2 directory ({e}; the cgroup v2 hierarchy is mounted at {})",
+            dir.display(),
+            mount.display()
+        )
+    })?;
+    if !canonical.starts_with(&mount) || !canonical.join("cgroup.procs").is_file() {
+        return Err(format!(
+            "{} is not a cgroup v2 directory (no cgroup.procs under the cgroup v2 mount {})",
+            canonical.display(),
+            mount.display()
+        ));
+    }
+    Ok((canonical, mount))
 }
 
 /// One line of `/proc/self/mountinfo`, the fields the cgroup lookup needs.
@@ -396,6 +477,57 @@ mod tests {
         let limits = CgroupLimits::from_tables("4:memory:/app\n2:cpu,cpuacct:/\n", &mountinfo);
         assert_eq!(limits.memory_limit(), Some(512 << 20));
         assert_eq!(limits.cpu_limit(), None);
+    }
+
+    #[test]
+    fn the_v2_mount_is_the_first_cgroup2_line() {
+        let mountinfo = "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+                         41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let mount = v2_mount_in(mountinfo).unwrap();
+        assert_eq!(mount.mount_point, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(
+            v2_mount_in("32 31 0:29 / /c rw - cgroup cgroup rw,cpu\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn memory_high_is_a_limit_of_cgroup_targets() {
+        let fs = FakeCgroupFs::new("high");
+        fs.write("svc/memory.max", "1073741824\n");
+        fs.write("svc/memory.high", "536870912\n");
+        fs.write("svc/cpu.max", "50000 100000\n");
+        fs.write("memory.max", "max\n");
+        let limits = CgroupLimits::for_v2_dir(&fs.0.join("svc"), &fs.0);
+        assert_eq!(limits.memory_limit(), Some(512 << 20));
+        assert_eq!(limits.cpu_limit(), Some(0.5));
+        fs.write("svc/memory.high", "max\n");
+        assert_eq!(limits.memory_limit(), Some(1 << 30), "`max` is no limit");
+    }
+
+    #[test]
+    fn target_cgroup_paths_resolve_under_the_v2_mount() {
+        let Some(mount) = v2_mount_point() else {
+            eprintln!("skipped: no cgroup v2 hierarchy is mounted");
+            return;
+        };
+        let root = Ok((fs::canonicalize(&mount).unwrap(), mount.clone()));
+        assert_eq!(resolve_v2_dir(&mount), root);
+        assert_eq!(resolve_v2_dir(Path::new("/")), root);
+        let err = resolve_v2_dir(Path::new("no-such.slice/x.service")).unwrap_err();
+        assert!(
+            err.contains(&format!("{}/no-such.slice/x.service", mount.display()))
+                && err.contains("not a cgroup v2 directory"),
+            "{err}"
+        );
+        // A directory outside the hierarchy, reached through `..`.
+        let up = "../".repeat(mount.components().count() - 1);
+        let err = resolve_v2_dir(Path::new(&format!("{up}tmp"))).unwrap_err();
+        assert!(err.contains("/tmp is not a cgroup v2 directory"), "{err}");
+        assert_eq!(
+            resolve_v2_dir(Path::new("")).unwrap_err(),
+            "must name a cgroup"
+        );
     }
 
     #[test]

@@ -27,8 +27,13 @@ impl Limits {
 
     /// Finds and reads the limits of the process whose `/proc` directory is `proc_dir`.
     pub(crate) fn discover(proc_dir: &Path, budget: Option<u64>) -> Self {
+        Self::with_cgroup(CgroupLimits::discover(proc_dir), budget)
+    }
+
+    /// Reads the limits from these cgroup limit files (a cgroup target's).
+    pub(crate) fn with_cgroup(cgroup: CgroupLimits, budget: Option<u64>) -> Self {
         let mut limits = Limits {
-            cgroup: CgroupLimits::discover(proc_dir),
+            cgroup,
             budget,
             total_ram: procfs::total_ram_bytes(),
             memory: None,

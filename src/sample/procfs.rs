@@ -16,13 +16,13 @@ pub(crate) const SELF_DIR: &str = "/proc/self";
 
 /// A `/proc` file kept open and re-read from the start on every call.
 #[derive(Debug)]
-struct ProcFile {
+pub(crate) struct ProcFile {
     file: File,
     buf: Vec<u8>,
 }
 
 impl ProcFile {
-    fn open(path: &Path, capacity: usize) -> Option<Self> {
+    pub(crate) fn open(path: &Path, capacity: usize) -> Option<Self> {
         let file = File::open(path).ok()?;
         Some(ProcFile {
             file,
@@ -32,7 +32,7 @@ impl ProcFile {
 
     /// The file's text, at most `buf.len()` bytes of it; `limit_to_buffer` says whether a
     /// truncated read is acceptable (the caller needs only the start) or the buffer must grow.
-    fn read(&mut self, limit_to_buffer: bool) -> Option<Cow<'_, str>> {
+    pub(crate) fn read(&mut self, limit_to_buffer: bool) -> Option<Cow<'_, str>> {
         let mut len = 0;
         loop {
             if len == self.buf.len() {

@@ -15,6 +15,7 @@ use perfpilot_strategies::Snapshot;
 use serde::{Serialize, Serializer};
 use tracing::{info, warn};
 
+use super::group::GroupSampler;
 use super::{procfs, ProcessSampler};
 
 /// The process a sidecar agent watches, and how it is found.
@@ -23,6 +24,7 @@ use super::{procfs, ProcessSampler};
 /// |---|---|---|
 /// | `Pid(n)` | `/proc/<n>` | no: a pid that disappears is reported not found (and a new process given the same pid later is watched) |
 /// | `Pidfile(path)` | the first line of the file, read on every sample (a few µs) | yes: a pid that changes in the file is followed at the next sample |
+/// | `Cgroup(path)` | the cgroup v2 directory `path` (absolute under the v2 mount, or relative to it): every process in its `cgroup.procs`, sampled as a group (see [`super::group`]) | yes: the group's members are read on every sample; a removed cgroup is reported not found, and followed again when created at the same path |
 /// | `Port(p)` | the socket LISTENing on TCP port `p` in `/proc/net/tcp` and `tcp6` (state `0A`), then the process with `socket:[inode]` in `/proc/*/fd` | yes: looked for again only when the pid is unknown, has exited or no longer listens on `p` |
 ///
 /// With several owners of the listening socket (a pre-forking server's master and workers),
@@ -45,6 +47,8 @@ pub enum Target {
     Pidfile(PathBuf),
     /// The process that owns the TCP socket listening on this port (IPv4 or IPv6).
     Port(u16),
+    /// Every process of this cgroup v2 (a Kubernetes pod, a systemd service).
+    Cgroup(PathBuf),
 }
 
 impl fmt::Display for Target {
@@ -53,6 +57,7 @@ impl fmt::Display for Target {
             Target::Pid(pid) => write!(f, "pid {pid}"),
             Target::Pidfile(path) => write!(f, "pidfile {}", path.display()),
             Target::Port(port) => write!(f, "port {port}"),
+            Target::Cgroup(path) => write!(f, "cgroup {}", path.display()),
         }
     }
 }
@@ -61,10 +66,11 @@ impl fmt::Display for Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetState {
-    /// A process matches and is sampled.
+    /// A process matches and is sampled (for a cgroup: it has at least one process).
     Running,
-    /// No process matches: no such pid (or a zombie), pidfile missing or without a pid, or
-    /// nothing listening on the port. The reason says which.
+    /// No process matches: no such pid (or a zombie), pidfile missing or without a pid,
+    /// nothing listening on the port, or the cgroup does not exist or has no processes. The
+    /// reason says which.
     NotFound,
 }
 
@@ -72,10 +78,16 @@ pub enum TargetState {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetStatus {
-    /// How the target is chosen: `pid 4242`, `pidfile /run/demo.pid` or `port 8080`.
+    /// How the target is chosen: `pid 4242`, `pidfile /run/demo.pid`, `port 8080` or
+    /// `cgroup system.slice/demo.service`.
     pub selector: String,
-    /// The pid watched; `None` while no process matches.
+    /// The pid watched; `None` while no process matches, and for a cgroup target (see
+    /// `processCount` in `currentMetrics`).
     pub pid: Option<u32>,
+    /// A cgroup target's directory, once found (absent for other targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub cgroup: Option<PathBuf>,
     /// Whether the target runs.
     pub state: TargetState,
     /// Why it is not found, or what cannot be read of it while it runs (e.g. its `fd`
@@ -104,6 +116,7 @@ impl TargetHandle {
             status: Arc::new(Mutex::new(TargetStatus {
                 selector: target.to_string(),
                 pid: None,
+                cgroup: None,
                 state: TargetState::NotFound,
                 reason: Some("not looked for yet".to_owned()),
                 since: SystemTime::now(),
@@ -121,13 +134,27 @@ impl TargetHandle {
         self.lock().clone()
     }
 
-    /// The pids of the target while it runs (one today; empty while it is not found): what
-    /// strategies acting on the target (`signal`) act on.
+    /// The pids of the target while it runs (empty while it is not found): what strategies
+    /// acting on the target (`signal`, `command`) act on. One for a pid, pidfile or port
+    /// target; for a cgroup target every process in its `cgroup.procs`, read now.
     pub fn target_pids(&self) -> Vec<u32> {
         let status = self.lock();
-        match (status.state, status.pid) {
-            (TargetState::Running, Some(pid)) => vec![pid],
+        match (status.state, status.pid, &status.cgroup) {
+            (TargetState::Running, Some(pid), _) => vec![pid],
+            (TargetState::Running, None, Some(dir)) => {
+                let dir = dir.clone();
+                drop(status);
+                super::group::pids_of(&dir)
+            }
             _ => Vec::new(),
+        }
+    }
+
+    /// Records the directory of a cgroup target.
+    fn set_cgroup(&self, dir: PathBuf) {
+        let mut status = self.lock();
+        if status.cgroup.as_ref() != Some(&dir) {
+            status.cgroup = Some(dir);
         }
     }
 
@@ -145,6 +172,9 @@ impl TargetHandle {
             (TargetState::Running, Some(pid)) => {
                 info!(target_selector = %status.selector, pid, "target found");
             }
+            (TargetState::Running, None) => {
+                info!(target_selector = %status.selector, "target found");
+            }
             _ => warn!(
                 target_selector = %status.selector,
                 reason = reason.as_deref().unwrap_or(""),
@@ -153,6 +183,7 @@ impl TargetHandle {
         }
         *status = TargetStatus {
             selector: std::mem::take(&mut status.selector),
+            cgroup: status.cgroup.take(),
             pid,
             state,
             reason,
@@ -168,6 +199,8 @@ pub(crate) struct TargetTracker {
     memory_budget: Option<u64>,
     handle: TargetHandle,
     tracked: Option<Tracked>,
+    /// The sampler of a cgroup target.
+    group: Option<GroupSampler>,
     sockets: SocketScan,
     /// Whether a verdict has been published yet.
     published: bool,
@@ -184,7 +217,12 @@ struct Tracked {
 
 impl TargetTracker {
     pub(crate) fn new(target: Target, memory_budget: Option<u64>) -> Self {
+        let group = match &target {
+            Target::Cgroup(path) => Some(GroupSampler::new(path.clone(), memory_budget)),
+            _ => None,
+        };
         TargetTracker {
+            group,
             handle: TargetHandle::new(&target),
             target,
             memory_budget,
@@ -202,6 +240,22 @@ impl TargetTracker {
     /// `open_connections`; leaves them `None` when it is not running.
     pub(crate) fn sample_into(&mut self, now: Instant, snapshot: &mut Snapshot) {
         let first = !std::mem::replace(&mut self.published, true);
+        if let Some(group) = &mut self.group {
+            let (state, reason) = match group.sample_into(now, snapshot) {
+                Ok(reading) => {
+                    self.handle.set_cgroup(reading.dir.clone());
+                    if reading.processes == 0 {
+                        let reason = format!("cgroup {} has no processes", reading.dir.display());
+                        (TargetState::NotFound, Some(reason))
+                    } else {
+                        (TargetState::Running, reading.problem)
+                    }
+                }
+                Err(reason) => (TargetState::NotFound, Some(reason)),
+            };
+            self.handle.publish(None, state, reason, first);
+            return;
+        }
         if let Err(reason) = self.resolve() {
             self.tracked = None;
             self.handle
@@ -260,6 +314,10 @@ impl TargetTracker {
                 Some(tracked) => tracked.pid,
                 None => find_listener(*port)?,
             },
+            // Sampled by its GroupSampler above; never resolved to one pid.
+            Target::Cgroup(path) => {
+                return Err(format!("cgroup {} has no single pid", path.display()))
+            }
         };
         if self.tracked.as_ref().is_some_and(|t| t.pid == pid) {
             return Ok(());
@@ -424,9 +482,9 @@ fn parse_tcp_line(line: &str) -> Option<TcpSocket> {
 
 /// Buffers reused from sample to sample for the fd and socket scans.
 #[derive(Debug, Default)]
-struct SocketScan {
+pub(crate) struct SocketScan {
     /// The socket inodes of the target's fds, from the last [`SocketScan::read_fds`].
-    inodes: HashSet<u64>,
+    pub(crate) inodes: HashSet<u64>,
     /// The ports the target listens on, from the last [`SocketScan::count_connections`].
     listen_ports: Vec<u16>,
     established_ports: Vec<u16>,
@@ -437,6 +495,12 @@ impl SocketScan {
     /// Counts the entries of `<dir>/fd` and collects their socket inodes.
     fn read_fds(&mut self, dir: &Path) -> io::Result<u64> {
         self.inodes.clear();
+        self.add_fds(dir)
+    }
+
+    /// Counts the entries of `<dir>/fd` and adds their socket inodes to those collected
+    /// (several processes of a cgroup).
+    pub(crate) fn add_fds(&mut self, dir: &Path) -> io::Result<u64> {
         let mut count = 0;
         for entry in fs::read_dir(dir.join("fd"))? {
             // An fd closed during the scan is simply not counted.
@@ -454,7 +518,7 @@ impl SocketScan {
     /// Counts the ESTABLISHED sockets among the inodes of [`SocketScan::read_fds`] whose
     /// local port is one the process LISTENs on: its clients, not its own outgoing
     /// connections (to a database, say). `None` if neither table can be read.
-    fn count_connections(&mut self, dir: &Path) -> Option<u64> {
+    pub(crate) fn count_connections(&mut self, dir: &Path) -> Option<u64> {
         self.listen_ports.clear();
         self.established_ports.clear();
         let mut read_any = false;

@@ -164,14 +164,17 @@ impl RunCommand {
     /// - `PERFPILOT_LEVEL`: `OK`, `WARNING` or `CRITICAL`;
     /// - `PERFPILOT_SIGNAL`: the trigger's signal, e.g. `memory_usage`;
     /// - `PERFPILOT_SIGNAL_VALUE`: its value in the snapshot (unset when not read);
-    /// - `PERFPILOT_TARGET_PID`: the first target process (unset without a target).
-    pub const CONTEXT_ENV: [&'static str; 6] = [
+    /// - `PERFPILOT_TARGET_PID`: the first target process (unset without a target);
+    /// - `PERFPILOT_TARGET_PIDS`: every target process, space-separated (all processes of a
+    ///   cgroup target; unset without a target).
+    pub const CONTEXT_ENV: [&'static str; 7] = [
         "PERFPILOT_STRATEGY",
         "PERFPILOT_RUN_KIND",
         "PERFPILOT_LEVEL",
         "PERFPILOT_SIGNAL",
         "PERFPILOT_SIGNAL_VALUE",
         "PERFPILOT_TARGET_PID",
+        "PERFPILOT_TARGET_PIDS",
     ];
 
     fn command(&self, ctx: &Context) -> tokio::process::Command {
@@ -203,6 +206,12 @@ impl RunCommand {
             Some(pid) => command.env("PERFPILOT_TARGET_PID", pid.to_string()),
             None => command.env_remove("PERFPILOT_TARGET_PID"),
         };
+        if ctx.targets.is_empty() {
+            command.env_remove("PERFPILOT_TARGET_PIDS");
+        } else {
+            let pids: Vec<String> = ctx.targets.iter().map(u32::to_string).collect();
+            command.env("PERFPILOT_TARGET_PIDS", pids.join(" "));
+        }
         command
     }
 }

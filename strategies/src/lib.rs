@@ -79,7 +79,9 @@ pub use memory_purge::{MemoryPurge, MemoryPurgeConfig};
 pub use moka_cache::WeighedInBytes;
 pub use signal::{SendSignal, SignalConfig};
 pub use snapshot::{
-    AllocatorStats, LatencyStats, MemoryLimitSource, RuntimeStats, Signal, Snapshot,
+    AllocatorStats, LatencyStats, MemoryLimitSource, MemoryUsageSource, Pressure, PressureKind,
+    PressureLine, PressureResource, PressureSet, PressureWindow, ResourcePressure, RuntimeStats,
+    Signal, Snapshot,
 };
 pub use strategy::{Context, IntervalControl, Outcome, Registry, RunKind, Strategy, StrategyError};
 pub use trigger::{BaselineSpec, Level, PredictSpec, TriggerSpec};

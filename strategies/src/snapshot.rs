@@ -25,8 +25,19 @@ pub struct Snapshot {
     pub memory_limit_bytes: Option<u64>,
     /// Where [`Snapshot::memory_limit_bytes`] came from.
     pub memory_limit_source: Option<MemoryLimitSource>,
-    /// `rss_bytes / memory_limit_bytes`, 0..1 (can exceed 1 when over budget).
+    /// `memory_usage_bytes / memory_limit_bytes`, 0..1 (can exceed 1 when over budget).
     pub memory_usage_ratio: Option<f64>,
+    /// The memory use [`Snapshot::memory_usage_ratio`] is measured with, in bytes: the
+    /// process's RSS, or for a cgroup target its `memory.current` (else the summed RSS of its
+    /// processes). [`Snapshot::memory_usage_source`] says which.
+    pub memory_usage_bytes: Option<u64>,
+    /// Where [`Snapshot::memory_usage_bytes`] came from.
+    pub memory_usage_source: Option<MemoryUsageSource>,
+    /// Processes in the watched cgroup (`cgroup.procs`), a count; only for a cgroup target.
+    pub process_count: Option<u64>,
+    /// Pressure stall information (PSI): system-wide and of the watched cgroup; `None` where
+    /// the kernel has no PSI.
+    pub pressure: Option<Pressure>,
     /// jemalloc statistics, where the process runs on jemalloc and the agent can read them.
     pub allocator: Option<AllocatorStats>,
     /// CPU time the watched process used over the last window, as a share of the CPUs
@@ -68,6 +79,10 @@ impl Snapshot {
             memory_limit_bytes: None,
             memory_limit_source: None,
             memory_usage_ratio: None,
+            memory_usage_bytes: None,
+            memory_usage_source: None,
+            process_count: None,
+            pressure: None,
             allocator: None,
             process_cpu_ratio: None,
             system_cpu_ratio: None,
@@ -104,8 +119,186 @@ impl Snapshot {
             Signal::ErrorRate => self.error_rate,
             Signal::RuntimeBusyRatio => self.runtime.map(|r| r.busy_ratio),
             Signal::RuntimeGlobalQueueDepth => self.runtime.map(|r| r.global_queue_depth as f64),
+            Signal::ProcessCount => self.process_count.map(|c| c as f64),
+            _ => {
+                let (resource, kind, window) = signal.pressure_selector()?;
+                self.pressure.as_ref()?.watched(resource, kind, window)
+            }
         }
     }
+}
+
+/// Where [`Snapshot::memory_usage_bytes`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum MemoryUsageSource {
+    /// The resident set size of the watched process.
+    Rss,
+    /// cgroup v2 `memory.current` of the watched cgroup (page cache and kernel memory
+    /// included: what the kernel holds against `memory.max`).
+    CgroupCurrent,
+    /// The summed RSS of the watched cgroup's processes: where `memory.current` is missing
+    /// (the memory controller is not enabled on the cgroup v2 hierarchy).
+    SummedRss,
+}
+
+/// Pressure stall information (PSI): how much of the time tasks waited for a resource.
+///
+/// Read from `/proc/pressure/{cpu,memory,io}` (system-wide) and the watched cgroup's
+/// `{cpu,memory,io}.pressure` (cgroup v2). The pressure signals
+/// ([`Signal::MemoryPressureSome`]...) read the cgroup's set where it has the resource, else
+/// the system's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pressure {
+    /// `/proc/pressure/*`; `None` where the kernel has no PSI (or it is disabled).
+    pub system: Option<PressureSet>,
+    /// The watched cgroup's `*.pressure` files: the cgroup target's, else the watched
+    /// process's cgroup v2; `None` for the root of the hierarchy (whose pressure is the
+    /// system's) and where there are none.
+    pub cgroup: Option<PressureSet>,
+}
+
+impl Pressure {
+    /// A value of the watched scope: the cgroup's where it has the resource, else the
+    /// system's.
+    pub fn watched(
+        &self,
+        resource: PressureResource,
+        kind: PressureKind,
+        window: PressureWindow,
+    ) -> Option<f64> {
+        [&self.cgroup, &self.system]
+            .into_iter()
+            .flatten()
+            .find_map(|set| set.resource(resource))
+            .and_then(|r| r.line(kind))
+            .map(|line| line.average(window))
+    }
+}
+
+/// The three PSI resources of one scope; each `None` where its file is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PressureSet {
+    /// `memory` pressure.
+    pub memory: Option<ResourcePressure>,
+    /// `cpu` pressure.
+    pub cpu: Option<ResourcePressure>,
+    /// `io` pressure.
+    pub io: Option<ResourcePressure>,
+}
+
+impl PressureSet {
+    /// One resource's pressure.
+    pub fn resource(&self, resource: PressureResource) -> Option<&ResourcePressure> {
+        match resource {
+            PressureResource::Memory => self.memory.as_ref(),
+            PressureResource::Cpu => self.cpu.as_ref(),
+            PressureResource::Io => self.io.as_ref(),
+        }
+    }
+}
+
+/// One pressure file: its `some` line (some tasks stalled) and its `full` line (all
+/// non-idle tasks stalled at once; absent for `cpu` on kernels before 5.13).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResourcePressure {
+    /// The `some` line.
+    pub some: PressureLine,
+    /// The `full` line.
+    pub full: Option<PressureLine>,
+}
+
+impl ResourcePressure {
+    /// The `some` or `full` line.
+    pub fn line(&self, kind: PressureKind) -> Option<&PressureLine> {
+        match kind {
+            PressureKind::Some => Some(&self.some),
+            PressureKind::Full => self.full.as_ref(),
+        }
+    }
+}
+
+/// One line of a pressure file. The kernel's averages are percentages; here they are ratios.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PressureLine {
+    /// Share of the last 10 s stalled, 0..1 (`avg10` ÷ 100).
+    pub avg10: f64,
+    /// Share of the last 60 s stalled, 0..1.
+    pub avg60: f64,
+    /// Share of the last 300 s stalled, 0..1.
+    pub avg300: f64,
+    /// Total stall time since boot (or since the cgroup was created), microseconds.
+    pub total_us: u64,
+    /// Stall seconds per second over the last sampling window (the change of `total_us` over
+    /// the wall time), 0..1 (it can briefly exceed 1: the kernel adds to the total in
+    /// steps); `None` on the first sample.
+    pub stall_rate: Option<f64>,
+}
+
+impl PressureLine {
+    /// The average over `window`, 0..1.
+    pub fn average(&self, window: PressureWindow) -> f64 {
+        match window {
+            PressureWindow::Avg10 => self.avg10,
+            PressureWindow::Avg60 => self.avg60,
+        }
+    }
+}
+
+/// A PSI resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PressureResource {
+    /// `memory`.
+    Memory,
+    /// `cpu`.
+    Cpu,
+    /// `io`.
+    Io,
+}
+
+impl PressureResource {
+    /// Every resource, in file order.
+    pub const ALL: [PressureResource; 3] = [
+        PressureResource::Memory,
+        PressureResource::Cpu,
+        PressureResource::Io,
+    ];
+
+    /// `memory`, `cpu` or `io`: the file name in `/proc/pressure` (and `<name>.pressure`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PressureResource::Memory => "memory",
+            PressureResource::Cpu => "cpu",
+            PressureResource::Io => "io",
+        }
+    }
+}
+
+/// A PSI line: `some` or `full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PressureKind {
+    /// At least one task stalled.
+    Some,
+    /// Every non-idle task stalled at once.
+    Full,
+}
+
+/// A PSI average window a signal reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PressureWindow {
+    /// `avg10`.
+    Avg10,
+    /// `avg60`.
+    Avg60,
 }
 
 /// Where the memory limit came from, in the order the sampler tries them.
@@ -209,11 +402,49 @@ pub enum Signal {
     RuntimeBusyRatio,
     /// tokio global queue depth, a count.
     RuntimeGlobalQueueDepth,
+    /// [`Snapshot::process_count`], processes in the watched cgroup, a count.
+    ProcessCount,
+    /// Share of the last 10 s in which some task stalled on memory (PSI `memory` `some` `avg10` ÷
+    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    MemoryPressureSome,
+    /// Share of the last 10 s in which every non-idle task stalled on memory (PSI `memory` `full`
+    /// `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    MemoryPressureFull,
+    /// Share of the last 10 s in which some task stalled on cpu (PSI `cpu` `some` `avg10` ÷ 100),
+    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    CpuPressureSome,
+    /// Share of the last 10 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg10`
+    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    CpuPressureFull,
+    /// Share of the last 10 s in which some task stalled on io (PSI `io` `some` `avg10` ÷ 100),
+    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    IoPressureSome,
+    /// Share of the last 10 s in which every non-idle task stalled on io (PSI `io` `full` `avg10` ÷
+    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    IoPressureFull,
+    /// Share of the last 60 s in which some task stalled on memory (PSI `memory` `some` `avg60` ÷
+    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    MemoryPressureSomeAvg60,
+    /// Share of the last 60 s in which every non-idle task stalled on memory (PSI `memory` `full`
+    /// `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    MemoryPressureFullAvg60,
+    /// Share of the last 60 s in which some task stalled on cpu (PSI `cpu` `some` `avg60` ÷ 100),
+    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    CpuPressureSomeAvg60,
+    /// Share of the last 60 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg60`
+    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    CpuPressureFullAvg60,
+    /// Share of the last 60 s in which some task stalled on io (PSI `io` `some` `avg60` ÷ 100),
+    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    IoPressureSomeAvg60,
+    /// Share of the last 60 s in which every non-idle task stalled on io (PSI `io` `full` `avg60` ÷
+    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    IoPressureFullAvg60,
 }
 
 impl Signal {
     /// Every signal, in a stable order.
-    pub const ALL: [Signal; 18] = [
+    pub const ALL: [Signal; 31] = [
         Signal::MemoryUsage,
         Signal::RssBytes,
         Signal::AllocatorResidentBytes,
@@ -232,6 +463,19 @@ impl Signal {
         Signal::ErrorRate,
         Signal::RuntimeBusyRatio,
         Signal::RuntimeGlobalQueueDepth,
+        Signal::ProcessCount,
+        Signal::MemoryPressureSome,
+        Signal::MemoryPressureFull,
+        Signal::CpuPressureSome,
+        Signal::CpuPressureFull,
+        Signal::IoPressureSome,
+        Signal::IoPressureFull,
+        Signal::MemoryPressureSomeAvg60,
+        Signal::MemoryPressureFullAvg60,
+        Signal::CpuPressureSomeAvg60,
+        Signal::CpuPressureFullAvg60,
+        Signal::IoPressureSomeAvg60,
+        Signal::IoPressureFullAvg60,
     ];
 
     /// The snake_case name used in config and the API.
@@ -255,6 +499,19 @@ impl Signal {
             Signal::ErrorRate => "error_rate",
             Signal::RuntimeBusyRatio => "runtime_busy_ratio",
             Signal::RuntimeGlobalQueueDepth => "runtime_global_queue_depth",
+            Signal::ProcessCount => "process_count",
+            Signal::MemoryPressureSome => "memory_pressure_some",
+            Signal::MemoryPressureFull => "memory_pressure_full",
+            Signal::CpuPressureSome => "cpu_pressure_some",
+            Signal::CpuPressureFull => "cpu_pressure_full",
+            Signal::IoPressureSome => "io_pressure_some",
+            Signal::IoPressureFull => "io_pressure_full",
+            Signal::MemoryPressureSomeAvg60 => "memory_pressure_some_avg60",
+            Signal::MemoryPressureFullAvg60 => "memory_pressure_full_avg60",
+            Signal::CpuPressureSomeAvg60 => "cpu_pressure_some_avg60",
+            Signal::CpuPressureFullAvg60 => "cpu_pressure_full_avg60",
+            Signal::IoPressureSomeAvg60 => "io_pressure_some_avg60",
+            Signal::IoPressureFullAvg60 => "io_pressure_full_avg60",
         }
     }
 
@@ -267,7 +524,29 @@ impl Signal {
                 | Signal::SystemCpuUsage
                 | Signal::ErrorRate
                 | Signal::RuntimeBusyRatio
-        )
+        ) || self.pressure_selector().is_some()
+    }
+
+    /// For a pressure signal: the resource, line and window it reads.
+    pub fn pressure_selector(self) -> Option<(PressureResource, PressureKind, PressureWindow)> {
+        use PressureKind::{Full, Some as Any};
+        use PressureResource::{Cpu, Io, Memory};
+        use PressureWindow::{Avg10, Avg60};
+        Some(match self {
+            Signal::MemoryPressureSome => (Memory, Any, Avg10),
+            Signal::MemoryPressureFull => (Memory, Full, Avg10),
+            Signal::CpuPressureSome => (Cpu, Any, Avg10),
+            Signal::CpuPressureFull => (Cpu, Full, Avg10),
+            Signal::IoPressureSome => (Io, Any, Avg10),
+            Signal::IoPressureFull => (Io, Full, Avg10),
+            Signal::MemoryPressureSomeAvg60 => (Memory, Any, Avg60),
+            Signal::MemoryPressureFullAvg60 => (Memory, Full, Avg60),
+            Signal::CpuPressureSomeAvg60 => (Cpu, Any, Avg60),
+            Signal::CpuPressureFullAvg60 => (Cpu, Full, Avg60),
+            Signal::IoPressureSomeAvg60 => (Io, Any, Avg60),
+            Signal::IoPressureFullAvg60 => (Io, Full, Avg60),
+            _ => return None,
+        })
     }
 }
 
@@ -333,6 +612,45 @@ mod tests {
         for signal in Signal::ALL {
             assert_eq!(snapshot.signal(signal), None, "{signal}");
         }
+    }
+
+    #[test]
+    fn pressure_signals_read_the_cgroup_where_it_has_the_resource_else_the_system() {
+        let line = |avg10: f64| PressureLine {
+            avg10,
+            avg60: avg10 / 2.0,
+            avg300: 0.0,
+            total_us: 0,
+            stall_rate: None,
+        };
+        let set = |cpu: f64, memory: Option<f64>| PressureSet {
+            memory: memory.map(|m| ResourcePressure {
+                some: line(m),
+                full: Some(line(m / 4.0)),
+            }),
+            cpu: Some(ResourcePressure {
+                some: line(cpu),
+                full: None,
+            }),
+            io: None,
+        };
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.pressure = Some(Pressure {
+            system: Some(set(0.5, Some(0.2))),
+            cgroup: Some(set(0.8, None)),
+        });
+        assert_eq!(snapshot.signal(Signal::CpuPressureSome), Some(0.8));
+        assert_eq!(snapshot.signal(Signal::CpuPressureSomeAvg60), Some(0.4));
+        assert_eq!(snapshot.signal(Signal::CpuPressureFull), None);
+        assert_eq!(snapshot.signal(Signal::MemoryPressureSome), Some(0.2));
+        assert_eq!(snapshot.signal(Signal::MemoryPressureFull), Some(0.05));
+        assert_eq!(snapshot.signal(Signal::IoPressureSome), None);
+        assert!(Signal::IoPressureFullAvg60.is_ratio());
+        assert!(!Signal::ProcessCount.is_ratio());
+        let json = serde_json::to_value(&snapshot.pressure).unwrap();
+        assert_eq!(json["system"]["cpu"]["some"]["avg10"], 0.5);
+        assert_eq!(json["system"]["cpu"]["some"]["totalUs"], 0);
+        assert!(json["system"]["cpu"]["full"].is_null());
     }
 
     #[test]

@@ -149,8 +149,10 @@ pub struct Context {
     pub registry: Arc<Registry>,
     /// The agent's sampling interval, which strategies may change.
     pub interval: IntervalControl,
-    /// Process ids of the sidecar target the `signal` strategy signals and the `command`
-    /// strategy names in `PERFPILOT_TARGET_PID`; empty in library mode and for a bare agent.
+    /// Process ids of the sidecar target (every process of a cgroup target, read when the
+    /// strategy runs) the `signal` strategy signals and the `command` strategy names in
+    /// `PERFPILOT_TARGET_PID` (the first) and `PERFPILOT_TARGET_PIDS` (all); empty in library
+    /// mode and for a bare agent.
     pub targets: Vec<u32>,
 }
 

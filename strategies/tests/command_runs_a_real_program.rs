@@ -137,7 +137,7 @@ async fn the_command_learns_why_it_runs_from_its_environment() {
         "sh",
         &[
             "-c",
-            "echo $PERFPILOT_TARGET_PID $PERFPILOT_LEVEL $PERFPILOT_SIGNAL $PERFPILOT_SIGNAL_VALUE \
+            "echo $PERFPILOT_TARGET_PID [$PERFPILOT_TARGET_PIDS] $PERFPILOT_LEVEL $PERFPILOT_SIGNAL $PERFPILOT_SIGNAL_VALUE \
              $PERFPILOT_STRATEGY $PERFPILOT_RUN_KIND $CACHE_NAME",
         ],
     );
@@ -145,12 +145,18 @@ async fn the_command_learns_why_it_runs_from_its_environment() {
     let outcome = run(&config, vec![4242, 4343]).await.unwrap();
     assert_eq!(
         outcome.report["stdout"],
-        "4242 CRITICAL memory_usage 0.93 test-command automatic chunks\n"
+        "4242 [4242 4343] CRITICAL memory_usage 0.93 test-command automatic chunks\n"
     );
 
-    let config = command("sh", &["-c", "echo ${PERFPILOT_TARGET_PID-none}"]);
+    let config = command(
+        "sh",
+        &[
+            "-c",
+            "echo ${PERFPILOT_TARGET_PID-none} ${PERFPILOT_TARGET_PIDS-none}",
+        ],
+    );
     let outcome = run(&config, Vec::new()).await.unwrap();
-    assert_eq!(outcome.report["stdout"], "none\n");
+    assert_eq!(outcome.report["stdout"], "none none\n");
 }
 
 #[tokio::test]
