@@ -239,6 +239,7 @@ pub fn spawn(
     telemetry.observe_snapshot(&first);
     let slots = strategies
         .into_iter()
+        .inspect(|registered| telemetry.register_strategy(registered.strategy.name()))
         .map(|registered| Slot {
             backoff_policy: BackoffPolicy::new(
                 settings.backoff_after_failures,

@@ -496,6 +496,14 @@ impl Telemetry {
         set(&self.cooldowns, labels, Some(cooldown.as_secs_f64()));
     }
 
+    /// Starts a strategy's counters at zero, so `rate()` and `increase()` see its first run.
+    pub fn register_strategy(&self, strategy: &str) {
+        drop(
+            self.predictive_runs
+                .get_or_create(&vec![("strategy", strategy.to_owned())]),
+        );
+    }
+
     /// Sets a strategy's effectiveness and mean relief from its track record.
     pub fn observe_effectiveness(&self, strategy: &str, stats: &StrategyStats) {
         let labels = vec![("strategy", strategy.to_owned())];
