@@ -12,7 +12,9 @@
 # Per run: peak and final RSS of the demo (VmRSS, polled every 0.5 s during the load), wrk
 # p50/p95/p99 and errors, and for (c) the optimization runs in the agent's
 # /performance-metrics. Then whether (c) kept RSS within the budget (peak after the first trim,
-# and final) and p99 within 1.2x of (a).
+# and final) and p99 within 1.2x of (a). After the table: the demo's cache and jemalloc state
+# at the end of each run (/stats), and what each of (c)'s trims did (the hook's answer: chunks
+# and bytes freed, the cache capacity before and after, RSS before and after the purge).
 #
 # Loopback only, bounded: wrk runs for -d under `timeout`, the poll loop for at most
 # 2 x (seconds + 40) rounds, and the demo and the agent are stopped after each run and on exit.
@@ -26,6 +28,7 @@ budget_mib=256
 
 . scripts/agent-lib.sh
 need_load_tools
+command -v jq >/dev/null || { echo "jq is needed (apt-get install jq)" >&2; exit 1; }
 
 cargo build --release --quiet --bin perfpilot --example streaming_service
 
@@ -71,7 +74,9 @@ end
 EOF
 
 rows=()
-verdict_lines=()
+demo_states=()
+trim_lines=()
+mib() { awk -v b="${1:-0}" 'BEGIN {printf "%.0f", b / 1048576}'; }
 # One run: $1 = label, $2 = --cache-mb, $3 = 1 to run the agent beside the demo.
 run() {
   local label=$1 cache_mb=$2 with_agent=$3
@@ -116,6 +121,13 @@ run() {
   done
   wait "$wrk_pid" || { echo "wrk failed ($label):" >&2; cat "$out/wrk.txt" >&2; exit 1; }
 
+  local state
+  state=$(curl -fsS --max-time 5 "$demo_base/stats" | jq -r '[.cache_weighted_bytes, .cache_capacity_bytes,
+      .cache_max_capacity_bytes, .cache_entries, .jemalloc.dirty_bytes, .jemalloc.muzzy_bytes,
+      .jemalloc.dirty_decay_ms] | map(. // 0) | @tsv')
+  read -r cached cap max entries dirty muzzy decay <<<"$state"
+  demo_states+=("- $label: cache $(mib "$cached") MiB ($entries chunks) of capacity $(mib "$cap") MiB (max $(mib "$max")); jemalloc dirty $(mib "$dirty") MiB, muzzy $(mib "$muzzy") MiB (dirty_decay_ms $decay)")
+
   local runs="—" lat errors reqs
   if [ -n "$agent_base" ]; then
     local doc
@@ -126,6 +138,13 @@ run() {
     runs="$total trims ($(grep -o '"strategy": *"[^"]*"' <<<"$doc" | sed 's/.*"\([^"]*\)"$/\1/' |
       sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')); first ${trim_at:-never} s into the load"
     [ "$ok" -gt 0 ] || [ "$total" = 0 ] || runs="$runs; none succeeded"
+    # Oldest first: when, which, at what memory_usage, and the hook's answer.
+    mapfile -t trim_lines < <(jq -r --arg t0 "$t0" '[.recentOptimizations[]
+        | select(.strategy | startswith("trim-demo-cache"))] | sort_by(.id)[]
+        | (.result.report.response // {}) as $r
+        | "- +\(.startedAt / 1000 - ($t0 | tonumber) | floor) s \(.strategy) at memory_usage \(.before * 100 | floor) %: "
+          + (if $r.entries_removed == null then "no answer (success \(.success))" else
+             "freed \($r.entries_removed) chunks, \($r.bytes_freed / 1048576 | floor) MiB; capacity \($r.capacity_before_bytes / 1048576 | floor) -> \($r.capacity_after_bytes / 1048576 | floor) MiB; RSS \(($r.rss_before_bytes // 0) / 1048576 | floor) -> \(($r.rss_after_bytes // 0) / 1048576 | floor) MiB" end)' <<<"$doc")
     stop_one "$pid"
     pid=
   fi
@@ -161,6 +180,12 @@ echo
 echo "| run | demo RSS peak / final | p50 / p95 / p99 | requests, rate | errors | optimization runs |"
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+echo
+echo "The demo at the end of each run:"
+printf '%s\n' "${demo_states[@]}"
+echo
+echo "(c)'s trims, oldest first (the demo's answers):"
+[ "${#trim_lines[@]}" -gt 0 ] && printf '%s\n' "${trim_lines[@]}" || echo "- none"
 echo
 awk -v b="$budget_mib" -v pa="$p99_a" -v pc="$p99_c" -v pkb="$peak_b" -v pkc="$peak_c" \
     -v fc="$final_c" -v patc="$pat_c" -v trc="$trimmed_c" 'BEGIN {
