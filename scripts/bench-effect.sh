@@ -31,6 +31,7 @@ need_load_tools
 command -v jq >/dev/null || { echo "jq is needed (apt-get install jq)" >&2; exit 1; }
 
 cargo build --release --quiet --bin perfpilot --example streaming_service
+load_before=$(cut -d" " -f1-3 /proc/loadavg)
 
 # Two processes in run (c): the demo's pid is kept in $demo_pid while start_announcing's $pid
 # is the agent; stop both on exit (agent-lib.sh's trap stops $pid and removes $out).
@@ -175,6 +176,7 @@ run "(c) --cache-mb 2048 + perfpilot sidecar (1 s)" 2048 1 c
 
 echo
 echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r)"
+echo "Load average before the runs: $load_before; after: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "Load: wrk -t2 -c16 -d${seconds}s --timeout 10s, Range: bytes=0-2097151 on /stream/id-<0..5000>; budget ${budget_mib} MiB"
 echo
 echo "| run | demo RSS peak / final | p50 / p95 / p99 | requests, rate | errors | optimization runs |"
