@@ -31,7 +31,6 @@ budget_mib=256
 
 . scripts/agent-lib.sh
 need_load_tools
-command -v jq >/dev/null || { echo "jq is needed (apt-get install jq)" >&2; exit 1; }
 
 cargo build --release --quiet --bin perfpilot --example streaming_service
 
