@@ -27,8 +27,8 @@ pub struct AdaptiveCapacity {
     step_floor_bytes: u64,
     recovery: Recovery,
     current_bytes: u64,
-    /// When a trim or a recovery step last moved the capacity.
-    last_change: Option<Instant>,
+    /// When the last trim lowered the capacity.
+    last_trim: Option<Instant>,
 }
 
 /// What [`AdaptiveCapacity::lower`] did.
@@ -46,7 +46,7 @@ impl AdaptiveCapacity {
             step_floor_bytes,
             recovery,
             current_bytes: ceiling_bytes,
-            last_change: None,
+            last_trim: None,
         }
     }
 
@@ -67,21 +67,23 @@ impl AdaptiveCapacity {
         let before_bytes = self.current_bytes;
         let base = before_bytes.min(cached_bytes) as f64;
         self.current_bytes = (base * (1.0 - fraction.clamp(0.0, 1.0))).floor() as u64;
-        self.last_change = Some(now);
+        self.last_trim = Some(now);
         Lowered {
             before_bytes,
             after_bytes: self.current_bytes,
         }
     }
 
-    /// Takes a recovery step if a whole period has passed since the last change; returns the
-    /// new capacity when it grew.
+    /// One recovery step, for the caller to take once per [`Recovery::period`]: grows the
+    /// capacity if no trim came within the last period; returns the new capacity when it
+    /// grew. (The caller's ticker sets the pace: a check of the time since the previous step
+    /// would skip every other tick whose timer fired a little early.)
     pub fn recover(&mut self, now: Instant) -> Option<u64> {
         if self.current_bytes >= self.ceiling_bytes {
             return None;
         }
         let quiet = self
-            .last_change
+            .last_trim
             .is_none_or(|last| now.saturating_duration_since(last) >= self.recovery.period);
         if !quiet {
             return None;
@@ -92,7 +94,6 @@ impl AdaptiveCapacity {
             .current_bytes
             .saturating_add(step)
             .min(self.ceiling_bytes);
-        self.last_change = Some(now);
         Some(self.current_bytes)
     }
 }
@@ -135,21 +136,18 @@ mod tests {
     }
 
     #[test]
-    fn recovery_waits_a_quiet_period_then_climbs_by_a_share_per_period() {
+    fn recovery_waits_a_quiet_period_then_climbs_by_a_share_per_step() {
         let mut capacity = capacity();
         let start = Instant::now();
         capacity.lower(0.5, 200 * MIB, start);
         assert_eq!(capacity.recover(start + PERIOD / 2), None, "too soon");
+        assert_eq!(capacity.current_bytes(), 100 * MIB);
         assert_eq!(capacity.recover(start + PERIOD), Some(110 * MIB));
-        assert_eq!(
-            capacity.recover(start + PERIOD * 3 / 2),
-            None,
-            "one step per period"
-        );
         assert_eq!(capacity.recover(start + PERIOD * 2), Some(121 * MIB));
         // A trim restarts the quiet period.
-        capacity.lower(0.5, 121 * MIB, start + PERIOD * 2);
+        capacity.lower(0.5, 120 * MIB, start + PERIOD * 2);
         assert_eq!(capacity.recover(start + PERIOD * 5 / 2), None);
+        assert_eq!(capacity.recover(start + PERIOD * 3), Some(66 * MIB));
     }
 
     #[test]

@@ -232,8 +232,8 @@ impl MediaLibrary {
         }
     }
 
-    /// Grows the capacity one step if no trim came for a recovery period (the service calls
-    /// this once per period); returns the new capacity when it grew.
+    /// Grows the capacity one step if no trim came within the last recovery period (the
+    /// service calls this once per period); returns the new capacity when it grew.
     pub fn recover(&self) -> Option<u64> {
         self.lock_capacity().recover(Instant::now())
     }
