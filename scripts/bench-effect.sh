@@ -3,7 +3,7 @@
 # a bounded range-request load, three times:
 #   (a) alone, --cache-mb 64: a cache far below the budget, the baseline p99;
 #   (b) alone, --cache-mb 2048: the growing cache takes RSS past the 256 MiB budget;
-#   (c) as (b), with perfpilot as a sidecar: examples/sidecar.toml (256 MiB budget, 1 s
+#   (c) as (b), with perfpilot as a sidecar: examples/sidecar.toml (256 MiB budget, 500 ms
 #       interval, trim webhooks at 80 % and 95 %) rewritten to the demo's port.
 # The load: `wrk -t2 -c16 -d${EFFECT_SECONDS:-30}s` (first argument wins) with a Lua script that
 # asks for `Range: bytes=0-2097151` of /stream/id-<random 0..5000>, so nearly every request
@@ -99,7 +99,7 @@ run() {
 
   timeout $((seconds + 30)) wrk -t2 -c16 -d"${seconds}s" --timeout 10s --latency \
     -s "$out/ranges.lua" "$demo_base/" >"$out/wrk.txt" 2>&1 &
-  local wrk_pid=$! rss peak=0 final=0 peak_after_trim=0 trimmed=0 trim_at= t0 polls=0
+  local wrk_pid=$! rss peak=0 final=0 peak_after_trim=0 peak_after_trim_at= trimmed=0 trim_at= t0 polls=0
   t0=$(date +%s.%N)
   for _ in $(seq 1 $((2 * (seconds + 40)))); do
     kill -0 "$demo_pid" 2>/dev/null || { echo "the demo died ($label)" >&2; exit 1; }
@@ -114,6 +114,7 @@ run() {
         trim_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
       elif [ "$trimmed" = 1 ] && [ "$rss" -gt "$peak_after_trim" ]; then
         peak_after_trim=$rss
+        peak_after_trim_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
       fi
     fi
     kill -0 "$wrk_pid" 2>/dev/null || break
@@ -156,10 +157,10 @@ run() {
   reqs=$(awk '$1 == "REQUESTS" {print $2, $3}' "$out/wrk.txt")
   read -r p50 p95 p99 pmax <<<"$lat"
   read -r nreq rps <<<"$reqs"
-  rows+=("$(awk -v l="$label" -v pk="$peak" -v fi="$final" -v pat="$peak_after_trim" -v tr="$trimmed" \
+  rows+=("$(awk -v l="$label" -v pk="$peak" -v fi="$final" -v pat="$peak_after_trim" -v pat_at="$peak_after_trim_at" -v tr="$trimmed" \
       -v p50="$p50" -v p95="$p95" -v p99="$p99" -v pmax="$pmax" -v e="$errors" -v n="$nreq" \
       -v rps="$rps" -v runs="$runs" -v polls="$polls" 'BEGIN {
-    after = tr ? sprintf(" (after the first trim: %.0f)", pat / 1024) : ""
+    after = tr ? sprintf(" (after the first trim: %.0f, %s s into the load)", pat / 1024, pat_at) : ""
     printf "| %s | %.0f%s / %.0f MiB | %.1f / %.1f / %.1f ms (max %.0f) | %d, %s/s | %s | %s |\n",
       l, pk / 1024, after, fi / 1024, p50 / 1000, p95 / 1000, p99 / 1000, pmax / 1000, n, rps, e, runs
   }')")
@@ -171,7 +172,7 @@ run "(a) alone, --cache-mb 64" 64 0 a
 echo "run (b): cache 2048 MiB, alone, ${seconds} s" >&2
 run "(b) alone, --cache-mb 2048" 2048 0 b
 echo "run (c): cache 2048 MiB, perfpilot sidecar, ${seconds} s" >&2
-run "(c) --cache-mb 2048 + perfpilot sidecar (1 s)" 2048 1 c
+run "(c) --cache-mb 2048 + perfpilot sidecar" 2048 1 c
 
 echo
 echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r)"

@@ -26,10 +26,11 @@ fn sidecar_config(demo_base: &str) -> std::path::PathBuf {
             "memory_budget = \"256MiB\"",
             &format!("memory_budget = \"{BUDGET_MIB}MiB\""),
         )
-        .replace("interval = \"1s\"", "interval = \"200ms\"")
+        .replace("interval = \"500ms\"", "interval = \"200ms\"")
         .replace("cooldown = \"5s\"", "cooldown = \"1s\"")
         .replace("[target]\nport = 8080\n", "");
     assert!(config.contains(host) && !config.contains("port = 8080"));
+    assert!(config.contains("interval = \"200ms\"") && !config.contains("cooldown = \"5s\""));
     let path = std::env::temp_dir().join(format!("perfpilot-sidecar-{}.toml", std::process::id()));
     std::fs::write(&path, config).unwrap();
     path
