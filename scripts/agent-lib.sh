@@ -58,11 +58,15 @@ start_announcing() {
   wait_announced "$out/stdout" "$out/stderr" "$1"
 }
 
-# Installs wrk (Debian package) when missing, and checks curl is there: the load scripts need both.
+# Installs wrk and jq (Debian packages) when missing, and checks curl is there: the load
+# scripts need all three (jq reads the agent's and the demo's JSON).
 need_load_tools() {
-  if ! command -v wrk >/dev/null; then
-    echo "installing wrk (Debian package)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v jq >/dev/null || missing+=(jq)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} (Debian packages)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 }

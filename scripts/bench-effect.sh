@@ -3,7 +3,7 @@
 # a bounded range-request load, three times:
 #   (a) alone, --cache-mb 64: a cache far below the budget, the baseline p99;
 #   (b) alone, --cache-mb 2048: the growing cache takes RSS past the 256 MiB budget;
-#   (c) as (b), with perfpilot as a sidecar: examples/sidecar.toml (256 MiB budget, 1 s
+#   (c) as (b), with perfpilot as a sidecar: examples/sidecar.toml (256 MiB budget, 500 ms
 #       interval, trim webhooks at 80 % and 95 %) rewritten to the demo's port.
 # The load: `wrk -t2 -c16 -d${EFFECT_SECONDS:-30}s` (first argument wins) with a Lua script that
 # asks for `Range: bytes=0-2097151` of /stream/id-<random 0..5000>, so nearly every request
@@ -12,7 +12,9 @@
 # Per run: peak and final RSS of the demo (VmRSS, polled every 0.5 s during the load), wrk
 # p50/p95/p99 and errors, and for (c) the optimization runs in the agent's
 # /performance-metrics. Then whether (c) kept RSS within the budget (peak after the first trim,
-# and final) and p99 within 1.2x of (a).
+# and final) and p99 within 1.2x of (a). After the table: the demo's cache and jemalloc state
+# at the end of each run (/stats), and what each of (c)'s trims did (the hook's answer: chunks
+# and bytes freed, the cache capacity before and after, RSS before and after the purge).
 #
 # Loopback only, bounded: wrk runs for -d under `timeout`, the poll loop for at most
 # 2 x (seconds + 40) rounds, and the demo and the agent are stopped after each run and on exit.
@@ -28,6 +30,7 @@ budget_mib=256
 need_load_tools
 
 cargo build --release --quiet --bin perfpilot --example streaming_service
+load_before=$(cut -d" " -f1-3 /proc/loadavg)
 
 # Two processes in run (c): the demo's pid is kept in $demo_pid while start_announcing's $pid
 # is the agent; stop both on exit (agent-lib.sh's trap stops $pid and removes $out).
@@ -71,7 +74,9 @@ end
 EOF
 
 rows=()
-verdict_lines=()
+demo_states=()
+trim_lines=()
+mib() { awk -v b="${1:-0}" 'BEGIN {printf "%.0f", b / 1048576}'; }
 # One run: $1 = label, $2 = --cache-mb, $3 = 1 to run the agent beside the demo.
 run() {
   local label=$1 cache_mb=$2 with_agent=$3
@@ -94,7 +99,7 @@ run() {
 
   timeout $((seconds + 30)) wrk -t2 -c16 -d"${seconds}s" --timeout 10s --latency \
     -s "$out/ranges.lua" "$demo_base/" >"$out/wrk.txt" 2>&1 &
-  local wrk_pid=$! rss peak=0 final=0 peak_after_trim=0 trimmed=0 trim_at= t0 polls=0
+  local wrk_pid=$! rss peak=0 final=0 peak_after_trim=0 peak_after_trim_at= trimmed=0 trim_at= t0 polls=0
   t0=$(date +%s.%N)
   for _ in $(seq 1 $((2 * (seconds + 40)))); do
     kill -0 "$demo_pid" 2>/dev/null || { echo "the demo died ($label)" >&2; exit 1; }
@@ -109,12 +114,20 @@ run() {
         trim_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
       elif [ "$trimmed" = 1 ] && [ "$rss" -gt "$peak_after_trim" ]; then
         peak_after_trim=$rss
+        peak_after_trim_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
       fi
     fi
     kill -0 "$wrk_pid" 2>/dev/null || break
     sleep 0.5
   done
   wait "$wrk_pid" || { echo "wrk failed ($label):" >&2; cat "$out/wrk.txt" >&2; exit 1; }
+
+  local state
+  state=$(curl -fsS --max-time 5 "$demo_base/stats" | jq -r '[.cache_weighted_bytes, .cache_capacity_bytes,
+      .cache_max_capacity_bytes, .cache_entries, .jemalloc.dirty_bytes, .jemalloc.muzzy_bytes,
+      .jemalloc.dirty_decay_ms] | map(. // 0) | @tsv')
+  read -r cached cap max entries dirty muzzy decay <<<"$state"
+  demo_states+=("- $label: cache $(mib "$cached") MiB ($entries chunks) of capacity $(mib "$cap") MiB (max $(mib "$max")); jemalloc dirty $(mib "$dirty") MiB, muzzy $(mib "$muzzy") MiB (dirty_decay_ms $decay)")
 
   local runs="—" lat errors reqs
   if [ -n "$agent_base" ]; then
@@ -126,6 +139,13 @@ run() {
     runs="$total trims ($(grep -o '"strategy": *"[^"]*"' <<<"$doc" | sed 's/.*"\([^"]*\)"$/\1/' |
       sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')); first ${trim_at:-never} s into the load"
     [ "$ok" -gt 0 ] || [ "$total" = 0 ] || runs="$runs; none succeeded"
+    # Oldest first: when, which, at what memory_usage, and the hook's answer.
+    mapfile -t trim_lines < <(jq -r --arg t0 "$t0" '[.recentOptimizations[]
+        | select(.strategy | startswith("trim-demo-cache"))] | sort_by(.id)[]
+        | (.result.report.response // {}) as $r
+        | "- +\(.startedAt / 1000 - ($t0 | tonumber) | floor) s \(.strategy) at memory_usage \(.before * 100 | floor) %: "
+          + (if $r.entries_removed == null then "no answer (success \(.success))" else
+             "freed \($r.entries_removed) chunks, \($r.bytes_freed / 1048576 | floor) MiB; capacity \($r.capacity_before_bytes / 1048576 | floor) -> \($r.capacity_after_bytes / 1048576 | floor) MiB; RSS \(($r.rss_before_bytes // 0) / 1048576 | floor) -> \(($r.rss_after_bytes // 0) / 1048576 | floor) MiB" end)' <<<"$doc")
     stop_one "$pid"
     pid=
   fi
@@ -137,10 +157,10 @@ run() {
   reqs=$(awk '$1 == "REQUESTS" {print $2, $3}' "$out/wrk.txt")
   read -r p50 p95 p99 pmax <<<"$lat"
   read -r nreq rps <<<"$reqs"
-  rows+=("$(awk -v l="$label" -v pk="$peak" -v fi="$final" -v pat="$peak_after_trim" -v tr="$trimmed" \
+  rows+=("$(awk -v l="$label" -v pk="$peak" -v fi="$final" -v pat="$peak_after_trim" -v pat_at="$peak_after_trim_at" -v tr="$trimmed" \
       -v p50="$p50" -v p95="$p95" -v p99="$p99" -v pmax="$pmax" -v e="$errors" -v n="$nreq" \
       -v rps="$rps" -v runs="$runs" -v polls="$polls" 'BEGIN {
-    after = tr ? sprintf(" (after the first trim: %.0f)", pat / 1024) : ""
+    after = tr ? sprintf(" (after the first trim: %.0f, %s s into the load)", pat / 1024, pat_at) : ""
     printf "| %s | %.0f%s / %.0f MiB | %.1f / %.1f / %.1f ms (max %.0f) | %d, %s/s | %s | %s |\n",
       l, pk / 1024, after, fi / 1024, p50 / 1000, p95 / 1000, p99 / 1000, pmax / 1000, n, rps, e, runs
   }')")
@@ -152,15 +172,22 @@ run "(a) alone, --cache-mb 64" 64 0 a
 echo "run (b): cache 2048 MiB, alone, ${seconds} s" >&2
 run "(b) alone, --cache-mb 2048" 2048 0 b
 echo "run (c): cache 2048 MiB, perfpilot sidecar, ${seconds} s" >&2
-run "(c) --cache-mb 2048 + perfpilot sidecar (1 s)" 2048 1 c
+run "(c) --cache-mb 2048 + perfpilot sidecar" 2048 1 c
 
 echo
 echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r)"
+echo "Load average before the runs: $load_before; after: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "Load: wrk -t2 -c16 -d${seconds}s --timeout 10s, Range: bytes=0-2097151 on /stream/id-<0..5000>; budget ${budget_mib} MiB"
 echo
 echo "| run | demo RSS peak / final | p50 / p95 / p99 | requests, rate | errors | optimization runs |"
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+echo
+echo "The demo at the end of each run:"
+printf '%s\n' "${demo_states[@]}"
+echo
+echo "(c)'s trims, oldest first (the demo's answers):"
+[ "${#trim_lines[@]}" -gt 0 ] && printf '%s\n' "${trim_lines[@]}" || echo "- none"
 echo
 awk -v b="$budget_mib" -v pa="$p99_a" -v pc="$p99_c" -v pkb="$peak_b" -v pkc="$peak_c" \
     -v fc="$final_c" -v patc="$pat_c" -v trc="$trimmed_c" 'BEGIN {

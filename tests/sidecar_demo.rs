@@ -26,10 +26,11 @@ fn sidecar_config(demo_base: &str) -> std::path::PathBuf {
             "memory_budget = \"256MiB\"",
             &format!("memory_budget = \"{BUDGET_MIB}MiB\""),
         )
-        .replace("interval = \"1s\"", "interval = \"200ms\"")
+        .replace("interval = \"500ms\"", "interval = \"200ms\"")
         .replace("cooldown = \"5s\"", "cooldown = \"1s\"")
         .replace("[target]\nport = 8080\n", "");
     assert!(config.contains(host) && !config.contains("port = 8080"));
+    assert!(config.contains("interval = \"200ms\"") && !config.contains("cooldown = \"5s\""));
     let path = std::env::temp_dir().join(format!("perfpilot-sidecar-{}.toml", std::process::id()));
     std::fs::write(&path, config).unwrap();
     path
@@ -104,6 +105,13 @@ async fn the_webhook_brings_the_demo_back_under_its_budget() {
     assert!(after < before, "the next sample saw less memory: {trim}");
     let response = &trim["result"]["report"]["response"];
     assert!(response["entries_removed"].as_u64().unwrap() > 0, "{trim}");
+    // The trim sticks: the cache may only grow back to what it left.
+    let capacity_after = response["capacity_after_bytes"].as_u64().unwrap();
+    assert!(
+        capacity_after < response["capacity_before_bytes"].as_u64().unwrap(),
+        "{trim}"
+    );
+    assert!(capacity_after < 1024 * MIB, "{trim}");
 
     // With the load stopped, the demo ends up under its budget.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -17,6 +17,16 @@ use serde_json::Value;
 #[path = "../examples/streaming_service/range.rs"]
 mod range;
 
+/// The example's adaptive cache capacity, likewise.
+#[path = "../examples/streaming_service/capacity.rs"]
+#[allow(dead_code)]
+mod capacity;
+
+/// The example's leaked session state, likewise.
+#[path = "../examples/streaming_service/leak.rs"]
+#[allow(dead_code)]
+mod leak;
+
 const MIB: usize = 1024 * 1024;
 /// `--media-mb 4`
 const MEDIA_BYTES: usize = 4 * MIB;
@@ -274,6 +284,153 @@ async fn the_cache_grows_counts_and_trims() {
         let (status, answer) = post(&demo, "/admin/cache/trim", body).await;
         assert_eq!(status, 400, "{body}: {answer}");
         assert!(answer["error"].is_string(), "{body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_trim_lowers_the_capacity_and_the_cache_stays_under_it() {
+    // 2 MiB of 256 KiB chunks; no recovery within the test.
+    let mut args = SMALL.to_vec();
+    args.extend(["--cache-mb", "2", "--cache-recover-secs", "3600"]);
+    let demo = start(&args);
+    get(&demo, "/stream/a", None).await;
+    let full = stats(&demo).await;
+    assert_eq!(full["cache_capacity_bytes"], 2 * MIB, "{full}");
+    assert_eq!(full["cache_max_capacity_bytes"], 2 * MIB, "{full}");
+    assert_eq!(full["cache_weighted_bytes"], 2 * MIB, "{full}");
+
+    let (status, trimmed) = post(&demo, "/admin/cache/trim", r#"{"fraction": 0.5}"#).await;
+    assert_eq!(status, 200, "{trimmed}");
+    assert_eq!(trimmed["capacity_before_bytes"], 2 * MIB, "{trimmed}");
+    assert_eq!(trimmed["capacity_after_bytes"], MIB, "{trimmed}");
+    assert_eq!(trimmed["bytes_freed"], MIB, "{trimmed}");
+    assert_eq!(trimmed["jemalloc_purged"], true, "{trimmed}");
+
+    // 8 MiB of new chunks: the cache refills only to the lowered capacity.
+    for id in ["b", "c"] {
+        assert_eq!(
+            get(&demo, &format!("/stream/{id}"), None).await.body.len(),
+            MEDIA_BYTES
+        );
+    }
+    let refilled = stats(&demo).await;
+    assert_eq!(refilled["cache_capacity_bytes"], MIB, "{refilled}");
+    assert_eq!(refilled["cache_weighted_bytes"], MIB, "{refilled}");
+    assert_eq!(refilled["cache_misses"], 48, "{refilled}");
+
+    // A trim of a cache below its capacity cuts from what is cached.
+    let (_, again) = post(&demo, "/admin/cache/trim", r#"{"fraction": 1}"#).await;
+    assert_eq!(
+        (&again["capacity_after_bytes"], &again["entries_after"]),
+        (&Value::from(0), &Value::from(0)),
+        "{again}"
+    );
+    get(&demo, "/stream/d", Some("bytes=0-1023")).await;
+    assert_eq!(stats(&demo).await["cache_weighted_bytes"], 0);
+}
+
+#[tokio::test]
+async fn the_capacity_recovers_once_trims_stop() {
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "--cache-mb",
+        "4",
+        "--cache-recover-secs",
+        "1",
+        "--cache-recover-percent",
+        "50",
+    ]);
+    let demo = start(&args);
+    get(&demo, "/stream/a", None).await;
+    let (_, trimmed) = post(&demo, "/admin/cache/trim", r#"{"fraction": 0.75}"#).await;
+    assert_eq!(trimmed["capacity_after_bytes"], MIB, "{trimmed}");
+    // Steps of +50 % once a second: 1, 1.5, 2.25, 3.375, 4 MiB. Bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let capacity = stats(&demo).await["cache_capacity_bytes"].as_u64().unwrap();
+        if seen.last() != Some(&capacity) {
+            seen.push(capacity);
+        }
+        if capacity == 4 * MIB as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "capacity stuck: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.len() >= 3, "grew in steps, not at once: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+#[tokio::test]
+async fn leaked_sessions_grow_resident_memory_until_the_hook_drops_them() {
+    let mut args = SMALL.to_vec();
+    args.extend(["--leak-mb-per-s", "20"]);
+    let demo = start(&args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leaking = loop {
+        let now = stats(&demo).await;
+        if now["leaked_bytes"].as_u64().unwrap() >= 16 * MIB as u64 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no leak: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let leaked = leaking["leaked_bytes"].as_u64().unwrap();
+    assert!(
+        leaking["rss_bytes"].as_u64().unwrap() > leaked,
+        "resident: {leaking}"
+    );
+
+    let (status, half) = post(&demo, "/admin/sessions/drop", r#"{"fraction": 0.5}"#).await;
+    assert_eq!(status, 200, "{half}");
+    let before = half["sessions_before"].as_u64().unwrap();
+    assert_eq!(half["sessions_dropped"], before.div_ceil(2), "{half}");
+    assert!(
+        half["bytes_freed"].as_u64().unwrap() >= 8 * MIB as u64,
+        "{half}"
+    );
+    assert!(
+        half["rss_after_bytes"].as_u64().unwrap() < half["rss_before_bytes"].as_u64().unwrap(),
+        "the freed sessions left RSS: {half}"
+    );
+
+    let (_, all) = post(&demo, "/admin/sessions/drop", r#"{"fraction": 1}"#).await;
+    assert_eq!(
+        (&all["sessions_after"], &all["bytes_after"]),
+        (&Value::from(0), &Value::from(0)),
+        "{all}"
+    );
+
+    for body in [
+        r#"{"fraction": 0}"#,
+        r#"{"fraction": 1.5}"#,
+        r#"{"share": 0.5}"#,
+        "[]",
+    ] {
+        let (status, answer) = post(&demo, "/admin/sessions/drop", body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["error"].is_string(), "{body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn bad_leak_and_recovery_flags_are_refused_by_name() {
+    for (flag, value) in [
+        ("--leak-mb-per-s", "-1"),
+        ("--leak-mb-per-s", "fast"),
+        ("--leak-mb-per-s", "NaN"),
+        ("--cache-recover-secs", "0"),
+        ("--cache-recover-percent", "0"),
+        ("--dirty-decay-ms", "-2"),
+    ] {
+        let output = std::process::Command::new(common::example_binary("streaming_service"))
+            .args([flag, value])
+            .output()
+            .expect("run the demo");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
 }
 

@@ -10,8 +10,21 @@
 //! | `GET /stream/{id}` | generated media of `--media-mb` MiB for any id (≤ 128 chars), with `Range` support |
 //! | `GET /ping` | `pong`: the latency probe target |
 //! | `GET /stats` | cache, connection, request and RSS counters as JSON |
-//! | `POST /admin/cache/trim` | `{"fraction": 0.25}`: drop that share of the cache and purge jemalloc |
+//! | `POST /admin/cache/trim` | `{"fraction": 0.25}`: drop that share of the cache, lower its capacity to what is left, purge jemalloc |
+//! | `POST /admin/sessions/drop` | `{"fraction": 0.5}`: release that share of the leaked session state (oldest first), purge jemalloc |
 //! | `POST /admin/connections/reap` | `{"idle_ms": 30000}`: close connections idle that long |
+//!
+//! A trim sticks: the cache may only grow back to what the trim left, until no trim has
+//! come for `--cache-recover-secs`; from then on its capacity grows by
+//! `--cache-recover-percent` of itself every `--cache-recover-secs`, up to `--cache-mb`.
+//! Without this a busy cache refills the trimmed room within seconds.
+//!
+//! `--leak-mb-per-s R` (default 0: off) keeps R MiB/s of session state that nothing but
+//! `/admin/sessions/drop` releases: a steady leak, for trying predictive triggers.
+//!
+//! jemalloc returns freed pages to the OS after `--dirty-decay-ms` (jemalloc's default is
+//! 10 s, which under churn of 2 MiB chunks holds hundreds of MiB of freed pages resident);
+//! the admin hooks purge at once.
 //!
 //! Ranges follow RFC 9110 for a single range (`bytes=a-b`, `bytes=a-`, `bytes=-n`). Of
 //! several ranges the first satisfiable one is served as a plain 206; malformed or
@@ -21,6 +34,8 @@
 //! gracefully (in-flight responses get [`DRAIN_TIMEOUT`]) and exits 0. Logs go to stderr
 //! (`RUST_LOG`, default `info`).
 
+mod capacity;
+mod leak;
 mod media;
 mod range;
 
@@ -49,6 +64,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use capacity::Recovery;
+use leak::{DropCount, LeakStats, SessionLeak};
 use media::{CacheStats, MediaLibrary, TrimCount};
 use perfpilot::connections::{ConnectionPeer, ConnectionTracker, TrackedListener};
 use range::{ByteRange, RangeError};
@@ -78,11 +95,43 @@ struct Args {
     /// Size of every generated media item in MiB (at most 1048576).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     media_mb: u64,
+    /// After a trim, the cache's capacity grows back by this percentage of itself per
+    /// recovery period (1 to 1000).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    cache_recover_percent: u64,
+    /// The recovery period in seconds: the quiet time after a trim before the capacity
+    /// grows, and the time between two growth steps (1 to 3600).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    cache_recover_secs: u64,
+    /// Leak this many MiB of session state per second (0: no leak; at most 1024).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_leak_rate)]
+    leak_mb_per_s: f64,
+    /// jemalloc's `dirty_decay_ms` for every arena: how long freed pages stay resident
+    /// before they go back to the OS (-1 never, 0 at once; at most 3600000).
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..=3_600_000))]
+    dirty_decay_ms: i64,
 }
+
+/// `--leak-mb-per-s`: a finite rate from 0 to 1024 MiB/s.
+fn parse_leak_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if rate.is_finite() && (0.0..=1024.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{text} MiB/s: must be from 0 to 1024"))
+    }
+}
+
+/// How often the leak adds a session buffer.
+const LEAK_TICK: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 struct AppState {
     media: Arc<MediaLibrary>,
+    leak: Arc<SessionLeak>,
     connections: ConnectionTracker,
     requests_served: Arc<AtomicU64>,
 }
@@ -102,12 +151,21 @@ async fn main() -> anyhow::Result<()> {
         .cache_mb
         .checked_mul(MIB)
         .context("--cache-mb is too large")?;
+    let dirty_decay_ms = isize::try_from(args.dirty_decay_ms).expect("range checked by clap");
+    jemalloc::set_dirty_decay_ms(dirty_decay_ms)
+        .map_err(|e| anyhow::anyhow!("cannot set --dirty-decay-ms: {e}"))?;
+    let recovery = Recovery {
+        share: args.cache_recover_percent as f64 / 100.0,
+        period: Duration::from_secs(args.cache_recover_secs),
+    };
     let state = AppState {
         media: Arc::new(MediaLibrary::new(
             cache_bytes,
             args.chunk_kb * 1024,
             args.media_mb * MIB,
+            recovery,
         )),
+        leak: Arc::default(),
         connections: ConnectionTracker::new(),
         requests_served: Arc::default(),
     };
@@ -126,6 +184,19 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, cache_mb = args.cache_mb, chunk_kb = args.chunk_kb, media_mb = args.media_mb, "serving");
 
     let shutdown = CancellationToken::new();
+    tokio::spawn(recover_capacity(
+        Arc::clone(&state.media),
+        recovery.period,
+        shutdown.clone(),
+    ));
+    if args.leak_mb_per_s > 0.0 {
+        let per_tick = (args.leak_mb_per_s * MIB as f64 * LEAK_TICK.as_secs_f64()) as usize;
+        tokio::spawn(leak_sessions(
+            Arc::clone(&state.leak),
+            per_tick.max(1),
+            shutdown.clone(),
+        ));
+    }
     let app = router(state).into_make_service_with_connect_info::<ConnectionPeer>();
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -144,6 +215,42 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "responses still in flight; exiting"),
     }
     Ok(())
+}
+
+/// Gives the cache's capacity a recovery step every `period` until shutdown.
+async fn recover_capacity(media: Arc<MediaLibrary>, period: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Some(capacity) = media.recover() {
+            tracing::debug!(capacity_bytes = capacity, "cache capacity recovering");
+        }
+    }
+}
+
+/// Keeps a session buffer of `bytes` every [`LEAK_TICK`] until shutdown.
+async fn leak_sessions(leak: Arc<SessionLeak>, bytes: usize, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(LEAK_TICK);
+    // A late tick is made up, so the rate holds on a busy machine.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let leak = Arc::clone(&leak);
+        if tokio::task::spawn_blocking(move || leak.add_session(bytes))
+            .await
+            .is_err()
+        {
+            tracing::error!("the leak task failed");
+            return;
+        }
+    }
 }
 
 /// SIGTERM or SIGINT, listened for from the moment this is called.
@@ -165,6 +272,7 @@ fn router(state: AppState) -> Router {
         .route("/ping", get(|| async { "pong" }))
         .route("/stats", get(stats))
         .route("/admin/cache/trim", post(trim_cache))
+        .route("/admin/sessions/drop", post(drop_sessions))
         .route("/admin/connections/reap", post(reap_connections))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -273,10 +381,54 @@ struct StatsResponse {
     cache: CacheStats,
     #[serde(flatten)]
     connections: ConnectionStats,
+    #[serde(flatten)]
+    leak: LeakStats,
     requests_served: u64,
     /// `null` when /proc/self/statm cannot be read.
     rss_bytes: Option<u64>,
     media_bytes: u64,
+    /// `null` when jemalloc's statistics cannot be read.
+    jemalloc: Option<JemallocStats>,
+}
+
+/// Where the allocator's memory is: in use, or freed but still resident (dirty) or
+/// advised away but still mapped (muzzy), and how fast each goes back to the OS.
+#[derive(Serialize)]
+struct JemallocStats {
+    allocated_bytes: u64,
+    resident_bytes: u64,
+    dirty_bytes: u64,
+    muzzy_bytes: u64,
+    dirty_decay_ms: i64,
+    muzzy_decay_ms: i64,
+}
+
+impl JemallocStats {
+    /// Reads the counters (after advancing jemalloc's stats epoch); `None` on any failure.
+    fn read() -> Option<Self> {
+        use tikv_jemalloc_ctl::raw;
+        let totals = jemalloc::read_stats().ok()?;
+        // SAFETY: the page size and statistics are size_t and the decay settings ssize_t, as
+        // read here; the names are NUL-terminated. 4096 is MALLCTL_ARENAS_ALL: the sum over
+        // the arenas.
+        let (page, dirty, muzzy, dirty_ms, muzzy_ms) = unsafe {
+            (
+                raw::read::<usize>(b"arenas.page\0").ok()? as u64,
+                raw::read::<usize>(b"stats.arenas.4096.pdirty\0").ok()?,
+                raw::read::<usize>(b"stats.arenas.4096.pmuzzy\0").ok()?,
+                raw::read::<isize>(b"arenas.dirty_decay_ms\0").ok()?,
+                raw::read::<isize>(b"arenas.muzzy_decay_ms\0").ok()?,
+            )
+        };
+        Some(Self {
+            allocated_bytes: totals.allocated_bytes,
+            resident_bytes: totals.resident_bytes,
+            dirty_bytes: dirty as u64 * page,
+            muzzy_bytes: muzzy as u64 * page,
+            dirty_decay_ms: dirty_ms as i64,
+            muzzy_decay_ms: muzzy_ms as i64,
+        })
+    }
 }
 
 /// `GET /stats`.
@@ -288,24 +440,62 @@ async fn stats(State(state): State<AppState>) -> Result<Json<StatsResponse>, Api
     Ok(Json(StatsResponse {
         cache,
         connections: ConnectionStats::of(&state.connections),
+        leak: state.leak.stats(),
         requests_served: state.requests_served.load(Ordering::Relaxed),
         rss_bytes: proc_self::rss_bytes(),
         media_bytes: state.media.media_bytes(),
+        jemalloc: JemallocStats::read(),
     }))
 }
 
+/// The body of both release hooks: `{"fraction": f}`, 0 < f ≤ 1.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TrimRequest {
-    #[serde(default = "TrimRequest::default_fraction")]
-    fraction: f64,
+struct FractionRequest {
+    fraction: Option<f64>,
 }
 
-impl TrimRequest {
-    const DEFAULT_FRACTION: f64 = 0.25;
+impl FractionRequest {
+    /// The fraction asked for, or `default`; an error answer when outside (0, 1].
+    fn fraction_or(body: Result<Bytes, BytesRejection>, default: f64) -> Result<f64, ApiError> {
+        let request: FractionRequest = optional_json(body)?;
+        let fraction = request.fraction.unwrap_or(default);
+        if fraction > 0.0 && fraction <= 1.0 {
+            Ok(fraction)
+        } else {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("fraction must be in (0, 1], got {fraction}"),
+            ))
+        }
+    }
+}
 
-    fn default_fraction() -> f64 {
-        Self::DEFAULT_FRACTION
+/// RSS around a release and whether jemalloc handed the freed pages back.
+#[derive(Serialize)]
+struct Released {
+    rss_before_bytes: Option<u64>,
+    rss_after_bytes: Option<u64>,
+    /// Whether jemalloc returned its dirty pages to the OS.
+    jemalloc_purged: bool,
+}
+
+impl Released {
+    /// Runs `release`, then purges jemalloc so the freed memory leaves RSS now rather than
+    /// after the decay time. Blocking.
+    fn measure<T>(release: impl FnOnce() -> T) -> (T, Released) {
+        let rss_before_bytes = proc_self::rss_bytes();
+        let count = release();
+        let purged = jemalloc::purge_all_arenas();
+        if let Err(error) = &purged {
+            tracing::warn!(%error, "jemalloc purge failed");
+        }
+        let released = Released {
+            rss_before_bytes,
+            rss_after_bytes: proc_self::rss_bytes(),
+            jemalloc_purged: purged.is_ok(),
+        };
+        (count, released)
     }
 }
 
@@ -313,50 +503,59 @@ impl TrimRequest {
 struct TrimResponse {
     #[serde(flatten)]
     count: TrimCount,
-    rss_before_bytes: Option<u64>,
-    rss_after_bytes: Option<u64>,
-    /// Whether jemalloc returned its dirty pages to the OS.
-    jemalloc_purged: bool,
+    #[serde(flatten)]
+    released: Released,
 }
 
-/// `POST /admin/cache/trim`: invalidate a fraction of the cache, then purge jemalloc so the
-/// freed chunks leave RSS now rather than after jemalloc's 10 s decay.
+/// `POST /admin/cache/trim`: invalidate a fraction of the cache and lower its capacity to
+/// what is left, then purge jemalloc.
 async fn trim_cache(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TrimResponse>, ApiError> {
-    let request: TrimRequest = optional_json(body)?;
-    let fraction = request.fraction;
-    if !(fraction > 0.0 && fraction <= 1.0) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("fraction must be in (0, 1], got {fraction}"),
-        ));
-    }
+    let fraction = FractionRequest::fraction_or(body, 0.25)?;
     let media = Arc::clone(&state.media);
-    let response = tokio::task::spawn_blocking(move || {
-        let rss_before_bytes = proc_self::rss_bytes();
-        let count = media.trim(fraction);
-        let purged = jemalloc::purge_all_arenas();
-        if let Err(error) = &purged {
-            tracing::warn!(%error, "jemalloc purge failed");
-        }
-        TrimResponse {
-            count,
-            rss_before_bytes,
-            rss_after_bytes: proc_self::rss_bytes(),
-            jemalloc_purged: purged.is_ok(),
-        }
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let (count, released) =
+        tokio::task::spawn_blocking(move || Released::measure(|| media.trim(fraction)))
+            .await
+            .map_err(ApiError::internal)?;
     tracing::info!(
         fraction,
-        entries_removed = response.count.entries_removed,
-        bytes_freed = response.count.bytes_freed,
+        entries_removed = count.entries_removed,
+        bytes_freed = count.bytes_freed,
+        capacity_after_bytes = count.capacity_after_bytes,
         "cache trimmed"
     );
-    Ok(Json(response))
+    Ok(Json(TrimResponse { count, released }))
+}
+
+#[derive(Serialize)]
+struct DropResponse {
+    #[serde(flatten)]
+    count: DropCount,
+    #[serde(flatten)]
+    released: Released,
+}
+
+/// `POST /admin/sessions/drop`: release the oldest share of the leaked session state, then
+/// purge jemalloc.
+async fn drop_sessions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DropResponse>, ApiError> {
+    let fraction = FractionRequest::fraction_or(body, 0.5)?;
+    let leak = Arc::clone(&state.leak);
+    let (count, released) =
+        tokio::task::spawn_blocking(move || Released::measure(|| leak.drop_oldest(fraction)))
+            .await
+            .map_err(ApiError::internal)?;
+    tracing::info!(
+        fraction,
+        sessions_dropped = count.sessions_dropped,
+        bytes_freed = count.bytes_freed,
+        "sessions dropped"
+    );
+    Ok(Json(DropResponse { count, released }))
 }
 
 #[derive(Deserialize)]
