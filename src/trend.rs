@@ -100,9 +100,15 @@ impl Window {
         self.points.len() == self.capacity
     }
 
-    /// The fit over the samples held, once the window is full.
+    /// Samples a fit needs: half the window, at least 3. Waiting for a full window after
+    /// every run would leave a fast leak unwatched for a whole window.
+    pub fn min_samples(&self) -> usize {
+        self.capacity.div_ceil(2).max(3).min(self.capacity)
+    }
+
+    /// The fit over the samples held, once there are [`Window::min_samples`] of them.
     pub fn fit(&mut self) -> Option<Fit> {
-        if !self.is_full() {
+        if self.points.len() < self.min_samples() {
             return None;
         }
         theil_sen(self.points.make_contiguous())
@@ -151,12 +157,19 @@ mod tests {
     }
 
     #[test]
-    fn the_window_fits_only_when_full_and_keeps_the_newest() {
-        let mut window = Window::new(4);
-        for i in 0..3 {
+    fn the_window_fits_from_half_full_and_keeps_the_newest() {
+        let mut window = Window::new(10);
+        assert_eq!(window.min_samples(), 5);
+        for i in 0..4 {
             window.push(i as f64, i as f64);
         }
-        assert_eq!(window.fit(), None);
+        assert_eq!(window.fit(), None, "4 of 10 samples: too few");
+        window.push(4.0, 4.0);
+        assert_eq!(window.fit().unwrap().slope, 1.0);
+        assert_eq!(Window::new(4).min_samples(), 3, "never fewer than 3");
+        assert_eq!(Window::new(2).min_samples(), 2, "nor more than the window");
+
+        let mut window = Window::new(4);
         for i in 3..9 {
             window.push(i as f64, 2.0 * i as f64);
         }

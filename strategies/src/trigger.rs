@@ -106,8 +106,8 @@ pub struct PredictSpec {
     /// The value the prediction is about; by default `critical` if set, else `above`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<f64>,
-    /// Samples in the fit (at least [`PredictSpec::MIN_WINDOW`]); a prediction needs a full
-    /// window.
+    /// The most recent samples in the fit (at least [`PredictSpec::MIN_WINDOW`]); a
+    /// prediction needs half of them (at least 3), counted afresh after every run.
     #[serde(default = "PredictSpec::default_window")]
     pub window: u32,
 }
