@@ -136,13 +136,21 @@ pub fn metrics(document: &Value) -> String {
     if let Some(strategies) = document["strategies"].as_array() {
         let _ = writeln!(
             out,
-            "\n{:<22} {:<20} {:>10} {:<9} {:>5}",
-            "STRATEGY", "SIGNAL", "VALUE", "LEVEL", "RUNS"
+            "\n{:<22} {:<20} {:>10} {:<9} {:>5} {:>7} {:>9}  FORECAST",
+            "STRATEGY", "SIGNAL", "VALUE", "LEVEL", "RUNS", "HELPED", "COOLDOWN"
         );
         for s in strategies {
+            let forecast = match s["forecast"]["secondsToReach"].as_f64() {
+                Some(seconds) => format!(
+                    "{} in {}",
+                    round(s["forecast"]["at"].as_f64().unwrap_or(f64::NAN)),
+                    duration::format(std::time::Duration::from_secs(seconds.round() as u64))
+                ),
+                None => "-".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "{:<22} {:<20} {:>10} {:<9} {:>5}",
+                "{:<22} {:<20} {:>10} {:<9} {:>5} {:>7} {:>9}  {forecast}",
                 s["name"].as_str().unwrap_or("?"),
                 s["trigger"]["signal"].as_str().unwrap_or("?"),
                 s["value"]
@@ -150,6 +158,10 @@ pub fn metrics(document: &Value) -> String {
                     .map_or("-".to_owned(), |v| round(v).to_string()),
                 s["level"].as_str().unwrap_or("?"),
                 s["runs"],
+                percent(&s["effectiveness"]),
+                s["cooldown"].as_u64().map_or("-".to_owned(), |ms| {
+                    duration::format(std::time::Duration::from_millis(ms))
+                }),
             );
         }
     }
@@ -274,7 +286,8 @@ mod tests {
             "workerId": 7, "timestamp": "t",
             "performance": {"interval": 5000, "optimizationCount": 0},
             "currentMetrics": {"memoryUsage": 0.9, "rssBytes": 1048576},
-            "strategies": [{"name": "memory-purge", "trigger": {"signal": "memory_usage"}, "level": "WARNING", "value": 0.9, "runs": 1}],
+            "strategies": [{"name": "memory-purge", "trigger": {"signal": "memory_usage"}, "level": "WARNING", "value": 0.9, "runs": 4,
+                            "effectiveness": 0.25, "cooldown": 120000, "forecast": {"at": 0.95, "secondsToReach": 12.4}}],
             "recentOptimizations": [],
         });
         let table = metrics(&document);
@@ -287,5 +300,12 @@ mod tests {
             "{line}"
         );
         assert!(table.contains("1.0 MiB"));
+        let strategy = table
+            .lines()
+            .find(|l| l.starts_with("memory-purge"))
+            .unwrap();
+        for shown in ["25.0 %", "120s", "0.95 in 12s"] {
+            assert!(strategy.contains(shown), "{shown} missing: {strategy}");
+        }
     }
 }
