@@ -145,6 +145,64 @@ async fn legacy_thresholds_make_memory_purge_run_by_itself() {
     }
 }
 
+/// Polls `/performance-metrics` until `done` holds for it (at most 15 s).
+async fn wait_for_metrics(
+    base: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, metrics) = get_json(base, "/performance-metrics").await;
+        if done(&metrics) {
+            return metrics;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn adaptive_sampling_slows_down_at_rest_and_speeds_up_under_pressure() {
+    let adaptive = [
+        ("PERFPILOT_TUNING__ADAPTIVE_SAMPLING", "true"),
+        ("OPTIMIZATION_INTERVAL", "200"),
+    ];
+    // At rest (this process uses a tiny share of RAM): 200 ms relaxes to 2 × 200 ms.
+    let calm = start_agent(&[], &adaptive);
+    wait_for_metrics(&calm.base, "relaxed to 400 ms", |m| {
+        m["performance"]["interval"] == 400
+    })
+    .await;
+
+    // Every memory trigger latched: sampling goes to interval / 5, and the run is judged.
+    let mut pressed = adaptive.to_vec();
+    pressed.push(("MEMORY_THRESHOLD", "0.00001"));
+    let pressure = start_agent(&[], &pressed);
+    let metrics = wait_for_metrics(&pressure.base, "at 40 ms with a judged run", |m| {
+        m["performance"]["interval"] == 40
+            && m["recentOptimizations"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["strategy"] == "memory-purge"))
+    })
+    .await;
+    let run = metrics["recentOptimizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["strategy"] == "memory-purge")
+        .unwrap();
+    assert!(run["helped"].is_boolean(), "{run}");
+    let purge = metrics["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "memory-purge")
+        .unwrap();
+    assert!(purge["effectiveness"].is_number(), "{purge}");
+    assert!(purge["lastRun"].is_string(), "{purge}");
+}
+
 #[tokio::test]
 async fn a_numeric_worker_id_stays_a_number_in_the_api_for_cluster_clients() {
     let agent = start_agent(&[], &[("PERFPILOT_WORKER_ID", "3")]);
