@@ -14,6 +14,7 @@
 mod dashboard;
 pub mod document;
 mod events;
+mod metrics_cache;
 mod openapi;
 pub mod rate_limit;
 pub mod timeout;
@@ -101,6 +102,8 @@ struct ApiState {
     event_clients: Arc<Semaphore>,
     /// `GET /openapi.json`, with this agent's strategy names.
     openapi: Arc<str>,
+    /// `GET /performance-metrics`, rendered once per published view.
+    metrics: Arc<metrics_cache::MetricsCache>,
 }
 
 /// The agent's routes, ready to serve or to merge into a host's axum app.
@@ -119,6 +122,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         engine,
         event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
         settings: Arc::clone(&settings),
+        metrics: Arc::default(),
     };
     Router::new()
         .route("/", get(dashboard::dashboard))
@@ -182,9 +186,8 @@ impl IntoResponse for ApiError {
 )]
 async fn performance_metrics(State(state): State<ApiState>) -> Response {
     let view = state.engine.view();
-    let document = MetricsDocument::new(&state.settings.worker_id, &view)
-        .with_target(state.settings.target.as_ref().map(TargetHandle::status));
-    match serde_json::to_vec(&document) {
+    let target = state.settings.target.as_ref().map(TargetHandle::status);
+    match state.metrics.body(&state.settings.worker_id, view, target) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
