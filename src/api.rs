@@ -19,7 +19,7 @@ mod openapi;
 pub mod rate_limit;
 pub mod timeout;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
@@ -95,15 +95,31 @@ impl ApiSettings {
     }
 }
 
+/// What the handlers share. axum clones the state for every request, so it is one `Arc`:
+/// cloning the [`EngineHandle`] itself (channel senders, a cancellation token) would cost
+/// several contended atomic operations and a mutex per request.
 #[derive(Debug, Clone)]
-struct ApiState {
+struct ApiState(Arc<SharedState>);
+
+#[derive(Debug)]
+struct SharedState {
     engine: EngineHandle,
     settings: Arc<ApiSettings>,
     event_clients: Arc<Semaphore>,
-    /// `GET /openapi.json`, with this agent's strategy names.
-    openapi: Arc<str>,
+    /// Every strategy name and alias, for `GET /openapi.json`.
+    known_strategies: Vec<String>,
+    /// `GET /openapi.json`, rendered on its first request.
+    openapi: OnceLock<Arc<str>>,
     /// `GET /performance-metrics`, rendered once per published view.
-    metrics: Arc<metrics_cache::MetricsCache>,
+    metrics: metrics_cache::MetricsCache,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
 }
 
 /// The agent's routes, ready to serve or to merge into a host's axum app.
@@ -116,14 +132,14 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         ));
     }
     let settings = Arc::new(settings);
-    let known = engine.view().known_names();
-    let state = ApiState {
-        openapi: openapi::document(&known),
+    let state = ApiState(Arc::new(SharedState {
+        known_strategies: engine.view().known_names(),
+        openapi: OnceLock::new(),
         engine,
         event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
         settings: Arc::clone(&settings),
-        metrics: Arc::default(),
-    };
+        metrics: metrics_cache::MetricsCache::default(),
+    }));
     Router::new()
         .route("/", get(dashboard::dashboard))
         .route("/performance-metrics", get(performance_metrics))
