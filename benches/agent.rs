@@ -3,9 +3,12 @@
 //!
 //! Run with: cargo bench --bench agent
 //!
-//! The bench binary runs on jemalloc, like the agent, so a sample includes reading
-//! jemalloc's statistics (`sample_with_jemalloc`), which refreshes its stats epoch and walks
-//! every arena: that part grows with the number of threads that allocated.
+//! The bench binary runs on jemalloc with the agent binary's options
+//! ([`perfpilot::cli::MALLOC_CONF`]: one arena), so a sample includes reading jemalloc's
+//! statistics (`sample_with_jemalloc`), which refreshes its stats epoch and walks every
+//! arena. With jemalloc's default of four arenas per CPU that part grows with the number of
+//! threads that allocated (measure it with `_RJEM_MALLOC_CONF=narenas:8`, the default on 2
+//! CPUs, which overrides the compiled-in options).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -21,6 +24,16 @@ use perfpilot_strategies::{Level, Outcome, RunKind, Signal, StrategiesConfig};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The agent binary's jemalloc options, exported as in `src/main.rs`.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(perfpilot::cli::MALLOC_CONF.as_ptr());
+
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: it points to an immutable, 'static, NUL-terminated string, read but never written.
+unsafe impl Sync for MallocConf {}
 
 fn sample(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()

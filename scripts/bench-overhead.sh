@@ -22,6 +22,7 @@ load=${LOAD_SECONDS:-20}
 [[ "$load" =~ ^[0-9]+$ && "$load" -ge 5 ]] || { echo "LOAD_SECONDS must be >= 5" >&2; exit 2; }
 
 
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 . scripts/agent-lib.sh
 need_load_tools
 
@@ -86,7 +87,7 @@ p50=$(awk '$1 == "50%" {print $2}' "$out/wrk.txt")
 p99=$(awk '$1 == "99%" {print $2}' "$out/wrk.txt")
 
 echo
-echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r)"
+echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r); load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| agent idle ${idle} s | RSS (VmRSS) | RSS budget 8 MiB | CPU (utime+stime) | CPU budget |"
 echo "|---|---|---|---|---|"

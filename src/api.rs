@@ -14,11 +14,12 @@
 mod dashboard;
 pub mod document;
 mod events;
+mod metrics_cache;
 mod openapi;
 pub mod rate_limit;
 pub mod timeout;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
@@ -94,13 +95,31 @@ impl ApiSettings {
     }
 }
 
+/// What the handlers share. axum clones the state for every request, so it is one `Arc`:
+/// cloning the [`EngineHandle`] itself (channel senders, a cancellation token) would cost
+/// several contended atomic operations and a mutex per request.
 #[derive(Debug, Clone)]
-struct ApiState {
+struct ApiState(Arc<SharedState>);
+
+#[derive(Debug)]
+struct SharedState {
     engine: EngineHandle,
     settings: Arc<ApiSettings>,
     event_clients: Arc<Semaphore>,
-    /// `GET /openapi.json`, with this agent's strategy names.
-    openapi: Arc<str>,
+    /// Every strategy name and alias, for `GET /openapi.json`.
+    known_strategies: Vec<String>,
+    /// `GET /openapi.json`, rendered on its first request.
+    openapi: OnceLock<Arc<str>>,
+    /// `GET /performance-metrics`, rendered once per published view.
+    metrics: metrics_cache::MetricsCache,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
 }
 
 /// The agent's routes, ready to serve or to merge into a host's axum app.
@@ -113,13 +132,14 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         ));
     }
     let settings = Arc::new(settings);
-    let known = engine.view().known_names();
-    let state = ApiState {
-        openapi: openapi::document(&known),
+    let state = ApiState(Arc::new(SharedState {
+        known_strategies: engine.view().known_names(),
+        openapi: OnceLock::new(),
         engine,
         event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
         settings: Arc::clone(&settings),
-    };
+        metrics: metrics_cache::MetricsCache::default(),
+    }));
     Router::new()
         .route("/", get(dashboard::dashboard))
         .route("/performance-metrics", get(performance_metrics))
@@ -182,9 +202,8 @@ impl IntoResponse for ApiError {
 )]
 async fn performance_metrics(State(state): State<ApiState>) -> Response {
     let view = state.engine.view();
-    let document = MetricsDocument::new(&state.settings.worker_id, &view)
-        .with_target(state.settings.target.as_ref().map(TargetHandle::status));
-    match serde_json::to_vec(&document) {
+    let target = state.settings.target.as_ref().map(TargetHandle::status);
+    match state.metrics.body(&state.settings.worker_id, view, target) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -505,3 +505,26 @@ async fn sigterm_ends_open_event_streams_and_exits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn the_binary_starts_jemalloc_with_its_compiled_in_options() {
+    // jemalloc prints its options at exit with `stats_print`; the environment's options are
+    // merged over the compiled-in ones (perfpilot::cli::MALLOC_CONF), not instead of them.
+    let output = perfpilot()
+        .arg("strategies")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let option = |name: &str| {
+        stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("opt.{name}:")))
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|| panic!("no opt.{name} in jemalloc's statistics:\n{stderr}"))
+    };
+    assert_eq!(option("narenas"), "opt.narenas: 1");
+    assert_eq!(option("tcache_max"), "opt.tcache_max: 1024");
+    assert_eq!(option("stats_print"), "opt.stats_print: true");
+}

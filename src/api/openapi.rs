@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the OpenAPI 3 description of the API, generated from the handlers'
 //! annotations and the response types.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
@@ -47,15 +47,13 @@ impl Modify for BearerToken {
 
 /// The document for an agent whose strategies answer to `known` (names and aliases): the
 /// `strategy` of `POST /performance-optimize` is one of them, or null.
+///
+/// Rendered on the first `GET /openapi.json` (see [`openapi_json`]), not at start-up: an idle
+/// agent does not keep the document's JSON tree, nor touch the code that builds it.
 pub(super) fn document(known: &[String]) -> Arc<str> {
-    static BASE: OnceLock<Value> = OnceLock::new();
-    let mut document = BASE
-        .get_or_init(|| {
-            serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(
-                |e| json!({ "error": format!("could not render the OpenAPI document: {e}") }),
-            )
-        })
-        .clone();
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(
+        |e| json!({ "error": format!("could not render the OpenAPI document: {e}") }),
+    );
     if let Some(strategy) =
         document.pointer_mut("/components/schemas/OptimizeRequest/properties/strategy")
     {
@@ -77,9 +75,12 @@ pub(super) fn document(known: &[String]) -> Arc<str> {
     responses((status = 200, description = "The OpenAPI 3 document of this API", body = Object, content_type = "application/json"))
 )]
 pub(super) async fn openapi_json(State(state): State<ApiState>) -> Response {
+    let document = state
+        .openapi
+        .get_or_init(|| document(&state.known_strategies));
     (
         [(header::CONTENT_TYPE, "application/json")],
-        state.openapi.to_string(),
+        document.to_string(),
     )
         .into_response()
 }
