@@ -14,6 +14,8 @@
 out=$(mktemp -d)
 pid=
 started_pids=()
+# The bench scripts run the demo service beside an agent: its pid, stopped on exit as well.
+demo_pid=
 stop_pid() { # $1 = a pid
   if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
     kill -TERM "$1" 2>/dev/null || true
@@ -21,6 +23,7 @@ stop_pid() { # $1 = a pid
   fi
 }
 stop_started() {
+  stop_pid "$demo_pid"
   stop_pid "$pid"
   for started in "${started_pids[@]}"; do stop_pid "$started"; done
   rm -rf "$out"

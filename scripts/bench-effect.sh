@@ -25,28 +25,11 @@ seconds=${1:-${EFFECT_SECONDS:-30}}
 budget_mib=256
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 5 ]] || { echo "usage: $0 [SECONDS >= 5]" >&2; exit 2; }
 
-
 . scripts/agent-lib.sh
 need_load_tools
 
 cargo build --release --quiet --bin perfpilot --example streaming_service
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
-
-# Two processes in run (c): the demo's pid is kept in $demo_pid while start_announcing's $pid
-# is the agent; stop both on exit (agent-lib.sh's trap stops $pid and removes $out).
-demo_pid=
-stop_all() {
-  if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
-    kill -TERM "$demo_pid" 2>/dev/null || true
-    wait "$demo_pid" 2>/dev/null || true
-  fi
-  stop_started
-}
-trap stop_all EXIT
-stop_one() { # $1 = a pid
-  kill -TERM "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 
 cat >"$out/ranges.lua" <<'EOF'
 -- Random 2 MiB ranges over 5001 ids; done() prints the percentiles in microseconds.
@@ -146,10 +129,10 @@ run() {
         | "- +\(.startedAt / 1000 - ($t0 | tonumber) | floor) s \(.strategy) at memory_usage \(.before * 100 | floor) %: "
           + (if $r.entries_removed == null then "no answer (success \(.success))" else
              "freed \($r.entries_removed) chunks, \($r.bytes_freed / 1048576 | floor) MiB; capacity \($r.capacity_before_bytes / 1048576 | floor) -> \($r.capacity_after_bytes / 1048576 | floor) MiB; RSS \(($r.rss_before_bytes // 0) / 1048576 | floor) -> \(($r.rss_after_bytes // 0) / 1048576 | floor) MiB" end)' <<<"$doc")
-    stop_one "$pid"
+    stop_pid "$pid"
     pid=
   fi
-  stop_one "$demo_pid"
+  stop_pid "$demo_pid"
   demo_pid=
 
   lat=$(awk '$1 == "LAT_US" {print $2, $3, $4, $5}' "$out/wrk.txt")

@@ -34,21 +34,6 @@ need_load_tools
 
 cargo build --release --quiet --bin perfpilot --example streaming_service
 
-# $demo_pid is the demo; agent-lib.sh's $pid is the agent. Stop both on exit.
-demo_pid=
-stop_all() {
-  if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
-    kill -TERM "$demo_pid" 2>/dev/null || true
-    wait "$demo_pid" 2>/dev/null || true
-  fi
-  stop_started
-}
-trap stop_all EXIT
-stop_one() { # $1 = a pid
-  kill -TERM "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
 # The agent's configuration: $1 = the demo's base URL, $2 = 1 to add the predict table.
 write_config() {
   cat <<EOF
@@ -89,7 +74,7 @@ run() {
     if grep -q 'trigger.predict: unknown key' "$out/check.txt"; then
       rows+=("| $label | predictive triggers not available in this build | | | |")
       eval "peak_$name= above_$name="
-      stop_one "$demo_pid"
+      stop_pid "$demo_pid"
       demo_pid=
       return
     fi
@@ -117,9 +102,9 @@ run() {
   fired=$(curl -fsS --max-time 5 "$agent_base/performance-metrics" |
     jq -r --argjson b "$budget_mib" '[.recentOptimizations[] | select(.strategy == "drop-sessions")
       | .before * $b | round] | if length == 0 then "none" else map(tostring) | join(", ") end')
-  stop_one "$pid"
+  stop_pid "$pid"
   pid=
-  stop_one "$demo_pid"
+  stop_pid "$demo_pid"
   demo_pid=
   rows+=("$(awk -v l="$label" -v pk="$peak" -v ab="$above" -v d="$drops" -v f="$fired" 'BEGIN {
     printf "| %s | %.0f MiB | %.2f s | %d | %s |\n", l, pk / 1024, ab / 4, d, f

@@ -13,9 +13,13 @@
 //! by keeping the previous reading. `cpu`'s `full` line is missing before Linux 5.13. The
 //! files are opened once and re-read with `pread`; a kernel without PSI (or with `psi=0`)
 //! has no files, or files that fail to read (`EOPNOTSUPP`), and gives `None`.
+//!
+//! The kernel recomputes the averages every 2 s (`PSI_FREQ`), so the files are re-read at
+//! most every [`REFRESH`]; samples in between reuse the last reading (at a 100 ms interval
+//! that saves 19 of 20 reads, about 5 µs each).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use perfpilot_strategies::{PressureLine, PressureResource, PressureSet, ResourcePressure};
 
@@ -24,11 +28,15 @@ use super::procfs::ProcFile;
 /// The system-wide PSI directory.
 pub(crate) const SYSTEM_DIR: &str = "/proc/pressure";
 
+/// How often the files are re-read: the kernel's averaging period.
+pub(crate) const REFRESH: Duration = Duration::from_secs(2);
+
 /// The three pressure files of one scope, kept open, with the previous `total`s for the stall
-/// rates.
+/// rates, and the last reading with its time.
 #[derive(Debug)]
 pub(crate) struct PressureReader {
     files: [Option<ResourceFile>; 3],
+    last: Option<(Instant, Option<PressureSet>)>,
 }
 
 #[derive(Debug)]
@@ -64,20 +72,28 @@ impl PressureReader {
         files
             .iter()
             .any(Option::is_some)
-            .then_some(PressureReader { files })
+            .then_some(PressureReader { files, last: None })
     }
 
-    /// Reads the three files; `None` if none of them reads (the cgroup has been removed).
+    /// Reads the three files, or gives the last reading if it is less than [`REFRESH`] old;
+    /// `None` if none of them reads (the cgroup has been removed).
     pub(crate) fn read(&mut self, now: Instant) -> Option<PressureSet> {
+        if let Some((at, reading)) = &self.last {
+            if now.saturating_duration_since(*at) < REFRESH {
+                return *reading;
+            }
+        }
         let [memory, cpu, io] = self
             .files
             .each_mut()
             .map(|file| file.as_mut().and_then(|f| f.read(now)));
-        (memory.is_some() || cpu.is_some() || io.is_some()).then_some(PressureSet {
+        let reading = (memory.is_some() || cpu.is_some() || io.is_some()).then_some(PressureSet {
             memory,
             cpu,
             io,
-        })
+        });
+        self.last = Some((now, reading));
+        reading
     }
 }
 
@@ -211,7 +227,10 @@ mod tests {
         let cpu = first.cpu.expect("/proc/pressure/cpu");
         assert!((0.0..=1.0).contains(&cpu.some.avg10), "{cpu:?}");
         assert_eq!(cpu.some.stall_rate, None, "no window yet");
-        let second = reader.read(start + Duration::from_millis(250)).unwrap();
+        // Within the kernel's 2 s averaging period the last reading is reused.
+        let cached = reader.read(start + Duration::from_millis(250)).unwrap();
+        assert_eq!(cached, first);
+        let second = reader.read(start + REFRESH).unwrap();
         let rate = second.memory.unwrap().some.stall_rate.unwrap();
         assert!(rate >= 0.0, "{rate}");
         let io_rate = second.io.unwrap().some.stall_rate.unwrap();
