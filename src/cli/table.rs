@@ -85,7 +85,17 @@ pub fn metrics(document: &Value) -> String {
             }
         }
     }
-    let rows: [(&str, &str, String); 12] = [
+    // PSI: the watched cgroup's where there is one, else the system's (as the signals read it).
+    let pressure = |resource: &str| {
+        let scope = &m["pressure"];
+        let set = if scope["cgroup"].is_object() {
+            &scope["cgroup"]
+        } else {
+            &scope["system"]
+        };
+        percent(&set[resource]["some"]["avg10"])
+    };
+    let rows: [(&str, &str, String); 15] = [
         ("memory usage", "memory_usage", percent(&m["memoryUsage"])),
         ("rss", "rss_bytes", bytes(&m["rssBytes"])),
         (
@@ -126,6 +136,9 @@ pub fn metrics(document: &Value) -> String {
         ),
         ("error rate", "error_rate", percent(&m["errorRate"])),
         ("uptime", "", seconds(&m["uptime"])),
+        ("memory psi", "memory_pressure_some", pressure("memory")),
+        ("cpu psi", "cpu_pressure_some", pressure("cpu")),
+        ("io psi", "io_pressure_some", pressure("io")),
     ];
     let _ = writeln!(out, "{:<15} {:>24}  LEVEL", "SIGNAL", "VALUE");
     for (label, signal, value) in rows {
@@ -285,7 +298,8 @@ mod tests {
         let document = json!({
             "workerId": 7, "timestamp": "t",
             "performance": {"interval": 5000, "optimizationCount": 0},
-            "currentMetrics": {"memoryUsage": 0.9, "rssBytes": 1048576},
+            "currentMetrics": {"memoryUsage": 0.9, "rssBytes": 1048576,
+                               "pressure": {"system": {"cpu": {"some": {"avg10": 0.125}}}}},
             "strategies": [{"name": "memory-purge", "trigger": {"signal": "memory_usage"}, "level": "WARNING", "value": 0.9, "runs": 4,
                             "effectiveness": 0.25, "cooldown": 120000, "forecast": {"at": 0.95, "secondsToReach": 12.4}}],
             "recentOptimizations": [],
@@ -300,6 +314,8 @@ mod tests {
             "{line}"
         );
         assert!(table.contains("1.0 MiB"));
+        let cpu_psi = table.lines().find(|l| l.starts_with("cpu psi")).unwrap();
+        assert!(cpu_psi.contains("12.5 %"), "{cpu_psi}");
         let strategy = table
             .lines()
             .find(|l| l.starts_with("memory-purge"))
