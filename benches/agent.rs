@@ -27,13 +27,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The agent binary's jemalloc options, exported as in `src/main.rs`.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf = MallocConf(perfpilot::cli::MALLOC_CONF.as_ptr());
-
-#[repr(transparent)]
-struct MallocConf(*const std::ffi::c_char);
-
-// SAFETY: it points to an immutable, 'static, NUL-terminated string, read but never written.
-unsafe impl Sync for MallocConf {}
+static MALLOC_CONF: perfpilot::cli::MallocConf = perfpilot::cli::MallocConf::AGENT;
 
 fn sample(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()

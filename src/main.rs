@@ -10,14 +10,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's start-up options, [`perfpilot::cli::MALLOC_CONF`]: jemalloc reads them from
 /// this symbol (`_rjem_`-prefixed like the rest of tikv-jemalloc-sys's jemalloc).
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf = MallocConf(perfpilot::cli::MALLOC_CONF.as_ptr());
-
-/// A C string pointer that may live in a `static` (jemalloc declares `const char *`).
-#[repr(transparent)]
-struct MallocConf(*const std::ffi::c_char);
-
-// SAFETY: it points to an immutable, 'static, NUL-terminated string, read but never written.
-unsafe impl Sync for MallocConf {}
+static MALLOC_CONF: perfpilot::cli::MallocConf = perfpilot::cli::MallocConf::AGENT;
 
 fn main() -> ExitCode {
     perfpilot::cli::run(perfpilot::cli::Cli::parse())
