@@ -122,6 +122,16 @@ impl std::ops::Deref for ApiState {
     }
 }
 
+impl SharedState {
+    /// The `/performance-metrics` document of the latest view, rendered once per view and
+    /// shared by the route and every event stream's `metrics-updated`.
+    fn metrics_body(&self) -> Result<Bytes, serde_json::Error> {
+        let view = self.engine.view();
+        let target = self.settings.target.as_ref().map(TargetHandle::status);
+        self.metrics.body(&self.settings.worker_id, view, target)
+    }
+}
+
 /// The agent's routes, ready to serve or to merge into a host's axum app.
 pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     let mut optimize = post(performance_optimize);
@@ -201,9 +211,7 @@ impl IntoResponse for ApiError {
     responses((status = 200, description = "Current metrics, stats and recent optimizations", body = MetricsDocument<'static>))
 )]
 async fn performance_metrics(State(state): State<ApiState>) -> Response {
-    let view = state.engine.view();
-    let target = state.settings.target.as_ref().map(TargetHandle::status);
-    match state.metrics.body(&state.settings.worker_id, view, target) {
+    match state.metrics_body() {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

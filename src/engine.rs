@@ -72,6 +72,30 @@ pub struct EngineSettings {
     pub worker: String,
 }
 
+#[cfg(test)]
+impl EngineSettings {
+    /// Settings for the engine's and the API's tests: a 1 s interval (up to 8 s), 50
+    /// records, a 5 s strategy timeout, back-off after 3 failures, adaptive cooldown on.
+    pub(crate) fn for_tests() -> Self {
+        EngineSettings {
+            enabled: true,
+            interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(8)),
+            dry_run: false,
+            history_size: 50,
+            strategy_timeout: Duration::from_secs(5),
+            post_action_delay: Duration::ZERO,
+            target: None,
+            backoff_after_failures: 3,
+            max_backoff: Duration::from_secs(3600),
+            settle: Duration::ZERO,
+            adaptive_cooldown: true,
+            max_cooldown: Duration::from_secs(600),
+            adaptive_sampling: None,
+            worker: "engine-test".to_owned(),
+        }
+    }
+}
+
 /// What the engine publishes after every sample and run: everything the API shows.
 #[derive(Debug, Clone)]
 pub struct View {

@@ -263,6 +263,22 @@ impl ProcessSampler {
     }
 }
 
+/// The median time of `runs` calls of `f`, for the ignored measurements of sampling costs
+/// (`cargo test --release --lib ... -- --ignored --nocapture`); the budgets themselves are
+/// checked by `cargo bench --bench agent`.
+#[cfg(test)]
+pub(crate) fn median_time(runs: usize, mut f: impl FnMut()) -> std::time::Duration {
+    let mut times: Vec<_> = (0..runs.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -211,14 +211,7 @@ async fn a_numeric_worker_id_stays_a_number_in_the_api_for_cluster_clients() {
     let (status, optimized) = post_json(&agent.base, "/performance-optimize", "{}").await;
     assert_eq!(status, 200);
     assert_eq!(optimized["worker"], 3);
-    let prometheus = common::client()
-        .get(format!("{}/metrics", agent.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let prometheus = common::get_text(&agent.base, "/metrics").await;
     assert!(
         prometheus.contains("\nperfpilot_samples_total{worker=\"3\"} "),
         "{prometheus}"
@@ -227,34 +220,22 @@ async fn a_numeric_worker_id_stays_a_number_in_the_api_for_cluster_clients() {
 
 #[test]
 fn invalid_config_fails_at_start_naming_key_value_and_range() {
-    let output = perfpilot()
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .env("MEMORY_THRESHOLD", "1.5")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::refused(
+        &["run", "--listen", "127.0.0.1:0"],
+        &[("MEMORY_THRESHOLD", "1.5")],
+    );
     assert!(
         stderr.contains("1.5") && stderr.contains("(0, 1]"),
         "{stderr}"
     );
 
-    let output = perfpilot()
-        .args(["run", "--interval", "fast"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("fast"));
+    let stderr = common::refused(&["run", "--interval", "fast"], &[]);
+    assert!(stderr.contains("fast"));
 }
 
 #[test]
 fn refuses_a_non_loopback_address_without_a_token() {
-    let output = perfpilot()
-        .args(["run", "--listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::refused(&["run", "--listen", "0.0.0.0:0"], &[]);
     assert!(
         stderr.contains("non-loopback")
             && stderr.contains("api.token")

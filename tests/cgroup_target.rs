@@ -422,13 +422,16 @@ fn a_path_that_is_not_a_cgroup_is_a_start_error_naming_it() {
         eprintln!("skipped: no cgroup v2 hierarchy is mounted");
         return;
     }
-    let output = perfpilot()
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(["--target-cgroup", "perfpilot-no-such.slice/x.service"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::refused(
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--target-cgroup",
+            "perfpilot-no-such.slice/x.service",
+        ],
+        &[],
+    );
     assert!(
         stderr.contains("target.cgroup = \"perfpilot-no-such.slice/x.service\"")
             && stderr.contains("not a cgroup v2 directory")
@@ -437,12 +440,7 @@ fn a_path_that_is_not_a_cgroup_is_a_start_error_naming_it() {
     );
 
     // A cgroup and a pid are two targets: refused by the flag parser.
-    let output = perfpilot()
-        .args(["run", "--target-cgroup", "/", "--target-pid", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::refused(&["run", "--target-cgroup", "/", "--target-pid", "1"], &[]);
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
 

@@ -101,6 +101,23 @@ pub fn start_demo(args: &[&str]) -> Running {
     start_announcing(command)
 }
 
+/// Runs `perfpilot ARGS` with `env`, which must refuse to start (exit status 2, bad input);
+/// returns its stderr, the message the user sees.
+pub fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = perfpilot()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "perfpilot {args:?}: {stderr}"
+    );
+    stderr
+}
+
 /// An HTTP client with a bounded timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -114,6 +131,13 @@ pub async fn get_json(base: &str, path: &str) -> (u16, Value) {
     let response = client().get(format!("{base}{path}")).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
+}
+
+/// GET `path` and return the body as text, requiring a 200 (e.g. `/metrics`).
+pub async fn get_text(base: &str, path: &str) -> String {
+    let response = client().get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.text().await.unwrap()
 }
 
 /// POST `body` to `path` and parse the JSON answer.

@@ -143,14 +143,7 @@ async fn target_pid_reports_the_childs_memory_connections_and_probe() {
     assert_eq!(status, 200);
     assert_eq!(running_pid(&health), Some(u64::from(service.pid())));
 
-    let prometheus = common::client()
-        .get(format!("{}/metrics", agent.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let prometheus = common::get_text(&agent.base, "/metrics").await;
     assert!(
         prometheus.contains("\nperfpilot_open_fds{worker="),
         "{prometheus}"

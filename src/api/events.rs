@@ -21,7 +21,6 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
 
-use super::document::MetricsDocument;
 use super::{ApiError, ApiState};
 use crate::events::Event;
 
@@ -91,18 +90,16 @@ async fn next_event(client: &mut Client) -> Option<SseEvent> {
     Some(event)
 }
 
+/// The `/performance-metrics` document, rendered once per sample for all clients (compact
+/// JSON has no newlines, so it is one SSE data line).
 fn metrics_event(state: &ApiState) -> SseEvent {
-    let view = state.engine.view();
-    json_event(
-        "metrics-updated",
-        &MetricsDocument::new(&state.settings.worker_id, &view).with_target(
-            state
-                .settings
-                .target
-                .as_ref()
-                .map(crate::sample::TargetHandle::status),
-        ),
-    )
+    let rendered = state.metrics_body();
+    match rendered.as_deref().map(std::str::from_utf8) {
+        Ok(Ok(json)) => SseEvent::default().event("metrics-updated").data(json),
+        failed => SseEvent::default()
+            .event("error")
+            .data(format!("could not render metrics-updated: {failed:?}")),
+    }
 }
 
 fn json_event(name: &str, data: &impl serde::Serialize) -> SseEvent {

@@ -58,20 +58,10 @@ fn app_with(settings: ApiSettings) -> (Router, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(1000));
     let (handle, _task) = engine::spawn(
         EngineSettings {
-            enabled: true,
             interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
-            dry_run: false,
             history_size: 10,
-            strategy_timeout: Duration::from_secs(5),
-            post_action_delay: Duration::ZERO,
-            target: None,
-            backoff_after_failures: 3,
-            max_backoff: Duration::from_secs(3600),
-            settle: Duration::ZERO,
-            adaptive_cooldown: true,
-            max_cooldown: Duration::from_secs(600),
-            adaptive_sampling: None,
             worker: "4242".to_owned(),
+            ..EngineSettings::for_tests()
         },
         vec![Registered {
             strategy: Arc::new(Gate(Arc::clone(&gate))),

@@ -125,22 +125,7 @@ struct Harness {
 }
 
 fn settings() -> EngineSettings {
-    EngineSettings {
-        enabled: true,
-        interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(8)),
-        dry_run: false,
-        history_size: 50,
-        strategy_timeout: Duration::from_secs(5),
-        post_action_delay: Duration::ZERO,
-        target: None,
-        backoff_after_failures: 3,
-        max_backoff: Duration::from_secs(3600),
-        settle: Duration::ZERO,
-        adaptive_cooldown: true,
-        max_cooldown: Duration::from_secs(600),
-        adaptive_sampling: None,
-        worker: "engine-test".to_owned(),
-    }
+    EngineSettings::for_tests()
 }
 
 fn start(behaviour: Behaviour, trigger: TriggerSpec, settings: EngineSettings) -> Harness {

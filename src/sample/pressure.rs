@@ -242,21 +242,14 @@ mod tests {
     #[test]
     #[ignore = "a measurement, not a test; run it in release"]
     fn psi_sample_cost() {
-        use crate::sample::{Sampler, SamplerSettings, Target};
-        let median = |f: &mut dyn FnMut()| {
-            let mut times: Vec<Duration> = (0..2001)
-                .map(|_| {
-                    let started = Instant::now();
-                    f();
-                    started.elapsed()
-                })
-                .collect();
-            times.sort();
-            times[1000]
-        };
+        use crate::sample::{median_time, Sampler, SamplerSettings, Target};
+        let median = |f: &mut dyn FnMut()| median_time(2001, f);
         let mut system = PressureReader::system().expect("PSI");
+        // Each read a refresh period after the last, so every one reads the files.
+        let mut at = Instant::now();
         let psi = median(&mut || {
-            std::hint::black_box(system.read(Instant::now()));
+            at += REFRESH;
+            std::hint::black_box(system.read(at));
         });
         let reopened = median(&mut || {
             let mut reader = PressureReader::system().unwrap();
@@ -280,7 +273,7 @@ mod tests {
         println!("| read | median |\n|---|---|");
         println!("| /proc/pressure/{{memory,cpu,io}}, fds kept open | {psi:?} |");
         println!("| the same, opening the three files each time | {reopened:?} |");
-        println!("| whole self sample with system PSI | {whole:?} |");
+        println!("| whole self sample with system PSI (re-read every 2 s) | {whole:?} |");
         println!("| whole self sample without PSI | {without:?} |");
         println!("| whole cgroup-target sample of this test's cgroup ({count} processes) | {group_sample:?} |");
     }

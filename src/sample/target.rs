@@ -800,17 +800,7 @@ mod tests {
             .collect();
         let me = std::process::id();
         let dir = pid_dir(me);
-        let median = |mut f: Box<dyn FnMut() + '_>| {
-            let mut times: Vec<std::time::Duration> = (0..201)
-                .map(|_| {
-                    let started = Instant::now();
-                    f();
-                    started.elapsed()
-                })
-                .collect();
-            times.sort();
-            times[100]
-        };
+        let median = |f: Box<dyn FnMut() + '_>| crate::sample::median_time(201, f);
         let mut scan = SocketScan::default();
         let fds = scan.read_fds(&dir).unwrap();
         let read_fds = median(Box::new(|| {
