@@ -58,8 +58,9 @@ pub struct EngineSettings {
     pub backoff_after_failures: u32,
     /// The longest such pause.
     pub max_backoff: Duration,
-    /// How long after a run the trigger signal is read again for its `after` value (and the
-    /// judgement whether the run helped); zero: at once.
+    /// How long after a run its judgement waits: the first regular sample taken at least this
+    /// long after the run's end gives the record's `after` value (smoothed like `before`)
+    /// and whether the run helped; zero: the next sample. No extra sample is taken.
     pub settle: Duration,
     /// Lengthen the cooldown of a strategy while its runs do not relieve its signal (doubling
     /// per unhelpful run, up to `max_cooldown`); see [`TriggerState::note_effect`].
@@ -286,6 +287,7 @@ pub fn spawn(
         latest: first,
         running: None,
         quiet_until: None,
+        unjudged: Vec::new(),
         events: events.clone(),
         telemetry: Arc::clone(&telemetry),
         view: None,
@@ -369,6 +371,8 @@ struct Engine {
     /// The requester of the batch in flight, if any (`Some(None)`: automatic batch).
     running: Option<Option<Reply>>,
     quiet_until: Option<Instant>,
+    /// Recorded runs waiting for the sample that judges them, oldest first.
+    unjudged: Vec<Unjudged>,
     events: broadcast::Sender<Event>,
     telemetry: Arc<Telemetry>,
     view: Option<watch::Sender<Arc<View>>>,
@@ -390,8 +394,16 @@ struct FinishedRun {
     planned: PlannedRun,
     started_at: SystemTime,
     duration: Duration,
+    /// When the run ended (its judgement waits `settle` from here).
+    ended: Instant,
     result: Result<Outcome, String>,
-    after: Option<f64>,
+}
+
+/// A recorded run that acted and waits for the regular sample that says whether it helped.
+struct Unjudged {
+    record: Arc<OptimizationRecord>,
+    /// The first sample taken at or after this judges it (the run's end plus `settle`).
+    due: Instant,
 }
 
 impl Engine {
@@ -418,6 +430,12 @@ impl Engine {
             if let Some(done) = batches.join_next().await {
                 self.finish_batch(done);
             }
+        }
+        // Runs no sample will judge any more are published as they are (`helped` unknown).
+        for unjudged in std::mem::take(&mut self.unjudged) {
+            let _ = self
+                .events
+                .send(Event::OptimizationCompleted(unjudged.record));
         }
     }
 
@@ -450,6 +468,7 @@ impl Engine {
             }
         }
         self.adapt_interval(attention);
+        self.judge_due(now);
         let _ = self.events.send(Event::MetricsUpdated(snapshot));
 
         let quiet = self.quiet_until.is_some_and(|until| now < until);
@@ -568,7 +587,10 @@ impl Engine {
                 strategy: Arc::clone(&slot.strategy),
                 signal: slot.trigger.spec().signal,
                 level: slot.trigger.level().max(Level::Warning),
-                before: self.latest.signal(slot.trigger.spec().signal),
+                // Smoothed like an automatic run's (and like the `after` that judges it).
+                before: slot
+                    .value
+                    .or_else(|| self.latest.signal(slot.trigger.spec().signal)),
                 kind: RunKind::Manual,
                 reason: match &strategy {
                     Some(name) => format!("manual request for `{name}`"),
@@ -601,8 +623,8 @@ impl Engine {
                     self.record(FinishedRun {
                         started_at: SystemTime::now(),
                         duration: Duration::ZERO,
+                        ended: Instant::now(),
                         result: Ok(Outcome::nothing_to_do("dry run: not executed")),
-                        after: planned.before,
                         planned,
                     }, true)
                 })
@@ -626,12 +648,10 @@ impl Engine {
                 .map_or_else(Vec::new, TargetHandle::target_pids),
         };
         let timeout = self.settings.strategy_timeout;
-        let settle = self.settings.settle;
-        let source = Arc::clone(&self.source);
         batches.spawn(async move {
             let mut finished = Vec::with_capacity(runs.len());
             for planned in runs {
-                finished.push(execute(planned, context.clone(), timeout, settle, &source).await);
+                finished.push(execute(planned, context.clone(), timeout).await);
             }
             finished
         });
@@ -666,8 +686,8 @@ impl Engine {
         self.publish();
     }
 
-    /// Counts an automatic run's failure towards its strategy's back-off, or clears it; and
-    /// lengthens or restores its cooldown by whether a successful run helped.
+    /// Counts an automatic run's failure towards its strategy's back-off, or clears it; a
+    /// successful run's effect is noted when it is judged ([`Engine::note_effect`]).
     fn note_outcome(&mut self, record: &OptimizationRecord) {
         let now = Instant::now().into_std();
         let Some(slot) = self
@@ -682,11 +702,65 @@ impl Engine {
             false => slot.backoff.record_failure(&slot.backoff_policy, now),
         };
         slot.log_backoff(change);
-        if record.success && self.settings.adaptive_cooldown {
-            let change = slot
-                .trigger
-                .note_effect(record.helped, self.settings.max_cooldown);
-            slot.log_cooldown(change);
+    }
+
+    /// Lengthens or restores the cooldown of a successful automatic run's strategy by whether
+    /// the run helped.
+    fn note_effect(&mut self, record: &OptimizationRecord) {
+        if !record.success || record.kind != RunKind::Automatic || !self.settings.adaptive_cooldown
+        {
+            return;
+        }
+        let Some(slot) = self
+            .slots
+            .iter_mut()
+            .find(|slot| slot.strategy.name() == record.strategy)
+        else {
+            return;
+        };
+        let change = slot
+            .trigger
+            .note_effect(record.helped, self.settings.max_cooldown);
+        slot.log_cooldown(change);
+    }
+
+    /// Judges the runs whose `settle` has passed by this tick's (smoothed) trigger values:
+    /// fills in their `after` and `helped`, updates the history, the cooldowns and the
+    /// metrics, and publishes the finished records.
+    fn judge_due(&mut self, now: Instant) {
+        if self.unjudged.is_empty() {
+            return;
+        }
+        let (due, waiting) = std::mem::take(&mut self.unjudged)
+            .into_iter()
+            .partition(|unjudged| unjudged.due <= now);
+        self.unjudged = waiting;
+        for Unjudged { record, .. } in due {
+            let after = self
+                .slots
+                .iter()
+                .find(|slot| slot.strategy.name() == record.strategy)
+                .and_then(|slot| slot.value);
+            let mut judged = OptimizationRecord::clone(&record);
+            judged.after = after;
+            judged.helped = judge(true, record.result.as_ref(), record.before, after);
+            debug!(
+                strategy = %judged.strategy,
+                before = ?judged.before,
+                after = ?judged.after,
+                helped = ?judged.helped,
+                "run judged"
+            );
+            let judged = self.history.judge(judged);
+            self.note_effect(&judged);
+            self.observe_effectiveness(&judged.strategy);
+            let _ = self.events.send(Event::OptimizationCompleted(judged));
+        }
+    }
+
+    fn observe_effectiveness(&self, strategy: &str) {
+        if let Some(stats) = self.history.stats().per_strategy.get(strategy) {
+            self.telemetry.observe_effectiveness(strategy, stats);
         }
     }
 
@@ -695,9 +769,19 @@ impl Engine {
             Ok(outcome) => (true, None, Some(outcome)),
             Err(error) => (false, Some(error), None),
         };
-        let helped = match dry_run {
-            true => None,
-            false => judge(success, result.as_ref(), run.planned.before, run.after),
+        // A run that acted on a signal that was read waits for the sample that judges it;
+        // a failure, a run that changed nothing, and a dry run are final now.
+        let waits = !dry_run
+            && success
+            && result.as_ref().is_some_and(|o| o.acted)
+            && run.planned.before.is_some();
+        let (after, helped) = match (dry_run, waits) {
+            (true, _) => (run.planned.before, None),
+            (false, true) => (None, None),
+            (false, false) => (
+                None,
+                judge(success, result.as_ref(), run.planned.before, None),
+            ),
         };
         let record = OptimizationRecord {
             id: self.history.next_id(),
@@ -711,7 +795,7 @@ impl Engine {
             success,
             error,
             before: run.planned.before,
-            after: run.after,
+            after,
             result,
             dry_run,
             prediction: run.planned.prediction,
@@ -723,7 +807,6 @@ impl Engine {
                     strategy = %record.strategy,
                     duration_ms = record.duration_ms,
                     before = ?record.before,
-                    after = ?record.after,
                     summary = record.result.as_ref().map(|o| o.summary.as_str()).unwrap_or(""),
                     "strategy applied"
                 ),
@@ -732,13 +815,20 @@ impl Engine {
         }
         self.telemetry.observe_record(&record);
         let record = self.history.push(record);
-        if let Some(stats) = self.history.stats().per_strategy.get(&record.strategy) {
-            self.telemetry
-                .observe_effectiveness(&record.strategy, stats);
+        self.observe_effectiveness(&record.strategy);
+        if waits {
+            self.unjudged.push(Unjudged {
+                record: Arc::clone(&record),
+                due: run.ended + self.settings.settle,
+            });
+        } else {
+            if !dry_run {
+                self.note_effect(&record);
+            }
+            let _ = self
+                .events
+                .send(Event::OptimizationCompleted(Arc::clone(&record)));
         }
-        let _ = self
-            .events
-            .send(Event::OptimizationCompleted(Arc::clone(&record)));
         record
     }
 
@@ -794,15 +884,9 @@ impl Engine {
     }
 }
 
-/// Runs one strategy in its own task under `timeout`, catching panics, then (after `settle`)
-/// samples again to read the trigger signal after it.
-async fn execute(
-    planned: PlannedRun,
-    mut context: Context,
-    timeout: Duration,
-    settle: Duration,
-    source: &SharedSource,
-) -> FinishedRun {
+/// Runs one strategy in its own task under `timeout`, catching panics. It takes no sample:
+/// the run is judged by the regular samples after it ([`Engine::judge_due`]).
+async fn execute(planned: PlannedRun, mut context: Context, timeout: Duration) -> FinishedRun {
     context.level = planned.level;
     context.kind = planned.kind;
     let started_at = SystemTime::now();
@@ -826,17 +910,13 @@ async fn execute(
             ))
         }
     };
-    let duration = started.elapsed();
-    if !settle.is_zero() {
-        tokio::time::sleep(settle).await;
-    }
-    let after = lock(source).sample().signal(planned.signal);
+    let ended = Instant::now();
     FinishedRun {
         planned,
         started_at,
-        duration,
+        duration: ended - started,
+        ended,
         result,
-        after,
     }
 }
 

@@ -38,7 +38,8 @@ pub struct OptimizationRecord {
     pub error: Option<String>,
     /// The trigger signal's value in the sample before the run.
     pub before: Option<f64>,
-    /// The trigger signal's value in a sample taken right after the run.
+    /// The trigger signal's value (smoothed like `before`) in the first regular sample taken
+    /// `[tuning] settle` after the run; `null` until that sample (and when not read).
     pub after: Option<f64>,
     /// What the strategy reported it changed.
     pub result: Option<Outcome>,
@@ -152,6 +153,20 @@ pub struct StrategyStats {
     relief_samples: u64,
 }
 
+impl StrategyStats {
+    fn count_judgement(&mut self, record: &OptimizationRecord) {
+        if let Some(helped) = record.helped {
+            self.judged += 1;
+            self.helped += u64::from(helped);
+        }
+        if let (Some(before), Some(after)) = (record.before, record.after) {
+            self.relief_sum += before - after;
+            self.relief_samples += 1;
+            self.mean_relief = Some(self.relief_sum / self.relief_samples as f64);
+        }
+    }
+}
+
 /// The last N records and the running stats.
 #[derive(Debug)]
 pub struct History {
@@ -197,20 +212,30 @@ impl History {
             strategy.runs += 1;
             strategy.successes += u64::from(record.success);
             strategy.last_run = Some(record.started_at);
-            if let Some(helped) = record.helped {
-                strategy.judged += 1;
-                strategy.helped += u64::from(helped);
-            }
-            if let (Some(before), Some(after)) = (record.before, record.after) {
-                strategy.relief_sum += before - after;
-                strategy.relief_samples += 1;
-                strategy.mean_relief = Some(strategy.relief_sum / strategy.relief_samples as f64);
-            }
+            strategy.count_judgement(&record);
         }
         let record = Arc::new(record);
         self.records.push_back(Arc::clone(&record));
         while self.records.len() > self.capacity {
             self.records.pop_front();
+        }
+        record
+    }
+
+    /// Completes a record pushed without its judgement: `record` is the pushed one (same
+    /// id) with `after` and `helped` filled in. Counts them in the stats and replaces the
+    /// retained copy, if it is still retained.
+    pub fn judge(&mut self, record: OptimizationRecord) -> Arc<OptimizationRecord> {
+        if !record.dry_run {
+            self.stats
+                .per_strategy
+                .entry(record.strategy.clone())
+                .or_default()
+                .count_judgement(&record);
+        }
+        let record = Arc::new(record);
+        if let Some(retained) = self.records.iter_mut().find(|r| r.id == record.id) {
+            *retained = Arc::clone(&record);
         }
         record
     }

@@ -195,8 +195,10 @@ impl TriggerState {
             (true, Some(critical)) if value >= critical => Level::Critical,
             (true, _) => Level::Warning,
         };
-        if let Some(baseline) = self.baseline.as_mut().filter(|_| !self.latched) {
-            // Only calm samples are learned, so an incident is not learned as normal.
+        // Only calm samples are learned, so an incident is not learned as normal: not while
+        // latched, and not a sample above the threshold while the `for` count runs either.
+        let calm = !self.latched && value <= above;
+        if let Some(baseline) = self.baseline.as_mut().filter(|_| calm) {
             baseline.learn(value);
             self.threshold = baseline.threshold(self.spec.above);
         }
@@ -587,6 +589,38 @@ mod tests {
         let now = clock.advance(Duration::from_secs(1));
         state.evaluate(Some(400.0), now);
         assert_eq!(state.threshold(), Some(threshold));
+    }
+
+    #[test]
+    fn the_baseline_does_not_learn_samples_above_it_while_the_for_count_runs() {
+        let mut clock = Clock(Instant::now());
+        let spec = TriggerSpec::new(Signal::LatencyP99Ms, 20.0)
+            .cooldown(Duration::from_secs(30))
+            .for_samples(3)
+            .baseline(perfpilot_strategies::BaselineSpec {
+                k: 3.0,
+                alpha: 0.1,
+                warmup: 20,
+            });
+        let mut state = TriggerState::new(spec);
+        for i in 0..100 {
+            let p99 = if i % 2 == 0 { 90.0 } else { 110.0 };
+            let now = clock.advance(Duration::from_secs(1));
+            state.evaluate(Some(p99), now);
+        }
+        let threshold = state.threshold().unwrap();
+        // Two samples far above the threshold, fewer than `for = 3`: not latched, not calm.
+        for _ in 0..2 {
+            let now = clock.advance(Duration::from_secs(1));
+            let eval = state.evaluate(Some(1000.0), now);
+            assert!(!eval.fire, "{eval:?}");
+            assert_eq!(eval.level, Level::Ok);
+            assert_eq!(
+                state.threshold(),
+                Some(threshold),
+                "an above-threshold sample was learned while the `for` count ran"
+            );
+        }
     }
 
     mod properties {

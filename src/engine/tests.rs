@@ -19,6 +19,8 @@ struct Signals {
     /// Memory usage gained per second since `since` (a steady leak).
     leak_per_second: f64,
     since: Option<Instant>,
+    /// Samples taken so far.
+    samples: u32,
 }
 
 impl Script {
@@ -48,6 +50,7 @@ impl Script {
 
 impl SignalSource for Script {
     fn sample(&mut self) -> Snapshot {
+        self.0.lock().unwrap().samples += 1;
         let mut snapshot = Snapshot::empty(SystemTime::now());
         snapshot.memory_usage_ratio = Some(self.memory());
         snapshot.process_cpu_ratio = Some(self.0.lock().unwrap().cpu);
@@ -102,7 +105,7 @@ impl Strategy for TestStrategy {
             Behaviour::Panic => panic!("strategy exploded"),
             Behaviour::Hang => std::future::pending().await,
             Behaviour::WaitFor(gate) => {
-                let _permit = gate.acquire().await.unwrap();
+                let _permit = gate.acquire().await.expect("the test keeps the gate open");
                 Ok(Outcome::nothing_to_do("waited"))
             }
             Behaviour::FailWhile(failing) => {
@@ -117,6 +120,8 @@ impl Strategy for TestStrategy {
 }
 
 struct Harness {
+    /// When the engine took its first sample.
+    start: Instant,
     script: Script,
     runs: Arc<AtomicU32>,
     handle: EngineHandle,
@@ -138,6 +143,7 @@ fn start(behaviour: Behaviour, trigger: TriggerSpec, settings: EngineSettings) -
         script: script.clone(),
     };
     let shutdown = CancellationToken::new();
+    let start = Instant::now();
     let (handle, task) = spawn(
         settings,
         vec![Registered {
@@ -149,6 +155,7 @@ fn start(behaviour: Behaviour, trigger: TriggerSpec, settings: EngineSettings) -
         shutdown.clone(),
     );
     Harness {
+        start,
         script,
         runs,
         handle,
@@ -161,12 +168,44 @@ fn memory_trigger() -> TriggerSpec {
     TriggerSpec::new(Signal::MemoryUsage, 0.8).cooldown(Duration::from_secs(10))
 }
 
+/// The longest any wait in these tests may take, on the paused clock (which jumps ahead
+/// while every task is idle, so a wait that cannot end fails at once instead of hanging).
+const WAIT: Duration = Duration::from_secs(600);
+
+/// The next `optimization-completed` record, within [`WAIT`].
 async fn next_record(events: &mut broadcast::Receiver<Event>) -> Arc<OptimizationRecord> {
-    loop {
-        if let Event::OptimizationCompleted(record) = events.recv().await.unwrap() {
-            return record;
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(Event::OptimizationCompleted(record)) => return record,
+                Ok(_) => {}
+                Err(e) => panic!("event stream broke while waiting for a record: {e}"),
+            }
         }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no optimization-completed record within {WAIT:?}"))
+}
+
+/// Waits (within [`WAIT`]) until a published view satisfies `condition`, described by `what`.
+async fn wait_view(
+    view: &mut watch::Receiver<Arc<View>>,
+    what: &str,
+    condition: impl FnMut(&Arc<View>) -> bool,
+) {
+    match tokio::time::timeout(WAIT, view.wait_for(condition)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => panic!("the engine stopped while waiting for {what}"),
+        Err(_) => panic!("no view with {what} within {WAIT:?}"),
     }
+}
+
+/// Awaits `future` within [`WAIT`], naming what it waited for.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"))
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,7 +239,70 @@ async fn threshold_crossing_runs_the_strategy_and_records_before_and_after() {
     assert_eq!(view.recent.len(), 1);
     assert!(!view.is_optimizing);
     h.shutdown.cancel();
-    h.task.await.unwrap();
+    within("the engine task to end", h.task).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_takes_no_extra_sample_and_is_judged_by_the_next_smoothed_one() {
+    // Smoothing 0.5: "before" is the smoothed value, and so must "after" be.
+    let mut trigger = memory_trigger();
+    trigger.smoothing = Some(0.5);
+    let h = start(Behaviour::Relieve(0.3), trigger, settings());
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.9);
+    let record = next_record(&mut events).await;
+    let judged_at = Instant::now();
+    assert_eq!(record.before, Some(0.9));
+    // The next regular sample reads 0.3 raw: smoothed, 0.5 × 0.3 + 0.5 × 0.9 = 0.6.
+    let after = record.after.expect("judged by the next sample");
+    assert!((after - 0.6).abs() < 1e-9, "after {after}: not smoothed");
+    assert_eq!(record.helped, Some(true));
+    // Samples: the first at spawn, then one per 1 s tick; none extra for the run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ticks = judged_at.duration_since(h.start).as_secs() as u32;
+    assert_eq!(
+        h.script.0.lock().unwrap().samples,
+        1 + ticks,
+        "a sample was taken besides the regular ones"
+    );
+    let view = h.handle.view();
+    assert_eq!(
+        view.recent[0].after, record.after,
+        "history holds the judged record"
+    );
+    let stats = &view.stats.per_strategy["test-strategy"];
+    assert_eq!((stats.runs, stats.judged, stats.helped), (1, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_is_judged_by_the_first_sample_settle_after_it() {
+    let mut settings = settings();
+    settings.settle = Duration::from_millis(2500);
+    // A threshold the test never crosses: only the manual run runs.
+    let trigger = TriggerSpec::new(Signal::MemoryUsage, 0.99);
+    let h = start(Behaviour::Relieve(0.3), trigger, settings);
+    let mut events = h.handle.subscribe();
+    h.script.set_memory(0.9);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let records = within("a manual run", h.handle.optimize(Some("t")))
+        .await
+        .unwrap();
+    let ended = Instant::now();
+    assert_eq!(records[0].after, None, "not judged before the settle");
+    assert_eq!(records[0].helped, None);
+    // The pressure comes back 1 s after the run, before the settle is over: the run is
+    // judged against that (it did not help), not against the sample right after it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.script.set_memory(0.95);
+    let record = next_record(&mut events).await;
+    assert_eq!(record.id, records[0].id);
+    assert!(
+        ended.elapsed() >= Duration::from_millis(2500),
+        "judged {:?} after the run",
+        ended.elapsed()
+    );
+    assert_eq!(record.after, Some(0.95));
+    assert_eq!(record.helped, Some(false));
 }
 
 #[tokio::test(start_paused = true)]
@@ -231,7 +333,9 @@ async fn a_panicking_strategy_is_recorded_as_failed_and_the_engine_goes_on() {
         record.error
     );
     // Still alive: a manual run is answered.
-    let records = h.handle.optimize(Some("t")).await.unwrap();
+    let records = within("a manual run", h.handle.optimize(Some("t")))
+        .await
+        .unwrap();
     assert_eq!(records.len(), 1);
     assert!(!records[0].success);
     assert_eq!(h.handle.view().stats.count, 2);
@@ -242,7 +346,9 @@ async fn a_hanging_strategy_times_out_as_a_failure() {
     let mut settings = settings();
     settings.strategy_timeout = Duration::from_millis(300);
     let h = start(Behaviour::Hang, memory_trigger(), settings);
-    let records = h.handle.optimize(None).await.unwrap();
+    let records = within("a manual run", h.handle.optimize(None))
+        .await
+        .unwrap();
     assert!(!records[0].success);
     assert_eq!(
         records[0].error.as_deref(),
@@ -265,13 +371,18 @@ async fn manual_runs_are_single_flight() {
         tokio::spawn(async move { handle.optimize(Some("test-strategy")).await })
     };
     let mut view = h.handle.watch();
-    view.wait_for(|v| v.is_optimizing).await.unwrap();
+    wait_view(&mut view, "a run in progress", |v| v.is_optimizing).await;
     assert_eq!(
-        h.handle.optimize(Some("t")).await.unwrap_err(),
+        within("a manual run", h.handle.optimize(Some("t")))
+            .await
+            .unwrap_err(),
         OptimizeError::Busy
     );
     gate.add_permits(1);
-    let records = first.await.unwrap().unwrap();
+    let records = within("the first manual run", first)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(records[0].kind, RunKind::Manual);
     assert!(records[0].success);
 }
@@ -279,7 +390,9 @@ async fn manual_runs_are_single_flight() {
 #[tokio::test(start_paused = true)]
 async fn unknown_strategy_names_the_known_ones() {
     let h = start(Behaviour::Relieve(0.1), memory_trigger(), settings());
-    let error = h.handle.optimize(Some("teleport")).await.unwrap_err();
+    let error = within("a manual run", h.handle.optimize(Some("teleport")))
+        .await
+        .unwrap_err();
     assert_eq!(
         error,
         OptimizeError::UnknownStrategy {
@@ -311,7 +424,9 @@ async fn disabled_agent_samples_but_does_not_act_by_itself() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(h.runs.load(Ordering::SeqCst), 0);
     assert_eq!(h.handle.view().snapshot.memory_usage_ratio, Some(0.9));
-    h.handle.optimize(None).await.unwrap();
+    within("a manual run", h.handle.optimize(None))
+        .await
+        .unwrap();
     assert_eq!(h.runs.load(Ordering::SeqCst), 1);
 }
 
@@ -334,18 +449,20 @@ async fn interval_backs_off_under_cpu_pressure_and_relaxes_when_calm() {
     );
     script.set_cpu(0.95);
     let mut view = handle.watch();
-    view.wait_for(|v| v.interval == Duration::from_secs(8))
-        .await
-        .unwrap();
+    wait_view(&mut view, "the interval backed off to 8 s", |v| {
+        v.interval == Duration::from_secs(8)
+    })
+    .await;
     assert_eq!(
         interval.current(),
         Duration::from_secs(8),
         "capped at max_interval"
     );
     script.set_cpu(0.1);
-    view.wait_for(|v| v.interval == Duration::from_secs(1))
-        .await
-        .unwrap();
+    wait_view(&mut view, "the interval relaxed to 1 s", |v| {
+        v.interval == Duration::from_secs(1)
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -373,7 +490,9 @@ async fn a_failing_strategy_is_backed_off_and_a_manual_run_or_success_resets_it(
     );
 
     // A manual run is the operator's retry: the pause ends whatever its outcome.
-    let records = h.handle.optimize(Some("t")).await.unwrap();
+    let records = within("a manual run", h.handle.optimize(Some("t")))
+        .await
+        .unwrap();
     assert!(!records[0].success);
     let strategy = &h.handle.view().strategies[0];
     assert_eq!(
@@ -403,7 +522,7 @@ async fn shutdown_lets_the_running_batch_finish_and_publishes_its_record() {
         tokio::spawn(async move { handle.optimize(None).await })
     };
     let mut view = h.handle.watch();
-    view.wait_for(|v| v.is_optimizing).await.unwrap();
+    wait_view(&mut view, "a run in progress", |v| v.is_optimizing).await;
     h.shutdown.cancel();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
@@ -412,8 +531,8 @@ async fn shutdown_lets_the_running_batch_finish_and_publishes_its_record() {
     );
     assert_eq!(h.runs.load(Ordering::SeqCst), 1);
     gate.add_permits(1);
-    h.task.await.unwrap();
-    let records = manual.await.unwrap().unwrap();
+    within("the engine task to end", h.task).await.unwrap();
+    let records = within("the manual run", manual).await.unwrap().unwrap();
     assert_eq!(records.len(), 1);
     assert!(records[0].success);
     let last = h.handle.view();
@@ -422,7 +541,9 @@ async fn shutdown_lets_the_running_batch_finish_and_publishes_its_record() {
     assert_eq!(last.recent[0].id, records[0].id);
     // After the engine ended, requests are refused rather than left hanging.
     assert_eq!(
-        h.handle.optimize(None).await.unwrap_err(),
+        within("a manual run", h.handle.optimize(None))
+            .await
+            .unwrap_err(),
         OptimizeError::Stopped
     );
 }
@@ -544,7 +665,9 @@ async fn a_strategy_that_never_helps_backs_off_to_8x_its_cooldown_within_6_runs(
     );
 
     // A manual run is the operator's call: the cooldown is back at its base.
-    h.handle.optimize(Some("t")).await.unwrap();
+    within("a manual run", h.handle.optimize(Some("t")))
+        .await
+        .unwrap();
     assert_eq!(h.handle.view().strategies[0].cooldown, base);
 }
 
@@ -580,22 +703,22 @@ async fn sampling_speeds_up_near_a_threshold_and_slows_when_calm() {
     let mut view = h.handle.watch();
 
     h.script.set_memory(0.3);
-    view.wait_for(|v| v.interval == calm).await.unwrap();
+    wait_view(&mut view, "the calm interval", |v| v.interval == calm).await;
 
     // 0.75 is below the threshold (0.8) but inside its hysteresis band (from 0.72).
     h.script.set_memory(0.75);
     let near = Instant::now();
-    view.wait_for(|v| v.interval == fast).await.unwrap();
+    wait_view(&mut view, "the fast interval", |v| v.interval == fast).await;
     assert!(near.elapsed() <= calm, "sped up at the next sample");
     assert_eq!(h.runs.load(Ordering::SeqCst), 0, "near is not over");
 
     h.script.set_memory(0.3);
-    view.wait_for(|v| v.interval == calm).await.unwrap();
+    wait_view(&mut view, "the calm interval", |v| v.interval == calm).await;
 
     // A climb still far from the threshold is attention too: it is trending towards it.
     h.script.set_memory(0.3);
     h.script.leak(0.01); // reaches 0.8 in 50 s, within twice the 30 s default horizon
-    view.wait_for(|v| v.interval == fast).await.unwrap();
+    wait_view(&mut view, "the fast interval", |v| v.interval == fast).await;
     assert!(
         h.script.memory() < 0.72,
         "fast before the band: {}",
