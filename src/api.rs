@@ -68,7 +68,8 @@ impl ApiSettings {
     /// Default [`ApiSettings::max_event_clients`].
     pub const DEFAULT_MAX_EVENT_CLIENTS: usize = 32;
     /// Added to the strategies' timeouts in [`ApiSettings::optimize_timeout_for`]: room for
-    /// the sample after each run and for the queue.
+    /// the queue. (`[tuning] settle` adds nothing: a manual run is answered when it ends;
+    /// its judgement follows with a later sample.)
     pub const OPTIMIZE_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
     /// Settings with the given identity and every other value by default.
@@ -422,12 +423,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `GET /health` answers 503 when the latest sample is older than this many intervals in
+/// force (plus [`HEALTH_STALE_MARGIN`]): sampling has stalled.
+pub const HEALTH_STALE_INTERVALS: u32 = 3;
+
+/// Added to [`HEALTH_STALE_INTERVALS`] intervals: room for a slow sample on a loaded machine.
+pub const HEALTH_STALE_MARGIN: Duration = Duration::from_secs(2);
+
 /// The answer of `GET /health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthResponse {
-    /// `ok` while the agent serves.
+    /// `ok` (200) while the engine runs and samples; `failing` (503) when the engine task
+    /// has ended or the latest sample is older than [`HEALTH_STALE_INTERVALS`] intervals in
+    /// force (a lengthened interval, `interval-backoff`'s, is in force too; `enabled = false`
+    /// still samples).
     pub status: &'static str,
+    /// Why the agent is failing; absent while `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The agent's identity.
     #[schema(value_type = WorkerId)]
     pub worker_id: Value,
@@ -454,24 +468,48 @@ pub struct HealthResponse {
     get,
     path = "/health",
     tag = "perfpilot",
-    responses((status = 200, description = "The agent is alive", body = HealthResponse))
+    responses(
+        (status = 200, description = "The agent is alive and sampling", body = HealthResponse),
+        (status = 503, description = "The engine has stopped or sampling has stalled (see `reason`)", body = HealthResponse)
+    )
 )]
-async fn health(State(state): State<ApiState>) -> Json<HealthResponse> {
+async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthResponse>) {
     let view = state.engine.view();
     let age = SystemTime::now()
         .duration_since(view.snapshot.taken_at)
         .unwrap_or(Duration::ZERO);
-    Json(HealthResponse {
-        status: "ok",
-        worker_id: state.settings.worker_id.clone(),
-        timestamp: rfc3339(SystemTime::now()),
-        uptime: view.snapshot.uptime.map(|u| u.as_secs_f64()),
-        last_sample_age_ms: age.as_millis() as u64,
-        interval_ms: view.interval.as_millis() as u64,
-        is_optimizing: view.is_optimizing,
-        optimization_count: view.stats.count,
-        target: state.settings.target.as_ref().map(TargetHandle::status),
-    })
+    let stale_after = view.interval.saturating_mul(HEALTH_STALE_INTERVALS) + HEALTH_STALE_MARGIN;
+    let reason = if !state.engine.is_running() {
+        Some("the engine task has stopped: nothing is sampled or acted on".to_owned())
+    } else if age > stale_after {
+        Some(format!(
+            "sampling has stalled: the latest sample is {} ms old, more than {} intervals of {} ms",
+            age.as_millis(),
+            HEALTH_STALE_INTERVALS,
+            view.interval.as_millis()
+        ))
+    } else {
+        None
+    };
+    let code = match reason {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::OK,
+    };
+    (
+        code,
+        Json(HealthResponse {
+            status: if reason.is_some() { "failing" } else { "ok" },
+            reason,
+            worker_id: state.settings.worker_id.clone(),
+            timestamp: rfc3339(SystemTime::now()),
+            uptime: view.snapshot.uptime.map(|u| u.as_secs_f64()),
+            last_sample_age_ms: age.as_millis() as u64,
+            interval_ms: view.interval.as_millis() as u64,
+            is_optimizing: view.is_optimizing,
+            optimization_count: view.stats.count,
+            target: state.settings.target.as_ref().map(TargetHandle::status),
+        }),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -242,6 +242,12 @@ impl EngineHandle {
         self.stopping.cancelled().await;
     }
 
+    /// Whether the engine task still runs: `false` once it has ended (after shutdown, or
+    /// when it panicked, e.g. in a user's [`SignalSource`]).
+    pub fn is_running(&self) -> bool {
+        self.view.has_changed().is_ok()
+    }
+
     /// A watch receiver of views, to wait for changes.
     pub fn watch(&self) -> watch::Receiver<Arc<View>> {
         self.view.clone()

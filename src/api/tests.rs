@@ -75,10 +75,24 @@ fn app_with(settings: ApiSettings) -> (Router, Arc<Semaphore>) {
     (router, gate)
 }
 
+/// The longest any request or wait in these tests may take before the test fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Awaits `future` within [`WAIT`], naming what it waited for.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"))
+}
+
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
+    let what = format!("the answer to {} {}", request.method(), request.uri());
+    let response = within(&what, app.clone().oneshot(request)).await.unwrap();
     let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let bytes = within(&what, response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
     (status, body)
@@ -253,15 +267,16 @@ fn constant_time_eq_compares_content_and_length() {
     assert!(!constant_time_eq(b"abc", b"abcd"));
 }
 
-/// Reads SSE frames until `count` events of `name` arrived (at most 5 s); returns their data.
+/// Reads SSE frames until `count` events of `name` arrived (within [`WAIT`]); returns their
+/// data.
 async fn read_events(body: &mut Body, name: &str, count: usize) -> Vec<Value> {
     let mut buffer = String::new();
     let mut found = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + WAIT;
     while found.len() < count {
         let frame = tokio::time::timeout_at(deadline, body.frame())
             .await
-            .expect("events within 5 s")
+            .unwrap_or_else(|_| panic!("{count} `{name}` events within {WAIT:?}"))
             .expect("stream open")
             .unwrap();
         if let Ok(data) = frame.into_data() {
@@ -506,14 +521,155 @@ async fn an_optimization_outlasting_its_deadline_gets_503_and_is_still_recorded(
     );
     gate.add_permits(1);
     let metrics = || get("/performance-metrics");
-    for _ in 0..200 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
         let (_, m) = send(&app, metrics()).await;
         if m["performance"]["optimizationCount"] == 1 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the run was not recorded");
+    panic!("the run was not recorded within {WAIT:?}");
+}
+
+/// A source whose samples after the first wait for the test: `Stall` blocks until released,
+/// `Panic` panics (like a broken user `SignalSource`).
+enum Misbehaving {
+    Stall(std::sync::mpsc::Receiver<()>),
+    Panic,
+}
+
+struct MisbehavingSource {
+    first: bool,
+    then: Misbehaving,
+}
+
+impl SignalSource for MisbehavingSource {
+    fn sample(&mut self) -> Snapshot {
+        if std::mem::take(&mut self.first) {
+            return Fixed.sample();
+        }
+        match &self.then {
+            Misbehaving::Stall(release) => {
+                // Bounded: a test that forgets to release fails rather than hangs.
+                let _ = release.recv_timeout(WAIT);
+                Fixed.sample()
+            }
+            Misbehaving::Panic => panic!("the signal source broke"),
+        }
+    }
+}
+
+fn app_over(source: MisbehavingSource, interval: Duration) -> Router {
+    let (handle, _task) = engine::spawn(
+        EngineSettings {
+            interval: IntervalControl::new(interval, interval),
+            worker: "4242".to_owned(),
+            ..EngineSettings::for_tests()
+        },
+        Vec::new(),
+        Arc::new(Registry::default()),
+        Box::new(source),
+        CancellationToken::new(),
+    );
+    router(handle, ApiSettings::new(json!(4242)))
+}
+
+/// Polls `GET /health` (within [`WAIT`]) until its status code is `want`; returns the body.
+async fn health_until(app: &Router, want: StatusCode, what: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = send(app, get("/health")).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health never said {what} within {WAIT:?}: {status} {body}"
+        );
+        // The test's own thread sleeps: a stalled sample blocks one runtime worker, and a
+        // tokio timer registered here may be on its shard.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_when_the_engine_task_ends() {
+    let app = app_over(
+        MisbehavingSource {
+            first: true,
+            then: Misbehaving::Panic,
+        },
+        Duration::from_millis(100),
+    );
+    let body = health_until(&app, StatusCode::SERVICE_UNAVAILABLE, "503").await;
+    assert_eq!(body["status"], "failing");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("engine task has stopped"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_while_sampling_stalls_and_recovers_after() {
+    let (release, stalled) = std::sync::mpsc::channel();
+    let app = app_over(
+        MisbehavingSource {
+            first: true,
+            then: Misbehaving::Stall(stalled),
+        },
+        Duration::from_millis(100),
+    );
+    let (status, body) = send(&app, get("/health")).await;
+    assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ok")));
+    assert!(body.get("reason").is_none(), "{body}");
+    // 3 intervals of 100 ms plus the 2 s margin: 503 after about 2.3 s of stall.
+    let body = health_until(&app, StatusCode::SERVICE_UNAVAILABLE, "503").await;
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sampling has stalled"),
+        "{body}"
+    );
+    assert!(body["lastSampleAgeMs"].as_u64().unwrap() > 2300, "{body}");
+    release.send(()).unwrap();
+    health_until(&app, StatusCode::OK, "200 after the stall").await;
+}
+
+#[tokio::test]
+async fn a_long_settle_does_not_push_a_manual_run_past_its_deadline() {
+    // settle 30 s, strategy timeout 1 s: the run is answered when it ends, not after the
+    // settle (the judgement follows with a later sample).
+    let gate = Arc::new(Semaphore::new(1000));
+    let (handle, _task) = engine::spawn(
+        EngineSettings {
+            strategy_timeout: Duration::from_secs(1),
+            settle: Duration::from_secs(30),
+            ..EngineSettings::for_tests()
+        },
+        vec![Registered {
+            strategy: Arc::new(Gate(gate)),
+            trigger: TriggerSpec::new(Signal::MemoryUsage, 0.9),
+        }],
+        Arc::new(Registry::default()),
+        Box::new(Fixed),
+        CancellationToken::new(),
+    );
+    let app = router(
+        handle,
+        ApiSettings {
+            optimize_timeout: ApiSettings::optimize_timeout_for(Duration::from_secs(1), 1),
+            ..ApiSettings::new(json!(4242))
+        },
+    );
+    let (status, body) = send(&app, post(r#"{"strategy": "gate"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["success"], true);
+    assert_eq!(body["results"][0]["helped"], Value::Null, "judged later");
 }
 
 #[test]
