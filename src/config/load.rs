@@ -978,7 +978,7 @@ mod tests {
         [strategies.command.rotate-logs]
         program = "logrotate"
         args = ["-f", "/etc/logrotate.conf"]
-        timeout = "30s"
+        timeout = "5s"
         env = { LOGROTATE_MODE = "aggressive", "my.var" = "1" }
         [strategies.command.rotate-logs.trigger]
         signal = "cpu_usage"
@@ -1010,7 +1010,7 @@ mod tests {
         let command = &strategies.command["rotate-logs"];
         assert_eq!(command.program, "logrotate");
         assert_eq!(command.args, ["-f", "/etc/logrotate.conf"]);
-        assert_eq!(command.timeout, Duration::from_secs(30));
+        assert_eq!(command.timeout, Duration::from_secs(5));
         assert_eq!(command.env["LOGROTATE_MODE"], "aggressive");
         assert_eq!(command.env["my.var"], "1");
         assert_eq!(command.trigger.above, 0.95);

@@ -210,6 +210,17 @@ impl Config {
                 ));
             }
         }
+        for (name, command) in &self.strategies.command {
+            if command.timeout >= self.strategy_timeout {
+                problems.push(format!(
+                    "strategies.command.{name}.timeout = {}: must be below strategy_timeout = {} \
+                     (the command's own timeout kills its process group and reports it); lower \
+                     it or raise strategy_timeout",
+                    fmt(command.timeout),
+                    fmt(self.strategy_timeout)
+                ));
+            }
+        }
         if self.backoff_after_failures > 0 && self.max_backoff.is_zero() {
             problems.push(format!(
                 "max_backoff = {}: must be positive (or backoff_after_failures = 0)",
@@ -736,6 +747,36 @@ mod tests {
         assert!(
             problems[0].starts_with("strategies.webhook.trim.timeout = 5s with retries = 2")
                 && problems[0].contains("strategy_timeout = 10s"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_command_timeout_at_or_above_strategy_timeout_is_refused() {
+        use perfpilot_strategies::{CommandConfig, Signal, TriggerSpec};
+        let mut config = Config::default();
+        let command = CommandConfig::new("true", TriggerSpec::new(Signal::MemoryUsage, 0.8));
+        config
+            .strategies
+            .command
+            .insert("rotate".into(), command.clone());
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "the default timeouts fit together"
+        );
+        config.strategies.command.insert(
+            "rotate".into(),
+            CommandConfig {
+                timeout: config.strategy_timeout,
+                ..command
+            },
+        );
+        let problems = config.validate().unwrap_err();
+        assert!(
+            problems[0].starts_with(
+                "strategies.command.rotate.timeout = 10s: must be below strategy_timeout = 10s"
+            ),
             "{problems:?}"
         );
     }

@@ -4,7 +4,7 @@
 //! [strategies.command.rotate-logs]
 //! program = "/usr/local/bin/rotate-logs"
 //! args = ["--keep", "3"]
-//! timeout = "30s"
+//! timeout = "5s"
 //! [strategies.command.rotate-logs.trigger]
 //! signal = "memory_usage"
 //! above = 0.9
@@ -12,6 +12,11 @@
 //!
 //! There is no shell: `program` is started with `args` as they are. Write
 //! `program = "sh"`, `args = ["-c", "..."]` for a shell line.
+//!
+//! The program runs in its own process group. The whole group (what the program started
+//! too) is killed when `timeout` passes, and also when the run is abandoned before that (the
+//! engine's `strategy_timeout`, shutdown): the agent refuses a `timeout` at or above
+//! `strategy_timeout`, so the command's own timeout normally comes first.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -54,8 +59,9 @@ pub struct CommandConfig {
 }
 
 impl CommandConfig {
-    /// Default `timeout`: 10 s.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `timeout`: 8 s, below the agent's default `strategy_timeout` (10 s), so the
+    /// command's own timeout (which reports it) comes before the engine abandons the run.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(8);
 
     fn default_timeout() -> Duration {
         Self::DEFAULT_TIMEOUT
@@ -233,7 +239,9 @@ impl Strategy for RunCommand {
             .command(&ctx)
             .spawn()
             .map_err(|e| StrategyError::Failed(format!("cannot start `{}`: {e}", self.program)))?;
-        let pid = child.id();
+        // Armed until the program is reaped: dropping this run (the engine's timeout aborts
+        // it) or timing out kills the whole group, not only the direct child.
+        let mut group = GroupKill(child.id().and_then(|p| libc::pid_t::try_from(p).ok()));
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let mut out = Captured::default();
         let mut err = Captured::default();
@@ -254,7 +262,11 @@ impl Strategy for RunCommand {
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let status = match waited {
-            Ok(Ok(status)) => status,
+            Ok(Ok(status)) => {
+                // Reaped: what it left running in its group may go on (as after a shell's `&`).
+                group.disarm();
+                status
+            }
             Ok(Err(e)) => {
                 return Err(StrategyError::Failed(format!(
                     "cannot wait for `{}`: {e}",
@@ -262,10 +274,7 @@ impl Strategy for RunCommand {
                 )))
             }
             Err(_) => {
-                if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
-                    // SAFETY: kill(2) takes plain integers; -pid is the group the child leads.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
-                }
+                group.kill();
                 let _ = child.kill().await;
                 return Err(StrategyError::Failed(format!(
                     "command `{}` timed out after {} ms and was killed",
@@ -302,6 +311,32 @@ impl Strategy for RunCommand {
                 Err(StrategyError::Failed(message))
             }
         }
+    }
+}
+
+/// Kills a program's process group (its id is the program's pid) when dropped, unless
+/// disarmed once the program has been reaped.
+#[derive(Debug)]
+struct GroupKill(Option<libc::pid_t>);
+
+impl GroupKill {
+    /// Sends SIGKILL to the whole group now (once).
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take().filter(|&p| p > 1) {
+            // SAFETY: kill(2) takes plain integers; -pgid is the group the child leads. The
+            // child is not reaped yet, so its pid (the group's id) is not reused.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -353,11 +388,11 @@ mod tests {
             config,
             CommandConfig::new("true", TriggerSpec::new(Signal::MemoryUsage, 0.9))
         );
-        assert_eq!(config.timeout, Duration::from_secs(10));
+        assert_eq!(config.timeout, Duration::from_secs(8));
         assert!(config.problems("p").is_empty());
         let strategy = config.build("noop");
         assert_eq!(strategy.name(), "noop");
-        assert_eq!(strategy.description(), "run `true` (timeout 10s)");
+        assert_eq!(strategy.description(), "run `true` (timeout 8s)");
     }
 
     #[test]

@@ -79,42 +79,73 @@ async fn a_non_zero_exit_fails_with_the_code_and_the_output() {
 
 #[tokio::test]
 async fn a_command_past_its_timeout_is_killed() {
-    let mut config = command("sleep", &["5"]);
+    let mut config = command("sleep", &["30"]);
     config.timeout = Duration::from_millis(200);
     let started = Instant::now();
     assert_eq!(
         failure(run(&config, Vec::new()).await),
-        "command `sleep 5` timed out after 200 ms and was killed"
+        "command `sleep 30` timed out after 200 ms and was killed"
     );
+    // Generous for a loaded machine, far below the 30 s the program would have slept.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
+        started.elapsed() < Duration::from_secs(10),
+        "the timed-out run ended only after {:?}",
         started.elapsed()
     );
 }
 
-#[tokio::test]
-async fn a_timeout_kills_what_the_command_started_too() {
-    let dir = std::env::temp_dir().join(format!("perfpilot-command-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pidfile = dir.join("grandchild.pid");
-    let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-    let mut config = command("sh", &["-c", &script]);
-    config.timeout = Duration::from_millis(300);
+/// A temporary directory for one test's pidfile, removed on drop.
+struct TempDir(std::path::PathBuf);
 
-    let message = failure(run(&config, Vec::new()).await);
-    assert!(message.contains("timed out after 300 ms"), "{message}");
-    let pid: u32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    // Gone, or a zombie waiting for whoever inherited it to reap it.
-    let deadline = Instant::now() + Duration::from_secs(5);
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("perfpilot-command-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A shell line that starts `sleep 60` in the background, writes its pid to `pidfile` once
+/// it runs, and waits for it.
+fn grandchild_script(pidfile: &std::path::Path) -> String {
+    let tmp = pidfile.with_extension("tmp");
+    format!(
+        "sleep 60 & echo $! > {tmp}; mv {tmp} {pidfile}; wait",
+        tmp = tmp.display(),
+        pidfile = pidfile.display()
+    )
+}
+
+/// Waits (at most 60 s) for the pidfile the script writes, and reads it.
+async fn read_pidfile(pidfile: &std::path::Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(pidfile) {
+            return text.trim().parse().expect("a pid in the pidfile");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command did not write {} within 60 s",
+            pidfile.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (at most 30 s) until `pid` is gone, or a zombie waiting for whoever inherited it to
+/// reap it.
+async fn wait_gone(pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => break,
+            Err(_) => return,
             Ok(stat)
                 if stat
                     .rsplit(')')
@@ -123,12 +154,61 @@ async fn a_timeout_kills_what_the_command_started_too() {
                     .trim_start()
                     .starts_with('Z') =>
             {
-                break
+                return
             }
-            Ok(_) if Instant::now() > deadline => panic!("grandchild {pid} still runs"),
+            Ok(_) if Instant::now() > deadline => {
+                // Do not leave it behind for the next test.
+                kill_leftover(pid);
+                panic!("{what}: process {pid} still runs after 30 s");
+            }
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+}
+
+fn kill_leftover(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
+
+#[tokio::test]
+async fn a_timeout_kills_what_the_command_started_too() {
+    let dir = TempDir::new("timeout");
+    let pidfile = dir.0.join("grandchild.pid");
+    let mut config = command("sh", &["-c", &grandchild_script(&pidfile)]);
+    // Long enough for the shell to start the grandchild on a loaded machine; the test waits
+    // for the pidfile, not for a fixed time.
+    config.timeout = Duration::from_secs(3);
+    let running = tokio::spawn(async move { run(&config, Vec::new()).await });
+    let pid = read_pidfile(&pidfile).await;
+    let message = failure(
+        tokio::time::timeout(Duration::from_secs(60), running)
+            .await
+            .expect("the run ends within 60 s")
+            .unwrap(),
+    );
+    assert!(message.contains("timed out after 3000 ms"), "{message}");
+    wait_gone(pid, "after the command's timeout, its grandchild").await;
+}
+
+#[tokio::test]
+async fn abandoning_the_run_kills_the_whole_process_group() {
+    // What the engine does when `strategy_timeout` passes first: it drops the run.
+    let dir = TempDir::new("drop");
+    let pidfile = dir.0.join("grandchild.pid");
+    let mut config = command("sh", &["-c", &grandchild_script(&pidfile)]);
+    config.timeout = Duration::from_secs(120);
+    let strategy = config.build("test-command");
+    let running = tokio::spawn(async move { strategy.run(ctx(Vec::new())).await });
+    let pid = read_pidfile(&pidfile).await;
+    running.abort();
+    assert!(tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the aborted run ends within 60 s")
+        .unwrap_err()
+        .is_cancelled());
+    wait_gone(pid, "after the run was dropped, the command's grandchild").await;
 }
 
 #[tokio::test]
