@@ -21,3 +21,6 @@ pub mod probe;
 pub mod prometheus;
 pub mod sample;
 pub mod worker;
+
+#[cfg(test)]
+mod test_support;

@@ -22,7 +22,7 @@ use super::{procfs, ProcessSampler};
 ///
 /// | kind | found | followed across restarts |
 /// |---|---|---|
-/// | `Pid(n)` | `/proc/<n>` | no: a pid that disappears is reported not found (and a new process given the same pid later is watched) |
+/// | `Pid(n)` | `/proc/<n>` | no: a pid that disappears is reported not found; the first process seen at the pid is remembered by its start time (`/proc/<n>/stat` field 22), and another process given the same pid later is refused (not found, the reason says the pid was reused) |
 /// | `Pidfile(path)` | the first line of the file, read on every sample (a few µs) | yes: a pid that changes in the file is followed at the next sample |
 /// | `Cgroup(path)` | the cgroup v2 directory `path` (absolute under the v2 mount, or relative to it): every process in its `cgroup.procs`, sampled as a group (see [`super::group`]) | yes: the group's members are read on every sample; a removed cgroup is reported not found, and followed again when created at the same path |
 /// | `Port(p)` | the socket LISTENing on TCP port `p` in `/proc/net/tcp` and `tcp6` (state `0A`), then the process with `socket:[inode]` in `/proc/*/fd` | yes: looked for again only when the pid is unknown, has exited or no longer listens on `p` |
@@ -204,6 +204,9 @@ pub(crate) struct TargetTracker {
     sockets: SocketScan,
     /// Whether a verdict has been published yet.
     published: bool,
+    /// A `Pid` target's start time (clock ticks since boot), once seen: a process at that pid
+    /// with another start time is not the target.
+    pid_started: Option<u64>,
 }
 
 /// The process currently watched.
@@ -229,6 +232,7 @@ impl TargetTracker {
             tracked: None,
             sockets: SocketScan::default(),
             published: false,
+            pid_started: None,
         }
     }
 
@@ -308,7 +312,19 @@ impl TargetTracker {
             }
         }
         let pid = match &self.target {
-            Target::Pid(pid) => *pid,
+            Target::Pid(pid) => {
+                let started = fs::read_to_string(pid_dir(*pid).join("stat"))
+                    .ok()
+                    .and_then(|text| procfs::parse_stat_start_ticks(&text));
+                if let Err(reason) = same_process(*pid, self.pid_started, started) {
+                    self.tracked = None;
+                    return Err(reason);
+                }
+                if is_running(*pid) {
+                    self.pid_started = self.pid_started.or(started);
+                }
+                *pid
+            }
             Target::Pidfile(path) => read_pidfile(path)?,
             Target::Port(port) => match &self.tracked {
                 Some(tracked) => tracked.pid,
@@ -336,6 +352,20 @@ impl TargetTracker {
             listen_ports: None,
         });
         Ok(())
+    }
+}
+
+/// Whether the process at `pid`, started at `now` (clock ticks since boot, `None`: no such
+/// process), is the target first seen there at `remembered`. A different start time means
+/// the target exited and the kernel gave its pid to another process.
+fn same_process(pid: u32, remembered: Option<u64>, now: Option<u64>) -> Result<(), String> {
+    match (remembered, now) {
+        (Some(target), Some(now)) if target != now => Err(format!(
+            "pid {pid} now belongs to another process (started {now} clock ticks after boot, \
+             the target at {target}): the target exited and its pid was reused; not watching \
+             or acting on it"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -633,6 +663,89 @@ mod tests {
         assert_eq!(socket_inode(b"/dev/null"), None);
         assert_eq!(socket_inode(b"socket:[]"), None);
         assert_eq!(socket_inode(b"socket:[12"), None);
+    }
+
+    #[test]
+    fn a_pid_with_another_start_time_is_not_the_target() {
+        assert_eq!(same_process(42, None, Some(100)), Ok(()), "first sight");
+        assert_eq!(same_process(42, Some(100), Some(100)), Ok(()));
+        assert_eq!(
+            same_process(42, Some(100), None),
+            Ok(()),
+            "gone is not reuse"
+        );
+        let reason = same_process(42, Some(100), Some(250)).unwrap_err();
+        assert!(
+            reason.starts_with("pid 42 now belongs to another process (started 250")
+                && reason.contains("the target at 100")
+                && reason.contains("reused"),
+            "{reason}"
+        );
+    }
+
+    /// Starts `sleep 60` at pid `pid` through `/proc/sys/kernel/ns_last_pid` (root only), in
+    /// at most 200 tries (other processes on the machine may take the pid first).
+    fn spawn_at_pid(pid: u32) -> Option<std::process::Child> {
+        for _ in 0..200 {
+            fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+            let mut child = std::process::Command::new("sleep").arg("60").spawn().ok()?;
+            if child.id() == pid {
+                return Some(child);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        None
+    }
+
+    #[test]
+    fn a_reused_target_pid_is_refused_not_adopted() {
+        if !crate::test_support::is_root() {
+            return crate::test_support::skip(
+                "forcing a reused pid needs root (writes /proc/sys/kernel/ns_last_pid)",
+            );
+        }
+        let mut first = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = first.id();
+        let mut tracker = TargetTracker::new(Target::Pid(pid), None);
+        let handle = tracker.handle();
+        let sample = |tracker: &mut TargetTracker| {
+            let mut snapshot = Snapshot::empty(SystemTime::now());
+            tracker.sample_into(Instant::now(), &mut snapshot);
+            snapshot
+        };
+        sample(&mut tracker);
+        assert_eq!(handle.status().state, TargetState::Running);
+        assert_eq!(handle.target_pids(), [pid]);
+
+        first.kill().unwrap();
+        first.wait().unwrap();
+        sample(&mut tracker);
+        assert_eq!(handle.status().state, TargetState::NotFound);
+
+        let Some(mut impostor) = spawn_at_pid(pid) else {
+            return crate::test_support::skip(&format!(
+                "could not get pid {pid} again through ns_last_pid in 200 tries"
+            ));
+        };
+        let snapshot = sample(&mut tracker);
+        let status = handle.status();
+        let _ = impostor.kill();
+        let _ = impostor.wait();
+        assert_eq!(status.state, TargetState::NotFound, "{status:?}");
+        assert!(
+            status
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("pid was reused"),
+            "{status:?}"
+        );
+        assert!(handle.target_pids().is_empty(), "nothing to signal");
+        assert_eq!(snapshot.rss_bytes, None, "the other process is not sampled");
     }
 
     #[test]
