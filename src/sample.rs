@@ -33,7 +33,7 @@
 //!
 //! # Memory limit
 //!
-//! The limit is the smallest of: the cgroup limit (v2 `memory.max`, or v1
+//! The limit is the smallest of: the cgroup limit (v2 `memory.max` or `memory.high`, or v1
 //! `memory.limit_in_bytes`, the tightest on the path from the process's cgroup to the root),
 //! the configured [`SamplerSettings::memory_budget`], and the host's total RAM. A budget below
 //! the container's limit is what the user asked for; a cgroup limit above the RAM cannot be

@@ -21,7 +21,8 @@ pub(crate) struct CgroupLimits {
 enum LimitFile {
     /// cgroup v2 `memory.max`.
     MemoryMax(PathBuf),
-    /// cgroup v2 `memory.high` (the throttling threshold; read for cgroup targets).
+    /// cgroup v2 `memory.high` (the throttling threshold), of every cgroup on the path to the
+    /// root, for every kind of target.
     MemoryHigh(PathBuf),
     /// cgroup v1 `memory.limit_in_bytes`.
     MemoryLimitInBytes(PathBuf),
@@ -93,9 +94,14 @@ impl CgroupLimits {
         let mut limits = CgroupLimits::default();
         if let Some(path) = parse_cgroup_path(cgroup) {
             for dir in cgroup_dirs(&mounts, path, |m| m.fstype == "cgroup2") {
+                // The same files a cgroup target reads (`for_v2_dir`): a limit or a
+                // throttling threshold set one level up (a pod's) applies to the process too.
                 limits
                     .memory
                     .push(LimitFile::MemoryMax(dir.join("memory.max")));
+                limits
+                    .memory
+                    .push(LimitFile::MemoryHigh(dir.join("memory.high")));
                 limits.cpu.push(LimitFile::CpuMax(dir.join("cpu.max")));
             }
         }
@@ -406,7 +412,10 @@ mod tests {
         let limits = CgroupLimits::from_tables("0::/kubepods/pod1/ctr\n", mountinfo);
         assert_eq!(
             limits.memory,
-            vec![LimitFile::MemoryMax("/sys/fs/cgroup/memory.max".into())]
+            vec![
+                LimitFile::MemoryMax("/sys/fs/cgroup/memory.max".into()),
+                LimitFile::MemoryHigh("/sys/fs/cgroup/memory.high".into())
+            ]
         );
         // A path outside every mount's root gives nothing rather than a wrong file.
         let limits = CgroupLimits::from_tables("0::/elsewhere\n", mountinfo);
@@ -448,9 +457,17 @@ mod tests {
         fs.write("pod/ctr/cpu.max", "max 100000\n");
         let mountinfo = format!("41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n", fs.0.display());
         let mut limits = CgroupLimits::from_tables("0::/pod/ctr\n", &mountinfo);
-        assert_eq!(limits.memory.len(), 3, "ctr, pod and the root");
+        assert_eq!(
+            limits.memory.len(),
+            6,
+            "max and high of ctr, pod and the root"
+        );
         limits.memory.retain(LimitFile::exists);
-        assert_eq!(limits.memory.len(), 2, "the root has no memory.max");
+        assert_eq!(
+            limits.memory.len(),
+            2,
+            "only ctr's and pod's memory.max exist"
+        );
         assert_eq!(limits.memory_limit(), Some(1 << 30));
         assert_eq!(limits.cpu_limit(), Some(1.5));
 
@@ -459,6 +476,30 @@ mod tests {
             limits.memory_limit(),
             Some(256 << 20),
             "re-read on every call"
+        );
+    }
+
+    #[test]
+    fn a_process_in_a_container_gets_its_pods_memory_high_too() {
+        // Self and pid targets: the process's cgroup is ctr, the limits sit on pod.
+        let fs = FakeCgroupFs::new("pod-high");
+        fs.write("cgroup.controllers", "cpu memory");
+        fs.write("pod/memory.max", "1073741824\n");
+        fs.write("pod/memory.high", "536870912\n");
+        fs.write("pod/ctr/memory.max", "max\n");
+        fs.write("pod/ctr/memory.high", "max\n");
+        let mountinfo = format!("41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n", fs.0.display());
+        let mut limits = CgroupLimits::from_tables("0::/pod/ctr\n", &mountinfo);
+        limits.memory.retain(LimitFile::exists);
+        assert_eq!(limits.memory_limit(), Some(512 << 20), "pod's memory.high");
+        // The same as a cgroup target of the same directory reads.
+        let target = CgroupLimits::for_v2_dir(&fs.0.join("pod/ctr"), &fs.0);
+        assert_eq!(target.memory_limit(), limits.memory_limit());
+        fs.write("pod/memory.high", "max\n");
+        assert_eq!(
+            limits.memory_limit(),
+            Some(1 << 30),
+            "then pod's memory.max"
         );
     }
 
