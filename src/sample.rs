@@ -16,6 +16,7 @@
 //! | `memory_usage_ratio` | `rss_bytes / memory_limit_bytes` | 0..1, above 1 when over |
 //! | `allocator` | jemalloc `stats.*`, when jemalloc is the global allocator (probed once) | bytes |
 //! | `process_cpu_ratio` | user + system CPU time over the window ÷ (window × available CPUs) | 0..1 (can briefly exceed 1) |
+//! | `agent_cpu_ratio` | the agent's own process: `process_cpu_ratio` in self mode, `getrusage(RUSAGE_SELF)` the same way in sidecar mode | 0..1 |
 //! | `system_cpu_ratio` | first line of `/proc/stat`, busy ÷ total over the window | 0..1 |
 //! | `load_average` | `/proc/loadavg` | runnable tasks |
 //! | `open_fds` | entries of `/proc/<pid>/fd` (sidecar mode only) | count |
@@ -111,6 +112,9 @@ pub struct Sampler {
     system_pressure: Option<PressureReader>,
     runtime: Option<RuntimeSampler>,
     allocator_in_use: bool,
+    /// The agent's own process, in sidecar mode: only its CPU is read
+    /// ([`Snapshot::agent_cpu_ratio`]).
+    agent: Option<ProcessSampler>,
 }
 
 /// The process whose signals the snapshot carries.
@@ -137,6 +141,7 @@ impl Sampler {
             host: HostReader::open(),
             system_pressure: PressureReader::system(),
             runtime: RuntimeSampler::current(),
+            agent: None,
             // Probed once: the global allocator cannot change.
             allocator_in_use: allocator::jemalloc_is_global_allocator(),
         }
@@ -161,6 +166,7 @@ impl Sampler {
             system_pressure: PressureReader::system(),
             runtime: RuntimeSampler::current(),
             allocator_in_use: false,
+            agent: Some(ProcessSampler::open(PathBuf::from(procfs::SELF_DIR), None)),
         }
     }
 
@@ -184,6 +190,10 @@ impl Sampler {
         if self.allocator_in_use {
             snapshot.allocator = allocator::jemalloc_stats();
         }
+        snapshot.agent_cpu_ratio = match &mut self.agent {
+            Some(agent) => agent.process_cpu_ratio(now),
+            None => snapshot.process_cpu_ratio,
+        };
         snapshot.system_cpu_ratio = self.host.cpu_ratio();
         snapshot.load_average = self.host.load_average();
         snapshot.runtime = self.runtime.as_mut().and_then(RuntimeSampler::sample);
@@ -289,6 +299,38 @@ mod tests {
     #[test]
     fn the_sampler_can_move_to_the_engine_task() {
         assert_send::<Sampler>();
+    }
+
+    #[test]
+    fn in_sidecar_mode_the_agents_cpu_is_its_own_not_the_busy_targets() {
+        // A target that spins on one CPU while the agent (this test) sleeps.
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        let mut sampler = Sampler::for_target(SamplerSettings::default(), Target::Pid(busy.id()));
+        sampler.sample();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let snapshot = sampler.sample();
+        let _ = busy.kill();
+        let _ = busy.wait();
+        let (target, agent) = (
+            snapshot.process_cpu_ratio.expect("the target's CPU"),
+            snapshot.agent_cpu_ratio.expect("the agent's own CPU"),
+        );
+        assert!(target > agent, "target {target}, agent {agent}");
+        assert!(agent < 0.2, "the agent slept: {agent}");
+        assert_eq!(
+            snapshot.signal(perfpilot_strategies::Signal::AgentCpuUsage),
+            Some(agent)
+        );
+        // And interval-backoff watches the agent's, in every mode.
+        assert_eq!(
+            perfpilot_strategies::IntervalBackoffConfig::default()
+                .trigger
+                .signal,
+            perfpilot_strategies::Signal::AgentCpuUsage
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,8 @@ impl SignalSource for Script {
         let mut snapshot = Snapshot::empty(SystemTime::now());
         snapshot.memory_usage_ratio = Some(self.memory());
         snapshot.process_cpu_ratio = Some(self.0.lock().unwrap().cpu);
+        // Self mode: the agent's own CPU is the process's.
+        snapshot.agent_cpu_ratio = snapshot.process_cpu_ratio;
         snapshot
     }
 }

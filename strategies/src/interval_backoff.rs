@@ -1,4 +1,9 @@
-//! `interval-backoff` (alias `cpu`): sample less often while CPU is scarce.
+//! `interval-backoff` (alias `cpu`): sample less often while the agent's own CPU is high.
+//!
+//! It watches `agent_cpu_usage`, the agent process's own CPU, in every mode: in self and
+//! library modes that is the service's process (the agent runs inside it, the same value as
+//! `cpu_usage`); in sidecar mode it is the agent alone, so a busy target does not slow the
+//! agent's sampling down (the target's CPU is `cpu_usage`, for the user's own triggers).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -24,7 +29,7 @@ impl Default for IntervalBackoffConfig {
     fn default() -> Self {
         IntervalBackoffConfig {
             enabled: true,
-            trigger: TriggerSpec::new(Signal::CpuUsage, 0.9),
+            trigger: TriggerSpec::new(Signal::AgentCpuUsage, 0.9),
         }
     }
 }
@@ -56,7 +61,7 @@ impl Strategy for IntervalBackoff {
     }
 
     fn description(&self) -> &str {
-        "double the sampling interval up to max_interval while CPU is above threshold"
+        "double the sampling interval up to max_interval while the agent's own CPU is above threshold"
     }
 
     async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError> {

@@ -43,6 +43,12 @@ pub struct Snapshot {
     /// CPU time the watched process used over the last window, as a share of the CPUs
     /// available to it (1.0 = every available core busy).
     pub process_cpu_ratio: Option<f64>,
+    /// CPU time the agent's own process used over the last window, as a share of the CPUs
+    /// available to it: in self and library modes the same as
+    /// [`Snapshot::process_cpu_ratio`] (the agent shares the service's process), in sidecar
+    /// mode the agent alone (the target's is `process_cpu_ratio`). What `interval-backoff`
+    /// watches.
+    pub agent_cpu_ratio: Option<f64>,
     /// Busy share of all host CPUs over the last window, 0..1.
     pub system_cpu_ratio: Option<f64>,
     /// Host load average over 1, 5 and 15 minutes.
@@ -85,6 +91,7 @@ impl Snapshot {
             pressure: None,
             allocator: None,
             process_cpu_ratio: None,
+            agent_cpu_ratio: None,
             system_cpu_ratio: None,
             load_average: None,
             open_connections: None,
@@ -105,6 +112,7 @@ impl Snapshot {
             Signal::RssBytes => self.rss_bytes.map(|b| b as f64),
             Signal::AllocatorResidentBytes => self.allocator.map(|a| a.resident_bytes as f64),
             Signal::CpuUsage => self.process_cpu_ratio,
+            Signal::AgentCpuUsage => self.agent_cpu_ratio,
             Signal::SystemCpuUsage => self.system_cpu_ratio,
             Signal::LoadAverage1m => self.load_average.map(|l| l[0]),
             Signal::OpenConnections => self.open_connections.map(|c| c as f64),
@@ -375,6 +383,8 @@ pub enum Signal {
     CpuUsage,
     /// [`Snapshot::system_cpu_ratio`], 0..1.
     SystemCpuUsage,
+    /// [`Snapshot::agent_cpu_ratio`], the agent's own process, 0..1.
+    AgentCpuUsage,
     /// 1-minute load average.
     #[serde(rename = "load_average_1m")]
     LoadAverage1m,
@@ -444,12 +454,13 @@ pub enum Signal {
 
 impl Signal {
     /// Every signal, in a stable order.
-    pub const ALL: [Signal; 31] = [
+    pub const ALL: [Signal; 32] = [
         Signal::MemoryUsage,
         Signal::RssBytes,
         Signal::AllocatorResidentBytes,
         Signal::CpuUsage,
         Signal::SystemCpuUsage,
+        Signal::AgentCpuUsage,
         Signal::LoadAverage1m,
         Signal::OpenConnections,
         Signal::OpenFds,
@@ -486,6 +497,7 @@ impl Signal {
             Signal::AllocatorResidentBytes => "allocator_resident_bytes",
             Signal::CpuUsage => "cpu_usage",
             Signal::SystemCpuUsage => "system_cpu_usage",
+            Signal::AgentCpuUsage => "agent_cpu_usage",
             Signal::LoadAverage1m => "load_average_1m",
             Signal::OpenConnections => "open_connections",
             Signal::OpenFds => "open_fds",
@@ -522,6 +534,7 @@ impl Signal {
             Signal::MemoryUsage
                 | Signal::CpuUsage
                 | Signal::SystemCpuUsage
+                | Signal::AgentCpuUsage
                 | Signal::ErrorRate
                 | Signal::RuntimeBusyRatio
         ) || self.pressure_selector().is_some()
