@@ -8,6 +8,7 @@ use common::{get_json, perfpilot, post_json, start_agent};
 
 #[tokio::test]
 async fn serves_metrics_health_and_optimize_on_defaults() {
+    let started = Instant::now();
     let agent = start_agent(&[], &[]);
     let (status, metrics) = get_json(&agent.base, "/performance-metrics").await;
     assert_eq!(status, 200);
@@ -22,7 +23,14 @@ async fn serves_metrics_health_and_optimize_on_defaults() {
     assert!(memory > 0.0 && memory < 1.0, "{memory}");
     assert!(current["rssBytes"].as_u64().unwrap() > 0);
     assert_eq!(current["systemLoad"].as_array().unwrap().len(), 3);
-    assert!(current["uptime"].as_f64().unwrap() >= 0.0);
+    // The agent's own age: positive, and no older than this test's start of it (its start
+    // time has clock-tick resolution, 10 ms).
+    let uptime = current["uptime"].as_f64().unwrap();
+    let since_start = started.elapsed().as_secs_f64();
+    assert!(
+        uptime > 0.0 && uptime <= since_start + 0.02,
+        "uptime {uptime} s, started {since_start} s ago"
+    );
     // The binary runs on jemalloc, so its statistics are there.
     assert!(current["allocator"]["residentBytes"].as_u64().unwrap() > 0);
     assert_eq!(metrics["performance"]["isEnabled"], true);

@@ -137,22 +137,52 @@ proptest! {
     }
 }
 
+/// A configuration that must be refused, with an error mentioning `names` (the key or
+/// what was wrong).
+fn check_bad_config(text: &str, names: &str) {
+    check_config(text);
+    let error = match load_from_str(text, &HashMap::new(), &Overrides::default()) {
+        Ok(loaded) => panic!("bad config {text:?} was accepted: {:?}", loaded.config),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains(names),
+        "the error for {text:?} does not name `{names}`: {error}"
+    );
+}
+
+/// A body that must be refused with 400 or 422 naming the expected shape, and `names`.
+fn check_bad_body(bytes: &[u8], names: &str) {
+    check_body(bytes);
+    match parse_optimize_request(bytes) {
+        Ok(request) => panic!(
+            "bad body {:?} was accepted: {request:?}",
+            String::from_utf8_lossy(bytes)
+        ),
+        Err(error) => assert!(
+            error.message().contains(names),
+            "the error for {:?} does not name `{names}`: {}",
+            String::from_utf8_lossy(bytes),
+            error.message()
+        ),
+    }
+}
+
 #[test]
 fn known_bad_inputs_are_clear_errors() {
-    check_config("[api\nlisten = ");
-    check_config("interval = \"-5s\"");
-    check_config("history_size = 99999999999999999999");
-    check_config("[api.rate_limit]\nper_minute = 5\nburst = 0");
-    assert!(load_from_str(
+    check_bad_config("[api\nlisten = ", "TOML");
+    check_bad_config("interval = \"-5s\"", "interval");
+    check_bad_config("history_size = 99999999999999999999", "history_size");
+    check_bad_config(
         "[api.rate_limit]\nper_minute = 5\nburst = 0",
-        &HashMap::new(),
-        &Overrides::default()
-    )
-    .unwrap_err()
-    .to_string()
-    .contains("api.rate_limit.burst = 0"));
-    check_body(b"\xff\xfe");
-    check_body(b"{\"strategy\": \"memory\", \"extra\": 1}");
+        "api.rate_limit.burst = 0",
+    );
+    check_bad_config("nonsense = 1", "nonsense");
+    check_bad_config("[strategies.memory_purge.trigger]\nabove = 7", "above");
+    check_bad_body(b"\xff\xfe", "malformed JSON body");
+    check_bad_body(b"{\"strategy\": \"memory\", \"extra\": 1}", "extra");
+    check_bad_body(b"{\"strategy\": 1}", "invalid request body");
+    check_bad_body(b"[\"memory\"]", "not a JSON object");
     assert_eq!(
         parse_optimize_request(b"  \n").unwrap().strategy,
         None,

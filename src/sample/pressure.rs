@@ -231,10 +231,22 @@ mod tests {
         let cached = reader.read(start + Duration::from_millis(250)).unwrap();
         assert_eq!(cached, first);
         let second = reader.read(start + REFRESH).unwrap();
-        let rate = second.memory.unwrap().some.stall_rate.unwrap();
-        assert!(rate >= 0.0, "{rate}");
-        let io_rate = second.io.unwrap().some.stall_rate.unwrap();
-        assert!(io_rate >= 0.0 && io_rate.is_finite(), "{io_rate}");
+        // The rate is the growth of the stall counter over the window the reader was told
+        // (REFRESH), in stalled µs per µs; the kernel's counters never go back.
+        let window_us = REFRESH.as_secs_f64() * 1e6;
+        for (name, then, now) in [
+            ("memory", first.memory, second.memory),
+            ("io", first.io, second.io),
+        ] {
+            let (then, now) = (then.unwrap().some, now.unwrap().some);
+            assert!(now.total_us >= then.total_us, "{name}: {then:?} {now:?}");
+            let expected = (now.total_us - then.total_us) as f64 / window_us;
+            let rate = now.stall_rate.unwrap();
+            assert!(
+                (rate - expected).abs() < 1e-12,
+                "{name}: rate {rate}, counters say {expected}"
+            );
+        }
     }
 
     /// The cost of reading PSI per sample, and of a whole sample with and without it. Run

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -71,11 +71,18 @@ async fn success_reports_status_attempts_and_the_hooks_json() {
         .headers
         .insert("X-Admin-Token".into(), "s3cret".into());
 
+    let started = std::time::Instant::now();
     let outcome = run(&config).await.unwrap();
+    let outside_ms = started.elapsed().as_secs_f64() * 1000.0;
     assert!(outcome.acted);
     assert_eq!(outcome.report["status"], 200);
     assert_eq!(outcome.report["attempts"], 1);
-    assert!(outcome.report["elapsed_ms"].as_f64().unwrap() >= 0.0);
+    // A real round trip takes some time, and no more than the test saw around the run.
+    let elapsed_ms = outcome.report["elapsed_ms"].as_f64().unwrap();
+    assert!(
+        elapsed_ms > 0.0 && elapsed_ms <= outside_ms,
+        "elapsed_ms {elapsed_ms}, measured around the run {outside_ms}"
+    );
     let response = &outcome.report["response"];
     assert_eq!(response["bytes_freed"], 1048576);
     assert_eq!(response["got"], json!({"fraction": 0.25}));
@@ -89,13 +96,42 @@ async fn success_reports_status_attempts_and_the_hooks_json() {
 
 #[tokio::test]
 async fn connections_are_reused_between_runs_and_text_answers_are_cut_to_1_kib() {
-    let router = Router::new().route("/hook", post(|| async { "x".repeat(5000) }));
-    let addr = serve(router).await;
+    // The server records each request's client address: one TCP connection (one client
+    // port) for all three runs is reuse; a new connection per run would show three.
+    let peers: Arc<std::sync::Mutex<Vec<SocketAddr>>> = Arc::default();
+    let router = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(peers): State<Arc<std::sync::Mutex<Vec<SocketAddr>>>>,
+                 ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                    peers.lock().unwrap().push(peer);
+                    "x".repeat(5000)
+                },
+            ),
+        )
+        .with_state(Arc::clone(&peers));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
     let strategy = hook(format!("http://{addr}/hook")).build("text");
     for _ in 0..3 {
         let outcome = bounded(strategy.run(ctx())).await.unwrap();
         assert_eq!(outcome.report["response"], "x".repeat(1024));
     }
+    let peers = peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 3, "{peers:?}");
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "each run opened its own connection: {peers:?}"
+    );
 }
 
 #[derive(Clone, Default)]
