@@ -2,7 +2,7 @@
 //! the test's own cgroup (from `/proc/self/cgroup`), and a child cgroup v2 the tests create,
 //! fill with real busy processes, watch with the agent binary, and remove.
 //!
-//! Every test skips (with a line on stderr) where cgroup v2 is not mounted or not writable, or
+//! Every test skips (printing `skipped: why`; a failure under `PERFPILOT_CI_REQUIRE_ALL=1`) where cgroup v2 is not mounted or not writable, or
 //! the kernel has no PSI.
 
 mod common;
@@ -42,13 +42,13 @@ impl TestCgroup {
     /// `None` (after saying why) where cgroup v2 is not mounted or not writable.
     fn create(name: &str) -> Option<TestCgroup> {
         let Some(mount) = v2_mount() else {
-            eprintln!("skipped: no cgroup v2 hierarchy is mounted");
+            common::skip("no cgroup v2 hierarchy is mounted");
             return None;
         };
         let relative = format!("perfpilot-test-{}-{name}", std::process::id());
         let dir = mount.join(&relative);
         if let Err(e) = fs::create_dir(&dir) {
-            eprintln!("skipped: cannot create {} ({e})", dir.display());
+            common::skip(&format!("cannot create {} ({e})", dir.display()));
             return None;
         }
         Some(TestCgroup {
@@ -124,11 +124,11 @@ impl Drop for TestCgroup {
 fn the_tests_own_cgroup_is_sampled_as_a_target() {
     let own = fs::read_to_string("/proc/self/cgroup").unwrap();
     let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
-        eprintln!("skipped: this process has no cgroup v2 path in /proc/self/cgroup");
+        common::skip("this process has no cgroup v2 path in /proc/self/cgroup");
         return;
     };
     let Some(mount) = v2_mount() else {
-        eprintln!("skipped: no cgroup v2 hierarchy is mounted");
+        common::skip("no cgroup v2 hierarchy is mounted");
         return;
     };
     let dir = perfpilot::sample::resolve_target_cgroup(Path::new(path)).unwrap();
@@ -179,7 +179,7 @@ fn the_tests_own_cgroup_is_sampled_as_a_target() {
         assert_eq!(pressure.cgroup.is_some(), dir != mount, "{pressure:?}");
         assert!(second.signal(Signal::CpuPressureSome).is_some());
     } else {
-        eprintln!("no PSI on this kernel: pressure checks skipped");
+        common::skip("no PSI on this kernel: the pressure checks of this test");
         assert_eq!(second.pressure, None);
     }
 }
@@ -187,7 +187,7 @@ fn the_tests_own_cgroup_is_sampled_as_a_target() {
 #[test]
 fn a_trigger_fires_on_a_real_psi_reading() {
     if !Path::new("/proc/pressure/cpu").exists() {
-        eprintln!("skipped: this kernel has no PSI (/proc/pressure)");
+        common::skip("this kernel has no PSI (/proc/pressure)");
         return;
     }
     let mut sampler = Sampler::new(SamplerSettings::default());
@@ -259,7 +259,7 @@ fn runs_of<'a>(metrics: &'a Value, strategy: &str) -> Vec<&'a Value> {
 #[tokio::test]
 async fn the_agent_watches_and_acts_on_every_process_of_a_cgroup() {
     if !Path::new("/proc/pressure/cpu").exists() {
-        eprintln!("skipped: this kernel has no PSI (/proc/pressure)");
+        common::skip("this kernel has no PSI (/proc/pressure)");
         return;
     }
     let Some(mut cgroup) = TestCgroup::create("agent") else {
@@ -343,9 +343,10 @@ cooldown = "1h"
     assert!(current["memoryUsageBytes"].as_u64().unwrap() > 0);
     assert!(current["rssBytes"].as_u64().unwrap() > 0);
     assert!(current["memoryUsage"].as_f64().unwrap() > 0.0);
-    // Several busy loops: well above one CPU's worth of a few per cent.
+    // Several busy loops use CPU; how much of it they get depends on the machine's load
+    // (6 % of 2 CPUs was measured beside parallel builds), so only "clearly some".
     let cpu = current["cpuUsage"].as_f64().unwrap();
-    assert!(cpu > 0.1, "cpuUsage {cpu}");
+    assert!(cpu > 0.01, "cpuUsage {cpu}");
     assert!(current["openFds"].as_u64().unwrap() >= 3 * busy as u64);
     let cgroup_cpu = &current["pressure"]["cgroup"]["cpu"]["some"];
     assert!(cgroup_cpu["avg10"].as_f64().is_some(), "{current:#}");
@@ -419,7 +420,7 @@ cooldown = "1h"
 #[test]
 fn a_path_that_is_not_a_cgroup_is_a_start_error_naming_it() {
     if v2_mount().is_none() {
-        eprintln!("skipped: no cgroup v2 hierarchy is mounted");
+        common::skip("no cgroup v2 hierarchy is mounted");
         return;
     }
     let stderr = common::refused(
@@ -473,7 +474,7 @@ fn check_config_shows_the_cgroup_and_its_origin() {
 #[test]
 fn a_pid_target_in_a_child_cgroup_has_that_cgroups_pressure() {
     if !Path::new("/proc/pressure/cpu").exists() {
-        eprintln!("skipped: this kernel has no PSI (/proc/pressure)");
+        common::skip("this kernel has no PSI (/proc/pressure)");
         return;
     }
     let Some(mut cgroup) = TestCgroup::create("pid") else {

@@ -59,11 +59,50 @@ async fn a_target_that_is_gone_is_a_failure_naming_it() {
     );
 }
 
+/// Set in the copy of the test run as an unprivileged user.
+const AS_UNPRIVILEGED: &str = "PERFPILOT_TEST_AS_UNPRIVILEGED";
+
+/// Prints `skipped: why`; fails where `PERFPILOT_CI_REQUIRE_ALL=1` says the machine should
+/// have run the test.
+fn skip(why: &str) {
+    println!("skipped: {why}");
+    eprintln!("skipped: {why}");
+    if std::env::var("PERFPILOT_CI_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!(
+            "skipped, but PERFPILOT_CI_REQUIRE_ALL=1 says this machine supports the test: {why}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_process_of_another_user_is_a_permission_failure() {
+    const NAME: &str = "a_process_of_another_user_is_a_permission_failure";
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        eprintln!("skipped: root may signal any process");
+        // Root may signal anything: run this test again as `nobody` (uid 65534), through
+        // util-linux's setpriv, and require that copy to pass.
+        assert!(
+            std::env::var_os(AS_UNPRIVILEGED).is_none(),
+            "setpriv left the copy running as root"
+        );
+        let exe = std::env::current_exe().unwrap();
+        let output = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&exe)
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(AS_UNPRIVILEGED, "1")
+            .current_dir("/")
+            .output();
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => return skip(&format!("root, and setpriv cannot be run ({e})")),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("1 passed") && !stdout.contains("skipped"),
+            "the test as uid 65534 did not pass:\n{stdout}\n{stderr}"
+        );
         return;
     }
     // pid 1 belongs to root; SIGCONT would be harmless even if it were delivered.
