@@ -19,6 +19,27 @@
 # Loopback only, bounded: each run lasts SECONDS (4 polls a second, so 4 x SECONDS polls),
 # and the demo and the agent are stopped after each run and on exit.
 set -euo pipefail
+# --check (first argument): run as usual, then exit 1 if any budget line says "not met"
+# (for a manual or scheduled check; not part of CI: timings depend on the machine).
+if [ "${1:-}" = "--check" ]; then
+  shift
+  check_log=$(mktemp)
+  status=0
+  "$0" "$@" | tee "$check_log" || status=$?
+  if [ "$status" -ne 0 ]; then
+    rm -f "$check_log"
+    exit "$status"
+  fi
+  if grep -q "not met" "$check_log"; then
+    echo "check: a budget is not met:" >&2
+    grep "not met" "$check_log" >&2
+    rm -f "$check_log"
+    exit 1
+  fi
+  rm -f "$check_log"
+  echo "check: every budget met"
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 
 seconds=${1:-${LEAK_SECONDS:-60}}

@@ -37,7 +37,10 @@ echo "ok"
 
 echo "== the configuration the deploy files give the agent (perfpilot check-config)"
 python3 scripts/check_deploy.py sidecar-toml >"$out/sidecar.toml"
-mapfile -t sidecar_env < <(python3 scripts/check_deploy.py sidecar-env)
+# Into files first: a failing step inside `< <(...)` would not stop the script.
+python3 scripts/check_deploy.py sidecar-env >"$out/sidecar-env.txt"
+mapfile -t sidecar_env <"$out/sidecar-env.txt"
+[ ${#sidecar_env[@]} -gt 0 ] || { echo "no environment read from the sidecar manifest" >&2; exit 1; }
 env "${sidecar_env[@]}" PERFPILOT_API__TOKEN=from-the-secret PERFPILOT_WORKER_ID=pod-name \
   "$bin" check-config --config "$out/sidecar.toml" >"$out/sidecar-check.txt"
 echo "kubernetes sidecar: ok ($(grep -c . "$out/sidecar-check.txt") settings)"
@@ -67,7 +70,9 @@ start_announcing_as sidecar env RUST_LOG=warn "$bin" run --listen 127.0.0.1:0 --
 sidecar_base=$base
 curl -fsS --max-time 10 -XPOST "$embedded_base/performance-optimize" >/dev/null
 curl -fsS --max-time 10 -XPOST "$sidecar_base/performance-optimize" >/dev/null
-mapfile -t used < <(python3 scripts/check_deploy.py names)
+python3 scripts/check_deploy.py names >"$out/used-names.txt"
+mapfile -t used <"$out/used-names.txt"
+[ ${#used[@]} -gt 0 ] || { echo "no metric names read from the rules and the dashboard" >&2; exit 1; }
 deadline=$((SECONDS + 30))
 while :; do
   # Requests in the window the embedded agent samples (every 5 s by default).
