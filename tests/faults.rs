@@ -86,6 +86,15 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Waits (at most 60 s) until the engine runs a batch.
+async fn wait_optimizing(served: &Served) {
+    let mut view = served.engine.watch();
+    tokio::time::timeout(Duration::from_secs(60), view.wait_for(|v| v.is_optimizing))
+        .await
+        .expect("an optimization running within 60 s")
+        .expect("the engine runs");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_stop_a_running_strategy_finishes_within_the_grace_period_and_is_recorded() {
     let config = Config {
@@ -108,22 +117,20 @@ async fn on_stop_a_running_strategy_finishes_within_the_grace_period_and_is_reco
             .send()
             .await
     });
-    let mut view = served.engine.watch();
-    view.wait_for(|v| v.is_optimizing).await.unwrap();
+    wait_optimizing(&served).await;
 
     let stopped_at = Instant::now();
     served.stop.send(()).unwrap();
     // New connections are refused soon after the stop; the running request is not cut off.
     let address = served.base.trim_start_matches("http://").to_owned();
-    let mut refused = false;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&address).is_err() {
-            refused = true;
-            break;
-        }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&address).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections 30 s after the stop"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(refused, "still accepting connections after the stop");
 
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
@@ -131,7 +138,11 @@ async fn on_stop_a_running_strategy_finishes_within_the_grace_period_and_is_reco
     assert_eq!(body["results"][0]["success"], true, "{body}");
     let finished_in_grace = served.serving.await.unwrap().unwrap();
     assert!(finished_in_grace);
-    assert!(stopped_at.elapsed() < Duration::from_secs(5));
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "not within the 10 s grace: {:?}",
+        stopped_at.elapsed()
+    );
     let last = served.engine.view();
     assert_eq!(last.stats.count, 1, "the slow run's record is kept");
     assert_eq!(last.recent[0].strategy, "slow");
@@ -147,15 +158,16 @@ async fn a_strategy_outlasting_the_grace_period_is_abandoned_and_serve_returns()
     let served = serve(config, vec![Misbehaving("hang", Misbehaviour::Hang)]).await;
     let url = format!("{}/performance-optimize", served.base);
     let _in_flight = tokio::spawn(async move { client().post(url).body("").send().await });
-    let mut view = served.engine.watch();
-    view.wait_for(|v| v.is_optimizing).await.unwrap();
+    wait_optimizing(&served).await;
     let stopped_at = Instant::now();
     served.stop.send(()).unwrap();
     let finished_in_grace = served.serving.await.unwrap().unwrap();
     assert!(!finished_in_grace);
     let waited = stopped_at.elapsed();
+    // At least the 500 ms grace (timer slack: 450 ms), and then no longer waiting for the
+    // hanging strategy (whose own timeout is 60 s); generous for a loaded machine.
     assert!(
-        waited >= Duration::from_millis(450) && waited < Duration::from_secs(3),
+        waited >= Duration::from_millis(450) && waited < Duration::from_secs(30),
         "{waited:?}"
     );
 }
