@@ -87,7 +87,9 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     let what = format!("the answer to {} {}", request.method(), request.uri());
-    let response = within(&what, app.clone().oneshot(request)).await.unwrap();
+    let response = within(&what, within("an answer", app.clone().oneshot(request)))
+        .await
+        .unwrap();
     let status = response.status();
     let bytes = within(&what, response.into_body().collect())
         .await
@@ -230,7 +232,10 @@ async fn a_second_optimize_while_one_runs_gets_409() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"], "an optimization is already running");
     gate.add_permits(1);
-    assert_eq!(first.await.unwrap().0, StatusCode::OK);
+    assert_eq!(
+        within("the first optimize", first).await.unwrap().0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -304,7 +309,9 @@ async fn read_events(body: &mut Body, name: &str, count: usize) -> Vec<Value> {
 #[tokio::test]
 async fn events_stream_metrics_and_completed_optimizations() {
     let (app, _) = app(None);
-    let response = app.clone().oneshot(get("/events")).await.unwrap();
+    let response = within("an answer", app.clone().oneshot(get("/events")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
@@ -324,7 +331,9 @@ async fn event_clients_are_capped() {
     let (app, _) = app(None);
     let mut open = Vec::new();
     for _ in 0..2 {
-        let response = app.clone().oneshot(get("/events")).await.unwrap();
+        let response = within("an answer", app.clone().oneshot(get("/events")))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         open.push(response);
     }
@@ -333,7 +342,9 @@ async fn event_clients_are_capped() {
     assert!(body["error"].as_str().unwrap().contains("at most 2"));
     // A client that leaves frees its slot.
     open.pop();
-    let response = app.clone().oneshot(get("/events")).await.unwrap();
+    let response = within("an answer", app.clone().oneshot(get("/events")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -380,14 +391,19 @@ async fn openapi_lists_every_route_with_its_schemas() {
 }
 
 async fn get_text(app: &Router, path: &str) -> (StatusCode, String, String) {
-    let response = app.clone().oneshot(get(path)).await.unwrap();
+    let response = within("an answer", app.clone().oneshot(get(path)))
+        .await
+        .unwrap();
     let status = response.status();
     let content_type = response
         .headers()
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let bytes = within("a body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
     (
         status,
         content_type,
@@ -439,7 +455,9 @@ async fn dashboard_works_under_a_prefix() {
             }
         }
         // What the page's relative URLs resolve to from `/agent/` is served there.
-        let response = host.clone().oneshot(get("/agent/events")).await.unwrap();
+        let response = within("an answer", host.clone().oneshot(get("/agent/events")))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let (status, _, body) = get_text(&host, "/agent/performance-metrics").await;
@@ -457,7 +475,9 @@ async fn manual_triggers_are_rate_limited_with_standard_headers_and_reads_are_no
         ..ApiSettings::new(json!(4242))
     });
     for remaining in ["1", "0"] {
-        let response = app.clone().oneshot(post(Body::empty())).await.unwrap();
+        let response = within("an answer", app.clone().oneshot(post(Body::empty())))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let headers = response.headers();
         assert_eq!(headers["ratelimit-limit"], "2");
@@ -465,15 +485,22 @@ async fn manual_triggers_are_rate_limited_with_standard_headers_and_reads_are_no
         assert_eq!(headers["ratelimit-policy"], "2;w=20");
         assert!(headers.get("retry-after").is_none());
     }
-    let response = app.clone().oneshot(post(Body::empty())).await.unwrap();
+    let response = within("an answer", app.clone().oneshot(post(Body::empty())))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let headers = response.headers().clone();
     // 6 a minute: one every 10 s; the whole bucket back in 20 s.
     assert_eq!(headers["retry-after"], "10");
     assert_eq!(headers["ratelimit-remaining"], "0");
     assert_eq!(headers["ratelimit-reset"], "20");
-    let body: Value =
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body: Value = serde_json::from_slice(
+        &within("a body", response.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes(),
+    )
+    .unwrap();
     assert!(
         body["error"].as_str().unwrap().contains("too many"),
         "{body}"
@@ -481,7 +508,9 @@ async fn manual_triggers_are_rate_limited_with_standard_headers_and_reads_are_no
     assert_eq!(body["retryAfter"], 10);
     // Reads stay open, without rate-limit headers.
     for _ in 0..20 {
-        let response = app.clone().oneshot(get("/health")).await.unwrap();
+        let response = within("an answer", app.clone().oneshot(get("/health")))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get("ratelimit-limit").is_none());
     }
@@ -497,7 +526,9 @@ async fn zero_per_minute_turns_the_limit_off() {
         ..ApiSettings::new(json!(4242))
     });
     for _ in 0..15 {
-        let response = app.clone().oneshot(post(Body::empty())).await.unwrap();
+        let response = within("an answer", app.clone().oneshot(post(Body::empty())))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get("ratelimit-limit").is_none());
     }
