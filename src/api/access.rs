@@ -173,6 +173,11 @@ pub(super) async fn guard(
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     if let Some(host) = host {
         if !access.host_allowed(host) {
+            tracing::debug!(
+                host,
+                path = request.uri().path(),
+                "refused: Host not allowed"
+            );
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -184,6 +189,12 @@ pub(super) async fn guard(
         }
     }
     if let Some(refusal) = cross_origin_refusal(&access, request.method(), headers, host) {
+        tracing::debug!(
+            method = %request.method(),
+            path = request.uri().path(),
+            reason = refusal.message(),
+            "refused: cross-origin request"
+        );
         return refusal.into_response();
     }
     let mut issue_cookie = false;
@@ -345,6 +356,7 @@ fn login_page() -> Response {
 
 const LOGIN_HTML: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>perfpilot: token needed</title>
+<link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{font:15px system-ui,sans-serif;margin:15vh auto;max-width:26em;padding:0 1em}
 input,button{font:inherit;padding:.4em}input{width:100%;box-sizing:border-box;margin:.5em 0}
