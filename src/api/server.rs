@@ -115,10 +115,10 @@ impl Table {
 
     /// Closes every connection idle (not busy, no bytes moved) for `idle` or longer.
     fn sweep(&self, idle: Duration) {
-        let cutoff = self.now_ms().saturating_sub(idle.as_millis() as u64);
+        let (now, idle) = (self.now_ms(), idle.as_millis() as u64);
         self.lock().retain(|_, conn| {
-            let keep = conn.busy.load(Ordering::Relaxed) > 0
-                || conn.last_active_ms.load(Ordering::Relaxed) > cutoff;
+            let quiet = now.saturating_sub(conn.last_active_ms.load(Ordering::Relaxed));
+            let keep = conn.busy.load(Ordering::Relaxed) > 0 || quiet < idle;
             if !keep {
                 conn.close.cancel();
             }
@@ -422,6 +422,11 @@ mod tests {
     #[test]
     fn the_sweep_closes_idle_connections_only() {
         let table = table();
+        // Right after start (a clock at 0 ms), a new connection is not idle.
+        let (_, first) = table.admit(10).unwrap();
+        table.sweep(Duration::from_secs(60));
+        assert!(!first.close.is_cancelled());
+        table.lock().clear();
         let (_, idle) = table.admit(10).unwrap();
         let (_, busy) = table.admit(10).unwrap();
         busy.busy.store(1, Ordering::Relaxed);
