@@ -9,8 +9,10 @@ expected.
 
 import argparse
 import base64
+import http.server
 import json
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -120,6 +122,21 @@ def run(driver, options):
     step(f"browser {capabilities.get('browserName')} {capabilities.get('browserVersion')}")
 
     driver.s("POST", "/url", {"url": options.base + "/"})
+    if options.read_token:
+        # api.read_token is set: / answers a token prompt; the read token opens the dashboard
+        # (a session cookie then carries the event stream, which cannot send Authorization).
+        title = driver.s("GET", "/title")
+        if "token needed" not in title:
+            raise Failure(f"GET / without the read token has title {title!r}, expected the token prompt")
+        step("the dashboard asked for the read token")
+        driver.type("#token", options.read_token)
+        driver.click("#login button[type=submit]")
+        wait_for(driver, "the dashboard to load after the read token",
+                 "return document.title === 'perfpilot';", 10)
+        cookies = driver.s("GET", "/cookie")
+        session = [c for c in cookies if c.get("name") == "perfpilot_session"]
+        if not session or not session[0].get("httpOnly"):
+            raise Failure(f"expected an HttpOnly perfpilot_session cookie, got {cookies}")
     title = driver.s("GET", "/title")
     if title != "perfpilot":
         raise Failure(f"GET / has title {title!r}, expected 'perfpilot'")
@@ -173,10 +190,9 @@ def run(driver, options):
     errors = driver.js("return window.perfpilotDashboard.state.errors;")
     if errors:
         raise Failure(f"the page reported script errors: {errors}")
-    # The one expected network error is the 401 that made the page ask for the token.
+    # The expected network errors are the 401s that made the page ask for a token.
     severe = [e for e in driver.browser_log() if e.get("level") == "SEVERE"
-              and not (options.token and "performance-optimize" in e.get("message", "")
-                       and " 401 " in e.get("message", ""))]
+              and " 401 " not in e.get("message", "")]
     if severe:
         raise Failure("browser console errors: " + "; ".join(e.get("message", "") for e in severe))
 
@@ -196,12 +212,111 @@ def run(driver, options):
     driver.screenshot(options.screenshot)
     step(f"screenshot written to {options.screenshot}")
 
+    if options.open_base:
+        cross_origin_attack(driver, options)
+
+
+ATTACK_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>another site</title></head><body>
+<p id="fetch">fetch: pending</p>
+<form id="form" method="POST" enctype="text/plain" target="sink" action="AGENT/performance-optimize">
+<input type="hidden" name='{"strategy": "memory", "x": "' value='"}'></form>
+<iframe name="sink" id="sink"></iframe>
+<script>
+fetch("AGENT/performance-optimize", {
+  method: "POST", headers: {"Content-Type": "text/plain"}, body: '{"strategy": "memory"}',
+}).then((r) => { document.getElementById("fetch").textContent = "fetch: answered " + r.status; },
+        (e) => { document.getElementById("fetch").textContent = "fetch: rejected " + e; });
+document.getElementById("form").submit();
+</script></body></html>
+"""
+
+
+def manual_runs(base):
+    with urllib.request.urlopen(base + "/performance-metrics", timeout=5) as response:
+        document = json.load(response)
+    return [r for r in document.get("recentOptimizations", []) if r.get("kind") == "manual"]
+
+
+def refusals(log_path, origin):
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        return [line for line in f if "refused: cross-origin request" in line and origin in line]
+
+
+def cross_origin_attack(driver, options):
+    """A page from another local port tries to run a strategy on an agent without a token."""
+    agent = options.open_base
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ATTACK_PAGE.replace("AGENT", agent).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        driver.s("POST", "/url", {"url": origin + "/"})
+        step(f"opened a page of another origin ({origin}) that posts to {agent}")
+        fetched = wait_for(driver, "the page's fetch POST to settle",
+                           "const t = document.getElementById('fetch').textContent;"
+                           "return !t.endsWith('pending') && t;", 10)
+        step(f"the page's {fetched} (a cross-origin answer without CORS headers)")
+        lines = wait_for_python("two refusals of the page's origin in the agent's log",
+                                lambda: (lambda n: n if n >= 2 else 0)(len(refusals(options.open_log, origin))),
+                                10)
+        step(f"the agent refused the page's fetch and form POSTs ({lines} log lines)")
+        driver.s("POST", "/frame", {"id": {ELEMENT: driver.find("#sink")}})
+        framed = wait_for(driver, "the form's answer in the frame",
+                          "return document.body && document.body.innerText;", 10)
+        driver.s("POST", "/frame/parent", {})
+        if "cross-origin request refused" not in framed:
+            raise Failure(f"the form POST got {framed!r}, expected the 403 refusal")
+        step("the form POST was answered 403: " + framed.strip()[:80] + "...")
+        runs = manual_runs(agent)
+        if runs:
+            raise Failure(f"the cross-origin page ran strategies: {runs}")
+        step("no run recorded")
+        request = urllib.request.Request(agent + "/performance-optimize", method="POST",
+                                         data=b'{"strategy": "memory"}')
+        with urllib.request.urlopen(request, timeout=20) as response:
+            if response.status != 200:
+                raise Failure(f"a POST without Origin got {response.status}, expected 200")
+        if len(manual_runs(agent)) != 1:
+            raise Failure("a POST without Origin (curl-style) did not record a run")
+        step("a curl-style POST without Origin still runs the strategy")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_for_python(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise Failure(f"timed out after {timeout} s waiting for {what}")
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--webdriver", required=True, help="chromedriver's URL")
     parser.add_argument("--base", required=True, help="the agent's URL (http://ADDR)")
     parser.add_argument("--token", default="", help="the agent's api.token, if it has one")
+    parser.add_argument("--read-token", default="", help="the agent's api.read_token, if any")
+    parser.add_argument("--open-base", default="",
+                        help="a second agent without a token, for the cross-origin page")
+    parser.add_argument("--open-log", default="", help="that agent's stderr (debug log)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--profile", required=True, help="a fresh --user-data-dir")
     parser.add_argument("--screenshot", required=True)

@@ -18,8 +18,18 @@ promtool check rules deploy/prometheus/perfpilot-alerts.yml
 (cd deploy/prometheus && promtool test rules perfpilot-alerts.test.yml)
 
 echo "== promtool check config"
-promtool check config deploy/prometheus/prometheus.yml
-if ! promtool check config deploy/prometheus/prometheus-kubernetes.yml >"$out/k8s-config.txt" 2>&1; then
+# The scrape jobs read the agents' read token from a file, which promtool wants to exist:
+# check copies whose credentials_file points at a token file made here.
+mkdir -p "$out/prometheus"
+cp deploy/prometheus/*.yml "$out/prometheus/"
+echo "read-token-for-the-check" >"$out/prometheus/read-token"
+for config in prometheus.yml prometheus-kubernetes.yml; do
+  grep -q 'credentials_file: ' "$out/prometheus/$config" \
+    || { echo "$config: no credentials_file for the read token" >&2; exit 1; }
+  sed -i "s|credentials_file: .*|credentials_file: $out/prometheus/read-token|" "$out/prometheus/$config"
+done
+promtool check config "$out/prometheus/prometheus.yml"
+if ! promtool check config "$out/prometheus/prometheus-kubernetes.yml" >"$out/k8s-config.txt" 2>&1; then
   if grep -q 'field kubernetes_sd_configs not found' "$out/k8s-config.txt"; then
     # Debian builds Prometheus without Kubernetes service discovery; the file is still
     # parsed below.
@@ -41,7 +51,8 @@ python3 scripts/check_deploy.py sidecar-toml >"$out/sidecar.toml"
 python3 scripts/check_deploy.py sidecar-env >"$out/sidecar-env.txt"
 mapfile -t sidecar_env <"$out/sidecar-env.txt"
 [ ${#sidecar_env[@]} -gt 0 ] || { echo "no environment read from the sidecar manifest" >&2; exit 1; }
-env "${sidecar_env[@]}" PERFPILOT_API__TOKEN=from-the-secret PERFPILOT_WORKER_ID=pod-name \
+env "${sidecar_env[@]}" PERFPILOT_API__TOKEN=from-the-secret PERFPILOT_API__READ_TOKEN=from-the-secret-too \
+  PERFPILOT_WORKER_ID=pod-name \
   "$bin" check-config --config "$out/sidecar.toml" >"$out/sidecar-check.txt"
 echo "kubernetes sidecar: ok ($(grep -c . "$out/sidecar-check.txt") settings)"
 mapfile -t systemd_env < <(grep -E '^[A-Z_]+=' deploy/systemd/perfpilot.env)

@@ -1,8 +1,7 @@
 //! [`Agent`]: the engine, its strategies, its sampler and its routes, wired from a [`Config`].
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::adaptive_sampling::AdaptiveSampling;
+use crate::api::server::{self, ServerLimits};
 use crate::api::{self, ApiSettings};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::connections::ConnectionTracker;
 use crate::engine::{self, EngineHandle, EngineSettings, OptimizeError, SignalSource};
 use crate::events::Event;
@@ -97,6 +97,11 @@ impl SignalSource for Probed {
 pub struct Agent {
     engine: EngineHandle,
     router: Router,
+    /// The bounds of [`Agent::serve`]'s listener.
+    limits: ServerLimits,
+    /// Whether [`Agent::serve`] may listen on a non-loopback address: `api.token` is set or
+    /// `api.insecure`.
+    public_ok: bool,
     target: Option<TargetHandle>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -199,19 +204,29 @@ impl Agent {
     ///
     /// `perfpilot run` calls this with SIGTERM/SIGINT as `stop` and `shutdown_grace` as
     /// `grace`.
+    ///
+    /// The listener is bounded by `api.max_connections`, `api.header_read_timeout` and
+    /// `api.idle_timeout` (see [`crate::api::server`]). A listener on a non-loopback address
+    /// without `api.token` (and without `api.insecure`) is refused with
+    /// [`std::io::ErrorKind::InvalidInput`], as `perfpilot run` refuses it.
     pub async fn serve(
         self,
         listener: TcpListener,
         stop: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> std::io::Result<bool> {
+        let local = listener.local_addr()?;
+        if !local.ip().is_loopback() && !self.public_ok {
+            self.shutdown().await;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "api.listen = {local}: a non-loopback address needs api.token (or api.insecure = true, --insecure)"
+                ),
+            ));
+        }
         let stopping = CancellationToken::new();
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(stopping.clone().cancelled_owned())
-            .into_future();
+        let server = server::serve(listener, self.router(), self.limits, stopping.clone());
         let mut server = tokio::spawn(server);
         tokio::select! {
             _ = stop => {}
@@ -344,13 +359,41 @@ impl AgentBuilder {
         self
     }
 
+    /// Validates the configuration as `perfpilot run` does ([`Config::validate`]: every
+    /// problem at once, each naming its key, e.g. a non-loopback `api.listen` without
+    /// `api.token`), then [`spawn`](AgentBuilder::spawn)s. Must be called inside a tokio
+    /// runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut config = perfpilot::config::Config::default();
+    /// config.api.listen = "0.0.0.0:9750".parse().unwrap();
+    /// let refused = perfpilot::Agent::builder().config(config).try_spawn().unwrap_err();
+    /// assert!(refused.to_string().contains("api.listen = 0.0.0.0:9750: a non-loopback address needs api.token"));
+    /// # }
+    /// ```
+    pub fn try_spawn(self) -> Result<Agent, ConfigError> {
+        self.config.validate().map_err(ConfigError::Invalid)?;
+        Ok(self.spawn())
+    }
+
     /// Starts the engine task, and the latency probe's when `probe.url` is set. Must be
     /// called inside a tokio runtime.
     ///
     /// Without a [`signal_source`](AgentBuilder::signal_source), the sampler watches the
     /// configured `[target]` (sidecar mode) or else this process.
+    ///
+    /// The configuration is not validated here (problems are logged as warnings): use
+    /// [`try_spawn`](AgentBuilder::try_spawn) to get them as an error. [`Agent::serve`]
+    /// refuses a non-loopback listener without `api.token` either way.
     pub fn spawn(self) -> Agent {
         let config = self.config;
+        if let Err(problems) = config.validate() {
+            for problem in problems {
+                warn!(%problem, "configuration problem (use try_spawn to refuse it)");
+            }
+        }
         let mut strategies: Vec<Registered> = config
             .strategies()
             .into_iter()
@@ -425,6 +468,9 @@ impl AgentBuilder {
             engine.clone(),
             ApiSettings {
                 token: config.api.token.clone(),
+                read_token: config.api.read_token.clone(),
+                allowed_hosts: config.api.allowed_hosts.clone(),
+                allowed_origins: config.api.allowed_origins.clone(),
                 target: target.clone(),
                 rate_limit: config.api.rate_limit,
                 request_timeout: config.api.request_timeout,
@@ -439,6 +485,12 @@ impl AgentBuilder {
         Agent {
             engine,
             router,
+            limits: ServerLimits {
+                max_connections: config.api.max_connections,
+                header_read_timeout: config.api.header_read_timeout,
+                idle_timeout: config.api.idle_timeout,
+            },
+            public_ok: config.api.token.is_some() || config.api.insecure,
             target,
             shutdown,
             task,

@@ -11,12 +11,14 @@
 //! Errors are JSON `{"error": "..."}` with the right status. Manual triggers are rate limited
 //! per client ([`rate_limit`]); requests have deadlines ([`timeout`]).
 
+mod access;
 mod dashboard;
 pub mod document;
 mod events;
 mod metrics_cache;
 mod openapi;
 pub mod rate_limit;
+pub mod server;
 pub mod timeout;
 
 use std::sync::{Arc, OnceLock};
@@ -51,6 +53,13 @@ pub struct ApiSettings {
     pub worker_id: Value,
     /// When set, mutating routes need `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// When set, reads and the dashboard need `Authorization: Bearer <read_token>` (or the
+    /// `token`), or the dashboard's session cookie; `None`: reads are open (see [`access`]).
+    pub read_token: Option<String>,
+    /// Host names served besides IP literals and `localhost` (`api.allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins allowed besides the agent's own (`api.allowed_origins`).
+    pub allowed_origins: Vec<String>,
     /// Most `GET /events` clients at once; more get 503.
     pub max_event_clients: usize,
     /// The sidecar target, shown as `target` in `GET /health` and `/performance-metrics`;
@@ -77,6 +86,9 @@ impl ApiSettings {
         ApiSettings {
             worker_id,
             token: None,
+            read_token: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
             max_event_clients: Self::DEFAULT_MAX_EVENT_CLIENTS,
             target: None,
             rate_limit: RateLimitConfig::default(),
@@ -134,7 +146,17 @@ impl SharedState {
 }
 
 /// The agent's routes, ready to serve or to merge into a host's axum app.
+///
+/// Every route but `GET /health` checks `Host`, `Origin` and its token first ([`access`]);
+/// `POST /performance-optimize` is rate limited after that.
 pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
+    let access = Arc::new(access::Access::new(&settings));
+    let guarded = |route: axum::routing::MethodRouter<ApiState>, class| {
+        route.route_layer(middleware::from_fn_with_state(
+            (Arc::clone(&access), class),
+            access::guard,
+        ))
+    };
     let mut optimize = post(performance_optimize);
     if let Some(limiter) = rate_limit::RateLimiter::new(settings.rate_limit) {
         optimize = optimize.route_layer(middleware::from_fn_with_state(
@@ -142,6 +164,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
             rate_limit::limit,
         ));
     }
+    use access::Class::{Dashboard, Health, Read, Write};
     let settings = Arc::new(settings);
     let state = ApiState(Arc::new(SharedState {
         known_strategies: engine.view().known_names(),
@@ -152,13 +175,16 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         metrics: metrics_cache::MetricsCache::default(),
     }));
     Router::new()
-        .route("/", get(dashboard::dashboard))
-        .route("/performance-metrics", get(performance_metrics))
-        .route("/performance-optimize", optimize)
-        .route("/health", get(health))
-        .route("/events", get(events::events))
-        .route("/metrics", get(prometheus_metrics))
-        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/", guarded(get(dashboard::dashboard), Dashboard))
+        .route(
+            "/performance-metrics",
+            guarded(get(performance_metrics), Read),
+        )
+        .route("/performance-optimize", guarded(optimize, Write))
+        .route("/health", guarded(get(health), Health))
+        .route("/events", guarded(get(events::events), Read))
+        .route("/metrics", guarded(get(prometheus_metrics), Read))
+        .route("/openapi.json", guarded(get(openapi::openapi_json), Read))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -331,10 +357,8 @@ pub struct ErrorBody {
 )]
 async fn performance_optimize(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state.settings, &headers)?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -398,29 +422,6 @@ pub fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> 
             format!("invalid request body: {e}; {EXPECTED}"),
         )
     })
-}
-
-fn authorize(settings: &ApiSettings, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &settings.token else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "this route needs `Authorization: Bearer <token>` with the configured api.token",
-        )),
-    }
-}
-
-/// Compares without stopping at the first differing byte, so timing does not leak the
-/// token's content (only whether the lengths match).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /health` answers 503 when the latest sample is older than this many intervals in

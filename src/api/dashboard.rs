@@ -12,12 +12,15 @@ use axum::response::IntoResponse;
 /// The page, HTML + CSS + JavaScript.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
-/// Serves [`DASHBOARD_HTML`]. `no-cache` so an upgraded agent never shows a stale page.
+/// Serves [`DASHBOARD_HTML`]. `no-cache` so an upgraded agent never shows a stale page; never
+/// in a frame of another page (its buttons run strategies).
 pub(super) async fn dashboard() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+            (header::X_FRAME_OPTIONS, "DENY"),
         ],
         DASHBOARD_HTML,
     )

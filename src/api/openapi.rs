@@ -64,7 +64,50 @@ pub(super) fn document(known: &[String]) -> Arc<str> {
         names.push(Value::Null);
         strategy["enum"] = Value::Array(names);
     }
+    add_access_responses(&mut document);
     Arc::from(document.to_string())
+}
+
+/// Every operation but `GET /health` may answer 403 (a foreign `Host` or `Origin`) and 401
+/// (a token is needed: `api.token` for `POST`, `api.read_token` for reads), see
+/// [`super::access`].
+fn add_access_responses(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let error = json!({"$ref": "#/components/schemas/ErrorBody"});
+    for (path, operations) in paths.iter_mut() {
+        if path == "/health" {
+            continue;
+        }
+        let Some(operations) = operations.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in operations.iter_mut() {
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let unauthorized = if method == "post" {
+                "Missing or wrong bearer token (when api.token is set)"
+            } else {
+                "Missing or wrong bearer token or session cookie (when api.read_token is set)"
+            };
+            for (status, description) in [
+                ("401", unauthorized),
+                ("403", "Host not allowed (api.allowed_hosts), or a cross-origin request (api.allowed_origins)"),
+            ] {
+                responses.entry(status).or_insert_with(|| {
+                    json!({
+                        "description": description,
+                        "content": {"application/json": {"schema": error.clone()}}
+                    })
+                });
+            }
+        }
+    }
 }
 
 /// This document.

@@ -14,12 +14,15 @@
 //! | `RateLimit-Policy` | `burst;w=SECONDS`, the time a full bucket takes to refill |
 //!
 //! The client is the peer's IP address from axum's `ConnectInfo<SocketAddr>` (serve with
-//! `into_make_service_with_connect_info::<SocketAddr>()`, as `perfpilot run` does); IPv6
-//! clients are grouped by their /64 network, since one host usually owns a whole /64. Where
-//! `ConnectInfo` is absent (the router merged into a host app served without it, or requests
-//! sent to the router directly) every client shares one bucket: the limit then caps the
-//! agent's manual triggers as a whole. Limiting happens before the bearer token is checked, so
-//! it also slows down guessing the token.
+//! `into_make_service_with_connect_info::<SocketAddr>()`, as `perfpilot run` does) or
+//! `ConnectInfo<ConnectionPeer>` (a host app serving through
+//! [`TrackedListener`](crate::connections::TrackedListener) with
+//! `into_make_service_with_connect_info::<ConnectionPeer>()`); IPv6 clients are grouped by
+//! their /64 network, since one host usually owns a whole /64. Where neither is present (the
+//! router merged into a host app served without connect info, or requests sent to the router
+//! directly) every client shares one bucket: the limit then caps the agent's manual triggers
+//! as a whole. The bearer token is checked before the limit ([`super::access`]), so requests
+//! without it never use up a client's bucket.
 //!
 //! Only this route takes the lock (a short one, never across an `.await`); reads are never
 //! limited (SPEC §9).
@@ -36,6 +39,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::config::RateLimitConfig;
+use crate::connections::ConnectionPeer;
 
 /// Who a bucket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,6 +180,19 @@ impl Decision {
     }
 }
 
+/// The client's address: from `ConnectInfo<SocketAddr>`, else `ConnectInfo<ConnectionPeer>`.
+pub(super) fn peer_ip(request: &Request) -> Option<IpAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<ConnectionPeer>>()
+                .map(|ConnectInfo(peer)| peer.addr.ip())
+        })
+}
+
 /// The middleware: 429 when the client's bucket is empty, else the route's answer; both with
 /// the `RateLimit-*` headers.
 pub(super) async fn limit(
@@ -183,10 +200,7 @@ pub(super) async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
+    let peer = peer_ip(&request);
     let decision = limiter.check(peer, tokio::time::Instant::now().into_std());
     let mut response = if decision.allowed {
         next.run(request).await
@@ -275,6 +289,20 @@ mod tests {
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert!(limiter.check(A, now).allowed);
         assert!(!limiter.check(Some(mapped), now).allowed);
+    }
+
+    #[test]
+    fn the_peer_comes_from_either_connect_info() {
+        let addr: SocketAddr = "10.0.0.7:4242".parse().unwrap();
+        let mut request = Request::new(axum::body::Body::empty());
+        assert_eq!(peer_ip(&request), None);
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(ConnectionPeer { id: 3, addr }));
+        assert_eq!(peer_ip(&request), Some(addr.ip()));
+        let direct: SocketAddr = "10.0.0.8:1".parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(direct));
+        assert_eq!(peer_ip(&request), Some(direct.ip()));
     }
 
     #[test]

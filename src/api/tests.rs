@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::access::constant_time_eq;
 use super::*;
 use crate::engine::{self, EngineSettings, SignalSource};
 
@@ -740,4 +741,175 @@ async fn openapi_names_this_agents_strategies_and_matches_what_is_accepted() {
     // The request body may be null, as the document says: it runs every strategy.
     let (status, body) = send(&app, post("null")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Every route but `/health`, as (method, path) requests.
+fn guarded_requests() -> Vec<Request<Body>> {
+    let mut requests: Vec<Request<Body>> = [
+        "/",
+        "/performance-metrics",
+        "/events",
+        "/metrics",
+        "/openapi.json",
+    ]
+    .into_iter()
+    .map(get)
+    .collect();
+    requests.push(post(Body::empty()));
+    requests
+}
+
+fn with_header(mut request: Request<Body>, name: &'static str, value: &str) -> Request<Body> {
+    request
+        .headers_mut()
+        .insert(name, value.parse().expect("a valid header value"));
+    request
+}
+
+#[tokio::test]
+async fn a_foreign_host_name_gets_403_everywhere_but_health() {
+    let (app, _) = app(None);
+    for request in guarded_requests() {
+        let path = request.uri().path().to_owned();
+        let request = with_header(request, "host", "evil.example:9750");
+        let (status, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["setting"], "api.allowed_hosts", "{path}");
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .contains("evil.example:9750"));
+    }
+    let (status, _) = send(&app, with_header(get("/health"), "host", "evil.example")).await;
+    assert_eq!(status, StatusCode::OK);
+    for host in ["127.0.0.1:9750", "[::1]:9750", "localhost:9750", "10.0.0.3"] {
+        let (status, body) =
+            send(&app, with_header(get("/performance-metrics"), "host", host)).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+    let (listed, _) = app_with(ApiSettings {
+        allowed_hosts: vec!["perfpilot.monitoring.svc".into()],
+        ..ApiSettings::new(json!(1))
+    });
+    let request = with_header(get("/metrics"), "host", "perfpilot.monitoring.svc:9750");
+    let response = listed.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cross_origin_posts_are_refused_before_anything_runs() {
+    let (app, _) = app(None);
+    let foreign = [
+        ("origin", "http://evil.example"),
+        ("origin", "http://127.0.0.1:8000"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ];
+    for (name, value) in foreign {
+        let request = with_header(post(r#"{"strategy": "gate"}"#), "host", "127.0.0.1:9750");
+        let request = with_header(request, name, value);
+        let (status, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}: {value}: {body}");
+        assert_eq!(body["setting"], "api.allowed_origins");
+    }
+    let (_, metrics) = send(&app, get("/performance-metrics")).await;
+    assert_eq!(
+        metrics["performance"]["optimizationCount"], 0,
+        "nothing ran"
+    );
+    // The agent's own page, and a client without Origin, are served.
+    let own = with_header(post(Body::empty()), "host", "127.0.0.1:9750");
+    let own = with_header(own, "origin", "http://127.0.0.1:9750");
+    assert_eq!(send(&app, own).await.0, StatusCode::OK);
+    assert_eq!(send(&app, post(Body::empty())).await.0, StatusCode::OK);
+    // A listed origin is served.
+    let (listed, _) = app_with(ApiSettings {
+        allowed_origins: vec!["https://ops.example".into()],
+        ..ApiSettings::new(json!(1))
+    });
+    let request = with_header(post(Body::empty()), "origin", "https://ops.example");
+    assert_eq!(send(&listed, request).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_read_token_guards_reads_and_the_dashboard_issues_a_session_cookie() {
+    let (app, _) = app_with(ApiSettings {
+        token: Some("write-secret".into()),
+        read_token: Some("read-secret".into()),
+        ..ApiSettings::new(json!(1))
+    });
+    for request in guarded_requests() {
+        let path = request.uri().path().to_owned();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            response.headers().contains_key("www-authenticate"),
+            "{path}"
+        );
+    }
+    assert_eq!(send(&app, get("/health")).await.0, StatusCode::OK);
+    for token in ["read-secret", "write-secret"] {
+        let request = with_header(get("/metrics"), "authorization", &format!("Bearer {token}"));
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{token}");
+        assert!(response.headers().get("set-cookie").is_none());
+    }
+    // The read token does not run strategies.
+    let request = with_header(post(Body::empty()), "authorization", "Bearer read-secret");
+    assert_eq!(send(&app, request).await.0, StatusCode::UNAUTHORIZED);
+    // Without the token the dashboard answers its login page; with it, a session cookie that
+    // then opens the event stream (which cannot send Authorization).
+    let (status, content_type, page) = get_text(&app, "/").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(content_type.starts_with("text/html") && page.contains("read token"));
+    let request = with_header(get("/"), "authorization", "Bearer read-secret");
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/;"),
+        "{cookie}"
+    );
+    let ticket = cookie.split(';').next().unwrap().to_owned();
+    let request = with_header(get("/events"), "cookie", &ticket);
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let forged = format!("{}={}", access::SESSION_COOKIE, "ab".repeat(32));
+    let request = with_header(get("/events"), "cookie", &forged);
+    assert_eq!(
+        app.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn only_a_write_token_keeps_reads_open() {
+    let (app, _) = app(Some("write-secret"));
+    for path in ["/", "/performance-metrics", "/metrics", "/openapi.json"] {
+        assert_eq!(get_text(&app, path).await.0, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn requests_without_the_token_do_not_use_up_the_rate_limit() {
+    let (app, _) = app_with(ApiSettings {
+        token: Some("s3cret".into()),
+        rate_limit: crate::config::RateLimitConfig {
+            per_minute: 1,
+            burst: 1,
+        },
+        ..ApiSettings::new(json!(1))
+    });
+    for _ in 0..5 {
+        let response = app.clone().oneshot(post(Body::empty())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get("ratelimit-limit").is_none());
+    }
+    let request = with_header(post(Body::empty()), "authorization", "Bearer s3cret");
+    assert_eq!(send(&app, request).await.0, StatusCode::OK);
 }

@@ -64,7 +64,10 @@ async fn serve(config: Config) -> Result<(), String> {
     } else {
         None
     };
-    let agent = Agent::builder().config(config).spawn();
+    let agent = Agent::builder()
+        .config(config)
+        .try_spawn()
+        .map_err(|e| e.to_string())?;
     match listener {
         Some(listener) => {
             let local = listener

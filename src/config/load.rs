@@ -81,11 +81,12 @@ pub struct Loaded {
 impl Loaded {
     /// For `perfpilot check-config`: one line per leaf key that has a value, sorted, each
     /// `key = value  # origin`, e.g. `interval = "5s"  # env OPTIMIZATION_INTERVAL`.
-    /// `api.token` is shown as `"***"`; keys without a value (unset options) are left out.
+    /// `api.token` and `api.read_token` are shown as `"***"`; keys without a value (unset options) are left out.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (key, value) in leaves(&self.config) {
-            let value = if key == "api.token" || is_webhook_header(&key) {
+            let value = if key == "api.token" || key == "api.read_token" || is_webhook_header(&key)
+            {
                 "\"***\"".to_owned()
             } else {
                 value.to_string()

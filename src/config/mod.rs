@@ -35,6 +35,7 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+mod access;
 pub mod bytes;
 mod load;
 
@@ -385,8 +386,37 @@ pub struct ApiConfig {
     /// non-loopback address unless `insecure`. Never logged or rendered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// When set, reads (`GET /performance-metrics`, `/events`, `/metrics`, `/openapi.json` and
+    /// the dashboard) need `Authorization: Bearer <read_token>` (or `api.token`), or the
+    /// dashboard's session cookie; `GET /health` stays open. `None` (the default): reads are
+    /// open. Never logged or rendered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_token: Option<String>,
     /// Allow a non-loopback `listen` without a token; by default `false`.
     pub insecure: bool,
+    /// Host names accepted in the `Host` header besides IP literals, `localhost` and the
+    /// `listen` address (e.g. a Kubernetes Service's DNS name); by default none. Any other
+    /// name gets 403 (DNS rebinding). A list in TOML, comma-separated in the environment
+    /// (`PERFPILOT_API__ALLOWED_HOSTS=perfpilot.default.svc,perfpilot`); `*` accepts any.
+    #[serde(deserialize_with = "access::string_list")]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`scheme://host[:port]`) allowed to call the API from a browser besides the
+    /// agent's own; by default none. A request with another `Origin`, or with
+    /// `Sec-Fetch-Site: cross-site`, gets 403. A list in TOML, comma-separated in the
+    /// environment.
+    #[serde(deserialize_with = "access::string_list")]
+    pub allowed_origins: Vec<String>,
+    /// Most connections open at once on the agent's own listener; at the cap the connection
+    /// idle longest is closed for a new one. By default [`ApiConfig::DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// A connection that has not sent a request's whole header within this long is closed;
+    /// by default [`ApiConfig::DEFAULT_HEADER_READ_TIMEOUT`].
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed; by default
+    /// [`ApiConfig::DEFAULT_IDLE_TIMEOUT`].
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
     /// Manual triggers (`POST /performance-optimize`) allowed per client IP (`[api.rate_limit]`).
     pub rate_limit: RateLimitConfig,
     /// A request not answered within this long gets 408 (`GET /events` is exempt, and
@@ -442,6 +472,12 @@ impl ApiConfig {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9750));
     /// Default `request_timeout`: 30 s.
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `max_connections`: 256 (the real clients are a scraper, a dashboard and a CLI).
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+    /// Default `header_read_timeout`: 10 s.
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `idle_timeout`: 60 s.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -455,6 +491,7 @@ impl ApiConfig {
                 ));
             }
         }
+        problems.extend(self.access_problems());
         if self.rate_limit.is_enabled() && self.rate_limit.burst == 0 {
             problems.push(format!(
                 "api.rate_limit.burst = 0: must be at least 1 while api.rate_limit.per_minute = {} (set per_minute = 0 to turn the limit off)",
@@ -481,7 +518,13 @@ impl Default for ApiConfig {
             enabled: true,
             listen: Self::DEFAULT_LISTEN,
             token: None,
+            read_token: None,
             insecure: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             rate_limit: RateLimitConfig::default(),
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
         }
@@ -494,7 +537,13 @@ impl fmt::Debug for ApiConfig {
             .field("enabled", &self.enabled)
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("read_token", &self.read_token.as_ref().map(|_| "***"))
             .field("insecure", &self.insecure)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("rate_limit", &self.rate_limit)
             .field("request_timeout", &self.request_timeout)
             .finish()

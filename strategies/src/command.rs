@@ -56,6 +56,10 @@ pub struct CommandConfig {
     /// agent also sets the variables of [`RunCommand::CONTEXT_ENV`] itself.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// stdout and stderr are each kept in the record up to this many bytes (the record is
+    /// served by `GET /performance-metrics`); by default [`crate::DEFAULT_EXCERPT_BYTES`].
+    #[serde(default = "crate::default_excerpt_bytes")]
+    pub excerpt_bytes: usize,
 }
 
 impl CommandConfig {
@@ -76,6 +80,7 @@ impl CommandConfig {
             args: Vec::new(),
             timeout: Self::DEFAULT_TIMEOUT,
             env: BTreeMap::new(),
+            excerpt_bytes: crate::DEFAULT_EXCERPT_BYTES,
         }
     }
 
@@ -101,6 +106,10 @@ impl CommandConfig {
         if self.timeout.is_zero() {
             problems.push(format!("{prefix}.timeout = 0s: must be positive"));
         }
+        problems.extend(crate::excerpt_problem(
+            &format!("{prefix}.excerpt_bytes"),
+            self.excerpt_bytes,
+        ));
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) {
                 problems.push(format!(
@@ -135,6 +144,7 @@ impl CommandConfig {
             timeout: self.timeout,
             env: self.env.clone(),
             trigger_signal: self.trigger.signal,
+            excerpt: self.excerpt_bytes.min(crate::MAX_EXCERPT_BYTES),
         }
     }
 }
@@ -154,13 +164,13 @@ pub struct RunCommand {
     timeout: Duration,
     env: BTreeMap<String, String>,
     trigger_signal: Signal,
+    /// Bytes of stdout and of stderr kept in the record.
+    excerpt: usize,
 }
 
 impl RunCommand {
     /// The kind's name: the `[strategies.command]` table.
     pub const KIND: &'static str = "command";
-    /// stdout and stderr are each kept in the report up to this many bytes.
-    pub const OUTPUT_LIMIT: usize = 4096;
     /// After the program exits, its output is read for at most this long more (a process it
     /// left behind may hold the pipes open).
     pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
@@ -243,8 +253,8 @@ impl Strategy for RunCommand {
         // it) or timing out kills the whole group, not only the direct child.
         let mut group = GroupKill(child.id().and_then(|p| libc::pid_t::try_from(p).ok()));
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let mut out = Captured::default();
-        let mut err = Captured::default();
+        let mut out = Captured::new(self.excerpt);
+        let mut err = Captured::new(self.excerpt);
         let waited = {
             // Read both pipes while waiting, so a chatty program never blocks on a full pipe.
             let mut reading = pin!(async { tokio::join!(out.fill(stdout), err.fill(stderr)) });
@@ -349,14 +359,23 @@ fn first_line(text: &str) -> Option<String> {
 }
 
 /// The head of one output stream, and how much there was.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Captured {
     head: Vec<u8>,
     total: u64,
+    limit: usize,
 }
 
 impl Captured {
-    /// Reads `reader` to its end, keeping the first [`RunCommand::OUTPUT_LIMIT`] bytes.
+    fn new(limit: usize) -> Self {
+        Captured {
+            head: Vec::new(),
+            total: 0,
+            limit,
+        }
+    }
+
+    /// Reads `reader` to its end, keeping the first `limit` bytes.
     async fn fill(&mut self, reader: Option<impl AsyncRead + Unpin>) {
         let Some(mut reader) = reader else {
             return;
@@ -364,13 +383,13 @@ impl Captured {
         let mut buf = [0u8; 4096];
         while let Ok(n @ 1..) = reader.read(&mut buf).await {
             self.total += n as u64;
-            let room = RunCommand::OUTPUT_LIMIT.saturating_sub(self.head.len());
+            let room = self.limit.saturating_sub(self.head.len());
             self.head.extend_from_slice(&buf[..n.min(room)]);
         }
     }
 
     fn text(&self) -> String {
-        crate::truncate_utf8(&self.head, RunCommand::OUTPUT_LIMIT)
+        crate::truncate_utf8(&self.head, self.limit)
     }
 }
 

@@ -346,6 +346,35 @@ fn default_true() -> bool {
     true
 }
 
+/// Default `excerpt_bytes` of the `command` and `webhook` strategies: how much of a program's
+/// output or a hook's answer a record keeps (records are served by the API's reads).
+pub const DEFAULT_EXCERPT_BYTES: usize = 256;
+/// Largest `excerpt_bytes` allowed.
+pub const MAX_EXCERPT_BYTES: usize = 64 * 1024;
+
+fn default_excerpt_bytes() -> usize {
+    DEFAULT_EXCERPT_BYTES
+}
+
+/// The problem with an `excerpt_bytes` value, if any, naming `key`.
+fn excerpt_problem(key: &str, bytes: usize) -> Option<String> {
+    (bytes > MAX_EXCERPT_BYTES)
+        .then(|| format!("{key} = {bytes}: must be at most {MAX_EXCERPT_BYTES}"))
+}
+
+/// `url` without its user name and password (`http://user:pw@host/x` is shown as
+/// `http://host/x`); text that is not a URL is returned as it is.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,6 +527,17 @@ mod tests {
         assert_eq!(truncate_utf8("héllo".as_bytes(), 2), "h");
         assert_eq!(truncate_utf8("héllo".as_bytes(), 3), "hé");
         assert_eq!(truncate_utf8(b"hi", 1024), "hi");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("http://admin:s3cret@127.0.0.1:8080/admin/trim?x=1"),
+            "http://127.0.0.1:8080/admin/trim?x=1"
+        );
+        assert_eq!(redact_url("http://token@host/x"), "http://host/x");
+        assert_eq!(redact_url("http://host/x"), "http://host/x");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

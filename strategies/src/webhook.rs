@@ -59,6 +59,11 @@ pub struct WebhookConfig {
     /// [`WebhookConfig::DEFAULT_RETRY_BACKOFF`].
     #[serde(default = "WebhookConfig::default_retry_backoff", with = "duration")]
     pub retry_backoff: Duration,
+    /// The hook's answer is kept in the record as JSON when it is at most this many bytes
+    /// (compact), else as a text excerpt of this many bytes (the record is served by
+    /// `GET /performance-metrics`); by default [`crate::DEFAULT_EXCERPT_BYTES`].
+    #[serde(default = "crate::default_excerpt_bytes")]
+    pub excerpt_bytes: usize,
 }
 
 impl WebhookConfig {
@@ -95,6 +100,7 @@ impl WebhookConfig {
             timeout: Self::DEFAULT_TIMEOUT,
             retries: Self::DEFAULT_RETRIES,
             retry_backoff: Self::DEFAULT_RETRY_BACKOFF,
+            excerpt_bytes: crate::DEFAULT_EXCERPT_BYTES,
         }
     }
 
@@ -122,7 +128,10 @@ impl WebhookConfig {
     pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(why) = check_url(&self.url) {
-            problems.push(format!("{prefix}.url = {:?}: {why}", self.url));
+            problems.push(format!(
+                "{prefix}.url = {:?}: {why}",
+                crate::redact_url(&self.url)
+            ));
         }
         if !Self::METHODS.contains(&self.method.to_ascii_uppercase().as_str()) {
             problems.push(format!(
@@ -145,24 +154,30 @@ impl WebhookConfig {
         if self.timeout.is_zero() {
             problems.push(format!("{prefix}.timeout = 0s: must be positive"));
         }
+        problems.extend(crate::excerpt_problem(
+            &format!("{prefix}.excerpt_bytes"),
+            self.excerpt_bytes,
+        ));
         problems
     }
 
     /// The strategy these settings describe, registered as `name`. Settings that
     /// [`problems`](Self::problems) would reject make every run fail with the reason.
     pub fn build(&self, name: &str) -> Webhook {
+        let shown_url = crate::redact_url(&self.url);
         Webhook {
             name: name.to_owned(),
             description: format!(
                 "{} {} (timeout {}, {} retries)",
                 self.method.to_ascii_uppercase(),
-                self.url,
+                shown_url,
                 duration::format(self.timeout),
                 self.retries
             ),
             method: self.method.to_ascii_uppercase(),
-            url: self.url.clone(),
+            url: shown_url,
             body: self.body.clone(),
+            excerpt: self.excerpt_bytes.min(crate::MAX_EXCERPT_BYTES),
             timeout: self.timeout,
             retries: self.retries,
             retry_backoff: self.retry_backoff,
@@ -206,8 +221,11 @@ pub struct Webhook {
     name: String,
     description: String,
     method: String,
+    /// The URL as shown in records, messages and logs: without user name and password.
     url: String,
     body: Value,
+    /// Bytes of the answer kept in the record.
+    excerpt: usize,
     timeout: Duration,
     retries: u32,
     retry_backoff: Duration,
@@ -234,8 +252,6 @@ impl Webhook {
     pub const KIND: &'static str = "webhook";
     /// Bytes of the hook's answer read at most; the rest is not read.
     pub const RESPONSE_READ_LIMIT: usize = 64 * 1024;
-    /// A non-JSON answer is kept in the report up to this many bytes.
-    pub const RESPONSE_TEXT_LIMIT: usize = 1024;
 
     /// The pause before retry number `retry` (1-based): `retry_backoff`, doubled each time.
     #[cfg_attr(not(feature = "sidecar"), allow(dead_code))]
@@ -295,13 +311,14 @@ impl Strategy for Webhook {
             .with("status", answer.status.as_u16())
             .with("attempts", attempt)
             .with("elapsed_ms", elapsed_ms)
-            .with("response", answer.response())),
+            .with("response", answer.response(self.excerpt))
+            .with("response_bytes", answer.len())),
             Ok(answer) => {
                 let mut message = format!(
                     "webhook {request} answered {} after {attempts}",
                     answer.status
                 );
-                let text = answer.text(200);
+                let text = answer.text(self.excerpt.min(200));
                 if !text.trim().is_empty() {
                     message.push_str(&format!(": {}", text.trim()));
                 }
@@ -406,10 +423,15 @@ mod http {
     }
 
     impl Answer {
-        /// The answer's JSON, or else its text cut to [`Webhook::RESPONSE_TEXT_LIMIT`] bytes.
-        pub(super) fn response(&self) -> Value {
-            serde_json::from_slice(&self.body)
-                .unwrap_or_else(|_| Value::String(self.text(Webhook::RESPONSE_TEXT_LIMIT)))
+        /// The answer's JSON when it is at most `limit` bytes written compactly, or else its
+        /// text cut to `limit` bytes.
+        pub(super) fn response(&self, limit: usize) -> Value {
+            super::excerpt(&self.body, limit)
+        }
+
+        /// Bytes of the answer read.
+        pub(super) fn len(&self) -> usize {
+            self.body.len()
         }
 
         /// The answer as text, cut to `limit` bytes.
@@ -463,6 +485,16 @@ mod http {
     }
 }
 
+/// A hook's answer as the record keeps it: its JSON when that is at most `limit` bytes
+/// written compactly, else its text cut to `limit` bytes.
+#[cfg_attr(not(feature = "sidecar"), allow(dead_code))]
+fn excerpt(body: &[u8], limit: usize) -> Value {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(json) if serde_json::to_string(&json).is_ok_and(|text| text.len() <= limit) => json,
+        _ => Value::String(crate::truncate_utf8(body, limit)),
+    }
+}
+
 /// The pause before retry number `retry` (1-based): `retry_backoff`, doubled each time.
 fn pause_before(retry_backoff: Duration, retry: u32) -> Duration {
     retry_backoff.saturating_mul(1 << retry.saturating_sub(1).min(10))
@@ -472,6 +504,34 @@ fn pause_before(retry_backoff: Duration, retry: u32) -> Duration {
 mod tests {
     use super::*;
     use crate::snapshot::Signal;
+
+    #[test]
+    fn answers_are_kept_as_json_when_short_else_as_a_text_excerpt() {
+        assert_eq!(
+            excerpt(br#"{"bytes_freed": 1048576}"#, 256),
+            serde_json::json!({"bytes_freed": 1048576})
+        );
+        let long = format!(r#"{{"dump": "{}"}}"#, "x".repeat(1000));
+        let kept = excerpt(long.as_bytes(), 64);
+        assert_eq!(kept.as_str().map(str::len), Some(64));
+        assert_eq!(excerpt(b"plain text answer", 5), "plain");
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_not_shown() {
+        let hook = WebhookConfig::new(
+            "http://admin:s3cret@127.0.0.1:1/trim",
+            TriggerSpec::new(Signal::MemoryUsage, 0.9),
+        )
+        .build("trim");
+        assert!(
+            !hook.description().contains("s3cret"),
+            "{}",
+            hook.description()
+        );
+        assert!(!format!("{hook:?}").contains("s3cret"));
+        assert!(hook.description().contains("http://127.0.0.1:1/trim"));
+    }
 
     fn config(toml_like_json: &str) -> WebhookConfig {
         serde_json::from_str(toml_like_json).unwrap()

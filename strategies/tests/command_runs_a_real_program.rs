@@ -240,11 +240,17 @@ async fn the_command_learns_why_it_runs_from_its_environment() {
 }
 
 #[tokio::test]
-async fn output_is_kept_up_to_4_kib_and_counted_in_full() {
-    let config = command("sh", &["-c", "head -c 100000 /dev/zero | tr '\\0' a"]);
+async fn output_is_kept_as_a_short_configurable_excerpt_and_counted_in_full() {
+    let mut config = command("sh", &["-c", "head -c 100000 /dev/zero | tr '\\0' a"]);
     let outcome = run(&config, Vec::new()).await.unwrap();
-    assert_eq!(outcome.report["stdout"], "a".repeat(4096));
+    assert_eq!(
+        outcome.report["stdout"],
+        "a".repeat(perfpilot_strategies::DEFAULT_EXCERPT_BYTES)
+    );
     assert_eq!(outcome.report["stdout_bytes"], 100000);
+    config.excerpt_bytes = 10;
+    let outcome = run(&config, Vec::new()).await.unwrap();
+    assert_eq!(outcome.report["stdout"], "a".repeat(10));
 }
 
 #[tokio::test]

@@ -95,7 +95,7 @@ async fn success_reports_status_attempts_and_the_hooks_json() {
 }
 
 #[tokio::test]
-async fn connections_are_reused_between_runs_and_text_answers_are_cut_to_1_kib() {
+async fn connections_are_reused_between_runs_and_answers_are_cut_to_an_excerpt() {
     // The server records each request's client address: one TCP connection (one client
     // port) for all three runs is reuse; a new connection per run would show three.
     let peers: Arc<std::sync::Mutex<Vec<SocketAddr>>> = Arc::default();
@@ -124,7 +124,11 @@ async fn connections_are_reused_between_runs_and_text_answers_are_cut_to_1_kib()
     let strategy = hook(format!("http://{addr}/hook")).build("text");
     for _ in 0..3 {
         let outcome = bounded(strategy.run(ctx())).await.unwrap();
-        assert_eq!(outcome.report["response"], "x".repeat(1024));
+        assert_eq!(
+            outcome.report["response"],
+            "x".repeat(perfpilot_strategies::DEFAULT_EXCERPT_BYTES)
+        );
+        assert_eq!(outcome.report["response_bytes"], 5000);
     }
     let peers = peers.lock().unwrap().clone();
     assert_eq!(peers.len(), 3, "{peers:?}");
@@ -132,6 +136,25 @@ async fn connections_are_reused_between_runs_and_text_answers_are_cut_to_1_kib()
         peers.iter().all(|p| *p == peers[0]),
         "each run opened its own connection: {peers:?}"
     );
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_are_sent_but_never_recorded() {
+    let router = Router::new().route(
+        "/hook",
+        post(|headers: HeaderMap| async move {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+            Json(json!({"authorized": auth.is_some()}))
+        }),
+    );
+    let addr = serve(router).await;
+    let outcome = run(&hook(format!("http://admin:s3cret@{addr}/hook")))
+        .await
+        .unwrap();
+    assert_eq!(outcome.report["response"], json!({"authorized": true}));
+    assert_eq!(outcome.report["url"], format!("http://{addr}/hook"));
+    let everything = format!("{} {:?}", outcome.summary, outcome.report);
+    assert!(!everything.contains("s3cret"), "{everything}");
 }
 
 #[derive(Clone, Default)]
