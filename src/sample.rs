@@ -301,28 +301,57 @@ mod tests {
         assert_send::<Sampler>();
     }
 
+    /// This thread's CPU time.
+    fn thread_cpu_time() -> std::time::Duration {
+        // SAFETY: an all-zero timespec is valid; clock_gettime writes into it.
+        let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid clock id and a writable timespec.
+        assert_eq!(
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) },
+            0
+        );
+        std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+    }
+
     #[test]
-    fn in_sidecar_mode_the_agents_cpu_is_its_own_not_the_busy_targets() {
-        // A target that spins on one CPU while the agent (this test) sleeps.
-        let mut busy = std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
+    fn in_sidecar_mode_the_agents_cpu_is_its_own_not_the_targets() {
+        // The target sleeps; the agent (this test) burns 300 ms of CPU between two samples,
+        // counted on its own thread's clock, so the machine's load changes only how long
+        // that takes, not the CPU time spent.
+        let mut target = std::process::Command::new("sleep")
+            .arg("60")
             .spawn()
             .unwrap();
-        let mut sampler = Sampler::for_target(SamplerSettings::default(), Target::Pid(busy.id()));
+        let mut sampler = Sampler::for_target(SamplerSettings::default(), Target::Pid(target.id()));
         sampler.sample();
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        let burn_until = thread_cpu_time() + std::time::Duration::from_millis(300);
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        let mut spins = 0u64;
+        while thread_cpu_time() < burn_until {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+            assert!(Instant::now() < deadline, "300 ms of CPU not had in 120 s");
+        }
         let snapshot = sampler.sample();
-        let _ = busy.kill();
-        let _ = busy.wait();
+        let _ = target.kill();
+        let _ = target.wait();
         let (target, agent) = (
             snapshot.process_cpu_ratio.expect("the target's CPU"),
             snapshot.agent_cpu_ratio.expect("the agent's own CPU"),
         );
-        assert!(target > agent, "target {target}, agent {agent}");
-        assert!(agent < 0.2, "the agent slept: {agent}");
+        // The agent's ratio holds at least the 300 ms burnt; the sleeping target's at most
+        // a clock tick or two of its start.
+        assert!(agent > target, "target {target}, agent {agent}");
+        assert!(
+            agent > 0.0 && target < 0.05,
+            "target {target}, agent {agent}"
+        );
         assert_eq!(
             snapshot.signal(perfpilot_strategies::Signal::AgentCpuUsage),
             Some(agent)
+        );
+        assert_eq!(
+            snapshot.signal(perfpilot_strategies::Signal::CpuUsage),
+            Some(target)
         );
         // And interval-backoff watches the agent's, in every mode.
         assert_eq!(

@@ -201,16 +201,18 @@ async fn adaptive_sampling_slows_down_at_rest_and_speeds_up_under_pressure() {
     let pressure = start_agent(&[], &pressed);
     let metrics = wait_for_metrics(&pressure.base, "at 40 ms with a judged run", |m| {
         m["performance"]["interval"] == 40
-            && m["recentOptimizations"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|r| r["strategy"] == "memory-purge"))
+            && m["recentOptimizations"].as_array().is_some_and(|r| {
+                r.iter()
+                    .any(|r| r["strategy"] == "memory-purge" && r["helped"].is_boolean())
+            })
     })
     .await;
+    // A run is judged by the first regular sample after it: wait for a judged one.
     let run = metrics["recentOptimizations"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["strategy"] == "memory-purge")
+        .find(|r| r["strategy"] == "memory-purge" && r["helped"].is_boolean())
         .unwrap();
     assert!(run["helped"].is_boolean(), "{run}");
     let purge = metrics["strategies"]
