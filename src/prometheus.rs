@@ -5,10 +5,12 @@
 //! ratios), `_total` on counters. A signal that was not read is absent from the output, not 0.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use perfpilot_strategies::signals::{MetricUnit, SignalRow, SIGNALS};
 use perfpilot_strategies::{
     Level, MemoryLimitSource, MemoryUsageSource, PressureKind, PressureResource, PressureSet,
     Snapshot,
@@ -34,30 +36,22 @@ const DURATION_BUCKETS: [f64; 12] = [
 ];
 
 /// The agent's Prometheus metrics, updated by the engine and encoded on scrape.
+///
+/// The signals' gauges come from the signal table
+/// ([`perfpilot_strategies::signals::SIGNALS`]); the families here by hand are the details
+/// that are not signals (limits, sources, PSI by scope, counters, the engine's state).
 pub struct Telemetry {
     registry: Registry,
-    memory_usage: Gauges,
-    resident: Gauges,
+    /// One gauge series per signal that has one, in table order.
+    signals: Vec<(&'static SignalRow, Gauges, Labels)>,
+    /// The signals' families by name, for the details that share one (`load_average`).
+    families: HashMap<&'static str, Gauges>,
     virtual_memory: Gauges,
     memory_limit: Gauges,
     memory_usage_bytes: Gauges,
-    processes: Gauges,
     pressure: Gauges,
     stall: FloatCounters,
-    allocator: Gauges,
-    process_cpu: Gauges,
-    system_cpu: Gauges,
-    load: Gauges,
     uptime: Gauges,
-    connections: Gauges,
-    fds: Gauges,
-    in_flight: Gauges,
-    latency: Gauges,
-    requests_rate: Gauges,
-    bytes_rate: Gauges,
-    errors: Gauges,
-    runtime_busy: Gauges,
-    runtime_queue: Gauges,
     runtime_workers: Gauges,
     runtime_tasks: Gauges,
     interval: FloatGauge,
@@ -89,6 +83,36 @@ impl Telemetry {
             "perfpilot",
             [(Cow::Borrowed("worker"), Cow::Owned(worker.to_owned()))].into_iter(),
         );
+        let mut families: HashMap<&'static str, Gauges> = HashMap::new();
+        let mut signals = Vec::new();
+        for row in SIGNALS {
+            let Some(metric) = row.metric else { continue };
+            let family = families
+                .entry(metric.family)
+                .or_insert_with(|| {
+                    let family = Gauges::default();
+                    let unit = metric.unit.map(|unit| match unit {
+                        MetricUnit::Bytes => Unit::Bytes,
+                        MetricUnit::Seconds => Unit::Seconds,
+                    });
+                    match unit {
+                        Some(unit) => registry.register_with_unit(
+                            metric.family,
+                            metric.help,
+                            unit,
+                            family.clone(),
+                        ),
+                        None => registry.register(metric.family, metric.help, family.clone()),
+                    }
+                    family
+                })
+                .clone();
+            let labels = metric
+                .label
+                .map(|(name, value)| vec![(name, value.to_owned())])
+                .unwrap_or_default();
+            signals.push((row, family, labels));
+        }
         let mut gauge = |name: &str, help: &str, unit: Option<Unit>| {
             let family = Gauges::default();
             match unit {
@@ -97,16 +121,6 @@ impl Telemetry {
             }
             family
         };
-        let memory_usage = gauge(
-            "memory_usage_ratio",
-            "Resident memory over the memory limit",
-            None,
-        );
-        let resident = gauge(
-            "resident_memory",
-            "Resident set size of the watched process",
-            Some(Unit::Bytes),
-        );
         let virtual_memory = gauge(
             "virtual_memory",
             "Virtual memory size of the watched process",
@@ -123,70 +137,16 @@ impl Telemetry {
              summed_rss)",
             Some(Unit::Bytes),
         );
-        let processes = gauge(
-            "processes",
-            "Processes in the watched cgroup (cgroup target)",
-            None,
-        );
         let pressure = gauge(
             "pressure_ratio",
             "Pressure stall information: share of time tasks stalled on a resource, by \
              resource, kind (some, full), window (avg10, avg60, avg300) and scope (system, cgroup)",
             None,
         );
-        let allocator = gauge(
-            "allocator",
-            "jemalloc statistics by kind (allocated, active, resident, retained)",
-            Some(Unit::Bytes),
-        );
-        let process_cpu = gauge(
-            "process_cpu_ratio",
-            "CPU used by the watched process over the CPUs available to it",
-            None,
-        );
-        let system_cpu = gauge("system_cpu_ratio", "Busy share of the host's CPUs", None);
-        let load = gauge("load_average", "Host load average by window", None);
         let uptime = gauge(
             "uptime",
             "Uptime of the watched process",
             Some(Unit::Seconds),
-        );
-        let connections = gauge("open_connections", "Open client connections", None);
-        let fds = gauge(
-            "open_fds",
-            "Open file descriptors of the watched process (sidecar mode)",
-            None,
-        );
-        let in_flight = gauge("in_flight_requests", "Requests being served", None);
-        let latency = gauge(
-            "request_latency",
-            "Request latency over the last window, by statistic (mean, p50, p95, p99)",
-            Some(Unit::Seconds),
-        );
-        let requests_rate = gauge(
-            "requests_per_second",
-            "Requests completed per second over the last window",
-            None,
-        );
-        let bytes_rate = gauge(
-            "response_bytes_per_second",
-            "Response bytes sent per second over the last window",
-            None,
-        );
-        let errors = gauge(
-            "request_error_ratio",
-            "Failed share of requests over the last window",
-            None,
-        );
-        let runtime_busy = gauge(
-            "runtime_busy_ratio",
-            "Busy share of the tokio workers",
-            None,
-        );
-        let runtime_queue = gauge(
-            "runtime_global_queue_depth",
-            "Tasks in the tokio global queue",
-            None,
         );
         let runtime_workers = gauge("runtime_workers", "tokio worker threads", None);
         let runtime_tasks = gauge("runtime_live_tasks", "Live tokio tasks", None);
@@ -278,28 +238,14 @@ impl Telemetry {
 
         Telemetry {
             registry,
-            memory_usage,
-            resident,
+            signals,
+            families,
             virtual_memory,
             memory_limit,
             memory_usage_bytes,
-            processes,
             pressure,
             stall,
-            allocator,
-            process_cpu,
-            system_cpu,
-            load,
             uptime,
-            connections,
-            fds,
-            in_flight,
-            latency,
-            requests_rate,
-            bytes_rate,
-            errors,
-            runtime_busy,
-            runtime_queue,
             runtime_workers,
             runtime_tasks,
             interval,
@@ -321,8 +267,10 @@ impl Telemetry {
     /// Sets every signal gauge from a sample; absent signals are removed, not zeroed.
     pub fn observe_snapshot(&self, s: &Snapshot) {
         self.samples.inc();
-        set(&self.memory_usage, Vec::new(), s.memory_usage_ratio);
-        set(&self.resident, Vec::new(), s.rss_bytes.map(|b| b as f64));
+        for (row, family, labels) in &self.signals {
+            let scale = row.metric.map_or(1.0, |m| m.scale);
+            set(family, labels.clone(), (row.read)(s).map(|v| v * scale));
+        }
         set(
             &self.virtual_memory,
             Vec::new(),
@@ -354,72 +302,34 @@ impl Telemetry {
                 Some(bytes as f64),
             );
         }
-        set(
-            &self.processes,
-            Vec::new(),
-            s.process_count.map(|c| c as f64),
-        );
         let pressure = s.pressure.as_ref();
         self.observe_pressure("system", pressure.and_then(|p| p.system.as_ref()));
         self.observe_pressure("cgroup", pressure.and_then(|p| p.cgroup.as_ref()));
-        for (kind, value) in [
-            ("allocated", s.allocator.map(|a| a.allocated_bytes)),
-            ("active", s.allocator.map(|a| a.active_bytes)),
-            ("resident", s.allocator.map(|a| a.resident_bytes)),
-            ("retained", s.allocator.map(|a| a.retained_bytes)),
-        ] {
-            set(
-                &self.allocator,
-                vec![("kind", kind.to_owned())],
-                value.map(|v| v as f64),
-            );
+        // Details in the signals' families: the allocator's other counters, the longer load
+        // averages.
+        if let Some(allocator) = self.families.get("allocator") {
+            for (kind, value) in [
+                ("allocated", s.allocator.map(|a| a.allocated_bytes)),
+                ("active", s.allocator.map(|a| a.active_bytes)),
+                ("retained", s.allocator.map(|a| a.retained_bytes)),
+            ] {
+                set(
+                    allocator,
+                    vec![("kind", kind.to_owned())],
+                    value.map(|v| v as f64),
+                );
+            }
         }
-        set(&self.process_cpu, Vec::new(), s.process_cpu_ratio);
-        set(&self.system_cpu, Vec::new(), s.system_cpu_ratio);
-        for (index, window) in ["1m", "5m", "15m"].into_iter().enumerate() {
-            set(
-                &self.load,
-                vec![("window", window.to_owned())],
-                s.load_average.map(|l| l[index]),
-            );
+        if let Some(load) = self.families.get("load_average") {
+            for (index, window) in [(1, "5m"), (2, "15m")] {
+                set(
+                    load,
+                    vec![("window", window.to_owned())],
+                    s.load_average.map(|l| l[index]),
+                );
+            }
         }
         set(&self.uptime, Vec::new(), s.uptime.map(|u| u.as_secs_f64()));
-        set(
-            &self.connections,
-            Vec::new(),
-            s.open_connections.map(|c| c as f64),
-        );
-        set(&self.fds, Vec::new(), s.open_fds.map(|c| c as f64));
-        set(
-            &self.in_flight,
-            Vec::new(),
-            s.in_flight_requests.map(|c| c as f64),
-        );
-        for (stat, value) in [
-            ("mean", s.latency.map(|l| l.mean_ms)),
-            ("p50", s.latency.map(|l| l.p50_ms)),
-            ("p95", s.latency.map(|l| l.p95_ms)),
-            ("p99", s.latency.map(|l| l.p99_ms)),
-        ] {
-            set(
-                &self.latency,
-                vec![("stat", stat.to_owned())],
-                value.map(|ms| ms / 1000.0),
-            );
-        }
-        set(&self.requests_rate, Vec::new(), s.requests_per_second);
-        set(&self.bytes_rate, Vec::new(), s.bytes_per_second);
-        set(&self.errors, Vec::new(), s.error_rate);
-        set(
-            &self.runtime_busy,
-            Vec::new(),
-            s.runtime.map(|r| r.busy_ratio),
-        );
-        set(
-            &self.runtime_queue,
-            Vec::new(),
-            s.runtime.map(|r| r.global_queue_depth as f64),
-        );
         set(
             &self.runtime_workers,
             Vec::new(),

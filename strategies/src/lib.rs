@@ -57,6 +57,7 @@ pub mod memory_purge;
 pub mod moka_cache;
 pub mod proc_self;
 pub mod signal;
+pub mod signals;
 pub mod snapshot;
 pub mod strategy;
 pub mod trigger;
