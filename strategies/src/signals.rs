@@ -727,6 +727,23 @@ pub fn text_table() -> String {
     out
 }
 
+/// The signal list of README.md (between its `signals` markers): a Markdown table.
+pub fn markdown_table() -> String {
+    let mut out =
+        String::from("| signal | unit | ratio | source | meaning |\n|---|---|---|---|---|\n");
+    for row in SIGNALS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            row.name,
+            row.unit.name(),
+            if row.is_ratio() { "yes" } else { "no" },
+            row.source.name(),
+            row.meaning
+        ));
+    }
+    out
+}
+
 /// `perfpilot signals --json`: one object per signal (`name`, `unit`, `ratio`, `source`,
 /// `meaning`, `metric`).
 pub fn json() -> serde_json::Value {
