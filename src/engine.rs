@@ -231,7 +231,7 @@ impl EngineHandle {
         self.events.subscribe()
     }
 
-    /// The Prometheus metrics the engine keeps up to date.
+    /// The Prometheus metrics that follow the engine's published view and events.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }
@@ -258,12 +258,9 @@ pub fn spawn(
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(256);
-    let telemetry = Arc::new(Telemetry::new(&settings.worker));
     let first = Arc::new(source.sample());
-    telemetry.observe_snapshot(&first);
     let slots = strategies
         .into_iter()
-        .inspect(|registered| telemetry.register_strategy(registered.strategy.name()))
         .map(|registered| Slot {
             backoff_policy: BackoffPolicy::new(
                 settings.backoff_after_failures,
@@ -287,11 +284,12 @@ pub fn spawn(
         running: None,
         quiet_until: None,
         events: events.clone(),
-        telemetry: Arc::clone(&telemetry),
         view: None,
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(engine.build_view()));
     engine.view = Some(view_tx);
+    // Telemetry observes what the engine publishes; the engine does not call it.
+    let telemetry = Telemetry::follow(&engine.settings.worker, view_rx.clone(), events.subscribe());
     let task = tokio::spawn(engine.run(commands_rx, shutdown.clone()));
     (
         EngineHandle {
@@ -370,7 +368,6 @@ struct Engine {
     running: Option<Option<Reply>>,
     quiet_until: Option<Instant>,
     events: broadcast::Sender<Event>,
-    telemetry: Arc<Telemetry>,
     view: Option<watch::Sender<Arc<View>>>,
 }
 
@@ -424,7 +421,6 @@ impl Engine {
     fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
         let snapshot = Arc::new(lock(&self.source).sample());
         self.latest = Arc::clone(&snapshot);
-        self.telemetry.observe_snapshot(&snapshot);
         let now = Instant::now();
         let mut fired = Vec::new();
         let mut attention = false;
@@ -434,11 +430,6 @@ impl Engine {
                 .trigger
                 .evaluate(snapshot.signal(signal), now.into_std());
             slot.value = evaluation.value;
-            self.telemetry.observe_trigger(
-                slot.strategy.name(),
-                &evaluation,
-                slot.trigger.cooldown(),
-            );
             // The agent's own CPU is interval-backoff's business: sampling faster because CPU
             // is high would make it worse.
             if slot.strategy.name() != IntervalBackoff::NAME {
@@ -730,12 +721,7 @@ impl Engine {
                 Some(error) => warn!(strategy = %record.strategy, %error, "strategy failed"),
             }
         }
-        self.telemetry.observe_record(&record);
         let record = self.history.push(record);
-        if let Some(stats) = self.history.stats().per_strategy.get(&record.strategy) {
-            self.telemetry
-                .observe_effectiveness(&record.strategy, stats);
-        }
         let _ = self
             .events
             .send(Event::OptimizationCompleted(Arc::clone(&record)));
@@ -784,10 +770,6 @@ impl Engine {
     }
 
     fn publish(&self) {
-        self.telemetry.observe_state(
-            self.settings.interval.current().as_secs_f64(),
-            self.running.is_some(),
-        );
         if let Some(view) = &self.view {
             view.send_replace(Arc::new(self.build_view()));
         }

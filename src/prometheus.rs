@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use perfpilot_strategies::signals::{MetricUnit, SignalRow, SIGNALS};
 use perfpilot_strategies::{
@@ -21,9 +21,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::{broadcast, watch};
+use tracing::warn;
 
+use crate::engine::{StrategyView, View};
+use crate::events::Event;
 use crate::history::{OptimizationRecord, StrategyStats};
-use crate::trigger::Evaluation;
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -67,6 +70,16 @@ pub struct Telemetry {
     effectiveness: Gauges,
     relief: Gauges,
     predictive_runs: Family<Labels, Counter>,
+    /// What it observes, when it follows an engine ([`Telemetry::follow`]).
+    feed: Mutex<Option<Feed>>,
+}
+
+/// An engine's published view and events, as [`Telemetry`] follows them.
+struct Feed {
+    view: watch::Receiver<Arc<View>>,
+    events: broadcast::Receiver<Event>,
+    /// The last sample observed (a sample is counted once, from its event or the view).
+    last_snapshot: Option<Arc<Snapshot>>,
 }
 
 impl fmt::Debug for Telemetry {
@@ -261,7 +274,77 @@ impl Telemetry {
             effectiveness,
             relief,
             predictive_runs,
+            feed: Mutex::new(None),
         }
+    }
+
+    /// Metrics that follow an engine: they observe its published [`View`] and its events
+    /// (samples, finished runs) — the engine does not call them. A task (ended when the engine
+    /// drops its view) catches up on every published view, and every scrape catches up first,
+    /// so a scrape shows everything published before it. Must be called inside a tokio
+    /// runtime.
+    pub fn follow(
+        worker: &str,
+        view: watch::Receiver<Arc<View>>,
+        events: broadcast::Receiver<Event>,
+    ) -> Arc<Self> {
+        let telemetry = Arc::new(Telemetry::new(worker));
+        let mut changes = view.clone();
+        *lock(&telemetry.feed) = Some(Feed {
+            view,
+            events,
+            last_snapshot: None,
+        });
+        telemetry.catch_up();
+        let follower = Arc::clone(&telemetry);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                follower.catch_up();
+            }
+            follower.catch_up();
+        });
+        telemetry
+    }
+
+    /// Observes every event and the view published since the last call.
+    pub fn catch_up(&self) {
+        let mut feed = lock(&self.feed);
+        let Some(feed) = feed.as_mut() else {
+            return;
+        };
+        loop {
+            match feed.events.try_recv() {
+                Ok(Event::MetricsUpdated(snapshot)) => {
+                    self.observe_snapshot(&snapshot);
+                    feed.last_snapshot = Some(snapshot);
+                }
+                Ok(Event::OptimizationCompleted(record)) => self.observe_record(&record),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    warn!(
+                        missed,
+                        "metrics fell behind the engine's events: some were not counted"
+                    );
+                }
+                Err(_) => break,
+            }
+        }
+        let view = Arc::clone(&feed.view.borrow_and_update());
+        let seen = feed
+            .last_snapshot
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, &view.snapshot));
+        if !seen {
+            self.observe_snapshot(&view.snapshot);
+            feed.last_snapshot = Some(Arc::clone(&view.snapshot));
+        }
+        for strategy in &view.strategies {
+            self.register_strategy(&strategy.name);
+            self.observe_trigger(strategy);
+            if let Some(stats) = view.stats.per_strategy.get(&strategy.name) {
+                self.observe_effectiveness(&strategy.name, stats);
+            }
+        }
+        self.observe_state(view.interval.as_secs_f64(), view.is_optimizing);
     }
 
     /// Sets every signal gauge from a sample; absent signals are removed, not zeroed.
@@ -387,23 +470,27 @@ impl Telemetry {
         }
     }
 
-    /// Sets one strategy's trigger level and value.
-    pub fn observe_trigger(&self, strategy: &str, evaluation: &Evaluation, cooldown: Duration) {
-        let labels = vec![("strategy", strategy.to_owned())];
-        let level = match evaluation.level {
+    /// Sets one strategy's trigger level, value, threshold, forecast and cooldown.
+    pub fn observe_trigger(&self, strategy: &StrategyView) {
+        let labels = vec![("strategy", strategy.name.clone())];
+        let level = match strategy.level {
             Level::Ok => 0,
             Level::Warning => 1,
             Level::Critical => 2,
         };
         self.levels.get_or_create(&labels).set(level);
-        set(&self.trigger_values, labels.clone(), evaluation.value);
-        set(&self.thresholds, labels.clone(), evaluation.threshold);
+        set(&self.trigger_values, labels.clone(), strategy.value);
+        set(&self.thresholds, labels.clone(), strategy.threshold);
         set(
             &self.forecasts,
             labels.clone(),
-            evaluation.forecast.map(|f| f.seconds),
+            strategy.forecast.map(|f| f.seconds),
         );
-        set(&self.cooldowns, labels, Some(cooldown.as_secs_f64()));
+        set(
+            &self.cooldowns,
+            labels,
+            Some(strategy.cooldown.as_secs_f64()),
+        );
     }
 
     /// Starts a strategy's counters at zero, so `rate()` and `increase()` see its first run.
@@ -456,6 +543,7 @@ impl Telemetry {
 
     /// The OpenMetrics text format (`application/openmetrics-text; version=1.0.0`).
     pub fn encode_openmetrics(&self) -> Result<String, fmt::Error> {
+        self.catch_up();
         let mut out = String::with_capacity(8 * 1024);
         encode(&mut out, &self.registry)?;
         Ok(out)
@@ -502,6 +590,13 @@ fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Observing only sets metrics; after a panic in it they are still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn set(family: &Gauges, labels: Labels, value: Option<f64>) {
     match value.filter(|v| v.is_finite()) {
         Some(value) => {
@@ -516,6 +611,8 @@ fn set(family: &Gauges, labels: Labels, value: Option<f64>) {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
+
+    use tokio::sync::{broadcast, watch};
 
     use perfpilot_strategies::{Pressure, PressureLine, ResourcePressure};
 
@@ -642,20 +739,28 @@ mod tests {
         snapshot.rss_bytes = Some(4096);
         snapshot.load_average = Some([0.5, 0.4, 0.3]);
         telemetry.observe_snapshot(&snapshot);
-        let evaluation = Evaluation {
-            value: Some(0.85),
-            level: Level::Warning,
-            fire: true,
-            predictive: true,
-            forecast: Some(crate::trigger::Forecast {
-                at: 0.9,
-                seconds: 12.0,
-                slope_per_second: 0.01,
-            }),
-            threshold: Some(0.8),
-            attention: true,
+        let forecast = crate::trigger::Forecast {
+            at: 0.9,
+            seconds: 12.0,
+            slope_per_second: 0.01,
         };
-        telemetry.observe_trigger("memory-purge", &evaluation, Duration::from_secs(30));
+        telemetry.observe_trigger(&StrategyView {
+            name: "memory-purge".to_owned(),
+            aliases: Vec::new(),
+            description: String::new(),
+            trigger: perfpilot_strategies::TriggerSpec::new(
+                perfpilot_strategies::Signal::MemoryUsage,
+                0.8,
+            ),
+            level: Level::Warning,
+            value: Some(0.85),
+            consecutive_failures: 0,
+            backoff_until: None,
+            cooldown: Duration::from_secs(30),
+            unhelpful_runs: 0,
+            forecast: Some(forecast),
+            threshold: Some(0.8),
+        });
         let record = OptimizationRecord {
             id: 1,
             strategy: "memory-purge".to_owned(),
@@ -671,7 +776,7 @@ mod tests {
             after: Some(0.7),
             result: None,
             dry_run: false,
-            prediction: evaluation.forecast.map(Into::into),
+            prediction: Some(forecast.into()),
             helped: Some(true),
         };
         telemetry.observe_record(&record);
@@ -705,5 +810,57 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Telemetry follows what is published (a view, events) with no engine calling it: every
+    /// scrape shows what was published before it, each sample counted once.
+    #[tokio::test]
+    async fn following_a_published_view_and_events_counts_each_sample_once() {
+        let view = |snapshot: Arc<Snapshot>, interval_ms| {
+            Arc::new(View {
+                snapshot,
+                stats: crate::history::Stats::default(),
+                is_optimizing: true,
+                enabled: true,
+                dry_run: false,
+                interval: std::time::Duration::from_millis(interval_ms),
+                recent: Vec::new(),
+                strategies: Vec::new(),
+            })
+        };
+        let first = Arc::new(Snapshot::empty(SystemTime::now()));
+        let (view_tx, view_rx) = watch::channel(view(Arc::clone(&first), 1000));
+        let (events, _) = broadcast::channel(16);
+        let telemetry = Telemetry::follow("w", view_rx, events.subscribe());
+        let samples = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("perfpilot_samples_total{worker=\"w\"} "))
+                .map(str::to_owned)
+        };
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert_eq!(samples(&text).as_deref(), Some("1"), "{text}");
+        assert!(
+            text.contains("perfpilot_optimizing{worker=\"w\"} 1"),
+            "{text}"
+        );
+
+        // A new sample: its event and the view that carries it count once.
+        let mut second = Snapshot::empty(SystemTime::now());
+        second.rss_bytes = Some(8192);
+        let second = Arc::new(second);
+        events
+            .send(Event::MetricsUpdated(Arc::clone(&second)))
+            .unwrap();
+        view_tx.send_replace(view(second, 2000));
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert_eq!(samples(&text).as_deref(), Some("2"), "{text}");
+        assert!(
+            text.contains("perfpilot_resident_memory_bytes{worker=\"w\"} 8192.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("perfpilot_sampling_interval_seconds{worker=\"w\"} 2.0"),
+            "{text}"
+        );
     }
 }
