@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use perfpilot_strategies::{
-    Context, IntervalBackoff, IntervalControl, Level, Outcome, Registered, Registry, RunKind,
-    Signal, Snapshot, Strategy, TriggerSpec,
+    Context, IntervalControl, Level, Outcome, Registered, Registry, RunKind, Signal, Snapshot,
+    Strategy, TriggerSpec,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -432,7 +432,7 @@ impl Engine {
             slot.value = evaluation.value;
             // The agent's own CPU is interval-backoff's business: sampling faster because CPU
             // is high would make it worse.
-            if slot.strategy.name() != IntervalBackoff::NAME {
+            if !slot.strategy.paces_sampling() {
                 attention |= evaluation.attention;
             }
             if evaluation.fire && !slot.backoff.is_paused(now.into_std()) {
@@ -492,8 +492,8 @@ impl Engine {
         let cpu_calm = self
             .slots
             .iter()
-            .find(|slot| slot.strategy.name() == IntervalBackoff::NAME)
-            .is_none_or(|slot| slot.trigger.level() == Level::Ok);
+            .filter(|slot| slot.strategy.paces_sampling())
+            .all(|slot| slot.trigger.level() == Level::Ok);
         if !cpu_calm {
             return;
         }
@@ -682,6 +682,15 @@ impl Engine {
     }
 
     fn record(&mut self, run: FinishedRun, dry_run: bool) -> Arc<OptimizationRecord> {
+        // A run's verdict on the sampling interval (interval-backoff's) is applied here.
+        if let Some(asked) = run.result.as_ref().ok().and_then(|o| o.interval) {
+            let interval = self.settings.interval.set(asked);
+            info!(
+                strategy = run.planned.strategy.name(),
+                interval_ms = interval.as_millis() as u64,
+                "sampling interval set"
+            );
+        }
         let (success, error, result) = match run.result {
             Ok(outcome) => (true, None, Some(outcome)),
             Err(error) => (false, Some(error), None),

@@ -40,7 +40,9 @@
 //! };
 //! let outcome = IntervalBackoff.run(ctx.clone()).await.unwrap();
 //! assert_eq!(outcome.report["interval_ms"], 2000);
-//! assert_eq!(ctx.interval.current(), Duration::from_secs(2));
+//! // The verdict; the agent applies it.
+//! assert_eq!(outcome.interval, Some(Duration::from_secs(2)));
+//! assert_eq!(ctx.interval.current(), Duration::from_secs(1));
 //! # }
 //! ```
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
