@@ -345,6 +345,7 @@ fn full_snapshot() -> Snapshot {
     s.load_average = Some([0.5, 0.4, 0.3]);
     s.open_connections = Some(4);
     s.open_fds = Some(20);
+    s.major_faults_per_second = Some(2.0);
     s.in_flight_requests = Some(1);
     s.latency = Some(LatencyStats {
         mean_ms: 2.0,

@@ -590,6 +590,19 @@ pub static SIGNALS: &[SignalRow] = &[
         "Processes in the watched cgroup (cgroup target)",
     ))
     .document("processCount"),
+    row(
+        Signal::MajorFaultsPerSecond,
+        "major_faults_per_second",
+        Unit::PerSecond,
+        Source::Target,
+        "major_faults_per_second",
+        |s| s.major_faults_per_second,
+        "major page faults of the watched process per second (pages read from disk or swap)",
+    )
+    .metric(MetricSeries::plain(
+        "major_page_faults_per_second",
+        "Major page faults of the watched process per second over the last window",
+    )),
     psi!(
         MemoryPressureSome,
         "memory_pressure_some",

@@ -54,6 +54,9 @@ pub struct Snapshot {
     /// Read in sidecar mode; `None` where the directory cannot be read (another user's process
     /// without `CAP_SYS_PTRACE`) and for the agent's own process.
     pub open_fds: Option<u64>,
+    /// Major page faults of the watched process per second over the last window: pages it
+    /// waited to have read from disk or swap (`majflt` of `/proc/<pid>/stat`).
+    pub major_faults_per_second: Option<f64>,
     /// Requests being served right now.
     pub in_flight_requests: Option<u64>,
     /// Request latency over the last window, where a latency source is registered.
@@ -89,6 +92,7 @@ impl Snapshot {
             load_average: None,
             open_connections: None,
             open_fds: None,
+            major_faults_per_second: None,
             in_flight_requests: None,
             latency: None,
             requests_per_second: None,
@@ -381,6 +385,8 @@ pub enum Signal {
     RuntimeGlobalQueueDepth,
     /// [`Snapshot::process_count`], processes in the watched cgroup, a count.
     ProcessCount,
+    /// [`Snapshot::major_faults_per_second`], per second.
+    MajorFaultsPerSecond,
     /// Share of the last 10 s in which some task stalled on memory (PSI `memory` `some` `avg10` ÷
     /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     MemoryPressureSome,
