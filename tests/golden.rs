@@ -451,9 +451,11 @@ fn metric_shape(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_keys_openapi_and_metric_names() {
-    let mut config = Config::default();
-    config.worker_id = Some("golden".to_owned());
-    config.interval = Duration::from_millis(100);
+    let config = Config {
+        worker_id: Some("golden".to_owned()),
+        interval: Duration::from_millis(100),
+        ..Config::default()
+    };
     let agent = Agent::builder()
         .config(config)
         .signal_source(EverySignal)
