@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn builtins_answer_to_their_names_and_aliases() {
         let all = StrategiesConfig::default().build();
-        assert_eq!(all.len(), 4);
+        assert_eq!(all.len(), BUILTINS.len());
         for (name, expected) in [
             ("memory-purge", "memory-purge"),
             ("gc", "memory-purge"),
