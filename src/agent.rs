@@ -294,10 +294,9 @@ impl AgentBuilder {
     /// Runs `memory-purge` and `cache-trim` when memory usage goes above this share of the
     /// limit (the source documents' `MEMORY_THRESHOLD`); CRITICAL is raised to it if lower.
     pub fn memory_threshold(mut self, above: f64) -> Self {
-        for trigger in [
-            &mut self.config.strategies.memory_purge.trigger,
-            &mut self.config.strategies.cache_trim.trigger,
-        ] {
+        let builtins = perfpilot_strategies::builtins::BUILTINS.iter();
+        for builtin in builtins.filter(|b| b.legacy_threshold == Some("MEMORY_THRESHOLD")) {
+            let trigger = (builtin.trigger_mut)(&mut self.config.strategies);
             trigger.above = above;
             trigger.critical = trigger.critical.map(|critical| critical.max(above));
         }

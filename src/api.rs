@@ -95,7 +95,7 @@ impl ApiSettings {
             request_timeout: crate::config::ApiConfig::DEFAULT_REQUEST_TIMEOUT,
             optimize_timeout: Self::optimize_timeout_for(
                 crate::config::Config::DEFAULT_STRATEGY_TIMEOUT,
-                4,
+                perfpilot_strategies::builtins::BUILTINS.len(),
             ),
         }
     }

@@ -68,6 +68,16 @@ pub enum Command {
     Watch(WatchArgs),
     /// Ask a running agent to run one strategy now (all when none is named).
     Optimize(OptimizeArgs),
+    /// List every signal a trigger can watch: unit, ratio or not, source, meaning.
+    Signals(SignalsArgs),
+}
+
+/// `perfpilot signals`.
+#[derive(Debug, Args)]
+pub struct SignalsArgs {
+    /// Print JSON (one object per signal) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags that shape the configuration.
@@ -232,6 +242,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Metrics(args) => client::metrics(&args),
         Command::Watch(args) => client::watch(&args),
         Command::Optimize(args) => client::optimize(&args),
+        Command::Signals(args) => {
+            use perfpilot_strategies::signals;
+            match args.json {
+                true => println!("{:#}", signals::json()),
+                false => print!("{}", signals::text_table()),
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use perfpilot_strategies::{
-    Context, IntervalBackoff, IntervalControl, Level, Outcome, Registered, Registry, RunKind,
-    Signal, Snapshot, Strategy, TriggerSpec,
+    Context, IntervalControl, Level, Outcome, Registered, Registry, RunKind, Signal, Snapshot,
+    Strategy, TriggerSpec,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -232,7 +232,7 @@ impl EngineHandle {
         self.events.subscribe()
     }
 
-    /// The Prometheus metrics the engine keeps up to date.
+    /// The Prometheus metrics that follow the engine's published view and events.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }
@@ -265,12 +265,9 @@ pub fn spawn(
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(256);
-    let telemetry = Arc::new(Telemetry::new(&settings.worker));
     let first = Arc::new(source.sample());
-    telemetry.observe_snapshot(&first);
     let slots = strategies
         .into_iter()
-        .inspect(|registered| telemetry.register_strategy(registered.strategy.name()))
         .map(|registered| Slot {
             backoff_policy: BackoffPolicy::new(
                 settings.backoff_after_failures,
@@ -295,11 +292,12 @@ pub fn spawn(
         quiet_until: None,
         unjudged: Vec::new(),
         events: events.clone(),
-        telemetry: Arc::clone(&telemetry),
         view: None,
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(engine.build_view()));
     engine.view = Some(view_tx);
+    // Telemetry observes what the engine publishes; the engine does not call it.
+    let telemetry = Telemetry::follow(&engine.settings.worker, view_rx.clone(), events.subscribe());
     let task = tokio::spawn(engine.run(commands_rx, shutdown.clone()));
     (
         EngineHandle {
@@ -380,7 +378,6 @@ struct Engine {
     /// Recorded runs waiting for the sample that judges them, oldest first.
     unjudged: Vec<Unjudged>,
     events: broadcast::Sender<Event>,
-    telemetry: Arc<Telemetry>,
     view: Option<watch::Sender<Arc<View>>>,
 }
 
@@ -448,7 +445,6 @@ impl Engine {
     fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
         let snapshot = Arc::new(lock(&self.source).sample());
         self.latest = Arc::clone(&snapshot);
-        self.telemetry.observe_snapshot(&snapshot);
         let now = Instant::now();
         let mut fired = Vec::new();
         let mut attention = false;
@@ -458,14 +454,9 @@ impl Engine {
                 .trigger
                 .evaluate(snapshot.signal(signal), now.into_std());
             slot.value = evaluation.value;
-            self.telemetry.observe_trigger(
-                slot.strategy.name(),
-                &evaluation,
-                slot.trigger.cooldown(),
-            );
             // The agent's own CPU is interval-backoff's business: sampling faster because CPU
             // is high would make it worse.
-            if slot.strategy.name() != IntervalBackoff::NAME {
+            if !slot.strategy.paces_sampling() {
                 attention |= evaluation.attention;
             }
             if evaluation.fire && !slot.backoff.is_paused(now.into_std()) {
@@ -526,8 +517,8 @@ impl Engine {
         let cpu_calm = self
             .slots
             .iter()
-            .find(|slot| slot.strategy.name() == IntervalBackoff::NAME)
-            .is_none_or(|slot| slot.trigger.level() == Level::Ok);
+            .filter(|slot| slot.strategy.paces_sampling())
+            .all(|slot| slot.trigger.level() == Level::Ok);
         if !cpu_calm {
             return;
         }
@@ -759,18 +750,20 @@ impl Engine {
             );
             let judged = self.history.judge(judged);
             self.note_effect(&judged);
-            self.observe_effectiveness(&judged.strategy);
             let _ = self.events.send(Event::OptimizationCompleted(judged));
         }
     }
 
-    fn observe_effectiveness(&self, strategy: &str) {
-        if let Some(stats) = self.history.stats().per_strategy.get(strategy) {
-            self.telemetry.observe_effectiveness(strategy, stats);
-        }
-    }
-
     fn record(&mut self, run: FinishedRun, dry_run: bool) -> Arc<OptimizationRecord> {
+        // A run's verdict on the sampling interval (interval-backoff's) is applied here.
+        if let Some(asked) = run.result.as_ref().ok().and_then(|o| o.interval) {
+            let interval = self.settings.interval.set(asked);
+            info!(
+                strategy = run.planned.strategy.name(),
+                interval_ms = interval.as_millis() as u64,
+                "sampling interval set"
+            );
+        }
         let (success, error, result) = match run.result {
             Ok(outcome) => (true, None, Some(outcome)),
             Err(error) => (false, Some(error), None),
@@ -819,9 +812,7 @@ impl Engine {
                 Some(error) => warn!(strategy = %record.strategy, %error, "strategy failed"),
             }
         }
-        self.telemetry.observe_record(&record);
         let record = self.history.push(record);
-        self.observe_effectiveness(&record.strategy);
         if waits {
             self.unjudged.push(Unjudged {
                 record: Arc::clone(&record),
@@ -880,10 +871,6 @@ impl Engine {
     }
 
     fn publish(&self) {
-        self.telemetry.observe_state(
-            self.settings.interval.current().as_secs_f64(),
-            self.running.is_some(),
-        );
         if let Some(view) = &self.view {
             view.send_replace(Arc::new(self.build_view()));
         }

@@ -5,10 +5,12 @@
 //! ratios), `_total` on counters. A signal that was not read is absent from the output, not 0.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
+use perfpilot_strategies::signals::{MetricUnit, SignalRow, SIGNALS};
 use perfpilot_strategies::{
     Level, MemoryLimitSource, MemoryUsageSource, PressureKind, PressureResource, PressureSet,
     Snapshot,
@@ -19,9 +21,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::{broadcast, watch};
+use tracing::warn;
 
+use crate::engine::{StrategyView, View};
+use crate::events::Event;
 use crate::history::{OptimizationRecord, StrategyStats};
-use crate::trigger::Evaluation;
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -34,30 +39,22 @@ const DURATION_BUCKETS: [f64; 12] = [
 ];
 
 /// The agent's Prometheus metrics, updated by the engine and encoded on scrape.
+///
+/// The signals' gauges come from the signal table
+/// ([`perfpilot_strategies::signals::SIGNALS`]); the families here by hand are the details
+/// that are not signals (limits, sources, PSI by scope, counters, the engine's state).
 pub struct Telemetry {
     registry: Registry,
-    memory_usage: Gauges,
-    resident: Gauges,
+    /// One gauge series per signal that has one, in table order.
+    signals: Vec<(&'static SignalRow, Gauges, Labels)>,
+    /// The signals' families by name, for the details that share one (`load_average`).
+    families: HashMap<&'static str, Gauges>,
     virtual_memory: Gauges,
     memory_limit: Gauges,
     memory_usage_bytes: Gauges,
-    processes: Gauges,
     pressure: Gauges,
     stall: FloatCounters,
-    allocator: Gauges,
-    process_cpu: Gauges,
-    system_cpu: Gauges,
-    load: Gauges,
     uptime: Gauges,
-    connections: Gauges,
-    fds: Gauges,
-    in_flight: Gauges,
-    latency: Gauges,
-    requests_rate: Gauges,
-    bytes_rate: Gauges,
-    errors: Gauges,
-    runtime_busy: Gauges,
-    runtime_queue: Gauges,
     runtime_workers: Gauges,
     runtime_tasks: Gauges,
     interval: FloatGauge,
@@ -73,6 +70,19 @@ pub struct Telemetry {
     effectiveness: Gauges,
     relief: Gauges,
     predictive_runs: Family<Labels, Counter>,
+    /// What it observes, when it follows an engine ([`Telemetry::follow`]).
+    feed: Mutex<Option<Feed>>,
+}
+
+/// An engine's published view and events, as [`Telemetry`] follows them.
+struct Feed {
+    view: watch::Receiver<Arc<View>>,
+    events: broadcast::Receiver<Event>,
+    /// The last sample observed (a sample is counted once, from its event or the view).
+    last_snapshot: Option<Arc<Snapshot>>,
+    /// The id of the last record counted (a run is counted when its record is published,
+    /// before it is judged).
+    last_record: u64,
 }
 
 impl fmt::Debug for Telemetry {
@@ -89,6 +99,36 @@ impl Telemetry {
             "perfpilot",
             [(Cow::Borrowed("worker"), Cow::Owned(worker.to_owned()))].into_iter(),
         );
+        let mut families: HashMap<&'static str, Gauges> = HashMap::new();
+        let mut signals = Vec::new();
+        for row in SIGNALS {
+            let Some(metric) = row.metric else { continue };
+            let family = families
+                .entry(metric.family)
+                .or_insert_with(|| {
+                    let family = Gauges::default();
+                    let unit = metric.unit.map(|unit| match unit {
+                        MetricUnit::Bytes => Unit::Bytes,
+                        MetricUnit::Seconds => Unit::Seconds,
+                    });
+                    match unit {
+                        Some(unit) => registry.register_with_unit(
+                            metric.family,
+                            metric.help,
+                            unit,
+                            family.clone(),
+                        ),
+                        None => registry.register(metric.family, metric.help, family.clone()),
+                    }
+                    family
+                })
+                .clone();
+            let labels = metric
+                .label
+                .map(|(name, value)| vec![(name, value.to_owned())])
+                .unwrap_or_default();
+            signals.push((row, family, labels));
+        }
         let mut gauge = |name: &str, help: &str, unit: Option<Unit>| {
             let family = Gauges::default();
             match unit {
@@ -97,16 +137,6 @@ impl Telemetry {
             }
             family
         };
-        let memory_usage = gauge(
-            "memory_usage_ratio",
-            "Resident memory over the memory limit",
-            None,
-        );
-        let resident = gauge(
-            "resident_memory",
-            "Resident set size of the watched process",
-            Some(Unit::Bytes),
-        );
         let virtual_memory = gauge(
             "virtual_memory",
             "Virtual memory size of the watched process",
@@ -123,70 +153,16 @@ impl Telemetry {
              summed_rss)",
             Some(Unit::Bytes),
         );
-        let processes = gauge(
-            "processes",
-            "Processes in the watched cgroup (cgroup target)",
-            None,
-        );
         let pressure = gauge(
             "pressure_ratio",
             "Pressure stall information: share of time tasks stalled on a resource, by \
              resource, kind (some, full), window (avg10, avg60, avg300) and scope (system, cgroup)",
             None,
         );
-        let allocator = gauge(
-            "allocator",
-            "jemalloc statistics by kind (allocated, active, resident, retained)",
-            Some(Unit::Bytes),
-        );
-        let process_cpu = gauge(
-            "process_cpu_ratio",
-            "CPU used by the watched process over the CPUs available to it",
-            None,
-        );
-        let system_cpu = gauge("system_cpu_ratio", "Busy share of the host's CPUs", None);
-        let load = gauge("load_average", "Host load average by window", None);
         let uptime = gauge(
             "uptime",
             "Uptime of the watched process",
             Some(Unit::Seconds),
-        );
-        let connections = gauge("open_connections", "Open client connections", None);
-        let fds = gauge(
-            "open_fds",
-            "Open file descriptors of the watched process (sidecar mode)",
-            None,
-        );
-        let in_flight = gauge("in_flight_requests", "Requests being served", None);
-        let latency = gauge(
-            "request_latency",
-            "Request latency over the last window, by statistic (mean, p50, p95, p99)",
-            Some(Unit::Seconds),
-        );
-        let requests_rate = gauge(
-            "requests_per_second",
-            "Requests completed per second over the last window",
-            None,
-        );
-        let bytes_rate = gauge(
-            "response_bytes_per_second",
-            "Response bytes sent per second over the last window",
-            None,
-        );
-        let errors = gauge(
-            "request_error_ratio",
-            "Failed share of requests over the last window",
-            None,
-        );
-        let runtime_busy = gauge(
-            "runtime_busy_ratio",
-            "Busy share of the tokio workers",
-            None,
-        );
-        let runtime_queue = gauge(
-            "runtime_global_queue_depth",
-            "Tasks in the tokio global queue",
-            None,
         );
         let runtime_workers = gauge("runtime_workers", "tokio worker threads", None);
         let runtime_tasks = gauge("runtime_live_tasks", "Live tokio tasks", None);
@@ -278,28 +254,14 @@ impl Telemetry {
 
         Telemetry {
             registry,
-            memory_usage,
-            resident,
+            signals,
+            families,
             virtual_memory,
             memory_limit,
             memory_usage_bytes,
-            processes,
             pressure,
             stall,
-            allocator,
-            process_cpu,
-            system_cpu,
-            load,
             uptime,
-            connections,
-            fds,
-            in_flight,
-            latency,
-            requests_rate,
-            bytes_rate,
-            errors,
-            runtime_busy,
-            runtime_queue,
             runtime_workers,
             runtime_tasks,
             interval,
@@ -315,14 +277,94 @@ impl Telemetry {
             effectiveness,
             relief,
             predictive_runs,
+            feed: Mutex::new(None),
         }
+    }
+
+    /// Metrics that follow an engine: they observe its published [`View`] and its events
+    /// (samples, finished runs) — the engine does not call them. A task (ended when the engine
+    /// drops its view) catches up on every published view, and every scrape catches up first,
+    /// so a scrape shows everything published before it. Must be called inside a tokio
+    /// runtime.
+    pub fn follow(
+        worker: &str,
+        view: watch::Receiver<Arc<View>>,
+        events: broadcast::Receiver<Event>,
+    ) -> Arc<Self> {
+        let telemetry = Arc::new(Telemetry::new(worker));
+        let mut changes = view.clone();
+        *lock(&telemetry.feed) = Some(Feed {
+            view,
+            events,
+            last_snapshot: None,
+            last_record: 0,
+        });
+        telemetry.catch_up();
+        let follower = Arc::clone(&telemetry);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                follower.catch_up();
+            }
+            follower.catch_up();
+        });
+        telemetry
+    }
+
+    /// Observes every event and the view published since the last call.
+    pub fn catch_up(&self) {
+        let mut feed = lock(&self.feed);
+        let Some(feed) = feed.as_mut() else {
+            return;
+        };
+        loop {
+            match feed.events.try_recv() {
+                Ok(Event::MetricsUpdated(snapshot)) => {
+                    self.observe_snapshot(&snapshot);
+                    feed.last_snapshot = Some(snapshot);
+                }
+                // Runs are counted from the view's records below: a judged run's event
+                // comes a settle later, and a counter should not wait for it.
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    warn!(
+                        missed,
+                        "metrics fell behind the engine's events: some were not counted"
+                    );
+                }
+                Err(_) => break,
+            }
+        }
+        let view = Arc::clone(&feed.view.borrow_and_update());
+        let seen = feed
+            .last_snapshot
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, &view.snapshot));
+        if !seen {
+            self.observe_snapshot(&view.snapshot);
+            feed.last_snapshot = Some(Arc::clone(&view.snapshot));
+        }
+        let counted = feed.last_record;
+        for record in view.recent.iter().filter(|r| r.id > counted) {
+            self.observe_record(record);
+            feed.last_record = feed.last_record.max(record.id);
+        }
+        for strategy in &view.strategies {
+            self.register_strategy(&strategy.name);
+            self.observe_trigger(strategy);
+            if let Some(stats) = view.stats.per_strategy.get(&strategy.name) {
+                self.observe_effectiveness(&strategy.name, stats);
+            }
+        }
+        self.observe_state(view.interval.as_secs_f64(), view.is_optimizing);
     }
 
     /// Sets every signal gauge from a sample; absent signals are removed, not zeroed.
     pub fn observe_snapshot(&self, s: &Snapshot) {
         self.samples.inc();
-        set(&self.memory_usage, Vec::new(), s.memory_usage_ratio);
-        set(&self.resident, Vec::new(), s.rss_bytes.map(|b| b as f64));
+        for (row, family, labels) in &self.signals {
+            let scale = row.metric.map_or(1.0, |m| m.scale);
+            set(family, labels.clone(), (row.read)(s).map(|v| v * scale));
+        }
         set(
             &self.virtual_memory,
             Vec::new(),
@@ -354,72 +396,34 @@ impl Telemetry {
                 Some(bytes as f64),
             );
         }
-        set(
-            &self.processes,
-            Vec::new(),
-            s.process_count.map(|c| c as f64),
-        );
         let pressure = s.pressure.as_ref();
         self.observe_pressure("system", pressure.and_then(|p| p.system.as_ref()));
         self.observe_pressure("cgroup", pressure.and_then(|p| p.cgroup.as_ref()));
-        for (kind, value) in [
-            ("allocated", s.allocator.map(|a| a.allocated_bytes)),
-            ("active", s.allocator.map(|a| a.active_bytes)),
-            ("resident", s.allocator.map(|a| a.resident_bytes)),
-            ("retained", s.allocator.map(|a| a.retained_bytes)),
-        ] {
-            set(
-                &self.allocator,
-                vec![("kind", kind.to_owned())],
-                value.map(|v| v as f64),
-            );
+        // Details in the signals' families: the allocator's other counters, the longer load
+        // averages.
+        if let Some(allocator) = self.families.get("allocator") {
+            for (kind, value) in [
+                ("allocated", s.allocator.map(|a| a.allocated_bytes)),
+                ("active", s.allocator.map(|a| a.active_bytes)),
+                ("retained", s.allocator.map(|a| a.retained_bytes)),
+            ] {
+                set(
+                    allocator,
+                    vec![("kind", kind.to_owned())],
+                    value.map(|v| v as f64),
+                );
+            }
         }
-        set(&self.process_cpu, Vec::new(), s.process_cpu_ratio);
-        set(&self.system_cpu, Vec::new(), s.system_cpu_ratio);
-        for (index, window) in ["1m", "5m", "15m"].into_iter().enumerate() {
-            set(
-                &self.load,
-                vec![("window", window.to_owned())],
-                s.load_average.map(|l| l[index]),
-            );
+        if let Some(load) = self.families.get("load_average") {
+            for (index, window) in [(1, "5m"), (2, "15m")] {
+                set(
+                    load,
+                    vec![("window", window.to_owned())],
+                    s.load_average.map(|l| l[index]),
+                );
+            }
         }
         set(&self.uptime, Vec::new(), s.uptime.map(|u| u.as_secs_f64()));
-        set(
-            &self.connections,
-            Vec::new(),
-            s.open_connections.map(|c| c as f64),
-        );
-        set(&self.fds, Vec::new(), s.open_fds.map(|c| c as f64));
-        set(
-            &self.in_flight,
-            Vec::new(),
-            s.in_flight_requests.map(|c| c as f64),
-        );
-        for (stat, value) in [
-            ("mean", s.latency.map(|l| l.mean_ms)),
-            ("p50", s.latency.map(|l| l.p50_ms)),
-            ("p95", s.latency.map(|l| l.p95_ms)),
-            ("p99", s.latency.map(|l| l.p99_ms)),
-        ] {
-            set(
-                &self.latency,
-                vec![("stat", stat.to_owned())],
-                value.map(|ms| ms / 1000.0),
-            );
-        }
-        set(&self.requests_rate, Vec::new(), s.requests_per_second);
-        set(&self.bytes_rate, Vec::new(), s.bytes_per_second);
-        set(&self.errors, Vec::new(), s.error_rate);
-        set(
-            &self.runtime_busy,
-            Vec::new(),
-            s.runtime.map(|r| r.busy_ratio),
-        );
-        set(
-            &self.runtime_queue,
-            Vec::new(),
-            s.runtime.map(|r| r.global_queue_depth as f64),
-        );
         set(
             &self.runtime_workers,
             Vec::new(),
@@ -477,23 +481,27 @@ impl Telemetry {
         }
     }
 
-    /// Sets one strategy's trigger level and value.
-    pub fn observe_trigger(&self, strategy: &str, evaluation: &Evaluation, cooldown: Duration) {
-        let labels = vec![("strategy", strategy.to_owned())];
-        let level = match evaluation.level {
+    /// Sets one strategy's trigger level, value, threshold, forecast and cooldown.
+    pub fn observe_trigger(&self, strategy: &StrategyView) {
+        let labels = vec![("strategy", strategy.name.clone())];
+        let level = match strategy.level {
             Level::Ok => 0,
             Level::Warning => 1,
             Level::Critical => 2,
         };
         self.levels.get_or_create(&labels).set(level);
-        set(&self.trigger_values, labels.clone(), evaluation.value);
-        set(&self.thresholds, labels.clone(), evaluation.threshold);
+        set(&self.trigger_values, labels.clone(), strategy.value);
+        set(&self.thresholds, labels.clone(), strategy.threshold);
         set(
             &self.forecasts,
             labels.clone(),
-            evaluation.forecast.map(|f| f.seconds),
+            strategy.forecast.map(|f| f.seconds),
         );
-        set(&self.cooldowns, labels, Some(cooldown.as_secs_f64()));
+        set(
+            &self.cooldowns,
+            labels,
+            Some(strategy.cooldown.as_secs_f64()),
+        );
     }
 
     /// Starts a strategy's counters at zero, so `rate()` and `increase()` see its first run.
@@ -546,6 +554,7 @@ impl Telemetry {
 
     /// The OpenMetrics text format (`application/openmetrics-text; version=1.0.0`).
     pub fn encode_openmetrics(&self) -> Result<String, fmt::Error> {
+        self.catch_up();
         let mut out = String::with_capacity(8 * 1024);
         encode(&mut out, &self.registry)?;
         Ok(out)
@@ -592,6 +601,13 @@ fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Observing only sets metrics; after a panic in it they are still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn set(family: &Gauges, labels: Labels, value: Option<f64>) {
     match value.filter(|v| v.is_finite()) {
         Some(value) => {
@@ -606,6 +622,8 @@ fn set(family: &Gauges, labels: Labels, value: Option<f64>) {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
+
+    use tokio::sync::{broadcast, watch};
 
     use perfpilot_strategies::{Pressure, PressureLine, ResourcePressure};
 
@@ -732,20 +750,28 @@ mod tests {
         snapshot.rss_bytes = Some(4096);
         snapshot.load_average = Some([0.5, 0.4, 0.3]);
         telemetry.observe_snapshot(&snapshot);
-        let evaluation = Evaluation {
-            value: Some(0.85),
-            level: Level::Warning,
-            fire: true,
-            predictive: true,
-            forecast: Some(crate::trigger::Forecast {
-                at: 0.9,
-                seconds: 12.0,
-                slope_per_second: 0.01,
-            }),
-            threshold: Some(0.8),
-            attention: true,
+        let forecast = crate::trigger::Forecast {
+            at: 0.9,
+            seconds: 12.0,
+            slope_per_second: 0.01,
         };
-        telemetry.observe_trigger("memory-purge", &evaluation, Duration::from_secs(30));
+        telemetry.observe_trigger(&StrategyView {
+            name: "memory-purge".to_owned(),
+            aliases: Vec::new(),
+            description: String::new(),
+            trigger: perfpilot_strategies::TriggerSpec::new(
+                perfpilot_strategies::Signal::MemoryUsage,
+                0.8,
+            ),
+            level: Level::Warning,
+            value: Some(0.85),
+            consecutive_failures: 0,
+            backoff_until: None,
+            cooldown: Duration::from_secs(30),
+            unhelpful_runs: 0,
+            forecast: Some(forecast),
+            threshold: Some(0.8),
+        });
         let record = OptimizationRecord {
             id: 1,
             strategy: "memory-purge".to_owned(),
@@ -761,7 +787,7 @@ mod tests {
             after: Some(0.7),
             result: None,
             dry_run: false,
-            prediction: evaluation.forecast.map(Into::into),
+            prediction: Some(forecast.into()),
             helped: Some(true),
         };
         telemetry.observe_record(&record);
@@ -795,5 +821,57 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Telemetry follows what is published (a view, events) with no engine calling it: every
+    /// scrape shows what was published before it, each sample counted once.
+    #[tokio::test]
+    async fn following_a_published_view_and_events_counts_each_sample_once() {
+        let view = |snapshot: Arc<Snapshot>, interval_ms| {
+            Arc::new(View {
+                snapshot,
+                stats: crate::history::Stats::default(),
+                is_optimizing: true,
+                enabled: true,
+                dry_run: false,
+                interval: std::time::Duration::from_millis(interval_ms),
+                recent: Vec::new(),
+                strategies: Vec::new(),
+            })
+        };
+        let first = Arc::new(Snapshot::empty(SystemTime::now()));
+        let (view_tx, view_rx) = watch::channel(view(Arc::clone(&first), 1000));
+        let (events, _) = broadcast::channel(16);
+        let telemetry = Telemetry::follow("w", view_rx, events.subscribe());
+        let samples = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("perfpilot_samples_total{worker=\"w\"} "))
+                .map(str::to_owned)
+        };
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert_eq!(samples(&text).as_deref(), Some("1"), "{text}");
+        assert!(
+            text.contains("perfpilot_optimizing{worker=\"w\"} 1"),
+            "{text}"
+        );
+
+        // A new sample: its event and the view that carries it count once.
+        let mut second = Snapshot::empty(SystemTime::now());
+        second.rss_bytes = Some(8192);
+        let second = Arc::new(second);
+        events
+            .send(Event::MetricsUpdated(Arc::clone(&second)))
+            .unwrap();
+        view_tx.send_replace(view(second, 2000));
+        let text = telemetry.encode_openmetrics().unwrap();
+        assert_eq!(samples(&text).as_deref(), Some("2"), "{text}");
+        assert!(
+            text.contains("perfpilot_resident_memory_bytes{worker=\"w\"} 8192.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("perfpilot_sampling_interval_seconds{worker=\"w\"} 2.0"),
+            "{text}"
+        );
     }
 }

@@ -20,6 +20,7 @@
 //! | `system_cpu_ratio` | first line of `/proc/stat`, busy ÷ total over the window | 0..1 |
 //! | `load_average` | `/proc/loadavg` | runnable tasks |
 //! | `open_fds` | entries of `/proc/<pid>/fd` (sidecar mode only) | count |
+//! | `major_faults_per_second` | change of `majflt` (field 12 of `/proc/<pid>/stat`; for the agent itself `getrusage`) over the window | per second |
 //! | `open_connections` | sockets of `/proc/<pid>/fd` in `/proc/<pid>/net/tcp{,6}`, ESTABLISHED on a port the target listens on (sidecar mode only) | count |
 //! | `memory_usage_bytes`, `memory_usage_source` | `rss_bytes` (`rss`); for a cgroup target `memory.current` or the summed RSS | bytes |
 //! | `process_count` | lines of `cgroup.procs` (cgroup target only) | count |
@@ -191,7 +192,10 @@ impl Sampler {
             snapshot.allocator = allocator::jemalloc_stats();
         }
         snapshot.agent_cpu_ratio = match &mut self.agent {
-            Some(agent) => agent.process_cpu_ratio(now),
+            Some(agent) => {
+                let cpu = agent.process.usage().and_then(|u| u.cpu);
+                agent.process_cpu_ratio(now, cpu)
+            }
             None => snapshot.process_cpu_ratio,
         };
         snapshot.system_cpu_ratio = self.host.cpu_ratio();
@@ -214,6 +218,8 @@ struct ProcessSampler {
     pressure: Option<PressureReader>,
     /// When the previous sample was taken and the process's CPU time then.
     previous_cpu: Option<(Instant, Duration)>,
+    /// When the previous sample was taken and the process's major page faults then.
+    previous_faults: Option<(Instant, u64)>,
 }
 
 impl ProcessSampler {
@@ -226,6 +232,7 @@ impl ProcessSampler {
             process: ProcessReader::open(dir),
             limits,
             previous_cpu: None,
+            previous_faults: None,
         }
     }
 
@@ -254,7 +261,10 @@ impl ProcessSampler {
         }
         snapshot.memory_usage_bytes = snapshot.rss_bytes;
         snapshot.memory_usage_source = snapshot.rss_bytes.map(|_| MemoryUsageSource::Rss);
-        snapshot.process_cpu_ratio = self.process_cpu_ratio(now);
+        let usage = self.process.usage();
+        snapshot.process_cpu_ratio = self.process_cpu_ratio(now, usage.and_then(|u| u.cpu));
+        snapshot.major_faults_per_second =
+            self.major_faults_per_second(now, usage.and_then(|u| u.major_faults));
         let cgroup = self.pressure.as_mut().and_then(|p| p.read(now));
         snapshot.pressure = cgroup.map(|set| Pressure {
             system: None,
@@ -263,13 +273,26 @@ impl ProcessSampler {
     }
 
     /// CPU time used since the previous sample ÷ (wall time × available CPUs).
-    fn process_cpu_ratio(&mut self, now: Instant) -> Option<f64> {
-        let current = self.process.cpu_time().map(|cpu| (now, cpu));
+    fn process_cpu_ratio(&mut self, now: Instant, cpu: Option<Duration>) -> Option<f64> {
+        let current = cpu.map(|cpu| (now, cpu));
         let previous = std::mem::replace(&mut self.previous_cpu, current);
         let ((then, cpu_then), (now, cpu_now)) = (previous?, current?);
         let wall = now.saturating_duration_since(then).as_secs_f64();
         let capacity = wall * self.limits.cpus()?;
         (capacity > 0.0).then(|| cpu_now.saturating_sub(cpu_then).as_secs_f64() / capacity)
+    }
+}
+
+impl ProcessSampler {
+    /// Major page faults since the previous sample ÷ wall time; `None` on the first sample
+    /// and when the count went down (another process behind the pid).
+    fn major_faults_per_second(&mut self, now: Instant, faults: Option<u64>) -> Option<f64> {
+        let current = faults.map(|faults| (now, faults));
+        let previous = std::mem::replace(&mut self.previous_faults, current);
+        let ((then, faults_then), (now, faults_now)) = (previous?, current?);
+        let wall = now.saturating_duration_since(then).as_secs_f64();
+        let faults = faults_now.checked_sub(faults_then)?;
+        (wall > 0.0).then(|| faults as f64 / wall)
     }
 }
 
@@ -383,6 +406,12 @@ mod tests {
             std::hint::black_box(0u64);
         }
         let second = sampler.sample();
+        assert_eq!(
+            first.major_faults_per_second, None,
+            "no window before the first sample"
+        );
+        let faults = second.major_faults_per_second.unwrap();
+        assert!(faults.is_finite() && faults >= 0.0, "{faults}");
         let process = second.process_cpu_ratio.unwrap();
         assert!(process > 0.0 && process < 1.5, "{process}");
         let system = second.system_cpu_ratio.unwrap();

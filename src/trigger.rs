@@ -729,4 +729,31 @@ mod tests {
             }
         }
     }
+
+    /// The signal added through the signal table: named in config, read from the snapshot,
+    /// and firing like any other.
+    #[test]
+    fn major_faults_per_second_fires_above_its_threshold() {
+        let spec: TriggerSpec = serde_json::from_str(
+            r#"{"signal": "major_faults_per_second", "above": 100, "cooldown": "0s"}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.signal, Signal::MajorFaultsPerSecond);
+        assert!(spec.problems("t").is_empty(), "{:?}", spec.problems("t"));
+        let mut clock = Clock(Instant::now());
+        let mut state = TriggerState::new(spec);
+        let fired: Vec<bool> = [Some(20.0), None, Some(99.0), Some(150.0)]
+            .into_iter()
+            .map(|faults| {
+                let mut snapshot =
+                    perfpilot_strategies::Snapshot::empty(std::time::SystemTime::now());
+                snapshot.major_faults_per_second = faults;
+                let now = clock.advance(Duration::from_secs(1));
+                state
+                    .evaluate(snapshot.signal(Signal::MajorFaultsPerSecond), now)
+                    .fire
+            })
+            .collect();
+        assert_eq!(fired, [false, false, false, true]);
+    }
 }

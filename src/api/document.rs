@@ -247,3 +247,28 @@ impl<'a> MetricsDocument<'a> {
 pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use perfpilot_strategies::signals::SIGNALS;
+    use utoipa::PartialSchema;
+
+    use super::CurrentMetrics;
+
+    /// `currentMetrics` is a typed document (its keys are the source documents'); the signal
+    /// table names each signal's key in it, and this keeps the two in step.
+    #[test]
+    fn every_document_key_of_the_signal_table_is_in_current_metrics() {
+        let schema = serde_json::to_value(CurrentMetrics::schema()).unwrap();
+        let properties = schema["properties"].as_object().expect("properties");
+        for row in SIGNALS {
+            if let Some(key) = row.document_key {
+                assert!(
+                    properties.contains_key(key),
+                    "{}: currentMetrics has no `{key}`",
+                    row.name
+                );
+            }
+        }
+    }
+}

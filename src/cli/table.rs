@@ -3,6 +3,8 @@
 use std::fmt::Write;
 
 use perfpilot_strategies::duration;
+use perfpilot_strategies::signals::{Display, SIGNALS};
+use perfpilot_strategies::Signal;
 use serde_json::Value;
 
 use crate::config::Config;
@@ -95,51 +97,33 @@ pub fn metrics(document: &Value) -> String {
         };
         percent(&set[resource]["some"]["avg10"])
     };
-    let rows: [(&str, &str, String); 15] = [
-        ("memory usage", "memory_usage", percent(&m["memoryUsage"])),
-        ("rss", "rss_bytes", bytes(&m["rssBytes"])),
-        (
-            "memory limit",
-            "",
-            format!(
-                "{} ({})",
-                bytes(&m["memoryLimitBytes"]),
-                m["memoryLimitSource"].as_str().unwrap_or("-")
-            ),
-        ),
-        ("cpu usage", "cpu_usage", percent(&m["cpuUsage"])),
-        (
-            "system cpu",
-            "system_cpu_usage",
-            percent(&m["systemCpuUsage"]),
-        ),
-        ("system load", "load_average_1m", load(&m["systemLoad"])),
-        (
-            "connections",
-            "open_connections",
-            number(&m["activeConnections"]),
-        ),
-        (
-            "in flight",
-            "in_flight_requests",
-            number(&m["inFlightRequests"]),
-        ),
-        (
-            "response time",
-            "latency_mean_ms",
-            millis(&m["responseTime"]),
-        ),
-        (
-            "requests/s",
-            "requests_per_second",
-            number(&m["requestsPerSecond"]),
-        ),
-        ("error rate", "error_rate", percent(&m["errorRate"])),
-        ("uptime", "", seconds(&m["uptime"])),
-        ("memory psi", "memory_pressure_some", pressure("memory")),
-        ("cpu psi", "cpu_pressure_some", pressure("cpu")),
-        ("io psi", "io_pressure_some", pressure("io")),
-    ];
+    // The signals with a row in the table (labels and formats from the signal table), and
+    // after some of them a detail that is not a signal.
+    let mut rows: Vec<(&str, &str, String)> = Vec::new();
+    for signal in SIGNALS {
+        let Some((label, display)) = signal.table else {
+            continue;
+        };
+        let value = match (signal.pressure, signal.document_key) {
+            (Some((resource, _, _)), _) => pressure(resource.name()),
+            (None, Some(key)) => format(display, &m[key]),
+            (None, None) => "-".to_owned(),
+        };
+        rows.push((label, signal.name, value));
+        match signal.signal {
+            Signal::RssBytes => rows.push((
+                "memory limit",
+                "",
+                format!(
+                    "{} ({})",
+                    bytes(&m["memoryLimitBytes"]),
+                    m["memoryLimitSource"].as_str().unwrap_or("-")
+                ),
+            )),
+            Signal::ErrorRate => rows.push(("uptime", "", seconds(&m["uptime"]))),
+            _ => {}
+        }
+    }
     let _ = writeln!(out, "{:<15} {:>24}  LEVEL", "SIGNAL", "VALUE");
     for (label, signal, value) in rows {
         let level = levels.get(signal).map_or("", String::as_str);
@@ -220,6 +204,17 @@ fn result_line(record: &Value) -> String {
     )
 }
 
+/// A value of `currentMetrics` as the signal table says to show it.
+fn format(display: Display, value: &Value) -> String {
+    match display {
+        Display::Percent => percent(value),
+        Display::Bytes => bytes(value),
+        Display::Millis => millis(value),
+        Display::Number => number(value),
+        Display::Load => load(value),
+    }
+}
+
 fn rank(level: &str) -> u8 {
     match level {
         "CRITICAL" => 2,
@@ -291,6 +286,38 @@ mod tests {
         assert_eq!(bytes(&Value::Null), "-");
         assert_eq!(percent(&json!(0.255)), "25.5 %");
         assert_eq!(load(&json!([1.0, 0.5, 0.25])), "1.00 0.50 0.25");
+    }
+
+    #[test]
+    fn metrics_table_rows_keep_their_labels_and_order() {
+        let table = metrics(&json!({"currentMetrics": {}}));
+        let labels: Vec<&str> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("SIGNAL"))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(|l| l[..15].trim_end())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "memory usage",
+                "rss",
+                "memory limit",
+                "cpu usage",
+                "system cpu",
+                "system load",
+                "connections",
+                "in flight",
+                "response time",
+                "requests/s",
+                "error rate",
+                "uptime",
+                "memory psi",
+                "cpu psi",
+                "io psi"
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::ValueKind;
-use perfpilot_strategies::{StrategiesConfig, TriggerSpec};
+use perfpilot_strategies::StrategiesConfig;
 
 use super::{Config, LogFormat};
 
@@ -749,26 +749,9 @@ fn raise_unset_ceilings(config: &mut Config, origins: &mut BTreeMap<String, Orig
         let origin = origin_of(origins, "interval");
         origins.insert("max_interval".to_owned(), origin);
     }
-    let strategies = &mut config.strategies;
-    let triggers: [(&str, &mut TriggerSpec); 4] = [
-        (
-            "strategies.memory_purge.trigger",
-            &mut strategies.memory_purge.trigger,
-        ),
-        (
-            "strategies.cache_trim.trigger",
-            &mut strategies.cache_trim.trigger,
-        ),
-        (
-            "strategies.connection_reap.trigger",
-            &mut strategies.connection_reap.trigger,
-        ),
-        (
-            "strategies.interval_backoff.trigger",
-            &mut strategies.interval_backoff.trigger,
-        ),
-    ];
-    for (prefix, trigger) in triggers {
+    for builtin in perfpilot_strategies::builtins::BUILTINS {
+        let prefix = format!("{}.trigger", builtin.prefix());
+        let trigger = (builtin.trigger_mut)(&mut config.strategies);
         let critical_key = format!("{prefix}.critical");
         let above = trigger.above;
         let above_valid =

@@ -154,14 +154,14 @@ impl Config {
     /// allocator), `cache-trim` and `connection-reap` (its registries) — are off: the target
     /// is acted on through its own hooks (`webhook`, `signal`, `command`).
     pub fn strategies(&self) -> Vec<(bool, perfpilot_strategies::Registered)> {
-        use perfpilot_strategies::{CacheTrim, ConnectionReap, MemoryPurge};
+        use perfpilot_strategies::builtins::builtin;
         let sidecar = self.target.selected().is_some();
-        let in_process = [MemoryPurge::NAME, CacheTrim::NAME, ConnectionReap::NAME];
         self.strategies
             .all()
             .into_iter()
             .map(|(enabled, registered)| {
-                let runs_here = !(sidecar && in_process.contains(&registered.strategy.name()));
+                let in_process = builtin(registered.strategy.name()).is_some_and(|b| b.in_process);
+                let runs_here = !(sidecar && in_process);
                 (enabled && runs_here, registered)
             })
             .collect()
@@ -771,6 +771,57 @@ impl FromStr for LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The source documents' variables that reach a built-in are the ones its row names
+    /// (`legacy_enable`, `legacy_threshold`), and only those.
+    #[test]
+    fn legacy_variables_of_the_builtins_follow_the_builtin_table() {
+        use perfpilot_strategies::builtins::BUILTINS;
+        let mut expected: Vec<(&str, Vec<String>)> = Vec::new();
+        for builtin in BUILTINS {
+            if let Some(var) = builtin.legacy_enable {
+                expected.push((var, vec![format!("{}.enabled", builtin.prefix())]));
+            }
+            if let Some(var) = builtin.legacy_threshold {
+                let key = format!("{}.trigger.above", builtin.prefix());
+                match expected.iter_mut().find(|(v, _)| *v == var) {
+                    Some((_, keys)) => keys.push(key),
+                    None => expected.push((var, vec![key])),
+                }
+            }
+        }
+        let mut actual: Vec<(&str, Vec<String>)> = LEGACY_ENV
+            .iter()
+            .filter(|(_, keys)| keys.iter().any(|k| k.starts_with("strategies.")))
+            .map(|(var, keys)| (*var, keys.iter().map(|k| (*k).to_owned()).collect()))
+            .collect();
+        for list in [&mut expected, &mut actual] {
+            for (_, keys) in list.iter_mut() {
+                keys.sort();
+            }
+            list.sort();
+        }
+        assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn in_process_builtins_are_off_in_sidecar_mode() {
+        use perfpilot_strategies::builtins::BUILTINS;
+        let mut config = Config::default();
+        config.target.pid = Some(1);
+        let on: Vec<String> = config
+            .strategies()
+            .into_iter()
+            .filter(|(enabled, _)| *enabled)
+            .map(|(_, r)| r.strategy.name().to_owned())
+            .collect();
+        let expected: Vec<&str> = BUILTINS
+            .iter()
+            .filter(|b| !b.in_process)
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(on, expected);
+    }
 
     #[test]
     fn a_webhook_that_can_outlast_strategy_timeout_is_refused() {

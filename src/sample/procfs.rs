@@ -132,20 +132,43 @@ impl ProcessReader {
     }
 
     /// CPU time (user + system) the process has used since it started.
+    #[cfg(test)]
     pub(crate) fn cpu_time(&mut self) -> Option<Duration> {
+        self.usage().and_then(|usage| usage.cpu)
+    }
+
+    /// CPU time and major page faults since the process started, from one read of
+    /// `/proc/<pid>/stat` (this process: one `getrusage`).
+    pub(crate) fn usage(&mut self) -> Option<Usage> {
         match self.stat.as_mut() {
             Some(stat) => {
-                let ticks = parse_stat_cpu_ticks(&stat.read(false)?)?;
-                Duration::try_from_secs_f64(ticks as f64 / self.ticks_per_second).ok()
+                let text = stat.read(false)?;
+                let cpu = parse_stat_cpu_ticks(&text).and_then(|ticks| {
+                    Duration::try_from_secs_f64(ticks as f64 / self.ticks_per_second).ok()
+                });
+                Some(Usage {
+                    cpu,
+                    major_faults: parse_stat_major_faults(&text),
+                })
             }
-            None if self.dir == Path::new(SELF_DIR) => self_cpu_time(),
+            None if self.dir == Path::new(SELF_DIR) => self_usage(),
             None => None,
         }
     }
 }
 
-/// This process's user + system CPU time from `getrusage(RUSAGE_SELF)`.
-fn self_cpu_time() -> Option<Duration> {
+/// What a process has used since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// CPU time, user + system.
+    pub(crate) cpu: Option<Duration>,
+    /// Major page faults: pages it waited to have read from disk or swap.
+    pub(crate) major_faults: Option<u64>,
+}
+
+/// This process's user + system CPU time and major page faults from
+/// `getrusage(RUSAGE_SELF)`.
+fn self_usage() -> Option<Usage> {
     // SAFETY: an all-zero `rusage` is a valid value (integers and timevals).
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `usage` is a valid, writable `rusage`.
@@ -158,7 +181,10 @@ fn self_cpu_time() -> Option<Duration> {
         secs.checked_mul(1_000_000)?.checked_add(usecs)
     };
     let total = micros(usage.ru_utime)?.checked_add(micros(usage.ru_stime)?)?;
-    Some(Duration::from_micros(total))
+    Some(Usage {
+        cpu: Some(Duration::from_micros(total)),
+        major_faults: u64::try_from(usage.ru_majflt).ok(),
+    })
 }
 
 /// `sysconf(_SC_CLK_TCK)`, the unit of the times in `/proc/<pid>/stat`; 100 if unknown.
@@ -259,6 +285,11 @@ pub(crate) fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
     utime.checked_add(stime)
 }
 
+/// `majflt` (field 12) of `/proc/<pid>/stat`: major page faults since the process started.
+pub(crate) fn parse_stat_major_faults(text: &str) -> Option<u64> {
+    stat_fields_after_comm(text)?.nth(12 - 3)?.parse().ok()
+}
+
 /// `starttime` (field 22) of `/proc/<pid>/stat`: when the process started, in clock ticks
 /// since boot.
 pub(crate) fn parse_stat_start_ticks(text: &str) -> Option<u64> {
@@ -342,7 +373,7 @@ pub(crate) fn parse_meminfo_total(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    const STAT: &str = "19230 (cat) R 19223 19223 17355 0 -1 4194304 101 0 0 0 7 3 0 0 20 0 1 0 \
+    const STAT: &str = "19230 (cat) R 19223 19223 17355 0 -1 4194304 101 0 5 0 7 3 0 0 20 0 1 0 \
         50881 3133440 412 18446744073709551615 94300632174592 94300632194473 140721298552720 0 \
         0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
 
@@ -360,6 +391,8 @@ mod tests {
     #[test]
     fn stat_gives_cpu_and_start_ticks() {
         assert_eq!(parse_stat_cpu_ticks(STAT), Some(10));
+        assert_eq!(parse_stat_major_faults(STAT), Some(5));
+        assert_eq!(parse_stat_major_faults("19230 (cat) R 1 2 3"), None);
         assert_eq!(parse_stat_start_ticks(STAT), Some(50881));
         assert_eq!(parse_stat_state(STAT), Some('R'));
         assert!(state_is_running('R') && state_is_running('S') && state_is_running('D'));

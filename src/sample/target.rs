@@ -829,8 +829,16 @@ mod tests {
         assert_eq!((status.state, status.pid), (TargetState::Running, Some(me)));
         assert_eq!(handle.target_pids(), [me]);
         let since = status.since;
-        sample(&mut tracker);
+        // The second sample of the target has a window: its major page faults per second
+        // (field 12 of /proc/<pid>/stat).
+        let snapshot = sample(&mut tracker);
         assert_eq!(handle.status().since, since, "unchanged state keeps since");
+        assert!(
+            snapshot
+                .major_faults_per_second
+                .is_some_and(|f| f.is_finite() && f >= 0.0),
+            "{snapshot:?}"
+        );
 
         // A pid that is not running (pids are below 2^22 on Linux).
         fs::write(&path, "4194303\n").unwrap();

@@ -41,7 +41,8 @@ impl IntervalBackoffConfig {
     }
 }
 
-/// Doubles the agent's sampling interval, up to its maximum.
+/// Doubles the agent's sampling interval, up to its maximum: its verdict
+/// ([`Outcome::interval`](crate::Outcome::interval)) is the new interval, which the agent applies.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IntervalBackoff;
 
@@ -64,11 +65,16 @@ impl Strategy for IntervalBackoff {
         "double the sampling interval up to max_interval while the agent's own CPU is above threshold"
     }
 
+    fn paces_sampling(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError> {
         // From the base at least: adaptive sampling may have gone faster, and under CPU
         // pressure the agent must sample less often than configured, not merely less fast.
+        // The verdict: the agent applies it (this reads the interval, never sets it).
         let before = ctx.interval.current();
-        let after = ctx.interval.set(before.max(ctx.interval.base()) * 2);
+        let after = ctx.interval.clamp(before.max(ctx.interval.base()) * 2);
         let outcome = if after > before {
             Outcome::acted(format!(
                 "sampling interval {} ms -> {} ms",
@@ -83,6 +89,42 @@ impl Strategy for IntervalBackoff {
         };
         Ok(outcome
             .with("previous_interval_ms", before.as_millis() as u64)
-            .with("interval_ms", after.as_millis() as u64))
+            .with("interval_ms", after.as_millis() as u64)
+            .with_interval(after))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::strategy::IntervalControl;
+
+    /// The strategy returns its verdict and leaves the interval alone: the agent applies it.
+    #[tokio::test]
+    async fn the_verdict_doubles_from_the_base_up_to_the_maximum_without_setting_it() {
+        let interval = IntervalControl::new(Duration::from_secs(1), Duration::from_secs(3));
+        let ctx = Context {
+            interval: interval.clone(),
+            ..Context::standalone()
+        };
+        let outcome = IntervalBackoff.run(ctx.clone()).await.unwrap();
+        assert!(outcome.acted);
+        assert_eq!(outcome.interval, Some(Duration::from_secs(2)));
+        assert_eq!(
+            interval.current(),
+            Duration::from_secs(1),
+            "not set by the strategy"
+        );
+
+        interval.set(Duration::from_secs(2));
+        let outcome = IntervalBackoff.run(ctx.clone()).await.unwrap();
+        assert_eq!(outcome.interval, Some(Duration::from_secs(3)), "clamped");
+        interval.set(Duration::from_secs(3));
+        let outcome = IntervalBackoff.run(ctx).await.unwrap();
+        assert!(!outcome.acted, "{}", outcome.summary);
+        assert_eq!(outcome.interval, Some(Duration::from_secs(3)));
+        assert!(IntervalBackoff.paces_sampling());
     }
 }

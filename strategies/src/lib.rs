@@ -40,11 +40,14 @@
 //! };
 //! let outcome = IntervalBackoff.run(ctx.clone()).await.unwrap();
 //! assert_eq!(outcome.report["interval_ms"], 2000);
-//! assert_eq!(ctx.interval.current(), Duration::from_secs(2));
+//! // The verdict; the agent applies it.
+//! assert_eq!(outcome.interval, Some(Duration::from_secs(2)));
+//! assert_eq!(ctx.interval.current(), Duration::from_secs(1));
 //! # }
 //! ```
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod builtins;
 pub mod cache_trim;
 pub mod command;
 pub mod connection_reap;
@@ -57,6 +60,7 @@ pub mod memory_purge;
 pub mod moka_cache;
 pub mod proc_self;
 pub mod signal;
+pub mod signals;
 pub mod snapshot;
 pub mod strategy;
 pub mod trigger;
@@ -66,6 +70,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use builtins::BUILTINS;
 
 /// Re-exported so that implementing [`Strategy`] needs no extra dependency.
 pub use async_trait::async_trait;
@@ -139,32 +145,6 @@ impl StrategiesConfig {
     /// The tables of named instances under `[strategies]`: `webhook`, `signal`, `command`.
     pub const NAMED_KINDS: [&'static str; 3] = [Webhook::KIND, SendSignal::KIND, RunCommand::KIND];
 
-    /// Every built-in, enabled or not, with its trigger.
-    fn builtins(&self) -> [(bool, Arc<dyn Strategy>, &TriggerSpec); 4] {
-        [
-            (
-                self.memory_purge.enabled,
-                Arc::new(self.memory_purge.build()),
-                &self.memory_purge.trigger,
-            ),
-            (
-                self.cache_trim.enabled,
-                Arc::new(self.cache_trim.build()),
-                &self.cache_trim.trigger,
-            ),
-            (
-                self.connection_reap.enabled,
-                Arc::new(self.connection_reap.build()),
-                &self.connection_reap.trigger,
-            ),
-            (
-                self.interval_backoff.enabled,
-                Arc::new(self.interval_backoff.build()),
-                &self.interval_backoff.trigger,
-            ),
-        ]
-    }
-
     /// Every named instance, enabled or not, in registration order.
     fn named(&self) -> Vec<Instance<'_>> {
         fn instance<'a>(
@@ -221,10 +201,13 @@ impl StrategiesConfig {
     /// Every configured strategy with whether it is enabled: the built-ins in a fixed order,
     /// then the named `webhook`, `signal` and `command` instances, each kind in name order.
     pub fn all(&self) -> Vec<(bool, Registered)> {
-        let builtins = self
-            .builtins()
-            .into_iter()
-            .map(|(enabled, strategy, trigger)| (enabled, strategy, trigger.clone()));
+        let builtins = BUILTINS.iter().map(|b| {
+            (
+                (b.enabled)(self),
+                (b.build)(self),
+                (b.trigger)(self).clone(),
+            )
+        });
         let named = self
             .named()
             .into_iter()
@@ -248,31 +231,14 @@ impl StrategiesConfig {
     /// by an instance of another kind).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        problems.extend(
-            self.memory_purge
-                .trigger
-                .problems("strategies.memory_purge.trigger"),
-        );
-        problems.extend(
-            self.cache_trim
-                .trigger
-                .problems("strategies.cache_trim.trigger"),
-        );
-        problems.extend(self.cache_trim.problems("strategies.cache_trim"));
-        problems.extend(
-            self.connection_reap
-                .trigger
-                .problems("strategies.connection_reap.trigger"),
-        );
-        problems.extend(self.connection_reap.problems("strategies.connection_reap"));
-        problems.extend(
-            self.interval_backoff
-                .trigger
-                .problems("strategies.interval_backoff.trigger"),
-        );
+        for builtin in BUILTINS {
+            let prefix = builtin.prefix();
+            problems.extend((builtin.trigger)(self).problems(&format!("{prefix}.trigger")));
+            problems.extend((builtin.problems)(self, &prefix));
+        }
 
         let mut taken: BTreeMap<String, String> = BTreeMap::new();
-        for (_, builtin, _) in self.builtins() {
+        for builtin in BUILTINS.iter().map(|b| (b.build)(self)) {
             let owner = format!("the built-in {}", builtin.name());
             for name in builtin.names() {
                 taken.insert(name.to_ascii_lowercase(), owner.clone());
@@ -382,7 +348,7 @@ mod tests {
     #[test]
     fn builtins_answer_to_their_names_and_aliases() {
         let all = StrategiesConfig::default().build();
-        assert_eq!(all.len(), 4);
+        assert_eq!(all.len(), BUILTINS.len());
         for (name, expected) in [
             ("memory-purge", "memory-purge"),
             ("gc", "memory-purge"),

@@ -60,6 +60,9 @@ pub struct Snapshot {
     /// Read in sidecar mode; `None` where the directory cannot be read (another user's process
     /// without `CAP_SYS_PTRACE`) and for the agent's own process.
     pub open_fds: Option<u64>,
+    /// Major page faults of the watched process per second over the last window: pages it
+    /// waited to have read from disk or swap (`majflt` of `/proc/<pid>/stat`).
+    pub major_faults_per_second: Option<f64>,
     /// Requests being served right now.
     pub in_flight_requests: Option<u64>,
     /// Request latency over the last window, where a latency source is registered.
@@ -96,6 +99,7 @@ impl Snapshot {
             load_average: None,
             open_connections: None,
             open_fds: None,
+            major_faults_per_second: None,
             in_flight_requests: None,
             latency: None,
             requests_per_second: None,
@@ -105,34 +109,10 @@ impl Snapshot {
         }
     }
 
-    /// The value of one signal, or `None` where it was not read.
+    /// The value of one signal, or `None` where it was not read (its row in
+    /// [`SIGNALS`](crate::signals::SIGNALS) says how it is read).
     pub fn signal(&self, signal: Signal) -> Option<f64> {
-        match signal {
-            Signal::MemoryUsage => self.memory_usage_ratio,
-            Signal::RssBytes => self.rss_bytes.map(|b| b as f64),
-            Signal::AllocatorResidentBytes => self.allocator.map(|a| a.resident_bytes as f64),
-            Signal::CpuUsage => self.process_cpu_ratio,
-            Signal::AgentCpuUsage => self.agent_cpu_ratio,
-            Signal::SystemCpuUsage => self.system_cpu_ratio,
-            Signal::LoadAverage1m => self.load_average.map(|l| l[0]),
-            Signal::OpenConnections => self.open_connections.map(|c| c as f64),
-            Signal::OpenFds => self.open_fds.map(|c| c as f64),
-            Signal::InFlightRequests => self.in_flight_requests.map(|c| c as f64),
-            Signal::LatencyMeanMs => self.latency.map(|l| l.mean_ms),
-            Signal::LatencyP50Ms => self.latency.map(|l| l.p50_ms),
-            Signal::LatencyP95Ms => self.latency.map(|l| l.p95_ms),
-            Signal::LatencyP99Ms => self.latency.map(|l| l.p99_ms),
-            Signal::RequestsPerSecond => self.requests_per_second,
-            Signal::BytesPerSecond => self.bytes_per_second,
-            Signal::ErrorRate => self.error_rate,
-            Signal::RuntimeBusyRatio => self.runtime.map(|r| r.busy_ratio),
-            Signal::RuntimeGlobalQueueDepth => self.runtime.map(|r| r.global_queue_depth as f64),
-            Signal::ProcessCount => self.process_count.map(|c| c as f64),
-            _ => {
-                let (resource, kind, window) = signal.pressure_selector()?;
-                self.pressure.as_ref()?.watched(resource, kind, window)
-            }
-        }
+        (signal.row().read)(self)
     }
 }
 
@@ -414,6 +394,8 @@ pub enum Signal {
     RuntimeGlobalQueueDepth,
     /// [`Snapshot::process_count`], processes in the watched cgroup, a count.
     ProcessCount,
+    /// [`Snapshot::major_faults_per_second`], per second.
+    MajorFaultsPerSecond,
     /// Share of the last 10 s in which some task stalled on memory (PSI `memory` `some` `avg10` ÷
     /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     MemoryPressureSome,
@@ -453,113 +435,29 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// Every signal, in a stable order.
-    pub const ALL: [Signal; 32] = [
-        Signal::MemoryUsage,
-        Signal::RssBytes,
-        Signal::AllocatorResidentBytes,
-        Signal::CpuUsage,
-        Signal::SystemCpuUsage,
-        Signal::AgentCpuUsage,
-        Signal::LoadAverage1m,
-        Signal::OpenConnections,
-        Signal::OpenFds,
-        Signal::InFlightRequests,
-        Signal::LatencyMeanMs,
-        Signal::LatencyP50Ms,
-        Signal::LatencyP95Ms,
-        Signal::LatencyP99Ms,
-        Signal::RequestsPerSecond,
-        Signal::BytesPerSecond,
-        Signal::ErrorRate,
-        Signal::RuntimeBusyRatio,
-        Signal::RuntimeGlobalQueueDepth,
-        Signal::ProcessCount,
-        Signal::MemoryPressureSome,
-        Signal::MemoryPressureFull,
-        Signal::CpuPressureSome,
-        Signal::CpuPressureFull,
-        Signal::IoPressureSome,
-        Signal::IoPressureFull,
-        Signal::MemoryPressureSomeAvg60,
-        Signal::MemoryPressureFullAvg60,
-        Signal::CpuPressureSomeAvg60,
-        Signal::CpuPressureFullAvg60,
-        Signal::IoPressureSomeAvg60,
-        Signal::IoPressureFullAvg60,
-    ];
+    /// Every signal, in a stable order (the rows of [`SIGNALS`](crate::signals::SIGNALS)).
+    pub fn all() -> impl ExactSizeIterator<Item = Signal> + Clone {
+        crate::signals::SIGNALS.iter().map(|row| row.signal)
+    }
+
+    /// The signal's row in the signal table: its unit, source, meaning, metric...
+    pub fn row(self) -> &'static crate::signals::SignalRow {
+        crate::signals::row_of(self)
+    }
 
     /// The snake_case name used in config and the API.
     pub fn name(self) -> &'static str {
-        match self {
-            Signal::MemoryUsage => "memory_usage",
-            Signal::RssBytes => "rss_bytes",
-            Signal::AllocatorResidentBytes => "allocator_resident_bytes",
-            Signal::CpuUsage => "cpu_usage",
-            Signal::SystemCpuUsage => "system_cpu_usage",
-            Signal::AgentCpuUsage => "agent_cpu_usage",
-            Signal::LoadAverage1m => "load_average_1m",
-            Signal::OpenConnections => "open_connections",
-            Signal::OpenFds => "open_fds",
-            Signal::InFlightRequests => "in_flight_requests",
-            Signal::LatencyMeanMs => "latency_mean_ms",
-            Signal::LatencyP50Ms => "latency_p50_ms",
-            Signal::LatencyP95Ms => "latency_p95_ms",
-            Signal::LatencyP99Ms => "latency_p99_ms",
-            Signal::RequestsPerSecond => "requests_per_second",
-            Signal::BytesPerSecond => "bytes_per_second",
-            Signal::ErrorRate => "error_rate",
-            Signal::RuntimeBusyRatio => "runtime_busy_ratio",
-            Signal::RuntimeGlobalQueueDepth => "runtime_global_queue_depth",
-            Signal::ProcessCount => "process_count",
-            Signal::MemoryPressureSome => "memory_pressure_some",
-            Signal::MemoryPressureFull => "memory_pressure_full",
-            Signal::CpuPressureSome => "cpu_pressure_some",
-            Signal::CpuPressureFull => "cpu_pressure_full",
-            Signal::IoPressureSome => "io_pressure_some",
-            Signal::IoPressureFull => "io_pressure_full",
-            Signal::MemoryPressureSomeAvg60 => "memory_pressure_some_avg60",
-            Signal::MemoryPressureFullAvg60 => "memory_pressure_full_avg60",
-            Signal::CpuPressureSomeAvg60 => "cpu_pressure_some_avg60",
-            Signal::CpuPressureFullAvg60 => "cpu_pressure_full_avg60",
-            Signal::IoPressureSomeAvg60 => "io_pressure_some_avg60",
-            Signal::IoPressureFullAvg60 => "io_pressure_full_avg60",
-        }
+        self.row().name
     }
 
     /// Whether the signal is a ratio whose thresholds must lie in (0, 1].
     pub fn is_ratio(self) -> bool {
-        matches!(
-            self,
-            Signal::MemoryUsage
-                | Signal::CpuUsage
-                | Signal::SystemCpuUsage
-                | Signal::AgentCpuUsage
-                | Signal::ErrorRate
-                | Signal::RuntimeBusyRatio
-        ) || self.pressure_selector().is_some()
+        self.row().is_ratio()
     }
 
     /// For a pressure signal: the resource, line and window it reads.
     pub fn pressure_selector(self) -> Option<(PressureResource, PressureKind, PressureWindow)> {
-        use PressureKind::{Full, Some as Any};
-        use PressureResource::{Cpu, Io, Memory};
-        use PressureWindow::{Avg10, Avg60};
-        Some(match self {
-            Signal::MemoryPressureSome => (Memory, Any, Avg10),
-            Signal::MemoryPressureFull => (Memory, Full, Avg10),
-            Signal::CpuPressureSome => (Cpu, Any, Avg10),
-            Signal::CpuPressureFull => (Cpu, Full, Avg10),
-            Signal::IoPressureSome => (Io, Any, Avg10),
-            Signal::IoPressureFull => (Io, Full, Avg10),
-            Signal::MemoryPressureSomeAvg60 => (Memory, Any, Avg60),
-            Signal::MemoryPressureFullAvg60 => (Memory, Full, Avg60),
-            Signal::CpuPressureSomeAvg60 => (Cpu, Any, Avg60),
-            Signal::CpuPressureFullAvg60 => (Cpu, Full, Avg60),
-            Signal::IoPressureSomeAvg60 => (Io, Any, Avg60),
-            Signal::IoPressureFullAvg60 => (Io, Full, Avg60),
-            _ => return None,
-        })
+        self.row().pressure
     }
 }
 
@@ -571,7 +469,7 @@ impl fmt::Display for Signal {
 
 /// The error of parsing an unknown signal name; it lists the known ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown signal `{given}`; known signals: {}", Signal::ALL.map(Signal::name).join(", "))]
+#[error("unknown signal `{given}`; known signals: {}", Signal::all().map(Signal::name).collect::<Vec<_>>().join(", "))]
 pub struct UnknownSignal {
     /// The name that was given.
     pub given: String,
@@ -581,8 +479,7 @@ impl FromStr for Signal {
     type Err = UnknownSignal;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Signal::ALL
-            .into_iter()
+        Signal::all()
             .find(|signal| signal.name() == s)
             .ok_or_else(|| UnknownSignal {
                 given: s.to_owned(),
@@ -622,7 +519,7 @@ mod tests {
     #[test]
     fn absent_signals_read_as_none() {
         let snapshot = Snapshot::empty(SystemTime::now());
-        for signal in Signal::ALL {
+        for signal in Signal::all() {
             assert_eq!(snapshot.signal(signal), None, "{signal}");
         }
     }
@@ -668,7 +565,7 @@ mod tests {
 
     #[test]
     fn signal_names_round_trip_through_from_str_and_serde() {
-        for signal in Signal::ALL {
+        for signal in Signal::all() {
             assert_eq!(signal.name().parse::<Signal>(), Ok(signal));
             let json = serde_json::to_string(&signal).unwrap();
             assert_eq!(json, format!("\"{}\"", signal.name()));

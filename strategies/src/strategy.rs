@@ -69,6 +69,13 @@ pub trait Strategy: Send + Sync + fmt::Debug + 'static {
         ""
     }
 
+    /// Whether the strategy paces sampling under its own signal (`interval-backoff`): while
+    /// its trigger is not OK the agent leaves the interval to its verdicts
+    /// ([`Outcome::interval`]), and its signal does not make adaptive sampling go faster.
+    fn paces_sampling(&self) -> bool {
+        false
+    }
+
     /// Performs the optimization.
     async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError>;
 }
@@ -96,6 +103,10 @@ pub struct Outcome {
     /// Measured effects by name, e.g. `rss_released_bytes`.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub report: Map<String, Value>,
+    /// The sampling interval the run asks the agent to use (`interval-backoff`'s verdict);
+    /// the agent applies it, within its bounds. Not part of the JSON.
+    #[serde(skip)]
+    pub interval: Option<Duration>,
 }
 
 impl Outcome {
@@ -105,6 +116,7 @@ impl Outcome {
             acted: true,
             summary: summary.into(),
             report: Map::new(),
+            interval: None,
         }
     }
 
@@ -114,7 +126,15 @@ impl Outcome {
             acted: false,
             summary: summary.into(),
             report: Map::new(),
+            interval: None,
         }
+    }
+
+    /// Asks the agent to sample every `interval` from now on (it is clamped to the agent's
+    /// bounds when applied).
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval);
+        self
     }
 
     /// Adds one measured effect to the report.
@@ -258,6 +278,12 @@ impl IntervalControl {
     /// The largest interval allowed.
     pub fn max(&self) -> Duration {
         Duration::from_millis(self.inner.max_ms)
+    }
+
+    /// `interval` clamped to `[min, max]`, without setting it.
+    pub fn clamp(&self, interval: Duration) -> Duration {
+        let ms = (interval.as_millis() as u64).clamp(self.inner.min_ms, self.inner.max_ms);
+        Duration::from_millis(ms)
     }
 
     /// Sets the interval, clamped to `[min, max]`; returns the value set.
