@@ -8,7 +8,9 @@
 //!   flight, no response streaming) is closed for the new one; when every connection is busy
 //!   the new one is closed instead;
 //! - hyper's header-read timeout: a request head not complete within `header_read_timeout`
-//!   closes the connection (slow or half-sent headers);
+//!   closes the connection (slow or half-sent headers). hyper 1.x starts this timer whenever
+//!   an HTTP/1 connection waits for a request head, including between keep-alive requests,
+//!   so it also bounds an idle keep-alive connection;
 //! - an idle timeout: a connection with no request in flight and no bytes moved for
 //!   `idle_timeout` is closed (one sweep per second, or per `idle_timeout / 2` if shorter).
 //!

@@ -913,3 +913,25 @@ async fn requests_without_the_token_do_not_use_up_the_rate_limit() {
     let request = with_header(post(Body::empty()), "authorization", "Bearer s3cret");
     assert_eq!(send(&app, request).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn under_a_prefix_the_session_cookie_is_scoped_to_the_dashboards_directory() {
+    let inner = app_with(ApiSettings {
+        read_token: Some("read-secret".into()),
+        ..ApiSettings::new(json!(1))
+    })
+    .0;
+    let host = Router::new().nest("/agent/", inner);
+    let request = with_header(get("/agent/"), "authorization", "Bearer read-secret");
+    let response = host.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.contains("Path=/agent/;"), "{cookie}");
+    let ticket = cookie.split(';').next().unwrap();
+    let request = with_header(get("/agent/events"), "cookie", ticket);
+    let response = host.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}

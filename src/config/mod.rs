@@ -409,8 +409,9 @@ pub struct ApiConfig {
     /// Most connections open at once on the agent's own listener; at the cap the connection
     /// idle longest is closed for a new one. By default [`ApiConfig::DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
-    /// A connection that has not sent a request's whole header within this long is closed;
-    /// by default [`ApiConfig::DEFAULT_HEADER_READ_TIMEOUT`].
+    /// A connection that has not sent a request's whole header within this long is closed
+    /// (also counted between keep-alive requests); by default
+    /// [`ApiConfig::DEFAULT_HEADER_READ_TIMEOUT`].
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed; by default
