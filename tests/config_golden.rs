@@ -208,6 +208,14 @@ fraction = 0.5
         ],
         overrides: no_flags,
     },
+    Case {
+        // Flaky before the loader was rebuilt (the value set by the variable was sometimes
+        // lost, its origin kept): the answer is `enabled = true` from the variable.
+        name: "good-env-into-instance-over-file-value",
+        toml: SIDECAR,
+        env: &[("PERFPILOT_STRATEGIES__SIGNAL__RELOAD-CONFIG__ENABLED", "true")],
+        overrides: no_flags,
+    },
     // ---- bad ----
     Case {
         name: "bad-unknown-keys-file",

@@ -55,6 +55,7 @@ pub mod jemalloc;
 pub mod memory_purge;
 #[cfg(feature = "moka")]
 pub mod moka_cache;
+pub mod problem;
 pub mod proc_self;
 pub mod signal;
 pub mod snapshot;
@@ -77,6 +78,7 @@ pub use interval_backoff::{IntervalBackoff, IntervalBackoffConfig};
 pub use memory_purge::{MemoryPurge, MemoryPurgeConfig};
 #[cfg(feature = "moka")]
 pub use moka_cache::WeighedInBytes;
+pub use problem::{Origin, Problem};
 pub use signal::{SendSignal, SignalConfig};
 pub use snapshot::{
     AllocatorStats, LatencyStats, MemoryLimitSource, MemoryUsageSource, Pressure, PressureKind,
@@ -173,7 +175,7 @@ impl StrategiesConfig {
             enabled: bool,
             strategy: impl FnOnce() -> Arc<dyn Strategy> + 'a,
             trigger: &'a TriggerSpec,
-            problems: impl FnOnce(&str) -> Vec<String>,
+            problems: impl FnOnce(&str) -> Vec<Problem>,
         ) -> Instance<'a> {
             let key = format!("strategies.{kind}.{name}");
             Instance {
@@ -246,7 +248,7 @@ impl StrategiesConfig {
     /// Every problem with the settings, each naming its full key: bad values, and named
     /// instances whose name is malformed or already taken (by a built-in's name or alias, or
     /// by an instance of another kind).
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         problems.extend(
             self.memory_purge
@@ -286,13 +288,12 @@ impl StrategiesConfig {
             ..
         } in self.named()
         {
-            if !is_valid_name(name) {
-                problems.push(format!(
-                    "{key}: {name:?} is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)"
-                ));
+            if let Some(problem) = name_problem(&key, name) {
+                problems.push(problem);
             } else if let Some(owner) = taken.get(name) {
-                problems.push(format!(
-                    "{key}: the name {name:?} is already taken by {owner}"
+                problems.push(Problem::at(
+                    key.clone(),
+                    format!("the name {name:?} is already taken by {owner}"),
                 ));
             } else {
                 taken.insert(name.to_owned(), key.clone());
@@ -314,7 +315,17 @@ struct Instance<'a> {
     strategy: Box<dyn FnOnce() -> Arc<dyn Strategy> + 'a>,
     trigger: &'a TriggerSpec,
     /// The problems of its own settings (not its name or trigger), under `key`.
-    problems: Vec<String>,
+    problems: Vec<Problem>,
+}
+
+/// The problem with the name of the named instance at `key`, if it has one.
+pub fn name_problem(key: &str, name: &str) -> Option<Problem> {
+    (!is_valid_name(name)).then(|| {
+        Problem::at(
+            key,
+            format!("{name:?} is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)"),
+        )
+    })
 }
 
 /// `[a-z0-9][a-z0-9-]*`: the names of named strategy instances.
@@ -411,7 +422,7 @@ mod tests {
     #[test]
     fn named_instances_follow_the_builtins_and_answer_to_their_names() {
         let config = sidecar_config();
-        assert_eq!(config.problems(), Vec::<String>::new());
+        assert_eq!(config.problems(), Vec::new());
         let all = config.build();
         let names: Vec<_> = all.iter().map(|r| r.strategy.name()).collect();
         assert_eq!(
@@ -440,7 +451,7 @@ mod tests {
         config.webhook.insert("memory-purge".into(), hook);
         config.command.insert("reload".into(), command);
         assert_eq!(
-            config.problems(),
+            config.problems().iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
                 "strategies.webhook.Bad_Name: \"Bad_Name\" is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)",
                 "strategies.webhook.gc: the name \"gc\" is already taken by the built-in memory-purge",
@@ -473,7 +484,11 @@ mod tests {
         config.signal.get_mut("reload").unwrap().signal = "SIGNOPE".into();
         config.command.get_mut("rotate-logs").unwrap().program = String::new();
         config.command.get_mut("rotate-logs").unwrap().timeout = std::time::Duration::ZERO;
-        let problems = config.problems();
+        let problems = config
+            .problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         assert_eq!(problems.len(), 5, "{problems:#?}");
         assert_eq!(problems[0], "strategies.webhook.cache-trim-hook.trigger.above = 2: must be in (0, 1] for signal memory_usage");
         assert_eq!(
@@ -502,6 +517,6 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(StrategiesConfig::default().problems(), Vec::<String>::new());
+        assert_eq!(StrategiesConfig::default().problems(), Vec::new());
     }
 }
