@@ -415,94 +415,69 @@ fn prefixed_settings(
 }
 
 /// The command line's settings.
-fn flag_settings(overrides: &Overrides) -> Vec<Setting> {
-    let Overrides {
-        listen,
-        dry_run,
-        log_format,
-        log_level,
-        insecure,
-        worker_id,
-        memory_budget,
-        interval,
-        target_pid,
-        target_pidfile,
-        target_port,
-        target_cgroup,
-        probe_url,
-    } = overrides;
-    let path = |path: &PathBuf| path.display().to_string();
-    [
-        (
-            "api.listen",
-            "--listen",
-            listen.map(|a| a.to_string().into()),
-        ),
-        ("dry_run", "--dry-run", dry_run.then_some(true.into())),
-        (
-            "log.format",
-            "--log-format",
-            log_format.map(|f| f.to_string().into()),
-        ),
+fn flag_settings(o: &Overrides) -> Vec<Setting> {
+    let text = |value: &dyn ToString| toml::Value::String(value.to_string());
+    let path = |path: &PathBuf| text(&path.display());
+    // A budget past a TOML integer stays text: refused as too large, naming the flag.
+    let bytes = |b: u64| i64::try_from(b).map_or_else(|_| text(&b), toml::Value::Integer);
+    let duration = |d: Duration| text(&humantime::format_duration(d));
+    let flags: [(&str, &str, Option<toml::Value>); 13] = [
+        ("api.listen", "--listen", o.listen.map(|a| text(&a))),
+        ("dry_run", "--dry-run", o.dry_run.then_some(true.into())),
+        ("log.format", "--log-format", o.log_format.map(|f| text(&f))),
         (
             "log.level",
             "--log-level",
-            log_level.clone().map(Into::into),
+            o.log_level.as_ref().map(|l| text(l)),
         ),
         (
             "api.insecure",
             "--insecure",
-            insecure.then_some(true.into()),
+            o.insecure.then_some(true.into()),
         ),
         (
             "worker_id",
             "--worker-id",
-            worker_id.clone().map(Into::into),
+            o.worker_id.as_ref().map(|w| text(w)),
         ),
         (
             "memory_budget",
             "--memory-budget",
-            memory_budget.map(|bytes| match i64::try_from(bytes) {
-                Ok(bytes) => bytes.into(),
-                Err(_) => bytes.to_string().into(), // refused as too large, naming the flag
-            }),
+            o.memory_budget.map(bytes),
         ),
-        (
-            "interval",
-            "--interval",
-            interval.map(|d| humantime::format_duration(d).to_string().into()),
-        ),
+        ("interval", "--interval", o.interval.map(duration)),
         (
             "target.pid",
             "--target-pid",
-            target_pid.map(|pid| i64::from(pid).into()),
+            o.target_pid.map(|p| i64::from(p).into()),
         ),
         (
             "target.pidfile",
             "--target-pidfile",
-            target_pidfile.as_ref().map(|p| path(p).into()),
+            o.target_pidfile.as_ref().map(path),
         ),
         (
             "target.port",
             "--target-port",
-            target_port.map(|port| i64::from(port).into()),
+            o.target_port.map(|p| i64::from(p).into()),
         ),
         (
             "target.cgroup",
             "--target-cgroup",
-            target_cgroup.as_ref().map(|p| path(p).into()),
+            o.target_cgroup.as_ref().map(path),
         ),
         (
             "probe.url",
             "--probe-url",
-            probe_url.clone().map(Into::into),
+            o.probe_url.as_ref().map(|u| text(u)),
         ),
-    ]
-    .into_iter()
-    .filter_map(|(key, flag, value): (&str, &str, Option<toml::Value>)| {
-        Some(Setting::new(key, value?, Origin::Flag(flag.to_owned())))
-    })
-    .collect()
+    ];
+    flags
+        .into_iter()
+        .filter_map(|(key, flag, value)| {
+            Some(Setting::new(key, value?, Origin::Flag(flag.to_owned())))
+        })
+        .collect()
 }
 
 fn load_settings(
