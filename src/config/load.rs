@@ -605,7 +605,8 @@ fn dotted(path: &[String]) -> String {
 }
 
 /// serde's primitive visitors expect a Rust type by its name (`u32`, `f64`); users read "an
-/// integer" and "a number".
+/// integer" and "a number". This reads the type serde names, not an error message: any other
+/// expectation (`a boolean`, `socket address`) is shown as serde gives it.
 fn in_words(expected: &str) -> &str {
     match expected {
         "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer",
