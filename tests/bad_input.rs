@@ -83,7 +83,9 @@ fn check_config(text: &str) {
         Err(ConfigError::Invalid(problems)) => {
             assert!(!problems.is_empty());
             assert!(
-                problems.iter().all(|p| !p.trim().is_empty()),
+                problems
+                    .iter()
+                    .all(|p| !p.key.is_empty() && !p.why.trim().is_empty()),
                 "{problems:?}"
             );
         }

@@ -217,7 +217,11 @@ fn a_trigger_fires_on_a_real_psi_reading() {
     assert_eq!(evaluation.value, Some(reading));
 
     // The validation of a ratio signal applies to PSI signals.
-    let problems = TriggerSpec::new(Signal::MemoryPressureFull, 5.0).problems("t");
+    let problems = TriggerSpec::new(Signal::MemoryPressureFull, 5.0)
+        .problems("t")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>();
     assert!(
         problems
             .iter()

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Deserializer};
 
-use super::ApiConfig;
+use super::{ApiConfig, Problem};
 
 /// Largest `api.max_connections` allowed.
 pub const MAX_MAX_CONNECTIONS: usize = 65_536;
@@ -11,39 +11,53 @@ pub const MAX_MAX_CONNECTIONS: usize = 65_536;
 impl ApiConfig {
     /// Problems with `read_token`, `allowed_hosts`, `allowed_origins`, `max_connections` and
     /// the connection timeouts, each naming its key.
-    pub(super) fn access_problems(&self) -> Vec<String> {
+    pub(super) fn access_problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if let Some(token) = &self.read_token {
             if token.is_empty() {
-                problems.push("api.read_token = \"\": must be non-empty".to_owned());
+                problems.push(Problem::new("api.read_token", "\"\"", "must be non-empty"));
             } else if token.chars().any(char::is_whitespace) {
-                problems.push(format!(
-                    "api.read_token = \"***\" ({} characters, hidden): must not contain whitespace",
-                    token.chars().count()
+                problems.push(Problem::new(
+                    "api.read_token",
+                    format!("\"***\" ({} characters, hidden)", token.chars().count()),
+                    "must not contain whitespace",
                 ));
             }
         }
         for (i, host) in self.allowed_hosts.iter().enumerate() {
             if let Err(why) = check_host(host) {
-                problems.push(format!("api.allowed_hosts[{i}] = {host:?}: {why}"));
+                problems.push(Problem::new(
+                    format!("api.allowed_hosts[{i}]"),
+                    format!("{host:?}"),
+                    why,
+                ));
             }
         }
         for (i, origin) in self.allowed_origins.iter().enumerate() {
             if let Err(why) = check_origin(origin) {
-                problems.push(format!("api.allowed_origins[{i}] = {origin:?}: {why}"));
+                problems.push(Problem::new(
+                    format!("api.allowed_origins[{i}]"),
+                    format!("{origin:?}"),
+                    why,
+                ));
             }
         }
         if !(1..=MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
-            problems.push(format!(
-                "api.max_connections = {}: must be in 1..={MAX_MAX_CONNECTIONS}",
-                self.max_connections
+            problems.push(Problem::new(
+                "api.max_connections",
+                self.max_connections,
+                format!("must be in 1..={MAX_MAX_CONNECTIONS}"),
             ));
         }
         if self.header_read_timeout.is_zero() {
-            problems.push("api.header_read_timeout = 0s: must be positive".to_owned());
+            problems.push(Problem::new(
+                "api.header_read_timeout",
+                "0s",
+                "must be positive",
+            ));
         }
         if self.idle_timeout.is_zero() {
-            problems.push("api.idle_timeout = 0s: must be positive".to_owned());
+            problems.push(Problem::new("api.idle_timeout", "0s", "must be positive"));
         }
         problems
     }
@@ -123,7 +137,11 @@ mod tests {
             max_connections: 0,
             ..ApiConfig::default()
         };
-        let problems = api.access_problems();
+        let problems: Vec<String> = api
+            .access_problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].starts_with("api.read_token = \"***\" (9 characters, hidden)"));
         assert!(problems[1].starts_with("api.allowed_hosts[1] = \"http://x\": must be a host name"));

@@ -1,16 +1,28 @@
-//! Building a [`Config`] from its layers, remembering where each value came from.
+//! Building a [`Config`] from its layers with figment, remembering where each value came from.
+//!
+//! Every value a layer gives is a figment [`Provider`] (a [`Setting`]) whose metadata is its
+//! [`Origin`]; figment merges them key by key over the serialized defaults and tags each value
+//! with its provider, which is where [`Loaded::origins`] come from. Its typed errors (`kind`,
+//! `path`, `metadata`) become [`Problem`]s. Environment values stay strings: figment's lossy
+//! extraction reads them as numbers or booleans where the field wants one, and a string field
+//! keeps them as written (a token `"007"`).
+//!
+//! The environment is a map given by the caller (the process environment in production), so
+//! figment's `Env` provider, which reads the process environment itself, is not used: the
+//! `PERFPILOT_` variables and the legacy variables are providers of their own, one per variable.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::ValueKind;
-use perfpilot_strategies::StrategiesConfig;
+use figment::error::{Kind, OneOf};
+use figment::providers::Serialized;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 
-use super::{Config, LogFormat};
+use super::{Config, LogFormat, Origin, Problem};
 
 /// Values given on the command line (highest precedence). All optional.
 #[derive(Debug, Default, Clone)]
@@ -42,30 +54,6 @@ pub struct Overrides {
     pub target_cgroup: Option<PathBuf>,
     /// `--probe-url`: `probe.url`.
     pub probe_url: Option<String>,
-}
-
-/// Where an effective value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The built-in default.
-    Default,
-    /// The TOML file at this path.
-    File(PathBuf),
-    /// This environment variable.
-    Env(String),
-    /// This command-line flag, e.g. `--listen`.
-    Flag(String),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Default => f.write_str("default"),
-            Origin::File(path) => write!(f, "file {}", path.display()),
-            Origin::Env(name) => write!(f, "env {name}"),
-            Origin::Flag(flag) => write!(f, "flag {flag}"),
-        }
-    }
 }
 
 /// The effective configuration and where each of its values came from.
@@ -116,10 +104,10 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
-    /// Values that do not fit: each names its key, its value, what is allowed and, where it
-    /// did not come from the defaults, its source (file, variable or flag).
+    /// Values that do not fit, all of them: unknown keys, values of the wrong type and values
+    /// out of range, each with its key, its value, what is allowed and where it came from.
     #[error("invalid configuration:{}", .0.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
-    Invalid(Vec<String>),
+    Invalid(Vec<Problem>),
 }
 
 /// The variables of the Node.js system perfpilot replaces, each with the keys it sets. They
@@ -154,8 +142,9 @@ pub const LEGACY_ENV: &[(&str, &[&str])] = &[
 /// no file. `env`: the environment to read (`std::env::vars().collect()` in production); the
 /// process environment is not read here.
 ///
-/// Every problem found is reported at once in [`ConfigError::Invalid`]; a file that cannot be
-/// read or parsed is [`ConfigError::File`].
+/// Every problem found is reported at once in [`ConfigError::Invalid`], those of values that
+/// cannot be read (unknown keys, wrong types) together with those of values that can but do
+/// not fit; a file that cannot be read or parsed is [`ConfigError::File`].
 pub fn load(
     file: Option<&Path>,
     env: &HashMap<String, String>,
@@ -172,63 +161,11 @@ pub fn load_from_str(
     env: &HashMap<String, String>,
     overrides: &Overrides,
 ) -> Result<Loaded, ConfigError> {
-    let path = Path::new(INLINE_FILE);
-    let mut problems = Vec::new();
-    let settings = parse_toml(toml, path, &mut problems)?;
-    load_settings(settings, problems, env, overrides)
+    load_settings(file_settings(toml, Path::new(INLINE_FILE))?, env, overrides)
 }
 
 /// The name [`load_from_str`] gives its text in origins and messages.
 pub const INLINE_FILE: &str = "(inline TOML)";
-
-/// One value from one layer, at one dotted key.
-#[derive(Debug, Clone)]
-struct Setting {
-    key: String,
-    value: ValueKind,
-    /// The value as the user wrote it, for messages.
-    written: String,
-    origin: Origin,
-    /// Checked for unknown keys only, not merged (an empty TOML table).
-    check_only: bool,
-    /// For a named strategy instance (`strategies.webhook.NAME`), set as one value: the table
-    /// as written, for messages and origins.
-    instance: Option<toml::Table>,
-}
-
-impl Setting {
-    /// The keys this setting gives a value to.
-    fn keys(&self) -> Vec<String> {
-        match &self.instance {
-            None => vec![self.key.clone()],
-            Some(table) => {
-                let mut leaves = Vec::new();
-                flatten_toml(
-                    &self.key,
-                    toml::Value::Table(table.clone()),
-                    &self.origin,
-                    &mut leaves,
-                    &mut Vec::new(),
-                );
-                leaves
-                    .into_iter()
-                    .filter(|leaf| !leaf.check_only)
-                    .map(|leaf| leaf.key)
-                    .collect()
-            }
-        }
-    }
-
-    /// The named instance this (env) setting reaches into, if any: `strategies.webhook.NAME`
-    /// for `strategies.webhook.NAME.retries`.
-    fn is_inside(&self, instance: &Setting) -> bool {
-        instance.instance.is_some()
-            && self
-                .key
-                .strip_prefix(&instance.key)
-                .is_some_and(|rest| rest.starts_with('.'))
-    }
-}
 
 fn load_with_default_file(
     file: Option<&Path>,
@@ -236,191 +173,152 @@ fn load_with_default_file(
     env: &HashMap<String, String>,
     overrides: &Overrides,
 ) -> Result<Loaded, ConfigError> {
-    let mut problems = Vec::new();
-    let settings = match file {
-        Some(path) => read_file(path, &mut problems)?,
-        None if default_file.is_file() => read_file(default_file, &mut problems)?,
-        None => Vec::new(),
+    let path = match file {
+        Some(path) => path,
+        None if default_file.is_file() => default_file,
+        None => return load_settings(Vec::new(), env, overrides),
     };
-    load_settings(settings, problems, env, overrides)
-}
-
-fn load_settings(
-    mut settings: Vec<Setting>,
-    mut problems: Vec<String>,
-    env: &HashMap<String, String>,
-    overrides: &Overrides,
-) -> Result<Loaded, ConfigError> {
-    legacy_settings(env, &mut settings, &mut problems);
-    prefixed_settings(env, &mut settings, &mut problems);
-
-    // Each value on its own over the defaults: every bad key or value is reported at once,
-    // attributed to the variable or file it came from. A named strategy instance is one value;
-    // a variable reaching into one is checked over it.
-    let defaults = config::Config::try_from(&Config::default())
-        .expect("the defaults serialize into a config tree");
-    for setting in &settings {
-        let mut group: Vec<Setting> = settings
-            .iter()
-            .filter(|instance| setting.is_inside(instance))
-            .cloned()
-            .collect();
-        group.push(setting.clone());
-        if let Err(error) = merge(&defaults, &group) {
-            problems.push(describe_setting(setting, error));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems));
-    }
-    let mut config =
-        merge(&defaults, &settings).map_err(|error| ConfigError::Invalid(vec![describe(error)]))?;
-
-    let mut origins: BTreeMap<String, Origin> = leaves(&config)
-        .into_keys()
-        .map(|key| (key, Origin::Default))
-        .collect();
-    for setting in settings.into_iter().filter(|s| !s.check_only) {
-        for key in setting.keys() {
-            origins.insert(key, setting.origin.clone());
-        }
-    }
-    apply_overrides(&mut config, &mut origins, overrides);
-    raise_unset_ceilings(&mut config, &mut origins);
-
-    config.validate().map_err(|problems| {
-        let keys: Vec<String> = problems.iter().map(|p| problem_key(p).to_owned()).collect();
-        ConfigError::Invalid(
-            problems
-                .into_iter()
-                .filter(|problem| !follows_from_another(problem_key(problem), &keys, &origins))
-                .map(|problem| with_origin(problem, &origins))
-                .collect(),
-        )
-    })?;
-    Ok(Loaded { config, origins })
-}
-
-fn read_file(path: &Path, problems: &mut Vec<String>) -> Result<Vec<Setting>, ConfigError> {
     let text = fs::read_to_string(path).map_err(|e| ConfigError::File {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    parse_toml(&text, path, problems)
+    load_settings(file_settings(&text, path)?, env, overrides)
 }
 
-fn parse_toml(
-    text: &str,
-    path: &Path,
-    problems: &mut Vec<String>,
-) -> Result<Vec<Setting>, ConfigError> {
-    let file_error = |message: String| ConfigError::File {
-        path: path.to_path_buf(),
-        message,
-    };
+/// One layer's value at one key, as a figment provider whose metadata is its origin: a leaf,
+/// or a named strategy instance (`strategies.webhook.NAME`) as a whole, since it is complete
+/// only as a whole.
+#[derive(Debug, Clone)]
+struct Setting {
+    path: Vec<String>,
+    value: toml::Value,
+    origin: Origin,
+    /// A named strategy instance.
+    instance: bool,
+}
+
+impl Setting {
+    fn new(key: &str, value: impl Into<toml::Value>, origin: Origin) -> Self {
+        Setting {
+            path: key.split('.').map(str::to_owned).collect(),
+            value: value.into(),
+            origin,
+            instance: false,
+        }
+    }
+
+    /// Whether this setting reaches into the named instance `instance` (an environment
+    /// variable setting one key of a strategy the file defines).
+    fn is_inside(&self, instance: &Setting) -> bool {
+        instance.instance
+            && self.path.len() > instance.path.len()
+            && self.path.starts_with(&instance.path)
+    }
+
+    /// The value as written at `path`, if this setting has it.
+    fn written_at(&self, path: &[String]) -> Option<String> {
+        let inside = path.strip_prefix(self.path.as_slice())?;
+        let mut value = &self.value;
+        for segment in inside {
+            value = value.as_table()?.get(segment)?;
+        }
+        Some(value.to_string())
+    }
+}
+
+impl Provider for Setting {
+    fn metadata(&self) -> Metadata {
+        match &self.origin {
+            Origin::Default => Metadata::named("default"),
+            Origin::File(path) => Metadata::from("file", path.as_path()),
+            Origin::Env(name) => Metadata::from("env", Source::Custom(name.clone())),
+            Origin::Flag(flag) => Metadata::from("flag", Source::Custom(flag.clone())),
+        }
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let (first, nested) = self.path.split_first().expect("a setting has a key");
+        let value = nested
+            .iter()
+            .rev()
+            .fold(to_figment(&self.value), |value, key| {
+                Dict::from([(key.clone(), value)]).into()
+            });
+        Ok(Profile::Default.collect(Dict::from([(first.clone(), value)])))
+    }
+}
+
+/// The [`Origin`] a [`Setting`]'s metadata stands for (the defaults' for any other).
+fn origin_of(metadata: &Metadata) -> Origin {
+    match (metadata.name.as_ref(), &metadata.source) {
+        ("file", Some(Source::File(path))) => Origin::File(path.clone()),
+        ("env", Some(Source::Custom(name))) => Origin::Env(name.clone()),
+        ("flag", Some(Source::Custom(flag))) => Origin::Flag(flag.clone()),
+        _ => Origin::Default,
+    }
+}
+
+fn to_figment(value: &toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => s.as_str().into(),
+        toml::Value::Integer(i) => (*i).into(),
+        toml::Value::Float(f) => (*f).into(),
+        toml::Value::Boolean(b) => (*b).into(),
+        toml::Value::Datetime(d) => d.to_string().into(),
+        toml::Value::Array(items) => items.iter().map(to_figment).collect::<Vec<_>>().into(),
+        toml::Value::Table(table) => table
+            .iter()
+            .map(|(key, value)| (key.clone(), to_figment(value)))
+            .collect::<Dict>()
+            .into(),
+    }
+}
+
+/// The file's settings: one per leaf (an empty table is one: `[telemetry]` is an unknown
+/// key), one per named strategy instance.
+fn file_settings(text: &str, path: &Path) -> Result<Vec<Setting>, ConfigError> {
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| file_error(e.to_string().trim_end().to_owned()))?;
-    let origin = Origin::File(path.to_path_buf());
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+    fn flatten(path: Vec<String>, value: toml::Value, origin: &Origin, out: &mut Vec<Setting>) {
+        let instance = matches!(path.as_slice(), [strategies, kind, _]
+            if strategies == "strategies"
+                && perfpilot_strategies::StrategiesConfig::NAMED_KINDS.contains(&kind.as_str()));
+        match value {
+            toml::Value::Table(table) if !instance && (!table.is_empty() || path.is_empty()) => {
+                for (key, value) in table {
+                    let mut inner = path.clone();
+                    inner.push(key);
+                    flatten(inner, value, origin, out);
+                }
+            }
+            value => out.push(Setting {
+                path,
+                instance: instance && value.is_table(),
+                value,
+                origin: origin.clone(),
+            }),
+        }
+    }
     let mut settings = Vec::new();
-    flatten_toml(
-        "",
+    let origin = Origin::File(path.to_path_buf());
+    flatten(
+        Vec::new(),
         toml::Value::Table(table),
         &origin,
         &mut settings,
-        problems,
     );
     Ok(settings)
 }
 
-/// One setting per leaf, keyed by its dotted path, except that a named strategy instance
-/// (`[strategies.webhook.NAME]`) is one setting holding its whole table: it is only complete
-/// as a whole, and its maps (`body`, `headers`, `env`) may have keys that are not paths
-/// (`"X-Request.Id"`).
-fn flatten_toml(
-    prefix: &str,
-    value: toml::Value,
-    origin: &Origin,
-    out: &mut Vec<Setting>,
-    problems: &mut Vec<String>,
-) {
-    let named_kind = prefix
-        .strip_prefix("strategies.")
-        .is_some_and(|kind| StrategiesConfig::NAMED_KINDS.contains(&kind));
-    match value {
-        toml::Value::Table(table) if !table.is_empty() || prefix.is_empty() => {
-            for (key, value) in table {
-                let full = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                match value {
-                    toml::Value::Table(instance) if named_kind => {
-                        if !is_path_segment(&key) {
-                            problems.push(format!(
-                                "{prefix}.{key:?}: {key:?} is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit) (from {origin})"
-                            ));
-                            continue;
-                        }
-                        out.push(Setting {
-                            key: full,
-                            written: toml::Value::Table(instance.clone()).to_string(),
-                            check_only: false,
-                            value: toml_to_kind(toml::Value::Table(instance.clone())),
-                            origin: origin.clone(),
-                            instance: Some(instance),
-                        });
-                    }
-                    value => flatten_toml(&full, value, origin, out, problems),
-                }
-            }
-        }
-        value => out.push(Setting {
-            key: prefix.to_owned(),
-            written: value.to_string(),
-            check_only: matches!(&value, toml::Value::Table(_)),
-            value: toml_to_kind(value),
-            origin: origin.clone(),
-            instance: None,
-        }),
-    }
-}
-
-/// What the config crate accepts as one segment of a key path.
-fn is_path_segment(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-fn toml_to_kind(value: toml::Value) -> ValueKind {
-    match value {
-        toml::Value::String(s) => ValueKind::String(s),
-        toml::Value::Integer(i) => ValueKind::I64(i),
-        toml::Value::Float(f) => ValueKind::Float(f),
-        toml::Value::Boolean(b) => ValueKind::Boolean(b),
-        toml::Value::Datetime(d) => ValueKind::String(d.to_string()),
-        toml::Value::Array(items) => ValueKind::Array(
-            items
-                .into_iter()
-                .map(|item| toml_to_kind(item).into())
-                .collect(),
-        ),
-        toml::Value::Table(table) => ValueKind::Table(
-            table
-                .into_iter()
-                .map(|(k, v)| (k, toml_to_kind(v).into()))
-                .collect(),
-        ),
-    }
-}
-
+/// The legacy variables' settings (one per key they set), or what is wrong with them.
 fn legacy_settings(
     env: &HashMap<String, String>,
     settings: &mut Vec<Setting>,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
 ) {
     for (name, keys) in LEGACY_ENV {
         let Some(raw) = env.get(*name).filter(|raw| !raw.trim().is_empty()) else {
@@ -429,31 +327,34 @@ fn legacy_settings(
         let text = raw.trim();
         let parsed = match *name {
             "OPTIMIZATION_INTERVAL" => text
-                .parse::<u64>()
-                .map(ValueKind::U64)
-                .map_err(|_| "must be integer milliseconds"),
+                .parse::<i64>()
+                .ok()
+                .filter(|ms| *ms >= 0)
+                .map(toml::Value::Integer)
+                .ok_or("must be integer milliseconds"),
             "MEMORY_THRESHOLD" | "CPU_THRESHOLD" => text
                 .parse::<f64>()
-                .map(ValueKind::Float)
+                .map(toml::Value::Float)
                 .map_err(|_| "must be a number in (0, 1]"),
-            "LOG_LEVEL" => Ok(ValueKind::String(legacy_log_level(text))),
+            "LOG_LEVEL" => Ok(toml::Value::String(legacy_log_level(text))),
             _ => parse_bool(text)
-                .map(ValueKind::Boolean)
+                .map(toml::Value::Boolean)
                 .ok_or("must be true or false"),
         };
+        let origin = Origin::Env((*name).to_owned());
         match parsed {
-            Ok(value) => settings.extend(keys.iter().map(|key| Setting {
-                key: (*key).to_owned(),
-                value: value.clone(),
-                written: format!("{raw:?}"),
-                origin: Origin::Env((*name).to_owned()),
-                check_only: false,
-                instance: None,
-            })),
-            Err(allowed) => problems.push(format!(
-                "{name} = {raw:?}: {allowed} (legacy variable for {})",
-                keys.join(", ")
-            )),
+            Ok(value) => settings.extend(
+                keys.iter()
+                    .map(|key| Setting::new(key, value.clone(), origin.clone())),
+            ),
+            Err(allowed) => problems.push(
+                Problem::new(
+                    *name,
+                    format!("{raw:?}"),
+                    format!("{allowed} (legacy variable for {})", keys.join(", ")),
+                )
+                .from(origin),
+            ),
         }
     }
 }
@@ -477,10 +378,12 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
+/// The `PERFPILOT_` variables' settings, `__` between nested keys, keys lower-cased, values
+/// kept as strings.
 fn prefixed_settings(
     env: &HashMap<String, String>,
     settings: &mut Vec<Setting>,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
 ) {
     let mut vars: Vec<(&String, &String)> = env
         .iter()
@@ -490,248 +393,298 @@ fn prefixed_settings(
         .collect();
     vars.sort();
     for (name, value) in vars {
-        let segments: Vec<String> = name[Config::ENV_PREFIX.len()..]
+        let origin = Origin::Env(name.clone());
+        let path: Vec<String> = name[Config::ENV_PREFIX.len()..]
             .split("__")
             .map(str::to_ascii_lowercase)
             .collect();
-        if segments.iter().any(String::is_empty) {
-            problems.push(format!(
-                "{name}: not a configuration variable (write {}KEY, with `__` between nested keys, e.g. PERFPILOT_API__LISTEN)",
+        if path.iter().any(String::is_empty) {
+            problems.push(Problem::at(name.clone(), format!(
+                "not a configuration variable (write {}KEY, with `__` between nested keys, e.g. PERFPILOT_API__LISTEN)",
                 Config::ENV_PREFIX
-            ));
+            )).from(origin));
             continue;
         }
-        // Values stay strings: the config crate converts them when the field wants a number
-        // or a bool, and a string field (a token such as "007") keeps them as written.
         settings.push(Setting {
-            key: segments.join("."),
-            value: ValueKind::String(value.clone()),
-            written: format!("{value:?}"),
-            origin: Origin::Env(name.clone()),
-            check_only: false,
-            instance: None,
+            path,
+            value: toml::Value::String(value.clone()),
+            origin,
+            instance: false,
         });
     }
 }
 
-/// The defaults with `settings` laid over them in order (later wins), deserialized.
-fn merge(defaults: &config::Config, settings: &[Setting]) -> Result<Config, config::ConfigError> {
-    let mut latest: BTreeMap<&str, &Setting> = BTreeMap::new();
-    for setting in settings {
-        latest.insert(&setting.key, setting);
-    }
-    let mut builder = config::Config::builder().add_source(defaults.clone());
-    for (key, setting) in latest {
-        builder = builder.set_override(key, setting.value.clone())?;
-    }
-    builder.build()?.try_deserialize()
-}
-
-fn describe_setting(setting: &Setting, error: config::ConfigError) -> String {
-    if let Some(table) = &setting.instance {
-        return describe_instance_error(&setting.key, table, &setting.origin, error);
-    }
-    let Setting {
-        key,
-        written,
-        origin,
-        value,
-        ..
-    } = setting;
-    let mut why = describe(error);
-    if why.contains("does not have variant constructor") {
-        if let ValueKind::String(text) = value {
-            why = variant_error(key, text).unwrap_or(why);
-        }
-    }
-    if let Some(rest) = why.strip_prefix("unknown field `") {
-        let expected = rest.split_once("`, ").map_or("", |(_, expected)| expected);
-        return format!("{key} = {written}: unknown key (from {origin}); {expected}");
-    }
-    format!("{key} = {written}: {why} (from {origin})")
-}
-
-/// A problem inside a named strategy instance, at the key where it is: `key = value: why`,
-/// or `key: why` for a key that is missing.
-fn describe_instance_error(
-    instance_key: &str,
-    table: &toml::Table,
-    origin: &Origin,
-    error: config::ConfigError,
-) -> String {
-    let at = error_key(&error);
-    let missing = matches!(error, config::ConfigError::NotFound(_));
-    let mut why = describe(error);
-    if let (Some(at), true) = (&at, why.contains("does not have variant constructor")) {
-        let written = written_at(instance_key, table, at);
-        if let Some(toml::Value::String(text)) = written {
-            why = variant_error(at, text).unwrap_or(why);
-        }
-    }
-    let key = at.as_deref().unwrap_or(instance_key);
-    if missing {
-        return format!("{key}: required, missing (from {origin})");
-    }
-    if let Some(rest) = why.strip_prefix("unknown field `") {
-        let (field, expected) = rest.split_once("`, ").unwrap_or((rest, ""));
-        let field = field.trim_end_matches('`');
-        return format!("{key}.{field}: unknown key (from {origin}); {expected}");
-    }
-    match written_at(instance_key, table, key) {
-        Some(value) if key != instance_key => format!("{key} = {value}: {why} (from {origin})"),
-        _ => format!("{key}: {why} (from {origin})"),
-    }
-}
-
-/// The key a config crate error is about, where it says.
-fn error_key(error: &config::ConfigError) -> Option<String> {
-    match error {
-        config::ConfigError::NotFound(key) => Some(key.clone()),
-        config::ConfigError::Type { key, .. } => key.clone(),
-        config::ConfigError::At { key, error, .. } => key.clone().or_else(|| error_key(error)),
-        _ => None,
-    }
-}
-
-/// The value written at dotted `key` inside the instance table at `instance_key`.
-fn written_at<'a>(
-    instance_key: &str,
-    table: &'a toml::Table,
-    key: &str,
-) -> Option<&'a toml::Value> {
-    let path = key.strip_prefix(instance_key)?.strip_prefix('.')?;
-    let mut segments = path.split('.');
-    let mut value = table.get(segments.next()?)?;
-    for segment in segments {
-        value = value.as_table()?.get(segment)?;
-    }
-    Some(value)
-}
-
-/// serde's own message for a bad enum value, which lists the variants allowed (the config
-/// crate's does not).
-fn variant_error(key: &str, text: &str) -> Option<String> {
-    use serde::de::IntoDeserializer;
-    use serde::Deserialize;
-
-    fn error_of<T: for<'de> Deserialize<'de>>(text: &str) -> Option<String> {
-        let deserializer: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
-            text.into_deserializer();
-        T::deserialize(deserializer).err().map(|e| e.to_string())
-    }
-    if key == "log.format" {
-        error_of::<LogFormat>(text)
-    } else if key.ends_with(".signal") {
-        error_of::<perfpilot_strategies::Signal>(text)
-    } else {
-        None
-    }
-}
-
-/// The config crate's error without the key and origin it appends (the caller names them).
-fn describe(error: config::ConfigError) -> String {
-    match error {
-        config::ConfigError::Type {
-            unexpected,
-            expected,
-            ..
-        } => format!(
-            "invalid type: {unexpected}, expected {}",
-            expected
-                .replace("an signed", "a signed")
-                .replace(" u64 bit", " 64 bit")
+/// The command line's settings.
+fn flag_settings(o: &Overrides) -> Vec<Setting> {
+    let text = |value: &dyn ToString| toml::Value::String(value.to_string());
+    let path = |path: &PathBuf| text(&path.display());
+    // A budget past a TOML integer stays text: refused as too large, naming the flag.
+    let bytes = |b: u64| i64::try_from(b).map_or_else(|_| text(&b), toml::Value::Integer);
+    let duration = |d: Duration| text(&humantime::format_duration(d));
+    let flags: [(&str, &str, Option<toml::Value>); 13] = [
+        ("api.listen", "--listen", o.listen.map(|a| text(&a))),
+        ("dry_run", "--dry-run", o.dry_run.then_some(true.into())),
+        ("log.format", "--log-format", o.log_format.map(|f| text(&f))),
+        (
+            "log.level",
+            "--log-level",
+            o.log_level.as_ref().map(|l| text(l)),
         ),
-        config::ConfigError::At { error, .. } => describe(*error),
-        config::ConfigError::NotFound(key) => format!("missing key `{key}`"),
-        config::ConfigError::PathParse { .. } => {
-            "not a valid key (use ASCII letters, digits, `_` and `-`)".to_owned()
-        }
-        other => other.to_string(),
-    }
+        (
+            "api.insecure",
+            "--insecure",
+            o.insecure.then_some(true.into()),
+        ),
+        (
+            "worker_id",
+            "--worker-id",
+            o.worker_id.as_ref().map(|w| text(w)),
+        ),
+        (
+            "memory_budget",
+            "--memory-budget",
+            o.memory_budget.map(bytes),
+        ),
+        ("interval", "--interval", o.interval.map(duration)),
+        (
+            "target.pid",
+            "--target-pid",
+            o.target_pid.map(|p| i64::from(p).into()),
+        ),
+        (
+            "target.pidfile",
+            "--target-pidfile",
+            o.target_pidfile.as_ref().map(path),
+        ),
+        (
+            "target.port",
+            "--target-port",
+            o.target_port.map(|p| i64::from(p).into()),
+        ),
+        (
+            "target.cgroup",
+            "--target-cgroup",
+            o.target_cgroup.as_ref().map(path),
+        ),
+        (
+            "probe.url",
+            "--probe-url",
+            o.probe_url.as_ref().map(|u| text(u)),
+        ),
+    ];
+    flags
+        .into_iter()
+        .filter_map(|(key, flag, value)| {
+            Some(Setting::new(key, value?, Origin::Flag(flag.to_owned())))
+        })
+        .collect()
 }
 
-fn apply_overrides(
-    config: &mut Config,
-    origins: &mut BTreeMap<String, Origin>,
+fn load_settings(
+    mut settings: Vec<Setting>,
+    env: &HashMap<String, String>,
     overrides: &Overrides,
-) {
-    let mut set = |key: &str, flag: &str| {
-        origins.insert(key.to_owned(), Origin::Flag(flag.to_owned()));
-    };
-    if let Some(listen) = overrides.listen {
-        config.api.listen = listen;
-        set("api.listen", "--listen");
-    }
-    if overrides.dry_run {
-        config.dry_run = true;
-        set("dry_run", "--dry-run");
-    }
-    if let Some(format) = overrides.log_format {
-        config.log.format = format;
-        set("log.format", "--log-format");
-    }
-    if let Some(level) = &overrides.log_level {
-        config.log.level.clone_from(level);
-        set("log.level", "--log-level");
-    }
-    if overrides.insecure {
-        config.api.insecure = true;
-        set("api.insecure", "--insecure");
-    }
-    if let Some(id) = &overrides.worker_id {
-        config.worker_id = Some(id.clone());
-        set("worker_id", "--worker-id");
-    }
-    if let Some(budget) = overrides.memory_budget {
-        config.memory_budget = Some(budget);
-        set("memory_budget", "--memory-budget");
-    }
-    if let Some(interval) = overrides.interval {
-        config.interval = interval;
-        set("interval", "--interval");
-    }
-    if overrides.target_pid.is_some()
-        || overrides.target_pidfile.is_some()
-        || overrides.target_port.is_some()
-        || overrides.target_cgroup.is_some()
-    {
+) -> Result<Loaded, ConfigError> {
+    let mut problems = Vec::new();
+    legacy_settings(env, &mut settings, &mut problems);
+    prefixed_settings(env, &mut settings, &mut problems);
+    let flags = flag_settings(overrides);
+    if flags.iter().any(|flag| flag.path[0] == "target") {
         // A target on the command line replaces the lower layers' target of another kind.
-        config.target = Default::default();
-        for key in [
-            "target.pid",
-            "target.pidfile",
-            "target.port",
-            "target.cgroup",
-        ] {
-            origins.remove(key);
-        }
-        let mut set = |key: &str, flag: &str| {
-            origins.insert(key.to_owned(), Origin::Flag(flag.to_owned()));
-        };
-        if let Some(pid) = overrides.target_pid {
-            config.target.pid = Some(pid);
-            set("target.pid", "--target-pid");
-        }
-        if let Some(path) = &overrides.target_pidfile {
-            config.target.pidfile = Some(path.clone());
-            set("target.pidfile", "--target-pidfile");
-        }
-        if let Some(port) = overrides.target_port {
-            config.target.port = Some(port);
-            set("target.port", "--target-port");
-        }
-        if let Some(path) = &overrides.target_cgroup {
-            config.target.cgroup = Some(path.clone());
-            set("target.cgroup", "--target-cgroup");
+        settings.retain(|setting| setting.path[0] != "target");
+    }
+    settings.extend(flags);
+
+    // Each value on its own over the defaults, so that every bad key or value is reported
+    // (serde stops at the first), attributed to the layer it came from; a value reaching into
+    // a named instance is read over that instance.
+    let defaults = Figment::from(Serialized::defaults(Config::default()));
+    let mut readable = Vec::new();
+    for setting in &settings {
+        let figment = settings
+            .iter()
+            .filter(|instance| setting.is_inside(instance))
+            .chain([setting])
+            .fold(defaults.clone(), |figment, s| figment.merge(s.clone()));
+        match figment.extract_lossy::<Config>() {
+            Ok(_) => readable.push(setting.clone()),
+            Err(errors) => {
+                // An unreadable named instance is not validated: its name is checked here.
+                let name = setting.instance.then(|| {
+                    let name = setting.path.last().expect("an instance has a name");
+                    perfpilot_strategies::name_problem(&dotted(&setting.path), name)
+                });
+                let name = name.flatten().map(|p| p.from(setting.origin.clone()));
+                let read = errors.into_iter().map(|e| problem_of(e, Some(setting)));
+                for problem in name.into_iter().chain(read) {
+                    if !problems.contains(&problem) {
+                        problems.push(problem);
+                    }
+                }
+            }
         }
     }
-    if let Some(url) = &overrides.probe_url {
-        config.probe.url = Some(url.clone());
-        origins.insert(
-            "probe.url".to_owned(),
-            Origin::Flag("--probe-url".to_owned()),
+
+    // The readable values merged key by key, later layers winning; what they make is then
+    // validated, so that a file with an unknown key and an `above = 2` reports both.
+    let figment = readable
+        .into_iter()
+        .fold(defaults, |figment, setting| figment.merge(setting));
+    let mut config = match figment.extract_lossy::<Config>() {
+        Ok(config) => config,
+        Err(errors) => {
+            problems.extend(errors.into_iter().map(|e| problem_of(e, None)));
+            return Err(ConfigError::Invalid(problems));
+        }
+    };
+    exact_floats(&mut config, &settings);
+    let mut origins = origins(&config, &figment);
+    raise_unset_ceilings(&mut config, &mut origins);
+    if let Err(invalid) = config.validate() {
+        let keys: Vec<String> = invalid.iter().map(|p| p.key.clone()).collect();
+        problems.extend(
+            invalid
+                .into_iter()
+                .filter(|problem| !follows_from_another(problem, &keys, &origins))
+                .map(|problem| with_origin(problem, &origins)),
         );
     }
+    if problems.is_empty() {
+        Ok(Loaded { config, origins })
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// figment reads a short decimal string (`"0.8"`, as the environment gives it) as an `f32`
+/// and widens it, so `PERFPILOT_..._ABOVE=0.8` would read 0.800000011920929: every number a
+/// text setting became is put back as written.
+fn exact_floats(config: &mut Config, settings: &[Setting]) {
+    let Ok(mut tree) = serde_json::to_value(&*config) else {
+        return;
+    };
+    let mut changed = false;
+    for setting in settings {
+        let toml::Value::String(text) = &setting.value else {
+            continue;
+        };
+        let Ok(exact) = text.trim().parse::<f64>() else {
+            continue;
+        };
+        let leaf = setting
+            .path
+            .iter()
+            .try_fold(&mut tree, |node, key| node.get_mut(key.as_str()));
+        if let Some(leaf) = leaf.filter(|leaf| leaf.is_f64()) {
+            let widened = leaf.as_f64().expect("an f64 leaf");
+            if widened != exact && widened as f32 == exact as f32 {
+                *leaf = serde_json::json!(exact);
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        if let Ok(exact) = serde_json::from_value(tree) {
+            *config = exact;
+        }
+    }
+}
+
+/// A figment error as a problem: at its key, with the value as `setting` wrote it, from the
+/// provider figment names.
+fn problem_of(error: figment::Error, setting: Option<&Setting>) -> Problem {
+    let mut path = error.path.clone();
+    let why = match &error.kind {
+        Kind::UnknownField(_, expected) => format!("unknown key; expected {}", OneOf(expected)),
+        Kind::MissingField(field) => {
+            path.push(field.to_string());
+            "required, missing".to_owned()
+        }
+        Kind::InvalidType(actual, expected) => {
+            format!("invalid type: {actual}, expected {}", in_words(expected))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!("invalid value: {actual}, expected {}", in_words(expected))
+        }
+        Kind::UnknownVariant(variant, expected) => {
+            format!("unknown variant `{variant}`, expected {}", OneOf(expected))
+        }
+        kind => kind.to_string(),
+    };
+    let origin = match (&error.metadata, setting) {
+        (Some(metadata), _) => origin_of(metadata),
+        (None, Some(setting)) => setting.origin.clone(),
+        (None, None) => Origin::Default,
+    };
+    Problem {
+        key: dotted(&path),
+        value: setting.and_then(|setting| setting.written_at(&path)),
+        origin,
+        why,
+    }
+}
+
+/// A key path as TOML writes it: segments that are not bare keys quoted
+/// (`strategies.webhook."a.b"`).
+fn dotted(path: &[String]) -> String {
+    let bare = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let segments: Vec<String> = path
+        .iter()
+        .map(|s| if bare(s) { s.clone() } else { format!("{s:?}") })
+        .collect();
+    segments.join(".")
+}
+
+/// serde's primitive visitors expect a Rust type by its name (`u32`, `f64`); users read "an
+/// integer" and "a number". This reads the type serde names, not an error message: any other
+/// expectation (`a boolean`, `socket address`) is shown as serde gives it.
+fn in_words(expected: &str) -> &str {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        other => other,
+    }
+}
+
+/// The origin of every leaf of `config`: the provider figment tagged its value with, else the
+/// default.
+fn origins(config: &Config, figment: &Figment) -> BTreeMap<String, Origin> {
+    fn walk(figment: &Figment, prefix: &str, dict: &Dict, out: &mut BTreeMap<String, Origin>) {
+        for (key, value) in dict {
+            let key = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                Value::Dict(_, inner) => walk(figment, &key, inner, out),
+                leaf => {
+                    let origin = figment.get_metadata(leaf.tag()).map(origin_of);
+                    out.insert(key, origin.unwrap_or(Origin::Default));
+                }
+            }
+        }
+    }
+    let mut given = BTreeMap::new();
+    if let Some(dict) = figment
+        .data()
+        .ok()
+        .and_then(|data| data.get(&Profile::Default).cloned())
+    {
+        walk(figment, "", &dict, &mut given);
+    }
+    leaves(config)
+        .into_keys()
+        .map(|key| {
+            let origin = given.remove(&key).unwrap_or(Origin::Default);
+            (key, origin)
+        })
+        .collect()
 }
 
 /// A ceiling the user did not set follows its floor up: `max_interval` to `interval`, a
@@ -767,34 +720,27 @@ fn raise_unset_ceilings(config: &mut Config, origins: &mut BTreeMap<String, Orig
     }
 }
 
-/// The key a problem starts with (`key = value: ...`).
-fn problem_key(problem: &str) -> &str {
-    problem.split([' ', ':']).next().unwrap_or_default()
-}
-
 /// A default `critical` flagged only because the user's `above` beside it is itself invalid
 /// (and reported): one problem is enough.
 fn follows_from_another(
-    key: &str,
+    problem: &Problem,
     problem_keys: &[String],
     origins: &BTreeMap<String, Origin>,
 ) -> bool {
-    let Some(trigger) = key.strip_suffix(".critical") else {
+    let Some(trigger) = problem.key.strip_suffix(".critical") else {
         return false;
     };
-    matches!(origins.get(key), None | Some(Origin::Default))
+    matches!(origins.get(&problem.key), None | Some(Origin::Default))
         && problem_keys
             .iter()
             .any(|k| *k == format!("{trigger}.above"))
 }
 
-/// Appends where the problem's key got its value, unless that is the default.
-/// A key without an origin of its own (a named strategy instance, `strategies.webhook.NAME`)
-/// takes the origin of the values under it.
-fn with_origin(problem: String, origins: &BTreeMap<String, Origin>) -> String {
-    let key = problem_key(&problem);
-    let inside = format!("{key}.");
-    let origin = origins.get(key).or_else(|| {
+/// The problem with where its key got its value. A key without an origin of its own (a named
+/// strategy instance, `strategies.webhook.NAME`) takes the origin of the values under it.
+fn with_origin(problem: Problem, origins: &BTreeMap<String, Origin>) -> Problem {
+    let inside = format!("{}.", problem.key);
+    let origin = origins.get(&problem.key).or_else(|| {
         origins
             .range::<String, _>(&inside..)
             .take_while(|(k, _)| k.starts_with(&inside))
@@ -802,8 +748,8 @@ fn with_origin(problem: String, origins: &BTreeMap<String, Origin>) -> String {
             .find(|origin| **origin != Origin::Default)
     });
     match origin {
-        Some(Origin::Default) | None => problem,
-        Some(origin) => format!("{problem} (from {origin})"),
+        Some(origin) => problem.from(origin.clone()),
+        None => problem,
     }
 }
 
@@ -884,7 +830,9 @@ mod tests {
 
     fn problems(result: Result<Loaded, ConfigError>) -> Vec<String> {
         match result {
-            Err(ConfigError::Invalid(problems)) => problems,
+            Err(ConfigError::Invalid(problems)) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
             other => panic!("expected invalid configuration, got {other:?}"),
         }
     }
@@ -1053,9 +1001,11 @@ mod tests {
              [strategies.webhook.\"a.b\"]\nurl = \"http://127.0.0.1:1/\"\n",
         );
         let all = problems.join("\n");
-        assert_eq!(problems.len(), 4, "{all}");
+        assert_eq!(problems.len(), 5, "{all}");
         assert!(
-            all.contains("strategies.command.run.retries: unknown key (from file "),
+            all.contains(
+                "strategies.command.run.retries = 1: unknown key; expected one of `enabled`"
+            ),
             "{all}"
         );
         assert!(
@@ -1109,7 +1059,7 @@ mod tests {
         );
         // The env key is lower-cased, so it names another instance than `reload-Config`.
         let problems = problems(loaded);
-        assert!(problems.iter().any(|p| p.starts_with("strategies.signal.reload-config.enabled = \"true\": missing key `strategies.signal.reload-config.trigger`")), "{problems:#?}");
+        assert!(problems.iter().any(|p| *p == "strategies.signal.reload-config.trigger: required, missing (from env PERFPILOT_STRATEGIES__SIGNAL__RELOAD-CONFIG__ENABLED)"), "{problems:#?}");
 
         let file = TempToml::new(&SIDECAR_TOML.replace("reload-Config", "reload-config"));
         let loaded = load(
@@ -1175,7 +1125,7 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:#?}");
         let all = problems.join("\n");
         assert!(
-            all.contains("intervall = \"5s\": unknown key (from file"),
+            all.contains("intervall = \"5s\": unknown key; expected one of `enabled`, `interval`"),
             "{all}"
         );
         assert!(
@@ -1205,7 +1155,7 @@ mod tests {
         );
         assert!(
             all.contains(
-                "history_size = \"lots\": invalid type: string \"lots\", expected an integer"
+                "history_size = \"lots\": invalid type: string \"lots\", expected a non-negative integer"
             ),
             "{all}"
         );
@@ -1262,6 +1212,18 @@ mod tests {
         assert_eq!(config.memory_budget, Some(512 << 20));
         assert_eq!(config.history_size, 100);
         assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn decimals_from_the_environment_are_read_as_written() {
+        let loaded = load_env(&[
+            ("PERFPILOT_STRATEGIES__MEMORY_PURGE__TRIGGER__ABOVE", "0.7"),
+            ("MEMORY_THRESHOLD", "0.65"),
+        ])
+        .unwrap();
+        let strategies = &loaded.config.strategies;
+        assert_eq!(strategies.memory_purge.trigger.above, 0.7);
+        assert_eq!(strategies.cache_trim.trigger.above, 0.65);
     }
 
     #[test]
@@ -1586,11 +1548,12 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("api.tokne = \"x\": unknown key (from env PERFPILOT_API__TOKNE)"),
+            all.contains("api.tokne = \"x\": unknown key; expected one of `enabled`, `listen`, `token`, `read_token`, `insecure`, `allowed_hosts`, `allowed_origins`, `max_connections`, `header_read_timeout`, `idle_timeout`, `rate_limit`, `request_timeout` (from env PERFPILOT_API__TOKNE)"),
             "{all}"
         );
         assert!(
-            all.contains("intervall = \"5s\": unknown key (from env PERFPILOT_INTERVALL)"),
+            all.contains("intervall = \"5s\": unknown key; expected one of")
+                && all.contains("(from env PERFPILOT_INTERVALL)"),
             "{all}"
         );
     }
@@ -1604,30 +1567,75 @@ mod tests {
         ]));
         assert_eq!(problems.len(), 3, "{problems:#?}");
         let all = problems.join("\n");
-        assert!(all.contains("strategies.memory_purge.trigger.above = \"high\": invalid type: string \"high\", expected a floating point (from env PERFPILOT_STRATEGIES__MEMORY_PURGE__TRIGGER__ABOVE)"), "{all}");
+        assert!(all.contains("strategies.memory_purge.trigger.above = \"high\": invalid type: string \"high\", expected a number (from env PERFPILOT_STRATEGIES__MEMORY_PURGE__TRIGGER__ABOVE)"), "{all}");
         assert!(all.contains("dry_run = \"perhaps\": invalid type: string \"perhaps\", expected a boolean (from env PERFPILOT_DRY_RUN)"), "{all}");
         assert!(all.contains("api.listen = \"localhost\": invalid socket address syntax (from env PERFPILOT_API__LISTEN)"), "{all}");
     }
 
     #[test]
     fn validation_problems_name_their_source() {
-        let problems = problems(load_env(&[
+        let vars = [
             ("PERFPILOT_INTERVAL", "0ms"),
             ("PERFPILOT_API__TOKEN", ""),
             ("PERFPILOT_HISTORY_SIZE", "0"),
-        ]));
+        ];
         assert_eq!(
-            problems,
+            problems(load_env(&vars)),
             [
                 "interval = 0s: must be at least 10ms (from env PERFPILOT_INTERVAL)",
                 "history_size = 0: must be in 1..=10000 (from env PERFPILOT_HISTORY_SIZE)",
                 "api.token = \"\": must be non-empty (from env PERFPILOT_API__TOKEN)",
             ]
         );
-        let error = ConfigError::Invalid(problems);
+        let error = load_env(&vars).unwrap_err();
         assert!(error
             .to_string()
             .starts_with("invalid configuration:\n  - interval = 0s: must be at least 10ms"));
+        let ConfigError::Invalid(problems) = error else {
+            panic!("expected invalid values, got {error:?}");
+        };
+        assert_eq!(
+            problems[0],
+            Problem {
+                key: "interval".into(),
+                value: Some("0s".into()),
+                origin: Origin::Env("PERFPILOT_INTERVAL".into()),
+                why: "must be at least 10ms".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn read_and_validation_problems_are_reported_in_one_pass_as_data() {
+        let file = TempToml::new(
+            "intervall = \"5s\"\nhistory_size = \"lots\"\n[strategies.memory_purge.trigger]\nabove = 2\n",
+        );
+        let error = load(Some(&file.0), &env(&[]), &Overrides::default()).unwrap_err();
+        let ConfigError::Invalid(problems) = error else {
+            panic!("expected invalid values, got {error:?}");
+        };
+        let from_file = Origin::File(file.0.clone());
+        let found: Vec<(&str, Option<&str>, &Origin)> = problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_deref(), &p.origin))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("history_size", Some("\"lots\""), &from_file),
+                ("intervall", Some("\"5s\""), &from_file),
+                (
+                    "strategies.memory_purge.trigger.above",
+                    Some("2"),
+                    &from_file
+                ),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[1]
+            .why
+            .starts_with("unknown key; expected one of `enabled`"));
+        assert_eq!(problems[2].why, "must be in (0, 1] for signal memory_usage");
     }
 
     #[test]

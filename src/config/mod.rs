@@ -46,13 +46,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use perfpilot_strategies::{duration, StrategiesConfig};
+pub use perfpilot_strategies::{Origin, Problem};
 use serde::{Deserialize, Serialize};
 
 use crate::sample::Target;
 
-pub use load::{
-    load, load_from_str, ConfigError, Loaded, Origin, Overrides, INLINE_FILE, LEGACY_ENV,
-};
+pub use load::{load, load_from_str, ConfigError, Loaded, Overrides, INLINE_FILE, LEGACY_ENV};
 
 /// The agent's whole configuration.
 ///
@@ -167,77 +166,91 @@ impl Config {
             .collect()
     }
 
-    /// Every problem at once, each `key = value: what is allowed`.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    /// Every problem at once, each naming its key, its value and what is allowed (their
+    /// origins are the loader's to fill in).
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let fmt = duration::format;
         let mut problems = Vec::new();
         if self.interval < Self::MIN_INTERVAL {
-            problems.push(format!(
-                "interval = {}: must be at least {}",
+            problems.push(Problem::new(
+                "interval",
                 fmt(self.interval),
-                fmt(Self::MIN_INTERVAL)
+                format!("must be at least {}", fmt(Self::MIN_INTERVAL)),
             ));
         }
         if self.max_interval < self.interval {
-            problems.push(format!(
-                "max_interval = {}: must be at least interval ({})",
+            problems.push(Problem::new(
+                "max_interval",
                 fmt(self.max_interval),
-                fmt(self.interval)
+                format!("must be at least interval ({})", fmt(self.interval)),
             ));
         }
         if !(1..=Self::MAX_HISTORY_SIZE).contains(&self.history_size) {
-            problems.push(format!(
-                "history_size = {}: must be in 1..={}",
+            problems.push(Problem::new(
+                "history_size",
                 self.history_size,
-                Self::MAX_HISTORY_SIZE
+                format!("must be in 1..={}", Self::MAX_HISTORY_SIZE),
             ));
         }
         if self.strategy_timeout.is_zero() {
-            problems.push(format!(
-                "strategy_timeout = {}: must be positive",
-                fmt(self.strategy_timeout)
+            problems.push(Problem::new(
+                "strategy_timeout",
+                fmt(self.strategy_timeout),
+                "must be positive",
             ));
         }
         for (name, webhook) in &self.strategies.webhook {
             let worst = webhook.worst_case_duration();
             if worst > self.strategy_timeout {
-                problems.push(format!(
-                    "strategies.webhook.{name}.timeout = {} with retries = {}: can take {} in all, \
-                     longer than strategy_timeout = {}; lower them or raise strategy_timeout",
-                    fmt(webhook.timeout),
-                    webhook.retries,
-                    fmt(worst),
-                    fmt(self.strategy_timeout)
+                problems.push(Problem::new(
+                    format!("strategies.webhook.{name}.timeout"),
+                    format!(
+                        "{} with retries = {}",
+                        fmt(webhook.timeout),
+                        webhook.retries
+                    ),
+                    format!(
+                        "can take {} in all, longer than strategy_timeout = {}; lower them or \
+                         raise strategy_timeout",
+                        fmt(worst),
+                        fmt(self.strategy_timeout)
+                    ),
                 ));
             }
         }
         for (name, command) in &self.strategies.command {
             if command.timeout >= self.strategy_timeout {
-                problems.push(format!(
-                    "strategies.command.{name}.timeout = {}: must be below strategy_timeout = {} \
-                     (the command's own timeout kills its process group and reports it); lower \
-                     it or raise strategy_timeout",
+                problems.push(Problem::new(
+                    format!("strategies.command.{name}.timeout"),
                     fmt(command.timeout),
-                    fmt(self.strategy_timeout)
+                    format!(
+                        "must be below strategy_timeout = {} (the command's own timeout kills \
+                         its process group and reports it); lower it or raise strategy_timeout",
+                        fmt(self.strategy_timeout)
+                    ),
                 ));
             }
         }
         if self.backoff_after_failures > 0 && self.max_backoff.is_zero() {
-            problems.push(format!(
-                "max_backoff = {}: must be positive (or backoff_after_failures = 0)",
-                fmt(self.max_backoff)
+            problems.push(Problem::new(
+                "max_backoff",
+                fmt(self.max_backoff),
+                "must be positive (or backoff_after_failures = 0)",
             ));
         }
         if self.memory_budget == Some(0) {
-            problems.push(format!(
-                "memory_budget = 0: must be positive ({})",
-                bytes::ALLOWED
+            problems.push(Problem::new(
+                "memory_budget",
+                0,
+                format!("must be positive ({})", bytes::ALLOWED),
             ));
         }
         if let Some(id) = &self.worker_id {
             if id.trim().is_empty() || id.chars().any(char::is_control) {
-                problems.push(format!(
-                    "worker_id = {id:?}: must be non-empty, without control characters"
+                problems.push(Problem::new(
+                    "worker_id",
+                    format!("{id:?}"),
+                    "must be non-empty, without control characters",
                 ));
             }
         }
@@ -332,28 +345,35 @@ impl TuningConfig {
         (min, calm)
     }
 
-    fn problems(&self, interval: Duration) -> Vec<String> {
+    fn problems(&self, interval: Duration) -> Vec<Problem> {
         let fmt = duration::format;
         let mut problems = Vec::new();
         if self.max_cooldown.is_zero() {
-            problems.push("tuning.max_cooldown = 0s: must be positive".to_owned());
+            problems.push(Problem::new(
+                "tuning.max_cooldown",
+                "0s",
+                "must be positive",
+            ));
         }
         if let Some(min) = self.min_interval {
             if min < Config::MIN_INTERVAL || min > interval {
-                problems.push(format!(
-                    "tuning.min_interval = {}: must be in [{}, interval ({})]",
+                problems.push(Problem::new(
+                    "tuning.min_interval",
                     fmt(min),
-                    fmt(Config::MIN_INTERVAL),
-                    fmt(interval)
+                    format!(
+                        "must be in [{}, interval ({})]",
+                        fmt(Config::MIN_INTERVAL),
+                        fmt(interval)
+                    ),
                 ));
             }
         }
         if let Some(calm) = self.calm_interval {
             if calm < interval {
-                problems.push(format!(
-                    "tuning.calm_interval = {}: must be at least interval ({})",
+                problems.push(Problem::new(
+                    "tuning.calm_interval",
                     fmt(calm),
-                    fmt(interval)
+                    format!("must be at least interval ({})", fmt(interval)),
                 ));
             }
         }
@@ -480,33 +500,43 @@ impl ApiConfig {
     /// Default `idle_timeout`: 60 s.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-    fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if let Some(token) = &self.token {
             if token.is_empty() {
-                problems.push("api.token = \"\": must be non-empty".to_owned());
+                problems.push(Problem::new("api.token", "\"\"", "must be non-empty"));
             } else if token.chars().any(char::is_whitespace) {
-                problems.push(format!(
-                    "api.token = \"***\" ({} characters, hidden): must not contain whitespace",
-                    token.chars().count()
+                problems.push(Problem::new(
+                    "api.token",
+                    format!("\"***\" ({} characters, hidden)", token.chars().count()),
+                    "must not contain whitespace",
                 ));
             }
         }
         problems.extend(self.access_problems());
         if self.rate_limit.is_enabled() && self.rate_limit.burst == 0 {
-            problems.push(format!(
-                "api.rate_limit.burst = 0: must be at least 1 while api.rate_limit.per_minute = {} (set per_minute = 0 to turn the limit off)",
-                self.rate_limit.per_minute
+            problems.push(Problem::new(
+                "api.rate_limit.burst",
+                0,
+                format!(
+                    "must be at least 1 while api.rate_limit.per_minute = {} (set per_minute = 0 to turn the limit off)",
+                    self.rate_limit.per_minute
+                ),
             ));
         }
         if self.request_timeout.is_zero() {
-            problems.push("api.request_timeout = 0s: must be positive".to_owned());
+            problems.push(Problem::new(
+                "api.request_timeout",
+                "0s",
+                "must be positive",
+            ));
         }
         if self.enabled && !self.listen.ip().is_loopback() && self.token.is_none() && !self.insecure
         {
-            problems.push(format!(
-                "api.listen = {}: a non-loopback address needs api.token (or api.insecure = true, --insecure)",
-                self.listen
+            problems.push(Problem::new(
+                "api.listen",
+                self.listen,
+                "a non-loopback address needs api.token (or api.insecure = true, --insecure)",
             ));
         }
         problems
@@ -588,47 +618,49 @@ impl TargetConfig {
         }
     }
 
-    fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let set: Vec<String> = [
-            self.pid.map(|pid| format!("target.pid = {pid}")),
+        let shown = |path: &PathBuf| format!("{:?}", path.display().to_string());
+        let set: Vec<(&str, String)> = [
+            self.pid.map(|pid| ("target.pid", pid.to_string())),
             self.pidfile
                 .as_ref()
-                .map(|path| format!("target.pidfile = {:?}", path.display().to_string())),
-            self.port.map(|port| format!("target.port = {port}")),
+                .map(|path| ("target.pidfile", shown(path))),
+            self.port.map(|port| ("target.port", port.to_string())),
             self.cgroup
                 .as_ref()
-                .map(|path| format!("target.cgroup = {:?}", path.display().to_string())),
+                .map(|path| ("target.cgroup", shown(path))),
         ]
         .into_iter()
         .flatten()
         .collect();
-        if set.len() > 1 {
-            problems.push(format!(
-                "{}: set at most one of target.pid, target.pidfile, target.port and target.cgroup",
-                set.join(", ")
-            ));
-        }
-        if let Some(path) = &self.cgroup {
-            if let Err(why) = crate::sample::resolve_target_cgroup(path) {
-                problems.push(format!(
-                    "target.cgroup = {:?}: {why}",
-                    path.display().to_string()
+        if let [(key, value), others @ ..] = set.as_slice() {
+            if !others.is_empty() {
+                let others: String = others.iter().map(|(k, v)| format!(", {k} = {v}")).collect();
+                problems.push(Problem::new(
+                    *key,
+                    format!("{value}{others}"),
+                    "set at most one of target.pid, target.pidfile, target.port and target.cgroup",
                 ));
             }
         }
+        if let Some(path) = &self.cgroup {
+            if let Err(why) = crate::sample::resolve_target_cgroup(path) {
+                problems.push(Problem::new("target.cgroup", shown(path), why.to_string()));
+            }
+        }
         if self.pid == Some(0) {
-            problems.push("target.pid = 0: must be a positive pid".to_owned());
+            problems.push(Problem::new("target.pid", 0, "must be a positive pid"));
         }
         if self.port == Some(0) {
-            problems.push("target.port = 0: must be in 1..=65535".to_owned());
+            problems.push(Problem::new("target.port", 0, "must be in 1..=65535"));
         }
         if self
             .pidfile
             .as_ref()
             .is_some_and(|path| path.as_os_str().is_empty())
         {
-            problems.push("target.pidfile = \"\": must be a path".to_owned());
+            problems.push(Problem::new("target.pidfile", "\"\"", "must be a path"));
         }
         problems
     }
@@ -660,26 +692,30 @@ impl ProbeConfig {
     /// Smallest `period` and `timeout` allowed: 10 ms.
     pub const MIN_PERIOD: Duration = Duration::from_millis(10);
 
-    fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<Problem> {
         let fmt = duration::format;
         let mut problems = Vec::new();
         if let Some(url) = &self.url {
             if let Err(why) = crate::probe::check_url(url) {
-                problems.push(format!("probe.url = {url:?}: {why}"));
+                problems.push(Problem::new(
+                    "probe.url",
+                    format!("{url:?}"),
+                    why.to_string(),
+                ));
             }
         }
         if self.period < Self::MIN_PERIOD {
-            problems.push(format!(
-                "probe.period = {}: must be at least {}",
+            problems.push(Problem::new(
+                "probe.period",
                 fmt(self.period),
-                fmt(Self::MIN_PERIOD)
+                format!("must be at least {}", fmt(Self::MIN_PERIOD)),
             ));
         }
         if self.timeout < Self::MIN_PERIOD {
-            problems.push(format!(
-                "probe.timeout = {}: must be at least {}",
+            problems.push(Problem::new(
+                "probe.timeout",
                 fmt(self.timeout),
-                fmt(Self::MIN_PERIOD)
+                format!("must be at least {}", fmt(Self::MIN_PERIOD)),
             ));
         }
         problems
@@ -714,14 +750,17 @@ impl LogConfig {
     /// Default `level`.
     pub const DEFAULT_LEVEL: &str = "info";
 
-    fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<Problem> {
         if Self::LEVELS.contains(&self.level.as_str()) || self.level.contains('=') {
             Vec::new()
         } else {
-            vec![format!(
-                "log.level = {:?}: must be one of {}, or a filter directive such as \"info,perfpilot=debug\"",
-                self.level,
-                Self::LEVELS.join(", ")
+            vec![Problem::new(
+                "log.level",
+                format!("{:?}", self.level),
+                format!(
+                    "must be one of {}, or a filter directive such as \"info,perfpilot=debug\"",
+                    Self::LEVELS.join(", ")
+                ),
             )]
         }
     }
@@ -824,6 +863,14 @@ mod tests {
         assert_eq!(on, expected);
     }
 
+    /// The problems of `config` as users read them.
+    fn shown(config: &Config) -> Vec<String> {
+        match config.validate() {
+            Ok(()) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
     #[test]
     fn a_webhook_that_can_outlast_strategy_timeout_is_refused() {
         use perfpilot_strategies::{Signal, TriggerSpec, WebhookConfig};
@@ -844,7 +891,7 @@ mod tests {
                 ..hook
             },
         );
-        let problems = config.validate().unwrap_err();
+        let problems = shown(&config);
         assert!(
             problems[0].starts_with("strategies.webhook.trim.timeout = 5s with retries = 2")
                 && problems[0].contains("strategy_timeout = 10s"),
@@ -875,7 +922,7 @@ mod tests {
         );
         let problems = config.validate().unwrap_err();
         assert!(
-            problems[0].starts_with(
+            problems[0].to_string().starts_with(
                 "strategies.command.rotate.timeout = 10s: must be below strategy_timeout = 10s"
             ),
             "{problems:?}"
@@ -930,7 +977,7 @@ mod tests {
         assert_eq!(config.target.selected(), None);
         config.probe.url = Some("https://127.0.0.1/ping".into());
         config.probe.period = Duration::ZERO;
-        let problems = config.validate().unwrap_err();
+        let problems = shown(&config);
         assert_eq!(problems.len(), 3, "{problems:#?}");
         assert_eq!(
             problems[0],
@@ -954,10 +1001,7 @@ mod tests {
             },
             ..Config::default()
         };
-        assert_eq!(
-            config.validate().unwrap_err(),
-            ["target.port = 0: must be in 1..=65535"]
-        );
+        assert_eq!(shown(&config), ["target.port = 0: must be in 1..=65535"]);
     }
 
     #[test]
@@ -973,7 +1017,7 @@ mod tests {
         config.log.level = "loud".into();
         config.api.token = Some("two words".into());
         config.strategies.memory_purge.trigger.above = 1.5;
-        let problems = config.validate().unwrap_err();
+        let problems = shown(&config);
         let expect = [
             "interval = 0s: must be at least 10ms",
             "history_size = 0: must be in 1..=10000",
@@ -999,7 +1043,7 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(
-            config.validate().unwrap_err(),
+            shown(&config),
             ["max_interval = 1s: must be at least interval (5s)"]
         );
     }
@@ -1021,7 +1065,9 @@ mod tests {
             listen: "0.0.0.0:9750".parse().unwrap(),
             ..ApiConfig::default()
         };
-        assert!(api.problems()[0].starts_with("api.listen = 0.0.0.0:9750: a non-loopback"));
+        assert!(api.problems()[0]
+            .to_string()
+            .starts_with("api.listen = 0.0.0.0:9750: a non-loopback"));
         api.insecure = true;
         assert!(api.problems().is_empty());
         api.insecure = false;
@@ -1038,7 +1084,7 @@ mod tests {
         };
         config.api.rate_limit.burst = 0;
         config.api.request_timeout = Duration::ZERO;
-        let problems = config.validate().unwrap_err();
+        let problems = shown(&config);
         assert_eq!(problems.len(), 3, "{problems:#?}");
         assert!(problems[0].starts_with("max_backoff = 0s: must be positive"));
         assert!(problems[1].starts_with("api.rate_limit.burst = 0: must be at least 1"));

@@ -37,7 +37,7 @@ pub struct Builtin {
     pub build: fn(&StrategiesConfig) -> Arc<dyn Strategy>,
     /// The problems of its own settings (not its trigger), each under `prefix`
     /// (`strategies.<key>`).
-    pub problems: fn(&StrategiesConfig, &str) -> Vec<String>,
+    pub problems: fn(&StrategiesConfig, &str) -> Vec<crate::Problem>,
 }
 
 impl fmt::Debug for Builtin {
@@ -57,7 +57,7 @@ impl Builtin {
     }
 }
 
-fn no_problems(_: &StrategiesConfig, _: &str) -> Vec<String> {
+fn no_problems(_: &StrategiesConfig, _: &str) -> Vec<crate::Problem> {
     Vec::new()
 }
 

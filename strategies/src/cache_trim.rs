@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::problem::Problem;
 use crate::snapshot::Signal;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::{Level, TriggerSpec};
@@ -112,14 +113,18 @@ impl CacheTrimConfig {
     }
 
     /// Every problem with the settings, each naming its key under `prefix`.
-    pub fn problems(&self, prefix: &str) -> Vec<String> {
+    pub fn problems(&self, prefix: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
         for (key, value) in [
             ("fraction", self.fraction),
             ("critical_fraction", self.critical_fraction),
         ] {
             if !(value > 0.0 && value <= 1.0) {
-                problems.push(format!("{prefix}.{key} = {value}: must be in (0, 1]"));
+                problems.push(Problem::new(
+                    format!("{prefix}.{key}"),
+                    value,
+                    "must be in (0, 1]",
+                ));
             }
         }
         problems

@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 use crate::duration;
+use crate::problem::Problem;
 use crate::snapshot::Signal;
 use crate::strategy::{Context, Outcome, RunKind, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
@@ -85,26 +86,36 @@ impl CommandConfig {
     }
 
     /// Every problem with the settings (not the trigger), each naming its key under `prefix`.
-    pub fn problems(&self, prefix: &str) -> Vec<String> {
+    pub fn problems(&self, prefix: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.program.trim().is_empty() {
-            problems.push(format!(
-                "{prefix}.program = {:?}: must name a program",
-                self.program
+            problems.push(Problem::new(
+                format!("{prefix}.program"),
+                format!("{:?}", self.program),
+                "must name a program",
             ));
         } else if self.program.contains('\0') {
-            problems.push(format!(
-                "{prefix}.program = {:?}: cannot contain NUL",
-                self.program
+            problems.push(Problem::new(
+                format!("{prefix}.program"),
+                format!("{:?}", self.program),
+                "cannot contain NUL",
             ));
         }
         for (i, arg) in self.args.iter().enumerate() {
             if arg.contains('\0') {
-                problems.push(format!("{prefix}.args[{i}] = {arg:?}: cannot contain NUL"));
+                problems.push(Problem::new(
+                    format!("{prefix}.args[{i}]"),
+                    format!("{arg:?}"),
+                    "cannot contain NUL",
+                ));
             }
         }
         if self.timeout.is_zero() {
-            problems.push(format!("{prefix}.timeout = 0s: must be positive"));
+            problems.push(Problem::new(
+                format!("{prefix}.timeout"),
+                "0s",
+                "must be positive",
+            ));
         }
         problems.extend(crate::excerpt_problem(
             &format!("{prefix}.excerpt_bytes"),
@@ -112,16 +123,22 @@ impl CommandConfig {
         ));
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) {
-                problems.push(format!(
-                    "{prefix}.env.{key} = {value:?}: a variable name must be non-empty, without `=` or NUL"
+                problems.push(Problem::new(
+                    format!("{prefix}.env.{key}"),
+                    format!("{value:?}"),
+                    "a variable name must be non-empty, without `=` or NUL",
                 ));
             } else if RunCommand::CONTEXT_ENV.contains(&key.as_str()) {
-                problems.push(format!(
-                    "{prefix}.env.{key} = {value:?}: set by the agent for every run, cannot be configured"
+                problems.push(Problem::new(
+                    format!("{prefix}.env.{key}"),
+                    format!("{value:?}"),
+                    "set by the agent for every run, cannot be configured",
                 ));
             } else if value.contains('\0') {
-                problems.push(format!(
-                    "{prefix}.env.{key} = {value:?}: cannot contain NUL"
+                problems.push(Problem::new(
+                    format!("{prefix}.env.{key}"),
+                    format!("{value:?}"),
+                    "cannot contain NUL",
                 ));
             }
         }
@@ -422,7 +439,7 @@ mod tests {
         config.env.insert("A=B".into(), "1".into());
         config.env.insert("PERFPILOT_LEVEL".into(), "LOW".into());
         assert_eq!(
-            config.problems("strategies.command.x"),
+            config.problems("strategies.command.x").iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
                 "strategies.command.x.program = \" \": must name a program",
                 "strategies.command.x.args[1] = \"nul\\0\": cannot contain NUL",

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::duration;
+use crate::problem::Problem;
 use crate::snapshot::Signal;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
@@ -77,13 +78,21 @@ impl ConnectionReapConfig {
     }
 
     /// Every problem with the settings, each naming its key under `prefix`.
-    pub fn problems(&self, prefix: &str) -> Vec<String> {
+    pub fn problems(&self, prefix: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.idle_timeout.is_zero() {
-            problems.push(format!("{prefix}.idle_timeout = 0s: must be positive"));
+            problems.push(Problem::new(
+                format!("{prefix}.idle_timeout"),
+                "0s",
+                "must be positive",
+            ));
         }
         if self.max_per_client == Some(0) {
-            problems.push(format!("{prefix}.max_per_client = 0: must be at least 1"));
+            problems.push(Problem::new(
+                format!("{prefix}.max_per_client"),
+                0,
+                "must be at least 1",
+            ));
         }
         problems
     }

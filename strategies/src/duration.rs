@@ -5,31 +5,33 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Serializer;
 
-/// Parses `"250ms"`, `"5s"`, `"1.5s"`, `"2m"`, `"1h"`, or a bare number of milliseconds.
+/// The longest duration accepted: 10⁹ s (about 31 years).
+pub const MAX: Duration = Duration::from_secs(1_000_000_000);
+
+/// Parses `"250ms"`, `"5s"`, `"1.5s"`, `"2m"`, `"1h"`, `"1h 30m"` (humantime's units), or a
+/// bare number of milliseconds (`"200"`, `"2.5"`). The one duration parser of the project:
+/// the configuration (file, environment) and the command line use it.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (use e.g. 250ms, 5s, 2m)"))?;
-    let seconds = match unit.trim() {
-        "" | "ms" => value / 1000.0,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "`{text}`: unknown duration unit `{other}` (use ms, s, m or h)"
-            ))
-        }
+    let out_of_range = || format!("`{text}` is out of range (at most {}s)", MAX.as_secs());
+    let duration = if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        let ms: f64 = text
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration (use e.g. 250ms, 5s, 2m)"))?;
+        Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| out_of_range())?
+    } else {
+        humantime::parse_duration(text).map_err(|error| match error {
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!("`{text}`: unknown duration unit `{unit}` (use ms, s, m or h)")
+            }
+            humantime::DurationError::NumberOverflow => out_of_range(),
+            _ => format!("`{text}` is not a duration (use e.g. 250ms, 5s, 2m)"),
+        })?
     };
-    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
-        return Err(format!("`{text}` is out of range"));
+    if duration > MAX {
+        return Err(out_of_range());
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(duration)
 }
 
 /// Formats a duration the way [`parse`] reads it back: `"250ms"`, `"5s"`.
@@ -116,6 +118,14 @@ mod tests {
         assert_eq!(parse("200"), Ok(Duration::from_millis(200)));
         assert!(parse("fast").unwrap_err().contains("fast"));
         assert!(parse("5 parsecs").unwrap_err().contains("parsecs"));
+        assert_eq!(parse("5 s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("2.5"), Ok(Duration::from_micros(2500)));
+        assert!(parse("-5").unwrap_err().contains("not a duration"));
+        assert!(parse("").unwrap_err().contains("not a duration"));
+        assert!(parse("99999999999h").unwrap_err().contains("out of range"));
+        assert!(parse("1e99s").is_err());
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub mod jemalloc;
 pub mod memory_purge;
 #[cfg(feature = "moka")]
 pub mod moka_cache;
+pub mod problem;
 pub mod proc_self;
 pub mod signal;
 pub mod signals;
@@ -83,6 +84,7 @@ pub use interval_backoff::{IntervalBackoff, IntervalBackoffConfig};
 pub use memory_purge::{MemoryPurge, MemoryPurgeConfig};
 #[cfg(feature = "moka")]
 pub use moka_cache::WeighedInBytes;
+pub use problem::{Origin, Problem};
 pub use signal::{SendSignal, SignalConfig};
 pub use snapshot::{
     AllocatorStats, LatencyStats, MemoryLimitSource, MemoryUsageSource, Pressure, PressureKind,
@@ -153,7 +155,7 @@ impl StrategiesConfig {
             enabled: bool,
             strategy: impl FnOnce() -> Arc<dyn Strategy> + 'a,
             trigger: &'a TriggerSpec,
-            problems: impl FnOnce(&str) -> Vec<String>,
+            problems: impl FnOnce(&str) -> Vec<Problem>,
         ) -> Instance<'a> {
             let key = format!("strategies.{kind}.{name}");
             Instance {
@@ -229,7 +231,7 @@ impl StrategiesConfig {
     /// Every problem with the settings, each naming its full key: bad values, and named
     /// instances whose name is malformed or already taken (by a built-in's name or alias, or
     /// by an instance of another kind).
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         for builtin in BUILTINS {
             let prefix = builtin.prefix();
@@ -252,13 +254,12 @@ impl StrategiesConfig {
             ..
         } in self.named()
         {
-            if !is_valid_name(name) {
-                problems.push(format!(
-                    "{key}: {name:?} is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)"
-                ));
+            if let Some(problem) = name_problem(&key, name) {
+                problems.push(problem);
             } else if let Some(owner) = taken.get(name) {
-                problems.push(format!(
-                    "{key}: the name {name:?} is already taken by {owner}"
+                problems.push(Problem::at(
+                    key.clone(),
+                    format!("the name {name:?} is already taken by {owner}"),
                 ));
             } else {
                 taken.insert(name.to_owned(), key.clone());
@@ -280,7 +281,17 @@ struct Instance<'a> {
     strategy: Box<dyn FnOnce() -> Arc<dyn Strategy> + 'a>,
     trigger: &'a TriggerSpec,
     /// The problems of its own settings (not its name or trigger), under `key`.
-    problems: Vec<String>,
+    problems: Vec<Problem>,
+}
+
+/// The problem with the name of the named instance at `key`, if it has one.
+pub fn name_problem(key: &str, name: &str) -> Option<Problem> {
+    (!is_valid_name(name)).then(|| {
+        Problem::at(
+            key,
+            format!("{name:?} is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)"),
+        )
+    })
 }
 
 /// `[a-z0-9][a-z0-9-]*`: the names of named strategy instances.
@@ -323,9 +334,9 @@ fn default_excerpt_bytes() -> usize {
 }
 
 /// The problem with an `excerpt_bytes` value, if any, naming `key`.
-fn excerpt_problem(key: &str, bytes: usize) -> Option<String> {
+fn excerpt_problem(key: &str, bytes: usize) -> Option<Problem> {
     (bytes > MAX_EXCERPT_BYTES)
-        .then(|| format!("{key} = {bytes}: must be at most {MAX_EXCERPT_BYTES}"))
+        .then(|| Problem::new(key, bytes, format!("must be at most {MAX_EXCERPT_BYTES}")))
 }
 
 /// `url` without its user name and password (`http://user:pw@host/x` is shown as
@@ -406,7 +417,7 @@ mod tests {
     #[test]
     fn named_instances_follow_the_builtins_and_answer_to_their_names() {
         let config = sidecar_config();
-        assert_eq!(config.problems(), Vec::<String>::new());
+        assert_eq!(config.problems(), Vec::new());
         let all = config.build();
         let names: Vec<_> = all.iter().map(|r| r.strategy.name()).collect();
         assert_eq!(
@@ -435,7 +446,7 @@ mod tests {
         config.webhook.insert("memory-purge".into(), hook);
         config.command.insert("reload".into(), command);
         assert_eq!(
-            config.problems(),
+            config.problems().iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
                 "strategies.webhook.Bad_Name: \"Bad_Name\" is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)",
                 "strategies.webhook.gc: the name \"gc\" is already taken by the built-in memory-purge",
@@ -468,7 +479,11 @@ mod tests {
         config.signal.get_mut("reload").unwrap().signal = "SIGNOPE".into();
         config.command.get_mut("rotate-logs").unwrap().program = String::new();
         config.command.get_mut("rotate-logs").unwrap().timeout = std::time::Duration::ZERO;
-        let problems = config.problems();
+        let problems = config
+            .problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         assert_eq!(problems.len(), 5, "{problems:#?}");
         assert_eq!(problems[0], "strategies.webhook.cache-trim-hook.trigger.above = 2: must be in (0, 1] for signal memory_usage");
         assert_eq!(
@@ -508,6 +523,6 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(StrategiesConfig::default().problems(), Vec::<String>::new());
+        assert_eq!(StrategiesConfig::default().problems(), Vec::new());
     }
 }

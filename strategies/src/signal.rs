@@ -12,6 +12,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::problem::Problem;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
 
@@ -30,13 +31,16 @@ pub struct SignalConfig {
 
 impl SignalConfig {
     /// Every problem with the settings (not the trigger), each naming its key under `prefix`.
-    pub fn problems(&self, prefix: &str) -> Vec<String> {
+    pub fn problems(&self, prefix: &str) -> Vec<Problem> {
         match parse_signal(&self.signal) {
             Some(_) => Vec::new(),
-            None => vec![format!(
-                "{prefix}.signal = {:?}: unknown signal (use one of {})",
-                self.signal,
-                SIGNALS.map(|(name, _)| name).join(", ")
+            None => vec![Problem::new(
+                format!("{prefix}.signal"),
+                format!("{:?}", self.signal),
+                format!(
+                    "unknown signal (use one of {})",
+                    SIGNALS.map(|(name, _)| name).join(", ")
+                ),
             )],
         }
     }
@@ -195,7 +199,11 @@ mod tests {
             signal: "SIGFOO".into(),
             ..config
         };
-        let problems = bad.problems("strategies.signal.reload");
+        let problems = bad
+            .problems("strategies.signal.reload")
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].starts_with(

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::duration;
+use crate::problem::Problem;
 use crate::snapshot::Signal;
 
 /// How loud a signal is relative to its trigger's thresholds.
@@ -251,7 +252,7 @@ impl TriggerSpec {
     }
 
     /// Every problem with these settings, each naming the key under `prefix`.
-    pub fn problems(&self, prefix: &str) -> Vec<String> {
+    pub fn problems(&self, prefix: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
         let signal = self.signal;
         let in_range =
@@ -262,77 +263,101 @@ impl TriggerSpec {
             "must be a positive number"
         };
         if !in_range(self.above) {
-            problems.push(format!(
-                "{prefix}.above = {}: {allowed} for signal {signal}",
-                self.above
+            problems.push(Problem::new(
+                format!("{prefix}.above"),
+                self.above,
+                format!("{allowed} for signal {signal}"),
             ));
         }
         if let Some(critical) = self.critical {
             if !in_range(critical) {
-                problems.push(format!(
-                    "{prefix}.critical = {critical}: {allowed} for signal {signal}"
+                problems.push(Problem::new(
+                    format!("{prefix}.critical"),
+                    critical,
+                    format!("{allowed} for signal {signal}"),
                 ));
             } else if critical < self.above {
-                problems.push(format!(
-                    "{prefix}.critical = {critical}: must be at least above ({})",
-                    self.above
+                problems.push(Problem::new(
+                    format!("{prefix}.critical"),
+                    critical,
+                    format!("must be at least above ({})", self.above),
                 ));
             }
         }
         if let Some(clear) = self.clear_below {
             if !(clear.is_finite() && clear >= 0.0 && clear <= self.above) {
-                problems.push(format!(
-                    "{prefix}.clear_below = {clear}: must be in [0, above] (above = {})",
-                    self.above
+                problems.push(Problem::new(
+                    format!("{prefix}.clear_below"),
+                    clear,
+                    format!("must be in [0, above] (above = {})", self.above),
                 ));
             }
         }
         if self.for_samples == 0 {
-            problems.push(format!("{prefix}.for = 0: must be at least 1 sample"));
+            problems.push(Problem::new(
+                format!("{prefix}.for"),
+                0,
+                "must be at least 1 sample",
+            ));
         }
         if let Some(alpha) = self.smoothing {
             if !(alpha > 0.0 && alpha <= 1.0) {
-                problems.push(format!("{prefix}.smoothing = {alpha}: must be in (0, 1]"));
+                problems.push(Problem::new(
+                    format!("{prefix}.smoothing"),
+                    alpha,
+                    "must be in (0, 1]",
+                ));
             }
         }
         if let Some(predict) = &self.predict {
             if predict.horizon.is_zero() {
-                problems.push(format!(
-                    "{prefix}.predict.horizon = 0s: must be longer than zero"
+                problems.push(Problem::new(
+                    format!("{prefix}.predict.horizon"),
+                    "0s",
+                    "must be longer than zero",
                 ));
             }
             if let Some(at) = predict.at {
                 if !in_range(at) {
-                    problems.push(format!(
-                        "{prefix}.predict.at = {at}: {allowed} for signal {signal}"
+                    problems.push(Problem::new(
+                        format!("{prefix}.predict.at"),
+                        at,
+                        format!("{allowed} for signal {signal}"),
                     ));
                 }
             }
             if !(PredictSpec::MIN_WINDOW..=PredictSpec::MAX_WINDOW).contains(&predict.window) {
-                problems.push(format!(
-                    "{prefix}.predict.window = {}: must be in {}..={} samples",
+                problems.push(Problem::new(
+                    format!("{prefix}.predict.window"),
                     predict.window,
-                    PredictSpec::MIN_WINDOW,
-                    PredictSpec::MAX_WINDOW
+                    format!(
+                        "must be in {}..={} samples",
+                        PredictSpec::MIN_WINDOW,
+                        PredictSpec::MAX_WINDOW
+                    ),
                 ));
             }
         }
         if let Some(baseline) = &self.baseline {
             if !(baseline.k.is_finite() && baseline.k > 0.0) {
-                problems.push(format!(
-                    "{prefix}.baseline.k = {}: must be a positive number",
-                    baseline.k
+                problems.push(Problem::new(
+                    format!("{prefix}.baseline.k"),
+                    baseline.k,
+                    "must be a positive number",
                 ));
             }
             if !(baseline.alpha > 0.0 && baseline.alpha <= 1.0) {
-                problems.push(format!(
-                    "{prefix}.baseline.alpha = {}: must be in (0, 1]",
-                    baseline.alpha
+                problems.push(Problem::new(
+                    format!("{prefix}.baseline.alpha"),
+                    baseline.alpha,
+                    "must be in (0, 1]",
                 ));
             }
             if baseline.warmup == 0 {
-                problems.push(format!(
-                    "{prefix}.baseline.warmup = 0: must be at least 1 sample"
+                problems.push(Problem::new(
+                    format!("{prefix}.baseline.warmup"),
+                    0,
+                    "must be at least 1 sample",
                 ));
             }
         }
@@ -370,7 +395,11 @@ mod tests {
             r#"{"signal": "memory_usage", "above": 1.5, "critical": 0.5, "for": 0, "cooldown": "1s"}"#,
         )
         .unwrap();
-        let problems = spec.problems("strategies.memory_purge.trigger");
+        let problems = spec
+            .problems("strategies.memory_purge.trigger")
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(
             problems[0].contains("strategies.memory_purge.trigger.above = 1.5: must be in (0, 1]")
@@ -399,7 +428,11 @@ mod tests {
                 "baseline": {"k": -1, "alpha": 0, "warmup": 0}}"#,
         )
         .unwrap();
-        let problems = bad.problems("t");
+        let problems = bad
+            .problems("t")
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         for expected in [
             "t.predict.horizon = 0s",
             "t.predict.at = 2: must be in (0, 1]",

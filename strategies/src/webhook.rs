@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::duration;
+use crate::problem::Problem;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
 
@@ -125,34 +126,43 @@ impl WebhookConfig {
     }
 
     /// Every problem with the settings (not the trigger), each naming its key under `prefix`.
-    pub fn problems(&self, prefix: &str) -> Vec<String> {
+    pub fn problems(&self, prefix: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
         if let Err(why) = check_url(&self.url) {
-            problems.push(format!(
-                "{prefix}.url = {:?}: {why}",
-                crate::redact_url(&self.url)
+            problems.push(Problem::new(
+                format!("{prefix}.url"),
+                format!("{:?}", crate::redact_url(&self.url)),
+                why,
             ));
         }
         if !Self::METHODS.contains(&self.method.to_ascii_uppercase().as_str()) {
-            problems.push(format!(
-                "{prefix}.method = {:?}: must be one of {}",
-                self.method,
-                Self::METHODS.join(", ")
+            problems.push(Problem::new(
+                format!("{prefix}.method"),
+                format!("{:?}", self.method),
+                format!("must be one of {}", Self::METHODS.join(", ")),
             ));
         }
         for (name, value) in &self.headers {
             if !is_header_name(name) {
-                problems.push(format!(
-                    "{prefix}.headers.{name} = \"***\": not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"
+                problems.push(Problem::new(
+                    format!("{prefix}.headers.{name}"),
+                    "\"***\"",
+                    "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)",
                 ));
             } else if value.chars().any(|c| c.is_control() && c != '\t') {
-                problems.push(format!(
-                    "{prefix}.headers.{name} = \"***\": a header value cannot hold control characters"
+                problems.push(Problem::new(
+                    format!("{prefix}.headers.{name}"),
+                    "\"***\"",
+                    "a header value cannot hold control characters",
                 ));
             }
         }
         if self.timeout.is_zero() {
-            problems.push(format!("{prefix}.timeout = 0s: must be positive"));
+            problems.push(Problem::new(
+                format!("{prefix}.timeout"),
+                "0s",
+                "must be positive",
+            ));
         }
         problems.extend(crate::excerpt_problem(
             &format!("{prefix}.excerpt_bytes"),
@@ -565,7 +575,11 @@ mod tests {
         hook.timeout = Duration::ZERO;
         hook.headers.insert("Bad Header".into(), "secret".into());
         hook.headers.insert("X-Ok".into(), "line\nbreak".into());
-        let problems = hook.problems("strategies.webhook.trim");
+        let problems = hook
+            .problems("strategies.webhook.trim")
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         assert_eq!(
             problems,
             [
