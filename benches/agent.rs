@@ -94,6 +94,7 @@ fn render_metrics(c: &mut Criterion) {
     }
     let view = View {
         snapshot,
+        sampled_at: SystemTime::now(),
         stats: history.stats().clone(),
         is_optimizing: false,
         enabled: true,

@@ -428,17 +428,19 @@ pub fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> 
 /// force (plus [`HEALTH_STALE_MARGIN`]): sampling has stalled.
 pub const HEALTH_STALE_INTERVALS: u32 = 3;
 
-/// Added to [`HEALTH_STALE_INTERVALS`] intervals: room for a slow sample on a loaded machine.
-pub const HEALTH_STALE_MARGIN: Duration = Duration::from_secs(2);
+/// Added to [`HEALTH_STALE_INTERVALS`] intervals: room for a late tick on a loaded machine
+/// (under `stress-ng` beside parallel builds a 100 ms agent went 3 s without a sample at
+/// start-up; a stall is what lasts longer).
+pub const HEALTH_STALE_MARGIN: Duration = Duration::from_secs(10);
 
 /// The answer of `GET /health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthResponse {
     /// `ok` (200) while the engine runs and samples; `failing` (503) when the engine task
-    /// has ended or the latest sample is older than [`HEALTH_STALE_INTERVALS`] intervals in
-    /// force (a lengthened interval, `interval-backoff`'s, is in force too; `enabled = false`
-    /// still samples).
+    /// has ended or no sample arrived for [`HEALTH_STALE_INTERVALS`] intervals in force plus
+    /// [`HEALTH_STALE_MARGIN`] (a lengthened interval, `interval-backoff`'s, is in force too;
+    /// `enabled = false` still samples).
     pub status: &'static str,
     /// Why the agent is failing; absent while `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -480,14 +482,19 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRespon
         .duration_since(view.snapshot.taken_at)
         .unwrap_or(Duration::ZERO);
     let stale_after = view.interval.saturating_mul(HEALTH_STALE_INTERVALS) + HEALTH_STALE_MARGIN;
+    // From the end of the latest sample: a first sample that was slow is not a stall.
+    let since_sample = SystemTime::now()
+        .duration_since(view.sampled_at)
+        .unwrap_or(Duration::ZERO);
     let reason = if !state.engine.is_running() {
         Some("the engine task has stopped: nothing is sampled or acted on".to_owned())
-    } else if age > stale_after {
+    } else if since_sample > stale_after {
         Some(format!(
-            "sampling has stalled: the latest sample is {} ms old, more than {} intervals of {} ms",
-            age.as_millis(),
+            "sampling has stalled: no sample for {} ms, more than {} intervals of {} ms + {} s",
+            since_sample.as_millis(),
             HEALTH_STALE_INTERVALS,
-            view.interval.as_millis()
+            view.interval.as_millis(),
+            HEALTH_STALE_MARGIN.as_secs()
         ))
     } else {
         None

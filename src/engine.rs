@@ -102,6 +102,9 @@ impl EngineSettings {
 pub struct View {
     /// The latest sample.
     pub snapshot: Arc<Snapshot>,
+    /// When the engine got the latest sample (its end; `snapshot.taken_at` is its start):
+    /// what `GET /health` measures a stall from.
+    pub sampled_at: SystemTime,
     /// Running stats over all runs.
     pub stats: Stats,
     /// Whether a batch of strategy runs is in progress.
@@ -288,6 +291,7 @@ pub fn spawn(
         registry,
         source: Arc::new(Mutex::new(source)),
         latest: first,
+        latest_at: SystemTime::now(),
         running: None,
         quiet_until: None,
         unjudged: Vec::new(),
@@ -371,6 +375,8 @@ struct Engine {
     registry: Arc<Registry>,
     source: SharedSource,
     latest: Arc<Snapshot>,
+    /// When `latest` arrived.
+    latest_at: SystemTime,
     history: History,
     /// The requester of the batch in flight, if any (`Some(None)`: automatic batch).
     running: Option<Option<Reply>>,
@@ -445,6 +451,7 @@ impl Engine {
     fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
         let snapshot = Arc::new(lock(&self.source).sample());
         self.latest = Arc::clone(&snapshot);
+        self.latest_at = SystemTime::now();
         let now = Instant::now();
         let mut fired = Vec::new();
         let mut attention = false;
@@ -834,6 +841,7 @@ impl Engine {
         let wall = SystemTime::now();
         View {
             snapshot: Arc::clone(&self.latest),
+            sampled_at: self.latest_at,
             stats: self.history.stats().clone(),
             is_optimizing: self.running.is_some(),
             enabled: self.settings.enabled,

@@ -830,6 +830,7 @@ mod tests {
         let view = |snapshot: Arc<Snapshot>, interval_ms| {
             Arc::new(View {
                 snapshot,
+                sampled_at: SystemTime::now(),
                 stats: crate::history::Stats::default(),
                 is_optimizing: true,
                 enabled: true,

@@ -158,6 +158,7 @@ fn the_tests_own_cgroup_is_sampled_as_a_target() {
     assert_eq!(first.process_cpu_ratio, None, "no window yet");
 
     // Burn CPU in this process, which is in the cgroup.
+    let first_at = Instant::now();
     let spin_until = Instant::now() + Duration::from_millis(50);
     while Instant::now() < spin_until {
         std::hint::black_box(0u64);
@@ -173,8 +174,12 @@ fn the_tests_own_cgroup_is_sampled_as_a_target() {
         let cpu = system.cpu.unwrap();
         assert!((0.0..=1.0).contains(&cpu.some.avg10), "{cpu:?}");
         // PSI is re-read every 2 s (the kernel's averaging period): 50 ms later the second
-        // sample reuses the first reading, which has no stall-rate window yet.
-        assert_eq!(Some(cpu), first.pressure.unwrap().system.unwrap().cpu);
+        // sample reuses the first reading, which has no stall-rate window yet. (On a machine
+        // so loaded that the second sample came 2 s later, it read anew; the reuse itself is
+        // checked on a controlled clock in src/sample/pressure.rs.)
+        if first_at.elapsed() < Duration::from_millis(1500) {
+            assert_eq!(Some(cpu), first.pressure.unwrap().system.unwrap().cpu);
+        }
         // The root cgroup's pressure is the system's: only a child cgroup adds its own.
         assert_eq!(pressure.cgroup.is_some(), dir != mount, "{pressure:?}");
         assert!(second.signal(Signal::CpuPressureSome).is_some());

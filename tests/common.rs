@@ -34,7 +34,7 @@ pub fn perfpilot() -> Command {
     command
 }
 
-/// Spawns `command` with stdout piped and waits (at most 20 s) for its first line,
+/// Spawns `command` with stdout piped and waits (at most 60 s) for its first line,
 /// `listening on http://ADDR`.
 pub fn start_announcing(mut command: Command) -> Running {
     let mut child = command
@@ -51,7 +51,7 @@ pub fn start_announcing(mut command: Command) -> Running {
     Running { child, base }
 }
 
-/// The first line `child` (spawned with stdout piped) prints, waiting at most 20 s.
+/// The first line `child` (spawned with stdout piped) prints, waiting at most 60 s (generous: a loaded machine).
 pub fn first_stdout_line(child: &mut Child) -> String {
     let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = mpsc::channel();
@@ -60,8 +60,8 @@ pub fn first_stdout_line(child: &mut Child) -> String {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("the process printed its first line within 20 s")
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the process printed its first line within 60 s")
 }
 
 /// Starts `perfpilot run --listen 127.0.0.1:0` plus `args` with `env`.

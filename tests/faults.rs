@@ -174,9 +174,9 @@ async fn a_strategy_outlasting_the_grace_period_is_abandoned_and_serve_returns()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_and_hanging_strategies_leave_the_agent_serving() {
-    // Long enough for the panic hook: with RUST_BACKTRACE set, symbolizing the backtrace of
-    // a debug build can take hundreds of ms on a loaded machine, and the panicking task ends
-    // only after it.
+    // The panic is reported without a backtrace: symbolizing a debug build's backtrace (with
+    // RUST_BACKTRACE set) took over 2 s under load, and the strategy's timeout then won.
+    std::panic::set_hook(Box::new(|info| eprintln!("{info}")));
     let config = Config {
         strategy_timeout: Duration::from_secs(2),
         ..Config::default()

@@ -86,6 +86,7 @@ mod tests {
         snapshot.rss_bytes = Some(rss_bytes);
         Arc::new(View {
             snapshot: Arc::new(snapshot),
+            sampled_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1),
             stats: Stats::default(),
             is_optimizing: false,
             enabled: true,

@@ -658,7 +658,7 @@ async fn health_fails_while_sampling_stalls_and_recovers_after() {
     let (status, body) = send(&app, get("/health")).await;
     assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ok")));
     assert!(body.get("reason").is_none(), "{body}");
-    // 3 intervals of 100 ms plus the 2 s margin: 503 after about 2.3 s of stall.
+    // 3 intervals of 100 ms plus the 10 s margin: 503 after about 10.3 s of stall.
     let body = health_until(&app, StatusCode::SERVICE_UNAVAILABLE, "503").await;
     assert!(
         body["reason"]
@@ -667,7 +667,7 @@ async fn health_fails_while_sampling_stalls_and_recovers_after() {
             .contains("sampling has stalled"),
         "{body}"
     );
-    assert!(body["lastSampleAgeMs"].as_u64().unwrap() > 2300, "{body}");
+    assert!(body["lastSampleAgeMs"].as_u64().unwrap() > 10_300, "{body}");
     release.send(()).unwrap();
     health_until(&app, StatusCode::OK, "200 after the stall").await;
 }

@@ -249,8 +249,13 @@ async fn an_axum_router_behind_the_layer_is_counted() {
 #[tokio::test]
 async fn a_request_dropped_by_a_timeout_is_cancelled() {
     let metrics = RequestMetrics::new();
-    let request = app(metrics.clone()).oneshot(get_request("/slow"));
-    assert!(tokio::time::timeout(ms(1), request).await.is_err());
+    // A handler that never answers: the timeout always wins, however loaded the machine
+    // (against a 20 ms handler, a 1 ms timeout lost under stress-ng).
+    let app = Router::new()
+        .route("/hang", get(std::future::pending::<&'static str>))
+        .layer(MetricsLayer::new(metrics.clone()));
+    let request = app.oneshot(get_request("/hang"));
+    assert!(tokio::time::timeout(ms(50), request).await.is_err());
     let window = metrics.window();
     assert_eq!(
         (window.cancelled, window.requests, window.in_flight),
