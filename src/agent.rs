@@ -7,23 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use perfpilot_strategies::{
-    IntervalControl, Reap, Registered, Registry, Snapshot, Strategy, TriggerSpec, Trim,
-};
+use perfpilot_strategies::{Reap, Registered, Registry, Snapshot, Strategy, TriggerSpec, Trim};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::adaptive_sampling::AdaptiveSampling;
 use crate::api::{self, ApiSettings};
 use crate::config::Config;
 use crate::connections::ConnectionTracker;
-use crate::engine::{self, EngineHandle, EngineSettings, OptimizeError, SignalSource};
+use crate::engine::{self, EngineHandle, OptimizeError, SignalSource};
 use crate::events::Event;
 use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
+use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
 use crate::sample::{Sampler, SamplerSettings, TargetHandle};
 use crate::worker::WorkerIdentity;
 
@@ -101,6 +99,7 @@ pub struct Agent {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     probe_task: Option<tokio::task::JoinHandle<()>>,
+    reloader: Arc<Reloader>,
 }
 
 impl fmt::Debug for Agent {
@@ -119,7 +118,26 @@ impl Agent {
             requests: None,
             connections: None,
             source: None,
+            config_source: None,
         }
+    }
+
+    /// Re-reads the configuration file and applies it without a restart (see
+    /// [`crate::reload`]); `reason` is shown as `config.reason`. An agent built with a
+    /// [`Config`] and no [`AgentBuilder::config_source`] answers [`ReloadError::NoSource`];
+    /// use [`Agent::reconfigure`].
+    pub async fn reload(&self, reason: &str) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload(reason).await
+    }
+
+    /// Applies a new configuration without a restart, as a reload of the file would.
+    pub async fn reconfigure(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+        self.reloader.apply(config, "builder").await
+    }
+
+    /// The agent's reloader, for a signal handler or a task of the host's own.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
     }
 
     /// The handle to the engine: optimize, view, subscribe.
@@ -250,6 +268,7 @@ pub struct AgentBuilder {
     requests: Option<RequestMetrics>,
     connections: Option<ConnectionTracker>,
     source: Option<Box<dyn SignalSource>>,
+    config_source: Option<ConfigSource>,
 }
 
 impl fmt::Debug for AgentBuilder {
@@ -266,6 +285,13 @@ impl AgentBuilder {
     /// Uses this configuration (see [`crate::config::load`]).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Where [`Agent::reload`] (SIGHUP, `POST /config/reload`, a watched file) re-reads the
+    /// configuration; give [`AgentBuilder::config`] what it loads now.
+    pub fn config_source(mut self, source: ConfigSource) -> Self {
+        self.config_source = Some(source);
         self
     }
 
@@ -362,7 +388,8 @@ impl AgentBuilder {
                  and are not registered; act on the target with webhook, signal or command"
             );
         }
-        strategies.extend(self.strategies);
+        let builder_strategies = self.strategies;
+        strategies.extend(builder_strategies.iter().cloned());
         let strategy_count = strategies.len();
         let mut target = None;
         let mut source = self.source.unwrap_or_else(|| {
@@ -391,36 +418,25 @@ impl AgentBuilder {
                 window: probe.window(),
             });
         }
-        let (min_interval, calm_interval) = config.tuning.adaptive_intervals(config.interval);
-        let mut interval = IntervalControl::new(config.interval, config.max_interval);
-        let adaptive_sampling = config.tuning.adaptive_sampling.then(|| {
-            interval = interval.clone().with_min(min_interval);
-            AdaptiveSampling::new(min_interval, calm_interval)
-        });
         let shutdown = CancellationToken::new();
         let worker = WorkerIdentity::new(config.worker_id.as_deref());
         let (engine, task) = engine::spawn(
-            EngineSettings {
-                enabled: config.enabled,
-                interval,
-                dry_run: config.dry_run,
-                history_size: config.history_size,
-                strategy_timeout: config.strategy_timeout,
-                post_action_delay: config.post_action_delay,
-                target: target.clone(),
-                backoff_after_failures: config.backoff_after_failures,
-                max_backoff: config.max_backoff,
-                settle: config.tuning.settle,
-                adaptive_cooldown: config.tuning.adaptive_cooldown,
-                max_cooldown: config.tuning.max_cooldown,
-                adaptive_sampling,
-                worker: worker.label().to_owned(),
-            },
+            crate::reload::engine_settings(&config, target.clone(), worker.label().to_owned()),
             strategies,
             Arc::new(self.registry),
             source,
             shutdown.clone(),
         );
+        let reloader = Arc::new(Reloader::new(
+            engine.clone(),
+            config.clone(),
+            self.config_source,
+            builder_strategies,
+            target.clone(),
+            worker.label().to_owned(),
+        ));
+        // Ends with the shutdown token; nothing to wait for.
+        drop(reloader.spawn_watch(shutdown.clone()));
         let router = api::router(
             engine.clone(),
             ApiSettings {
@@ -432,6 +448,7 @@ impl AgentBuilder {
                     config.strategy_timeout,
                     strategy_count,
                 ),
+                reloader: Some(Arc::clone(&reloader)),
                 ..ApiSettings::new(worker.json())
             },
         );
@@ -443,6 +460,7 @@ impl AgentBuilder {
             shutdown,
             task,
             probe_task,
+            reloader,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! | `GET /health` | liveness and a short status |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text exposition |
 //! | `GET /events` | Server-Sent Events: `metrics-updated`, `optimization-completed` |
+//! | `POST /config/reload` | re-read the configuration file and apply it ([`crate::reload`]) |
 //!
 //! Errors are JSON `{"error": "..."}` with the right status. Manual triggers are rate limited
 //! per client ([`rate_limit`]); requests have deadlines ([`timeout`]).
@@ -62,6 +63,9 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// Deadline of `POST /performance-optimize` (see [`ApiSettings::optimize_timeout_for`]).
     pub optimize_timeout: Duration,
+    /// What `POST /config/reload` calls, and whose status `config` in
+    /// `/performance-metrics` shows; `None`: the route answers 409 and there is no `config`.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 impl ApiSettings {
@@ -84,6 +88,7 @@ impl ApiSettings {
                 crate::config::Config::DEFAULT_STRATEGY_TIMEOUT,
                 4,
             ),
+            reloader: None,
         }
     }
 
@@ -128,7 +133,9 @@ impl SharedState {
     fn metrics_body(&self) -> Result<Bytes, serde_json::Error> {
         let view = self.engine.view();
         let target = self.settings.target.as_ref().map(TargetHandle::status);
-        self.metrics.body(&self.settings.worker_id, view, target)
+        let config = self.settings.reloader.as_ref().map(|r| r.status());
+        self.metrics
+            .body(&self.settings.worker_id, view, target, config)
     }
 }
 
@@ -158,6 +165,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         .route("/events", get(events::events))
         .route("/metrics", get(prometheus_metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/config/reload", post(config_reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -422,6 +430,46 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Re-reads the configuration file and applies it without a restart (as SIGHUP does).
+#[utoipa::path(
+    post,
+    path = "/config/reload",
+    tag = "perfpilot",
+    responses(
+        (status = 200, description = "The new configuration is in force; what changed, and what needs a restart", body = crate::reload::ReloadReport),
+        (status = 401, description = "Missing or wrong bearer token (when api.token is set)", body = ErrorBody),
+        (status = 409, description = "The agent has no configuration file to reload (an embedded agent)", body = ErrorBody),
+        (status = 422, description = "The file is unreadable or invalid; the running configuration stays in force", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+async fn config_reload(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<crate::reload::ReloadReport>, ApiError> {
+    use crate::reload::ReloadError;
+    authorize(&state.settings, &headers)?;
+    let Some(reloader) = &state.settings.reloader else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ReloadError::NoSource.to_string(),
+        ));
+    };
+    let report = reloader
+        .reload("POST /config/reload")
+        .await
+        .map_err(|error| {
+            let status = match &error {
+                ReloadError::NoSource => StatusCode::CONFLICT,
+                ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError::new(status, error.to_string())
+        })?;
+    Ok(Json(report))
+}
+
 /// The answer of `GET /health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -447,6 +495,9 @@ pub struct HealthResponse {
     /// answers 200 while the target is down: it is the agent's health.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetStatus>,
+    /// The last configuration reload failed: the configuration loaded before it is in force
+    /// (`config.lastError` in `/performance-metrics` says why).
+    pub last_reload_failed: bool,
 }
 
 /// Liveness and a short status; never behind the agent's own actions.
@@ -471,6 +522,11 @@ async fn health(State(state): State<ApiState>) -> Json<HealthResponse> {
         is_optimizing: view.is_optimizing,
         optimization_count: view.stats.count,
         target: state.settings.target.as_ref().map(TargetHandle::status),
+        last_reload_failed: state
+            .settings
+            .reloader
+            .as_ref()
+            .is_some_and(|r| r.last_reload_failed()),
     })
 }
 

@@ -19,5 +19,6 @@ pub mod config;
 pub mod connections;
 pub mod probe;
 pub mod prometheus;
+pub mod reload;
 pub mod sample;
 pub mod worker;

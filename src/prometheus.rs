@@ -73,6 +73,8 @@ pub struct Telemetry {
     effectiveness: Gauges,
     relief: Gauges,
     predictive_runs: Family<Labels, Counter>,
+    reloads: Family<Labels, Counter>,
+    reload_failed: Gauge,
 }
 
 impl fmt::Debug for Telemetry {
@@ -270,6 +272,21 @@ impl Telemetry {
             "Each strategy's trigger level: 0 OK, 1 WARNING, 2 CRITICAL",
             levels.clone(),
         );
+        let reloads = Family::<Labels, Counter>::default();
+        for result in ["success", "failure"] {
+            drop(reloads.get_or_create(&vec![("result", result.to_owned())]));
+        }
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result (success, failure)",
+            reloads.clone(),
+        );
+        let reload_failed = Gauge::default();
+        registry.register(
+            "config_last_reload_failed",
+            "1 while the last configuration reload failed (the previous configuration is in force)",
+            reload_failed.clone(),
+        );
         let build = Family::<Labels, Gauge>::default();
         build
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
@@ -315,6 +332,8 @@ impl Telemetry {
             effectiveness,
             relief,
             predictive_runs,
+            reloads,
+            reload_failed,
         }
     }
 
@@ -502,6 +521,32 @@ impl Telemetry {
             self.predictive_runs
                 .get_or_create(&vec![("strategy", strategy.to_owned())]),
         );
+    }
+
+    /// Removes the gauges of a strategy no longer registered (after a reload); its counters
+    /// stay, as counters do.
+    pub fn forget_strategy(&self, strategy: &str) {
+        let labels = vec![("strategy", strategy.to_owned())];
+        self.levels.remove(&labels);
+        for gauges in [
+            &self.trigger_values,
+            &self.thresholds,
+            &self.forecasts,
+            &self.cooldowns,
+            &self.effectiveness,
+            &self.relief,
+        ] {
+            gauges.remove(&labels);
+        }
+    }
+
+    /// Counts one configuration reload.
+    pub fn observe_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+        self.reload_failed.set(i64::from(!success));
     }
 
     /// Sets a strategy's effectiveness and mean relief from its track record.

@@ -25,6 +25,7 @@ use super::ApiState;
         super::health,
         super::prometheus_metrics,
         super::events::events,
+        super::config_reload,
         openapi_json,
     ),
     modifiers(&BearerToken),

@@ -1,17 +1,22 @@
 //! `perfpilot run`: load config, start logging and the runtime, serve until a signal.
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 use super::ConfigArgs;
 use crate::config::{Config, LogConfig, LogFormat};
+use crate::reload::{ConfigSource, Reloader};
 use crate::Agent;
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT; SIGHUP reloads the configuration.
 pub fn run(args: &ConfigArgs) -> Result<(), String> {
     // Validation has already refused a non-loopback listen address without a token.
-    let config = args.load()?.config;
+    let source = args.source();
+    let config = source.load().map_err(|e| e.to_string())?.config;
     init_logging(&config.log)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // One worker (and the blocking pool, where purge and trim run): the agent's own work is a
@@ -28,7 +33,7 @@ pub fn run(args: &ConfigArgs) -> Result<(), String> {
         .thread_name("perfpilot")
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(serve(config));
+    let result = runtime.block_on(serve(config, source));
     // A strategy abandoned after the grace period may still hold a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
@@ -51,8 +56,9 @@ fn init_logging(log: &LogConfig) -> Result<(), String> {
     .map_err(|e| format!("cannot set up logging: {e}"))
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let stop = StopSignal::install();
+    let hangup = reload_on_hangup();
     let listen = config.api.listen;
     let api_enabled = config.api.enabled;
     let grace = config.shutdown_grace;
@@ -64,7 +70,11 @@ async fn serve(config: Config) -> Result<(), String> {
     } else {
         None
     };
-    let agent = Agent::builder().config(config).spawn();
+    let agent = Agent::builder()
+        .config(config)
+        .config_source(source)
+        .spawn();
+    hangup.serve(agent.reloader(), agent.shutdown_token());
     match listener {
         Some(listener) => {
             let local = listener
@@ -142,5 +152,51 @@ impl StopSignal {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// SIGHUP, listened for from the start (its default action would end the agent), each one a
+/// configuration reload once the agent runs.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+fn reload_on_hangup() -> Hangup {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signal = signal(SignalKind::hangup())
+            .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP: reload with POST /config/reload"))
+            .ok();
+        Hangup { signal }
+    }
+    #[cfg(not(unix))]
+    Hangup {}
+}
+
+impl Hangup {
+    /// Reloads on every SIGHUP until `shutdown` is cancelled. The outcome is logged by the
+    /// reloader (and a failure shown in `/performance-metrics`).
+    fn serve(self, reloader: Arc<Reloader>, shutdown: CancellationToken) {
+        #[cfg(unix)]
+        if let Some(mut signal) = self.signal {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        received = signal.recv() => {
+                            if received.is_none() {
+                                return;
+                            }
+                            info!("SIGHUP: reloading the configuration");
+                            let _ = reloader.reload("SIGHUP").await;
+                        }
+                    }
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        drop((reloader, shutdown));
     }
 }
