@@ -15,12 +15,13 @@
 mod dashboard;
 pub mod document;
 mod events;
+mod gzip;
 mod metrics_cache;
 mod openapi;
 pub mod rate_limit;
 pub mod timeout;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
@@ -111,10 +112,9 @@ struct SharedState {
     engine: EngineHandle,
     settings: Arc<ApiSettings>,
     event_clients: Arc<Semaphore>,
-    /// Every strategy name and alias, for `GET /openapi.json`.
-    known_strategies: Vec<String>,
-    /// `GET /openapi.json`, rendered on its first request.
-    openapi: OnceLock<Arc<str>>,
+    /// `GET /openapi.json`, rendered on its first request for the strategy names then known
+    /// (and again after a reload changed them), with its gzip form.
+    openapi: std::sync::Mutex<Option<openapi::Rendered>>,
     /// `GET /performance-metrics`, rendered once per published view.
     metrics: metrics_cache::MetricsCache,
 }
@@ -137,6 +137,15 @@ impl SharedState {
         self.metrics
             .body(&self.settings.worker_id, view, target, config)
     }
+
+    /// [`SharedState::metrics_body`] with its gzip form beside it.
+    fn metrics_document(&self) -> Result<Arc<gzip::Compressed>, serde_json::Error> {
+        let view = self.engine.view();
+        let target = self.settings.target.as_ref().map(TargetHandle::status);
+        let config = self.settings.reloader.as_ref().map(|r| r.status());
+        self.metrics
+            .document(&self.settings.worker_id, view, target, config)
+    }
 }
 
 /// The agent's routes, ready to serve or to merge into a host's axum app.
@@ -150,8 +159,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     }
     let settings = Arc::new(settings);
     let state = ApiState(Arc::new(SharedState {
-        known_strategies: engine.view().known_names(),
-        openapi: OnceLock::new(),
+        openapi: std::sync::Mutex::new(None),
         engine,
         event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
         settings: Arc::clone(&settings),
@@ -218,9 +226,9 @@ impl IntoResponse for ApiError {
     tag = "perfpilot",
     responses((status = 200, description = "Current metrics, stats and recent optimizations", body = MetricsDocument<'static>))
 )]
-async fn performance_metrics(State(state): State<ApiState>) -> Response {
-    match state.metrics_body() {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+async fn performance_metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    match state.metrics_document() {
+        Ok(document) => document.respond(&headers, "application/json"),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("could not render metrics: {e}"),
@@ -265,7 +273,15 @@ async fn prometheus_metrics(
             format!("could not encode metrics: {e}"),
         )
     })?;
-    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+    // Rendered per scrape, so compressed per scrape, at the fastest level.
+    Ok(match gzip::accepted(&headers) {
+        true => gzip::answer(
+            content_type,
+            gzip::compress(text.as_bytes(), flate2::Compression::fast()),
+            true,
+        ),
+        false => gzip::answer(content_type, Bytes::from(text), false),
+    })
 }
 
 /// The body of `POST /performance-optimize`; an empty body runs every strategy.

@@ -6,6 +6,9 @@
 //! engine has published nothing newer (`Arc::ptr_eq`) and the target's status is unchanged;
 //! the first request after a change renders anew. Between two samples every request then
 //! costs a pointer comparison and a reference-count increment instead of a render.
+//!
+//! Its gzip form is kept beside it, compressed on the first request that asks for it
+//! ([`Compressed`]): once per view, not once per request.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +16,7 @@ use axum::body::Bytes;
 use serde_json::Value;
 
 use super::document::MetricsDocument;
+use super::gzip::Compressed;
 use crate::engine::View;
 use crate::reload::ConfigStatus;
 use crate::sample::TargetStatus;
@@ -28,7 +32,7 @@ struct Rendered {
     view: Arc<View>,
     target: Option<TargetStatus>,
     config: Option<Arc<ConfigStatus>>,
-    body: Bytes,
+    document: Arc<Compressed>,
 }
 
 impl Rendered {
@@ -57,26 +61,38 @@ impl MetricsCache {
         target: Option<TargetStatus>,
         config: Option<Arc<ConfigStatus>>,
     ) -> Result<Bytes, serde_json::Error> {
+        self.document(worker_id, view, target, config)
+            .map(|document| document.plain().clone())
+    }
+
+    /// Like [`MetricsCache::body`], with the gzip form kept beside the plain one.
+    pub(super) fn document(
+        &self,
+        worker_id: &Value,
+        view: Arc<View>,
+        target: Option<TargetStatus>,
+        config: Option<Arc<ConfigStatus>>,
+    ) -> Result<Arc<Compressed>, serde_json::Error> {
         if let Some(hit) = self
             .lock()
             .as_ref()
             .filter(|last| last.matches(&view, &target, &config))
         {
-            return Ok(hit.body.clone());
+            return Ok(Arc::clone(&hit.document));
         }
         // Rendered outside the lock, so requests on other threads are not held up; two
         // requests racing on a new view may both render it, and either result is the same.
         let document = MetricsDocument::new(worker_id, &view)
             .with_target(target.clone())
             .with_config(config.as_deref());
-        let body = Bytes::from(serde_json::to_vec(&document)?);
+        let document = Arc::new(Compressed::new(Bytes::from(serde_json::to_vec(&document)?)));
         *self.lock() = Some(Rendered {
             view,
             target,
             config,
-            body: body.clone(),
+            document: Arc::clone(&document),
         });
-        Ok(body)
+        Ok(document)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Rendered>> {

@@ -55,6 +55,14 @@ impl Strategy for IntervalBackoff {
         &["cpu"]
     }
 
+    fn kind(&self) -> &str {
+        "built-in"
+    }
+
+    fn acts_on(&self) -> String {
+        "the agent's own sampling interval".to_owned()
+    }
+
     fn description(&self) -> &str {
         "double the sampling interval up to max_interval while CPU is above threshold"
     }
