@@ -86,7 +86,7 @@ impl SignalSource for Probed {
 /// let app = axum::Router::new()
 ///     .route("/ping", axum::routing::get(|| async { "pong" }))
 ///     .layer(MetricsLayer::new(requests))
-///     .merge(agent.router()); // /performance-metrics, /performance-optimize, ...
+///     .merge(agent.router()); // /performance-metrics, ..., and /perfpilot/ (dashboard, /metrics)
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// axum::serve(TrackedListener::new(listener, tracker), app).await?;
 /// agent.shutdown().await;
@@ -163,8 +163,30 @@ impl Agent {
         self.engine.subscribe()
     }
 
-    /// The agent's HTTP routes, to serve alone or merge into a host's axum app.
+    /// Where [`Agent::router`] puts every route, the dashboard and `/metrics` included:
+    /// `/perfpilot`.
+    pub const BASE_PATH: &'static str = api::BASE_PATH;
+
+    /// The agent's HTTP routes, to merge into a host's axum app: the API at the root
+    /// (`/performance-metrics`, `/performance-optimize`, `/health`, `/events`,
+    /// `/openapi.json`, `/config/reload`), and every route under [`Agent::BASE_PATH`]: the
+    /// dashboard at `/perfpilot/`, Prometheus at `/perfpilot/metrics`. It has no fallback and
+    /// no `/` or `/metrics` at the root, so it merges into an app that has its own.
+    /// [`Agent::router_under`] puts nothing at the root; [`Agent::standalone_router`] puts
+    /// everything there.
     pub fn router(&self) -> Router {
+        api::embeddable(self.router.clone(), api::BASE_PATH)
+    }
+
+    /// Every route under `base` only (e.g. `"/agent"`: the dashboard at `/agent/`, the API
+    /// at `/agent/performance-metrics`...), for a host app that has a `/health` or `/events`
+    /// of its own. `base` starts with `/` and does not end with one.
+    pub fn router_under(&self, base: &str) -> Router {
+        api::nested(self.router.clone(), base)
+    }
+
+    /// Every route at the root, with a JSON 404 fallback: what `perfpilot run` serves.
+    pub fn standalone_router(&self) -> Router {
         self.router.clone()
     }
 
@@ -209,8 +231,8 @@ impl Agent {
         }
     }
 
-    /// Serves the agent's routes on `listener` (with each client's address, for the rate
-    /// limit) until `stop` resolves; then stops accepting connections, ends event streams, and
+    /// Serves every route at the root ([`Agent::standalone_router`]) on `listener` (with each
+    /// client's address, for the rate limit) until `stop` resolves; then stops accepting connections, ends event streams, and
     /// lets requests in flight and a running optimization finish, for at most `grace` in
     /// all. Returns whether everything finished within `grace`; an error only if the server
     /// failed before `stop`.
@@ -225,7 +247,7 @@ impl Agent {
     ) -> std::io::Result<bool> {
         let stopping = CancellationToken::new();
         let app = self
-            .router()
+            .standalone_router()
             .into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(stopping.clone().cancelled_owned())

@@ -181,6 +181,46 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         .with_state(state)
 }
 
+/// The path under which [`embeddable`] puts every route, the dashboard and Prometheus
+/// `/metrics` included.
+pub const BASE_PATH: &str = "/perfpilot";
+
+/// The API's paths that [`embeddable`] also serves at the root: every route of [`router`] but
+/// the dashboard (`/`) and Prometheus `/metrics`, which a host app commonly has itself.
+pub const ROOT_PATHS: &[&str] = &[
+    "/performance-metrics",
+    "/performance-optimize",
+    "/health",
+    "/events",
+    "/openapi.json",
+    "/config/reload",
+];
+
+/// The agent's routes for a host app to merge: [`ROOT_PATHS`] at the root (where the source
+/// documents' clients expect them), and every route of `full` (a [`router`]) under `base`
+/// (the dashboard at `{base}/` and `{base}`, Prometheus at `{base}/metrics`). The result has
+/// no fallback, so it merges into an app that has its own `/`, `/metrics` or fallback. Both
+/// copies are the same service: one state, one rate limiter.
+///
+/// `base` must start with `/` and not end with one (e.g. [`BASE_PATH`]).
+pub fn embeddable(full: Router, base: &str) -> Router {
+    let mut app = Router::new();
+    for path in ROOT_PATHS {
+        // The same router answers (it routes by the unchanged path); as a plain service,
+        // since axum refuses a Router in route_service.
+        app = app.route_service(path, full.clone().into_service());
+    }
+    app.merge(nested(full, base))
+}
+
+/// Every route of `full` (a [`router`]) under `base` only, the dashboard at `{base}` and
+/// `{base}/`; no fallback. `base` must start with `/` and not end with one.
+pub fn nested(full: Router, base: &str) -> Router {
+    Router::new()
+        .route(&format!("{base}/"), get(dashboard::dashboard))
+        .nest(base, full)
+}
+
 /// An error answered as JSON `{"error": message, ...extra}`.
 #[derive(Debug)]
 pub struct ApiError {

@@ -212,10 +212,13 @@ async fn misbehaving_user_strategies_fail_and_the_host_keeps_serving() {
     let answer = optimize(&service.base, "explodes").await;
     let result = &answer["results"][0];
     assert_eq!(result["success"], false);
-    assert!(result["error"]
-        .as_str()
-        .unwrap()
-        .contains("user strategy bug"));
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("user strategy bug"),
+        "{result}"
+    );
 
     let started = Instant::now();
     let answer = optimize(&service.base, "hangs").await;
@@ -263,6 +266,7 @@ async fn the_layer_feeds_latency_throughput_errors_and_in_flight() {
     let (mut slowest_p99_ms, mut max_error_rate, mut max_rate, mut max_in_flight) =
         (0.0f64, 0.0f64, 0.0f64, 0u64);
     let mut metrics = Value::Null;
+    let mut max_in_flight_shown = 0u64;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let snapshot = service.agent.snapshot();
@@ -278,6 +282,11 @@ async fn the_layer_feeds_latency_throughput_errors_and_in_flight() {
             .json()
             .await
             .unwrap();
+        max_in_flight_shown = max_in_flight_shown.max(
+            metrics["currentMetrics"]["inFlightRequests"]
+                .as_u64()
+                .unwrap_or(0),
+        );
     }
     assert!(slowest_p99_ms >= 35.0, "p99 {slowest_p99_ms} ms");
     assert!(max_error_rate > 0.2, "error rate {max_error_rate}");
@@ -285,10 +294,10 @@ async fn the_layer_feeds_latency_throughput_errors_and_in_flight() {
     assert!(max_in_flight >= 1, "the 1.5 s request was in flight");
     // The same signals in the API, in the source documents' keys.
     let current = &metrics["currentMetrics"];
-    assert!(
-        current["inFlightRequests"].as_u64().unwrap() >= 1,
-        "{current}"
-    );
+    // Any of the documents read while the 1.5 s request was in flight (under load the last
+    // one may come after it ended).
+    assert!(current["inFlightRequests"].is_u64(), "{current}");
+    assert!(max_in_flight_shown >= 1, "{current}");
     assert!(
         current["activeConnections"].as_u64().unwrap() >= 1,
         "{current}"
