@@ -175,6 +175,8 @@ pub struct Reloader {
     /// serializes reloads.
     running: tokio::sync::Mutex<Config>,
     watch_enabled: AtomicBool,
+    /// Wakes the watch task when a reload turns `watch_config` on.
+    watch_changed: tokio::sync::Notify,
     status: Mutex<Arc<ConfigStatus>>,
 }
 
@@ -214,6 +216,7 @@ impl Reloader {
         Reloader {
             engine,
             watch_enabled: AtomicBool::new(config.watch_config),
+            watch_changed: tokio::sync::Notify::new(),
             running: tokio::sync::Mutex::new(config),
             source,
             builder_strategies,
@@ -277,8 +280,12 @@ impl Reloader {
             })
             .await
             .map_err(|_| ReloadError::Stopped)?;
-        self.watch_enabled
-            .store(config.watch_config, Ordering::Relaxed);
+        let was_watching = self
+            .watch_enabled
+            .swap(config.watch_config, Ordering::Relaxed);
+        if config.watch_config && !was_watching {
+            self.watch_changed.notify_one();
+        }
         *running = config;
         drop(running);
 
@@ -352,20 +359,29 @@ impl Reloader {
         let path = self.source.as_ref()?.path().to_path_buf();
         let reloader = Arc::clone(self);
         Some(tokio::spawn(async move {
-            let mut seen = FileStamp::read(&path);
+            let mut seen = None;
             let mut ticks = tokio::time::interval(WATCH_PERIOD);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                if !reloader.watch_enabled.load(Ordering::Relaxed) {
+                    // Not watching: no timer, no stat, until a reload turns it on. Changes
+                    // made meanwhile are not replayed.
+                    seen = None;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = reloader.watch_changed.notified() => continue,
+                    }
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                if !reloader.watch_enabled.load(Ordering::Relaxed) {
-                    // Changes made while not watching are not replayed when watching starts.
-                    seen = FileStamp::read(&path);
+                let now = FileStamp::read(&path);
+                if seen.is_none() {
+                    // The first look after watching starts: what the running config came from.
+                    seen = now;
                     continue;
                 }
-                let now = FileStamp::read(&path);
                 if now.is_none() || now == seen {
                     // Missing (mid-swap, or deleted): wait for it to come back.
                     continue;
