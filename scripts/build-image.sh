@@ -109,5 +109,11 @@ case $builder in
   podman) podman build --quiet --build-arg "PROFILE=$profile" -f deploy/container/Containerfile -t "$image" . ;;
 esac
 echo "image $image built with $builder"
-"$builder" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -F "${image##*/}" || true
+user=$("$builder" inspect --type image --format '{{.OCIv1.Config.User}}' "$image" 2>/dev/null ||
+  "$builder" image inspect --format '{{.Config.User}}' "$image")
+[ "$user" = "10001:10001" ] || { echo "image user is '$user', not 10001:10001" >&2; exit 1; }
+case $builder in
+  buildah) "$builder" images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -F ":${image##*:} " | grep -F "${image%%:*}" || true ;;
+  podman) "$builder" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -F "${image##*/}" || true ;;
+esac
 echo "push: $builder push $image <registry>/perfpilot:$version"
