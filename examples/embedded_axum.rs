@@ -2,11 +2,13 @@
 //!
 //! An axum service with the agent embedded: a moka cache the agent trims under memory
 //! pressure, the latency layer on every route, connections tracked (and reaped when idle),
-//! and the agent's routes (`/performance-metrics`, `/performance-optimize`, `/events`,
-//! `/metrics`, the dashboard at `/`) merged into the service's own router.
+//! and the agent's routes merged into the service's own router: its API at the root
+//! (`/performance-metrics`, `/performance-optimize`, `/health`, `/events`), and everything
+//! under `/perfpilot/` (the dashboard there, Prometheus at `/perfpilot/metrics`), so the
+//! service keeps `/` and `/metrics` for itself.
 //!
 //! Try: `curl localhost:8080/items/42`, then `curl localhost:8080/performance-metrics` and
-//! open http://localhost:8080/ in a browser. Stops on Ctrl-C or SIGTERM.
+//! open http://localhost:8080/perfpilot/ in a browser. Stops on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::time::Duration;

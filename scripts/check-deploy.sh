@@ -88,7 +88,8 @@ deadline=$((SECONDS + 30))
 while :; do
   # Requests in the window the embedded agent samples (every 5 s by default).
   for i in $(seq 1 20); do curl -fsS --max-time 5 "$embedded_base/items/$i" >/dev/null; done
-  { curl -fsS --max-time 5 "$embedded_base/metrics"; curl -fsS --max-time 5 "$sidecar_base/metrics"; } |
+  # Embedded, the agent's Prometheus route is under /perfpilot (the host app owns /metrics).
+  { curl -fsS --max-time 5 "$embedded_base/perfpilot/metrics"; curl -fsS --max-time 5 "$sidecar_base/metrics"; } |
     awk '!/^#/ && NF { sub(/[{ ].*/, "", $1); print $1 }' | sort -u >"$out/live-names.txt"
   # A forecast exists only while a trigger signal rises towards its target: its name is
   # checked against the agent's registry in src/prometheus.rs's tests instead.

@@ -6,24 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use perfpilot_strategies::{
-    IntervalControl, Reap, Registered, Registry, Snapshot, Strategy, TriggerSpec, Trim,
-};
+use perfpilot_strategies::{Reap, Registered, Registry, Snapshot, Strategy, TriggerSpec, Trim};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::adaptive_sampling::AdaptiveSampling;
 use crate::api::server::{self, ServerLimits};
 use crate::api::{self, ApiSettings};
 use crate::config::{Config, ConfigError};
 use crate::connections::ConnectionTracker;
-use crate::engine::{self, EngineHandle, EngineSettings, OptimizeError, SignalSource};
+use crate::engine::{self, EngineHandle, OptimizeError, SignalSource};
 use crate::events::Event;
 use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
+use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
 use crate::sample::{Sampler, SamplerSettings, TargetHandle};
 use crate::worker::WorkerIdentity;
 
@@ -88,7 +86,7 @@ impl SignalSource for Probed {
 /// let app = axum::Router::new()
 ///     .route("/ping", axum::routing::get(|| async { "pong" }))
 ///     .layer(MetricsLayer::new(requests))
-///     .merge(agent.router()); // /performance-metrics, /performance-optimize, ...
+///     .merge(agent.router()); // /performance-metrics, ..., and /perfpilot/ (dashboard, /metrics)
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// axum::serve(TrackedListener::new(listener, tracker), app).await?;
 /// agent.shutdown().await;
@@ -106,6 +104,7 @@ pub struct Agent {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     probe_task: Option<tokio::task::JoinHandle<()>>,
+    reloader: Arc<Reloader>,
 }
 
 impl fmt::Debug for Agent {
@@ -124,7 +123,26 @@ impl Agent {
             requests: None,
             connections: None,
             source: None,
+            config_source: None,
         }
+    }
+
+    /// Re-reads the configuration file and applies it without a restart (see
+    /// [`crate::reload`]); `reason` is shown as `config.reason`. An agent built with a
+    /// [`Config`] and no [`AgentBuilder::config_source`] answers [`ReloadError::NoSource`];
+    /// use [`Agent::reconfigure`].
+    pub async fn reload(&self, reason: &str) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload(reason).await
+    }
+
+    /// Applies a new configuration without a restart, as a reload of the file would.
+    pub async fn reconfigure(&self, config: Config) -> Result<ReloadReport, ReloadError> {
+        self.reloader.apply(config, "builder").await
+    }
+
+    /// The agent's reloader, for a signal handler or a task of the host's own.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
     }
 
     /// The handle to the engine: optimize, view, subscribe.
@@ -150,8 +168,30 @@ impl Agent {
         self.engine.subscribe()
     }
 
-    /// The agent's HTTP routes, to serve alone or merge into a host's axum app.
+    /// Where [`Agent::router`] puts every route, the dashboard and `/metrics` included:
+    /// `/perfpilot`.
+    pub const BASE_PATH: &'static str = api::BASE_PATH;
+
+    /// The agent's HTTP routes, to merge into a host's axum app: the API at the root
+    /// (`/performance-metrics`, `/performance-optimize`, `/health`, `/events`,
+    /// `/openapi.json`, `/config/reload`), and every route under [`Agent::BASE_PATH`]: the
+    /// dashboard at `/perfpilot/`, Prometheus at `/perfpilot/metrics`. It has no fallback and
+    /// no `/` or `/metrics` at the root, so it merges into an app that has its own.
+    /// [`Agent::router_under`] puts nothing at the root; [`Agent::standalone_router`] puts
+    /// everything there.
     pub fn router(&self) -> Router {
+        api::embeddable(self.router.clone(), api::BASE_PATH)
+    }
+
+    /// Every route under `base` only (e.g. `"/agent"`: the dashboard at `/agent/`, the API
+    /// at `/agent/performance-metrics`...), for a host app that has a `/health` or `/events`
+    /// of its own. `base` starts with `/` and does not end with one.
+    pub fn router_under(&self, base: &str) -> Router {
+        api::nested(self.router.clone(), base)
+    }
+
+    /// Every route at the root, with a JSON 404 fallback: what `perfpilot run` serves.
+    pub fn standalone_router(&self) -> Router {
         self.router.clone()
     }
 
@@ -196,8 +236,8 @@ impl Agent {
         }
     }
 
-    /// Serves the agent's routes on `listener` (with each client's address, for the rate
-    /// limit) until `stop` resolves; then stops accepting connections, ends event streams, and
+    /// Serves every route at the root ([`Agent::standalone_router`]) on `listener` (with each
+    /// client's address, for the rate limit) until `stop` resolves; then stops accepting connections, ends event streams, and
     /// lets requests in flight and a running optimization finish, for at most `grace` in
     /// all. Returns whether everything finished within `grace`; an error only if the server
     /// failed before `stop`.
@@ -226,7 +266,12 @@ impl Agent {
             ));
         }
         let stopping = CancellationToken::new();
-        let server = server::serve(listener, self.router(), self.limits, stopping.clone());
+        let server = server::serve(
+            listener,
+            self.standalone_router(),
+            self.limits,
+            stopping.clone(),
+        );
         let mut server = tokio::spawn(server);
         tokio::select! {
             _ = stop => {}
@@ -265,6 +310,7 @@ pub struct AgentBuilder {
     requests: Option<RequestMetrics>,
     connections: Option<ConnectionTracker>,
     source: Option<Box<dyn SignalSource>>,
+    config_source: Option<ConfigSource>,
 }
 
 impl fmt::Debug for AgentBuilder {
@@ -281,6 +327,13 @@ impl AgentBuilder {
     /// Uses this configuration (see [`crate::config::load`]).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Where [`Agent::reload`] (SIGHUP, `POST /config/reload`, a watched file) re-reads the
+    /// configuration; give [`AgentBuilder::config`] what it loads now.
+    pub fn config_source(mut self, source: ConfigSource) -> Self {
+        self.config_source = Some(source);
         self
     }
 
@@ -404,7 +457,8 @@ impl AgentBuilder {
                  and are not registered; act on the target with webhook, signal or command"
             );
         }
-        strategies.extend(self.strategies);
+        let builder_strategies = self.strategies;
+        strategies.extend(builder_strategies.iter().cloned());
         let strategy_count = strategies.len();
         let mut target = None;
         let mut source = self.source.unwrap_or_else(|| {
@@ -433,36 +487,25 @@ impl AgentBuilder {
                 window: probe.window(),
             });
         }
-        let (min_interval, calm_interval) = config.tuning.adaptive_intervals(config.interval);
-        let mut interval = IntervalControl::new(config.interval, config.max_interval);
-        let adaptive_sampling = config.tuning.adaptive_sampling.then(|| {
-            interval = interval.clone().with_min(min_interval);
-            AdaptiveSampling::new(min_interval, calm_interval)
-        });
         let shutdown = CancellationToken::new();
         let worker = WorkerIdentity::new(config.worker_id.as_deref());
         let (engine, task) = engine::spawn(
-            EngineSettings {
-                enabled: config.enabled,
-                interval,
-                dry_run: config.dry_run,
-                history_size: config.history_size,
-                strategy_timeout: config.strategy_timeout,
-                post_action_delay: config.post_action_delay,
-                target: target.clone(),
-                backoff_after_failures: config.backoff_after_failures,
-                max_backoff: config.max_backoff,
-                settle: config.tuning.settle,
-                adaptive_cooldown: config.tuning.adaptive_cooldown,
-                max_cooldown: config.tuning.max_cooldown,
-                adaptive_sampling,
-                worker: worker.label().to_owned(),
-            },
+            crate::reload::engine_settings(&config, target.clone(), worker.label().to_owned()),
             strategies,
             Arc::new(self.registry),
             source,
             shutdown.clone(),
         );
+        let reloader = Arc::new(Reloader::new(
+            engine.clone(),
+            config.clone(),
+            self.config_source,
+            builder_strategies,
+            target.clone(),
+            worker.label().to_owned(),
+        ));
+        // Ends with the shutdown token; nothing to wait for.
+        drop(reloader.spawn_watch(shutdown.clone()));
         let router = api::router(
             engine.clone(),
             ApiSettings {
@@ -477,6 +520,7 @@ impl AgentBuilder {
                     config.strategy_timeout,
                     strategy_count,
                 ),
+                reloader: Some(Arc::clone(&reloader)),
                 ..ApiSettings::new(worker.json())
             },
         );
@@ -494,6 +538,7 @@ impl AgentBuilder {
             shutdown,
             task,
             probe_task,
+            reloader,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! | `GET /health` | liveness and a short status |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text exposition |
 //! | `GET /events` | Server-Sent Events: `metrics-updated`, `optimization-completed` |
+//! | `POST /config/reload` | re-read the configuration file and apply it ([`crate::reload`]) |
 //!
 //! Errors are JSON `{"error": "..."}` with the right status. Manual triggers are rate limited
 //! per client ([`rate_limit`]); requests have deadlines ([`timeout`]).
@@ -15,13 +16,14 @@ mod access;
 mod dashboard;
 pub mod document;
 mod events;
+mod gzip;
 mod metrics_cache;
 mod openapi;
 pub mod rate_limit;
 pub mod server;
 pub mod timeout;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
@@ -71,6 +73,9 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// Deadline of `POST /performance-optimize` (see [`ApiSettings::optimize_timeout_for`]).
     pub optimize_timeout: Duration,
+    /// What `POST /config/reload` calls, and whose status `config` in
+    /// `/performance-metrics` shows; `None`: the route answers 409 and there is no `config`.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 impl ApiSettings {
@@ -97,6 +102,7 @@ impl ApiSettings {
                 crate::config::Config::DEFAULT_STRATEGY_TIMEOUT,
                 perfpilot_strategies::builtins::BUILTINS.len(),
             ),
+            reloader: None,
         }
     }
 
@@ -119,10 +125,9 @@ struct SharedState {
     engine: EngineHandle,
     settings: Arc<ApiSettings>,
     event_clients: Arc<Semaphore>,
-    /// Every strategy name and alias, for `GET /openapi.json`.
-    known_strategies: Vec<String>,
-    /// `GET /openapi.json`, rendered on its first request.
-    openapi: OnceLock<Arc<str>>,
+    /// `GET /openapi.json`, rendered on its first request for the strategy names then known
+    /// (and again after a reload changed them), with its gzip form.
+    openapi: std::sync::Mutex<Option<openapi::Rendered>>,
     /// `GET /performance-metrics`, rendered once per published view.
     metrics: metrics_cache::MetricsCache,
 }
@@ -141,7 +146,18 @@ impl SharedState {
     fn metrics_body(&self) -> Result<Bytes, serde_json::Error> {
         let view = self.engine.view();
         let target = self.settings.target.as_ref().map(TargetHandle::status);
-        self.metrics.body(&self.settings.worker_id, view, target)
+        let config = self.settings.reloader.as_ref().map(|r| r.status());
+        self.metrics
+            .body(&self.settings.worker_id, view, target, config)
+    }
+
+    /// [`SharedState::metrics_body`] with its gzip form beside it.
+    fn metrics_document(&self) -> Result<Arc<gzip::Compressed>, serde_json::Error> {
+        let view = self.engine.view();
+        let target = self.settings.target.as_ref().map(TargetHandle::status);
+        let config = self.settings.reloader.as_ref().map(|r| r.status());
+        self.metrics
+            .document(&self.settings.worker_id, view, target, config)
     }
 }
 
@@ -167,8 +183,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     use access::Class::{Dashboard, Health, Read, Write};
     let settings = Arc::new(settings);
     let state = ApiState(Arc::new(SharedState {
-        known_strategies: engine.view().known_names(),
-        openapi: OnceLock::new(),
+        openapi: std::sync::Mutex::new(None),
         engine,
         event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
         settings: Arc::clone(&settings),
@@ -185,11 +200,52 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         .route("/events", guarded(get(events::events), Read))
         .route("/metrics", guarded(get(prometheus_metrics), Read))
         .route("/openapi.json", guarded(get(openapi::openapi_json), Read))
+        .route("/config/reload", guarded(post(config_reload), Write))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(settings, timeout::deadline))
         .with_state(state)
+}
+
+/// The path under which [`embeddable`] puts every route, the dashboard and Prometheus
+/// `/metrics` included.
+pub const BASE_PATH: &str = "/perfpilot";
+
+/// The API's paths that [`embeddable`] also serves at the root: every route of [`router`] but
+/// the dashboard (`/`) and Prometheus `/metrics`, which a host app commonly has itself.
+pub const ROOT_PATHS: &[&str] = &[
+    "/performance-metrics",
+    "/performance-optimize",
+    "/health",
+    "/events",
+    "/openapi.json",
+    "/config/reload",
+];
+
+/// The agent's routes for a host app to merge: [`ROOT_PATHS`] at the root (where the source
+/// documents' clients expect them), and every route of `full` (a [`router`]) under `base`
+/// (the dashboard at `{base}/` and `{base}`, Prometheus at `{base}/metrics`). The result has
+/// no fallback, so it merges into an app that has its own `/`, `/metrics` or fallback. Both
+/// copies are the same service: one state, one rate limiter.
+///
+/// `base` must start with `/` and not end with one (e.g. [`BASE_PATH`]).
+pub fn embeddable(full: Router, base: &str) -> Router {
+    let mut app = Router::new();
+    for path in ROOT_PATHS {
+        // The same router answers (it routes by the unchanged path); as a plain service,
+        // since axum refuses a Router in route_service.
+        app = app.route_service(path, full.clone().into_service());
+    }
+    app.merge(nested(full, base))
+}
+
+/// Every route of `full` (a [`router`]) under `base` only, the dashboard at `{base}` and
+/// `{base}/`; no fallback. `base` must start with `/` and not end with one.
+pub fn nested(full: Router, base: &str) -> Router {
+    Router::new()
+        .route(&format!("{base}/"), get(dashboard::dashboard))
+        .nest(base, full)
 }
 
 /// An error answered as JSON `{"error": message, ...extra}`.
@@ -237,9 +293,9 @@ impl IntoResponse for ApiError {
     tag = "perfpilot",
     responses((status = 200, description = "Current metrics, stats and recent optimizations", body = MetricsDocument<'static>))
 )]
-async fn performance_metrics(State(state): State<ApiState>) -> Response {
-    match state.metrics_body() {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+async fn performance_metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    match state.metrics_document() {
+        Ok(document) => document.respond(&headers, "application/json"),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("could not render metrics: {e}"),
@@ -284,7 +340,15 @@ async fn prometheus_metrics(
             format!("could not encode metrics: {e}"),
         )
     })?;
-    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+    // Rendered per scrape, so compressed per scrape, at the fastest level.
+    Ok(match gzip::accepted(&headers) {
+        true => gzip::answer(
+            content_type,
+            gzip::compress(text.as_bytes(), flate2::Compression::fast()),
+            true,
+        ),
+        false => gzip::answer(content_type, Bytes::from(text), false),
+    })
 }
 
 /// The body of `POST /performance-optimize`; an empty body runs every strategy.
@@ -433,6 +497,44 @@ pub const HEALTH_STALE_INTERVALS: u32 = 3;
 /// start-up; a stall is what lasts longer).
 pub const HEALTH_STALE_MARGIN: Duration = Duration::from_secs(10);
 
+/// Re-reads the configuration file and applies it without a restart (as SIGHUP does).
+#[utoipa::path(
+    post,
+    path = "/config/reload",
+    tag = "perfpilot",
+    responses(
+        (status = 200, description = "The new configuration is in force; what changed, and what needs a restart", body = crate::reload::ReloadReport),
+        (status = 401, description = "Missing or wrong bearer token (when api.token is set)", body = ErrorBody),
+        (status = 409, description = "The agent has no configuration file to reload (an embedded agent)", body = ErrorBody),
+        (status = 422, description = "The file is unreadable or invalid; the running configuration stays in force", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+async fn config_reload(
+    State(state): State<ApiState>,
+) -> Result<Json<crate::reload::ReloadReport>, ApiError> {
+    use crate::reload::ReloadError;
+    let Some(reloader) = &state.settings.reloader else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ReloadError::NoSource.to_string(),
+        ));
+    };
+    let report = reloader
+        .reload("POST /config/reload")
+        .await
+        .map_err(|error| {
+            let status = match &error {
+                ReloadError::NoSource => StatusCode::CONFLICT,
+                ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError::new(status, error.to_string())
+        })?;
+    Ok(Json(report))
+}
+
 /// The answer of `GET /health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -464,6 +566,9 @@ pub struct HealthResponse {
     /// answers 200 while the target is down: it is the agent's health.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetStatus>,
+    /// The last configuration reload failed: the configuration loaded before it is in force
+    /// (`config.lastError` in `/performance-metrics` says why).
+    pub last_reload_failed: bool,
 }
 
 /// Liveness and a short status; never behind the agent's own actions.
@@ -516,6 +621,11 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRespon
             is_optimizing: view.is_optimizing,
             optimization_count: view.stats.count,
             target: state.settings.target.as_ref().map(TargetHandle::status),
+            last_reload_failed: state
+                .settings
+                .reloader
+                .as_ref()
+                .is_some_and(|r| r.last_reload_failed()),
         }),
     )
 }

@@ -42,6 +42,14 @@ impl Baseline {
         self.samples = self.samples.saturating_add(1);
     }
 
+    /// Takes what `learned` has learned (mean, deviation, sample count), keeping this
+    /// baseline's settings: after a reload that changed `k`, `alpha` or `warmup`.
+    pub fn carry_over(&mut self, learned: &Baseline) {
+        self.mean = learned.mean;
+        self.variance = learned.variance;
+        self.samples = learned.samples;
+    }
+
     /// Whether `warmup` samples have been learned.
     pub fn is_warm(&self) -> bool {
         self.samples >= self.spec.warmup

@@ -68,6 +68,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Ask a running agent to run one strategy now (all when none is named).
     Optimize(OptimizeArgs),
+    /// Ask a running agent to re-read its configuration file and apply it without a restart.
+    Reload(ReloadArgs),
     /// List every signal a trigger can watch: unit, ratio or not, source, meaning.
     Signals(SignalsArgs),
 }
@@ -192,6 +194,17 @@ pub struct OptimizeArgs {
     pub json: bool,
 }
 
+/// `perfpilot reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The agent.
+    #[command(flatten)]
+    pub agent: AgentUrl,
+    /// Print the raw JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
 impl ConfigArgs {
     fn overrides(&self) -> Overrides {
         Overrides {
@@ -216,8 +229,14 @@ impl ConfigArgs {
 
     /// Loads the configuration from every layer, or says why not.
     fn load(&self) -> Result<config::Loaded, String> {
+        self.source().load().map_err(|e| e.to_string())
+    }
+
+    /// The file, this process's environment (read now, once) and the flags: where the
+    /// configuration is loaded from, at start and on every reload.
+    fn source(&self) -> crate::reload::ConfigSource {
         let env: HashMap<String, String> = std::env::vars().collect();
-        config::load(self.config.as_deref(), &env, &self.overrides()).map_err(|e| e.to_string())
+        crate::reload::ConfigSource::new(self.config.clone(), env, self.overrides())
     }
 }
 
@@ -250,6 +269,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Ok(())
         }
+        Command::Reload(args) => client::reload(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

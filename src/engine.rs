@@ -179,10 +179,41 @@ pub enum OptimizeError {
     Stopped,
 }
 
+/// New settings and strategies for a running engine, from a configuration reload
+/// ([`EngineHandle::reconfigure`]). One command swaps them all, so the engine stays the only
+/// owner of its state; sections added to the configuration later join it here.
+#[derive(Debug)]
+pub struct Reconfiguration {
+    /// The new settings. `target` and `worker` cannot change while the agent runs: the
+    /// engine keeps its own.
+    pub settings: EngineSettings,
+    /// Every strategy from now on, in order. One whose name is already registered keeps its
+    /// trigger state (learned baseline, cooldown, back-off) and, in the history, its records
+    /// and effectiveness; it takes the new trigger and settings.
+    pub strategies: Vec<Registered>,
+}
+
+/// What a [`Reconfiguration`] did to the strategies, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StrategyChanges {
+    /// Strategies that were not registered before.
+    pub added: Vec<String>,
+    /// Strategies no longer registered (their records and stats stay in the history).
+    pub removed: Vec<String>,
+    /// Strategies kept whose trigger changed.
+    pub retriggered: Vec<String>,
+    /// Strategies kept with the same trigger (their own settings may have changed).
+    pub kept: Vec<String>,
+}
+
 enum Command {
     Optimize {
         strategy: Option<String>,
         reply: oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>>,
+    },
+    Reconfigure {
+        change: Box<Reconfiguration>,
+        reply: oneshot::Sender<StrategyChanges>,
     },
 }
 
@@ -202,6 +233,10 @@ impl fmt::Debug for Command {
             Command::Optimize { strategy, .. } => f
                 .debug_struct("Optimize")
                 .field("strategy", strategy)
+                .finish(),
+            Command::Reconfigure { change, .. } => f
+                .debug_struct("Reconfigure")
+                .field("change", change)
                 .finish(),
         }
     }
@@ -223,6 +258,24 @@ impl EngineHandle {
             .await
             .map_err(|_| OptimizeError::Stopped)?;
         answer.await.map_err(|_| OptimizeError::Stopped)?
+    }
+
+    /// Swaps the engine's settings and strategies (a configuration reload). A batch of runs
+    /// in progress finishes under the settings it started with; sampling, the history and
+    /// subscribers go on. Resolves once the new settings are in force and published.
+    pub async fn reconfigure(
+        &self,
+        change: Reconfiguration,
+    ) -> Result<StrategyChanges, OptimizeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Reconfigure {
+                change: Box::new(change),
+                reply,
+            })
+            .await
+            .map_err(|_| OptimizeError::Stopped)?;
+        answer.await.map_err(|_| OptimizeError::Stopped)
     }
 
     /// The latest published view.
@@ -425,7 +478,12 @@ impl Engine {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = batches.join_next() => self.finish_batch(done),
-                Some(command) = commands.recv() => self.handle(command, &mut batches),
+                Some(command) = commands.recv() => {
+                    if self.handle(command, &mut batches) {
+                        // A new interval counts from now, not from the old schedule.
+                        next_tick = Instant::now() + self.settings.interval.current();
+                    }
+                }
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick(&mut batches);
                     // Fixed rate: the time a tick takes (and the timer's millisecond rounding)
@@ -556,8 +614,109 @@ impl Engine {
         }
     }
 
-    fn handle(&mut self, command: Command, batches: &mut JoinSet<Vec<FinishedRun>>) {
-        let Command::Optimize { strategy, reply } = command;
+    /// Handles one command; returns whether the sampling interval was replaced.
+    fn handle(&mut self, command: Command, batches: &mut JoinSet<Vec<FinishedRun>>) -> bool {
+        match command {
+            Command::Optimize { strategy, reply } => {
+                self.optimize(strategy, reply, batches);
+                false
+            }
+            Command::Reconfigure { change, reply } => {
+                let (changes, interval_replaced) = self.reconfigure(*change);
+                let _ = reply.send(changes);
+                self.publish();
+                interval_replaced
+            }
+        }
+    }
+
+    /// Swaps settings and strategies; strategies keep their state by name. Returns what
+    /// changed among the strategies and whether the interval control was replaced.
+    fn reconfigure(&mut self, change: Reconfiguration) -> (StrategyChanges, bool) {
+        let Reconfiguration {
+            mut settings,
+            strategies,
+        } = change;
+        settings.target = self.settings.target.clone();
+        settings.worker = self.settings.worker.clone();
+        let old = &self.settings.interval;
+        let new = &settings.interval;
+        let interval_replaced =
+            (new.min(), new.base(), new.max()) != (old.min(), old.base(), old.max());
+        if interval_replaced {
+            info!(
+                interval_ms = new.base().as_millis() as u64,
+                max_interval_ms = new.max().as_millis() as u64,
+                "reload: new sampling interval"
+            );
+        } else {
+            // The same bounds: keep the control, and where backoff or adaptive sampling put it.
+            settings.interval = old.clone();
+        }
+        let same_sampling = match (&self.sampling, &settings.adaptive_sampling) {
+            (Some(running), Some(new)) => {
+                (running.min(), running.calm()) == (new.min(), new.calm())
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if interval_replaced || !same_sampling {
+            self.sampling = settings.adaptive_sampling.clone();
+        }
+        self.history.set_capacity(settings.history_size);
+
+        let mut changes = StrategyChanges::default();
+        let mut previous = std::mem::take(&mut self.slots);
+        for registered in strategies {
+            let name = registered.strategy.name().to_owned();
+            let backoff_policy = BackoffPolicy::new(
+                settings.backoff_after_failures,
+                registered.trigger.cooldown,
+                settings.max_backoff,
+            );
+            let slot = match previous
+                .iter()
+                .position(|slot| slot.strategy.name() == name)
+            {
+                Some(index) => {
+                    let mut slot = previous.remove(index);
+                    if *slot.trigger.spec() == registered.trigger {
+                        changes.kept.push(name);
+                    } else {
+                        changes.retriggered.push(name);
+                        slot.trigger.reconfigure(registered.trigger);
+                    }
+                    slot.strategy = registered.strategy;
+                    slot.backoff_policy = backoff_policy;
+                    slot
+                }
+                None => {
+                    changes.added.push(name);
+                    Slot {
+                        backoff_policy,
+                        backoff: FailureBackoff::default(),
+                        trigger: TriggerState::new(registered.trigger),
+                        strategy: registered.strategy,
+                        value: None,
+                    }
+                }
+            };
+            self.slots.push(slot);
+        }
+        for slot in previous {
+            let name = slot.strategy.name().to_owned();
+            changes.removed.push(name);
+        }
+        self.settings = settings;
+        (changes, interval_replaced)
+    }
+
+    fn optimize(
+        &mut self,
+        strategy: Option<String>,
+        reply: Reply,
+        batches: &mut JoinSet<Vec<FinishedRun>>,
+    ) {
         if self.running.is_some() {
             let _ = reply.send(Err(OptimizeError::Busy));
             return;
@@ -944,3 +1103,6 @@ fn round(value: f64) -> f64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod reload_tests;

@@ -189,6 +189,15 @@ impl History {
         }
     }
 
+    /// Keeps the last `capacity` records (at least one) from now on, dropping the oldest
+    /// beyond it at once; the stats are kept whole.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        while self.records.len() > self.capacity {
+            self.records.pop_front();
+        }
+    }
+
     /// The id the next record gets.
     pub fn next_id(&mut self) -> u64 {
         let id = self.next_id;

@@ -70,6 +70,8 @@ pub struct Telemetry {
     effectiveness: Gauges,
     relief: Gauges,
     predictive_runs: Family<Labels, Counter>,
+    reloads: Family<Labels, Counter>,
+    reload_failed: Gauge,
     /// What it observes, when it follows an engine ([`Telemetry::follow`]).
     feed: Mutex<Option<Feed>>,
 }
@@ -83,6 +85,8 @@ struct Feed {
     /// The id of the last record counted (a run is counted when its record is published,
     /// before it is judged).
     last_record: u64,
+    /// The strategies of the last view (a reload may remove some: their gauges go).
+    strategies: Vec<String>,
 }
 
 impl fmt::Debug for Telemetry {
@@ -246,6 +250,21 @@ impl Telemetry {
             "Each strategy's trigger level: 0 OK, 1 WARNING, 2 CRITICAL",
             levels.clone(),
         );
+        let reloads = Family::<Labels, Counter>::default();
+        for result in ["success", "failure"] {
+            drop(reloads.get_or_create(&vec![("result", result.to_owned())]));
+        }
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result (success, failure)",
+            reloads.clone(),
+        );
+        let reload_failed = Gauge::default();
+        registry.register(
+            "config_last_reload_failed",
+            "1 while the last configuration reload failed (the previous configuration is in force)",
+            reload_failed.clone(),
+        );
         let build = Family::<Labels, Gauge>::default();
         build
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
@@ -278,6 +297,8 @@ impl Telemetry {
             relief,
             predictive_runs,
             feed: Mutex::new(None),
+            reloads,
+            reload_failed,
         }
     }
 
@@ -298,6 +319,7 @@ impl Telemetry {
             events,
             last_snapshot: None,
             last_record: 0,
+            strategies: Vec::new(),
         });
         telemetry.catch_up();
         let follower = Arc::clone(&telemetry);
@@ -355,6 +377,11 @@ impl Telemetry {
                 self.observe_effectiveness(&strategy.name, stats);
             }
         }
+        let names: Vec<String> = view.strategies.iter().map(|s| s.name.clone()).collect();
+        for gone in feed.strategies.iter().filter(|name| !names.contains(name)) {
+            self.forget_strategy(gone);
+        }
+        feed.strategies = names;
         self.observe_state(view.interval.as_secs_f64(), view.is_optimizing);
     }
 
@@ -510,6 +537,32 @@ impl Telemetry {
             self.predictive_runs
                 .get_or_create(&vec![("strategy", strategy.to_owned())]),
         );
+    }
+
+    /// Removes the gauges of a strategy no longer registered (after a reload); its counters
+    /// stay, as counters do.
+    pub fn forget_strategy(&self, strategy: &str) {
+        let labels = vec![("strategy", strategy.to_owned())];
+        self.levels.remove(&labels);
+        for gauges in [
+            &self.trigger_values,
+            &self.thresholds,
+            &self.forecasts,
+            &self.cooldowns,
+            &self.effectiveness,
+            &self.relief,
+        ] {
+            gauges.remove(&labels);
+        }
+    }
+
+    /// Counts one configuration reload.
+    pub fn observe_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+        self.reload_failed.set(i64::from(!success));
     }
 
     /// Sets a strategy's effectiveness and mean relief from its track record.

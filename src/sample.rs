@@ -205,7 +205,39 @@ impl Sampler {
         let cgroup = snapshot.pressure.take().and_then(|p| p.cgroup);
         snapshot.pressure =
             (system.is_some() || cgroup.is_some()).then_some(Pressure { system, cgroup });
+        round_ratios(&mut snapshot);
         snapshot
+    }
+}
+
+/// `value` rounded to `decimals` decimal places, as the f64 nearest that decimal (so it
+/// prints as written: 0.0041, not 0.0040999999999999995).
+pub(crate) fn round_decimals(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    let rounded = (value * scale).round() / scale;
+    if rounded.is_finite() {
+        rounded
+    } else {
+        value
+    }
+}
+
+/// Rounds the computed ratios to the precision of what they are computed from, so the API
+/// and `/metrics` do not show digits that mean nothing: CPU shares (clock ticks or
+/// microseconds over a sampling interval) and the runtime's busy share to 4 decimals (0.01 %);
+/// memory usage (bytes over a limit of megabytes to terabytes) to 6. PSI values are exact
+/// already ([`pressure`]).
+fn round_ratios(snapshot: &mut Snapshot) {
+    let round = |value: &mut Option<f64>, decimals| {
+        if let Some(value) = value {
+            *value = round_decimals(*value, decimals);
+        }
+    };
+    round(&mut snapshot.memory_usage_ratio, 6);
+    round(&mut snapshot.process_cpu_ratio, 4);
+    round(&mut snapshot.system_cpu_ratio, 4);
+    if let Some(runtime) = snapshot.runtime.as_mut() {
+        runtime.busy_ratio = round_decimals(runtime.busy_ratio, 4);
     }
 }
 
@@ -299,6 +331,26 @@ impl ProcessSampler {
 /// The median time of `runs` calls of `f`, for the ignored measurements of sampling costs
 /// (`cargo test --release --lib ... -- --ignored --nocapture`); the budgets themselves are
 /// checked by `cargo bench --bench agent`.
+#[cfg(test)]
+mod rounding_tests {
+    use super::round_decimals;
+
+    #[test]
+    fn rounded_ratios_print_as_their_source_wrote_them() {
+        // What parsing "0.41" (percent) and dividing by 100 gives, and what the API showed.
+        let noisy = 0.41_f64 / 100.0;
+        assert_eq!(noisy.to_string(), "0.0040999999999999995");
+        assert_eq!(round_decimals(noisy, 4).to_string(), "0.0041");
+        assert_eq!(round_decimals(1.14 / 100.0, 4).to_string(), "0.0114");
+        assert_eq!(round_decimals(0.003690210087601288, 4), 0.0037);
+        assert_eq!(
+            round_decimals(f64::MAX, 4),
+            f64::MAX,
+            "no overflow to infinity"
+        );
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn median_time(runs: usize, mut f: impl FnMut()) -> std::time::Duration {
     let mut times: Vec<_> = (0..runs.max(1))
@@ -455,7 +507,11 @@ mod tests {
             Some(MemoryLimitSource::Budget)
         );
         let expected = snapshot.rss_bytes.unwrap() as f64 / budget as f64;
-        assert_eq!(snapshot.memory_usage_ratio, Some(expected));
+        assert_eq!(
+            snapshot.memory_usage_ratio,
+            Some(round_decimals(expected, 6)),
+            "usage over the budget, to 6 decimals"
+        );
     }
 
     #[test]

@@ -90,6 +90,13 @@ impl Window {
         self.points.push_back((t, value));
     }
 
+    /// Takes the latest samples of `other`, as many as this window holds (after a reload
+    /// that changed the window's size).
+    pub fn keep_latest(&mut self, other: &Window) {
+        let skip = other.points.len().saturating_sub(self.capacity);
+        self.points = other.points.iter().skip(skip).copied().collect();
+    }
+
     /// Forgets every sample (after the signal went absent: the trend is unknown).
     pub fn clear(&mut self) {
         self.points.clear();

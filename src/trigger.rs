@@ -117,6 +117,40 @@ impl TriggerState {
         }
     }
 
+    /// Takes new settings on a configuration reload, keeping what was learned where it still
+    /// means something: with the same signal, the smoothed value, the trend window, the latch
+    /// and the learned baseline (the mean and deviation so far, under the new `k`, `alpha`
+    /// and `warmup`) stay; the time of the last run, the unhelpful-run count and a lengthened
+    /// cooldown stay in every case (a lengthened cooldown is never shorter than the new
+    /// configured one). A different signal starts its readings afresh.
+    pub fn reconfigure(&mut self, spec: TriggerSpec) {
+        if spec == self.spec {
+            return;
+        }
+        let mut fresh = TriggerState::new(spec);
+        fresh.last_run = self.last_run;
+        fresh.unhelpful_runs = self.unhelpful_runs;
+        if self.unhelpful_runs > 0 {
+            fresh.cooldown = self.cooldown.max(fresh.spec.cooldown);
+        }
+        if fresh.spec.signal == self.spec.signal {
+            fresh.consecutive_above = self.consecutive_above;
+            fresh.latched = self.latched;
+            fresh.level = self.level;
+            fresh.smoothed = self.smoothed;
+            fresh.origin = self.origin;
+            fresh.window.keep_latest(&self.window);
+            if let (Some(learned), Some(baseline)) = (&self.baseline, &mut fresh.baseline) {
+                baseline.carry_over(learned);
+            }
+            fresh.threshold = match &fresh.baseline {
+                Some(baseline) => baseline.threshold(fresh.spec.above),
+                None => Some(fresh.spec.above),
+            };
+        }
+        *self = fresh;
+    }
+
     /// The settings.
     pub fn spec(&self) -> &TriggerSpec {
         &self.spec

@@ -32,6 +32,11 @@ pub struct MetricsDocument<'a> {
     /// not running, `currentMetrics`' process signals are null.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetStatus>,
+    /// The configuration in force and how the last reload went (absent for an agent without
+    /// a reloader).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::reload::ConfigStatus>)]
+    pub config: Option<&'a crate::reload::ConfigStatus>,
 }
 
 /// The `performance` object.
@@ -233,7 +238,14 @@ impl<'a> MetricsDocument<'a> {
                 })
                 .collect(),
             target: None,
+            config: None,
         }
+    }
+
+    /// The document with the configuration's status.
+    pub fn with_config(mut self, config: Option<&'a crate::reload::ConfigStatus>) -> Self {
+        self.config = config;
+        self
     }
 
     /// The document with the sidecar target's status.

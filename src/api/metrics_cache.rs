@@ -6,6 +6,9 @@
 //! engine has published nothing newer (`Arc::ptr_eq`) and the target's status is unchanged;
 //! the first request after a change renders anew. Between two samples every request then
 //! costs a pointer comparison and a reference-count increment instead of a render.
+//!
+//! Its gzip form is kept beside it, compressed on the first request that asks for it
+//! ([`Compressed`]): once per view, not once per request.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +16,9 @@ use axum::body::Bytes;
 use serde_json::Value;
 
 use super::document::MetricsDocument;
+use super::gzip::Compressed;
 use crate::engine::View;
+use crate::reload::ConfigStatus;
 use crate::sample::TargetStatus;
 
 /// The last rendered body and what it was rendered from.
@@ -26,12 +31,23 @@ pub(super) struct MetricsCache {
 struct Rendered {
     view: Arc<View>,
     target: Option<TargetStatus>,
-    body: Bytes,
+    config: Option<Arc<ConfigStatus>>,
+    document: Arc<Compressed>,
 }
 
 impl Rendered {
-    fn matches(&self, view: &Arc<View>, target: &Option<TargetStatus>) -> bool {
-        Arc::ptr_eq(&self.view, view) && self.target == *target
+    fn matches(
+        &self,
+        view: &Arc<View>,
+        target: &Option<TargetStatus>,
+        config: &Option<Arc<ConfigStatus>>,
+    ) -> bool {
+        let same_config = match (&self.config, config) {
+            (Some(kept), Some(now)) => Arc::ptr_eq(kept, now),
+            (None, None) => true,
+            _ => false,
+        };
+        Arc::ptr_eq(&self.view, view) && self.target == *target && same_config
     }
 }
 
@@ -43,24 +59,40 @@ impl MetricsCache {
         worker_id: &Value,
         view: Arc<View>,
         target: Option<TargetStatus>,
+        config: Option<Arc<ConfigStatus>>,
     ) -> Result<Bytes, serde_json::Error> {
+        self.document(worker_id, view, target, config)
+            .map(|document| document.plain().clone())
+    }
+
+    /// Like [`MetricsCache::body`], with the gzip form kept beside the plain one.
+    pub(super) fn document(
+        &self,
+        worker_id: &Value,
+        view: Arc<View>,
+        target: Option<TargetStatus>,
+        config: Option<Arc<ConfigStatus>>,
+    ) -> Result<Arc<Compressed>, serde_json::Error> {
         if let Some(hit) = self
             .lock()
             .as_ref()
-            .filter(|last| last.matches(&view, &target))
+            .filter(|last| last.matches(&view, &target, &config))
         {
-            return Ok(hit.body.clone());
+            return Ok(Arc::clone(&hit.document));
         }
         // Rendered outside the lock, so requests on other threads are not held up; two
         // requests racing on a new view may both render it, and either result is the same.
-        let document = MetricsDocument::new(worker_id, &view).with_target(target.clone());
-        let body = Bytes::from(serde_json::to_vec(&document)?);
+        let document = MetricsDocument::new(worker_id, &view)
+            .with_target(target.clone())
+            .with_config(config.as_deref());
+        let document = Arc::new(Compressed::new(Bytes::from(serde_json::to_vec(&document)?)));
         *self.lock() = Some(Rendered {
             view,
             target,
-            body: body.clone(),
+            config,
+            document: Arc::clone(&document),
         });
-        Ok(body)
+        Ok(document)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Rendered>> {
@@ -118,8 +150,12 @@ mod tests {
         let cache = MetricsCache::default();
         let worker = Value::from(7);
         let first_view = view(1);
-        let first = cache.body(&worker, Arc::clone(&first_view), None).unwrap();
-        let again = cache.body(&worker, Arc::clone(&first_view), None).unwrap();
+        let first = cache
+            .body(&worker, Arc::clone(&first_view), None, None)
+            .unwrap();
+        let again = cache
+            .body(&worker, Arc::clone(&first_view), None, None)
+            .unwrap();
         assert_eq!(first, fresh(&first_view, None));
         // The very same buffer, not a second render.
         assert_eq!(again.as_ptr(), first.as_ptr());
@@ -130,19 +166,29 @@ mod tests {
         let cache = MetricsCache::default();
         let worker = Value::from(7);
         let old = view(1);
-        cache.body(&worker, Arc::clone(&old), None).unwrap();
+        cache.body(&worker, Arc::clone(&old), None, None).unwrap();
 
         let new = view(2);
-        let body = cache.body(&worker, Arc::clone(&new), None).unwrap();
+        let body = cache.body(&worker, Arc::clone(&new), None, None).unwrap();
         assert_eq!(body, fresh(&new, None));
         assert_ne!(body, fresh(&old, None));
 
         let running = cache
-            .body(&worker, Arc::clone(&new), target(TargetState::Running))
+            .body(
+                &worker,
+                Arc::clone(&new),
+                target(TargetState::Running),
+                None,
+            )
             .unwrap();
         assert_eq!(running, fresh(&new, target(TargetState::Running)));
         let gone = cache
-            .body(&worker, Arc::clone(&new), target(TargetState::NotFound))
+            .body(
+                &worker,
+                Arc::clone(&new),
+                target(TargetState::NotFound),
+                None,
+            )
             .unwrap();
         assert_eq!(gone, fresh(&new, target(TargetState::NotFound)));
         assert_ne!(gone, running);

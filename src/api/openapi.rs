@@ -1,15 +1,17 @@
 //! `GET /openapi.json`: the OpenAPI 3 description of the API, generated from the handlers'
 //! annotations and the response types.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::gzip::Compressed;
 use super::ApiState;
 
 /// The API's OpenAPI document.
@@ -25,6 +27,7 @@ use super::ApiState;
         super::health,
         super::prometheus_metrics,
         super::events::events,
+        super::config_reload,
         openapi_json,
     ),
     modifiers(&BearerToken),
@@ -50,7 +53,7 @@ impl Modify for BearerToken {
 ///
 /// Rendered on the first `GET /openapi.json` (see [`openapi_json`]), not at start-up: an idle
 /// agent does not keep the document's JSON tree, nor touch the code that builds it.
-pub(super) fn document(known: &[String]) -> Arc<str> {
+pub(super) fn document(known: &[String]) -> String {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(
         |e| json!({ "error": format!("could not render the OpenAPI document: {e}") }),
     );
@@ -65,7 +68,14 @@ pub(super) fn document(known: &[String]) -> Arc<str> {
         strategy["enum"] = Value::Array(names);
     }
     add_access_responses(&mut document);
-    Arc::from(document.to_string())
+    document.to_string()
+}
+
+/// The document as last rendered, and the strategy names it was rendered for.
+#[derive(Debug)]
+pub(super) struct Rendered {
+    known: Vec<String>,
+    document: Arc<Compressed>,
 }
 
 /// Every operation but `GET /health` may answer 403 (a foreign `Host` or `Origin`) and 401
@@ -117,13 +127,27 @@ fn add_access_responses(document: &mut Value) {
     tag = "perfpilot",
     responses((status = 200, description = "The OpenAPI 3 document of this API", body = Object, content_type = "application/json"))
 )]
-pub(super) async fn openapi_json(State(state): State<ApiState>) -> Response {
-    let document = state
-        .openapi
-        .get_or_init(|| document(&state.known_strategies));
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        document.to_string(),
-    )
-        .into_response()
+pub(super) async fn openapi_json(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let known = state.engine.view().known_names();
+    let kept = lock(&state.openapi)
+        .as_ref()
+        .filter(|rendered| rendered.known == known)
+        .map(|rendered| Arc::clone(&rendered.document));
+    let document = kept.unwrap_or_else(|| {
+        // Rendered outside the lock; two first requests may both render the same document.
+        let document = Arc::new(Compressed::new(Bytes::from(document(&known))));
+        *lock(&state.openapi) = Some(Rendered {
+            known,
+            document: Arc::clone(&document),
+        });
+        document
+    });
+    document.respond(&headers, "application/json")
+}
+
+fn lock(openapi: &Mutex<Option<Rendered>>) -> std::sync::MutexGuard<'_, Option<Rendered>> {
+    // Nothing panics while it is held; a poisoned lock still holds a whole value.
+    openapi
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{table, AgentUrl, MetricsArgs, OptimizeArgs, WatchArgs};
+use super::{table, AgentUrl, MetricsArgs, OptimizeArgs, ReloadArgs, WatchArgs};
 
 /// How long the CLI waits for the agent (an optimization can take a while).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -61,6 +61,47 @@ pub fn watch(args: &WatchArgs) -> Result<(), String> {
             }
         }
     })
+}
+
+/// Asks a running agent to reload its configuration and prints what changed.
+pub fn reload(args: &ReloadArgs) -> Result<(), String> {
+    let answer = request(&args.agent, reqwest::Method::POST, "/config/reload", None)?;
+    if args.json {
+        println!("{}", pretty(&answer));
+        return Ok(());
+    }
+    let list = |value: &Value| -> String {
+        let items: Vec<&str> = value
+            .as_array()
+            .map(|items| items.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match items.is_empty() {
+            true => "none".to_owned(),
+            false => items.join(", "),
+        }
+    };
+    println!(
+        "configuration reloaded from {}",
+        answer["source"].as_str().unwrap_or("?")
+    );
+    println!("changed: {}", list(&answer["changed"]));
+    let strategies = &answer["strategies"];
+    println!(
+        "strategies added: {}; removed: {}; new trigger: {}",
+        list(&strategies["added"]),
+        list(&strategies["removed"]),
+        list(&strategies["retriggered"])
+    );
+    if answer["restartRequired"]
+        .as_array()
+        .is_some_and(|keys| !keys.is_empty())
+    {
+        println!(
+            "needs a restart to take effect (running values kept): {}",
+            list(&answer["restartRequired"])
+        );
+    }
+    Ok(())
 }
 
 /// Asks a running agent to optimize now and prints what each strategy did.

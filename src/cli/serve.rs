@@ -1,17 +1,22 @@
 //! `perfpilot run`: load config, start logging and the runtime, serve until a signal.
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 use super::ConfigArgs;
 use crate::config::{Config, LogConfig, LogFormat};
+use crate::reload::{ConfigSource, Reloader};
 use crate::Agent;
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT; SIGHUP reloads the configuration.
 pub fn run(args: &ConfigArgs) -> Result<(), String> {
     // Validation has already refused a non-loopback listen address without a token.
-    let config = args.load()?.config;
+    let source = args.source();
+    let config = source.load().map_err(|e| e.to_string())?.config;
     init_logging(&config.log)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // One worker (and the blocking pool, where purge and trim run): the agent's own work is a
@@ -28,7 +33,7 @@ pub fn run(args: &ConfigArgs) -> Result<(), String> {
         .thread_name("perfpilot")
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(serve(config));
+    let result = runtime.block_on(serve(config, source));
     // A strategy abandoned after the grace period may still hold a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
@@ -43,7 +48,11 @@ fn init_logging(log: &LogConfig) -> Result<(), String> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(log_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ));
     match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -51,8 +60,15 @@ fn init_logging(log: &LogConfig) -> Result<(), String> {
     .map_err(|e| format!("cannot set up logging: {e}"))
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+/// Whether log lines get ANSI colours: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>). A file or a pipe gets plain text.
+fn log_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+async fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     let stop = StopSignal::install();
+    let hangup = reload_on_hangup();
     let listen = config.api.listen;
     let api_enabled = config.api.enabled;
     let grace = config.shutdown_grace;
@@ -66,8 +82,10 @@ async fn serve(config: Config) -> Result<(), String> {
     };
     let agent = Agent::builder()
         .config(config)
+        .config_source(source)
         .try_spawn()
         .map_err(|e| e.to_string())?;
+    hangup.serve(agent.reloader(), agent.shutdown_token());
     match listener {
         Some(listener) => {
             let local = listener
@@ -145,5 +163,67 @@ impl StopSignal {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// SIGHUP, listened for from the start (its default action would end the agent), each one a
+/// configuration reload once the agent runs.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+fn reload_on_hangup() -> Hangup {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signal = signal(SignalKind::hangup())
+            .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP: reload with POST /config/reload"))
+            .ok();
+        Hangup { signal }
+    }
+    #[cfg(not(unix))]
+    Hangup {}
+}
+
+impl Hangup {
+    /// Reloads on every SIGHUP until `shutdown` is cancelled. The outcome is logged by the
+    /// reloader (and a failure shown in `/performance-metrics`).
+    fn serve(self, reloader: Arc<Reloader>, shutdown: CancellationToken) {
+        #[cfg(unix)]
+        if let Some(mut signal) = self.signal {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        received = signal.recv() => {
+                            if received.is_none() {
+                                return;
+                            }
+                            info!("SIGHUP: reloading the configuration");
+                            let _ = reloader.reload("SIGHUP").await;
+                        }
+                    }
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        drop((reloader, shutdown));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(
+            log_colour(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None), "a file or a pipe");
     }
 }

@@ -12,8 +12,9 @@ use crate::config::Config;
 /// `perfpilot strategies`: every configured strategy with its trigger.
 pub fn strategies(config: &Config) -> String {
     let mut out = format!(
-        "{:<22} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}\n",
+        "{:<22} {:<9} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}  {}\n",
         "STRATEGY",
+        "KIND",
         "ALIASES",
         "ENABLED",
         "SIGNAL",
@@ -21,15 +22,19 @@ pub fn strategies(config: &Config) -> String {
         "CRITICAL",
         "CLEAR_BELOW",
         "FOR",
-        "COOLDOWN"
+        "COOLDOWN",
+        "ACTS ON"
     );
     for (enabled, registered) in config.strategies() {
         let trigger = &registered.trigger;
-        let aliases = registered.strategy.aliases().join(", ");
+        let strategy = &registered.strategy;
+        let aliases = strategy.aliases().join(", ");
+        let acts_on = strategy.acts_on();
         let _ = writeln!(
             out,
-            "{:<22} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}",
-            registered.strategy.name(),
+            "{:<22} {:<9} {:<21} {:<8} {:<17} {:>9} {:>9} {:>11} {:>4} {:>9}  {}",
+            strategy.name(),
+            strategy.kind(),
             if aliases.is_empty() { "-" } else { &aliases },
             if enabled { "yes" } else { "no" },
             trigger.signal.name(),
@@ -38,6 +43,7 @@ pub fn strategies(config: &Config) -> String {
             round(trigger.effective_clear_below()),
             trigger.for_samples,
             duration::format(trigger.cooldown),
+            if acts_on.is_empty() { "-" } else { &acts_on },
         );
     }
     out

@@ -99,6 +99,10 @@ pub struct Config {
     /// agent exits without it; by default [`Config::DEFAULT_SHUTDOWN_GRACE`].
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Reload the configuration when the file changes (its metadata is read every second,
+    /// symlinks followed, so a Kubernetes ConfigMap's symlink swap counts); by default
+    /// `false`. SIGHUP and `POST /config/reload` reload either way. See [`crate::reload`].
+    pub watch_config: bool,
     /// The name this agent reports as `workerId` and as the `worker` label of its metrics;
     /// `None` (the default): `<hostname>-<pid>` (see [`crate::worker`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,6 +286,7 @@ impl Default for Config {
             backoff_after_failures: Self::DEFAULT_BACKOFF_AFTER_FAILURES,
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            watch_config: false,
             worker_id: None,
             api: ApiConfig::default(),
             log: LogConfig::default(),

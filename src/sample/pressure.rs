@@ -104,7 +104,10 @@ impl ResourceFile {
         if let Some((then, some_then, full_then)) = self.previous {
             let wall_us = now.saturating_duration_since(then).as_secs_f64() * 1e6;
             if wall_us > 0.0 {
-                let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / wall_us;
+                // Microseconds of stall over microseconds of wall time: six decimals.
+                let rate = |now: u64, then: u64| {
+                    super::round_decimals(now.saturating_sub(then) as f64 / wall_us, 6)
+                };
                 pressure.some.stall_rate = Some(rate(pressure.some.total_us, some_then));
                 if let (Some(full), Some(full_then)) = (pressure.full.as_mut(), full_then) {
                     full.stall_rate = Some(rate(full.total_us, full_then));
@@ -138,7 +141,11 @@ fn parse_line(fields: &str) -> Option<PressureLine> {
         let (key, value) = field.split_once('=')?;
         let ratio = || {
             let percent: f64 = value.parse().ok()?;
-            (percent.is_finite() && percent >= 0.0).then_some(percent / 100.0)
+            // The kernel writes percents with two decimals: as a ratio, four. Rounding the
+            // scaled value and dividing by a power of ten gives the f64 nearest the decimal
+            // the kernel wrote (0.41 % -> 0.0041, not 0.0040999999999999995).
+            (percent.is_finite() && percent >= 0.0)
+                .then(|| super::round_decimals(percent / 100.0, 4))
         };
         match key {
             "avg10" => avg10 = ratio(),

@@ -170,6 +170,14 @@ impl Strategy for CacheTrim {
         &["cache"]
     }
 
+    fn kind(&self) -> &str {
+        "built-in"
+    }
+
+    fn acts_on(&self) -> String {
+        "the caches registered with the agent".to_owned()
+    }
+
     fn description(&self) -> &str {
         "expire stale entries, then evict a fraction of every registered cache"
     }

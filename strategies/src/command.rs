@@ -255,6 +255,15 @@ impl Strategy for RunCommand {
         &self.name
     }
 
+    fn kind(&self) -> &str {
+        Self::KIND
+    }
+
+    fn acts_on(&self) -> String {
+        // The program only: arguments may carry secrets.
+        format!("runs {}", self.program)
+    }
+
     fn description(&self) -> &str {
         &self.description
     }

@@ -136,6 +136,14 @@ impl Strategy for ConnectionReap {
         &["connection", "database"]
     }
 
+    fn kind(&self) -> &str {
+        "built-in"
+    }
+
+    fn acts_on(&self) -> String {
+        "registered connection pools and the agent's connection tracker".to_owned()
+    }
+
     fn description(&self) -> &str {
         "close connections idle past idle_timeout and the oldest over max_per_client"
     }

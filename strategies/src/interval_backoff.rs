@@ -61,6 +61,14 @@ impl Strategy for IntervalBackoff {
         &["cpu"]
     }
 
+    fn kind(&self) -> &str {
+        "built-in"
+    }
+
+    fn acts_on(&self) -> String {
+        "the agent's own sampling interval".to_owned()
+    }
+
     fn description(&self) -> &str {
         "double the sampling interval up to max_interval while the agent's own CPU is above threshold"
     }

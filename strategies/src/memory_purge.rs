@@ -69,6 +69,14 @@ impl Strategy for MemoryPurge {
         &["memory", "gc"]
     }
 
+    fn kind(&self) -> &str {
+        "built-in"
+    }
+
+    fn acts_on(&self) -> String {
+        "the allocator: purge jemalloc's dirty pages".to_owned()
+    }
+
     fn description(&self) -> &str {
         "purge jemalloc's dirty pages in all arenas and report the RSS released"
     }

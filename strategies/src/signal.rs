@@ -108,6 +108,18 @@ impl Strategy for SendSignal {
         &self.name
     }
 
+    fn kind(&self) -> &str {
+        Self::KIND
+    }
+
+    fn acts_on(&self) -> String {
+        match &self.signal {
+            Ok((name, _)) if name.starts_with("SIG") => format!("{name} to the target's processes"),
+            Ok((name, _)) => format!("SIG{name} to the target's processes"),
+            Err(unknown) => format!("{unknown} (unknown signal) to the target's processes"),
+        }
+    }
+
     fn description(&self) -> &str {
         &self.description
     }

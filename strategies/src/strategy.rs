@@ -76,6 +76,19 @@ pub trait Strategy: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// What kind of strategy it is, for listings: `built-in`, `webhook`, `signal`, `command`;
+    /// by default `custom` (a strategy registered in code).
+    fn kind(&self) -> &str {
+        "custom"
+    }
+
+    /// What it acts on, in a few words, for listings (`perfpilot strategies`): the URL it
+    /// calls (without credentials), the signal and whom it goes to, the program it runs.
+    /// By default empty (unknown).
+    fn acts_on(&self) -> String {
+        String::new()
+    }
+
     /// Performs the optimization.
     async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError>;
 }

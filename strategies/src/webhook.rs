@@ -257,6 +257,19 @@ impl fmt::Debug for Webhook {
     }
 }
 
+/// `url` without a `user:password@` part (or a lone `user@`), for listings and logs.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
 impl Webhook {
     /// The kind's name: the `[strategies.webhook]` table.
     pub const KIND: &'static str = "webhook";
@@ -279,6 +292,14 @@ impl Webhook {
 impl Strategy for Webhook {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn kind(&self) -> &str {
+        Self::KIND
+    }
+
+    fn acts_on(&self) -> String {
+        format!("{} {}", self.method, without_credentials(&self.url))
     }
 
     fn description(&self) -> &str {
