@@ -462,8 +462,9 @@ async fn route_keys_openapi_and_metric_names() {
         .signal_source(EverySignal)
         .strategy(Arc::new(Acts), TriggerSpec::new(Signal::MemoryUsage, 1.0))
         .spawn();
+    // What `perfpilot run` serves: every route at the root, with the JSON fallback.
     let app = agent
-        .router()
+        .standalone_router()
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
