@@ -370,7 +370,7 @@ mod library {
         let answer = second.post(&url).body(body).send().await.unwrap();
         assert_eq!(status(answer), 200, "127.0.0.2 has a bucket of its own");
         let foreign_host = first
-            .get(format!("http://{addr}/metrics"))
+            .get(format!("http://{addr}/perfpilot/metrics"))
             .header("host", "evil.example")
             .send()
             .await
