@@ -24,7 +24,7 @@ use crate::events::Event;
 use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
-use crate::sample::{Sampler, SamplerSettings, TargetHandle};
+use crate::sample::{FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec};
 use crate::worker::WorkerIdentity;
 
 impl SignalSource for Sampler {
@@ -101,6 +101,8 @@ pub struct Agent {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     probe_task: Option<tokio::task::JoinHandle<()>>,
+    /// The fast watch's threads, stopped when the agent is dropped.
+    _fast_watch: Option<FastWatch>,
 }
 
 impl fmt::Debug for Agent {
@@ -364,7 +366,9 @@ impl AgentBuilder {
         }
         strategies.extend(self.strategies);
         let strategy_count = strategies.len();
+        let watch_specs = watch_specs(&strategies);
         let mut target = None;
+        let mut fast_watch = None;
         let mut source = self.source.unwrap_or_else(|| {
             let settings = SamplerSettings {
                 memory_budget: config.memory_budget,
@@ -374,6 +378,7 @@ impl AgentBuilder {
                 None => Sampler::new(settings),
             };
             target = sampler.target();
+            fast_watch = FastWatch::start(watch_specs, sampler.probe_slot());
             Box::new(ServiceSource {
                 sampler,
                 requests: self.requests,
@@ -415,6 +420,7 @@ impl AgentBuilder {
                 max_cooldown: config.tuning.max_cooldown,
                 adaptive_sampling,
                 worker: worker.label().to_owned(),
+                watch: fast_watch.as_ref().map(FastWatch::handle),
             },
             strategies,
             Arc::new(self.registry),
@@ -443,6 +449,24 @@ impl AgentBuilder {
             shutdown,
             task,
             probe_task,
+            _fast_watch: fast_watch,
         }
     }
+}
+
+/// The fast watch's specs: every trigger with a `watch_interval`, its `above` and `critical`.
+fn watch_specs(strategies: &[Registered]) -> Vec<WatchSpec> {
+    strategies
+        .iter()
+        .filter_map(|registered| {
+            let trigger = &registered.trigger;
+            Some(WatchSpec {
+                signal: trigger.signal,
+                thresholds: std::iter::once(trigger.above)
+                    .chain(trigger.critical)
+                    .collect(),
+                interval: trigger.watch_interval?,
+            })
+        })
+        .collect()
 }

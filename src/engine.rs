@@ -23,10 +23,10 @@ use tracing::{debug, info, warn};
 
 use crate::adaptive_sampling::AdaptiveSampling;
 use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
-use crate::events::Event;
+use crate::events::{Event, OomKill};
 use crate::history::{judge, History, OptimizationRecord, Prediction, Stats};
 use crate::prometheus::Telemetry;
-use crate::sample::TargetHandle;
+use crate::sample::{TargetHandle, WatchHandle, WatchMode, WatchStatus};
 use crate::trigger::{CooldownChange, Forecast, TriggerState};
 
 /// Where snapshots come from: the real sampler, or a scripted source in tests.
@@ -70,6 +70,10 @@ pub struct EngineSettings {
     pub adaptive_sampling: Option<AdaptiveSampling>,
     /// The agent's identity: the `worker` label on every metric ([`crate::worker`]).
     pub worker: String,
+    /// The fast watch between samples ([`crate::sample::FastWatch`]): when it sees a
+    /// threshold crossed, the engine samples (and evaluates every trigger) at once. `None`:
+    /// full samples only.
+    pub watch: Option<WatchHandle>,
 }
 
 #[cfg(test)]
@@ -92,6 +96,7 @@ impl EngineSettings {
             max_cooldown: Duration::from_secs(600),
             adaptive_sampling: None,
             worker: "engine-test".to_owned(),
+            watch: None,
         }
     }
 }
@@ -115,6 +120,8 @@ pub struct View {
     pub recent: Vec<Arc<OptimizationRecord>>,
     /// Every registered strategy with its trigger state.
     pub strategies: Vec<StrategyView>,
+    /// The fast watch between samples, when one runs.
+    pub fast_watch: Option<WatchStatus>,
 }
 
 impl View {
@@ -276,6 +283,7 @@ pub fn spawn(
             value: None,
         })
         .collect();
+    let first_oom_kills = first.oom_kills;
     let mut engine = Engine {
         history: History::new(settings.history_size),
         sampling: settings.adaptive_sampling.clone(),
@@ -286,6 +294,7 @@ pub fn spawn(
         latest: first,
         running: None,
         quiet_until: None,
+        oom_kills: first_oom_kills,
         events: events.clone(),
         telemetry: Arc::clone(&telemetry),
         view: None,
@@ -369,6 +378,8 @@ struct Engine {
     /// The requester of the batch in flight, if any (`Some(None)`: automatic batch).
     running: Option<Option<Reply>>,
     quiet_until: Option<Instant>,
+    /// The OOM-kill count of the last sample that read one.
+    oom_kills: Option<u64>,
     events: broadcast::Sender<Event>,
     telemetry: Arc<Telemetry>,
     view: Option<watch::Sender<Arc<View>>>,
@@ -398,6 +409,7 @@ impl Engine {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let mut batches: JoinSet<Vec<FinishedRun>> = JoinSet::new();
         let mut next_tick = Instant::now() + self.settings.interval.current();
+        let watch = self.settings.watch.clone();
         self.publish();
         loop {
             tokio::select! {
@@ -405,6 +417,19 @@ impl Engine {
                 _ = shutdown.cancelled() => break,
                 Some(done) = batches.join_next() => self.finish_batch(done),
                 Some(command) = commands.recv() => self.handle(command, &mut batches),
+                // A crossing seen between samples: sample and evaluate now. The fixed-rate
+                // ticks go on as planned.
+                () = woken(watch.as_ref()) => {
+                    for (signal, mode) in watch.as_ref().map(WatchHandle::take_crossings).unwrap_or_default() {
+                        let how = match mode {
+                            WatchMode::Poll => "poll",
+                            WatchMode::PsiTrigger => "psi",
+                        };
+                        debug!(%signal, how, "fast watch: threshold crossed, sampling now");
+                        self.telemetry.observe_watch_wake(signal.name(), how);
+                    }
+                    self.tick(&mut batches);
+                }
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick(&mut batches);
                     // Fixed rate: the time a tick takes (and the timer's millisecond rounding)
@@ -423,6 +448,7 @@ impl Engine {
 
     fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
         let snapshot = Arc::new(lock(&self.source).sample());
+        self.note_oom_kills(&snapshot);
         self.latest = Arc::clone(&snapshot);
         self.telemetry.observe_snapshot(&snapshot);
         let now = Instant::now();
@@ -491,6 +517,33 @@ impl Engine {
             self.start_batch(runs, None, batches);
         }
         self.publish();
+    }
+
+    /// Publishes an `oom-kill` event (and counts it) when the cgroup's OOM-kill count rose
+    /// since the last sample that read it.
+    fn note_oom_kills(&mut self, snapshot: &Snapshot) {
+        let Some(count) = snapshot.oom_kills else {
+            return;
+        };
+        let previous = self.oom_kills.replace(count);
+        let new_kills = match previous {
+            Some(previous) if count > previous => count - previous,
+            _ => return,
+        };
+        warn!(
+            new_kills,
+            oom_kills = count,
+            memory_usage_before = self.latest.memory_usage_ratio,
+            "the kernel OOM-killed a process in the watched cgroup: the memory limit was lost"
+        );
+        self.telemetry.observe_oom_kills(new_kills);
+        let _ = self.events.send(Event::OomKill(OomKill {
+            new_kills,
+            oom_kills: count,
+            timestamp: perfpilot_strategies::snapshot::unix_millis::millis(snapshot.taken_at),
+            memory_usage_before: self.latest.memory_usage_ratio,
+            memory_limit_bytes: self.latest.memory_limit_bytes,
+        }));
     }
 
     /// Sets the next interval. Under CPU pressure interval-backoff decides and this leaves it
@@ -780,6 +833,7 @@ impl Engine {
                     threshold: slot.trigger.threshold(),
                 })
                 .collect(),
+            fast_watch: self.settings.watch.as_ref().map(WatchHandle::status),
         }
     }
 
@@ -837,6 +891,14 @@ async fn execute(
         duration,
         result,
         after,
+    }
+}
+
+/// Resolves when the fast watch (if any) reports a crossing; never without one.
+async fn woken(watch: Option<&WatchHandle>) {
+    match watch {
+        Some(watch) => watch.woken().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Telemetry {
     memory_limit: Gauges,
     memory_usage_bytes: Gauges,
     processes: Gauges,
+    oom_kills: Gauges,
+    oom_kill_events: Counter,
+    watch_wakes: Family<Labels, Counter>,
     pressure: Gauges,
     stall: FloatCounters,
     allocator: Gauges,
@@ -120,12 +123,17 @@ impl Telemetry {
         let memory_usage_bytes = gauge(
             "memory_usage",
             "The memory use the usage ratio is measured with, by source (rss, cgroup_current, \
-             summed_rss)",
+             cgroup_working_set, summed_rss)",
             Some(Unit::Bytes),
         );
         let processes = gauge(
             "processes",
             "Processes in the watched cgroup (cgroup target)",
+            None,
+        );
+        let oom_kills = gauge(
+            "oom_kills",
+            "OOM kills counted by the watched process's memory cgroup since it was created",
             None,
         );
         let pressure = gauge(
@@ -243,6 +251,18 @@ impl Telemetry {
         );
         let samples = Counter::default();
         registry.register("samples", "Samples taken", samples.clone());
+        let oom_kill_events = Counter::default();
+        registry.register(
+            "oom_kill_events",
+            "OOM kills the agent saw in the watched process's memory cgroup (rises of its count)",
+            oom_kill_events.clone(),
+        );
+        let watch_wakes = Family::<Labels, Counter>::default();
+        registry.register(
+            "fast_watch_wakes",
+            "Immediate samples the fast watch asked for, by signal and how it saw the crossing (poll or psi)",
+            watch_wakes.clone(),
+        );
         let runs = Family::<Labels, Counter>::default();
         registry.register(
             "optimizations",
@@ -284,6 +304,9 @@ impl Telemetry {
             memory_limit,
             memory_usage_bytes,
             processes,
+            oom_kills,
+            oom_kill_events,
+            watch_wakes,
             pressure,
             stall,
             allocator,
@@ -346,6 +369,7 @@ impl Telemetry {
             let source = match source {
                 MemoryUsageSource::Rss => "rss",
                 MemoryUsageSource::CgroupCurrent => "cgroup_current",
+                MemoryUsageSource::CgroupWorkingSet => "cgroup_working_set",
                 MemoryUsageSource::SummedRss => "summed_rss",
             };
             set(
@@ -359,6 +383,7 @@ impl Telemetry {
             Vec::new(),
             s.process_count.map(|c| c as f64),
         );
+        set(&self.oom_kills, Vec::new(), s.oom_kills.map(|c| c as f64));
         let pressure = s.pressure.as_ref();
         self.observe_pressure("system", pressure.and_then(|p| p.system.as_ref()));
         self.observe_pressure("cgroup", pressure.and_then(|p| p.cgroup.as_ref()));
@@ -542,6 +567,23 @@ impl Telemetry {
                 .get_or_create(&vec![("strategy", record.strategy.clone())])
                 .inc();
         }
+    }
+
+    /// Counts OOM kills the engine saw happen (the rise of the cgroup's count between two
+    /// samples).
+    pub fn observe_oom_kills(&self, new_kills: u64) {
+        self.oom_kill_events.inc_by(new_kills);
+    }
+
+    /// Counts one immediate sample the fast watch asked for: `signal` crossed a threshold,
+    /// seen by `how` (`poll` or `psi`).
+    pub fn observe_watch_wake(&self, signal: &str, how: &str) {
+        self.watch_wakes
+            .get_or_create(&vec![
+                ("signal", signal.to_owned()),
+                ("how", how.to_owned()),
+            ])
+            .inc();
     }
 
     /// The OpenMetrics text format (`application/openmetrics-text; version=1.0.0`).

@@ -204,6 +204,9 @@ pub(crate) struct TargetTracker {
     sockets: SocketScan,
     /// Whether a verdict has been published yet.
     published: bool,
+    /// The memory cgroup of the last process watched: its OOM kills are still read while the
+    /// target is gone (the OOM killer may be why).
+    oom_cgroup: Option<super::cgroup::MemoryCgroup>,
 }
 
 /// The process currently watched.
@@ -229,6 +232,7 @@ impl TargetTracker {
             tracked: None,
             sockets: SocketScan::default(),
             published: false,
+            oom_cgroup: None,
         }
     }
 
@@ -258,6 +262,10 @@ impl TargetTracker {
         }
         if let Err(reason) = self.resolve() {
             self.tracked = None;
+            snapshot.oom_kills = self
+                .oom_cgroup
+                .as_ref()
+                .and_then(super::cgroup::MemoryCgroup::oom_kills);
             self.handle
                 .publish(None, TargetState::NotFound, Some(reason), first);
             return;
@@ -266,6 +274,9 @@ impl TargetTracker {
             return;
         };
         tracked.process.sample_into(now, snapshot);
+        if tracked.process.oom_cgroup.is_some() {
+            self.oom_cgroup.clone_from(&tracked.process.oom_cgroup);
+        }
         let dir = tracked.process.dir();
         let reason = match self.sockets.read_fds(dir) {
             Ok(fds) => {
@@ -294,6 +305,15 @@ impl TargetTracker {
         let pid = tracked.pid;
         self.handle
             .publish(Some(pid), TargetState::Running, reason, first);
+    }
+
+    /// What the fast watch reads of the target: its process, or for a cgroup target the
+    /// cgroup; `None` while it is not found (the last probe stays published).
+    pub(crate) fn memory_probe(&self) -> Option<super::watch::MemoryProbe> {
+        if let Some(group) = &self.group {
+            return group.memory_probe();
+        }
+        self.tracked.as_ref().map(|t| t.process.memory_probe())
     }
 
     /// Makes `self.tracked` the target's current process, or says why there is none.
