@@ -182,7 +182,21 @@ impl WatchHandle {
         }
     }
 
-    fn wake(&self, signal: Signal, mode: WatchMode) {
+    /// A handle without a watch behind it, for the engine's tests: they wake it by hand.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        WatchHandle {
+            shared: Arc::new(Shared {
+                notify: Notify::new(),
+                signals: Mutex::new(Vec::new()),
+                pending: Mutex::new(Vec::new()),
+                wakes: AtomicU64::new(0),
+                reads: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub(crate) fn wake(&self, signal: Signal, mode: WatchMode) {
         lock(&self.shared.pending).push((signal, mode));
         self.shared.wakes.fetch_add(1, Ordering::Relaxed);
         self.shared.notify.notify_one();
