@@ -295,6 +295,7 @@ pub fn spawn(
         running: None,
         quiet_until: None,
         oom_kills: first_oom_kills,
+        wake_pending: false,
         events: events.clone(),
         telemetry: Arc::clone(&telemetry),
         view: None,
@@ -380,6 +381,8 @@ struct Engine {
     quiet_until: Option<Instant>,
     /// The OOM-kill count of the last sample that read one.
     oom_kills: Option<u64>,
+    /// The fast watch woke the engine while a batch ran: evaluate again when it ends.
+    wake_pending: bool,
     events: broadcast::Sender<Event>,
     telemetry: Arc<Telemetry>,
     view: Option<watch::Sender<Arc<View>>>,
@@ -415,11 +418,20 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(done) = batches.join_next() => self.finish_batch(done),
+                Some(done) = batches.join_next() => {
+                    self.finish_batch(done);
+                    // A crossing seen while the batch ran could not start a run then (single
+                    // flight), and the watch reports a crossing once: evaluate it now rather
+                    // than at the next tick.
+                    if std::mem::take(&mut self.wake_pending) {
+                        self.tick(&mut batches);
+                    }
+                }
                 Some(command) = commands.recv() => self.handle(command, &mut batches),
                 // A crossing seen between samples: sample and evaluate now. The fixed-rate
                 // ticks go on as planned.
                 () = woken(watch.as_ref()) => {
+                    self.wake_pending = self.running.is_some();
                     for (signal, mode) in watch.as_ref().map(WatchHandle::take_crossings).unwrap_or_default() {
                         let how = match mode {
                             WatchMode::Poll => "poll",
