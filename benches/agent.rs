@@ -123,6 +123,7 @@ fn render_metrics(c: &mut Criterion) {
                 trigger: r.trigger,
             })
             .collect(),
+        fast_watch: None,
     };
     let worker = serde_json::json!(12345);
     c.bench_function("render_performance_metrics_50_records", |b| {
