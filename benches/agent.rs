@@ -124,6 +124,8 @@ fn render_metrics(c: &mut Criterion) {
                 trigger: r.trigger,
             })
             .collect(),
+        fast_watch: None,
+        watch_wakes: Vec::new(),
     };
     let worker = serde_json::json!(12345);
     c.bench_function("render_performance_metrics_50_records", |b| {

@@ -26,6 +26,7 @@ stop_started() {
   stop_pid "$demo_pid"
   stop_pid "$pid"
   for started in "${started_pids[@]}"; do stop_pid "$started"; done
+  remove_cgroups
   rm -rf "$out"
 }
 trap stop_started EXIT
@@ -80,3 +81,72 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 # Every series carries a worker="..." label, so match the name up to its label set.
 samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 ~ /^perfpilot_samples_total($|\{)/ {print $2}'; }
 now() { date +%s.%N; }
+
+# Writes the range-request load of the bench scripts to $1: a wrk Lua script asking for
+# `Range: bytes=0-2097151` of /stream/id-<random 0..5000> (nearly every request a new 2 MiB
+# chunk for the demo's cache); done() prints LAT_US p50 p95 p99 max, ERRORS and REQUESTS.
+write_range_load_lua() {
+  cat >"$1" <<'LUA'
+wrk.headers["Range"] = "bytes=0-2097151"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 100 + (tid or 0))
+end
+function request()
+  return wrk.format(nil, "/stream/id-" .. math.random(0, 5000))
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("LAT_US %d %d %d %d\n", latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), latency.max))
+  io.write(string.format("ERRORS connect=%d read=%d write=%d status=%d timeout=%d\n",
+    e.connect, e.read, e.write, e.status, e.timeout))
+  io.write(string.format("REQUESTS %d %.1f\n", summary.requests,
+    summary.requests / (summary.duration / 1e6)))
+end
+LUA
+}
+
+# A memory cgroup limited to $2 bytes, named $1, under this shell's own memory cgroup: cgroup
+# v1 `memory.limit_in_bytes` where the memory controller is v1, else v2 `memory.max`. Sets
+# $cg_dir, $cg_version (1 or 2) and registers its removal on exit (after the processes in it
+# are stopped). Fails with a message when neither can be made.
+make_memory_cgroup() {
+  local name=$1 limit=$2 own mount
+  own=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3; exit}' /proc/self/cgroup)
+  mount=$(awk '$3 == "cgroup" && $4 ~ /(^|,)memory(,|$)/ {print $2; exit}' /proc/mounts)
+  if [ -n "$own" ] && [ -n "$mount" ]; then
+    cg_dir="$mount${own%/}/$name"
+    cg_version=1
+    mkdir "$cg_dir" && echo "$limit" >"$cg_dir/memory.limit_in_bytes" || { echo "cannot make $cg_dir" >&2; exit 1; }
+  else
+    own=$(awk -F: '$1 == "0" {print $3; exit}' /proc/self/cgroup)
+    mount=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+    [ -n "$mount" ] && grep -qw memory "$mount${own%/}/cgroup.controllers" 2>/dev/null ||
+      { echo "no memory controller: neither cgroup v1 memory nor a v2 memory controller here" >&2; exit 1; }
+    echo +memory >"$mount${own%/}/cgroup.subtree_control" 2>/dev/null || true
+    cg_dir="$mount${own%/}/$name"
+    cg_version=2
+    mkdir "$cg_dir" && echo "$limit" >"$cg_dir/memory.max" || { echo "cannot make $cg_dir" >&2; exit 1; }
+  fi
+  cgroups_made+=("$cg_dir")
+}
+cgroups_made=()
+remove_cgroups() {
+  for dir in "${cgroups_made[@]}"; do
+    for _ in $(seq 1 50); do rmdir "$dir" 2>/dev/null && break; sleep 0.1; done
+  done
+}
+# The OOM kills counted in cgroup $1 (v1 memory.oom_control, v2 memory.events), 0 if unread.
+cgroup_oom_kills() {
+  local f="$1/memory.oom_control"
+  [ -f "$f" ] || f="$1/memory.events"
+  awk '$1 == "oom_kill" {print $2; found = 1} END {if (!found) print 0}' "$f"
+}
+# Its usage now and its peak, bytes (v1 usage_in_bytes / max_usage_in_bytes, v2 current / peak).
+cgroup_usage() { cat "$1/memory.usage_in_bytes" 2>/dev/null || cat "$1/memory.current"; }
+cgroup_peak() { cat "$1/memory.max_usage_in_bytes" 2>/dev/null || cat "$1/memory.peak" 2>/dev/null || echo 0; }

@@ -22,7 +22,7 @@ use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
 use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
-use crate::sample::{Sampler, SamplerSettings, TargetHandle};
+use crate::sample::{FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec};
 use crate::worker::WorkerIdentity;
 
 impl SignalSource for Sampler {
@@ -105,6 +105,8 @@ pub struct Agent {
     task: tokio::task::JoinHandle<()>,
     probe_task: Option<tokio::task::JoinHandle<()>>,
     reloader: Arc<Reloader>,
+    /// The fast watch's threads, stopped when the agent is dropped.
+    _fast_watch: Option<FastWatch>,
 }
 
 impl fmt::Debug for Agent {
@@ -460,7 +462,9 @@ impl AgentBuilder {
         let builder_strategies = self.strategies;
         strategies.extend(builder_strategies.iter().cloned());
         let strategy_count = strategies.len();
+        let watch_specs = watch_specs(&strategies);
         let mut target = None;
+        let mut fast_watch = None;
         let mut source = self.source.unwrap_or_else(|| {
             let settings = SamplerSettings {
                 memory_budget: config.memory_budget,
@@ -470,6 +474,7 @@ impl AgentBuilder {
                 None => Sampler::new(settings),
             };
             target = sampler.target();
+            fast_watch = FastWatch::start(watch_specs, sampler.probe_slot());
             Box::new(ServiceSource {
                 sampler,
                 requests: self.requests,
@@ -490,7 +495,15 @@ impl AgentBuilder {
         let shutdown = CancellationToken::new();
         let worker = WorkerIdentity::new(config.worker_id.as_deref());
         let (engine, task) = engine::spawn(
-            crate::reload::engine_settings(&config, target.clone(), worker.label().to_owned()),
+            {
+                let mut settings = crate::reload::engine_settings(
+                    &config,
+                    target.clone(),
+                    worker.label().to_owned(),
+                );
+                settings.watch = fast_watch.as_ref().map(FastWatch::handle);
+                settings
+            },
             strategies,
             Arc::new(self.registry),
             source,
@@ -539,6 +552,24 @@ impl AgentBuilder {
             task,
             probe_task,
             reloader,
+            _fast_watch: fast_watch,
         }
     }
+}
+
+/// The fast watch's specs: every trigger with a `watch_interval`, its `above` and `critical`.
+fn watch_specs(strategies: &[Registered]) -> Vec<WatchSpec> {
+    strategies
+        .iter()
+        .filter_map(|registered| {
+            let trigger = &registered.trigger;
+            Some(WatchSpec {
+                signal: trigger.signal,
+                thresholds: std::iter::once(trigger.above)
+                    .chain(trigger.critical)
+                    .collect(),
+                interval: trigger.watch_interval?,
+            })
+        })
+        .collect()
 }

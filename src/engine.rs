@@ -23,10 +23,10 @@ use tracing::{debug, info, warn};
 
 use crate::adaptive_sampling::AdaptiveSampling;
 use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
-use crate::events::Event;
+use crate::events::{Event, OomKill};
 use crate::history::{judge, History, OptimizationRecord, Prediction, Stats};
 use crate::prometheus::Telemetry;
-use crate::sample::TargetHandle;
+use crate::sample::{TargetHandle, WatchHandle, WatchMode, WatchStatus};
 use crate::trigger::{CooldownChange, Forecast, TriggerState};
 
 /// Where snapshots come from: the real sampler, or a scripted source in tests.
@@ -71,6 +71,10 @@ pub struct EngineSettings {
     pub adaptive_sampling: Option<AdaptiveSampling>,
     /// The agent's identity: the `worker` label on every metric ([`crate::worker`]).
     pub worker: String,
+    /// The fast watch between samples ([`crate::sample::FastWatch`]): when it sees a
+    /// threshold crossed, the engine samples (and evaluates every trigger) at once. `None`:
+    /// full samples only.
+    pub watch: Option<WatchHandle>,
 }
 
 #[cfg(test)]
@@ -93,6 +97,7 @@ impl EngineSettings {
             max_cooldown: Duration::from_secs(600),
             adaptive_sampling: None,
             worker: "engine-test".to_owned(),
+            watch: None,
         }
     }
 }
@@ -119,6 +124,11 @@ pub struct View {
     pub recent: Vec<Arc<OptimizationRecord>>,
     /// Every registered strategy with its trigger state.
     pub strategies: Vec<StrategyView>,
+    /// The fast watch between samples, when one runs.
+    pub fast_watch: Option<WatchStatus>,
+    /// Immediate samples the fast watch asked for, by signal and how it saw the crossing
+    /// (`poll`, `psi`), since the start.
+    pub watch_wakes: Vec<(Signal, &'static str, u64)>,
 }
 
 impl View {
@@ -336,6 +346,7 @@ pub fn spawn(
             value: None,
         })
         .collect();
+    let first_oom_kills = first.oom_kills;
     let mut engine = Engine {
         history: History::new(settings.history_size),
         sampling: settings.adaptive_sampling.clone(),
@@ -348,6 +359,9 @@ pub fn spawn(
         running: None,
         quiet_until: None,
         unjudged: Vec::new(),
+        oom_kills: first_oom_kills,
+        wake_pending: false,
+        watch_wakes: Default::default(),
         events: events.clone(),
         view: None,
     };
@@ -436,6 +450,12 @@ struct Engine {
     quiet_until: Option<Instant>,
     /// Recorded runs waiting for the sample that judges them, oldest first.
     unjudged: Vec<Unjudged>,
+    /// The OOM-kill count of the last sample that read one.
+    oom_kills: Option<u64>,
+    /// The fast watch woke the engine while a batch ran: evaluate again when it ends.
+    wake_pending: bool,
+    /// Immediate samples the fast watch asked for, by signal and how it saw the crossing.
+    watch_wakes: std::collections::BTreeMap<(Signal, &'static str), u64>,
     events: broadcast::Sender<Event>,
     view: Option<watch::Sender<Arc<View>>>,
 }
@@ -472,17 +492,40 @@ impl Engine {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let mut batches: JoinSet<Vec<FinishedRun>> = JoinSet::new();
         let mut next_tick = Instant::now() + self.settings.interval.current();
+        let watch = self.settings.watch.clone();
         self.publish();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(done) = batches.join_next() => self.finish_batch(done),
+                Some(done) = batches.join_next() => {
+                    self.finish_batch(done);
+                    // A crossing seen while the batch ran could not start a run then (single
+                    // flight), and the watch reports a crossing once: evaluate it now rather
+                    // than at the next tick.
+                    if std::mem::take(&mut self.wake_pending) {
+                        self.tick(&mut batches);
+                    }
+                }
                 Some(command) = commands.recv() => {
                     if self.handle(command, &mut batches) {
                         // A new interval counts from now, not from the old schedule.
                         next_tick = Instant::now() + self.settings.interval.current();
                     }
+                }
+                // A crossing seen between samples: sample and evaluate now. The fixed-rate
+                // ticks go on as planned.
+                () = woken(watch.as_ref()) => {
+                    self.wake_pending = self.running.is_some();
+                    for (signal, mode) in watch.as_ref().map(WatchHandle::take_crossings).unwrap_or_default() {
+                        let how = match mode {
+                            WatchMode::Poll => "poll",
+                            WatchMode::PsiTrigger => "psi",
+                        };
+                        debug!(%signal, how, "fast watch: threshold crossed, sampling now");
+                        *self.watch_wakes.entry((signal, how)).or_default() += 1;
+                    }
+                    self.tick(&mut batches);
                 }
                 _ = tokio::time::sleep_until(next_tick) => {
                     self.tick(&mut batches);
@@ -508,6 +551,7 @@ impl Engine {
 
     fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
         let snapshot = Arc::new(lock(&self.source).sample());
+        self.note_oom_kills(&snapshot);
         self.latest = Arc::clone(&snapshot);
         self.latest_at = SystemTime::now();
         let now = Instant::now();
@@ -572,6 +616,32 @@ impl Engine {
             self.start_batch(runs, None, batches);
         }
         self.publish();
+    }
+
+    /// Publishes an `oom-kill` event (and counts it) when the cgroup's OOM-kill count rose
+    /// since the last sample that read it.
+    fn note_oom_kills(&mut self, snapshot: &Snapshot) {
+        let Some(count) = snapshot.oom_kills else {
+            return;
+        };
+        let previous = self.oom_kills.replace(count);
+        let new_kills = match previous {
+            Some(previous) if count > previous => count - previous,
+            _ => return,
+        };
+        warn!(
+            new_kills,
+            oom_kills = count,
+            memory_usage_before = self.latest.memory_usage_ratio,
+            "the kernel OOM-killed a process in the watched cgroup: the memory limit was lost"
+        );
+        let _ = self.events.send(Event::OomKill(OomKill {
+            new_kills,
+            oom_kills: count,
+            timestamp: perfpilot_strategies::snapshot::unix_millis::millis(snapshot.taken_at),
+            memory_usage_before: self.latest.memory_usage_ratio,
+            memory_limit_bytes: self.latest.memory_limit_bytes,
+        }));
     }
 
     /// Sets the next interval. Under CPU pressure interval-backoff decides and this leaves it
@@ -639,6 +709,8 @@ impl Engine {
         } = change;
         settings.target = self.settings.target.clone();
         settings.worker = self.settings.worker.clone();
+        // The fast watch's thread belongs to the agent, not to a configuration.
+        settings.watch = self.settings.watch.clone();
         let old = &self.settings.interval;
         let new = &settings.interval;
         let interval_replaced =
@@ -1034,6 +1106,12 @@ impl Engine {
                     threshold: slot.trigger.threshold(),
                 })
                 .collect(),
+            fast_watch: self.settings.watch.as_ref().map(WatchHandle::status),
+            watch_wakes: self
+                .watch_wakes
+                .iter()
+                .map(|(&(signal, how), &count)| (signal, how, count))
+                .collect(),
         }
     }
 
@@ -1077,6 +1155,14 @@ async fn execute(planned: PlannedRun, mut context: Context, timeout: Duration) -
         duration: ended - started,
         ended,
         result,
+    }
+}
+
+/// Resolves when the fast watch (if any) reports a crossing; never without one.
+async fn woken(watch: Option<&WatchHandle>) {
+    match watch {
+        Some(watch) => watch.woken().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use perfpilot_strategies::Snapshot;
+use serde::Serialize;
 
 use crate::history::OptimizationRecord;
 
@@ -13,6 +14,27 @@ pub enum Event {
     MetricsUpdated(Arc<Snapshot>),
     /// A strategy run finished (`optimization-completed`).
     OptimizationCompleted(Arc<OptimizationRecord>),
+    /// The kernel's OOM killer killed a process in the watched process's memory cgroup
+    /// (`oom-kill`): the memory limit was lost.
+    OomKill(OomKill),
+}
+
+/// What an `oom-kill` event says: how many kills were seen, when, and how close to the limit
+/// the last sample before them was.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OomKill {
+    /// Kills since the previous sample.
+    pub new_kills: u64,
+    /// The cgroup's count now.
+    pub oom_kills: u64,
+    /// When the sample that saw them was taken, ms since the Unix epoch.
+    pub timestamp: u64,
+    /// The memory usage ratio of the sample before the kill (the last the agent saw of the
+    /// victim), 0..1.
+    pub memory_usage_before: Option<f64>,
+    /// The memory limit then, bytes.
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl Event {
@@ -21,6 +43,7 @@ impl Event {
         match self {
             Event::MetricsUpdated(_) => "metrics-updated",
             Event::OptimizationCompleted(_) => "optimization-completed",
+            Event::OomKill(_) => "oom-kill",
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Telemetry {
     virtual_memory: Gauges,
     memory_limit: Gauges,
     memory_usage_bytes: Gauges,
+    oom_kill_events: Counter,
+    watch_wakes: Family<Labels, Counter>,
     pressure: Gauges,
     stall: FloatCounters,
     uptime: Gauges,
@@ -87,6 +89,8 @@ struct Feed {
     last_record: u64,
     /// The strategies of the last view (a reload may remove some: their gauges go).
     strategies: Vec<String>,
+    /// The fast watch's wake counts of the last view, by signal and how.
+    watch_wakes: std::collections::BTreeMap<(perfpilot_strategies::Signal, &'static str), u64>,
 }
 
 impl fmt::Debug for Telemetry {
@@ -154,7 +158,7 @@ impl Telemetry {
         let memory_usage_bytes = gauge(
             "memory_usage",
             "The memory use the usage ratio is measured with, by source (rss, cgroup_current, \
-             summed_rss)",
+             cgroup_working_set, summed_rss)",
             Some(Unit::Bytes),
         );
         let pressure = gauge(
@@ -223,6 +227,18 @@ impl Telemetry {
         );
         let samples = Counter::default();
         registry.register("samples", "Samples taken", samples.clone());
+        let oom_kill_events = Counter::default();
+        registry.register(
+            "oom_kill_events",
+            "OOM kills the agent saw in the watched process's memory cgroup (rises of its count)",
+            oom_kill_events.clone(),
+        );
+        let watch_wakes = Family::<Labels, Counter>::default();
+        registry.register(
+            "fast_watch_wakes",
+            "Immediate samples the fast watch asked for, by signal and how it saw the crossing (poll or psi)",
+            watch_wakes.clone(),
+        );
         let runs = Family::<Labels, Counter>::default();
         registry.register(
             "optimizations",
@@ -278,6 +294,8 @@ impl Telemetry {
             virtual_memory,
             memory_limit,
             memory_usage_bytes,
+            oom_kill_events,
+            watch_wakes,
             pressure,
             stall,
             uptime,
@@ -320,6 +338,7 @@ impl Telemetry {
             last_snapshot: None,
             last_record: 0,
             strategies: Vec::new(),
+            watch_wakes: Default::default(),
         });
         telemetry.catch_up();
         let follower = Arc::clone(&telemetry);
@@ -344,6 +363,7 @@ impl Telemetry {
                     self.observe_snapshot(&snapshot);
                     feed.last_snapshot = Some(snapshot);
                 }
+                Ok(Event::OomKill(kill)) => self.observe_oom_kills(kill.new_kills),
                 // Runs are counted from the view's records below: a judged run's event
                 // comes a settle later, and a counter should not wait for it.
                 Ok(_) => {}
@@ -382,6 +402,10 @@ impl Telemetry {
             self.forget_strategy(gone);
         }
         feed.strategies = names;
+        for &(signal, how, count) in &view.watch_wakes {
+            let seen = feed.watch_wakes.insert((signal, how), count).unwrap_or(0);
+            self.observe_watch_wakes(signal.name(), how, count.saturating_sub(seen));
+        }
         self.observe_state(view.interval.as_secs_f64(), view.is_optimizing);
     }
 
@@ -415,6 +439,7 @@ impl Telemetry {
             let source = match source {
                 MemoryUsageSource::Rss => "rss",
                 MemoryUsageSource::CgroupCurrent => "cgroup_current",
+                MemoryUsageSource::CgroupWorkingSet => "cgroup_working_set",
                 MemoryUsageSource::SummedRss => "summed_rss",
             };
             set(
@@ -603,6 +628,23 @@ impl Telemetry {
                 .get_or_create(&vec![("strategy", record.strategy.clone())])
                 .inc();
         }
+    }
+
+    /// Counts OOM kills the engine saw happen (the rise of the cgroup's count between two
+    /// samples).
+    pub fn observe_oom_kills(&self, new_kills: u64) {
+        self.oom_kill_events.inc_by(new_kills);
+    }
+
+    /// Counts `wakes` immediate samples the fast watch asked for: `signal` crossed a
+    /// threshold, seen by `how` (`poll` or `psi`).
+    pub fn observe_watch_wakes(&self, signal: &str, how: &str, wakes: u64) {
+        self.watch_wakes
+            .get_or_create(&vec![
+                ("signal", signal.to_owned()),
+                ("how", how.to_owned()),
+            ])
+            .inc_by(wakes);
     }
 
     /// The OpenMetrics text format (`application/openmetrics-text; version=1.0.0`).
@@ -891,6 +933,8 @@ mod tests {
                 interval: std::time::Duration::from_millis(interval_ms),
                 recent: Vec::new(),
                 strategies: Vec::new(),
+                fast_watch: None,
+                watch_wakes: Vec::new(),
             })
         };
         let first = Arc::new(Snapshot::empty(SystemTime::now()));

@@ -456,6 +456,8 @@ pub(crate) fn engine_settings(
         max_cooldown: config.tuning.max_cooldown,
         adaptive_sampling,
         worker,
+        // The agent starts the fast watch and the engine keeps it across reloads.
+        watch: None,
     }
 }
 

@@ -13,7 +13,7 @@
 //! | `uptime` | `/proc/<pid>/stat` `starttime` against `/proc/uptime`, read once | duration |
 //! | `rss_bytes`, `virtual_bytes` | `/proc/<pid>/statm` × page size | bytes |
 //! | `memory_limit_bytes`, `memory_limit_source` | the smallest of the cgroup limit, the budget, total RAM (below) | bytes |
-//! | `memory_usage_ratio` | `rss_bytes / memory_limit_bytes` | 0..1, above 1 when over |
+//! | `memory_usage_ratio` | `memory_usage_bytes / memory_limit_bytes` | 0..1, above 1 when over |
 //! | `allocator` | jemalloc `stats.*`, when jemalloc is the global allocator (probed once) | bytes |
 //! | `process_cpu_ratio` | user + system CPU time over the window ÷ (window × available CPUs) | 0..1 (can briefly exceed 1) |
 //! | `agent_cpu_ratio` | the agent's own process: `process_cpu_ratio` in self mode, `getrusage(RUSAGE_SELF)` the same way in sidecar mode | 0..1 |
@@ -22,7 +22,8 @@
 //! | `open_fds` | entries of `/proc/<pid>/fd` (sidecar mode only) | count |
 //! | `major_faults_per_second` | change of `majflt` (field 12 of `/proc/<pid>/stat`; for the agent itself `getrusage`) over the window | per second |
 //! | `open_connections` | sockets of `/proc/<pid>/fd` in `/proc/<pid>/net/tcp{,6}`, ESTABLISHED on a port the target listens on (sidecar mode only) | count |
-//! | `memory_usage_bytes`, `memory_usage_source` | `rss_bytes` (`rss`); for a cgroup target `memory.current` or the summed RSS | bytes |
+//! | `memory_usage_bytes`, `memory_usage_source` | under a cgroup's limit, that cgroup's working set (`cgroup_working_set`: v1 `memory.usage_in_bytes` less `total_inactive_file`, v2 `memory.current` less `inactive_file`); else `rss_bytes` (`rss`); for a cgroup target `memory.current` or the summed RSS | bytes |
+//! | `oom_kills` | the process's own memory cgroup: v1 `memory.oom_control`, v2 `memory.events` `oom_kill` | count |
 //! | `process_count` | lines of `cgroup.procs` (cgroup target only) | count |
 //! | `pressure.system` | `/proc/pressure/{memory,cpu,io}` (PSI), opened once | ratios, µs |
 //! | `pressure.cgroup` | the cgroup target's or the watched process's cgroup v2 `*.pressure`, unless it is the root | ratios, µs |
@@ -55,6 +56,7 @@ mod pressure;
 mod procfs;
 mod runtime;
 mod target;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -68,6 +70,9 @@ use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
 
 pub use self::target::{Target, TargetHandle, TargetState, TargetStatus};
+pub use self::watch::{
+    FastWatch, ProbeSlot, WatchHandle, WatchMode, WatchSpec, WatchStatus, WatchedSignal,
+};
 
 /// The cgroup v2 directory a `target.cgroup` names (absolute under the cgroup v2 mount, or
 /// relative to it), or why it is not one: no cgroup v2 hierarchy mounted, no such directory,
@@ -116,6 +121,8 @@ pub struct Sampler {
     /// The agent's own process, in sidecar mode: only its CPU is read
     /// ([`Snapshot::agent_cpu_ratio`]).
     agent: Option<ProcessSampler>,
+    /// What the fast watch reads, published after each sample.
+    probe: ProbeSlot,
 }
 
 /// The process whose signals the snapshot carries.
@@ -145,6 +152,7 @@ impl Sampler {
             agent: None,
             // Probed once: the global allocator cannot change.
             allocator_in_use: allocator::jemalloc_is_global_allocator(),
+            probe: ProbeSlot::default(),
         }
     }
 
@@ -168,6 +176,7 @@ impl Sampler {
             runtime: RuntimeSampler::current(),
             allocator_in_use: false,
             agent: Some(ProcessSampler::open(PathBuf::from(procfs::SELF_DIR), None)),
+            probe: ProbeSlot::default(),
         }
     }
 
@@ -179,14 +188,28 @@ impl Sampler {
         }
     }
 
+    /// Where the sampler publishes what the [`FastWatch`] reads between samples (the watched
+    /// process's `statm`, the cgroup its memory limit comes from, the limit).
+    pub fn probe_slot(&self) -> ProbeSlot {
+        self.probe.clone()
+    }
+
     /// Takes one sample. The CPU ratios and runtime metrics cover the window since the previous
     /// call; on the first call the CPU ratios are `None`.
     pub fn sample(&mut self) -> Snapshot {
         let now = Instant::now();
         let mut snapshot = Snapshot::empty(SystemTime::now());
         match &mut self.watched {
-            Watched::This(process) => process.sample_into(now, &mut snapshot),
-            Watched::Target(tracker) => tracker.sample_into(now, &mut snapshot),
+            Watched::This(process) => {
+                process.sample_into(now, &mut snapshot);
+                self.probe.publish(process.memory_probe());
+            }
+            Watched::Target(tracker) => {
+                tracker.sample_into(now, &mut snapshot);
+                if let Some(probe) = tracker.memory_probe() {
+                    self.probe.publish(probe);
+                }
+            }
         }
         if self.allocator_in_use {
             snapshot.allocator = allocator::jemalloc_stats();
@@ -252,16 +275,23 @@ struct ProcessSampler {
     previous_cpu: Option<(Instant, Duration)>,
     /// When the previous sample was taken and the process's major page faults then.
     previous_faults: Option<(Instant, u64)>,
+    /// The process's own memory cgroup, whose OOM kills are counted.
+    oom_cgroup: Option<cgroup::MemoryCgroup>,
+    /// The process's cgroup v2 directory when it has pressure files.
+    pressure_dir: Option<PathBuf>,
 }
 
 impl ProcessSampler {
     /// Opens `/proc/self` or `/proc/<pid>` and discovers the process's limits.
     fn open(dir: PathBuf, memory_budget: Option<u64>) -> Self {
         let limits = Limits::discover(&dir, memory_budget);
-        let pressure = cgroup::own_v2_dir(&dir).and_then(|dir| PressureReader::cgroup(&dir));
+        let pressure_dir = cgroup::own_v2_dir(&dir);
+        let pressure = pressure_dir.as_deref().and_then(PressureReader::cgroup);
         ProcessSampler {
+            pressure_dir: pressure.as_ref().and(pressure_dir),
             pressure,
             process: ProcessReader::open(dir),
+            oom_cgroup: limits.own_memory_cgroup(),
             limits,
             previous_cpu: None,
             previous_faults: None,
@@ -286,22 +316,48 @@ impl ProcessSampler {
             snapshot.rss_bytes = Some(memory.resident_bytes);
             snapshot.virtual_bytes = Some(memory.virtual_bytes);
         }
+        // Under a cgroup's limit, its working set is what the kernel enforces the limit on.
+        let working_set = self
+            .limits
+            .limiting_cgroup()
+            .and_then(cgroup::MemoryCgroup::working_set);
+        (snapshot.memory_usage_bytes, snapshot.memory_usage_source) = match working_set {
+            Some(bytes) => (Some(bytes), Some(MemoryUsageSource::CgroupWorkingSet)),
+            None => (
+                snapshot.rss_bytes,
+                snapshot.rss_bytes.map(|_| MemoryUsageSource::Rss),
+            ),
+        };
         if let Some((limit, source)) = self.limits.memory() {
             snapshot.memory_limit_bytes = Some(limit);
             snapshot.memory_limit_source = Some(source);
-            snapshot.memory_usage_ratio = snapshot.rss_bytes.map(|rss| rss as f64 / limit as f64);
+            snapshot.memory_usage_ratio = snapshot
+                .memory_usage_bytes
+                .map(|used| used as f64 / limit as f64);
         }
-        snapshot.memory_usage_bytes = snapshot.rss_bytes;
-        snapshot.memory_usage_source = snapshot.rss_bytes.map(|_| MemoryUsageSource::Rss);
         let usage = self.process.usage();
         snapshot.process_cpu_ratio = self.process_cpu_ratio(now, usage.and_then(|u| u.cpu));
         snapshot.major_faults_per_second =
             self.major_faults_per_second(now, usage.and_then(|u| u.major_faults));
+        snapshot.oom_kills = self
+            .oom_cgroup
+            .as_ref()
+            .and_then(cgroup::MemoryCgroup::oom_kills);
         let cgroup = self.pressure.as_mut().and_then(|p| p.read(now));
         snapshot.pressure = cgroup.map(|set| Pressure {
             system: None,
             cgroup: Some(set),
         });
+    }
+
+    /// What the fast watch reads of this process.
+    fn memory_probe(&self) -> watch::MemoryProbe {
+        watch::probe_for(
+            self.dir(),
+            self.limits.limiting_cgroup(),
+            self.limits.memory().map(|(limit, _)| limit),
+            self.pressure_dir.clone(),
+        )
     }
 
     /// CPU time used since the previous sample ÷ (wall time × available CPUs).

@@ -37,6 +37,12 @@ pub struct MetricsDocument<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::reload::ConfigStatus>)]
     pub config: Option<&'a crate::reload::ConfigStatus>,
+    /// The fast watch between samples (absent when no trigger sets `watch_interval`): what it
+    /// watches, how (`poll`, or `psi-trigger`; a PSI signal that is polled says why in
+    /// `fallbackReason`), and how often it woke the engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::sample::WatchStatus>)]
+    pub fast_watch: Option<&'a crate::sample::WatchStatus>,
 }
 
 /// The `performance` object.
@@ -93,10 +99,14 @@ pub struct CurrentMetrics<'a> {
     pub memory_limit_source: Option<perfpilot_strategies::MemoryLimitSource>,
     /// The memory use memoryUsage is measured with, bytes.
     pub memory_usage_bytes: Option<u64>,
-    /// `rss`, `cgroup_current` (a cgroup target's `memory.current`) or `summed_rss`.
+    /// `rss`, `cgroup_working_set` (the limiting cgroup's usage less its inactive file
+    /// cache, whenever the limit is a cgroup's), `cgroup_current` (a cgroup target's
+    /// `memory.current`) or `summed_rss`.
     pub memory_usage_source: Option<perfpilot_strategies::MemoryUsageSource>,
     /// Processes in the watched cgroup (cgroup target only).
     pub process_count: Option<u64>,
+    /// OOM kills counted by the watched process's memory cgroup (`oomKills`).
+    pub oom_kills: Option<u64>,
     /// Host CPU busy share, 0..1.
     pub system_cpu_usage: Option<f64>,
     /// Requests in flight.
@@ -201,6 +211,7 @@ impl<'a> MetricsDocument<'a> {
                 memory_usage_bytes: snapshot.memory_usage_bytes,
                 memory_usage_source: snapshot.memory_usage_source,
                 process_count: snapshot.process_count,
+                oom_kills: snapshot.oom_kills,
                 system_cpu_usage: snapshot.system_cpu_ratio,
                 in_flight_requests: snapshot.in_flight_requests,
                 requests_per_second: snapshot.requests_per_second,
@@ -239,6 +250,7 @@ impl<'a> MetricsDocument<'a> {
                 .collect(),
             target: None,
             config: None,
+            fast_watch: view.fast_watch.as_ref(),
         }
     }
 

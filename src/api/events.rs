@@ -84,6 +84,7 @@ async fn next_event(client: &mut Client) -> Option<SseEvent> {
     let event = match received {
         Ok(Event::MetricsUpdated(_)) => metrics_event(&client.state),
         Ok(Event::OptimizationCompleted(record)) => json_event("optimization-completed", &*record),
+        Ok(Event::OomKill(kill)) => json_event("oom-kill", &kill),
         Err(RecvError::Lagged(skipped)) => json_event("lagged", &json!({ "skipped": skipped })),
         Err(RecvError::Closed) => return None,
     };

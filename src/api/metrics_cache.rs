@@ -126,6 +126,8 @@ mod tests {
             interval: Duration::from_secs(1),
             recent: Vec::new(),
             strategies: Vec::new(),
+            fast_watch: None,
+            watch_wakes: Vec::new(),
         })
     }
 

@@ -745,3 +745,88 @@ async fn dry_run_shows_the_predictive_run_it_would_have_made() {
     assert_eq!(record.helped, None, "nothing ran, nothing to judge");
     assert_eq!(h.runs.load(Ordering::SeqCst), 0);
 }
+
+// ---- The fast watch and OOM kills ----------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_crossing_seen_by_the_fast_watch_is_acted_on_before_the_next_tick() {
+    let watch = WatchHandle::for_tests();
+    let h = start(
+        Behaviour::Relieve(0.5),
+        memory_trigger(),
+        EngineSettings {
+            interval: IntervalControl::new(Duration::from_secs(60), Duration::from_secs(60)),
+            watch: Some(watch.clone()),
+            ..settings()
+        },
+    );
+    let mut view = h.handle.watch();
+    h.script.set_memory(0.95);
+    watch.wake(Signal::MemoryUsage, WatchMode::Poll);
+    // Recorded, not yet judged: the judging sample is the next tick, 60 s on.
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        wait_view(&mut view, "the run the wake starts", |v| {
+            !v.recent.is_empty()
+        }),
+    )
+    .await
+    .expect("waited 1 s (paused clock, the interval is 60 s) for the run the wake starts");
+    assert_eq!(h.handle.view().recent[0].strategy, "test-strategy");
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+    let metrics = h.handle.telemetry().encode_prometheus_text().unwrap();
+    assert!(
+        metrics.contains(
+            "perfpilot_fast_watch_wakes_total{worker=\"engine-test\",signal=\"memory_usage\",how=\"poll\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(h.handle.view().fast_watch.is_some());
+}
+
+/// A source whose OOM-kill count the test sets.
+struct Kills(Arc<AtomicU32>);
+
+impl SignalSource for Kills {
+    fn sample(&mut self) -> Snapshot {
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.memory_usage_ratio = Some(0.99);
+        snapshot.oom_kills = Some(u64::from(self.0.load(Ordering::SeqCst)));
+        snapshot
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rise_of_the_oom_kill_count_is_an_oom_kill_event_and_counted() {
+    // Two kills from before the agent started are not news.
+    let kills = Arc::new(AtomicU32::new(2));
+    let (handle, _task) = spawn(
+        settings(),
+        Vec::new(),
+        Arc::new(Registry::default()),
+        Box::new(Kills(Arc::clone(&kills))),
+        CancellationToken::new(),
+    );
+    let mut events = handle.subscribe();
+    kills.store(3, Ordering::SeqCst);
+    let kill = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Event::OomKill(kill) = events.recv().await.unwrap() {
+                return kill;
+            }
+        }
+    })
+    .await
+    .expect("waited 5 s (paused clock, 1 s interval) for the oom-kill event");
+    assert_eq!((kill.new_kills, kill.oom_kills), (1, 3));
+    assert_eq!(kill.memory_usage_before, Some(0.99));
+    let metrics = handle.telemetry().encode_prometheus_text().unwrap();
+    assert!(
+        metrics.contains("perfpilot_oom_kill_events_total{worker=\"engine-test\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("perfpilot_oom_kills{worker=\"engine-test\"} 3"),
+        "{metrics}"
+    );
+}

@@ -123,6 +123,7 @@ impl CgroupLimits {
     }
 
     /// The tightest memory limit in bytes; `None` where no cgroup sets one.
+    #[cfg(test)]
     pub(crate) fn memory_limit(&self) -> Option<u64> {
         self.memory.iter().filter_map(LimitFile::read_memory).min()
     }
@@ -135,6 +136,130 @@ impl CgroupLimits {
             .filter_map(LimitFile::read_cpus)
             .min_by(f64::total_cmp)
     }
+}
+
+impl LimitFile {
+    /// The memory cgroup this limit file belongs to, with its version; `None` for CPU files.
+    fn memory_cgroup(&self) -> Option<MemoryCgroup> {
+        match self {
+            LimitFile::MemoryMax(path) | LimitFile::MemoryHigh(path) => {
+                Some(MemoryCgroup::V2(path.parent()?.to_path_buf()))
+            }
+            LimitFile::MemoryLimitInBytes(path) => {
+                Some(MemoryCgroup::V1(path.parent()?.to_path_buf()))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl CgroupLimits {
+    /// The cgroup whose memory limit is the tightest (what the kernel enforces first), and
+    /// that limit; `None` where no cgroup sets one.
+    pub(crate) fn limiting_memory_cgroup(&self) -> Option<(MemoryCgroup, u64)> {
+        self.memory
+            .iter()
+            .filter_map(|file| Some((file.memory_cgroup()?, file.read_memory()?)))
+            // `min_by_key` keeps the first of equal keys: the cgroup nearest the process.
+            .min_by_key(|&(_, limit)| limit)
+    }
+
+    /// The process's own memory cgroup (the leaf of the hierarchy that has the memory
+    /// controller), where its OOM kills are counted; `None` where none was found.
+    pub(crate) fn own_memory_cgroup(&self) -> Option<MemoryCgroup> {
+        self.memory.first().and_then(LimitFile::memory_cgroup)
+    }
+}
+
+/// A memory cgroup, v1 or v2, and what is read of it beside its limit: the working set the
+/// limit is enforced on and the OOM-kill count.
+///
+/// | | v1 | v2 |
+/// |---|---|---|
+/// | usage | `memory.usage_in_bytes` | `memory.current` |
+/// | inactive file cache (reclaimed before an OOM kill) | `total_inactive_file` in `memory.stat` | `inactive_file` in `memory.stat` |
+/// | OOM kills | `oom_kill` in `memory.oom_control` | `oom_kill` in `memory.events` |
+///
+/// The working set is usage less inactive file cache, as the kubelet computes it for its
+/// eviction decisions: page cache the kernel drops under pressure is not what kills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MemoryCgroup {
+    /// A cgroup v1 memory controller directory.
+    V1(PathBuf),
+    /// A cgroup v2 directory.
+    V2(PathBuf),
+}
+
+impl MemoryCgroup {
+    /// The cgroup's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        match self {
+            MemoryCgroup::V1(dir) | MemoryCgroup::V2(dir) => dir,
+        }
+    }
+
+    /// The file holding the cgroup's total usage in bytes (`memory.usage_in_bytes` or
+    /// `memory.current`): one number, the cheapest read of it.
+    pub(crate) fn usage_file(&self) -> PathBuf {
+        match self {
+            MemoryCgroup::V1(dir) => dir.join("memory.usage_in_bytes"),
+            MemoryCgroup::V2(dir) => dir.join("memory.current"),
+        }
+    }
+
+    /// `memory.stat`.
+    pub(crate) fn stat_file(&self) -> PathBuf {
+        self.dir().join("memory.stat")
+    }
+
+    /// The file with the OOM-kill count (`memory.oom_control` or `memory.events`).
+    pub(crate) fn oom_file(&self) -> PathBuf {
+        match self {
+            MemoryCgroup::V1(dir) => dir.join("memory.oom_control"),
+            MemoryCgroup::V2(dir) => dir.join("memory.events"),
+        }
+    }
+
+    /// The key of the inactive file cache in `memory.stat` (v1's hierarchical total, which
+    /// counts the cgroup's children as `usage_in_bytes` does).
+    fn inactive_file_key(&self) -> &'static str {
+        match self {
+            MemoryCgroup::V1(_) => "total_inactive_file",
+            MemoryCgroup::V2(_) => "inactive_file",
+        }
+    }
+
+    /// The working set from the texts of the usage file and `memory.stat`.
+    pub(crate) fn parse_working_set(&self, usage: &str, stat: &str) -> Option<u64> {
+        let usage: u64 = usage.trim().parse().ok()?;
+        let inactive = stat_value(stat, self.inactive_file_key()).unwrap_or(0);
+        Some(usage.saturating_sub(inactive))
+    }
+
+    /// Usage less inactive file cache, in bytes, read now; `None` if the usage file cannot
+    /// be read (the cgroup was removed). A `memory.stat` without the key counts as no
+    /// inactive cache.
+    pub(crate) fn working_set(&self) -> Option<u64> {
+        let usage = fs::read_to_string(self.usage_file()).ok()?;
+        let stat = fs::read_to_string(self.stat_file()).unwrap_or_default();
+        self.parse_working_set(&usage, &stat)
+    }
+
+    /// How many processes the kernel's OOM killer has killed in this cgroup (v2: and its
+    /// descendants), read now; `None` where the kernel does not count them (v1 before Linux
+    /// 4.13) or the file cannot be read.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        stat_value(&fs::read_to_string(self.oom_file()).ok()?, "oom_kill")
+    }
+}
+
+/// The value of `key` in a flat-keyed file (`memory.stat`, `memory.events`,
+/// `memory.oom_control`: one `key value` pair a line).
+pub(crate) fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
 }
 
 impl LimitFile {
@@ -567,6 +692,163 @@ mod tests {
         assert_eq!(
             resolve_v2_dir(Path::new("")).unwrap_err(),
             "must name a cgroup"
+        );
+    }
+
+    fn write_in(dir: &Path, file: &str, contents: &str) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join(file), contents).unwrap();
+    }
+
+    #[test]
+    fn v1_working_set_and_oom_kills_from_fixture_files() {
+        let root = tempfile::tempdir().unwrap();
+        let pod = root.path().join("pod");
+        let ctr = pod.join("ctr");
+        write_in(&pod, "memory.limit_in_bytes", "314572800\n");
+        write_in(&ctr, "memory.limit_in_bytes", "9223372036854771712\n");
+        write_in(&ctr, "memory.usage_in_bytes", "209715200\n");
+        write_in(
+            &ctr,
+            "memory.stat",
+            "cache 4096\ninactive_file 1\ntotal_cache 8192\ntotal_inactive_file 52428800\n",
+        );
+        write_in(
+            &ctr,
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+        );
+        let mountinfo = format!(
+            "35 31 0:32 / {} rw - cgroup cgroup rw,memory\n",
+            root.path().display()
+        );
+        let mut limits = CgroupLimits::from_tables("4:memory:/pod/ctr\n", &mountinfo);
+        limits.memory.retain(LimitFile::exists);
+        let (limiting, limit) = limits.limiting_memory_cgroup().unwrap();
+        assert_eq!(limit, 300 << 20);
+        assert_eq!(
+            limiting,
+            MemoryCgroup::V1(pod.clone()),
+            "the pod's limit is tighter"
+        );
+        let own = limits.own_memory_cgroup().unwrap();
+        assert_eq!(own, MemoryCgroup::V1(ctr.clone()));
+        assert_eq!(
+            own.working_set(),
+            Some((200 - 50) << 20),
+            "usage less total_inactive_file"
+        );
+        assert_eq!(own.oom_kills(), Some(3));
+        // The pod's files are missing: nothing is read, nothing is made up.
+        assert_eq!(limiting.working_set(), None);
+        assert_eq!(limiting.oom_kills(), None);
+        // A kernel before 4.13 has no oom_kill line.
+        write_in(
+            &ctr,
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\n",
+        );
+        assert_eq!(own.oom_kills(), None);
+    }
+
+    #[test]
+    fn v2_working_set_oom_kills_and_memory_high_from_fixture_files() {
+        let root = tempfile::tempdir().unwrap();
+        let svc = root.path().join("svc");
+        write_in(&svc, "memory.max", "536870912\n");
+        write_in(&svc, "memory.high", "402653184\n");
+        write_in(&svc, "memory.current", "367001600\n");
+        write_in(
+            &svc,
+            "memory.stat",
+            "anon 300000000\nfile 67001600\ninactive_file 20971520\n",
+        );
+        write_in(
+            &svc,
+            "memory.events",
+            "low 0\nhigh 12\nmax 4\noom 2\noom_kill 1\noom_group_kill 0\n",
+        );
+        let limits = CgroupLimits::for_v2_dir(&svc, root.path());
+        let (limiting, limit) = limits.limiting_memory_cgroup().unwrap();
+        assert_eq!(limit, 384 << 20, "memory.high below memory.max");
+        assert_eq!(limiting, MemoryCgroup::V2(svc.clone()));
+        assert_eq!(limiting.working_set(), Some((350 - 20) << 20));
+        assert_eq!(
+            limiting.oom_kills(),
+            Some(1),
+            "oom_kill, not oom or oom_group_kill"
+        );
+        // Inactive cache above usage (read at different instants) cannot go negative.
+        assert_eq!(
+            limiting.parse_working_set("100\n", "inactive_file 200\n"),
+            Some(0)
+        );
+        assert_eq!(limiting.parse_working_set("max\n", ""), None);
+    }
+
+    #[test]
+    fn flat_keyed_values() {
+        let text = "oom_kill_disable 0\nunder_oom 1\noom_kill 7\n";
+        assert_eq!(stat_value(text, "oom_kill"), Some(7));
+        assert_eq!(stat_value(text, "under_oom"), Some(1));
+        assert_eq!(stat_value(text, "oom"), None, "whole keys only");
+        assert_eq!(stat_value("oom_kill many\n", "oom_kill"), None);
+        assert_eq!(stat_value("", "oom_kill"), None);
+    }
+
+    /// The real thing, where this machine has a writable cgroup v1 memory controller: a child
+    /// cgroup limited to 16 MiB, a process in it that needs 64 MiB, the kernel's OOM kill seen
+    /// in `memory.oom_control`, and the working set read while a process lives in it.
+    #[test]
+    fn a_real_v1_oom_kill_is_counted() {
+        use std::process::Command;
+        let limits = CgroupLimits::discover(Path::new(crate::sample::procfs::SELF_DIR));
+        let Some(MemoryCgroup::V1(own)) = limits.own_memory_cgroup() else {
+            eprintln!("skipped: this process has no cgroup v1 memory controller");
+            return;
+        };
+        let dir = own.join(format!("perfpilot-oom-test-{}", std::process::id()));
+        if let Err(e) = fs::create_dir(&dir) {
+            eprintln!("skipped: cannot create {} ({e})", dir.display());
+            return;
+        }
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                // The kernel removes a cgroup directory once its processes are gone.
+                for _ in 0..50 {
+                    if fs::remove_dir(&self.0).is_ok() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        }
+        let _remove = Remove(dir.clone());
+        fs::write(dir.join("memory.limit_in_bytes"), "16777216").unwrap();
+        let cgroup = MemoryCgroup::V1(dir.clone());
+        assert_eq!(cgroup.oom_kills(), Some(0), "a new cgroup has no kills");
+        assert_eq!(cgroup.working_set(), Some(0), "and no usage");
+        // `dd` with a 64 MiB block touches a 64 MiB buffer: over the limit, killed.
+        let procs = dir.join("cgroup.procs");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {} && exec dd if=/dev/zero of=/dev/null bs=64M count=4",
+                procs.display()
+            ))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            !status.success(),
+            "dd should have been OOM-killed: {status:?}"
+        );
+        assert_eq!(
+            cgroup.oom_kills(),
+            Some(1),
+            "{:?}",
+            fs::read_to_string(cgroup.oom_file())
         );
     }
 

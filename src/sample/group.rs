@@ -4,6 +4,7 @@
 //! | signal | source |
 //! |---|---|
 //! | `process_count` | lines of `cgroup.procs` |
+//! | `oom_kills` | `oom_kill` in `memory.events` |
 //! | `memory_usage_bytes` | `memory.current`; without it (the memory controller is not on the v2 hierarchy) the summed RSS of the processes; `memory_usage_source` says which |
 //! | `memory_limit_bytes` | the tightest `memory.max` / `memory.high` of the cgroup and its ancestors, else the budget, else total RAM |
 //! | `rss_bytes`, `virtual_bytes` | summed over the processes' `/proc/<pid>/statm` |
@@ -61,6 +62,8 @@ struct OpenGroup {
     cpu_stat: Option<ProcFile>,
     pressure: Option<PressureReader>,
     limits: Limits,
+    /// The cgroup's `memory.events`, for its OOM kills.
+    oom: cgroup::MemoryCgroup,
     /// When the previous sample was taken and `usage_usec` then.
     previous_cpu: Option<(Instant, u64)>,
 }
@@ -79,6 +82,7 @@ impl OpenGroup {
                 .flatten(),
             limits: Limits::with_cgroup(CgroupLimits::for_v2_dir(&dir, &mount), memory_budget),
             procs,
+            oom: cgroup::MemoryCgroup::V2(dir.clone()),
             dir,
             previous_cpu: None,
         })
@@ -98,6 +102,18 @@ impl GroupSampler {
             sockets: SocketScan::default(),
             page_size: perfpilot_strategies::proc_self::page_size(),
         }
+    }
+
+    /// What the fast watch reads of the group: its `memory.current` (less inactive file
+    /// cache once past the lowest threshold) against its limit; `None` until it is found.
+    pub(crate) fn memory_probe(&self) -> Option<super::watch::MemoryProbe> {
+        let group = self.open.as_ref()?;
+        Some(super::watch::MemoryProbe {
+            statm: None,
+            cgroup: Some(group.oom.clone()),
+            limit_bytes: group.limits.memory().map(|(limit, _)| limit),
+            pressure_dir: group.pressure.is_some().then(|| group.dir.clone()),
+        })
     }
 
     /// Fills the group's signals, or says why the cgroup cannot be read (it does not exist,
@@ -135,6 +151,7 @@ impl GroupSampler {
                 snapshot.rss_bytes.map(|_| MemoryUsageSource::SummedRss),
             ),
         };
+        snapshot.oom_kills = group.oom.oom_kills();
         group.limits.refresh_if_due(now);
         if let Some((limit, source)) = group.limits.memory() {
             snapshot.memory_limit_bytes = Some(limit);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use perfpilot_strategies::MemoryLimitSource;
 
-use super::cgroup::CgroupLimits;
+use super::cgroup::{CgroupLimits, MemoryCgroup};
 use super::procfs;
 
 /// The memory limit and available CPUs of one process, re-read from its cgroups every
@@ -17,6 +17,8 @@ pub(crate) struct Limits {
     budget: Option<u64>,
     total_ram: Option<u64>,
     memory: Option<(u64, MemoryLimitSource)>,
+    /// The cgroup whose limit is [`Limits::memory`], when the limit is a cgroup's.
+    limiting_cgroup: Option<MemoryCgroup>,
     cpus: Option<f64>,
     read_at: Instant,
 }
@@ -37,6 +39,7 @@ impl Limits {
             budget,
             total_ram: procfs::total_ram_bytes(),
             memory: None,
+            limiting_cgroup: None,
             cpus: None,
             read_at: Instant::now(),
         };
@@ -53,14 +56,32 @@ impl Limits {
     }
 
     fn read(&mut self) {
-        self.memory =
-            effective_memory_limit(self.cgroup.memory_limit(), self.budget, self.total_ram);
+        let limiting = self.cgroup.limiting_memory_cgroup();
+        self.memory = effective_memory_limit(
+            limiting.as_ref().map(|&(_, limit)| limit),
+            self.budget,
+            self.total_ram,
+        );
+        self.limiting_cgroup = limiting
+            .filter(|_| matches!(self.memory, Some((_, MemoryLimitSource::Cgroup))))
+            .map(|(cgroup, _)| cgroup);
         self.cpus = available_cpus(self.cgroup.cpu_limit());
     }
 
     /// The memory limit in bytes and where it came from.
     pub(crate) fn memory(&self) -> Option<(u64, MemoryLimitSource)> {
         self.memory
+    }
+
+    /// The cgroup the memory limit comes from, when it comes from one: its working set is
+    /// what the limit is enforced on, so it is the usage to measure.
+    pub(crate) fn limiting_cgroup(&self) -> Option<&MemoryCgroup> {
+        self.limiting_cgroup.as_ref()
+    }
+
+    /// The process's own memory cgroup, where its OOM kills are counted.
+    pub(crate) fn own_memory_cgroup(&self) -> Option<MemoryCgroup> {
+        self.cgroup.own_memory_cgroup()
     }
 
     /// How many CPUs the process may use (fractional under a cgroup quota).

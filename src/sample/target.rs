@@ -207,6 +207,9 @@ pub(crate) struct TargetTracker {
     /// A `Pid` target's start time (clock ticks since boot), once seen: a process at that pid
     /// with another start time is not the target.
     pid_started: Option<u64>,
+    /// The memory cgroup of the last process watched: its OOM kills are still read while the
+    /// target is gone (the OOM killer may be why).
+    oom_cgroup: Option<super::cgroup::MemoryCgroup>,
 }
 
 /// The process currently watched.
@@ -233,6 +236,7 @@ impl TargetTracker {
             sockets: SocketScan::default(),
             published: false,
             pid_started: None,
+            oom_cgroup: None,
         }
     }
 
@@ -262,6 +266,10 @@ impl TargetTracker {
         }
         if let Err(reason) = self.resolve() {
             self.tracked = None;
+            snapshot.oom_kills = self
+                .oom_cgroup
+                .as_ref()
+                .and_then(super::cgroup::MemoryCgroup::oom_kills);
             self.handle
                 .publish(None, TargetState::NotFound, Some(reason), first);
             return;
@@ -270,6 +278,9 @@ impl TargetTracker {
             return;
         };
         tracked.process.sample_into(now, snapshot);
+        if tracked.process.oom_cgroup.is_some() {
+            self.oom_cgroup.clone_from(&tracked.process.oom_cgroup);
+        }
         let dir = tracked.process.dir();
         let reason = match self.sockets.read_fds(dir) {
             Ok(fds) => {
@@ -298,6 +309,15 @@ impl TargetTracker {
         let pid = tracked.pid;
         self.handle
             .publish(Some(pid), TargetState::Running, reason, first);
+    }
+
+    /// What the fast watch reads of the target: its process, or for a cgroup target the
+    /// cgroup; `None` while it is not found (the last probe stays published).
+    pub(crate) fn memory_probe(&self) -> Option<super::watch::MemoryProbe> {
+        if let Some(group) = &self.group {
+            return group.memory_probe();
+        }
+        self.tracked.as_ref().map(|t| t.process.memory_probe())
     }
 
     /// Makes `self.tracked` the target's current process, or says why there is none.

@@ -616,6 +616,20 @@ pub static SIGNALS: &[SignalRow] = &[
         "major_page_faults_per_second",
         "Major page faults of the watched process per second over the last window",
     )),
+    row(
+        Signal::OomKills,
+        "oom_kills",
+        Unit::Count,
+        Source::Cgroup,
+        "oom_kills",
+        |s| s.oom_kills.map(|c| c as f64),
+        "OOM kills counted by the watched process's memory cgroup since it was created",
+    )
+    .metric(MetricSeries::plain(
+        "oom_kills",
+        "OOM kills counted by the watched process's memory cgroup since it was created",
+    ))
+    .document("oomKills"),
     psi!(
         MemoryPressureSome,
         "memory_pressure_some",

@@ -35,6 +35,11 @@ pub struct Snapshot {
     pub memory_usage_source: Option<MemoryUsageSource>,
     /// Processes in the watched cgroup (`cgroup.procs`), a count; only for a cgroup target.
     pub process_count: Option<u64>,
+    /// Processes the kernel's OOM killer has killed in the watched process's memory cgroup
+    /// (v1 `memory.oom_control`, v2 `memory.events` `oom_kill`) since the cgroup was
+    /// created, a count. Still read while a sidecar target is gone (it may have been the one
+    /// killed). `None` where the kernel does not count them or the cgroup cannot be read.
+    pub oom_kills: Option<u64>,
     /// Pressure stall information (PSI): system-wide and of the watched cgroup; `None` where
     /// the kernel has no PSI.
     pub pressure: Option<Pressure>,
@@ -91,6 +96,7 @@ impl Snapshot {
             memory_usage_bytes: None,
             memory_usage_source: None,
             process_count: None,
+            oom_kills: None,
             pressure: None,
             allocator: None,
             process_cpu_ratio: None,
@@ -126,6 +132,12 @@ pub enum MemoryUsageSource {
     /// cgroup v2 `memory.current` of the watched cgroup (page cache and kernel memory
     /// included: what the kernel holds against `memory.max`).
     CgroupCurrent,
+    /// The working set of the cgroup whose limit is the memory limit: its usage (v1
+    /// `memory.usage_in_bytes`, v2 `memory.current`) less its inactive file cache (v1
+    /// `total_inactive_file`, v2 `inactive_file` in `memory.stat`), as the kubelet computes
+    /// it. Used whenever the limit comes from a cgroup: that usage, not the process's RSS, is
+    /// what the kernel enforces the limit on.
+    CgroupWorkingSet,
     /// The summed RSS of the watched cgroup's processes: where `memory.current` is missing
     /// (the memory controller is not enabled on the cgroup v2 hierarchy).
     SummedRss,
@@ -396,6 +408,8 @@ pub enum Signal {
     ProcessCount,
     /// [`Snapshot::major_faults_per_second`], per second.
     MajorFaultsPerSecond,
+    /// [`Snapshot::oom_kills`], OOM kills in the watched process's memory cgroup, a count.
+    OomKills,
     /// Share of the last 10 s in which some task stalled on memory (PSI `memory` `some` `avg10` ÷
     /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
     MemoryPressureSome,

@@ -91,6 +91,19 @@ pub struct TriggerSpec {
     /// Learn the threshold from the signal's own history; `above` is then its floor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineSpec>,
+    /// Watch the signal between full samples at this period (the fast watch: one cheap read,
+    /// `/proc/<pid>/statm` or the limiting cgroup's usage), and sample at once when it crosses
+    /// `above` or `critical`; PSI signals are watched by a kernel trigger where one can be
+    /// registered. Only for [`TriggerSpec::WATCHABLE`] signals; between
+    /// [`TriggerSpec::MIN_WATCH_INTERVAL`] and [`TriggerSpec::MAX_WATCH_INTERVAL`]. `None`:
+    /// the signal is read by full samples only.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "20ms"))]
+    pub watch_interval: Option<Duration>,
 }
 
 /// Predictive firing: a robust linear fit (Theil–Sen) over the last `window` samples says
@@ -190,6 +203,19 @@ impl TriggerSpec {
     pub const DEFAULT_FOR: u32 = 1;
     /// `cooldown` defaults to 30 s.
     pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
+    /// The shortest `watch_interval`: 5 ms.
+    pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(5);
+    /// The longest `watch_interval`: 10 s (beyond it, sample faster instead).
+    pub const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(10);
+    /// The signals the fast watch can read between samples: memory (one read of
+    /// `/proc/<pid>/statm` or of the limiting cgroup's usage) and memory pressure (a PSI
+    /// trigger, else a read of the pressure file).
+    pub const WATCHABLE: [Signal; 4] = [
+        Signal::MemoryUsage,
+        Signal::RssBytes,
+        Signal::MemoryPressureSome,
+        Signal::MemoryPressureFull,
+    ];
 
     /// A trigger on `signal` above `above`, everything else by default.
     pub fn new(signal: Signal, above: f64) -> Self {
@@ -203,7 +229,15 @@ impl TriggerSpec {
             smoothing: None,
             predict: None,
             baseline: None,
+            watch_interval: None,
         }
+    }
+
+    /// Watches the signal between full samples every `interval` (see
+    /// [`TriggerSpec::watch_interval`](TriggerSpec#structfield.watch_interval)).
+    pub fn watch_interval(mut self, interval: Duration) -> Self {
+        self.watch_interval = Some(interval);
+        self
     }
 
     /// Fires early when the signal is predicted to cross (see [`PredictSpec`]).
@@ -299,6 +333,28 @@ impl TriggerSpec {
                 0,
                 "must be at least 1 sample",
             ));
+        }
+        if let Some(watch) = self.watch_interval {
+            if !(Self::MIN_WATCH_INTERVAL..=Self::MAX_WATCH_INTERVAL).contains(&watch) {
+                problems.push(Problem::new(
+                    format!("{prefix}.watch_interval"),
+                    format!("{watch:?}"),
+                    format!(
+                        "must be between {:?} and {:?}",
+                        Self::MIN_WATCH_INTERVAL,
+                        Self::MAX_WATCH_INTERVAL
+                    ),
+                ));
+            }
+            if !Self::WATCHABLE.contains(&signal) {
+                problems.push(Problem::at(
+                    format!("{prefix}.watch_interval"),
+                    format!(
+                        "signal {signal} cannot be watched between samples; watchable: {}",
+                        Self::WATCHABLE.map(Signal::name).join(", ")
+                    ),
+                ));
+            }
         }
         if let Some(alpha) = self.smoothing {
             if !(alpha > 0.0 && alpha <= 1.0) {
@@ -446,6 +502,28 @@ mod tests {
                 "{expected} missing from {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn watch_interval_is_parsed_and_checked() {
+        let spec: TriggerSpec = serde_json::from_str(
+            r#"{"signal": "memory_usage", "above": 0.8, "watch_interval": "20ms"}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.watch_interval, Some(Duration::from_millis(20)));
+        assert!(spec.problems("t").is_empty());
+        let bad: TriggerSpec = serde_json::from_str(
+            r#"{"signal": "latency_p99_ms", "above": 80, "watch_interval": "1ms"}"#,
+        )
+        .unwrap();
+        let problems = bad.problems("t");
+        assert!(problems[0]
+            .to_string()
+            .starts_with("t.watch_interval = 1ms: must be between 5ms"));
+        assert!(problems[1]
+            .to_string()
+            .contains("signal latency_p99_ms cannot be watched"));
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]
