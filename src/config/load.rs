@@ -999,7 +999,7 @@ mod tests {
         );
         assert_eq!(hook.headers["Authorization"], "Bearer s3cret");
         assert_eq!(hook.headers["X-Request.Source"], "perfpilot");
-        assert_eq!(hook.trigger.above, 0.8);
+        assert_eq!(hook.trigger.as_ref().unwrap().above, 0.8);
         assert_eq!(hook.method, "POST", "unset keys take their default");
         assert_eq!(hook.retries, 2);
 
@@ -1013,7 +1013,7 @@ mod tests {
         assert_eq!(command.timeout, Duration::from_secs(30));
         assert_eq!(command.env["LOGROTATE_MODE"], "aggressive");
         assert_eq!(command.env["my.var"], "1");
-        assert_eq!(command.trigger.above, 0.95);
+        assert_eq!(command.trigger.as_ref().unwrap().above, 0.95);
 
         let origin = Origin::File(file.0.clone());
         assert_eq!(

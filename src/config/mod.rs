@@ -38,6 +38,7 @@
 pub mod bytes;
 mod load;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ use std::time::Duration;
 use perfpilot_strategies::{duration, StrategiesConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::BudgetConfig;
 use crate::sample::Target;
 
 pub use load::{
@@ -115,6 +117,10 @@ pub struct Config {
     pub tuning: TuningConfig,
     /// The built-in strategies and their triggers (`[strategies]`).
     pub strategies: StrategiesConfig,
+    /// Budgets with escalation ladders (`[budgets.NAME]`, see [`crate::budget`]); by default
+    /// none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: BTreeMap<String, BudgetConfig>,
 }
 
 impl Config {
@@ -152,18 +158,106 @@ impl Config {
     /// set) the built-ins that act inside the agent's own process — `memory-purge` (its
     /// allocator), `cache-trim` and `connection-reap` (its registries) — are off: the target
     /// is acted on through its own hooks (`webhook`, `signal`, `command`).
+    ///
+    /// A named strategy without a trigger of its own that is a rung of a budget gets the
+    /// budget's signal, `goal` and `cooldown` as its trigger (shown in listings; it does not
+    /// fire by itself, see [`Config::rung_only`]).
     pub fn strategies(&self) -> Vec<(bool, perfpilot_strategies::Registered)> {
-        use perfpilot_strategies::{CacheTrim, ConnectionReap, MemoryPurge};
+        use perfpilot_strategies::{CacheTrim, ConnectionReap, MemoryPurge, TriggerSpec};
         let sidecar = self.target.selected().is_some();
         let in_process = [MemoryPurge::NAME, CacheTrim::NAME, ConnectionReap::NAME];
+        let as_rung = |name: &str| {
+            self.budgets
+                .values()
+                .find(|b| b.ladder.iter().any(|rung| rung.eq_ignore_ascii_case(name)))
+                .map(|b| TriggerSpec::new(b.signal, b.goal).cooldown(b.cooldown))
+        };
         self.strategies
-            .all()
+            .all_with(as_rung)
             .into_iter()
             .map(|(enabled, registered)| {
                 let runs_here = !(sidecar && in_process.contains(&registered.strategy.name()));
                 (enabled && runs_here, registered)
             })
             .collect()
+    }
+
+    /// The strategies that run automatically only as rungs of a budget's ladder: the named
+    /// ones without a trigger of their own, and the built-ins whose trigger is left at its
+    /// default (a built-in rung fires from its trigger too only when that trigger is
+    /// configured, i.e. differs from the default). Canonical names, in ladder order.
+    pub fn rung_only(&self) -> Vec<String> {
+        let defaults = StrategiesConfig::default().all();
+        let untriggered: Vec<String> = self
+            .strategies
+            .untriggered()
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for (_, registered) in self.strategies() {
+            let name = registered.strategy.name().to_owned();
+            let is_rung = self.budgets.values().any(|b| {
+                b.ladder
+                    .iter()
+                    .any(|rung| registered.strategy.answers_to(rung))
+            });
+            let default_trigger = defaults
+                .iter()
+                .find(|(_, d)| d.strategy.name() == name)
+                .is_some_and(|(_, d)| d.trigger == registered.trigger);
+            if is_rung && (untriggered.contains(&name) || default_trigger) && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// Every problem of `[budgets]`: the budgets' own values, ladders naming strategies that
+    /// are unknown, disabled or off in this mode, and named strategies with neither a
+    /// trigger nor a place in a ladder.
+    fn budget_problems(&self) -> Vec<String> {
+        let registered = self.strategies();
+        let known: Vec<&str> = registered.iter().map(|(_, r)| r.strategy.name()).collect();
+        let sidecar = self.target.selected().is_some();
+        let resolve = |name: &str| {
+            match registered
+            .iter()
+            .find(|(_, r)| r.strategy.answers_to(name))
+        {
+            Some((true, r)) => Ok(r.strategy.name().to_owned()),
+            Some((false, r)) if sidecar && self.strategy_enabled(r.strategy.name()) => Err(format!(
+                "{} acts inside the agent's own process and is off in sidecar mode (a [target] is set); use a webhook, signal or command strategy",
+                r.strategy.name()
+            )),
+            Some((false, r)) => Err(format!("{} is disabled", r.strategy.name())),
+            None => Err(format!(
+                "no such strategy; known: {}",
+                known.join(", ")
+            )),
+        }
+        };
+        let mut problems = crate::budget::problems(&self.budgets, self.interval, resolve);
+        for (key, name) in self.strategies.untriggered() {
+            let is_rung = self
+                .budgets
+                .values()
+                .any(|b| b.ladder.iter().any(|rung| rung.eq_ignore_ascii_case(&name)));
+            if !is_rung {
+                problems.push(format!(
+                    "{key}.trigger: required, missing (a strategy runs by its own trigger, or as a rung of a budget's ladder)"
+                ));
+            }
+        }
+        problems
+    }
+
+    fn strategy_enabled(&self, name: &str) -> bool {
+        self.strategies
+            .all()
+            .iter()
+            .any(|(enabled, r)| *enabled && r.strategy.name() == name)
     }
 
     /// Every problem at once, each `key = value: what is allowed`.
@@ -235,6 +329,7 @@ impl Config {
         problems.extend(self.probe.problems());
         problems.extend(self.tuning.problems(self.interval));
         problems.extend(self.strategies.problems());
+        problems.extend(self.budget_problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -264,6 +359,7 @@ impl Default for Config {
             probe: ProbeConfig::default(),
             tuning: TuningConfig::default(),
             strategies: StrategiesConfig::default(),
+            budgets: BTreeMap::new(),
         }
     }
 }

@@ -172,7 +172,7 @@ impl StrategiesConfig {
             name: &'a str,
             enabled: bool,
             strategy: impl FnOnce() -> Arc<dyn Strategy> + 'a,
-            trigger: &'a TriggerSpec,
+            trigger: Option<&'a TriggerSpec>,
             problems: impl FnOnce(&str) -> Vec<String>,
         ) -> Instance<'a> {
             let key = format!("strategies.{kind}.{name}");
@@ -191,7 +191,7 @@ impl StrategiesConfig {
                 name,
                 c.enabled,
                 || Arc::new(c.build(name)),
-                &c.trigger,
+                c.trigger.as_ref(),
                 |key| c.problems(key),
             )
         });
@@ -201,7 +201,7 @@ impl StrategiesConfig {
                 name,
                 c.enabled,
                 || Arc::new(c.build(name)),
-                &c.trigger,
+                c.trigger.as_ref(),
                 |key| c.problems(key),
             )
         });
@@ -211,7 +211,7 @@ impl StrategiesConfig {
                 name,
                 c.enabled,
                 || Arc::new(c.build(name)),
-                &c.trigger,
+                c.trigger.as_ref(),
                 |key| c.problems(key),
             )
         });
@@ -220,15 +220,28 @@ impl StrategiesConfig {
 
     /// Every configured strategy with whether it is enabled: the built-ins in a fixed order,
     /// then the named `webhook`, `signal` and `command` instances, each kind in name order.
+    ///
+    /// A named instance without a trigger is left out here; see
+    /// [`StrategiesConfig::all_with`].
     pub fn all(&self) -> Vec<(bool, Registered)> {
+        self.all_with(|_| None)
+    }
+
+    /// As [`StrategiesConfig::all`], but a named instance without a trigger of its own (a
+    /// rung of a budget's ladder) gets `untriggered(name)`; when that is `None` too it is left
+    /// out (it could never run by itself, and the agent's validation refuses it).
+    pub fn all_with(
+        &self,
+        untriggered: impl Fn(&str) -> Option<TriggerSpec>,
+    ) -> Vec<(bool, Registered)> {
         let builtins = self
             .builtins()
             .into_iter()
             .map(|(enabled, strategy, trigger)| (enabled, strategy, trigger.clone()));
-        let named = self
-            .named()
-            .into_iter()
-            .map(|i| (i.enabled, (i.strategy)(), i.trigger.clone()));
+        let named = self.named().into_iter().filter_map(|i| {
+            let trigger = i.trigger.cloned().or_else(|| untriggered(i.name))?;
+            Some((i.enabled, (i.strategy)(), trigger))
+        });
         builtins
             .chain(named)
             .map(|(enabled, strategy, trigger)| (enabled, Registered { strategy, trigger }))
@@ -297,10 +310,24 @@ impl StrategiesConfig {
             } else {
                 taken.insert(name.to_owned(), key.clone());
             }
-            problems.extend(trigger.problems(&format!("{key}.trigger")));
+            if let Some(trigger) = trigger {
+                problems.extend(trigger.problems(&format!("{key}.trigger")));
+            }
             problems.extend(own);
         }
         problems
+    }
+}
+
+impl StrategiesConfig {
+    /// The named instances without a trigger of their own, as `(key, name)`
+    /// (`("strategies.webhook.purge", "purge")`): each must be a rung of a budget.
+    pub fn untriggered(&self) -> Vec<(String, String)> {
+        self.named()
+            .into_iter()
+            .filter(|i| i.trigger.is_none())
+            .map(|i| (i.key, i.name.to_owned()))
+            .collect()
     }
 }
 
@@ -312,7 +339,8 @@ struct Instance<'a> {
     enabled: bool,
     /// Builds the strategy (a webhook's HTTP client, say) when it is registered.
     strategy: Box<dyn FnOnce() -> Arc<dyn Strategy> + 'a>,
-    trigger: &'a TriggerSpec,
+    /// `None`: it runs only as a budget's rung (and manually).
+    trigger: Option<&'a TriggerSpec>,
     /// The problems of its own settings (not its name or trigger), under `key`.
     problems: Vec<String>,
 }
