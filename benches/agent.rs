@@ -90,6 +90,7 @@ fn render_metrics(c: &mut Criterion) {
             dry_run: false,
             prediction: None,
             helped: Some(true),
+            budget: None,
         });
     }
     let view = View {

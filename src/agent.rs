@@ -415,6 +415,12 @@ impl AgentBuilder {
                 max_cooldown: config.tuning.max_cooldown,
                 adaptive_sampling,
                 worker: worker.label().to_owned(),
+                budgets: config
+                    .budgets
+                    .iter()
+                    .map(|(name, budget)| (name.clone(), budget.clone()))
+                    .collect(),
+                rung_only: config.rung_only(),
             },
             strategies,
             Arc::new(self.registry),

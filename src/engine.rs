@@ -23,8 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::adaptive_sampling::AdaptiveSampling;
 use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
+use crate::budget::{Budget, BudgetConfig, BudgetView, Note, RungRun};
 use crate::events::Event;
-use crate::history::{judge, History, OptimizationRecord, Prediction, Stats};
+use crate::history::{judge, BudgetStep, History, OptimizationRecord, Prediction, Stats};
 use crate::prometheus::Telemetry;
 use crate::sample::TargetHandle;
 use crate::trigger::{CooldownChange, Forecast, TriggerState};
@@ -70,6 +71,12 @@ pub struct EngineSettings {
     pub adaptive_sampling: Option<AdaptiveSampling>,
     /// The agent's identity: the `worker` label on every metric ([`crate::worker`]).
     pub worker: String,
+    /// Budgets with escalation ladders, by name ([`crate::budget`]); the ladders name
+    /// registered strategies by name or alias.
+    pub budgets: Vec<(String, BudgetConfig)>,
+    /// Strategies that run automatically only as budget rungs: their own triggers are
+    /// evaluated (for the view) but never fire ([`crate::config::Config::rung_only`]).
+    pub rung_only: Vec<String>,
 }
 
 #[cfg(test)]
@@ -92,6 +99,8 @@ impl EngineSettings {
             max_cooldown: Duration::from_secs(600),
             adaptive_sampling: None,
             worker: "engine-test".to_owned(),
+            budgets: Vec::new(),
+            rung_only: Vec::new(),
         }
     }
 }
@@ -115,6 +124,8 @@ pub struct View {
     pub recent: Vec<Arc<OptimizationRecord>>,
     /// Every registered strategy with its trigger state.
     pub strategies: Vec<StrategyView>,
+    /// Every budget with its episode and ladder.
+    pub budgets: Vec<BudgetView>,
 }
 
 impl View {
@@ -154,6 +165,8 @@ pub struct StrategyView {
     pub forecast: Option<Forecast>,
     /// The threshold in force (`above`, or the learned one; `None` while it warms up).
     pub threshold: Option<f64>,
+    /// It runs automatically only as a budget's rung (its trigger does not fire).
+    pub rung_only: bool,
 }
 
 /// Why a manual optimization was refused.
@@ -180,6 +193,10 @@ enum Command {
         strategy: Option<String>,
         reply: oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>>,
     },
+    Crossing {
+        budget: String,
+        value: f64,
+    },
 }
 
 /// A cheap, cloneable handle to the engine task.
@@ -198,6 +215,11 @@ impl fmt::Debug for Command {
             Command::Optimize { strategy, .. } => f
                 .debug_struct("Optimize")
                 .field("strategy", strategy)
+                .finish(),
+            Command::Crossing { budget, value } => f
+                .debug_struct("Crossing")
+                .field("budget", budget)
+                .field("value", value)
                 .finish(),
         }
     }
@@ -219,6 +241,19 @@ impl EngineHandle {
             .await
             .map_err(|_| OptimizeError::Stopped)?;
         answer.await.map_err(|_| OptimizeError::Stopped)?
+    }
+
+    /// Reports a budget's signal crossing its goal or limit between regular samples (the
+    /// fast watch, see [`crate::budget::watch_thresholds`]): the budget starts its episode
+    /// at once (or jumps to its top rung above limit with `at_limit = "top"`). Never waits:
+    /// when the engine's queue is full the report is dropped, and `false` returned.
+    pub fn report_crossing(&self, budget: &str, value: f64) -> bool {
+        self.commands
+            .try_send(Command::Crossing {
+                budget: budget.to_owned(),
+                value,
+            })
+            .is_ok()
     }
 
     /// The latest published view.
@@ -261,10 +296,14 @@ pub fn spawn(
     let telemetry = Arc::new(Telemetry::new(&settings.worker));
     let first = Arc::new(source.sample());
     telemetry.observe_snapshot(&first);
-    let slots = strategies
+    let slots: Vec<Slot> = strategies
         .into_iter()
         .inspect(|registered| telemetry.register_strategy(registered.strategy.name()))
         .map(|registered| Slot {
+            automatic: !settings
+                .rung_only
+                .iter()
+                .any(|name| registered.strategy.answers_to(name)),
             backoff_policy: BackoffPolicy::new(
                 settings.backoff_after_failures,
                 registered.trigger.cooldown,
@@ -276,7 +315,9 @@ pub fn spawn(
             value: None,
         })
         .collect();
+    let budgets = build_budgets(&settings.budgets, &slots);
     let mut engine = Engine {
+        budgets,
         history: History::new(settings.history_size),
         sampling: settings.adaptive_sampling.clone(),
         settings,
@@ -305,7 +346,46 @@ pub fn spawn(
     )
 }
 
+/// Resolves each budget's ladder to registered strategies; a rung naming none is left out
+/// (with a warning), and a budget left without rungs too.
+fn build_budgets(configs: &[(String, BudgetConfig)], slots: &[Slot]) -> Vec<BudgetSlot> {
+    let mut budgets = Vec::new();
+    for (name, config) in configs {
+        let mut rungs = Vec::new();
+        for rung in &config.ladder {
+            match slots.iter().position(|slot| slot.strategy.answers_to(rung)) {
+                Some(index) => rungs.push(index),
+                None => {
+                    warn!(budget = %name, rung = %rung, "budget rung names no registered strategy: left out")
+                }
+            }
+        }
+        if rungs.is_empty() {
+            warn!(budget = %name, "budget has no registered rung: not held");
+            continue;
+        }
+        let ladder: Vec<String> = rungs
+            .iter()
+            .map(|&index| slots[index].strategy.name().to_owned())
+            .collect();
+        info!(budget = %name, signal = %config.signal, goal = config.goal, limit = config.limit, ladder = %ladder.join(" → "), "budget held with a ladder");
+        budgets.push(BudgetSlot {
+            budget: Budget::new(name.clone(), config.clone(), ladder),
+            rungs,
+        });
+    }
+    budgets
+}
+
+/// One budget and where its rungs are among the slots.
+struct BudgetSlot {
+    budget: Budget,
+    rungs: Vec<usize>,
+}
+
 struct Slot {
+    /// Its trigger fires (false: it runs automatically only as a budget's rung).
+    automatic: bool,
     strategy: Arc<dyn Strategy>,
     trigger: TriggerState,
     value: Option<f64>,
@@ -359,6 +439,7 @@ type Reply = oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>
 type SharedSource = Arc<Mutex<Box<dyn SignalSource>>>;
 
 struct Engine {
+    budgets: Vec<BudgetSlot>,
     settings: EngineSettings,
     sampling: Option<AdaptiveSampling>,
     slots: Vec<Slot>,
@@ -383,6 +464,8 @@ struct PlannedRun {
     kind: RunKind,
     reason: String,
     prediction: Option<Prediction>,
+    /// Set when a budget runs it as a rung: (the budget's index, what the record says).
+    budget: Option<(usize, BudgetStep)>,
 }
 
 /// A finished run, before it gets its record id.
@@ -444,50 +527,58 @@ impl Engine {
             if slot.strategy.name() != IntervalBackoff::NAME {
                 attention |= evaluation.attention;
             }
-            if evaluation.fire && !slot.backoff.is_paused(now.into_std()) {
+            if evaluation.fire && slot.automatic && !slot.backoff.is_paused(now.into_std()) {
                 let forecast = evaluation.forecast.filter(|_| evaluation.predictive);
                 fired.push((index, forecast));
             }
         }
         self.adapt_interval(attention);
-        let _ = self.events.send(Event::MetricsUpdated(snapshot));
+        let _ = self
+            .events
+            .send(Event::MetricsUpdated(Arc::clone(&snapshot)));
 
         let quiet = self.quiet_until.is_some_and(|until| now < until);
-        if self.settings.enabled && self.running.is_none() && !quiet && !fired.is_empty() {
-            let runs = fired
+        let can_act = self.settings.enabled && self.running.is_none() && !quiet;
+        let budget_runs = self.observe_budgets(&snapshot, now, can_act);
+        // A strategy a budget runs as a rung now is not run again by its own trigger.
+        fired.retain(|(index, _)| !budget_runs.iter().any(|run| run.1 == *index));
+        if can_act && (!fired.is_empty() || !budget_runs.is_empty()) {
+            let mut runs: Vec<PlannedRun> = budget_runs
                 .into_iter()
-                .map(|(index, forecast)| {
-                    let slot = &mut self.slots[index];
-                    let threshold = slot.trigger.threshold();
-                    slot.trigger.mark_run(now.into_std());
-                    let spec = slot.trigger.spec();
-                    let value = round(slot.value.unwrap_or(f64::NAN));
-                    let reason = match forecast {
-                        Some(f) => format!(
-                            "{} = {value} predicted to reach {} in {:.1} s ({:+}/s)",
-                            spec.signal,
-                            round(f.at),
-                            f.seconds,
-                            round(f.slope_per_second)
-                        ),
-                        None => format!(
-                            "{} = {value} above {} ({})",
-                            spec.signal,
-                            round(threshold.or(spec.critical).unwrap_or(spec.above)),
-                            slot.trigger.level()
-                        ),
-                    };
-                    PlannedRun {
-                        strategy: Arc::clone(&slot.strategy),
-                        signal: spec.signal,
-                        level: slot.trigger.level(),
-                        before: slot.value,
-                        kind: RunKind::Automatic,
-                        reason,
-                        prediction: forecast.map(Prediction::from),
-                    }
-                })
+                .map(|(budget, index, run)| self.plan_rung(budget, index, run, now))
                 .collect();
+            runs.extend(fired.into_iter().map(|(index, forecast)| {
+                let slot = &mut self.slots[index];
+                let threshold = slot.trigger.threshold();
+                slot.trigger.mark_run(now.into_std());
+                let spec = slot.trigger.spec();
+                let value = round(slot.value.unwrap_or(f64::NAN));
+                let reason = match forecast {
+                    Some(f) => format!(
+                        "{} = {value} predicted to reach {} in {:.1} s ({:+}/s)",
+                        spec.signal,
+                        round(f.at),
+                        f.seconds,
+                        round(f.slope_per_second)
+                    ),
+                    None => format!(
+                        "{} = {value} above {} ({})",
+                        spec.signal,
+                        round(threshold.or(spec.critical).unwrap_or(spec.above)),
+                        slot.trigger.level()
+                    ),
+                };
+                PlannedRun {
+                    strategy: Arc::clone(&slot.strategy),
+                    signal: spec.signal,
+                    level: slot.trigger.level(),
+                    before: slot.value,
+                    kind: RunKind::Automatic,
+                    reason,
+                    prediction: forecast.map(Prediction::from),
+                    budget: None,
+                }
+            }));
             self.start_batch(runs, None, batches);
         }
         self.publish();
@@ -533,8 +624,141 @@ impl Engine {
         }
     }
 
+    /// Feeds every budget this sample; returns the rungs to run now as (budget index, slot
+    /// index, run). At most one budget starts a rung per sample (single flight: the others
+    /// choose again at the next sample).
+    fn observe_budgets(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        can_act: bool,
+    ) -> Vec<(usize, usize, RungRun)> {
+        let mut runs = Vec::new();
+        for index in 0..self.budgets.len() {
+            let slot = &mut self.budgets[index];
+            let value = snapshot.signal(slot.budget.config().signal);
+            let step = slot
+                .budget
+                .observe(value, now.into_std(), can_act && runs.is_empty());
+            self.note_budget(index, &step.notes);
+            if let Some(run) = step.run {
+                runs.push((index, self.budgets[index].rungs[run.rung], run));
+            }
+        }
+        runs
+    }
+
+    /// Logs a budget's notes; an exhausted ladder is also an event and a counter.
+    fn note_budget(&self, index: usize, notes: &[Note]) {
+        let budget = self.budgets[index].budget.name();
+        for note in notes {
+            match note {
+                Note::EpisodeStarted { episode, reason } => {
+                    info!(budget, episode, %reason, "budget episode started")
+                }
+                Note::Judged {
+                    strategy,
+                    helped,
+                    before,
+                    after,
+                    ..
+                } => {
+                    info!(budget, strategy = %strategy, helped = ?helped, before, after, "budget rung judged")
+                }
+                Note::Skipped { strategy, why, .. } => {
+                    info!(budget, strategy = %strategy, %why, "budget rung skipped")
+                }
+                Note::Waiting { why } => info!(budget, %why, "budget waiting"),
+                Note::Exhausted(exhaustion) => {
+                    warn!(budget, episode = exhaustion.episode, value = exhaustion.value, limit = exhaustion.limit, message = %exhaustion.message, "budget exhausted");
+                    self.telemetry.observe_budget_exhausted(budget);
+                    let _ = self
+                        .events
+                        .send(Event::BudgetExhausted(Arc::new(exhaustion.clone())));
+                }
+                Note::EpisodeEnded { episode, duration } => {
+                    info!(
+                        budget,
+                        episode,
+                        duration_s = duration.as_secs_f64(),
+                        "budget episode ended: back under goal"
+                    )
+                }
+            }
+        }
+    }
+
+    /// The planned run of a budget's rung.
+    fn plan_rung(&mut self, budget: usize, index: usize, run: RungRun, now: Instant) -> PlannedRun {
+        let held = &self.budgets[budget].budget;
+        let config = held.config();
+        let before = self.latest.signal(config.signal);
+        let level = match before {
+            Some(value) if value > config.limit => Level::Critical,
+            _ => Level::Warning,
+        };
+        let step = BudgetStep {
+            budget: held.name().to_owned(),
+            episode: run.episode,
+            rung: run.rung,
+            why: run.why.clone(),
+        };
+        let reason = format!(
+            "budget {}, episode {}, rung {} ({}): {}",
+            step.budget,
+            run.episode,
+            run.rung + 1,
+            run.strategy,
+            run.why
+        );
+        let slot = &mut self.slots[index];
+        slot.trigger.mark_run(now.into_std());
+        PlannedRun {
+            strategy: Arc::clone(&slot.strategy),
+            signal: config.signal,
+            level,
+            before,
+            kind: RunKind::Automatic,
+            reason,
+            prediction: None,
+            budget: Some((budget, step)),
+        }
+    }
+
+    /// A crossing reported by the fast watch.
+    fn crossing(&mut self, name: &str, value: f64, batches: &mut JoinSet<Vec<FinishedRun>>) {
+        let Some(index) = self.budgets.iter().position(|b| b.budget.name() == name) else {
+            debug!(budget = name, "crossing reported for an unknown budget");
+            return;
+        };
+        let now = Instant::now();
+        let quiet = self.quiet_until.is_some_and(|until| now < until);
+        let can_act = self.settings.enabled && self.running.is_none() && !quiet;
+        let step = self.budgets[index]
+            .budget
+            .crossing(value, now.into_std(), can_act);
+        self.note_budget(index, &step.notes);
+        if let Some(run) = step.run {
+            let slot = self.budgets[index].rungs[run.rung];
+            let mut planned = self.plan_rung(index, slot, run, now);
+            planned.before = Some(value);
+            self.start_batch(vec![planned], None, batches);
+        }
+        self.publish();
+    }
+
+    /// Tells a budget that its rung finished (`acted`: `None` in a dry run).
+    fn rung_finished(&mut self, budget: usize, rung: usize, acted: Option<bool>) {
+        if let Some(slot) = self.budgets.get_mut(budget) {
+            slot.budget.finished(rung, acted, Instant::now().into_std());
+        }
+    }
+
     fn handle(&mut self, command: Command, batches: &mut JoinSet<Vec<FinishedRun>>) {
-        let Command::Optimize { strategy, reply } = command;
+        let (strategy, reply) = match command {
+            Command::Optimize { strategy, reply } => (strategy, reply),
+            Command::Crossing { budget, value } => return self.crossing(&budget, value, batches),
+        };
         if self.running.is_some() {
             let _ = reply.send(Err(OptimizeError::Busy));
             return;
@@ -575,6 +799,7 @@ impl Engine {
                     None => "manual request for all strategies".to_owned(),
                 },
                 prediction: None,
+                budget: None,
             })
             .collect();
         self.start_batch(runs, Some(reply), batches);
@@ -598,6 +823,9 @@ impl Engine {
                 .into_iter()
                 .map(|planned| {
                     info!(strategy = planned.strategy.name(), reason = %planned.reason, "dry run: would run strategy");
+                    if let Some((budget, step)) = &planned.budget {
+                        self.rung_finished(*budget, step.rung, None);
+                    }
                     self.record(FinishedRun {
                         started_at: SystemTime::now(),
                         duration: Duration::ZERO,
@@ -645,6 +873,10 @@ impl Engine {
             Ok(runs) => runs
                 .into_iter()
                 .map(|run| {
+                    if let Some((budget, step)) = &run.planned.budget {
+                        let acted = run.result.as_ref().is_ok_and(|outcome| outcome.acted);
+                        self.rung_finished(*budget, step.rung, Some(acted));
+                    }
                     let record = self.record(run, false);
                     if record.kind == RunKind::Automatic {
                         self.note_outcome(&record);
@@ -654,6 +886,11 @@ impl Engine {
                 .collect(),
             Err(e) => {
                 warn!(error = %e, "optimization batch task failed");
+                for budget in 0..self.budgets.len() {
+                    if let Some(rung) = self.budgets[budget].budget.running_rung() {
+                        self.rung_finished(budget, rung, Some(false));
+                    }
+                }
                 Vec::new()
             }
         };
@@ -716,6 +953,7 @@ impl Engine {
             dry_run,
             prediction: run.planned.prediction,
             helped,
+            budget: run.planned.budget.map(|(_, step)| step),
         };
         if !dry_run {
             match &record.error {
@@ -778,18 +1016,24 @@ impl Engine {
                     unhelpful_runs: slot.trigger.unhelpful_runs(),
                     forecast: slot.trigger.forecast(),
                     threshold: slot.trigger.threshold(),
+                    rung_only: !slot.automatic,
                 })
                 .collect(),
+            budgets: self.budgets.iter().map(|b| b.budget.view(now)).collect(),
         }
     }
 
     fn publish(&self) {
+        let view = self.build_view();
+        for budget in &view.budgets {
+            self.telemetry.observe_budget(budget);
+        }
         self.telemetry.observe_state(
             self.settings.interval.current().as_secs_f64(),
             self.running.is_some(),
         );
-        if let Some(view) = &self.view {
-            view.send_replace(Arc::new(self.build_view()));
+        if let Some(sender) = &self.view {
+            sender.send_replace(Arc::new(view));
         }
     }
 }
@@ -861,5 +1105,7 @@ fn round(value: f64) -> f64 {
     (value * 10_000.0).round() / 10_000.0
 }
 
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod tests;

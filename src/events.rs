@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use perfpilot_strategies::Snapshot;
 
+use crate::budget::Exhaustion;
 use crate::history::OptimizationRecord;
 
 /// Something subscribers may want to know, as soon as it happens.
@@ -13,6 +14,8 @@ pub enum Event {
     MetricsUpdated(Arc<Snapshot>),
     /// A strategy run finished (`optimization-completed`).
     OptimizationCompleted(Arc<OptimizationRecord>),
+    /// A budget's ladder ran out above its limit (`budget-exhausted`).
+    BudgetExhausted(Arc<Exhaustion>),
 }
 
 impl Event {
@@ -21,6 +24,7 @@ impl Event {
         match self {
             Event::MetricsUpdated(_) => "metrics-updated",
             Event::OptimizationCompleted(_) => "optimization-completed",
+            Event::BudgetExhausted(_) => "budget-exhausted",
         }
     }
 }

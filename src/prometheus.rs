@@ -20,6 +20,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+mod budgets;
+
+use crate::budget::BudgetView;
 use crate::history::{OptimizationRecord, StrategyStats};
 use crate::trigger::Evaluation;
 
@@ -73,6 +76,7 @@ pub struct Telemetry {
     effectiveness: Gauges,
     relief: Gauges,
     predictive_runs: Family<Labels, Counter>,
+    budgets: budgets::BudgetMetrics,
 }
 
 impl fmt::Debug for Telemetry {
@@ -275,6 +279,7 @@ impl Telemetry {
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
             .set(1);
         registry.register("build_info", "perfpilot's version", build);
+        let budgets = budgets::BudgetMetrics::register(&mut registry);
 
         Telemetry {
             registry,
@@ -315,7 +320,18 @@ impl Telemetry {
             effectiveness,
             relief,
             predictive_runs,
+            budgets,
         }
+    }
+
+    /// Sets a budget's series from its view (`perfpilot_budget_*`).
+    pub fn observe_budget(&self, view: &BudgetView) {
+        self.budgets.observe(view);
+    }
+
+    /// Counts an exhausted episode of `budget` (`perfpilot_budget_exhausted_total`).
+    pub fn observe_budget_exhausted(&self, budget: &str) {
+        self.budgets.exhausted(budget);
     }
 
     /// Sets every signal gauge from a sample; absent signals are removed, not zeroed.
@@ -763,6 +779,7 @@ mod tests {
             dry_run: false,
             prediction: evaluation.forecast.map(Into::into),
             helped: Some(true),
+            budget: None,
         };
         telemetry.observe_record(&record);
         let mut history = crate::history::History::new(1);

@@ -93,6 +93,7 @@ mod tests {
             interval: Duration::from_secs(1),
             recent: Vec::new(),
             strategies: Vec::new(),
+            budgets: Vec::new(),
         })
     }
 
