@@ -12,8 +12,11 @@
 //!   finished (no extra sample is taken): it **helped** when it acted and the signal fell by
 //!   at least [`crate::history::MIN_RELIEF_SHARE`] of its value before. If the signal is
 //!   still above `goal` then, the next rung runs (the ladder **climbs**);
-//! - above `limit` with `at_limit = "top"`, the top rung runs at once, without waiting for the
-//!   running rung to settle;
+//! - above `limit` and higher than before the rung ran, a finished rung is judged at once
+//!   (it did not help): waiting out the settle would only let the signal climb further;
+//! - above `limit` with `at_limit = "top"`, the highest rung not run within `cooldown` runs
+//!   at once, without waiting for the running rung to settle: while the signal stays above
+//!   the limit the ladder is walked from the top down, one rung per sample;
 //! - a rung whose last `skip_after` judged runs in this budget all failed to help is
 //!   **skipped** (a note says so), and **retried** in every `retry_every`-th episode that would
 //!   skip it, so a rung that starts working again is not forgotten;
@@ -365,14 +368,15 @@ impl Budget {
         if self.episode.is_none() {
             self.start_episode(value, now, false, &mut step);
         }
-        let top_jump = self.config.at_limit == AtLimit::Top && value > self.config.limit;
-        let idle = self.episode.as_ref().is_some_and(|e| e.pending.is_none())
-            || top_jump && self.top_not_running();
-        if can_act && idle {
-            if let Some(pending) = self.episode.as_mut().and_then(|e| e.pending.take()) {
-                // Jumping past a rung still settling: judged by the crossing value.
-                self.judge(pending, value, &mut step);
-            }
+        if !can_act {
+            return step;
+        }
+        // A rung that finished is judged early here only by the rules that do not need a
+        // regular sample: above the limit and still rising, or a jump to the top.
+        if value > self.config.limit {
+            self.judge_if_settled(value, now, &mut step);
+        }
+        if self.episode.as_ref().is_some_and(|e| e.pending.is_none()) {
             step.run = self.choose(value, now, &mut step.notes);
         }
         step
@@ -390,14 +394,6 @@ impl Budget {
         {
             pending.finished = Some((now, acted));
         }
-    }
-
-    fn top_not_running(&self) -> bool {
-        let top = self.rungs.len() - 1;
-        self.episode
-            .as_ref()
-            .and_then(|e| e.pending)
-            .is_some_and(|p| p.rung != top && p.finished.is_some())
     }
 
     fn account(&mut self, value: f64, now: Instant) {
@@ -485,7 +481,8 @@ impl Budget {
     /// `at_limit = "top"`, at once when it is not the top rung).
     fn judge_if_settled(&mut self, value: f64, now: Instant, step: &mut Step) {
         let top = self.rungs.len() - 1;
-        let jump = self.config.at_limit == AtLimit::Top && value > self.config.limit;
+        let limit = self.config.limit;
+        let jump = self.config.at_limit == AtLimit::Top && value > limit;
         let settle = self.config.settle;
         let Some(episode) = &mut self.episode else {
             return;
@@ -497,7 +494,10 @@ impl Budget {
             return;
         };
         let settled = now.saturating_duration_since(finished) >= settle;
-        if settled || (jump && pending.rung != top) {
+        // Above the limit and higher than before the rung ran, after it finished: it did not
+        // help, and waiting out the settle would only let the signal climb further.
+        let rising = value > limit && value > pending.before;
+        if settled || rising || (jump && pending.rung != top) {
             episode.pending = None;
             self.judge(pending, value, step);
         }
@@ -597,8 +597,6 @@ impl Budget {
                         rung + 1,
                         top + 1
                     );
-                    let episode = self.episode.as_mut().expect("episode");
-                    episode.next = episode.next.max(rung + 1);
                     return Some(self.start(rung, value, now, why));
                 }
             }
@@ -610,7 +608,12 @@ impl Budget {
             if next > top {
                 break;
             }
-            self.episode.as_mut().expect("episode").next += 1;
+            let episode = self.episode.as_mut().expect("episode");
+            episode.next += 1;
+            if episode.last_run[next].is_some() {
+                // Already run in this episode (a jump to the top): tried.
+                continue;
+            }
             if self.skipped(next, notes) {
                 passed.push(self.rungs[next].strategy.clone());
                 continue;

@@ -368,7 +368,7 @@ fn build_budgets(configs: &[(String, BudgetConfig)], slots: &[Slot]) -> Vec<Budg
             .iter()
             .map(|&index| slots[index].strategy.name().to_owned())
             .collect();
-        info!(budget = %name, signal = %config.signal, goal = config.goal, limit = config.limit, ladder = %ladder.join(" → "), "budget held with a ladder");
+        info!(budget = %name, signal = %config.signal, goal = config.goal, limit = config.limit, ladder = %ladder.join(" → "), at_limit = %config.at_limit, "budget held with a ladder (climbed in this order)");
         budgets.push(BudgetSlot {
             budget: Budget::new(name.clone(), config.clone(), ladder),
             rungs,

@@ -162,9 +162,25 @@ fn above_limit_with_at_limit_top_jumps_to_the_top_rung() {
         .iter()
         .any(|n| matches!(n, Note::Judged { rung: 0, .. })));
 
-    // With `climb`, the same rise waits for purge's settle and takes the next rung.
+    // With `climb`, the same rise takes the next rung: above the limit and rising after
+    // purge finished, purge is judged at once.
     let mut d = Drive::new(ladder());
-    assert_eq!(d.runs(&[0.85, 0.97, 0.97]), ["purge", "-", "trim"]);
+    assert_eq!(d.runs(&[0.85, 0.97, 0.97]), ["purge", "trim", "-"]);
+    // Above the limit but falling: purge gets its settle.
+    let mut d = Drive::new(ladder());
+    assert_eq!(d.runs(&[0.99, 0.97, 0.97]), ["purge", "-", "trim"]);
+}
+
+#[test]
+fn at_limit_top_runs_the_rest_of_the_ladder_before_it_is_exhausted() {
+    let mut config = ladder();
+    config.at_limit = AtLimit::Top;
+    let mut d = Drive::new(config);
+    // The top first; above the limit the ladder is walked down, one rung per sample once
+    // the top settled; then, with every rung run, exhausted.
+    let runs = d.runs(&[0.97; 8]);
+    assert_eq!(runs, ["drop", "-", "trim", "purge", "-", "-", "-", "-"]);
+    assert_eq!(d.budget.view(d.now).exhaustions, 1);
 }
 
 #[test]
@@ -354,8 +370,18 @@ fn a_crossing_between_samples_starts_the_episode_at_once_but_never_ends_it() {
     let step = d.budget.crossing(0.9, d.now, true);
     assert_eq!(step.run.unwrap().strategy, "purge");
     d.budget.finished(0, Some(true), d.now);
-    // A second crossing while purge settles does nothing (at_limit = climb).
-    assert_eq!(d.budget.crossing(0.97, d.now, true).run, None);
+    // Under the limit, a crossing while purge settles does nothing...
+    assert_eq!(d.budget.crossing(0.9, d.now, true).run, None);
+    // ...above it and higher than before purge, purge is judged at once and the ladder
+    // climbs between samples.
+    let step = d.budget.crossing(0.97, d.now, true);
+    assert_eq!(step.run.unwrap().strategy, "trim");
+    // Calm is counted only from regular samples.
+    d.budget.finished(1, Some(true), d.now);
+    for _ in 0..5 {
+        d.budget.crossing(0.5, d.now, true);
+    }
+    assert_eq!(d.budget.view(d.now).episode, Some(1));
 }
 
 #[test]

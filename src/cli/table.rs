@@ -41,6 +41,46 @@ pub fn strategies(config: &Config) -> String {
     out
 }
 
+/// `perfpilot strategies`, after the strategies: every budget with the ladder it climbs (what
+/// `--dry-run` would run, in order), and which strategies run only as rungs. Empty without
+/// budgets.
+pub fn budgets(config: &Config) -> String {
+    if config.budgets.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:<14} {:<17} {:>7} {:>7} {:<8} {:>7} {:>5} {:>9} {:>6}  LADDER (least disruptive first)\n",
+        "BUDGET", "SIGNAL", "GOAL", "LIMIT", "AT_LIMIT", "SETTLE", "CALM", "COOLDOWN", "WATCH"
+    );
+    for (name, budget) in &config.budgets {
+        let _ = writeln!(
+            out,
+            "{:<14} {:<17} {:>7} {:>7} {:<8} {:>7} {:>5} {:>9} {:>6}  {}",
+            name,
+            budget.signal.name(),
+            budget.goal,
+            budget.limit,
+            budget.at_limit.to_string(),
+            duration::format(budget.settle),
+            budget.calm,
+            duration::format(budget.cooldown),
+            budget
+                .watch_interval
+                .map_or("-".to_owned(), duration::format),
+            budget.ladder.join(" → "),
+        );
+    }
+    let rung_only = config.rung_only();
+    if !rung_only.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nrun only as rungs (their triggers above are shown, never fire): {}",
+            rung_only.join(", ")
+        );
+    }
+    out
+}
+
 /// `perfpilot metrics`: the metrics document as a table.
 pub fn metrics(document: &Value) -> String {
     let mut out = String::new();

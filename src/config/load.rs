@@ -343,9 +343,11 @@ fn flatten_toml(
     out: &mut Vec<Setting>,
     problems: &mut Vec<String>,
 ) {
-    let named_kind = prefix
-        .strip_prefix("strategies.")
-        .is_some_and(|kind| StrategiesConfig::NAMED_KINDS.contains(&kind));
+    // A budget (`[budgets.NAME]`) is complete only as a whole too.
+    let named_kind = prefix == "budgets"
+        || prefix
+            .strip_prefix("strategies.")
+            .is_some_and(|kind| StrategiesConfig::NAMED_KINDS.contains(&kind));
     match value {
         toml::Value::Table(table) if !table.is_empty() || prefix.is_empty() => {
             for (key, value) in table {
@@ -358,7 +360,8 @@ fn flatten_toml(
                     toml::Value::Table(instance) if named_kind => {
                         if !is_path_segment(&key) {
                             problems.push(format!(
-                                "{prefix}.{key:?}: {key:?} is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit) (from {origin})"
+                                "{prefix}.{key:?}: {key:?} is not a valid {} name (lowercase letters, digits and `-`, starting with a letter or digit) (from {origin})",
+                                if prefix == "budgets" { "budget" } else { "strategy" }
                             ));
                             continue;
                         }
