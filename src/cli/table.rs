@@ -218,6 +218,7 @@ pub fn metrics(document: &Value) -> String {
             );
         }
     }
+    out.push_str(&budget_rows(document));
     if let Some(recent) = document["recentOptimizations"]
         .as_array()
         .filter(|r| !r.is_empty())
@@ -225,6 +226,83 @@ pub fn metrics(document: &Value) -> String {
         let _ = writeln!(out, "\nRECENT OPTIMIZATIONS");
         for record in recent.iter().rev().take(10) {
             out.push_str(&result_line(record));
+        }
+    }
+    out
+}
+
+/// The `budgets[]` of the metrics document: per budget its state, episode, rung and time above
+/// goal and limit; per rung its runs, share helped, mean relief and runs per minute (the
+/// price of holding the budget). Empty without budgets.
+fn budget_rows(document: &Value) -> String {
+    let Some(budgets) = document["budgets"].as_array().filter(|b| !b.is_empty()) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\n{:<14} {:>8} {:>6} {:>6} {:<12} {:>8} {:<22} {:>15} {:>15}\n",
+        "BUDGET", "VALUE", "GOAL", "LIMIT", "STATE", "EPISODE", "RUNG", "ABOVE GOAL", "ABOVE LIMIT"
+    );
+    let secs = |v: &Value| {
+        format!(
+            "{:.1}/{:.1} s",
+            v["episode"].as_f64().unwrap_or(0.0),
+            v["total"].as_f64().unwrap_or(0.0)
+        )
+    };
+    for b in budgets {
+        let mut state = b["state"].as_str().unwrap_or("?").to_owned();
+        if b["exhausted"] == true {
+            state.push('!');
+        } else if b["waiting"] == true {
+            state.push('…');
+        }
+        let _ = writeln!(
+            out,
+            "{:<14} {:>8} {:>6} {:>6} {:<12} {:>8} {:<22} {:>15} {:>15}",
+            b["name"].as_str().unwrap_or("?"),
+            b["value"]
+                .as_f64()
+                .map_or("-".to_owned(), |v| round(v).to_string()),
+            b["goal"],
+            b["limit"],
+            state,
+            b["episode"]
+                .as_u64()
+                .map_or("-".to_owned(), |e| e.to_string()),
+            match (b["rung"].as_u64(), b["rungStrategy"].as_str()) {
+                (Some(rung), Some(name)) => format!("{} {name}", rung + 1),
+                _ => "-".to_owned(),
+            },
+            secs(&b["secondsAboveGoal"]),
+            secs(&b["secondsAboveLimit"]),
+        );
+        for (index, rung) in b["rungs"].as_array().into_iter().flatten().enumerate() {
+            let runs = rung["runs"].as_u64().unwrap_or(0);
+            let judged = rung["judged"].as_u64().unwrap_or(0);
+            let helped = rung["helped"].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  {}. {:<24} runs {:>4}  helped {:>4}  mean relief {:>8}  {:>6}/min{}",
+                index + 1,
+                rung["strategy"].as_str().unwrap_or("?"),
+                runs,
+                if judged > 0 {
+                    format!("{helped}/{judged}")
+                } else {
+                    "-".to_owned()
+                },
+                rung["meanRelief"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |v| round(v).to_string()),
+                rung["runsPerMinute"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |v| format!("{v:.2}")),
+                if rung["skipped"] == true {
+                    "  (skipped: no help lately)"
+                } else {
+                    ""
+                },
+            );
         }
     }
     out
