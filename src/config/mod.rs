@@ -1004,6 +1004,93 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
     }
 
+    fn load_budget_toml(text: &str) -> Result<Loaded, Vec<String>> {
+        load_from_str(
+            text,
+            &std::collections::HashMap::new(),
+            &Overrides::default(),
+        )
+        .map_err(|e| match e {
+            ConfigError::Invalid(problems) => problems,
+            other => vec![other.to_string()],
+        })
+    }
+
+    #[test]
+    fn the_sidecar_example_is_a_valid_budget_with_rung_only_strategies() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/sidecar.toml"
+        ))
+        .unwrap();
+        let loaded = load_budget_toml(&text).unwrap();
+        let budget = &loaded.config.budgets["memory"];
+        assert_eq!((budget.goal, budget.limit), (0.8, 1.0));
+        assert_eq!(budget.ladder.len(), 4);
+        assert_eq!(budget.watch_interval, Some(Duration::from_millis(20)));
+        assert_eq!(
+            loaded.config.rung_only(),
+            [
+                "drop-demo-sessions",
+                "purge-demo",
+                "trim-demo-cache",
+                "trim-demo-cache-hard"
+            ]
+        );
+        // The rungs without a trigger are registered with the budget's as theirs.
+        let strategies = loaded.config.strategies();
+        let (enabled, purge) = strategies
+            .iter()
+            .find(|(_, r)| r.strategy.name() == "purge-demo")
+            .unwrap();
+        assert!(enabled);
+        assert_eq!(
+            (purge.trigger.above, purge.trigger.cooldown),
+            (0.8, Duration::from_secs(5))
+        );
+        assert_eq!(
+            crate::budget::watch_thresholds(&loaded.config.budgets)[0].watch_interval,
+            Duration::from_millis(20)
+        );
+    }
+
+    #[test]
+    fn budget_problems_name_the_key_and_what_is_wrong() {
+        let problems = load_budget_toml(
+            "[target]\npid = 1\n             [budgets.memory]\nsignal = \"memory_usage\"\ngoal = 0.9\nlimit = 0.8\n             ladder = [\"purge\", \"teleport\", \"memory-purge\", \"PURGE\"]\ncalm = 0\n             [strategies.webhook.purge]\nurl = \"http://127.0.0.1:1/purge\"\n\
+             [strategies.webhook.lonely]\nurl = \"http://127.0.0.1:1/x\"\n",
+        )
+        .unwrap_err();
+        let expect = [
+            "budgets.memory.limit = 0.8: must be at least goal (0.9)",
+            "budgets.memory.calm = 0: must be at least 1 sample",
+            "budgets.memory.ladder[1] = \"teleport\": no such strategy; known: memory-purge",
+            "budgets.memory.ladder[2] = \"memory-purge\": memory-purge acts inside the agent's own process and is off in sidecar mode",
+            "budgets.memory.ladder[3] = \"PURGE\": purge is already a rung of this ladder",
+            "strategies.webhook.lonely.trigger: required, missing",
+        ];
+        for expected in expect {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "no problem starting with {expected:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_builtin_rung_fires_from_its_trigger_only_when_it_is_configured() {
+        let budget = "[budgets.memory]\nsignal = \"memory_usage\"\ngoal = 0.8\nlimit = 0.95\n\
+                      ladder = [\"gc\", \"cache\"]\n";
+        let loaded = load_budget_toml(budget).unwrap();
+        assert_eq!(loaded.config.rung_only(), ["memory-purge", "cache-trim"]);
+        let loaded = load_budget_toml(&format!(
+            "{budget}[strategies.cache_trim.trigger]\nabove = 0.7\n"
+        ))
+        .unwrap();
+        assert_eq!(loaded.config.rung_only(), ["memory-purge"]);
+    }
+
     #[test]
     fn log_format_parses_and_displays() {
         assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
