@@ -303,7 +303,12 @@ impl Budget {
         self.rungs.iter().map(|rung| rung.strategy.as_str())
     }
 
-    /// The rung running or settling, if any.
+    /// Whether an episode is running.
+    pub fn in_episode(&self) -> bool {
+        self.episode.is_some()
+    }
+
+    /// The rung running, if any (until [`Budget::finished`]).
     pub fn running_rung(&self) -> Option<usize> {
         self.episode
             .as_ref()

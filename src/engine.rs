@@ -532,6 +532,8 @@ impl Engine {
                 fired.push((index, forecast));
             }
         }
+        // A budget in an episode needs its samples: its climb is read from them.
+        attention |= self.budgets.iter().any(|held| held.budget.in_episode());
         self.adapt_interval(attention);
         let _ = self
             .events

@@ -554,3 +554,40 @@ async fn openapi_names_this_agents_strategies_and_matches_what_is_accepted() {
     let (status, body) = send(&app, post("null")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn metrics_and_openapi_describe_budgets() {
+    let (app, _) = app(None);
+    let (_, body) = send(&app, get("/performance-metrics")).await;
+    assert_eq!(
+        body["budgets"],
+        json!([]),
+        "no budgets configured: an empty list"
+    );
+    let (_, doc) = send(&app, get("/openapi.json")).await;
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["MetricsDocument"]["properties"]["budgets"].is_object());
+    let budget = &schemas["BudgetView"]["properties"];
+    for key in [
+        "name",
+        "signal",
+        "goal",
+        "limit",
+        "state",
+        "rung",
+        "episodeStart",
+        "secondsAboveGoal",
+        "secondsAboveLimit",
+        "rungs",
+    ] {
+        assert!(
+            budget[key].is_object(),
+            "BudgetView.{key} missing: {budget}"
+        );
+    }
+    let rung = &schemas["RungView"]["properties"];
+    for key in ["runs", "helped", "meanRelief", "runsPerMinute", "skipped"] {
+        assert!(rung[key].is_object(), "RungView.{key} missing: {rung}");
+    }
+    assert!(schemas["BudgetStep"]["properties"]["why"].is_object());
+}
