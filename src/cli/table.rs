@@ -442,4 +442,34 @@ mod tests {
             assert!(strategy.contains(shown), "{shown} missing: {strategy}");
         }
     }
+
+    #[test]
+    fn metrics_table_shows_each_budget_and_the_price_of_its_rungs() {
+        let document = json!({
+            "workerId": 7, "timestamp": "t", "performance": {}, "currentMetrics": {},
+            "budgets": [{"name": "memory", "value": 0.9123, "goal": 0.8, "limit": 1.0,
+                         "state": "above-goal", "episode": 3, "rung": 1, "rungStrategy": "trim",
+                         "waiting": true, "exhausted": false,
+                         "secondsAboveGoal": {"episode": 2.5, "total": 40.25},
+                         "secondsAboveLimit": {"episode": 0.0, "total": 1.5},
+                         "rungs": [
+                            {"strategy": "purge", "runs": 9, "judged": 9, "helped": 0,
+                             "meanRelief": -0.01, "runsPerMinute": 0.5, "skipped": true},
+                            {"strategy": "trim", "runs": 4, "judged": 3, "helped": 3,
+                             "meanRelief": 0.12, "runsPerMinute": 0.25, "skipped": false}]}],
+        });
+        let table = metrics(&document);
+        let line = table.lines().find(|l| l.starts_with("memory   ")).unwrap();
+        for shown in ["0.9123", "above-goal…", "2 trim", "2.5/40.2 s", "0.0/1.5 s"] {
+            assert!(line.contains(shown), "{shown} missing: {line}");
+        }
+        let purge = table.lines().find(|l| l.contains("1. purge")).unwrap();
+        assert!(
+            purge.contains("runs    9") && purge.contains("skipped"),
+            "{purge}"
+        );
+        let trim = table.lines().find(|l| l.contains("2. trim")).unwrap();
+        assert!(trim.contains("3/3") && trim.contains("0.25/min"), "{trim}");
+        assert!(!metrics(&json!({"budgets": []})).contains("BUDGET"));
+    }
 }
