@@ -122,8 +122,10 @@ fn render_metrics(c: &mut Criterion) {
                 forecast: None,
                 threshold: Some(r.trigger.above),
                 trigger: r.trigger,
+                rung_only: false,
             })
             .collect(),
+        budgets: Vec::new(),
     };
     let worker = serde_json::json!(12345);
     c.bench_function("render_performance_metrics_50_records", |b| {

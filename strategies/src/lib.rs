@@ -437,6 +437,31 @@ mod tests {
     }
 
     #[test]
+    fn a_named_instance_without_a_trigger_is_registered_only_with_one_given() {
+        let config: StrategiesConfig = serde_json::from_value(serde_json::json!({
+            "webhook": {"purge": {"url": "http://127.0.0.1:8080/admin/purge"}}
+        }))
+        .unwrap();
+        assert_eq!(config.problems(), Vec::<String>::new());
+        assert_eq!(
+            config.untriggered(),
+            [("strategies.webhook.purge".to_owned(), "purge".to_owned())]
+        );
+        assert!(
+            find(&config.build(), "purge").is_none(),
+            "no trigger: not registered"
+        );
+        let rung = TriggerSpec::new(Signal::MemoryUsage, 0.8);
+        let all = config.all_with(|name| (name == "purge").then(|| rung.clone()));
+        let (enabled, purge) = all
+            .iter()
+            .find(|(_, r)| r.strategy.name() == "purge")
+            .unwrap();
+        assert!(enabled);
+        assert_eq!(purge.trigger, rung);
+    }
+
+    #[test]
     fn named_instances_follow_the_builtins_and_answer_to_their_names() {
         let config = sidecar_config();
         assert_eq!(config.problems(), Vec::<String>::new());
@@ -497,6 +522,8 @@ mod tests {
             .get_mut("cache-trim-hook")
             .unwrap()
             .trigger
+            .as_mut()
+            .unwrap()
             .above = 2.0;
         config.signal.get_mut("reload").unwrap().signal = "SIGNOPE".into();
         config.command.get_mut("rotate-logs").unwrap().program = String::new();

@@ -186,7 +186,10 @@ mod tests {
         )
         .unwrap();
         assert!(config.enabled);
-        assert_eq!(config.trigger, TriggerSpec::new(Signal::MemoryUsage, 0.9));
+        assert_eq!(
+            config.trigger,
+            Some(TriggerSpec::new(Signal::MemoryUsage, 0.9))
+        );
         assert!(config.problems("p").is_empty());
         assert_eq!(
             config.build("reload").description(),
