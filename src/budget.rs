@@ -12,8 +12,10 @@
 //!   finished (no extra sample is taken): it **helped** when it acted and the signal fell by
 //!   at least [`crate::history::MIN_RELIEF_SHARE`] of its value before. If the signal is
 //!   still above `goal` then, the next rung runs (the ladder **climbs**);
-//! - above `limit` and higher than before the rung ran, a finished rung is judged at once
-//!   (it did not help): waiting out the settle would only let the signal climb further;
+//! - above `limit`, a finished rung is judged by the next regular sample, without waiting out
+//!   the settle: the limit is the line never to cross, and a rung that left the signal above
+//!   it did not do enough (between samples, a crossing reported by the fast watch judges it
+//!   once the signal is above the limit and higher than before the rung ran);
 //! - above `limit` with `at_limit = "top"`, the highest rung not run within `cooldown` runs
 //!   at once, without waiting for the running rung to settle: while the signal stays above
 //!   the limit the ladder is walked from the top down, one rung per sample;
@@ -341,7 +343,7 @@ impl Budget {
             }
             self.start_episode(value, now, forecasting, &mut step);
         }
-        self.judge_if_settled(value, now, &mut step);
+        self.judge_if_settled(value, now, true, &mut step);
         let episode = self.episode.as_mut().expect("an episode runs here");
         if calm_sample {
             episode.calm += 1;
@@ -379,7 +381,7 @@ impl Budget {
         // A rung that finished is judged early here only by the rules that do not need a
         // regular sample: above the limit and still rising, or a jump to the top.
         if value > self.config.limit {
-            self.judge_if_settled(value, now, &mut step);
+            self.judge_if_settled(value, now, false, &mut step);
         }
         if self.episode.as_ref().is_some_and(|e| e.pending.is_none()) {
             step.run = self.choose(value, now, &mut step.notes);
@@ -482,9 +484,10 @@ impl Budget {
         });
     }
 
-    /// Judges the pending rung with this sample once it has settled (or, above limit with
-    /// `at_limit = "top"`, at once when it is not the top rung).
-    fn judge_if_settled(&mut self, value: f64, now: Instant, step: &mut Step) {
+    /// Judges the pending rung with this reading once it has settled, or early above the
+    /// limit: at a `regular` sample at once, at a fast-watch reading when the signal is higher
+    /// than before the rung ran (or, with `at_limit = "top"`, when it is not the top rung).
+    fn judge_if_settled(&mut self, value: f64, now: Instant, regular: bool, step: &mut Step) {
         let top = self.rungs.len() - 1;
         let limit = self.config.limit;
         let jump = self.config.at_limit == AtLimit::Top && value > limit;
@@ -499,10 +502,10 @@ impl Budget {
             return;
         };
         let settled = now.saturating_duration_since(finished) >= settle;
-        // Above the limit and higher than before the rung ran, after it finished: it did not
-        // help, and waiting out the settle would only let the signal climb further.
-        let rising = value > limit && value > pending.before;
-        if settled || rising || (jump && pending.rung != top) {
+        // Above the limit after the rung finished: it did not do enough, and waiting out the
+        // settle would only let the signal go further past the line.
+        let early = value > limit && (regular || value > pending.before);
+        if settled || early || (jump && pending.rung != top) {
             episode.pending = None;
             self.judge(pending, value, step);
         }

@@ -162,13 +162,21 @@ fn above_limit_with_at_limit_top_jumps_to_the_top_rung() {
         .iter()
         .any(|n| matches!(n, Note::Judged { rung: 0, .. })));
 
-    // With `climb`, the same rise takes the next rung: above the limit and rising after
-    // purge finished, purge is judged at once.
+    // With `climb`, the same rise takes the next rung at each sample above the limit: a
+    // rung that left the signal above it is judged at once.
     let mut d = Drive::new(ladder());
-    assert_eq!(d.runs(&[0.85, 0.97, 0.97]), ["purge", "trim", "-"]);
-    // Above the limit but falling: purge gets its settle.
+    assert_eq!(d.runs(&[0.85, 0.97, 0.97]), ["purge", "trim", "drop"]);
+    // Above the limit, even falling: a rung that left it above the limit did not do enough.
     let mut d = Drive::new(ladder());
-    assert_eq!(d.runs(&[0.99, 0.97, 0.97]), ["purge", "-", "trim"]);
+    assert_eq!(d.runs(&[0.99, 0.97, 0.97]), ["purge", "trim", "drop"]);
+    assert_eq!(
+        d.budget.view(d.now).rungs[0].helped,
+        1,
+        "it did relieve: 0.99 → 0.97"
+    );
+    // Above goal, under the limit: the settle is waited out.
+    let mut d = Drive::new(ladder());
+    assert_eq!(d.runs(&[0.9, 0.9, 0.9]), ["purge", "-", "trim"]);
 }
 
 #[test]
@@ -179,7 +187,7 @@ fn at_limit_top_runs_the_rest_of_the_ladder_before_it_is_exhausted() {
     // The top first; above the limit the ladder is walked down, one rung per sample once
     // the top settled; then, with every rung run, exhausted.
     let runs = d.runs(&[0.97; 8]);
-    assert_eq!(runs, ["drop", "-", "trim", "purge", "-", "-", "-", "-"]);
+    assert_eq!(runs, ["drop", "trim", "purge", "-", "-", "-", "-", "-"]);
     assert_eq!(d.budget.view(d.now).exhaustions, 1);
 }
 
@@ -197,7 +205,10 @@ fn exhausted_once_when_the_top_rung_ran_and_the_signal_is_above_limit() {
     }
     assert_eq!(exhausted.len(), 1, "{exhausted:?}");
     let (second, e) = &exhausted[0];
-    assert_eq!(*second, 6, "purge 0, trim 2, drop 4, judged at 6");
+    assert_eq!(
+        *second, 3,
+        "purge 0, trim 1, drop 2 (above the limit: no settle), judged at 3"
+    );
     assert_eq!((e.episode, e.limit), (1, 0.95));
     assert!(
         e.message.contains("purge → trim → drop") && e.message.contains("nothing left to try"),
