@@ -1079,6 +1079,26 @@ mod tests {
     }
 
     #[test]
+    fn a_command_rung_without_a_trigger_is_told_the_budgets_signal() {
+        let loaded = load_budget_toml(
+            "[budgets.fds]\nsignal = \"open_fds\"\ngoal = 1000\nlimit = 2000\nladder = [\"rotate\"]\n\
+             [strategies.command.rotate]\nprogram = \"true\"\n",
+        )
+        .unwrap();
+        let strategies = loaded.config.strategies();
+        let (_, rotate) = strategies
+            .iter()
+            .find(|(_, r)| r.strategy.name() == "rotate")
+            .unwrap();
+        assert_eq!(rotate.trigger.signal, perfpilot_strategies::Signal::OpenFds);
+        assert!(
+            format!("{:?}", rotate.strategy).contains("trigger_signal: OpenFds"),
+            "{:?}",
+            rotate.strategy
+        );
+    }
+
+    #[test]
     fn a_builtin_rung_fires_from_its_trigger_only_when_it_is_configured() {
         let budget = "[budgets.memory]\nsignal = \"memory_usage\"\ngoal = 0.8\nlimit = 0.95\n\
                       ladder = [\"gc\", \"cache\"]\n";

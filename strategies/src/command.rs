@@ -117,6 +117,16 @@ impl CommandConfig {
 
     /// The strategy these settings describe, registered as `name`.
     pub fn build(&self, name: &str) -> RunCommand {
+        let signal = self
+            .trigger
+            .as_ref()
+            .map_or(Signal::MemoryUsage, |t| t.signal);
+        self.build_for(name, signal)
+    }
+
+    /// As [`CommandConfig::build`], with `signal` as the signal the command is told about
+    /// (`PERFPILOT_SIGNAL`): a budget's, for a rung without a trigger of its own.
+    pub fn build_for(&self, name: &str, signal: Signal) -> RunCommand {
         let line = std::iter::once(&self.program)
             .chain(&self.args)
             .map(String::as_str)
@@ -130,10 +140,7 @@ impl CommandConfig {
             args: self.args.clone(),
             timeout: self.timeout,
             env: self.env.clone(),
-            trigger_signal: self
-                .trigger
-                .as_ref()
-                .map_or(Signal::MemoryUsage, |t| t.signal),
+            trigger_signal: signal,
         }
     }
 }

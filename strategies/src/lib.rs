@@ -171,7 +171,7 @@ impl StrategiesConfig {
             kind: &'static str,
             name: &'a str,
             enabled: bool,
-            strategy: impl FnOnce() -> Arc<dyn Strategy> + 'a,
+            strategy: impl FnOnce(&TriggerSpec) -> Arc<dyn Strategy> + 'a,
             trigger: Option<&'a TriggerSpec>,
             problems: impl FnOnce(&str) -> Vec<String>,
         ) -> Instance<'a> {
@@ -190,7 +190,7 @@ impl StrategiesConfig {
                 Webhook::KIND,
                 name,
                 c.enabled,
-                || Arc::new(c.build(name)),
+                |_: &TriggerSpec| Arc::new(c.build(name)),
                 c.trigger.as_ref(),
                 |key| c.problems(key),
             )
@@ -200,7 +200,7 @@ impl StrategiesConfig {
                 SendSignal::KIND,
                 name,
                 c.enabled,
-                || Arc::new(c.build(name)),
+                |_: &TriggerSpec| Arc::new(c.build(name)),
                 c.trigger.as_ref(),
                 |key| c.problems(key),
             )
@@ -210,7 +210,7 @@ impl StrategiesConfig {
                 RunCommand::KIND,
                 name,
                 c.enabled,
-                || Arc::new(c.build(name)),
+                |trigger: &TriggerSpec| Arc::new(c.build_for(name, trigger.signal)),
                 c.trigger.as_ref(),
                 |key| c.problems(key),
             )
@@ -240,7 +240,7 @@ impl StrategiesConfig {
             .map(|(enabled, strategy, trigger)| (enabled, strategy, trigger.clone()));
         let named = self.named().into_iter().filter_map(|i| {
             let trigger = i.trigger.cloned().or_else(|| untriggered(i.name))?;
-            Some((i.enabled, (i.strategy)(), trigger))
+            Some((i.enabled, (i.strategy)(&trigger), trigger))
         });
         builtins
             .chain(named)
@@ -338,7 +338,8 @@ struct Instance<'a> {
     key: String,
     enabled: bool,
     /// Builds the strategy (a webhook's HTTP client, say) when it is registered.
-    strategy: Box<dyn FnOnce() -> Arc<dyn Strategy> + 'a>,
+    /// Given the trigger it is registered with (its own, or a budget's for a rung).
+    strategy: Box<dyn FnOnce(&TriggerSpec) -> Arc<dyn Strategy> + 'a>,
     /// `None`: it runs only as a budget's rung (and manually).
     trigger: Option<&'a TriggerSpec>,
     /// The problems of its own settings (not its name or trigger), under `key`.
