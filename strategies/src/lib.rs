@@ -331,6 +331,9 @@ impl StrategiesConfig {
     }
 }
 
+/// Builds a named instance's strategy once the trigger it is registered with is known.
+type BuildStrategy<'a> = Box<dyn FnOnce(&TriggerSpec) -> Arc<dyn Strategy> + 'a>;
+
 /// One configured `webhook`, `signal` or `command` instance.
 struct Instance<'a> {
     name: &'a str,
@@ -339,7 +342,7 @@ struct Instance<'a> {
     enabled: bool,
     /// Builds the strategy (a webhook's HTTP client, say) when it is registered.
     /// Given the trigger it is registered with (its own, or a budget's for a rung).
-    strategy: Box<dyn FnOnce(&TriggerSpec) -> Arc<dyn Strategy> + 'a>,
+    strategy: BuildStrategy<'a>,
     /// `None`: it runs only as a budget's rung (and manually).
     trigger: Option<&'a TriggerSpec>,
     /// The problems of its own settings (not its name or trigger), under `key`.
