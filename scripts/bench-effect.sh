@@ -93,7 +93,7 @@ run() {
     final=$rss
     if [ -n "$agent_base" ]; then
       if [ "$trimmed" = 0 ] && curl -fsS --max-time 2 "$agent_base/performance-metrics" 2>/dev/null |
-          grep -q '"strategy": *"trim-demo-cache'; then
+          jq -e '[.recentOptimizations[] | select(.strategy | startswith("trim-demo-cache"))] | length > 0' >/dev/null; then
         trimmed=1
         trim_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
       elif [ "$trimmed" = 1 ] && [ "$rss" -gt "$peak_after_trim" ]; then
@@ -118,9 +118,10 @@ run() {
     local doc
     doc=$(curl -fsS --max-time 5 "$agent_base/performance-metrics")
     local total ok
-    total=$(grep -o '"strategy": *"[^"]*"' <<<"$doc" | grep -c 'trim-demo-cache' || true)
-    ok=$(grep -o '"strategy": *"trim-demo-cache[^"]*"[^}]*"success": *true' <<<"$doc" | wc -l || true)
-    runs="$total trims ($(grep -o '"strategy": *"[^"]*"' <<<"$doc" | sed 's/.*"\([^"]*\)"$/\1/' |
+    # Only the records count (budgets[] names the same strategies as rungs).
+    total=$(jq '[.recentOptimizations[] | select(.strategy | startswith("trim-demo-cache"))] | length' <<<"$doc")
+    ok=$(jq '[.recentOptimizations[] | select((.strategy | startswith("trim-demo-cache")) and .success)] | length' <<<"$doc")
+    runs="$total trims ($(jq -r '.recentOptimizations[].strategy' <<<"$doc" |
       sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')); first ${trim_at:-never} s into the load"
     [ "$ok" -gt 0 ] || [ "$total" = 0 ] || runs="$runs; none succeeded"
     # Oldest first: when, which, at what memory_usage, and the hook's answer.
