@@ -90,6 +90,7 @@ fn render_metrics(c: &mut Criterion) {
             dry_run: false,
             prediction: None,
             helped: Some(true),
+            budget: None,
         });
     }
     let view = View {
@@ -122,10 +123,12 @@ fn render_metrics(c: &mut Criterion) {
                 forecast: None,
                 threshold: Some(r.trigger.above),
                 trigger: r.trigger,
+                rung_only: false,
             })
             .collect(),
         fast_watch: None,
         watch_wakes: Vec::new(),
+        budgets: Vec::new(),
     };
     let worker = serde_json::json!(12345);
     c.bench_function("render_performance_metrics_50_records", |b| {

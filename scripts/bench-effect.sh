@@ -4,7 +4,8 @@
 #   (a) alone, --cache-mb 64: a cache far below the budget, the baseline p99;
 #   (b) alone, --cache-mb 2048: the growing cache takes RSS past the 256 MiB budget;
 #   (c) as (b), with perfpilot as a sidecar: examples/sidecar.toml (256 MiB budget, 500 ms
-#       interval, trim webhooks at 80 % and 95 %) rewritten to the demo's port.
+#       interval, a [budgets.memory] ladder purge → soft trim → hard trim → drop sessions
+#       with goal 80 % and limit 100 %) rewritten to the demo's port.
 # The load: `wrk -t2 -c16 -d${EFFECT_SECONDS:-30}s` (first argument wins) with a Lua script that
 # asks for `Range: bytes=0-2097151` of /stream/id-<random 0..5000>, so nearly every request
 # is a new 2 MiB chunk for the cache.
@@ -113,7 +114,7 @@ run() {
     final=$rss
     if [ -n "$agent_base" ]; then
       if [ "$trimmed" = 0 ] && curl -fsS --max-time 2 "$agent_base/performance-metrics" 2>/dev/null |
-          grep -q '"strategy": *"trim-demo-cache'; then
+          jq -e '[.recentOptimizations[] | select(.strategy | startswith("trim-demo-cache"))] | length > 0' >/dev/null; then
         trimmed=1
         trim_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
       elif [ "$trimmed" = 1 ] && [ "$rss" -gt "$peak_after_trim" ]; then
@@ -138,9 +139,10 @@ run() {
     local doc
     doc=$(curl -fsS --max-time 5 "$agent_base/performance-metrics")
     local total ok
-    total=$(grep -o '"strategy": *"[^"]*"' <<<"$doc" | grep -c 'trim-demo-cache' || true)
-    ok=$(grep -o '"strategy": *"trim-demo-cache[^"]*"[^}]*"success": *true' <<<"$doc" | wc -l || true)
-    runs="$total trims ($(grep -o '"strategy": *"[^"]*"' <<<"$doc" | sed 's/.*"\([^"]*\)"$/\1/' |
+    # Only the records count (budgets[] names the same strategies as rungs).
+    total=$(jq '[.recentOptimizations[] | select(.strategy | startswith("trim-demo-cache"))] | length' <<<"$doc")
+    ok=$(jq '[.recentOptimizations[] | select((.strategy | startswith("trim-demo-cache")) and .success)] | length' <<<"$doc")
+    runs="$total trims ($(jq -r '.recentOptimizations[].strategy' <<<"$doc" |
       sort | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}')); first ${trim_at:-never} s into the load"
     [ "$ok" -gt 0 ] || [ "$total" = 0 ] || runs="$runs; none succeeded"
     # Oldest first: when, which, at what memory_usage, and the hook's answer.
@@ -150,6 +152,8 @@ run() {
         | "- +\(.startedAt / 1000 - ($t0 | tonumber) | floor) s \(.strategy) at memory_usage \(.before * 100 | floor) %: "
           + (if $r.entries_removed == null then "no answer (success \(.success))" else
              "freed \($r.entries_removed) chunks, \($r.bytes_freed / 1048576 | floor) MiB; capacity \($r.capacity_before_bytes / 1048576 | floor) -> \($r.capacity_after_bytes / 1048576 | floor) MiB; RSS \(($r.rss_before_bytes // 0) / 1048576 | floor) -> \(($r.rss_after_bytes // 0) / 1048576 | floor) MiB" end)' <<<"$doc")
+    # The budget's own account: time above goal and limit, and each rung's runs and help.
+    budget_line=$(jq -r '.budgets[]? | "- budget \(.name): \(.episodes) episodes, \(.exhaustions) exhausted; \(.secondsAboveGoal.total * 10 | round / 10) s above goal, \(.secondsAboveLimit.total * 10 | round / 10) s above limit (as the agent sampled it); rungs: " + ([.rungs[] | "\(.strategy) \(.runs) runs, \(.helped)/\(.judged) helped"] | join("; "))' <<<"$doc")
     stop_pid "$pid"
     pid=
   fi
@@ -190,6 +194,7 @@ echo
 echo "The demo at the end of each run:"
 printf '%s\n' "${demo_states[@]}"
 echo
+[ -n "${budget_line:-}" ] && { echo "$budget_line"; echo; }
 echo "(c)'s trims, oldest first (the demo's answers):"
 [ "${#trim_lines[@]}" -gt 0 ] && printf '%s\n' "${trim_lines[@]}" || echo "- none"
 echo
@@ -204,5 +209,6 @@ awk -v b="$budget_mib" -v pa="$p99_a" -v pc="$p99_c" -v pkb="$peak_b" -v pkc="$p
       patc / 1024, (patc <= lim ? "within" : "over"), fc / 1024, (fc <= lim ? "within" : "over"),
       (patc <= lim && fc <= lim ? "met" : "not met")
   }
+  printf "- (c) peak from the start of the load %.0f MiB = %.2fx the budget: within 1.25x: %s\n", pkc / 1024, pkc / lim, (pkc <= 1.25 * lim ? "met" : "not met")
   printf "- p99 (c) / p99 (a) = %.1f / %.1f ms = %.2fx: within 1.2x: %s\n", pc / 1000, pa / 1000, pc / pa, (pc <= 1.2 * pa ? "met" : "not met")
 }'

@@ -9,6 +9,11 @@
 #                   trend reaches 95 % within 30 s.
 # At 16 MiB/s the leak gains about 48 MiB in the three samples `for = 3` waits, more than
 # the 26 MiB between the 0.9 threshold and the budget, so threshold-only overshoots.
+#   budget:         [budgets.memory] goal 0.8, limit 1.0 (the 256 MiB budget), interval 1 s,
+#                   ladder purge (POST /admin/purge: drops nothing) → drop-sessions (the same
+#                   webhook, no trigger of its own), settle 1 s, calm 2, cooldown 5 s: the
+#                   agent acts only above the goal, the cheap rung first, and learns that the
+#                   purge does not help against a leak (skipped after 3 unhelpful runs).
 # A build whose TriggerSpec has no `predict` refuses the second configuration (checked
 # first with `perfpilot check-config`); that row then says so and the script goes on.
 #
@@ -55,8 +60,32 @@ need_load_tools
 
 cargo build --release --quiet --bin perfpilot --example streaming_service
 
-# The agent's configuration: $1 = the demo's base URL, $2 = 1 to add the predict table.
+# The agent's configuration: $1 = the demo's base URL, $2 = 1 to add the predict table,
+# 2 for the budget.
 write_config() {
+  if [ "$2" = 2 ]; then
+    cat <<EOF
+interval = "1s"
+memory_budget = "${budget_mib}MiB"
+
+[budgets.memory]
+signal = "memory_usage"
+goal = 0.8
+limit = 1.0
+ladder = ["purge", "drop-sessions"]
+settle = "1s"
+calm = 2
+cooldown = "5s"
+
+[strategies.webhook.purge]
+url = "$1/admin/purge"
+
+[strategies.webhook.drop-sessions]
+url = "$1/admin/sessions/drop"
+body = { fraction = 0.5 }
+EOF
+    return
+  fi
   cat <<EOF
 interval = "1s"
 memory_budget = "${budget_mib}MiB"
@@ -92,8 +121,8 @@ run() {
   pid=
   write_config "$demo_base" "$predictive" >"$out/leak.toml"
   if ! ./target/release/perfpilot check-config --config "$out/leak.toml" >/dev/null 2>"$out/check.txt"; then
-    if grep -q 'trigger.predict: unknown key' "$out/check.txt"; then
-      rows+=("| $label | predictive triggers not available in this build | | | |")
+    if grep -q 'trigger.predict: unknown key\|budgets' "$out/check.txt"; then
+      rows+=("| $label | not available in this build | | | |")
       eval "peak_$name= above_$name="
       stop_pid "$demo_pid"
       demo_pid=
@@ -123,6 +152,10 @@ run() {
   fired=$(curl -fsS --max-time 5 "$agent_base/performance-metrics" |
     jq -r --argjson b "$budget_mib" '[.recentOptimizations[] | select(.strategy == "drop-sessions")
       | .before * $b | round] | if length == 0 then "none" else map(tostring) | join(", ") end')
+  local purges
+  purges=$(curl -fsS --max-time 5 "$agent_base/metrics" |
+    awk '/^perfpilot_optimizations_total\{/ && /strategy="purge"/ {n += $NF} END {printf "%d", n}')
+  [ "$purges" -gt 0 ] && fired="$fired (and $purges purges, which drop nothing)"
   stop_pid "$pid"
   pid=
   stop_pid "$demo_pid"
@@ -137,6 +170,9 @@ echo "run 1: threshold-only, ${seconds} s" >&2
 run "threshold-only (above 0.9, for 3)" 0 threshold
 echo "run 2: predictive, ${seconds} s" >&2
 run "predictive (+ horizon 30 s, at 0.95, window 10)" 1 predictive
+
+echo "run 3: budget, ${seconds} s" >&2
+run "budget (goal 0.8, limit 1.0, purge → drop-sessions)" 2 budget
 
 echo
 echo "Machine: $(nproc) cores, $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -161,5 +197,13 @@ else
       (pp > lim ? "overshoots" : "stays under"), b, ap / 4
     printf "- predictive under the limit where threshold-only overshoots: %s\n",
       (pp <= lim && pt > lim ? "met" : "not met")
+  }'
+fi
+if [ -z "$peak_budget" ]; then
+  echo "- budget: not measured (this build has no [budgets])"
+else
+  awk -v lim="$limit_kib" -v b="$budget_mib" -v pb="$peak_budget" -v ab="$above_budget" 'BEGIN {
+    printf "- budget: peak %.0f MiB, %s the %d MiB limit (%.2f s above)\n", pb / 1024,
+      (pb > lim ? "overshoots" : "stays under"), b, ab / 4
   }'
 fi

@@ -76,8 +76,18 @@ echo "== every metric the rules and the dashboard use is in live /metrics"
 start_announcing_as embedded env RUST_LOG=warn ./target/debug/examples/embedded_axum --listen 127.0.0.1:0
 embedded_base=$base
 embedded_pid=$pid
+# A budget, so its perfpilot_budget_* series are exported: a goal any process is above, so
+# an episode runs and its rung and episode series exist (its one rung is the agent's own
+# interval-backoff: the check needs the series, not relief).
+cat >"$out/budget.toml" <<'EOF'
+[budgets.memory]
+signal = "memory_usage"
+goal = 0.000001
+limit = 1.0
+ladder = ["interval-backoff"]
+EOF
 start_announcing_as sidecar env RUST_LOG=warn "$bin" run --listen 127.0.0.1:0 --interval 200ms \
-  --target-pid "$embedded_pid" --probe-url "$embedded_base/ping"
+  --target-pid "$embedded_pid" --probe-url "$embedded_base/ping" --config "$out/budget.toml"
 sidecar_base=$base
 curl -fsS --max-time 10 -XPOST "$embedded_base/performance-optimize" >/dev/null
 curl -fsS --max-time 10 -XPOST "$sidecar_base/performance-optimize" >/dev/null

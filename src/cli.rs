@@ -257,6 +257,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Strategies(args) => args.load().map(|loaded| {
             print!("{}", table::strategies(&loaded.config));
+            print!("{}", table::budgets(&loaded.config));
         }),
         Command::Metrics(args) => client::metrics(&args),
         Command::Watch(args) => client::watch(&args),

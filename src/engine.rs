@@ -23,8 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::adaptive_sampling::AdaptiveSampling;
 use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
+use crate::budget::{Budget, BudgetConfig, BudgetView, Note, RungRun};
 use crate::events::{Event, OomKill};
-use crate::history::{judge, History, OptimizationRecord, Prediction, Stats};
+use crate::history::{judge, BudgetStep, History, OptimizationRecord, Prediction, Stats};
 use crate::prometheus::Telemetry;
 use crate::sample::{TargetHandle, WatchHandle, WatchMode, WatchStatus};
 use crate::trigger::{CooldownChange, Forecast, TriggerState};
@@ -75,6 +76,12 @@ pub struct EngineSettings {
     /// threshold crossed, the engine samples (and evaluates every trigger) at once. `None`:
     /// full samples only.
     pub watch: Option<WatchHandle>,
+    /// Budgets with escalation ladders, by name ([`crate::budget`]); the ladders name
+    /// registered strategies by name or alias.
+    pub budgets: Vec<(String, BudgetConfig)>,
+    /// Strategies that run automatically only as budget rungs: their own triggers are
+    /// evaluated (for the view) but never fire ([`crate::config::Config::rung_only`]).
+    pub rung_only: Vec<String>,
 }
 
 #[cfg(test)]
@@ -98,6 +105,8 @@ impl EngineSettings {
             adaptive_sampling: None,
             worker: "engine-test".to_owned(),
             watch: None,
+            budgets: Vec::new(),
+            rung_only: Vec::new(),
         }
     }
 }
@@ -129,6 +138,8 @@ pub struct View {
     /// Immediate samples the fast watch asked for, by signal and how it saw the crossing
     /// (`poll`, `psi`), since the start.
     pub watch_wakes: Vec<(Signal, &'static str, u64)>,
+    /// Every budget with its episode and ladder.
+    pub budgets: Vec<BudgetView>,
 }
 
 impl View {
@@ -168,6 +179,8 @@ pub struct StrategyView {
     pub forecast: Option<Forecast>,
     /// The threshold in force (`above`, or the learned one; `None` while it warms up).
     pub threshold: Option<f64>,
+    /// It runs automatically only as a budget's rung (its trigger does not fire).
+    pub rung_only: bool,
 }
 
 /// Why a manual optimization was refused.
@@ -225,6 +238,10 @@ enum Command {
         change: Box<Reconfiguration>,
         reply: oneshot::Sender<StrategyChanges>,
     },
+    Crossing {
+        budget: String,
+        value: f64,
+    },
 }
 
 /// A cheap, cloneable handle to the engine task.
@@ -247,6 +264,11 @@ impl fmt::Debug for Command {
             Command::Reconfigure { change, .. } => f
                 .debug_struct("Reconfigure")
                 .field("change", change)
+                .finish(),
+            Command::Crossing { budget, value } => f
+                .debug_struct("Crossing")
+                .field("budget", budget)
+                .field("value", value)
                 .finish(),
         }
     }
@@ -286,6 +308,19 @@ impl EngineHandle {
             .await
             .map_err(|_| OptimizeError::Stopped)?;
         answer.await.map_err(|_| OptimizeError::Stopped)
+    }
+
+    /// Reports a budget's signal crossing its goal or limit between regular samples (the
+    /// fast watch, see [`crate::budget::watch_thresholds`]): the budget starts its episode
+    /// at once (or jumps to its top rung above limit with `at_limit = "top"`). Never waits:
+    /// when the engine's queue is full the report is dropped, and `false` returned.
+    pub fn report_crossing(&self, budget: &str, value: f64) -> bool {
+        self.commands
+            .try_send(Command::Crossing {
+                budget: budget.to_owned(),
+                value,
+            })
+            .is_ok()
     }
 
     /// The latest published view.
@@ -332,9 +367,13 @@ pub fn spawn(
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(256);
     let first = Arc::new(source.sample());
-    let slots = strategies
+    let slots: Vec<Slot> = strategies
         .into_iter()
         .map(|registered| Slot {
+            automatic: !settings
+                .rung_only
+                .iter()
+                .any(|name| registered.strategy.answers_to(name)),
             backoff_policy: BackoffPolicy::new(
                 settings.backoff_after_failures,
                 registered.trigger.cooldown,
@@ -347,7 +386,9 @@ pub fn spawn(
         })
         .collect();
     let first_oom_kills = first.oom_kills;
+    let budgets = build_budgets(&settings.budgets, &slots);
     let mut engine = Engine {
+        budgets,
         history: History::new(settings.history_size),
         sampling: settings.adaptive_sampling.clone(),
         settings,
@@ -382,7 +423,46 @@ pub fn spawn(
     )
 }
 
+/// Resolves each budget's ladder to registered strategies; a rung naming none is left out
+/// (with a warning), and a budget left without rungs too.
+fn build_budgets(configs: &[(String, BudgetConfig)], slots: &[Slot]) -> Vec<BudgetSlot> {
+    let mut budgets = Vec::new();
+    for (name, config) in configs {
+        let mut rungs = Vec::new();
+        for rung in &config.ladder {
+            match slots.iter().position(|slot| slot.strategy.answers_to(rung)) {
+                Some(index) => rungs.push(index),
+                None => {
+                    warn!(budget = %name, rung = %rung, "budget rung names no registered strategy: left out")
+                }
+            }
+        }
+        if rungs.is_empty() {
+            warn!(budget = %name, "budget has no registered rung: not held");
+            continue;
+        }
+        let ladder: Vec<String> = rungs
+            .iter()
+            .map(|&index| slots[index].strategy.name().to_owned())
+            .collect();
+        info!(budget = %name, signal = %config.signal, goal = config.goal, limit = config.limit, ladder = %ladder.join(" → "), at_limit = %config.at_limit, "budget held with a ladder (climbed in this order)");
+        budgets.push(BudgetSlot {
+            budget: Budget::new(name.clone(), config.clone(), ladder),
+            rungs,
+        });
+    }
+    budgets
+}
+
+/// One budget and where its rungs are among the slots.
+struct BudgetSlot {
+    budget: Budget,
+    rungs: Vec<usize>,
+}
+
 struct Slot {
+    /// Its trigger fires (false: it runs automatically only as a budget's rung).
+    automatic: bool,
     strategy: Arc<dyn Strategy>,
     trigger: TriggerState,
     value: Option<f64>,
@@ -436,6 +516,7 @@ type Reply = oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>
 type SharedSource = Arc<Mutex<Box<dyn SignalSource>>>;
 
 struct Engine {
+    budgets: Vec<BudgetSlot>,
     settings: EngineSettings,
     sampling: Option<AdaptiveSampling>,
     slots: Vec<Slot>,
@@ -469,6 +550,8 @@ struct PlannedRun {
     kind: RunKind,
     reason: String,
     prediction: Option<Prediction>,
+    /// Set when a budget runs it as a rung: (the budget's index, what the record says).
+    budget: Option<(usize, BudgetStep)>,
 }
 
 /// A finished run, before it gets its record id.
@@ -568,51 +651,61 @@ impl Engine {
             if !slot.strategy.paces_sampling() {
                 attention |= evaluation.attention;
             }
-            if evaluation.fire && !slot.backoff.is_paused(now.into_std()) {
+            if evaluation.fire && slot.automatic && !slot.backoff.is_paused(now.into_std()) {
                 let forecast = evaluation.forecast.filter(|_| evaluation.predictive);
                 fired.push((index, forecast));
             }
         }
+        // A budget in an episode needs its samples: its climb is read from them.
+        attention |= self.budgets.iter().any(|held| held.budget.in_episode());
         self.adapt_interval(attention);
         self.judge_due(now);
-        let _ = self.events.send(Event::MetricsUpdated(snapshot));
+        let _ = self
+            .events
+            .send(Event::MetricsUpdated(Arc::clone(&snapshot)));
 
         let quiet = self.quiet_until.is_some_and(|until| now < until);
-        if self.settings.enabled && self.running.is_none() && !quiet && !fired.is_empty() {
-            let runs = fired
+        let can_act = self.settings.enabled && self.running.is_none() && !quiet;
+        let budget_runs = self.observe_budgets(&snapshot, now, can_act);
+        // A strategy a budget runs as a rung now is not run again by its own trigger.
+        fired.retain(|(index, _)| !budget_runs.iter().any(|run| run.1 == *index));
+        if can_act && (!fired.is_empty() || !budget_runs.is_empty()) {
+            let mut runs: Vec<PlannedRun> = budget_runs
                 .into_iter()
-                .map(|(index, forecast)| {
-                    let slot = &mut self.slots[index];
-                    let threshold = slot.trigger.threshold();
-                    slot.trigger.mark_run(now.into_std());
-                    let spec = slot.trigger.spec();
-                    let value = round(slot.value.unwrap_or(f64::NAN));
-                    let reason = match forecast {
-                        Some(f) => format!(
-                            "{} = {value} predicted to reach {} in {:.1} s ({:+}/s)",
-                            spec.signal,
-                            round(f.at),
-                            f.seconds,
-                            round(f.slope_per_second)
-                        ),
-                        None => format!(
-                            "{} = {value} above {} ({})",
-                            spec.signal,
-                            round(threshold.or(spec.critical).unwrap_or(spec.above)),
-                            slot.trigger.level()
-                        ),
-                    };
-                    PlannedRun {
-                        strategy: Arc::clone(&slot.strategy),
-                        signal: spec.signal,
-                        level: slot.trigger.level(),
-                        before: slot.value,
-                        kind: RunKind::Automatic,
-                        reason,
-                        prediction: forecast.map(Prediction::from),
-                    }
-                })
+                .map(|(budget, index, run)| self.plan_rung(budget, index, run, now))
                 .collect();
+            runs.extend(fired.into_iter().map(|(index, forecast)| {
+                let slot = &mut self.slots[index];
+                let threshold = slot.trigger.threshold();
+                slot.trigger.mark_run(now.into_std());
+                let spec = slot.trigger.spec();
+                let value = round(slot.value.unwrap_or(f64::NAN));
+                let reason = match forecast {
+                    Some(f) => format!(
+                        "{} = {value} predicted to reach {} in {:.1} s ({:+}/s)",
+                        spec.signal,
+                        round(f.at),
+                        f.seconds,
+                        round(f.slope_per_second)
+                    ),
+                    None => format!(
+                        "{} = {value} above {} ({})",
+                        spec.signal,
+                        round(threshold.or(spec.critical).unwrap_or(spec.above)),
+                        slot.trigger.level()
+                    ),
+                };
+                PlannedRun {
+                    strategy: Arc::clone(&slot.strategy),
+                    signal: spec.signal,
+                    level: slot.trigger.level(),
+                    before: slot.value,
+                    kind: RunKind::Automatic,
+                    reason,
+                    prediction: forecast.map(Prediction::from),
+                    budget: None,
+                }
+            }));
             self.start_batch(runs, None, batches);
         }
         self.publish();
@@ -684,11 +777,144 @@ impl Engine {
         }
     }
 
+    /// Feeds every budget this sample; returns the rungs to run now as (budget index, slot
+    /// index, run). At most one budget starts a rung per sample (single flight: the others
+    /// choose again at the next sample).
+    fn observe_budgets(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        can_act: bool,
+    ) -> Vec<(usize, usize, RungRun)> {
+        let mut runs = Vec::new();
+        for index in 0..self.budgets.len() {
+            let slot = &mut self.budgets[index];
+            let value = snapshot.signal(slot.budget.config().signal);
+            let step = slot
+                .budget
+                .observe(value, now.into_std(), can_act && runs.is_empty());
+            self.note_budget(index, &step.notes);
+            if let Some(run) = step.run {
+                runs.push((index, self.budgets[index].rungs[run.rung], run));
+            }
+        }
+        runs
+    }
+
+    /// Logs a budget's notes; an exhausted ladder is also an event and a counter.
+    fn note_budget(&self, index: usize, notes: &[Note]) {
+        let budget = self.budgets[index].budget.name();
+        for note in notes {
+            match note {
+                Note::EpisodeStarted { episode, reason } => {
+                    info!(budget, episode, %reason, "budget episode started")
+                }
+                Note::Judged {
+                    strategy,
+                    helped,
+                    before,
+                    after,
+                    ..
+                } => {
+                    info!(budget, strategy = %strategy, helped = ?helped, before, after, "budget rung judged")
+                }
+                Note::Skipped { strategy, why, .. } => {
+                    info!(budget, strategy = %strategy, %why, "budget rung skipped")
+                }
+                Note::Waiting { why } => info!(budget, %why, "budget waiting"),
+                Note::Exhausted(exhaustion) => {
+                    warn!(budget, episode = exhaustion.episode, value = exhaustion.value, limit = exhaustion.limit, message = %exhaustion.message, "budget exhausted");
+                    let _ = self
+                        .events
+                        .send(Event::BudgetExhausted(Arc::new(exhaustion.clone())));
+                }
+                Note::EpisodeEnded { episode, duration } => {
+                    info!(
+                        budget,
+                        episode,
+                        duration_s = duration.as_secs_f64(),
+                        "budget episode ended: back under goal"
+                    )
+                }
+            }
+        }
+    }
+
+    /// The planned run of a budget's rung.
+    fn plan_rung(&mut self, budget: usize, index: usize, run: RungRun, now: Instant) -> PlannedRun {
+        let held = &self.budgets[budget].budget;
+        let config = held.config();
+        let before = self.latest.signal(config.signal);
+        let level = match before {
+            Some(value) if value > config.limit => Level::Critical,
+            _ => Level::Warning,
+        };
+        let step = BudgetStep {
+            budget: held.name().to_owned(),
+            episode: run.episode,
+            rung: run.rung,
+            why: run.why.clone(),
+        };
+        let reason = format!(
+            "budget {}, episode {}, rung {} ({}): {}",
+            step.budget,
+            run.episode,
+            run.rung + 1,
+            run.strategy,
+            run.why
+        );
+        let slot = &mut self.slots[index];
+        slot.trigger.mark_run(now.into_std());
+        PlannedRun {
+            strategy: Arc::clone(&slot.strategy),
+            signal: config.signal,
+            level,
+            before,
+            kind: RunKind::Automatic,
+            reason,
+            prediction: None,
+            budget: Some((budget, step)),
+        }
+    }
+
+    /// A crossing reported by the fast watch.
+    fn crossing(&mut self, name: &str, value: f64, batches: &mut JoinSet<Vec<FinishedRun>>) {
+        let Some(index) = self.budgets.iter().position(|b| b.budget.name() == name) else {
+            debug!(budget = name, "crossing reported for an unknown budget");
+            return;
+        };
+        let now = Instant::now();
+        let quiet = self.quiet_until.is_some_and(|until| now < until);
+        let can_act = self.settings.enabled && self.running.is_none() && !quiet;
+        let step = self.budgets[index]
+            .budget
+            .crossing(value, now.into_std(), can_act);
+        self.note_budget(index, &step.notes);
+        if let Some(run) = step.run {
+            let slot = self.budgets[index].rungs[run.rung];
+            let mut planned = self.plan_rung(index, slot, run, now);
+            planned.before = Some(value);
+            self.start_batch(vec![planned], None, batches);
+        }
+        self.publish();
+    }
+
+    /// Tells a budget that its rung finished (`acted`: `None` in a dry run).
+    fn rung_finished(&mut self, budget: usize, rung: usize, acted: Option<bool>) {
+        if let Some(slot) = self.budgets.get_mut(budget) {
+            slot.budget.finished(rung, acted, Instant::now().into_std());
+        }
+    }
+
     /// Handles one command; returns whether the sampling interval was replaced.
     fn handle(&mut self, command: Command, batches: &mut JoinSet<Vec<FinishedRun>>) -> bool {
         match command {
             Command::Optimize { strategy, reply } => {
                 self.optimize(strategy, reply, batches);
+                false
+            }
+            Command::Crossing { budget, value } => {
+                self.crossing(&budget, value, batches);
                 false
             }
             Command::Reconfigure { change, reply } => {
@@ -746,6 +972,10 @@ impl Engine {
                 registered.trigger.cooldown,
                 settings.max_backoff,
             );
+            let automatic = !settings
+                .rung_only
+                .iter()
+                .any(|rung| registered.strategy.answers_to(rung));
             let slot = match previous
                 .iter()
                 .position(|slot| slot.strategy.name() == name)
@@ -760,11 +990,13 @@ impl Engine {
                     }
                     slot.strategy = registered.strategy;
                     slot.backoff_policy = backoff_policy;
+                    slot.automatic = automatic;
                     slot
                 }
                 None => {
                     changes.added.push(name);
                     Slot {
+                        automatic,
                         backoff_policy,
                         backoff: FailureBackoff::default(),
                         trigger: TriggerState::new(registered.trigger),
@@ -780,7 +1012,24 @@ impl Engine {
             changes.removed.push(name);
         }
         self.settings = settings;
+        self.rebuild_budgets();
         (changes, interval_replaced)
+    }
+
+    /// After a reload: the budgets of the new settings over the new strategy slots; a budget
+    /// that keeps its name and its configuration keeps its episode, history and learning.
+    fn rebuild_budgets(&mut self) {
+        let mut previous = std::mem::take(&mut self.budgets);
+        let mut budgets = build_budgets(&self.settings.budgets, &self.slots);
+        for budget in &mut budgets {
+            if let Some(index) = previous.iter().position(|old| {
+                old.budget.name() == budget.budget.name()
+                    && old.budget.config() == budget.budget.config()
+            }) {
+                budget.budget = previous.swap_remove(index).budget;
+            }
+        }
+        self.budgets = budgets;
     }
 
     fn optimize(
@@ -832,6 +1081,7 @@ impl Engine {
                     None => "manual request for all strategies".to_owned(),
                 },
                 prediction: None,
+                budget: None,
             })
             .collect();
         self.start_batch(runs, Some(reply), batches);
@@ -855,6 +1105,9 @@ impl Engine {
                 .into_iter()
                 .map(|planned| {
                     info!(strategy = planned.strategy.name(), reason = %planned.reason, "dry run: would run strategy");
+                    if let Some((budget, step)) = &planned.budget {
+                        self.rung_finished(*budget, step.rung, None);
+                    }
                     self.record(FinishedRun {
                         started_at: SystemTime::now(),
                         duration: Duration::ZERO,
@@ -900,6 +1153,10 @@ impl Engine {
             Ok(runs) => runs
                 .into_iter()
                 .map(|run| {
+                    if let Some((budget, step)) = &run.planned.budget {
+                        let acted = run.result.as_ref().is_ok_and(|outcome| outcome.acted);
+                        self.rung_finished(*budget, step.rung, Some(acted));
+                    }
                     let record = self.record(run, false);
                     if record.kind == RunKind::Automatic {
                         self.note_outcome(&record);
@@ -909,6 +1166,11 @@ impl Engine {
                 .collect(),
             Err(e) => {
                 warn!(error = %e, "optimization batch task failed");
+                for budget in 0..self.budgets.len() {
+                    if let Some(rung) = self.budgets[budget].budget.running_rung() {
+                        self.rung_finished(budget, rung, Some(false));
+                    }
+                }
                 Vec::new()
             }
         };
@@ -1037,6 +1299,7 @@ impl Engine {
             dry_run,
             prediction: run.planned.prediction,
             helped,
+            budget: run.planned.budget.map(|(_, step)| step),
         };
         if !dry_run {
             match &record.error {
@@ -1104,6 +1367,7 @@ impl Engine {
                     unhelpful_runs: slot.trigger.unhelpful_runs(),
                     forecast: slot.trigger.forecast(),
                     threshold: slot.trigger.threshold(),
+                    rung_only: !slot.automatic,
                 })
                 .collect(),
             fast_watch: self.settings.watch.as_ref().map(WatchHandle::status),
@@ -1112,6 +1376,7 @@ impl Engine {
                 .iter()
                 .map(|(&(signal, how), &count)| (signal, how, count))
                 .collect(),
+            budgets: self.budgets.iter().map(|b| b.budget.view(now)).collect(),
         }
     }
 
@@ -1187,6 +1452,8 @@ fn round(value: f64) -> f64 {
     (value * 10_000.0).round() / 10_000.0
 }
 
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod tests;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use perfpilot_strategies::Snapshot;
 use serde::Serialize;
 
+use crate::budget::Exhaustion;
 use crate::history::OptimizationRecord;
 
 /// Something subscribers may want to know, as soon as it happens.
@@ -14,6 +15,8 @@ pub enum Event {
     MetricsUpdated(Arc<Snapshot>),
     /// A strategy run finished (`optimization-completed`).
     OptimizationCompleted(Arc<OptimizationRecord>),
+    /// A budget's ladder ran out above its limit (`budget-exhausted`).
+    BudgetExhausted(Arc<Exhaustion>),
     /// The kernel's OOM killer killed a process in the watched process's memory cgroup
     /// (`oom-kill`): the memory limit was lost.
     OomKill(OomKill),
@@ -44,6 +47,7 @@ impl Event {
             Event::MetricsUpdated(_) => "metrics-updated",
             Event::OptimizationCompleted(_) => "optimization-completed",
             Event::OomKill(_) => "oom-kill",
+            Event::BudgetExhausted(_) => "budget-exhausted",
         }
     }
 }

@@ -50,6 +50,24 @@ pub struct OptimizationRecord {
     pub prediction: Option<Prediction>,
     /// Whether the run relieved its signal (see [`judge`]); `null` when that is unknown.
     pub helped: Option<bool>,
+    /// Set when a budget ran it as a rung of its ladder: which budget, episode and rung, and
+    /// why this rung (climbed, skipped past, jumped to the top, repeated after its cooldown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStep>,
+}
+
+/// The budget step a run was (see [`crate::budget`]).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStep {
+    /// The budget's name.
+    pub budget: String,
+    /// The episode, from 1.
+    pub episode: u64,
+    /// The rung, from 0 (least disruptive).
+    pub rung: usize,
+    /// Why this rung now.
+    pub why: String,
 }
 
 /// Why a predictive run fired: when the signal's trend would have reached its target.
@@ -288,6 +306,7 @@ mod tests {
             dry_run: false,
             prediction: None,
             helped: judge(success, None, Some(before), Some(after)),
+            budget: None,
         }
     }
 

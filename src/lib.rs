@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod backoff;
 pub mod baseline;
+pub mod budget;
 pub mod cli;
 pub mod engine;
 pub mod events;

@@ -26,6 +26,9 @@ use tracing::warn;
 
 use crate::engine::{StrategyView, View};
 use crate::events::Event;
+mod budgets;
+
+use crate::budget::BudgetView;
 use crate::history::{OptimizationRecord, StrategyStats};
 
 type Labels = Vec<(&'static str, String)>;
@@ -72,6 +75,7 @@ pub struct Telemetry {
     effectiveness: Gauges,
     relief: Gauges,
     predictive_runs: Family<Labels, Counter>,
+    budgets: budgets::BudgetMetrics,
     reloads: Family<Labels, Counter>,
     reload_failed: Gauge,
     /// What it observes, when it follows an engine ([`Telemetry::follow`]).
@@ -286,6 +290,7 @@ impl Telemetry {
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
             .set(1);
         registry.register("build_info", "perfpilot's version", build);
+        let budgets = budgets::BudgetMetrics::register(&mut registry);
 
         Telemetry {
             registry,
@@ -314,6 +319,7 @@ impl Telemetry {
             effectiveness,
             relief,
             predictive_runs,
+            budgets,
             feed: Mutex::new(None),
             reloads,
             reload_failed,
@@ -364,6 +370,9 @@ impl Telemetry {
                     feed.last_snapshot = Some(snapshot);
                 }
                 Ok(Event::OomKill(kill)) => self.observe_oom_kills(kill.new_kills),
+                Ok(Event::BudgetExhausted(exhaustion)) => {
+                    self.observe_budget_exhausted(&exhaustion.budget)
+                }
                 // Runs are counted from the view's records below: a judged run's event
                 // comes a settle later, and a counter should not wait for it.
                 Ok(_) => {}
@@ -406,7 +415,20 @@ impl Telemetry {
             let seen = feed.watch_wakes.insert((signal, how), count).unwrap_or(0);
             self.observe_watch_wakes(signal.name(), how, count.saturating_sub(seen));
         }
+        for budget in &view.budgets {
+            self.observe_budget(budget);
+        }
         self.observe_state(view.interval.as_secs_f64(), view.is_optimizing);
+    }
+
+    /// Sets a budget's series from its view (`perfpilot_budget_*`).
+    pub fn observe_budget(&self, view: &BudgetView) {
+        self.budgets.observe(view);
+    }
+
+    /// Counts an exhausted episode of `budget` (`perfpilot_budget_exhausted_total`).
+    pub fn observe_budget_exhausted(&self, budget: &str) {
+        self.budgets.exhausted(budget);
     }
 
     /// Sets every signal gauge from a sample; absent signals are removed, not zeroed.
@@ -851,6 +873,7 @@ mod tests {
             slope_per_second: 0.01,
         };
         telemetry.observe_trigger(&StrategyView {
+            rung_only: false,
             name: "memory-purge".to_owned(),
             aliases: Vec::new(),
             description: String::new(),
@@ -884,6 +907,7 @@ mod tests {
             dry_run: false,
             prediction: Some(forecast.into()),
             helped: Some(true),
+            budget: None,
         };
         telemetry.observe_record(&record);
         let mut history = crate::history::History::new(1);
@@ -935,6 +959,7 @@ mod tests {
                 strategies: Vec::new(),
                 fast_watch: None,
                 watch_wakes: Vec::new(),
+                budgets: Vec::new(),
             })
         };
         let first = Arc::new(Snapshot::empty(SystemTime::now()));

@@ -458,6 +458,12 @@ pub(crate) fn engine_settings(
         worker,
         // The agent starts the fast watch and the engine keeps it across reloads.
         watch: None,
+        budgets: config
+            .budgets
+            .iter()
+            .map(|(name, budget)| (name.clone(), budget.clone()))
+            .collect(),
+        rung_only: config.rung_only(),
     }
 }
 

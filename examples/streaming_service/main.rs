@@ -10,6 +10,7 @@
 //! | `GET /stream/{id}` | generated media of `--media-mb` MiB for any id (≤ 128 chars), with `Range` support |
 //! | `GET /ping` | `pong`: the latency probe target |
 //! | `GET /stats` | cache, connection, request and RSS counters as JSON |
+//! | `POST /admin/purge` | return jemalloc's dirty pages to the OS now; drops nothing |
 //! | `POST /admin/cache/trim` | `{"fraction": 0.25}`: drop that share of the cache, lower its capacity to what is left, purge jemalloc |
 //! | `POST /admin/sessions/drop` | `{"fraction": 0.5}`: release that share of the leaked session state (oldest first), purge jemalloc |
 //! | `POST /admin/connections/reap` | `{"idle_ms": 30000}`: close connections idle that long |
@@ -271,6 +272,7 @@ fn router(state: AppState) -> Router {
         .route("/stream/{id}", get(stream))
         .route("/ping", get(|| async { "pong" }))
         .route("/stats", get(stats))
+        .route("/admin/purge", post(purge))
         .route("/admin/cache/trim", post(trim_cache))
         .route("/admin/sessions/drop", post(drop_sessions))
         .route("/admin/connections/reap", post(reap_connections))
@@ -497,6 +499,20 @@ impl Released {
         };
         (count, released)
     }
+}
+
+/// `POST /admin/purge`: hand jemalloc's dirty pages back to the OS at once (they would go
+/// after `--dirty-decay-ms` anyway). The cheapest relief: no cached or session data is lost.
+async fn purge() -> Result<Json<Released>, ApiError> {
+    let ((), released) = tokio::task::spawn_blocking(|| Released::measure(|| ()))
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(
+        rss_before_bytes = released.rss_before_bytes,
+        rss_after_bytes = released.rss_after_bytes,
+        "jemalloc purged"
+    );
+    Ok(Json(released))
 }
 
 #[derive(Serialize)]

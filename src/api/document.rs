@@ -28,6 +28,10 @@ pub struct MetricsDocument<'a> {
     pub recent_optimizations: &'a [std::sync::Arc<OptimizationRecord>],
     /// Each strategy with its trigger and level.
     pub strategies: Vec<StrategyDocument<'a>>,
+    /// Each budget (`[budgets.NAME]`) with its state, episode and ladder; empty without
+    /// budgets.
+    #[schema(value_type = Vec<crate::budget::BudgetView>)]
+    pub budgets: &'a [crate::budget::BudgetView],
     /// The sidecar target and whether it runs (absent in self and library modes). While it is
     /// not running, `currentMetrics`' process signals are null.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +176,8 @@ pub struct StrategyDocument<'a> {
     pub threshold: Option<f64>,
     /// Where the signal is heading, while it rises towards its prediction target.
     pub forecast: Option<Prediction>,
+    /// It runs automatically only as a budget's rung: its trigger is shown, never fires.
+    pub rung_only: bool,
 }
 
 impl<'a> MetricsDocument<'a> {
@@ -245,9 +251,11 @@ impl<'a> MetricsDocument<'a> {
                         last_run: stats.and_then(|s| s.last_run).map(rfc3339),
                         threshold: s.threshold,
                         forecast: s.forecast.map(Prediction::from),
+                        rung_only: s.rung_only,
                     }
                 })
                 .collect(),
+            budgets: &view.budgets,
             target: None,
             config: None,
             fast_watch: view.fast_watch.as_ref(),

@@ -3,6 +3,8 @@
 //! - `metrics-updated`: the same document as `GET /performance-metrics`, sent once on
 //!   connect and after every sample;
 //! - `optimization-completed`: one optimization record, as in `recentOptimizations`;
+//! - `budget-exhausted`: a budget's ladder ran out with its signal above the limit
+//!   (`{budget, episode, value, limit, at, message}`);
 //! - `lagged`: `{"skipped": N}` when this client fell more than the buffer behind and N events
 //!   were dropped for it. A slow client never slows the agent: each client reads from a
 //!   bounded broadcast buffer and only it loses events.
@@ -41,7 +43,7 @@ struct Client {
     path = "/events",
     tag = "perfpilot",
     responses(
-        (status = 200, description = "A text/event-stream of `metrics-updated` (data: the /performance-metrics document), `optimization-completed` (data: an optimization record) and `lagged` (data: {\"skipped\": n}) events", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "A text/event-stream of `metrics-updated` (data: the /performance-metrics document), `optimization-completed` (data: an optimization record), `budget-exhausted` (data: {budget, episode, value, limit, at, message}) and `lagged` (data: {\"skipped\": n}) events", body = String, content_type = "text/event-stream"),
         (status = 503, description = "Too many event-stream clients", body = super::ErrorBody),
     )
 )]
@@ -85,6 +87,7 @@ async fn next_event(client: &mut Client) -> Option<SseEvent> {
         Ok(Event::MetricsUpdated(_)) => metrics_event(&client.state),
         Ok(Event::OptimizationCompleted(record)) => json_event("optimization-completed", &*record),
         Ok(Event::OomKill(kill)) => json_event("oom-kill", &kill),
+        Ok(Event::BudgetExhausted(exhaustion)) => json_event("budget-exhausted", &*exhaustion),
         Err(RecvError::Lagged(skipped)) => json_event("lagged", &json!({ "skipped": skipped })),
         Err(RecvError::Closed) => return None,
     };

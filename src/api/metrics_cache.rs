@@ -128,6 +128,7 @@ mod tests {
             strategies: Vec::new(),
             fast_watch: None,
             watch_wakes: Vec::new(),
+            budgets: Vec::new(),
         })
     }
 

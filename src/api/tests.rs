@@ -935,3 +935,40 @@ async fn under_a_prefix_the_session_cookie_is_scoped_to_the_dashboards_directory
     let response = host.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn metrics_and_openapi_describe_budgets() {
+    let (app, _) = app(None);
+    let (_, body) = send(&app, get("/performance-metrics")).await;
+    assert_eq!(
+        body["budgets"],
+        json!([]),
+        "no budgets configured: an empty list"
+    );
+    let (_, doc) = send(&app, get("/openapi.json")).await;
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["MetricsDocument"]["properties"]["budgets"].is_object());
+    let budget = &schemas["BudgetView"]["properties"];
+    for key in [
+        "name",
+        "signal",
+        "goal",
+        "limit",
+        "state",
+        "rung",
+        "episodeStart",
+        "secondsAboveGoal",
+        "secondsAboveLimit",
+        "rungs",
+    ] {
+        assert!(
+            budget[key].is_object(),
+            "BudgetView.{key} missing: {budget}"
+        );
+    }
+    let rung = &schemas["RungView"]["properties"];
+    for key in ["runs", "helped", "meanRelief", "runsPerMinute", "skipped"] {
+        assert!(rung[key].is_object(), "RungView.{key} missing: {rung}");
+    }
+    assert!(schemas["BudgetStep"]["properties"]["why"].is_object());
+}

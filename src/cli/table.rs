@@ -49,6 +49,46 @@ pub fn strategies(config: &Config) -> String {
     out
 }
 
+/// `perfpilot strategies`, after the strategies: every budget with the ladder it climbs (what
+/// `--dry-run` would run, in order), and which strategies run only as rungs. Empty without
+/// budgets.
+pub fn budgets(config: &Config) -> String {
+    if config.budgets.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:<14} {:<17} {:>7} {:>7} {:<8} {:>7} {:>5} {:>9} {:>6}  LADDER (least disruptive first)\n",
+        "BUDGET", "SIGNAL", "GOAL", "LIMIT", "AT_LIMIT", "SETTLE", "CALM", "COOLDOWN", "WATCH"
+    );
+    for (name, budget) in &config.budgets {
+        let _ = writeln!(
+            out,
+            "{:<14} {:<17} {:>7} {:>7} {:<8} {:>7} {:>5} {:>9} {:>6}  {}",
+            name,
+            budget.signal.name(),
+            budget.goal,
+            budget.limit,
+            budget.at_limit.to_string(),
+            duration::format(budget.settle),
+            budget.calm,
+            duration::format(budget.cooldown),
+            budget
+                .watch_interval
+                .map_or("-".to_owned(), duration::format),
+            budget.ladder.join(" → "),
+        );
+    }
+    let rung_only = config.rung_only();
+    if !rung_only.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nrun only as rungs (their triggers above are shown, never fire): {}",
+            rung_only.join(", ")
+        );
+    }
+    out
+}
+
 /// `perfpilot metrics`: the metrics document as a table.
 pub fn metrics(document: &Value) -> String {
     let mut out = String::new();
@@ -168,6 +208,7 @@ pub fn metrics(document: &Value) -> String {
             );
         }
     }
+    out.push_str(&budget_rows(document));
     if let Some(recent) = document["recentOptimizations"]
         .as_array()
         .filter(|r| !r.is_empty())
@@ -175,6 +216,83 @@ pub fn metrics(document: &Value) -> String {
         let _ = writeln!(out, "\nRECENT OPTIMIZATIONS");
         for record in recent.iter().rev().take(10) {
             out.push_str(&result_line(record));
+        }
+    }
+    out
+}
+
+/// The `budgets[]` of the metrics document: per budget its state, episode, rung and time above
+/// goal and limit; per rung its runs, share helped, mean relief and runs per minute (the
+/// price of holding the budget). Empty without budgets.
+fn budget_rows(document: &Value) -> String {
+    let Some(budgets) = document["budgets"].as_array().filter(|b| !b.is_empty()) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\n{:<14} {:>8} {:>6} {:>6} {:<12} {:>8} {:<22} {:>15} {:>15}\n",
+        "BUDGET", "VALUE", "GOAL", "LIMIT", "STATE", "EPISODE", "RUNG", "ABOVE GOAL", "ABOVE LIMIT"
+    );
+    let secs = |v: &Value| {
+        format!(
+            "{:.1}/{:.1} s",
+            v["episode"].as_f64().unwrap_or(0.0),
+            v["total"].as_f64().unwrap_or(0.0)
+        )
+    };
+    for b in budgets {
+        let mut state = b["state"].as_str().unwrap_or("?").to_owned();
+        if b["exhausted"] == true {
+            state.push('!');
+        } else if b["waiting"] == true {
+            state.push('…');
+        }
+        let _ = writeln!(
+            out,
+            "{:<14} {:>8} {:>6} {:>6} {:<12} {:>8} {:<22} {:>15} {:>15}",
+            b["name"].as_str().unwrap_or("?"),
+            b["value"]
+                .as_f64()
+                .map_or("-".to_owned(), |v| round(v).to_string()),
+            b["goal"],
+            b["limit"],
+            state,
+            b["episode"]
+                .as_u64()
+                .map_or("-".to_owned(), |e| e.to_string()),
+            match (b["rung"].as_u64(), b["rungStrategy"].as_str()) {
+                (Some(rung), Some(name)) => format!("{} {name}", rung + 1),
+                _ => "-".to_owned(),
+            },
+            secs(&b["secondsAboveGoal"]),
+            secs(&b["secondsAboveLimit"]),
+        );
+        for (index, rung) in b["rungs"].as_array().into_iter().flatten().enumerate() {
+            let runs = rung["runs"].as_u64().unwrap_or(0);
+            let judged = rung["judged"].as_u64().unwrap_or(0);
+            let helped = rung["helped"].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  {}. {:<24} runs {:>4}  helped {:>4}  mean relief {:>8}  {:>6}/min{}",
+                index + 1,
+                rung["strategy"].as_str().unwrap_or("?"),
+                runs,
+                if judged > 0 {
+                    format!("{helped}/{judged}")
+                } else {
+                    "-".to_owned()
+                },
+                rung["meanRelief"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |v| round(v).to_string()),
+                rung["runsPerMinute"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |v| format!("{v:.2}")),
+                if rung["skipped"] == true {
+                    "  (skipped: no help lately)"
+                } else {
+                    ""
+                },
+            );
         }
     }
     out
@@ -356,5 +474,35 @@ mod tests {
         for shown in ["25.0 %", "120s", "0.95 in 12s"] {
             assert!(strategy.contains(shown), "{shown} missing: {strategy}");
         }
+    }
+
+    #[test]
+    fn metrics_table_shows_each_budget_and_the_price_of_its_rungs() {
+        let document = json!({
+            "workerId": 7, "timestamp": "t", "performance": {}, "currentMetrics": {},
+            "budgets": [{"name": "memory", "value": 0.9123, "goal": 0.8, "limit": 1.0,
+                         "state": "above-goal", "episode": 3, "rung": 1, "rungStrategy": "trim",
+                         "waiting": true, "exhausted": false,
+                         "secondsAboveGoal": {"episode": 2.5, "total": 40.25},
+                         "secondsAboveLimit": {"episode": 0.0, "total": 1.5},
+                         "rungs": [
+                            {"strategy": "purge", "runs": 9, "judged": 9, "helped": 0,
+                             "meanRelief": -0.01, "runsPerMinute": 0.5, "skipped": true},
+                            {"strategy": "trim", "runs": 4, "judged": 3, "helped": 3,
+                             "meanRelief": 0.12, "runsPerMinute": 0.25, "skipped": false}]}],
+        });
+        let table = metrics(&document);
+        let line = table.lines().find(|l| l.starts_with("memory   ")).unwrap();
+        for shown in ["0.9123", "above-goal…", "2 trim", "2.5/40.2 s", "0.0/1.5 s"] {
+            assert!(line.contains(shown), "{shown} missing: {line}");
+        }
+        let purge = table.lines().find(|l| l.contains("1. purge")).unwrap();
+        assert!(
+            purge.contains("runs    9") && purge.contains("skipped"),
+            "{purge}"
+        );
+        let trim = table.lines().find(|l| l.contains("2. trim")).unwrap();
+        assert!(trim.contains("3/3") && trim.contains("0.25/min"), "{trim}");
+        assert!(!metrics(&json!({"budgets": []})).contains("BUDGET"));
     }
 }

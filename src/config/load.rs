@@ -284,9 +284,12 @@ fn file_settings(text: &str, path: &Path) -> Result<Vec<Setting>, ConfigError> {
             message: e.to_string().trim_end().to_owned(),
         })?;
     fn flatten(path: Vec<String>, value: toml::Value, origin: &Origin, out: &mut Vec<Setting>) {
+        // A named strategy (`[strategies.webhook.NAME]`) and a budget (`[budgets.NAME]`) are
+        // complete only as a whole.
         let instance = matches!(path.as_slice(), [strategies, kind, _]
             if strategies == "strategies"
-                && perfpilot_strategies::StrategiesConfig::NAMED_KINDS.contains(&kind.as_str()));
+                && perfpilot_strategies::StrategiesConfig::NAMED_KINDS.contains(&kind.as_str()))
+            || matches!(path.as_slice(), [budgets, _] if budgets == "budgets");
         match value {
             toml::Value::Table(table) if !instance && (!table.is_empty() || path.is_empty()) => {
                 for (key, value) in table {
@@ -931,7 +934,7 @@ mod tests {
         );
         assert_eq!(hook.headers["Authorization"], "Bearer s3cret");
         assert_eq!(hook.headers["X-Request.Source"], "perfpilot");
-        assert_eq!(hook.trigger.above, 0.8);
+        assert_eq!(hook.trigger.as_ref().unwrap().above, 0.8);
         assert_eq!(hook.method, "POST", "unset keys take their default");
         assert_eq!(hook.retries, 2);
 
@@ -945,7 +948,7 @@ mod tests {
         assert_eq!(command.timeout, Duration::from_secs(5));
         assert_eq!(command.env["LOGROTATE_MODE"], "aggressive");
         assert_eq!(command.env["my.var"], "1");
-        assert_eq!(command.trigger.above, 0.95);
+        assert_eq!(command.trigger.as_ref().unwrap().above, 0.95);
 
         let origin = Origin::File(file.0.clone());
         assert_eq!(
@@ -1008,13 +1011,16 @@ mod tests {
             ),
             "{all}"
         );
+        // A missing trigger is allowed for a budget's rung, so it is a validation problem,
+        // reported once the values deserialize.
+        let alone = problems_of("[strategies.signal.nudge]\nsignal = \"USR1\"\n");
         assert!(
-            all.contains("strategies.signal.nudge.trigger: required, missing (from file "),
-            "{all}"
+            alone.iter().any(|p| p.starts_with("strategies.signal.nudge.trigger: required, missing (a strategy runs by its own trigger, or as a rung of a budget's ladder)")),
+            "{alone:#?}"
         );
         assert!(all.contains("strategies.webhook.hook.trigger.signal = \"vibes\": unknown variant `vibes`, expected one of `memory_usage`"), "{all}");
         assert!(
-            all.contains("strategies.webhook.\"a.b\": \"a.b\" is not a valid strategy name"),
+            all.contains("strategies.webhook.a.b: \"a.b\" is not a valid strategy name"),
             "{all}"
         );
         let problems = problems_of(
@@ -1059,7 +1065,7 @@ mod tests {
         );
         // The env key is lower-cased, so it names another instance than `reload-Config`.
         let problems = problems(loaded);
-        assert!(problems.iter().any(|p| *p == "strategies.signal.reload-config.trigger: required, missing (from env PERFPILOT_STRATEGIES__SIGNAL__RELOAD-CONFIG__ENABLED)"), "{problems:#?}");
+        assert!(problems.iter().any(|p| *p == "strategies.signal.reload-config.signal: required, missing (from env PERFPILOT_STRATEGIES__SIGNAL__RELOAD-CONFIG__ENABLED)"), "{problems:#?}");
 
         let file = TempToml::new(&SIDECAR_TOML.replace("reload-Config", "reload-config"));
         let loaded = load(

@@ -39,6 +39,7 @@ mod access;
 pub mod bytes;
 mod load;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ use perfpilot_strategies::{duration, StrategiesConfig};
 pub use perfpilot_strategies::{Origin, Problem};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::BudgetConfig;
 use crate::sample::Target;
 
 pub use load::{load, load_from_str, ConfigError, Loaded, Overrides, INLINE_FILE, LEGACY_ENV};
@@ -119,6 +121,10 @@ pub struct Config {
     pub tuning: TuningConfig,
     /// The built-in strategies and their triggers (`[strategies]`).
     pub strategies: StrategiesConfig,
+    /// Budgets with escalation ladders (`[budgets.NAME]`, see [`crate::budget`]); by default
+    /// none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: BTreeMap<String, BudgetConfig>,
 }
 
 impl Config {
@@ -156,11 +162,22 @@ impl Config {
     /// set) the built-ins that act inside the agent's own process — `memory-purge` (its
     /// allocator), `cache-trim` and `connection-reap` (its registries) — are off: the target
     /// is acted on through its own hooks (`webhook`, `signal`, `command`).
+    ///
+    /// A named strategy without a trigger of its own that is a rung of a budget gets the
+    /// budget's signal, `goal` and `cooldown` as its trigger (shown in listings; it does not
+    /// fire by itself, see [`Config::rung_only`]).
     pub fn strategies(&self) -> Vec<(bool, perfpilot_strategies::Registered)> {
         use perfpilot_strategies::builtins::builtin;
+        use perfpilot_strategies::TriggerSpec;
         let sidecar = self.target.selected().is_some();
+        let as_rung = |name: &str| {
+            self.budgets
+                .values()
+                .find(|b| b.ladder.iter().any(|rung| rung.eq_ignore_ascii_case(name)))
+                .map(|b| TriggerSpec::new(b.signal, b.goal).cooldown(b.cooldown))
+        };
         self.strategies
-            .all()
+            .all_with(as_rung)
             .into_iter()
             .map(|(enabled, registered)| {
                 let in_process = builtin(registered.strategy.name()).is_some_and(|b| b.in_process);
@@ -168,6 +185,85 @@ impl Config {
                 (enabled && runs_here, registered)
             })
             .collect()
+    }
+
+    /// The strategies that run automatically only as rungs of a budget's ladder: the named
+    /// ones without a trigger of their own, and the built-ins whose trigger is left at its
+    /// default (a built-in rung fires from its trigger too only when that trigger is
+    /// configured, i.e. differs from the default). Canonical names, in ladder order.
+    pub fn rung_only(&self) -> Vec<String> {
+        let defaults = StrategiesConfig::default().all();
+        let untriggered: Vec<String> = self
+            .strategies
+            .untriggered()
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for (_, registered) in self.strategies() {
+            let name = registered.strategy.name().to_owned();
+            let is_rung = self.budgets.values().any(|b| {
+                b.ladder
+                    .iter()
+                    .any(|rung| registered.strategy.answers_to(rung))
+            });
+            let default_trigger = defaults
+                .iter()
+                .find(|(_, d)| d.strategy.name() == name)
+                .is_some_and(|(_, d)| d.trigger == registered.trigger);
+            if is_rung && (untriggered.contains(&name) || default_trigger) && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// Every problem of `[budgets]`: the budgets' own values, ladders naming strategies that
+    /// are unknown, disabled or off in this mode, and named strategies with neither a
+    /// trigger nor a place in a ladder.
+    fn budget_problems(&self) -> Vec<Problem> {
+        let registered = self.strategies();
+        let known: Vec<&str> = registered.iter().map(|(_, r)| r.strategy.name()).collect();
+        let sidecar = self.target.selected().is_some();
+        let resolve = |name: &str| {
+            match registered
+            .iter()
+            .find(|(_, r)| r.strategy.answers_to(name))
+        {
+            Some((true, r)) => Ok(r.strategy.name().to_owned()),
+            Some((false, r)) if sidecar && self.strategy_enabled(r.strategy.name()) => Err(format!(
+                "{} acts inside the agent's own process and is off in sidecar mode (a [target] is set); use a webhook, signal or command strategy",
+                r.strategy.name()
+            )),
+            Some((false, r)) => Err(format!("{} is disabled", r.strategy.name())),
+            None => Err(format!(
+                "no such strategy; known: {}",
+                known.join(", ")
+            )),
+        }
+        };
+        let mut problems = crate::budget::problems(&self.budgets, self.interval, resolve);
+        for (key, name) in self.strategies.untriggered() {
+            let is_rung = self
+                .budgets
+                .values()
+                .any(|b| b.ladder.iter().any(|rung| rung.eq_ignore_ascii_case(&name)));
+            if !is_rung {
+                problems.push(Problem::at(
+                    format!("{key}.trigger"),
+                    "required, missing (a strategy runs by its own trigger, or as a rung of a budget's ladder)",
+                ));
+            }
+        }
+        problems
+    }
+
+    fn strategy_enabled(&self, name: &str) -> bool {
+        self.strategies
+            .all()
+            .iter()
+            .any(|(enabled, r)| *enabled && r.strategy.name() == name)
     }
 
     /// Every problem at once, each naming its key, its value and what is allowed (their
@@ -264,6 +360,7 @@ impl Config {
         problems.extend(self.probe.problems());
         problems.extend(self.tuning.problems(self.interval));
         problems.extend(self.strategies.problems());
+        problems.extend(self.budget_problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -294,6 +391,7 @@ impl Default for Config {
             probe: ProbeConfig::default(),
             tuning: TuningConfig::default(),
             strategies: StrategiesConfig::default(),
+            budgets: BTreeMap::new(),
         }
     }
 }
@@ -1099,6 +1197,113 @@ mod tests {
         config.api.rate_limit.per_minute = 0;
         config.api.request_timeout = Duration::from_secs(1);
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    fn load_budget_toml(text: &str) -> Result<Loaded, Vec<String>> {
+        load_from_str(
+            text,
+            &std::collections::HashMap::new(),
+            &Overrides::default(),
+        )
+        .map_err(|e| match e {
+            ConfigError::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        })
+    }
+
+    #[test]
+    fn the_sidecar_example_is_a_valid_budget_with_rung_only_strategies() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/sidecar.toml"
+        ))
+        .unwrap();
+        let loaded = load_budget_toml(&text).unwrap();
+        let budget = &loaded.config.budgets["memory"];
+        assert_eq!((budget.goal, budget.limit), (0.8, 1.0));
+        assert_eq!(budget.ladder.len(), 4);
+        assert_eq!(budget.watch_interval, Some(Duration::from_millis(20)));
+        assert_eq!(
+            loaded.config.rung_only(),
+            [
+                "drop-demo-sessions",
+                "purge-demo",
+                "trim-demo-cache",
+                "trim-demo-cache-hard"
+            ]
+        );
+        // The rungs without a trigger are registered with the budget's as theirs.
+        let strategies = loaded.config.strategies();
+        let (enabled, purge) = strategies
+            .iter()
+            .find(|(_, r)| r.strategy.name() == "purge-demo")
+            .unwrap();
+        assert!(enabled);
+        assert_eq!(
+            (purge.trigger.above, purge.trigger.cooldown),
+            (0.8, Duration::from_secs(5))
+        );
+        assert_eq!(
+            crate::budget::watch_thresholds(&loaded.config.budgets)[0].watch_interval,
+            Duration::from_millis(20)
+        );
+    }
+
+    #[test]
+    fn budget_problems_name_the_key_and_what_is_wrong() {
+        let problems = load_budget_toml(
+            "[target]\npid = 1\n             [budgets.memory]\nsignal = \"memory_usage\"\ngoal = 0.9\nlimit = 0.8\n             ladder = [\"purge\", \"teleport\", \"memory-purge\", \"PURGE\"]\ncalm = 0\n             [strategies.webhook.purge]\nurl = \"http://127.0.0.1:1/purge\"\n\
+             [strategies.webhook.lonely]\nurl = \"http://127.0.0.1:1/x\"\n",
+        )
+        .unwrap_err();
+        let expect = [
+            "budgets.memory.limit = 0.8: must be at least goal (0.9)",
+            "budgets.memory.calm = 0: must be at least 1 sample",
+            "budgets.memory.ladder[1] = \"teleport\": no such strategy; known: memory-purge",
+            "budgets.memory.ladder[2] = \"memory-purge\": memory-purge acts inside the agent's own process and is off in sidecar mode",
+            "budgets.memory.ladder[3] = \"PURGE\": purge is already a rung of this ladder",
+            "strategies.webhook.lonely.trigger: required, missing",
+        ];
+        for expected in expect {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "no problem starting with {expected:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_command_rung_without_a_trigger_is_told_the_budgets_signal() {
+        let loaded = load_budget_toml(
+            "[budgets.fds]\nsignal = \"open_fds\"\ngoal = 1000\nlimit = 2000\nladder = [\"rotate\"]\n\
+             [strategies.command.rotate]\nprogram = \"true\"\n",
+        )
+        .unwrap();
+        let strategies = loaded.config.strategies();
+        let (_, rotate) = strategies
+            .iter()
+            .find(|(_, r)| r.strategy.name() == "rotate")
+            .unwrap();
+        assert_eq!(rotate.trigger.signal, perfpilot_strategies::Signal::OpenFds);
+        assert!(
+            format!("{:?}", rotate.strategy).contains("trigger_signal: OpenFds"),
+            "{:?}",
+            rotate.strategy
+        );
+    }
+
+    #[test]
+    fn a_builtin_rung_fires_from_its_trigger_only_when_it_is_configured() {
+        let budget = "[budgets.memory]\nsignal = \"memory_usage\"\ngoal = 0.8\nlimit = 0.95\n\
+                      ladder = [\"gc\", \"cache\"]\n";
+        let loaded = load_budget_toml(budget).unwrap();
+        assert_eq!(loaded.config.rung_only(), ["memory-purge", "cache-trim"]);
+        let loaded = load_budget_toml(&format!(
+            "{budget}[strategies.cache_trim.trigger]\nabove = 0.7\n"
+        ))
+        .unwrap();
+        assert_eq!(loaded.config.rung_only(), ["memory-purge"]);
     }
 
     #[test]

@@ -42,8 +42,10 @@ pub struct CommandConfig {
     /// Whether the strategy is registered at all; by default `true`.
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
-    /// When it runs by itself.
-    pub trigger: TriggerSpec,
+    /// When it runs by itself. Optional for a strategy that is a rung of a budget's ladder
+    /// (`[budgets.NAME] ladder`): it then runs only as a rung, and manually.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerSpec>,
     /// The program: a path, or a name looked up in `PATH`.
     pub program: String,
     /// Its arguments, passed as they are (no shell); by default none.
@@ -76,7 +78,7 @@ impl CommandConfig {
     pub fn new(program: impl Into<String>, trigger: TriggerSpec) -> Self {
         CommandConfig {
             enabled: true,
-            trigger,
+            trigger: Some(trigger),
             program: program.into(),
             args: Vec::new(),
             timeout: Self::DEFAULT_TIMEOUT,
@@ -147,6 +149,16 @@ impl CommandConfig {
 
     /// The strategy these settings describe, registered as `name`.
     pub fn build(&self, name: &str) -> RunCommand {
+        let signal = self
+            .trigger
+            .as_ref()
+            .map_or(Signal::MemoryUsage, |t| t.signal);
+        self.build_for(name, signal)
+    }
+
+    /// As [`CommandConfig::build`], with `signal` as the signal the command is told about
+    /// (`PERFPILOT_SIGNAL`): a budget's, for a rung without a trigger of its own.
+    pub fn build_for(&self, name: &str, signal: Signal) -> RunCommand {
         let line = std::iter::once(&self.program)
             .chain(&self.args)
             .map(String::as_str)
@@ -160,7 +172,7 @@ impl CommandConfig {
             args: self.args.clone(),
             timeout: self.timeout,
             env: self.env.clone(),
-            trigger_signal: self.trigger.signal,
+            trigger_signal: signal,
             excerpt: self.excerpt_bytes.min(crate::MAX_EXCERPT_BYTES),
         }
     }

@@ -153,8 +153,8 @@ impl StrategiesConfig {
             kind: &'static str,
             name: &'a str,
             enabled: bool,
-            strategy: impl FnOnce() -> Arc<dyn Strategy> + 'a,
-            trigger: &'a TriggerSpec,
+            strategy: impl FnOnce(&TriggerSpec) -> Arc<dyn Strategy> + 'a,
+            trigger: Option<&'a TriggerSpec>,
             problems: impl FnOnce(&str) -> Vec<Problem>,
         ) -> Instance<'a> {
             let key = format!("strategies.{kind}.{name}");
@@ -172,8 +172,8 @@ impl StrategiesConfig {
                 Webhook::KIND,
                 name,
                 c.enabled,
-                || Arc::new(c.build(name)),
-                &c.trigger,
+                |_: &TriggerSpec| Arc::new(c.build(name)),
+                c.trigger.as_ref(),
                 |key| c.problems(key),
             )
         });
@@ -182,8 +182,8 @@ impl StrategiesConfig {
                 SendSignal::KIND,
                 name,
                 c.enabled,
-                || Arc::new(c.build(name)),
-                &c.trigger,
+                |_: &TriggerSpec| Arc::new(c.build(name)),
+                c.trigger.as_ref(),
                 |key| c.problems(key),
             )
         });
@@ -192,8 +192,8 @@ impl StrategiesConfig {
                 RunCommand::KIND,
                 name,
                 c.enabled,
-                || Arc::new(c.build(name)),
-                &c.trigger,
+                |trigger: &TriggerSpec| Arc::new(c.build_for(name, trigger.signal)),
+                c.trigger.as_ref(),
                 |key| c.problems(key),
             )
         });
@@ -202,7 +202,20 @@ impl StrategiesConfig {
 
     /// Every configured strategy with whether it is enabled: the built-ins in a fixed order,
     /// then the named `webhook`, `signal` and `command` instances, each kind in name order.
+    ///
+    /// A named instance without a trigger is left out here; see
+    /// [`StrategiesConfig::all_with`].
     pub fn all(&self) -> Vec<(bool, Registered)> {
+        self.all_with(|_| None)
+    }
+
+    /// As [`StrategiesConfig::all`], but a named instance without a trigger of its own (a
+    /// rung of a budget's ladder) gets `untriggered(name)`; when that is `None` too it is left
+    /// out (it could never run by itself, and the agent's validation refuses it).
+    pub fn all_with(
+        &self,
+        untriggered: impl Fn(&str) -> Option<TriggerSpec>,
+    ) -> Vec<(bool, Registered)> {
         let builtins = BUILTINS.iter().map(|b| {
             (
                 (b.enabled)(self),
@@ -210,10 +223,10 @@ impl StrategiesConfig {
                 (b.trigger)(self).clone(),
             )
         });
-        let named = self
-            .named()
-            .into_iter()
-            .map(|i| (i.enabled, (i.strategy)(), i.trigger.clone()));
+        let named = self.named().into_iter().filter_map(|i| {
+            let trigger = i.trigger.cloned().or_else(|| untriggered(i.name))?;
+            Some((i.enabled, (i.strategy)(&trigger), trigger))
+        });
         builtins
             .chain(named)
             .map(|(enabled, strategy, trigger)| (enabled, Registered { strategy, trigger }))
@@ -264,12 +277,29 @@ impl StrategiesConfig {
             } else {
                 taken.insert(name.to_owned(), key.clone());
             }
-            problems.extend(trigger.problems(&format!("{key}.trigger")));
+            if let Some(trigger) = trigger {
+                problems.extend(trigger.problems(&format!("{key}.trigger")));
+            }
             problems.extend(own);
         }
         problems
     }
 }
+
+impl StrategiesConfig {
+    /// The named instances without a trigger of their own, as `(key, name)`
+    /// (`("strategies.webhook.purge", "purge")`): each must be a rung of a budget.
+    pub fn untriggered(&self) -> Vec<(String, String)> {
+        self.named()
+            .into_iter()
+            .filter(|i| i.trigger.is_none())
+            .map(|i| (i.key, i.name.to_owned()))
+            .collect()
+    }
+}
+
+/// Builds a named instance's strategy once the trigger it is registered with is known.
+type BuildStrategy<'a> = Box<dyn FnOnce(&TriggerSpec) -> Arc<dyn Strategy> + 'a>;
 
 /// One configured `webhook`, `signal` or `command` instance.
 struct Instance<'a> {
@@ -278,8 +308,10 @@ struct Instance<'a> {
     key: String,
     enabled: bool,
     /// Builds the strategy (a webhook's HTTP client, say) when it is registered.
-    strategy: Box<dyn FnOnce() -> Arc<dyn Strategy> + 'a>,
-    trigger: &'a TriggerSpec,
+    /// Given the trigger it is registered with (its own, or a budget's for a rung).
+    strategy: BuildStrategy<'a>,
+    /// `None`: it runs only as a budget's rung (and manually).
+    trigger: Option<&'a TriggerSpec>,
     /// The problems of its own settings (not its name or trigger), under `key`.
     problems: Vec<Problem>,
 }
@@ -415,6 +447,31 @@ mod tests {
     }
 
     #[test]
+    fn a_named_instance_without_a_trigger_is_registered_only_with_one_given() {
+        let config: StrategiesConfig = serde_json::from_value(serde_json::json!({
+            "webhook": {"purge": {"url": "http://127.0.0.1:8080/admin/purge"}}
+        }))
+        .unwrap();
+        assert_eq!(config.problems(), Vec::<Problem>::new());
+        assert_eq!(
+            config.untriggered(),
+            [("strategies.webhook.purge".to_owned(), "purge".to_owned())]
+        );
+        assert!(
+            find(&config.build(), "purge").is_none(),
+            "no trigger: not registered"
+        );
+        let rung = TriggerSpec::new(Signal::MemoryUsage, 0.8);
+        let all = config.all_with(|name| (name == "purge").then(|| rung.clone()));
+        let (enabled, purge) = all
+            .iter()
+            .find(|(_, r)| r.strategy.name() == "purge")
+            .unwrap();
+        assert!(enabled);
+        assert_eq!(purge.trigger, rung);
+    }
+
+    #[test]
     fn named_instances_follow_the_builtins_and_answer_to_their_names() {
         let config = sidecar_config();
         assert_eq!(config.problems(), Vec::new());
@@ -475,6 +532,8 @@ mod tests {
             .get_mut("cache-trim-hook")
             .unwrap()
             .trigger
+            .as_mut()
+            .unwrap()
             .above = 2.0;
         config.signal.get_mut("reload").unwrap().signal = "SIGNOPE".into();
         config.command.get_mut("rotate-logs").unwrap().program = String::new();

@@ -23,8 +23,10 @@ pub struct SignalConfig {
     /// Whether the strategy is registered at all; by default `true`.
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
-    /// When it runs by itself.
-    pub trigger: TriggerSpec,
+    /// When it runs by itself. Optional for a strategy that is a rung of a budget's ladder
+    /// (`[budgets.NAME] ladder`): it then runs only as a rung, and manually.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerSpec>,
     /// The signal sent, by name: `"SIGUSR1"`, `"USR1"` or `"usr1"`; one of [`SIGNALS`].
     pub signal: String,
 }
@@ -200,7 +202,10 @@ mod tests {
         )
         .unwrap();
         assert!(config.enabled);
-        assert_eq!(config.trigger, TriggerSpec::new(Signal::MemoryUsage, 0.9));
+        assert_eq!(
+            config.trigger,
+            Some(TriggerSpec::new(Signal::MemoryUsage, 0.9))
+        );
         assert!(config.problems("p").is_empty());
         assert_eq!(
             config.build("reload").description(),

@@ -34,8 +34,10 @@ pub struct WebhookConfig {
     /// Whether the strategy is registered at all; by default `true`.
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
-    /// When it runs by itself.
-    pub trigger: TriggerSpec,
+    /// When it runs by itself. Optional for a strategy that is a rung of a budget's ladder
+    /// (`[budgets.NAME] ladder`): it then runs only as a rung, and manually.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerSpec>,
     /// The hook, an `http://` URL (the client has no TLS: hooks are expected on loopback or a
     /// private network).
     pub url: String,
@@ -93,7 +95,7 @@ impl WebhookConfig {
     pub fn new(url: impl Into<String>, trigger: TriggerSpec) -> Self {
         WebhookConfig {
             enabled: true,
-            trigger,
+            trigger: Some(trigger),
             url: url.into(),
             method: Self::default_method(),
             body: Self::default_body(),

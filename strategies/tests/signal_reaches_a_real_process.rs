@@ -17,7 +17,7 @@ fn ctx(targets: Vec<u32>) -> Context {
 async fn send(signal: &str, targets: Vec<u32>) -> Result<Outcome, StrategyError> {
     let config = SignalConfig {
         enabled: true,
-        trigger: TriggerSpec::new(Signal::MemoryUsage, 0.8),
+        trigger: Some(TriggerSpec::new(Signal::MemoryUsage, 0.8)),
         signal: signal.into(),
     };
     config.build("test-signal").run(ctx(targets)).await

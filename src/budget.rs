@@ -1,0 +1,887 @@
+//! Budgets and escalation ladders (SPEC §10): pure decisions, no I/O.
+//!
+//! A [`Budget`] is fed one value of its signal per regular sample ([`Budget::observe`]) and
+//! told when a rung it asked for has finished ([`Budget::finished`]); it answers with a
+//! [`Step`]: at most one rung to run now, and [`Note`]s of what changed (an episode started,
+//! a rung was judged, skipped or retried, the ladder waits, is exhausted, the episode ended).
+//!
+//! The rules:
+//! - an **episode** starts when the signal is above `goal` (or, with `[forecast]`, when its
+//!   trend reaches `limit` within the horizon); the lowest rung runs;
+//! - a rung's effect is read from the first *regular* sample taken at least `settle` after it
+//!   finished (no extra sample is taken): it **helped** when it acted and the signal fell by
+//!   at least [`crate::history::MIN_RELIEF_SHARE`] of its value before. If the signal is
+//!   still above `goal` then, the next rung runs (the ladder **climbs**);
+//! - above `limit`, a finished rung is judged by the next regular sample, without waiting out
+//!   the settle: the limit is the line never to cross, and a rung that left the signal above
+//!   it did not do enough (between samples, a crossing reported by the fast watch judges it
+//!   once the signal is above the limit and higher than before the rung ran);
+//! - above `limit` with `at_limit = "top"`, the highest rung not run within `cooldown` runs
+//!   at once, without waiting for the running rung to settle: while the signal stays above
+//!   the limit the ladder is walked from the top down, one rung per sample;
+//! - a rung whose last `skip_after` judged runs in this budget all failed to help is
+//!   **skipped** (a note says so), and **retried** in every `retry_every`-th episode that would
+//!   skip it, so a rung that starts working again is not forgotten;
+//! - once every rung was tried in an episode and the signal is still above goal, the episode
+//!   **waits**: a rung runs again only after `cooldown` since its last run in this episode
+//!   (lowest first), and a note says it waits;
+//! - with no rung left to climb and the signal above `limit`, the episode is **exhausted**
+//!   (once per episode): the agent has nothing left to try and says so;
+//! - the episode **ends** after `calm` consecutive samples under `goal` (and not forecast to
+//!   cross `limit`), once the last rung was judged; the next starts from the bottom again.
+//!
+//! Time above goal and above limit is counted between regular samples: the time from one
+//! sample to the next counts as above when the first of them was.
+
+pub mod config;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use perfpilot_strategies::snapshot::unix_millis;
+use perfpilot_strategies::Signal;
+use serde::Serialize;
+
+pub use config::{
+    problems, watch_thresholds, AtLimit, BudgetConfig, BudgetForecast, WatchThreshold,
+};
+
+use crate::history::MIN_RELIEF_SHARE;
+use crate::trend::Window;
+
+/// Where the signal is relative to the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetState {
+    /// At or below `goal`.
+    InBand,
+    /// Above `goal`, at or below `limit`.
+    AboveGoal,
+    /// Above `limit`.
+    AboveLimit,
+}
+
+impl BudgetState {
+    /// The state for `value` against `goal` and `limit`.
+    pub fn of(value: f64, goal: f64, limit: f64) -> Self {
+        if value > limit {
+            BudgetState::AboveLimit
+        } else if value > goal {
+            BudgetState::AboveGoal
+        } else {
+            BudgetState::InBand
+        }
+    }
+
+    /// `0` in band, `1` above goal, `2` above limit (the `/metrics` gauge).
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for BudgetState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BudgetState::InBand => "in-band",
+            BudgetState::AboveGoal => "above-goal",
+            BudgetState::AboveLimit => "above-limit",
+        })
+    }
+}
+
+/// A rung the budget wants run now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RungRun {
+    /// Position in the ladder, from 0 (least disruptive).
+    pub rung: usize,
+    /// The strategy to run.
+    pub strategy: String,
+    /// The episode it runs in (from 1).
+    pub episode: u64,
+    /// Why this rung now: started, climbed (and past which skipped rungs), jumped to the top,
+    /// or repeated after its cooldown.
+    pub why: String,
+}
+
+/// Why an episode gave up: the top of the ladder is reached and the signal is above limit.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exhaustion {
+    /// The budget.
+    pub budget: String,
+    /// The episode.
+    pub episode: u64,
+    /// The signal's value.
+    pub value: f64,
+    /// The budget's limit.
+    pub limit: f64,
+    /// When, in milliseconds since the Unix epoch.
+    #[serde(with = "unix_millis")]
+    #[schema(value_type = u64)]
+    pub at: SystemTime,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// Something that changed in a budget, for the log and the event stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// An episode started.
+    EpisodeStarted {
+        /// Its number.
+        episode: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A rung's effect was read from a regular sample.
+    Judged {
+        /// The rung.
+        rung: usize,
+        /// Its strategy.
+        strategy: String,
+        /// Whether it helped; `None` unknown (a dry run).
+        helped: Option<bool>,
+        /// The signal before it ran.
+        before: f64,
+        /// The signal in the judging sample.
+        after: f64,
+    },
+    /// A rung that has not helped lately was passed over.
+    Skipped {
+        /// The rung.
+        rung: usize,
+        /// Its strategy.
+        strategy: String,
+        /// Why.
+        why: String,
+    },
+    /// Every rung was tried and the signal is above goal: the episode waits for cooldowns.
+    Waiting {
+        /// Why, and until when.
+        why: String,
+    },
+    /// No rung left and the signal above limit.
+    Exhausted(Exhaustion),
+    /// The episode ended: the signal was under goal for `calm` samples.
+    EpisodeEnded {
+        /// Its number.
+        episode: u64,
+        /// How long it lasted.
+        duration: Duration,
+    },
+}
+
+/// What one observation decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// The rung to run now, if any. The caller must start it (the budget counts it as running
+    /// until [`Budget::finished`]).
+    pub run: Option<RungRun>,
+    /// What changed.
+    pub notes: Vec<Note>,
+}
+
+/// One rung's track record in one budget.
+#[derive(Debug, Clone)]
+struct Rung {
+    strategy: String,
+    runs: u64,
+    judged: u64,
+    helped: u64,
+    relief_sum: f64,
+    /// The last `skip_after` judgements, newest last.
+    recent: VecDeque<bool>,
+    /// Episodes that skipped it since it last ran.
+    skipped_episodes: u32,
+}
+
+impl Rung {
+    fn ineffective(&self, skip_after: u32) -> bool {
+        self.recent.len() >= skip_after as usize && self.recent.iter().all(|helped| !helped)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    rung: usize,
+    before: f64,
+    /// When it finished, and whether it acted (`None`: unknown, a dry run).
+    finished: Option<(Instant, Option<bool>)>,
+}
+
+#[derive(Debug, Clone)]
+struct Episode {
+    id: u64,
+    started: Instant,
+    started_at: SystemTime,
+    /// The next rung to climb to.
+    next: usize,
+    /// Per rung: skip it in this episode (decided once, when first reached).
+    skip: Vec<Option<bool>>,
+    /// Per rung: its last run in this episode.
+    last_run: Vec<Option<Instant>>,
+    /// The rung that ran last.
+    rung: Option<usize>,
+    pending: Option<Pending>,
+    /// The last judged rung: (rung, before, after, helped).
+    judged: Option<(usize, f64, f64, Option<bool>)>,
+    calm: u32,
+    above_goal: Duration,
+    above_limit: Duration,
+    waiting: bool,
+    exhausted: bool,
+}
+
+/// One budget's state: the current episode, the ladder's track record, time above goal and
+/// limit. See the module docs for the rules.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    name: String,
+    config: BudgetConfig,
+    rungs: Vec<Rung>,
+    episode: Option<Episode>,
+    episodes: u64,
+    exhausted: u64,
+    total_above_goal: Duration,
+    total_above_limit: Duration,
+    last: Option<(Instant, f64)>,
+    value: Option<f64>,
+    window: Option<Window>,
+    origin: Option<Instant>,
+    forecast_seconds: Option<f64>,
+    since: Option<Instant>,
+}
+
+impl Budget {
+    /// A budget in band. `ladder` holds the rungs' strategy names as the engine knows them
+    /// (resolved from the configured names or aliases), in the configured order.
+    pub fn new(name: impl Into<String>, config: BudgetConfig, ladder: Vec<String>) -> Self {
+        let window = config
+            .forecast
+            .as_ref()
+            .map(|forecast| Window::new(forecast.window as usize));
+        Budget {
+            name: name.into(),
+            rungs: ladder
+                .into_iter()
+                .map(|strategy| Rung {
+                    strategy,
+                    runs: 0,
+                    judged: 0,
+                    helped: 0,
+                    relief_sum: 0.0,
+                    recent: VecDeque::new(),
+                    skipped_episodes: 0,
+                })
+                .collect(),
+            config,
+            episode: None,
+            episodes: 0,
+            exhausted: 0,
+            total_above_goal: Duration::ZERO,
+            total_above_limit: Duration::ZERO,
+            last: None,
+            value: None,
+            window,
+            origin: None,
+            forecast_seconds: None,
+            since: None,
+        }
+    }
+
+    /// The budget's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// The rungs' strategy names, least disruptive first.
+    pub fn ladder(&self) -> impl Iterator<Item = &str> {
+        self.rungs.iter().map(|rung| rung.strategy.as_str())
+    }
+
+    /// Whether an episode is running.
+    pub fn in_episode(&self) -> bool {
+        self.episode.is_some()
+    }
+
+    /// The rung running, if any (until [`Budget::finished`]).
+    pub fn running_rung(&self) -> Option<usize> {
+        self.episode
+            .as_ref()
+            .and_then(|e| e.pending)
+            .filter(|p| p.finished.is_none())
+            .map(|p| p.rung)
+    }
+
+    /// Feeds one regular sample of the signal at `now`. `can_act`: a rung may start now (the
+    /// agent is enabled, nothing else runs, no post-action quiet time); when false, nothing
+    /// is chosen and the choice is made again at the next sample.
+    pub fn observe(&mut self, value: Option<f64>, now: Instant, can_act: bool) -> Step {
+        self.since.get_or_insert(now);
+        let Some(value) = value.filter(|v| v.is_finite()) else {
+            self.last = None;
+            if let Some(window) = &mut self.window {
+                window.clear();
+            }
+            self.forecast_seconds = None;
+            return Step::default();
+        };
+        self.account(value, now);
+        self.value = Some(value);
+        let forecasting = self.forecast(value, now);
+        let mut step = Step::default();
+        let calm_sample = value <= self.config.goal && !forecasting;
+        if self.episode.is_none() {
+            if calm_sample {
+                return step;
+            }
+            self.start_episode(value, now, forecasting, &mut step);
+        }
+        self.judge_if_settled(value, now, true, &mut step);
+        let episode = self.episode.as_mut().expect("an episode runs here");
+        if calm_sample {
+            episode.calm += 1;
+            if episode.calm >= self.config.calm && episode.pending.is_none() {
+                let episode = self.episode.take().expect("an episode runs here");
+                step.notes.push(Note::EpisodeEnded {
+                    episode: episode.id,
+                    duration: now.saturating_duration_since(episode.started),
+                });
+            }
+            return step;
+        }
+        episode.calm = 0;
+        if can_act && episode.pending.is_none() {
+            step.run = self.choose(value, now, &mut step.notes);
+        }
+        step
+    }
+
+    /// A crossing seen between regular samples (the fast watch): starts an episode at once
+    /// when `value` is above `goal`, and with `at_limit = "top"` jumps to the top rung when
+    /// it is above `limit`. It neither counts calm samples nor judges rungs: those need
+    /// regular samples.
+    pub fn crossing(&mut self, value: f64, now: Instant, can_act: bool) -> Step {
+        let mut step = Step::default();
+        if !value.is_finite() || value <= self.config.goal {
+            return step;
+        }
+        if self.episode.is_none() {
+            self.start_episode(value, now, false, &mut step);
+        }
+        if !can_act {
+            return step;
+        }
+        // A rung that finished is judged early here only by the rules that do not need a
+        // regular sample: above the limit and still rising, or a jump to the top.
+        if value > self.config.limit {
+            self.judge_if_settled(value, now, false, &mut step);
+        }
+        if self.episode.as_ref().is_some_and(|e| e.pending.is_none()) {
+            step.run = self.choose(value, now, &mut step.notes);
+        }
+        step
+    }
+
+    /// The rung `rung` finished at `now`; `acted`: it succeeded and changed something (`None`:
+    /// unknown, as in a dry run, which is not learned from). Its effect is read after
+    /// `settle`.
+    pub fn finished(&mut self, rung: usize, acted: Option<bool>, now: Instant) {
+        if let Some(pending) = self
+            .episode
+            .as_mut()
+            .and_then(|e| e.pending.as_mut())
+            .filter(|p| p.rung == rung && p.finished.is_none())
+        {
+            pending.finished = Some((now, acted));
+        }
+    }
+
+    fn account(&mut self, value: f64, now: Instant) {
+        if let Some((then, previous)) = self.last {
+            let dt = now.saturating_duration_since(then);
+            let above_goal = previous > self.config.goal;
+            let above_limit = previous > self.config.limit;
+            if above_goal {
+                self.total_above_goal += dt;
+            }
+            if above_limit {
+                self.total_above_limit += dt;
+            }
+            if let Some(episode) = &mut self.episode {
+                if above_goal {
+                    episode.above_goal += dt;
+                }
+                if above_limit {
+                    episode.above_limit += dt;
+                }
+            }
+        }
+        self.last = Some((now, value));
+    }
+
+    /// Whether the trend reaches `limit` within the horizon (always false without
+    /// `[forecast]`).
+    fn forecast(&mut self, value: f64, now: Instant) -> bool {
+        let (Some(window), Some(forecast)) = (&mut self.window, &self.config.forecast) else {
+            return false;
+        };
+        let origin = *self.origin.get_or_insert(now);
+        let t = now.saturating_duration_since(origin).as_secs_f64();
+        window.push(t, value);
+        self.forecast_seconds = window
+            .fit()
+            .and_then(|fit| fit.seconds_to_reach(self.config.limit, t));
+        self.forecast_seconds
+            .is_some_and(|seconds| seconds <= forecast.horizon.as_secs_f64())
+    }
+
+    fn start_episode(&mut self, value: f64, now: Instant, forecasting: bool, step: &mut Step) {
+        self.episodes += 1;
+        let reason = match (
+            forecasting && value <= self.config.goal,
+            self.forecast_seconds,
+        ) {
+            (true, Some(seconds)) => format!(
+                "{} = {} predicted to cross limit {} in {seconds:.1} s",
+                self.config.signal,
+                round(value),
+                self.config.limit
+            ),
+            _ => format!(
+                "{} = {} above goal {}",
+                self.config.signal,
+                round(value),
+                self.config.goal
+            ),
+        };
+        let rungs = self.rungs.len();
+        self.episode = Some(Episode {
+            id: self.episodes,
+            started: now,
+            started_at: SystemTime::now(),
+            next: 0,
+            skip: vec![None; rungs],
+            last_run: vec![None; rungs],
+            rung: None,
+            pending: None,
+            judged: None,
+            calm: 0,
+            above_goal: Duration::ZERO,
+            above_limit: Duration::ZERO,
+            waiting: false,
+            exhausted: false,
+        });
+        step.notes.push(Note::EpisodeStarted {
+            episode: self.episodes,
+            reason,
+        });
+    }
+
+    /// Judges the pending rung with this reading once it has settled, or early above the
+    /// limit: at a `regular` sample at once, at a fast-watch reading when the signal is higher
+    /// than before the rung ran (or, with `at_limit = "top"`, when it is not the top rung).
+    fn judge_if_settled(&mut self, value: f64, now: Instant, regular: bool, step: &mut Step) {
+        let top = self.rungs.len() - 1;
+        let limit = self.config.limit;
+        let jump = self.config.at_limit == AtLimit::Top && value > limit;
+        let settle = self.config.settle;
+        let Some(episode) = &mut self.episode else {
+            return;
+        };
+        let Some(pending) = episode.pending else {
+            return;
+        };
+        let Some((finished, _)) = pending.finished else {
+            return;
+        };
+        let settled = now.saturating_duration_since(finished) >= settle;
+        // Above the limit after the rung finished: it did not do enough, and waiting out the
+        // settle would only let the signal go further past the line.
+        let early = value > limit && (regular || value > pending.before);
+        if settled || early || (jump && pending.rung != top) {
+            episode.pending = None;
+            self.judge(pending, value, step);
+        }
+    }
+
+    fn judge(&mut self, pending: Pending, after: f64, step: &mut Step) {
+        let acted = pending.finished.and_then(|(_, acted)| acted);
+        let before = pending.before;
+        let fell = before - after >= (before.abs() * MIN_RELIEF_SHARE).max(f64::EPSILON);
+        let helped = acted.map(|acted| acted && fell);
+        let skip_after = self.config.skip_after as usize;
+        let rung = &mut self.rungs[pending.rung];
+        if let Some(helped) = helped {
+            rung.judged += 1;
+            rung.helped += u64::from(helped);
+            rung.relief_sum += before - after;
+            rung.recent.push_back(helped);
+            while rung.recent.len() > skip_after {
+                rung.recent.pop_front();
+            }
+        }
+        if let Some(episode) = &mut self.episode {
+            episode.judged = Some((pending.rung, before, after, helped));
+        }
+        step.notes.push(Note::Judged {
+            rung: pending.rung,
+            strategy: rung.strategy.clone(),
+            helped,
+            before,
+            after,
+        });
+    }
+
+    /// Whether to skip `rung` in this episode: decided once per episode, when first reached.
+    fn skipped(&mut self, rung: usize, notes: &mut Vec<Note>) -> bool {
+        let episode = self.episode.as_mut().expect("an episode runs here");
+        if let Some(skip) = episode.skip[rung] {
+            return skip;
+        }
+        let state = &mut self.rungs[rung];
+        let skip = if state.ineffective(self.config.skip_after) {
+            state.skipped_episodes += 1;
+            if state.skipped_episodes >= self.config.retry_every {
+                state.skipped_episodes = 0;
+                false
+            } else {
+                notes.push(Note::Skipped {
+                    rung,
+                    strategy: state.strategy.clone(),
+                    why: format!(
+                        "skipped: did not help in its last {} runs (retried every {} episodes)",
+                        self.config.skip_after, self.config.retry_every
+                    ),
+                });
+                true
+            }
+        } else {
+            false
+        };
+        episode.skip[rung] = Some(skip);
+        skip
+    }
+
+    fn choose(&mut self, value: f64, now: Instant, notes: &mut Vec<Note>) -> Option<RungRun> {
+        let top = self.rungs.len() - 1;
+        let above_limit = value > self.config.limit;
+        let cooldown = self.config.cooldown;
+        let cooled = |episode: &Episode, rung: usize| {
+            episode.last_run[rung]
+                .is_none_or(|last| now.saturating_duration_since(last) >= cooldown)
+        };
+        let describe = |value: f64, this: &Self| {
+            let place = match BudgetState::of(value, this.config.goal, this.config.limit) {
+                BudgetState::AboveLimit => format!("above limit {}", this.config.limit),
+                BudgetState::AboveGoal => format!("above goal {}", this.config.goal),
+                BudgetState::InBand => format!(
+                    "predicted to cross limit {} in {:.1} s",
+                    this.config.limit,
+                    this.forecast_seconds.unwrap_or(0.0)
+                ),
+            };
+            format!("{} = {} {place}", this.config.signal, round(value))
+        };
+        // Above limit with `at_limit = "top"`: the highest rung not skipped and cooled down.
+        if above_limit && self.config.at_limit == AtLimit::Top {
+            for rung in (0..=top).rev() {
+                let episode = self.episode.as_ref().expect("an episode runs here");
+                if episode.rung == Some(rung) && episode.pending.is_some() {
+                    break;
+                }
+                if !self.skipped(rung, notes)
+                    && cooled(self.episode.as_ref().expect("episode"), rung)
+                {
+                    let why = format!(
+                        "{}: at_limit = \"top\", straight to rung {} of {}",
+                        describe(value, self),
+                        rung + 1,
+                        top + 1
+                    );
+                    return Some(self.start(rung, value, now, why));
+                }
+            }
+        }
+        // Climb: the next rung not skipped.
+        let mut passed = Vec::new();
+        loop {
+            let next = self.episode.as_ref().expect("episode").next;
+            if next > top {
+                break;
+            }
+            let episode = self.episode.as_mut().expect("episode");
+            episode.next += 1;
+            if episode.last_run[next].is_some() {
+                // Already run in this episode (a jump to the top): tried.
+                continue;
+            }
+            if self.skipped(next, notes) {
+                passed.push(self.rungs[next].strategy.clone());
+                continue;
+            }
+            let episode = self.episode.as_ref().expect("episode");
+            let mut why = match episode.judged {
+                None => format!(
+                    "{}: episode {} starts at rung {} of {}",
+                    describe(value, self),
+                    episode.id,
+                    next + 1,
+                    top + 1
+                ),
+                Some((rung, before, after, helped)) => format!(
+                    "{}: climbed to rung {} of {}, {} {} ({} → {})",
+                    describe(value, self),
+                    next + 1,
+                    top + 1,
+                    self.rungs[rung].strategy,
+                    match helped {
+                        Some(true) => "helped but not enough",
+                        Some(false) => "did not help",
+                        None => "was not run (dry run)",
+                    },
+                    round(before),
+                    round(after)
+                ),
+            };
+            if !passed.is_empty() {
+                why.push_str(&format!(
+                    "; skipped {} (no help in their last {} runs)",
+                    passed.join(", "),
+                    self.config.skip_after
+                ));
+            }
+            return Some(self.start(next, value, now, why));
+        }
+        // Every rung tried (or skipped) in this episode.
+        let episode = self.episode.as_mut().expect("episode");
+        if above_limit && !episode.exhausted {
+            episode.exhausted = true;
+            self.exhausted += 1;
+            let message = format!(
+                "budget {}: every rung of the ladder ({}) was tried in episode {} and {} = {} is still above limit {}: nothing left to try",
+                self.name,
+                self.rungs
+                    .iter()
+                    .map(|r| r.strategy.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+                episode.id,
+                self.config.signal,
+                round(value),
+                self.config.limit
+            );
+            notes.push(Note::Exhausted(Exhaustion {
+                budget: self.name.clone(),
+                episode: episode.id,
+                value,
+                limit: self.config.limit,
+                at: SystemTime::now(),
+                message,
+            }));
+        }
+        for rung in 0..=top {
+            let episode = self.episode.as_ref().expect("episode");
+            if episode.skip[rung] != Some(true) && cooled(episode, rung) {
+                let why = format!(
+                    "{}: every rung tried in episode {}; rung {} of {} again after its cooldown ({})",
+                    describe(value, self),
+                    episode.id,
+                    rung + 1,
+                    top + 1,
+                    perfpilot_strategies::duration::format(cooldown)
+                );
+                return Some(self.start(rung, value, now, why));
+            }
+        }
+        let episode = self.episode.as_mut().expect("episode");
+        if !episode.waiting {
+            episode.waiting = true;
+            let next = episode
+                .last_run
+                .iter()
+                .zip(&episode.skip)
+                .filter(|(_, skip)| **skip != Some(true))
+                .filter_map(|(last, _)| *last)
+                .map(|last| (last + cooldown).saturating_duration_since(now))
+                .min();
+            notes.push(Note::Waiting {
+                why: format!(
+                    "every rung tried in episode {} and {} = {} is still above goal {}: waiting{}",
+                    episode.id,
+                    self.config.signal,
+                    round(value),
+                    self.config.goal,
+                    next.map_or(String::new(), |d| format!(
+                        " {:.1} s for the next rung's cooldown",
+                        d.as_secs_f64()
+                    ))
+                ),
+            });
+        }
+        None
+    }
+
+    fn start(&mut self, rung: usize, value: f64, now: Instant, why: String) -> RungRun {
+        let episode = self.episode.as_mut().expect("episode");
+        episode.pending = Some(Pending {
+            rung,
+            before: value,
+            finished: None,
+        });
+        episode.last_run[rung] = Some(now);
+        episode.rung = Some(rung);
+        episode.waiting = false;
+        self.rungs[rung].runs += 1;
+        self.rungs[rung].skipped_episodes = 0;
+        // The action breaks the trend: fit afresh.
+        if let Some(window) = &mut self.window {
+            window.clear();
+        }
+        self.forecast_seconds = None;
+        RungRun {
+            rung,
+            strategy: self.rungs[rung].strategy.clone(),
+            episode: episode.id,
+            why,
+        }
+    }
+
+    /// What the API shows of this budget at `now`.
+    pub fn view(&self, now: Instant) -> BudgetView {
+        let minutes = self
+            .since
+            .map(|since| now.saturating_duration_since(since).as_secs_f64() / 60.0)
+            .filter(|m| *m > 0.0);
+        let episode = self.episode.as_ref();
+        BudgetView {
+            name: self.name.clone(),
+            signal: self.config.signal,
+            goal: self.config.goal,
+            limit: self.config.limit,
+            value: self.value,
+            state: self.value.map_or(BudgetState::InBand, |v| {
+                BudgetState::of(v, self.config.goal, self.config.limit)
+            }),
+            at_limit: self.config.at_limit.to_string(),
+            episode: episode.map(|e| e.id),
+            episode_start: episode.map(|e| unix_millis::millis(e.started_at)),
+            rung: episode.and_then(|e| e.rung),
+            rung_strategy: episode
+                .and_then(|e| e.rung)
+                .map(|r| self.rungs[r].strategy.clone()),
+            waiting: episode.is_some_and(|e| e.waiting),
+            exhausted: episode.is_some_and(|e| e.exhausted),
+            episodes: self.episodes,
+            exhaustions: self.exhausted,
+            seconds_above_goal: Seconds {
+                episode: episode.map_or(0.0, |e| e.above_goal.as_secs_f64()),
+                total: self.total_above_goal.as_secs_f64(),
+            },
+            seconds_above_limit: Seconds {
+                episode: episode.map_or(0.0, |e| e.above_limit.as_secs_f64()),
+                total: self.total_above_limit.as_secs_f64(),
+            },
+            forecast_seconds: self.forecast_seconds,
+            rungs: self
+                .rungs
+                .iter()
+                .map(|rung| RungView {
+                    strategy: rung.strategy.clone(),
+                    runs: rung.runs,
+                    judged: rung.judged,
+                    helped: rung.helped,
+                    mean_relief: (rung.judged > 0).then(|| rung.relief_sum / rung.judged as f64),
+                    runs_per_minute: minutes.map(|m| rung.runs as f64 / m),
+                    skipped: rung.ineffective(self.config.skip_after),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Seconds in this episode and since the agent started.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Seconds {
+    /// In the current episode (0 between episodes).
+    pub episode: f64,
+    /// Since the agent started.
+    pub total: f64,
+}
+
+/// One budget as `/performance-metrics` shows it (`budgets[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetView {
+    /// The budget's name.
+    pub name: String,
+    /// Its signal.
+    pub signal: Signal,
+    /// Keep at or below this.
+    pub goal: f64,
+    /// Never above this.
+    pub limit: f64,
+    /// The signal's value in the last sample; `null` when unread.
+    pub value: Option<f64>,
+    /// `in-band`, `above-goal` or `above-limit` (by the last value read).
+    pub state: BudgetState,
+    /// `climb` or `top`.
+    pub at_limit: String,
+    /// The current episode's number; `null` between episodes.
+    pub episode: Option<u64>,
+    /// When the current episode started, in milliseconds since the Unix epoch.
+    pub episode_start: Option<u64>,
+    /// The rung that ran last in this episode (from 0); `null` before the first.
+    pub rung: Option<usize>,
+    /// Its strategy.
+    pub rung_strategy: Option<String>,
+    /// Every rung was tried and the episode waits for cooldowns.
+    pub waiting: bool,
+    /// This episode ran out of rungs above limit.
+    pub exhausted: bool,
+    /// Episodes so far.
+    pub episodes: u64,
+    /// Episodes exhausted so far.
+    pub exhaustions: u64,
+    /// Time above goal.
+    pub seconds_above_goal: Seconds,
+    /// Time above limit.
+    pub seconds_above_limit: Seconds,
+    /// With `[forecast]`: seconds until the trend reaches `limit`, if it is heading there.
+    pub forecast_seconds: Option<f64>,
+    /// The ladder, least disruptive first, with each rung's record in this budget.
+    pub rungs: Vec<RungView>,
+}
+
+/// One rung's record in one budget.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RungView {
+    /// The strategy.
+    pub strategy: String,
+    /// Runs.
+    pub runs: u64,
+    /// Runs whose effect was judged.
+    pub judged: u64,
+    /// Runs that helped.
+    pub helped: u64,
+    /// Mean fall of the signal (before − after), over judged runs.
+    pub mean_relief: Option<f64>,
+    /// Runs per minute since the agent started.
+    pub runs_per_minute: Option<f64>,
+    /// Skipped for now: no help in its last `skip_after` runs.
+    pub skipped: bool,
+}
+
+fn round(value: f64) -> f64 {
+    (value * 10_000.0).round() / 10_000.0
+}
+
+#[cfg(test)]
+mod tests;
