@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::adaptive_sampling::AdaptiveSampling;
 use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
@@ -398,6 +398,9 @@ impl Engine {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let mut batches: JoinSet<Vec<FinishedRun>> = JoinSet::new();
         let mut next_tick = Instant::now() + self.settings.interval.current();
+        // The sample in progress: its /proc reads block, so it runs on the blocking pool and
+        // the runtime's workers (the API) go on meanwhile.
+        let mut sampling: Option<tokio::task::JoinHandle<Snapshot>> = None;
         self.publish();
         loop {
             tokio::select! {
@@ -405,11 +408,21 @@ impl Engine {
                 _ = shutdown.cancelled() => break,
                 Some(done) = batches.join_next() => self.finish_batch(done),
                 Some(command) = commands.recv() => self.handle(command, &mut batches),
-                _ = tokio::time::sleep_until(next_tick) => {
-                    self.tick(&mut batches);
+                sampled = async { sampling.as_mut().expect("guarded by is_some").await },
+                    if sampling.is_some() =>
+                {
+                    sampling = None;
+                    match sampled {
+                        Ok(snapshot) => self.tick(snapshot, &mut batches),
+                        Err(e) => error!(%e, "sampling failed"),
+                    }
                     // Fixed rate: the time a tick takes (and the timer's millisecond rounding)
                     // does not push later ticks back; after a stall, one tick at once.
                     next_tick = (next_tick + self.settings.interval.current()).max(Instant::now());
+                }
+                _ = tokio::time::sleep_until(next_tick), if sampling.is_none() => {
+                    let source = Arc::clone(&self.source);
+                    sampling = Some(tokio::task::spawn_blocking(move || lock(&source).sample()));
                 }
             }
         }
@@ -421,8 +434,8 @@ impl Engine {
         }
     }
 
-    fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
-        let snapshot = Arc::new(lock(&self.source).sample());
+    fn tick(&mut self, snapshot: Snapshot, batches: &mut JoinSet<Vec<FinishedRun>>) {
+        let snapshot = Arc::new(snapshot);
         self.latest = Arc::clone(&snapshot);
         self.telemetry.observe_snapshot(&snapshot);
         let now = Instant::now();
@@ -863,3 +876,77 @@ fn round(value: f64) -> f64 {
 
 #[cfg(test)]
 mod tests;
+
+/// The sample runs off the runtime's workers: a sample that blocks leaves them free.
+#[cfg(test)]
+mod sampling_off_the_workers {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A source whose second sample blocks until the test opens the gate (or 30 s pass).
+    struct Gated {
+        calls: u32,
+        entered: mpsc::Sender<()>,
+        gate: mpsc::Receiver<()>,
+        finished: Arc<AtomicBool>,
+    }
+
+    impl SignalSource for Gated {
+        fn sample(&mut self) -> Snapshot {
+            self.calls += 1;
+            if self.calls == 2 {
+                let _ = self.entered.send(());
+                let _ = self.gate.recv_timeout(Duration::from_secs(30));
+                self.finished.store(true, Ordering::SeqCst);
+            }
+            Snapshot::empty(SystemTime::now())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_blocked_sample_leaves_the_only_runtime_thread_free() {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (gate_tx, gate_rx) = mpsc::channel();
+        let finished = Arc::new(AtomicBool::new(false));
+        let source = Gated {
+            calls: 0,
+            entered: entered_tx,
+            gate: gate_rx,
+            finished: Arc::clone(&finished),
+        };
+        let mut settings = EngineSettings::for_tests();
+        settings.interval =
+            IntervalControl::new(Duration::from_millis(10), Duration::from_millis(80));
+        let shutdown = CancellationToken::new();
+        let (_handle, task) = spawn(
+            settings,
+            Vec::new(),
+            Arc::new(Registry::default()),
+            Box::new(source),
+            shutdown.clone(),
+        );
+        // Wait on the runtime (so that it runs the engine) until the tick's sample blocks.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while entered_rx.try_recv().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the engine did not take a second sample within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // This task runs on the runtime's only thread while the sample is still blocked.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the blocked sample held the runtime's only thread"
+        );
+        gate_tx.send(()).unwrap();
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the engine stops within 30 s")
+            .unwrap();
+    }
+}

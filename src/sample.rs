@@ -52,6 +52,7 @@ mod limits;
 mod pressure;
 mod procfs;
 mod runtime;
+mod sockdiag;
 mod target;
 
 use std::path::{Path, PathBuf};
@@ -65,7 +66,7 @@ use self::procfs::{HostReader, ProcessReader};
 use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
 
-pub use self::target::{Target, TargetHandle, TargetState, TargetStatus};
+pub use self::target::{ConnectionsMethod, Target, TargetHandle, TargetState, TargetStatus};
 
 /// The cgroup v2 directory a `target.cgroup` names (absolute under the cgroup v2 mount, or
 /// relative to it), or why it is not one: no cgroup v2 hierarchy mounted, no such directory,

@@ -104,6 +104,7 @@ mod tests {
             state,
             reason: None,
             since: SystemTime::UNIX_EPOCH,
+            connections: None,
         })
     }
 
