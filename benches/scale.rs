@@ -15,7 +15,8 @@
 //!
 //! Without them only `trigger_window/{10,100,1000}` runs: one `TriggerState::evaluate` of a
 //! trigger with `predict.window` = 10, 100, 1,000, its window full of a noisy, slowly rising
-//! signal that never fires (so every evaluation refits the trend).
+//! signal that never fires (so every evaluation refits the trend); and `full_fit_1000`, a
+//! Theil–Sen fit from scratch over 1,000 points.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -102,6 +103,17 @@ fn trigger_window(c: &mut Criterion) {
             })
         });
     }
+    // A fit from scratch over 1,000 points: what the first fit after a window restarts costs,
+    // and a refit when the trend leaves the kept band of slopes.
+    let points: Vec<(f64, f64)> = (0..1000u64)
+        .map(|i| {
+            let noise = ((i.wrapping_mul(2_654_435_761) >> 7) % 1000) as f64 / 1e5;
+            (i as f64 * 0.1, 0.3 + 1e-7 * i as f64 + noise)
+        })
+        .collect();
+    group.bench_function("full_fit_1000", |b| {
+        b.iter(|| black_box(perfpilot::trend::theil_sen(black_box(&points))))
+    });
     group.finish();
 }
 

@@ -9,7 +9,8 @@
 #    under `wrk -t1 -c8 -d10s`: requests/s and p99 (the API must not stall while it samples).
 # 2. A cgroup v2 target of 1 / 100 / 1,000 processes (`sleep`s moved into a cgroup created
 #    under the v2 mount and removed on exit): one sample (median).
-# 3. A trigger with `predict.window` 10 / 100 / 1,000: one evaluation (median).
+# 3. A trigger with `predict.window` 10 / 100 / 1,000: one evaluation (median); and the
+#    release agent at 50 ms with that window at 1,000 for 70 s: RSS (and peak) and CPU.
 # 4. The latency layer, every request timed (`cargo bench --bench layer`, thread CPU time):
 #    ns per request over the bare service, on one thread and on two.
 #
@@ -160,6 +161,27 @@ trigger_rows=()
 for w in 10 100 1000; do
   trigger_rows+=("| $w | $(fmt_ns "$(bench_ns "trigger_window/$w\$")") |")
 done
+full_fit=$(bench_ns "trigger_window/full_fit_1000")
+[ -z "$full_fit" ] || trigger_rows+=("| 1000, fit from scratch (after a restart, or when the trend leaves the kept band) | $(fmt_ns "$full_fit") |")
+
+# The agent itself with that window: RSS and CPU once the window is full (1,000 samples).
+cat >"$out/window.toml" <<'TOML'
+[strategies.memory_purge.trigger.predict]
+window = 1000
+[strategies.interval_backoff]
+enabled = false
+TOML
+start_announcing env RUST_LOG=warn "$out/perfpilot" run --listen 127.0.0.1:0 --interval 50ms \
+  --config "$out/window.toml"
+sleep 5
+w_c0=$(cpu_ns "$pid"); w_t0=$(now)
+sleep 65
+w_c1=$(cpu_ns "$pid"); w_t1=$(now)
+window_row=$(awk -v c0="$w_c0" -v c1="$w_c1" -v t0="$w_t0" -v t1="$w_t1" \
+  -v r="$(rss_kib)" -v h="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")" 'BEGIN {
+  printf "| agent at 50 ms, `predict.window = 1000`, 70 s | RSS %.1f MiB (peak %.1f MiB) | %.2f %% of a core |", r / 1024, h / 1024, (c1 - c0) / 1e9 / (t1 - t0) * 100
+}')
+stop_pid "$pid"
 
 layer_rows=()
 if [ "${SKIP_LAYER:-0}" != 1 ]; then
@@ -192,6 +214,10 @@ echo
 echo "| trigger window | one evaluation (≤ 50 µs at 1,000) |"
 echo "|---|---|"
 printf '%s\n' "${trigger_rows[@]}"
+echo
+echo "| agent | memory (budget 8 MiB) | CPU |"
+echo "|---|---|---|"
+echo "$window_row"
 if [ "${#layer_rows[@]}" -gt 0 ]; then
   echo
   echo "| latency layer (thread CPU) | every request timed | 1 in 64 timed | budget |"
