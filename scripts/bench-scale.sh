@@ -116,13 +116,17 @@ for n in 0 1000 10000 "$max_conns"; do
     { echo "the connection load did not start:" >&2; cat "$out/load.stderr" >&2; exit 1; }
   sample=$(PERFPILOT_SCALE_PID=$server_pid PERFPILOT_SCALE_LABEL=$n bench_ns sample_target)
   counted=$(sed -n 's/.*open_connections \(Some(\)\{0,1\}\([0-9]*\).*/\2/p' "$out/bench.stderr" | head -n 1)
-  read -r cpu100 per100 < <(agent_cpu 100ms)
+  # In this shell, not a subshell: agent_cpu starts the agent and sets $pid and $base.
+  agent_cpu 100ms >"$out/cpu"
+  read -r cpu100 per100 <"$out/cpu"
   if [ "$n" = 0 ] || [ "$n" = "$max_conns" ]; then
-    read -r rps p99 < <(api_load)
+    api_load >"$out/api"
+    read -r rps p99 <"$out/api"
     api_rows+=("| $held | $rps | $p99 |")
   fi
   stop_pid "$pid"
-  read -r cpu1s per1s < <(agent_cpu 1s)
+  agent_cpu 1s >"$out/cpu"
+  read -r cpu1s per1s <"$out/cpu"
   stop_pid "$pid"
   stop_load
   conn_rows+=("| $held | ${counted:-?} | $(fmt_ns "$sample") | $cpu100 % ($(fmt_ns "$per100")/sample) | $cpu1s % ($(fmt_ns "$per1s")/sample) |")
