@@ -90,6 +90,9 @@ pub(crate) struct Listener {
     pub(crate) inode: u64,
     /// Its local port.
     pub(crate) port: u16,
+    /// Whether it is an IPv6 socket: its accepted connections are too (IPv4 clients of a
+    /// dual-stack listener included, as mapped addresses).
+    pub(crate) v6: bool,
 }
 
 /// A `NETLINK_SOCK_DIAG` socket and the buffers of its requests, reused from call to call.
@@ -157,20 +160,29 @@ impl DiagSocket {
                 out.push(Listener {
                     inode: u64::from(read_u32(msg, MSG_INODE)),
                     port: read_port(msg),
+                    v6: family == libc::AF_INET6,
                 })
             })?;
         }
         Ok(())
     }
 
-    /// The ESTABLISHED TCP sockets (IPv4 and IPv6) whose local port is one of `ports`: the
-    /// clients of servers listening on them. Counted, not stored.
-    pub(crate) fn count_established(&mut self, ports: &[u16]) -> io::Result<u64> {
+    /// The ESTABLISHED TCP sockets whose local port is one of `ports`, among the IPv4 ones
+    /// with `v4` and the IPv6 ones with `v6`: the clients of servers listening on them.
+    /// Counted, not stored. Each family is one walk of the kernel's whole established-socket
+    /// hash (IPv4 and IPv6 share it), so a family without listeners is not asked.
+    pub(crate) fn count_established(
+        &mut self,
+        ports: &[u16],
+        v4: bool,
+        v6: bool,
+    ) -> io::Result<u64> {
         if ports.is_empty() {
             return Ok(0);
         }
         let mut count = 0u64;
-        for family in [libc::AF_INET, libc::AF_INET6] {
+        let families = [(libc::AF_INET, v4), (libc::AF_INET6, v6)];
+        for family in families.into_iter().filter(|f| f.1).map(|f| f.0) {
             self.dump(family as u8, TCP_ESTABLISHED, ports, |msg| {
                 // The kernel filter already kept only these ports; the check costs little and
                 // is what counts when the filter was refused.
@@ -441,14 +453,19 @@ mod tests {
             listeners.iter().any(|l| l.port == v4_port && l.inode > 0),
             "{listeners:?}"
         );
-        assert_eq!(diag.count_established(&[v4_port]).unwrap(), 0);
+        assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 0);
 
         let clients: Vec<_> = (0..5)
             .map(|_| TcpStream::connect(("127.0.0.1", v4_port)).unwrap())
             .collect();
         let accepted: Vec<_> = (0..5).map(|_| v4.accept().unwrap().0).collect();
         // The server ends only: the clients' local ports are ephemeral ones.
-        assert_eq!(diag.count_established(&[v4_port]).unwrap(), 5);
+        assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 5);
+        assert_eq!(
+            diag.count_established(&[v4_port], false, true).unwrap(),
+            0,
+            "IPv4 clients are IPv4 sockets"
+        );
         let mut v6_pairs = Vec::new();
         if let Some(v6) = &v6 {
             let v6_port = v6.local_addr().unwrap().port();
@@ -456,14 +473,18 @@ mod tests {
                 let client = TcpStream::connect(("::1", v6_port)).unwrap();
                 v6_pairs.push((client, v6.accept().unwrap().0));
             }
-            assert_eq!(diag.count_established(&[v6_port]).unwrap(), 3);
-            assert_eq!(diag.count_established(&[v4_port, v6_port]).unwrap(), 8);
+            assert_eq!(diag.count_established(&[v6_port], false, true).unwrap(), 3);
+            assert_eq!(
+                diag.count_established(&[v4_port, v6_port], true, true)
+                    .unwrap(),
+                8
+            );
         } else {
             println!("skipped the IPv6 part: no ::1 here");
         }
         // Without the kernel filter, the same count from the headers.
         diag.filter_refused = true;
-        assert_eq!(diag.count_established(&[v4_port]).unwrap(), 5);
+        assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 5);
         drop((clients, accepted, v6_pairs));
     }
 

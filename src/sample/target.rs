@@ -552,6 +552,9 @@ pub(crate) struct SocketScan {
     pub(crate) inodes: HashSet<u64>,
     /// The ports the target listens on, from the last sample.
     listen_ports: Vec<u16>,
+    /// Whether the target has IPv4 and IPv6 listeners (the families whose established
+    /// sockets are asked for).
+    listen_families: (bool, bool),
     diag: Diag,
     /// The agent's own network namespace inode, read once.
     own_netns: Option<u64>,
@@ -663,12 +666,15 @@ impl SocketScan {
             );
             self.listen_ports.sort_unstable();
             self.listen_ports.dedup();
+            let mine = || self.listeners.iter().filter(|l| inodes.contains(&l.inode));
+            self.listen_families = (mine().any(|l| !l.v6), mine().any(|l| l.v6));
             self.scanned = Some((self.listeners.clone(), owner));
         }
         let Diag::Open { socket, .. } = &mut self.diag else {
             return Ok(None);
         };
-        match socket.count_established(&self.listen_ports) {
+        let (v4, v6) = self.listen_families;
+        match socket.count_established(&self.listen_ports, v4, v6) {
             Ok(count) => {
                 self.method = Some(method);
                 Ok(Some(count))
