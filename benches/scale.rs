@@ -86,7 +86,7 @@ fn trigger_window(c: &mut Criterion) {
         // A slow climb (never within 30 s of 0.95) with deterministic noise.
         let mut next = move || {
             tick += 1;
-            let noise = ((tick.wrapping_mul(2_654_435_761) >> 7) % 1000) as f64 / 1e5;
+            let noise = ((tick.wrapping_mul(2_654_435_761) >> 7) % 1000) as f64 / 1e6;
             let value = 0.3 + 1e-7 * tick as f64 + noise;
             (value, start + Duration::from_millis(100 * tick))
         };

@@ -14,7 +14,7 @@
 //! `n − 1` slopes and the sample it displaces removes its `n − 1`: each is computed, compared
 //! with the band's bounds, and inserted or removed only when it falls inside, so a fit costs
 //! O(n) plus the few in-band insertions, and the median is read at its rank in the band. The
-//! band holds O(n) slopes. When the median leaves the band (the trend changed), or on the
+//! band holds O(n) slopes (about `n` on each side of the median). When the median leaves the band (the trend changed), or on the
 //! first fit after [`Window::clear`], the band is rebuilt: one pass over every pair (O(n²)
 //! time, O(n) memory), bounded by a random sample of the slopes. The slopes are computed with
 //! the same arithmetic and ordered by [`f64::total_cmp`] as a full sort would, so the fit is
@@ -120,10 +120,12 @@ enum Place {
 }
 
 impl Band {
-    /// Slopes kept on each side of the median when the band is trimmed, for a window of `n`:
-    /// a new sample moves the median by at most `n − 1` ranks.
+    /// Slopes kept on each side of the median when the band is trimmed, for a window of `n`.
+    /// A new sample moves the median by at most `n − 1` ranks, usually far fewer; every
+    /// in-band insertion moves about this many slopes, so wider costs more per sample, and
+    /// narrower rebuilds more often.
     fn half_width(n: usize) -> usize {
-        4 * n + 16
+        n / 2 + 32
     }
 
     #[inline]
@@ -378,7 +380,7 @@ impl Window {
         let slope = match self.band.as_mut().and_then(Band::median) {
             Some(slope) => {
                 let band = self.band.as_mut().expect("just read");
-                if band.slopes.len() > 4 * half_width {
+                if band.slopes.len() > 3 * half_width {
                     band.trim(half_width);
                 }
                 slope
