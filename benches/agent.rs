@@ -128,6 +128,7 @@ fn render_metrics(c: &mut Criterion) {
             .collect(),
         fast_watch: None,
         watch_wakes: Vec::new(),
+        sampling_error: None,
         budgets: Vec::new(),
     };
     let worker = serde_json::json!(12345);

@@ -593,6 +593,8 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRespon
         .unwrap_or(Duration::ZERO);
     let reason = if !state.engine.is_running() {
         Some("the engine task has stopped: nothing is sampled or acted on".to_owned())
+    } else if let Some(error) = &view.sampling_error {
+        Some(format!("sampling is failing: {error}"))
     } else if since_sample > stale_after {
         Some(format!(
             "sampling has stalled: no sample for {} ms, more than {} intervals of {} ms + {} s",

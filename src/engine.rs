@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::adaptive_sampling::AdaptiveSampling;
 use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
@@ -138,6 +138,8 @@ pub struct View {
     /// Immediate samples the fast watch asked for, by signal and how it saw the crossing
     /// (`poll`, `psi`), since the start.
     pub watch_wakes: Vec<(Signal, &'static str, u64)>,
+    /// Why the last sample failed (the signal source panicked); `None` once one succeeds.
+    pub sampling_error: Option<String>,
     /// Every budget with its episode and ladder.
     pub budgets: Vec<BudgetView>,
 }
@@ -403,6 +405,7 @@ pub fn spawn(
         oom_kills: first_oom_kills,
         wake_pending: false,
         watch_wakes: Default::default(),
+        sampling_error: None,
         events: events.clone(),
         view: None,
     };
@@ -537,6 +540,8 @@ struct Engine {
     wake_pending: bool,
     /// Immediate samples the fast watch asked for, by signal and how it saw the crossing.
     watch_wakes: std::collections::BTreeMap<(Signal, &'static str), u64>,
+    /// Why the last sample failed (the signal source panicked), until one succeeds.
+    sampling_error: Option<String>,
     events: broadcast::Sender<Event>,
     view: Option<watch::Sender<Arc<View>>>,
 }
@@ -576,6 +581,14 @@ impl Engine {
         let mut batches: JoinSet<Vec<FinishedRun>> = JoinSet::new();
         let mut next_tick = Instant::now() + self.settings.interval.current();
         let watch = self.settings.watch.clone();
+        // The sample in progress, and whether it is the scheduled one (not a fast watch's
+        // wake): its /proc reads block, so it runs on the blocking pool and the runtime's
+        // workers (the API) go on meanwhile.
+        let mut sampling: Option<(tokio::task::JoinHandle<Snapshot>, bool)> = None;
+        let sample = |source: &SharedSource| {
+            let source = Arc::clone(source);
+            tokio::task::spawn_blocking(move || lock(&source).sample())
+        };
         self.publish();
         loop {
             tokio::select! {
@@ -586,8 +599,8 @@ impl Engine {
                     // A crossing seen while the batch ran could not start a run then (single
                     // flight), and the watch reports a crossing once: evaluate it now rather
                     // than at the next tick.
-                    if std::mem::take(&mut self.wake_pending) {
-                        self.tick(&mut batches);
+                    if std::mem::take(&mut self.wake_pending) && sampling.is_none() {
+                        sampling = Some((sample(&self.source), false));
                     }
                 }
                 Some(command) = commands.recv() => {
@@ -608,13 +621,34 @@ impl Engine {
                         debug!(%signal, how, "fast watch: threshold crossed, sampling now");
                         *self.watch_wakes.entry((signal, how)).or_default() += 1;
                     }
-                    self.tick(&mut batches);
+                    if sampling.is_none() {
+                        sampling = Some((sample(&self.source), false));
+                    }
                 }
-                _ = tokio::time::sleep_until(next_tick) => {
-                    self.tick(&mut batches);
+                sampled = async { (&mut sampling.as_mut().expect("guarded by is_some").0).await },
+                    if sampling.is_some() =>
+                {
+                    let (_, scheduled) = sampling.take().expect("guarded by is_some");
+                    match sampled {
+                        Ok(snapshot) => {
+                            self.sampling_error = None;
+                            self.tick(snapshot, &mut batches);
+                        }
+                        Err(e) => {
+                            error!(%e, "sampling failed");
+                            self.sampling_error = Some(panic_message(e));
+                            self.publish();
+                        }
+                    }
+                    if !scheduled {
+                        continue;
+                    }
                     // Fixed rate: the time a tick takes (and the timer's millisecond rounding)
                     // does not push later ticks back; after a stall, one tick at once.
                     next_tick = (next_tick + self.settings.interval.current()).max(Instant::now());
+                }
+                _ = tokio::time::sleep_until(next_tick), if sampling.is_none() => {
+                    sampling = Some((sample(&self.source), true));
                 }
             }
         }
@@ -632,8 +666,8 @@ impl Engine {
         }
     }
 
-    fn tick(&mut self, batches: &mut JoinSet<Vec<FinishedRun>>) {
-        let snapshot = Arc::new(lock(&self.source).sample());
+    fn tick(&mut self, snapshot: Snapshot, batches: &mut JoinSet<Vec<FinishedRun>>) {
+        let snapshot = Arc::new(snapshot);
         self.note_oom_kills(&snapshot);
         self.latest = Arc::clone(&snapshot);
         self.latest_at = SystemTime::now();
@@ -1371,6 +1405,7 @@ impl Engine {
                 })
                 .collect(),
             fast_watch: self.settings.watch.as_ref().map(WatchHandle::status),
+            sampling_error: self.sampling_error.clone(),
             watch_wakes: self
                 .watch_wakes
                 .iter()
@@ -1441,6 +1476,18 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
+/// What a failed sampling task says: its panic's message where there is one.
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the signal source panicked".to_owned()),
+        Err(error) => error.to_string(),
+    }
+}
+
 fn lock(source: &SharedSource) -> std::sync::MutexGuard<'_, Box<dyn SignalSource>> {
     // A panic while sampling poisons the lock; the source itself is still usable.
     source
@@ -1459,3 +1506,77 @@ mod tests;
 
 #[cfg(test)]
 mod reload_tests;
+
+/// The sample runs off the runtime's workers: a sample that blocks leaves them free.
+#[cfg(test)]
+mod sampling_off_the_workers {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A source whose second sample blocks until the test opens the gate (or 30 s pass).
+    struct Gated {
+        calls: u32,
+        entered: mpsc::Sender<()>,
+        gate: mpsc::Receiver<()>,
+        finished: Arc<AtomicBool>,
+    }
+
+    impl SignalSource for Gated {
+        fn sample(&mut self) -> Snapshot {
+            self.calls += 1;
+            if self.calls == 2 {
+                let _ = self.entered.send(());
+                let _ = self.gate.recv_timeout(Duration::from_secs(30));
+                self.finished.store(true, Ordering::SeqCst);
+            }
+            Snapshot::empty(SystemTime::now())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_blocked_sample_leaves_the_only_runtime_thread_free() {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (gate_tx, gate_rx) = mpsc::channel();
+        let finished = Arc::new(AtomicBool::new(false));
+        let source = Gated {
+            calls: 0,
+            entered: entered_tx,
+            gate: gate_rx,
+            finished: Arc::clone(&finished),
+        };
+        let mut settings = EngineSettings::for_tests();
+        settings.interval =
+            IntervalControl::new(Duration::from_millis(10), Duration::from_millis(80));
+        let shutdown = CancellationToken::new();
+        let (_handle, task) = spawn(
+            settings,
+            Vec::new(),
+            Arc::new(Registry::default()),
+            Box::new(source),
+            shutdown.clone(),
+        );
+        // Wait on the runtime (so that it runs the engine) until the tick's sample blocks.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while entered_rx.try_recv().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the engine did not take a second sample within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // This task runs on the runtime's only thread while the sample is still blocked.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the blocked sample held the runtime's only thread"
+        );
+        gate_tx.send(()).unwrap();
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the engine stops within 30 s")
+            .unwrap();
+    }
+}

@@ -40,6 +40,7 @@
 //! - A request whose future is dropped before it ends (the client went away) is counted as
 //!   cancelled, not as a request; it leaves the in-flight count either way.
 
+mod clock;
 mod histogram;
 mod service;
 mod shard;
@@ -51,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use perfpilot_strategies::{LatencyStats, Snapshot};
 
+use self::clock::LatencyClock;
 use self::histogram::{quantile_nanos, BUCKETS};
 use self::shard::Shards;
 
@@ -86,6 +88,8 @@ pub struct RequestMetrics {
 
 struct Inner {
     shards: Shards,
+    /// The clock timing requests: the TSC where it was checked, else the monotonic clock.
+    clock: &'static LatencyClock,
     sampling: LatencySampling,
     /// `2^shift - 1`: a request is timed when its shard's start count `& mask == 0`.
     timing_mask: AtomicU64,
@@ -172,6 +176,7 @@ impl RequestMetrics {
         let inner = Inner {
             // Tokio's workers, the blocking threads that happen to record, a margin.
             shards: Shards::new((2 * cpus).max(8)),
+            clock: LatencyClock::get(),
             sampling,
             timing_mask: AtomicU64::new(mask(shift)),
             previous: Mutex::new(Reading::zero(Instant::now())),
@@ -186,6 +191,13 @@ impl RequestMetrics {
         self.inner.sampling
     }
 
+    /// Which clock times requests and why (chosen once per process): the CPU's time-stamp
+    /// counter once checked to be trustworthy here, else the standard monotonic clock.
+    /// `PERFPILOT_LATENCY_CLOCK=monotonic` in the environment forces the latter.
+    pub fn latency_clock() -> &'static str {
+        &clock::LatencyClock::describe().reason
+    }
+
     /// Counts a request starting now. Finish it with [`InFlightGuard::finish`]; dropping the
     /// guard instead counts it as cancelled. Either way it leaves the in-flight count.
     #[inline]
@@ -194,7 +206,7 @@ impl RequestMetrics {
         let timed = started_before & self.inner.timing_mask.load(Ordering::Relaxed) == 0;
         InFlightGuard {
             inner: self.inner,
-            started_at: timed.then(Instant::now),
+            started_at: timed.then(|| self.inner.clock.now()),
             finished: false,
         }
     }
@@ -313,8 +325,8 @@ impl fmt::Debug for RequestMetrics {
 #[must_use = "dropping the guard at once counts the request as cancelled"]
 pub struct InFlightGuard {
     inner: &'static Inner,
-    /// When the request started, if its latency is timed.
-    started_at: Option<Instant>,
+    /// When the request started (a [`LatencyClock`] reading), if its latency is timed.
+    started_at: Option<u64>,
     finished: bool,
 }
 
@@ -332,7 +344,10 @@ impl InFlightGuard {
     pub(crate) fn finish_in_place(&mut self, response_bytes: Option<u64>, failed: bool) {
         if !self.finished {
             self.finished = true;
-            let latency = self.started_at.map(|at| duration_nanos(at.elapsed()));
+            let clock = self.inner.clock;
+            let latency = self
+                .started_at
+                .map(|at| clock.nanos_between(at, clock.now()));
             self.inner
                 .shards
                 .writer()

@@ -959,6 +959,7 @@ mod tests {
                 strategies: Vec::new(),
                 fast_watch: None,
                 watch_wakes: Vec::new(),
+                sampling_error: None,
                 budgets: Vec::new(),
             })
         };

@@ -55,6 +55,7 @@ mod limits;
 mod pressure;
 mod procfs;
 mod runtime;
+mod sockdiag;
 mod target;
 mod watch;
 
@@ -69,7 +70,7 @@ use self::procfs::{HostReader, ProcessReader};
 use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
 
-pub use self::target::{Target, TargetHandle, TargetState, TargetStatus};
+pub use self::target::{ConnectionsMethod, Target, TargetHandle, TargetState, TargetStatus};
 pub use self::watch::{
     FastWatch, ProbeSlot, WatchHandle, WatchMode, WatchSpec, WatchStatus, WatchedSignal,
 };

@@ -128,6 +128,7 @@ mod tests {
             strategies: Vec::new(),
             fast_watch: None,
             watch_wakes: Vec::new(),
+            sampling_error: None,
             budgets: Vec::new(),
         })
     }
@@ -140,6 +141,7 @@ mod tests {
             state,
             reason: None,
             since: SystemTime::UNIX_EPOCH,
+            connections: None,
         })
     }
 

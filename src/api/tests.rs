@@ -626,7 +626,7 @@ async fn health_until(app: &Router, want: StatusCode, what: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_fails_when_the_engine_task_ends() {
+async fn health_fails_while_the_signal_source_panics() {
     let app = app_over(
         MisbehavingSource {
             first: true,
@@ -640,7 +640,7 @@ async fn health_fails_when_the_engine_task_ends() {
         body["reason"]
             .as_str()
             .unwrap()
-            .contains("engine task has stopped"),
+            .contains("sampling is failing: the signal source broke"),
         "{body}"
     );
 }

@@ -7,14 +7,18 @@
 //! | `oom_kills` | `oom_kill` in `memory.events` |
 //! | `memory_usage_bytes` | `memory.current`; without it (the memory controller is not on the v2 hierarchy) the summed RSS of the processes; `memory_usage_source` says which |
 //! | `memory_limit_bytes` | the tightest `memory.max` / `memory.high` of the cgroup and its ancestors, else the budget, else total RAM |
-//! | `rss_bytes`, `virtual_bytes` | summed over the processes' `/proc/<pid>/statm` |
+//! | `rss_bytes`, `virtual_bytes` | with `memory.current`: `rss_bytes` is `memory.stat` `anon` + `file_mapped` (no per-process read) and `virtual_bytes` is absent; without it, both summed over the processes' `/proc/<pid>/statm` |
 //! | `process_cpu_ratio` | change of `cpu.stat` `usage_usec` over the window ÷ (window × the `cpu.max` quota, else the CPUs available) |
-//! | `open_fds` | summed entries of the processes' `/proc/<pid>/fd` |
-//! | `open_connections` | ESTABLISHED sockets of any of the processes on a port one of them LISTENs on, in the first process's network namespace |
+//! | `open_fds` | summed sizes of the processes' `/proc/<pid>/fd` (one `stat` each; the entries listed on kernels before 6.2) |
+//! | `open_connections` | ESTABLISHED sockets on a port one of the processes LISTENs on, in the first process's network namespace, counted by netlink `sock_diag` (see [`super::target::SocketScan`]); the fd links are read only when the namespace's listening sockets change |
 //! | `uptime` | absent: a group has no single start time |
 //! | `pressure.cgroup` | the cgroup's `{memory,cpu,io}.pressure` (none for the root cgroup, whose pressure is the system's) |
 //!
-//! `cgroup.procs`, `memory.current`, `cpu.stat` and the pressure files stay open; a read that
+//! Per-process reads are what grows with the group: one `stat` of `/proc/<pid>/fd` each, and
+//! one `statm` each only where the cgroup has no memory controller. `pids.current` is not
+//! used: it counts tasks (threads), not processes.
+//!
+//! `cgroup.procs`, `memory.current`, `memory.stat`, `cpu.stat` and the pressure files stay open; a read that
 //! fails (the cgroup was removed) reopens them once, so a cgroup removed and created again at
 //! the same path is followed.
 
@@ -28,7 +32,11 @@ use super::cgroup::{self, CgroupLimits};
 use super::limits::Limits;
 use super::pressure::PressureReader;
 use super::procfs::{self, ProcFile};
-use super::target::SocketScan;
+use super::target::{self, SocketScan};
+
+/// The `owner` of a group's connection counts: the fd links are read again only when the
+/// namespace's listening sockets change (a new listener, a restarted one).
+const GROUP_OWNER: u64 = u64::MAX;
 
 /// What a sample of the group found.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +67,8 @@ struct OpenGroup {
     dir: PathBuf,
     procs: ProcFile,
     memory_current: Option<ProcFile>,
+    /// Read only with `memory.current`: the group's resident memory without `statm` reads.
+    memory_stat: Option<ProcFile>,
     cpu_stat: Option<ProcFile>,
     pressure: Option<PressureReader>,
     limits: Limits,
@@ -75,6 +85,7 @@ impl OpenGroup {
             .ok_or_else(|| format!("cannot open {}/cgroup.procs", dir.display()))?;
         Ok(OpenGroup {
             memory_current: ProcFile::open(&dir.join("memory.current"), 64),
+            memory_stat: ProcFile::open(&dir.join("memory.stat"), 2048),
             cpu_stat: ProcFile::open(&dir.join("cpu.stat"), 512),
             // The root's pressure is the system's, already in `pressure.system`.
             pressure: (dir != mount)
@@ -116,6 +127,11 @@ impl GroupSampler {
         })
     }
 
+    /// How `open_connections` was last counted.
+    pub(crate) fn connections_method(&self) -> Option<super::target::ConnectionsMethod> {
+        self.sockets.method()
+    }
+
     /// Fills the group's signals, or says why the cgroup cannot be read (it does not exist,
     /// or no longer).
     pub(crate) fn sample_into(
@@ -128,22 +144,31 @@ impl GroupSampler {
         let mut problems = Vec::new();
         snapshot.process_count = Some(self.pids.len() as u64);
 
-        let (mut rss, mut virt, mut read_any) = (0u64, 0u64, false);
-        for &pid in &self.pids {
-            if let Some(statm) = read_statm(pid, &mut self.statm) {
-                rss += statm.resident_bytes * self.page_size;
-                virt += statm.virtual_bytes * self.page_size;
-                read_any = true;
-            }
-        }
-        if read_any {
-            snapshot.rss_bytes = Some(rss);
-            snapshot.virtual_bytes = Some(virt);
-        }
         let current = group
             .memory_current
             .as_mut()
             .and_then(|f| f.read(false)?.trim().parse::<u64>().ok());
+        // With the memory controller, the kernel's own accounting of the group's resident
+        // memory; without it, one `statm` read per process.
+        let resident = current
+            .and(group.memory_stat.as_mut())
+            .and_then(|f| parse_resident_bytes(&f.read(false)?));
+        if let Some(bytes) = resident {
+            snapshot.rss_bytes = Some(bytes);
+        } else {
+            let (mut rss, mut virt, mut read_any) = (0u64, 0u64, false);
+            for &pid in &self.pids {
+                if let Some(statm) = read_statm(pid, &mut self.statm) {
+                    rss += statm.resident_bytes * self.page_size;
+                    virt += statm.virtual_bytes * self.page_size;
+                    read_any = true;
+                }
+            }
+            if read_any {
+                snapshot.rss_bytes = Some(rss);
+                snapshot.virtual_bytes = Some(virt);
+            }
+        }
         (snapshot.memory_usage_bytes, snapshot.memory_usage_source) = match current {
             Some(bytes) => (Some(bytes), Some(MemoryUsageSource::CgroupCurrent)),
             None => (
@@ -184,11 +209,10 @@ impl GroupSampler {
             cgroup: Some(set),
         });
 
-        self.sockets.inodes.clear();
         let mut fds = 0;
         let mut unreadable = 0;
         for &pid in &self.pids {
-            match self.sockets.add_fds(&pid_dir(pid)) {
+            match target::count_fds(&pid_dir(pid)) {
                 Ok(count) => fds += count,
                 // Exited since `cgroup.procs` was read.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -197,13 +221,17 @@ impl GroupSampler {
         }
         if unreadable > 0 {
             problems.push(format!(
-                "cannot read /proc/<pid>/fd of {unreadable} of {} processes: open_fds and \
-                 open_connections absent; run the agent as their user or with CAP_SYS_PTRACE",
+                "cannot read /proc/<pid>/fd of {unreadable} of {} processes: open_fds absent; \
+                 run the agent as their user or with CAP_SYS_PTRACE",
                 self.pids.len()
             ));
-        } else if let Some(&first) = self.pids.first() {
+        } else if !self.pids.is_empty() {
             snapshot.open_fds = Some(fds);
-            snapshot.open_connections = self.sockets.count_connections(&pid_dir(first));
+        }
+        match self.sockets.count_connections(&self.pids, GROUP_OWNER) {
+            Ok(count) if !self.pids.is_empty() => snapshot.open_connections = Some(count),
+            Ok(_) => {}
+            Err(reason) => problems.push(reason),
         }
 
         Ok(GroupReading {
@@ -251,6 +279,21 @@ pub(crate) fn parse_procs(text: &str) -> impl Iterator<Item = u32> + '_ {
     text.lines().filter_map(|line| line.trim().parse().ok())
 }
 
+/// The resident memory in a cgroup v2 `memory.stat`: `anon` (private anonymous pages)
+/// plus `file_mapped` (page cache mapped into the processes, shared memory included): what
+/// summing the processes' RSS approximates, without counting a shared page twice.
+pub(crate) fn parse_resident_bytes(text: &str) -> Option<u64> {
+    let (mut anon, mut mapped) = (None, None);
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("anon ") {
+            anon = value.trim().parse::<u64>().ok();
+        } else if let Some(value) = line.strip_prefix("file_mapped ") {
+            mapped = value.trim().parse::<u64>().ok();
+        }
+    }
+    anon?.checked_add(mapped?)
+}
+
 /// `usage_usec` of a `cpu.stat`: the CPU time the cgroup's processes used, microseconds.
 pub(crate) fn parse_usage_usec(text: &str) -> Option<u64> {
     text.lines()
@@ -285,6 +328,24 @@ mod tests {
         assert_eq!(parse_usage_usec(CPU_STAT), Some(3_113_620_000));
         assert_eq!(parse_usage_usec("user_usec 1\n"), None);
         assert_eq!(parse_usage_usec("usage_usec lots\n"), None);
+    }
+
+    /// Part of a `memory.stat` of a cgroup v2 with the memory controller (6.x kernel).
+    const MEMORY_STAT: &str = "anon 104857600\nfile 52428800\nkernel 3145728\n\
+                               kernel_stack 98304\npagetables 507904\nsec_pagetables 0\n\
+                               percpu 0\nsock 0\nvmalloc 0\nshmem 4096\nzswap 0\n\
+                               zswapped 0\nfile_mapped 20971520\nfile_dirty 0\n\
+                               file_writeback 0\nswapcached 0\nanon_thp 0\n";
+
+    #[test]
+    fn memory_stat_resident_is_anon_plus_mapped_files() {
+        assert_eq!(
+            parse_resident_bytes(MEMORY_STAT),
+            Some(104_857_600 + 20_971_520)
+        );
+        assert_eq!(parse_resident_bytes("anon 1\n"), None, "no file_mapped");
+        assert_eq!(parse_resident_bytes("anon x\nfile_mapped 1\n"), None);
+        assert_eq!(parse_resident_bytes(""), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::{Serialize, Serializer};
 use tracing::{info, warn};
 
 use super::group::GroupSampler;
+use super::sockdiag::{self, DiagSocket, Listener};
 use super::{procfs, ProcessSampler};
 
 /// The process a sidecar agent watches, and how it is found.
@@ -31,14 +32,17 @@ use super::{procfs, ProcessSampler};
 /// the oldest process is watched. Another user's processes can be found by port only with
 /// `CAP_SYS_PTRACE` (their `fd` directories are private).
 ///
-/// A sample of a running target reads `/proc/<pid>/{statm,stat}`, the links of
-/// `/proc/<pid>/fd` (`open_fds`, and the socket inodes) and `/proc/<pid>/net/tcp{,6}`
-/// (`open_connections`). Measured on a 2-core VM, release build, with 200 established
-/// loopback connections (about 400 socket fds): 4.2 ms median per sample, of which 0.7 ms
-/// reading the fd links and 3.3 ms reading the two TCP tables, which the kernel builds by
-/// walking its whole socket hash (2–3 ms even for a near-empty table). Finding a pid by port
-/// costs about 5 ms (the tables plus every `/proc/*/fd`), only when the pid is unknown.
-/// netlink `sock_diag` filtered in the kernel would cut the tables to 0.2–0.6 ms.
+/// A sample of a running target reads `/proc/<pid>/{statm,stat}`, the size of
+/// `/proc/<pid>/fd` (`open_fds`: the kernel reports the count since Linux 6.2, without listing
+/// it), and counts `open_connections` with netlink `sock_diag`: the kernel returns only the
+/// established sockets on the target's listening ports, counted without building records
+/// (see [`ConnectionsMethod`] for the namespaces and the `/proc/<pid>/net/tcp` fallback). The
+/// fd links, which say which listening sockets are the target's, are read only when the
+/// namespace's listening sockets or the pid change. So a sample costs about the same beside
+/// 10 or 10,000 idle connections of other processes, and grows with the target's own
+/// clients only by the 72 bytes a socket the kernel returns (`scripts/bench-scale.sh`
+/// measures it). Finding a pid by port costs about 5 ms (the tables plus every
+/// `/proc/*/fd`), only when the pid is unknown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// This pid.
@@ -97,6 +101,10 @@ pub struct TargetStatus {
     #[serde(serialize_with = "rfc3339")]
     #[schema(value_type = String)]
     pub since: SystemTime,
+    /// How `openConnections` was last counted: `sock-diag`, `sock-diag-setns` or `proc-net`
+    /// (absent until counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<ConnectionsMethod>,
 }
 
 fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -120,6 +128,7 @@ impl TargetHandle {
                 state: TargetState::NotFound,
                 reason: Some("not looked for yet".to_owned()),
                 since: SystemTime::now(),
+                connections: None,
             })),
         }
     }
@@ -158,6 +167,14 @@ impl TargetHandle {
         }
     }
 
+    /// Records how connections were counted.
+    fn set_connections(&self, method: Option<ConnectionsMethod>) {
+        let mut status = self.lock();
+        if status.connections != method {
+            status.connections = method;
+        }
+    }
+
     /// Records a sample's verdict; `since` moves (and a line is logged) only when the state
     /// or the pid changes, or on the `first` verdict.
     fn publish(&self, pid: Option<u32>, state: TargetState, reason: Option<String>, first: bool) {
@@ -184,6 +201,7 @@ impl TargetHandle {
         *status = TargetStatus {
             selector: std::mem::take(&mut status.selector),
             cgroup: status.cgroup.take(),
+            connections: status.connections,
             pid,
             state,
             reason,
@@ -261,6 +279,7 @@ impl TargetTracker {
                 }
                 Err(reason) => (TargetState::NotFound, Some(reason)),
             };
+            self.handle.set_connections(group.connections_method());
             self.handle.publish(None, state, reason, first);
             return;
         }
@@ -282,31 +301,30 @@ impl TargetTracker {
             self.oom_cgroup.clone_from(&tracked.process.oom_cgroup);
         }
         let dir = tracked.process.dir();
-        let reason = match self.sockets.read_fds(dir) {
-            Ok(fds) => {
-                snapshot.open_fds = Some(fds);
-                match self.sockets.count_connections(dir) {
-                    Some(count) => {
-                        snapshot.open_connections = Some(count);
-                        tracked.listen_ports = Some(self.sockets.listen_ports.clone());
-                        None
-                    }
-                    None => Some(format!(
-                        "cannot read {}/net/tcp: open_connections absent",
-                        dir.display()
-                    )),
+        let pid = tracked.pid;
+        let mut problems = Vec::new();
+        match count_fds(dir) {
+            Ok(fds) => snapshot.open_fds = Some(fds),
+            Err(e) => problems.push(format!(
+                "cannot read {}/fd ({e}): open_fds absent; run the agent as the target's user \
+                 or with CAP_SYS_PTRACE",
+                dir.display()
+            )),
+        }
+        match self.sockets.count_connections(&[pid], u64::from(pid)) {
+            Ok(count) => {
+                snapshot.open_connections = Some(count);
+                if tracked.listen_ports.as_deref() != Some(self.sockets.listen_ports()) {
+                    tracked.listen_ports = Some(self.sockets.listen_ports().to_vec());
                 }
             }
-            Err(e) => {
+            Err(reason) => {
                 tracked.listen_ports = None;
-                Some(format!(
-                    "cannot read {}/fd ({e}): open_fds and open_connections absent; run the \
-                     agent as the target's user or with CAP_SYS_PTRACE",
-                    dir.display()
-                ))
+                problems.push(reason);
             }
-        };
-        let pid = tracked.pid;
+        }
+        self.handle.set_connections(self.sockets.method());
+        let reason = (!problems.is_empty()).then(|| problems.join("; "));
         self.handle
             .publish(Some(pid), TargetState::Running, reason, first);
     }
@@ -530,27 +548,216 @@ fn parse_tcp_line(line: &str) -> Option<TcpSocket> {
     })
 }
 
-/// Buffers reused from sample to sample for the fd and socket scans.
+/// How a target's `open_connections` are counted: `connections` in its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionsMethod {
+    /// Netlink `sock_diag` in the agent's own network namespace, which the target shares:
+    /// the kernel returns only the established sockets on the target's listening ports.
+    SockDiag,
+    /// Netlink `sock_diag` through a socket opened inside the target's network namespace
+    /// (entered with `setns`, which needs `CAP_SYS_ADMIN`).
+    SockDiagSetns,
+    /// Parsing `/proc/<pid>/net/tcp` and `tcp6` and matching the target's socket fds: where
+    /// netlink is refused (no `NETLINK_SOCK_DIAG`, another namespace that cannot be
+    /// entered). Costs grow with every socket of the namespace.
+    ProcNet,
+}
+
+/// The number of open file descriptors of the process whose `/proc` directory is `dir`: the
+/// size the kernel reports for `<dir>/fd` (Linux 6.2 and later), else the entries listed.
+pub(crate) fn count_fds(dir: &Path) -> io::Result<u64> {
+    if let Some(count) = sockdiag::fd_count_from_size(dir)? {
+        return Ok(count);
+    }
+    Ok(fs::read_dir(dir.join("fd"))?.count() as u64)
+}
+
+/// The netlink socket of the namespace last sampled, or why there is none.
+#[derive(Debug, Default)]
+enum Diag {
+    #[default]
+    Unopened,
+    Open {
+        socket: DiagSocket,
+        /// The inode of the network namespace it answers for.
+        netns: u64,
+        method: ConnectionsMethod,
+    },
+    /// Netlink refused for the namespace with this inode: `/proc/<pid>/net` instead.
+    Refused { netns: u64 },
+}
+
+/// Counts a target's connections, reusing its buffers and netlink socket from sample to
+/// sample.
+///
+/// With netlink (see [`ConnectionsMethod`]), a sample costs two small dumps of the
+/// namespace's listening sockets and two filtered dumps of the established ones; the
+/// target's fd links (to learn which listening sockets are its own) are read again only when
+/// the namespace's listening sockets or the target's pid change. The `/proc/<pid>/net`
+/// fallback reads every fd link and both tables on every sample.
 #[derive(Debug, Default)]
 pub(crate) struct SocketScan {
-    /// The socket inodes of the target's fds, from the last [`SocketScan::read_fds`].
+    /// The socket inodes of the target's fds, from the last scan of its fd links.
     pub(crate) inodes: HashSet<u64>,
-    /// The ports the target listens on, from the last [`SocketScan::count_connections`].
+    /// The ports the target listens on, from the last sample.
     listen_ports: Vec<u16>,
+    /// Whether the target has IPv4 and IPv6 listeners (the families whose established
+    /// sockets are asked for).
+    listen_families: (bool, bool),
+    diag: Diag,
+    /// The agent's own network namespace inode, read once.
+    own_netns: Option<u64>,
+    listeners: Vec<Listener>,
+    /// The listening sockets, and the owner, when the fd links were last read.
+    scanned: Option<(Vec<Listener>, u64)>,
+    method: Option<ConnectionsMethod>,
+    /// Tests force the `/proc/<pid>/net` path.
+    force_proc_net: bool,
     established_ports: Vec<u16>,
     table: Vec<u8>,
 }
 
 impl SocketScan {
-    /// Counts the entries of `<dir>/fd` and collects their socket inodes.
-    fn read_fds(&mut self, dir: &Path) -> io::Result<u64> {
-        self.inodes.clear();
-        self.add_fds(dir)
+    /// The method of the last count; `None` before one succeeded.
+    pub(crate) fn method(&self) -> Option<ConnectionsMethod> {
+        self.method
     }
 
-    /// Counts the entries of `<dir>/fd` and adds their socket inodes to those collected
-    /// (several processes of a cgroup).
-    pub(crate) fn add_fds(&mut self, dir: &Path) -> io::Result<u64> {
+    /// The ports the target listened on at the last count.
+    pub(crate) fn listen_ports(&self) -> &[u16] {
+        &self.listen_ports
+    }
+
+    /// Counts the ESTABLISHED TCP sockets whose local port is one the processes `pids`
+    /// LISTEN on: their clients, not their own outgoing connections (to a database, say). The
+    /// network namespace is the first process's. `owner` identifies who `pids` are (a pid; a
+    /// constant for a cgroup): when it changes, the fd links are read again. The error says
+    /// why the count is absent.
+    pub(crate) fn count_connections(&mut self, pids: &[u32], owner: u64) -> Result<u64, String> {
+        let Some(&first) = pids.first() else {
+            return Ok(0);
+        };
+        let dir = pid_dir(first);
+        if !self.force_proc_net {
+            if let Some(count) = self.count_by_netlink(&dir, pids, owner)? {
+                return Ok(count);
+            }
+        }
+        self.count_by_proc_net(&dir, pids)
+    }
+
+    /// `Ok(None)` when netlink cannot answer for the namespace of `dir` (use the fallback).
+    fn count_by_netlink(
+        &mut self,
+        dir: &Path,
+        pids: &[u32],
+        owner: u64,
+    ) -> Result<Option<u64>, String> {
+        let Ok(netns) = sockdiag::namespace_inode(&dir.join("ns/net")) else {
+            return Ok(None);
+        };
+        let current = match &self.diag {
+            Diag::Open { netns: open, .. } | Diag::Refused { netns: open } => *open == netns,
+            Diag::Unopened => false,
+        };
+        if !current {
+            self.scanned = None;
+            let own = match self.own_netns {
+                Some(own) => Some(own),
+                None => sockdiag::namespace_inode(Path::new("/proc/self/ns/net")).ok(),
+            };
+            self.own_netns = own;
+            let opened = if own == Some(netns) {
+                DiagSocket::open().map(|socket| (socket, ConnectionsMethod::SockDiag))
+            } else {
+                DiagSocket::open_in_namespace_of(&dir.join("ns/net"))
+                    .map(|socket| (socket, ConnectionsMethod::SockDiagSetns))
+            };
+            self.diag = match opened {
+                Ok((socket, method)) => Diag::Open {
+                    socket,
+                    netns,
+                    method,
+                },
+                Err(e) => {
+                    warn!(%e, dir = %dir.display(), "netlink sock_diag refused: counting \
+                          connections from /proc/<pid>/net/tcp");
+                    Diag::Refused { netns }
+                }
+            };
+        }
+        let Diag::Open { socket, method, .. } = &mut self.diag else {
+            return Ok(None);
+        };
+        let method = *method;
+        if let Err(e) = socket.listeners(&mut self.listeners) {
+            warn!(%e, "netlink sock_diag failed: counting connections from /proc/<pid>/net/tcp");
+            self.diag = Diag::Refused { netns };
+            return Ok(None);
+        }
+        self.listeners.sort_unstable();
+        self.listeners.dedup();
+        let unchanged = self
+            .scanned
+            .as_ref()
+            .is_some_and(|(listeners, scanned_owner)| {
+                *scanned_owner == owner && *listeners == self.listeners
+            });
+        if !unchanged {
+            self.read_socket_inodes(pids)?;
+            self.listen_ports.clear();
+            let inodes = &self.inodes;
+            self.listen_ports.extend(
+                self.listeners
+                    .iter()
+                    .filter(|l| inodes.contains(&l.inode))
+                    .map(|l| l.port),
+            );
+            self.listen_ports.sort_unstable();
+            self.listen_ports.dedup();
+            let mine = || self.listeners.iter().filter(|l| inodes.contains(&l.inode));
+            self.listen_families = (mine().any(|l| !l.v6), mine().any(|l| l.v6));
+            self.scanned = Some((self.listeners.clone(), owner));
+        }
+        let Diag::Open { socket, .. } = &mut self.diag else {
+            return Ok(None);
+        };
+        let (v4, v6) = self.listen_families;
+        match socket.count_established(&self.listen_ports, v4, v6) {
+            Ok(count) => {
+                self.method = Some(method);
+                Ok(Some(count))
+            }
+            Err(e) => {
+                warn!(%e, "netlink sock_diag failed: counting connections from /proc/<pid>/net/tcp");
+                self.diag = Diag::Refused { netns };
+                Ok(None)
+            }
+        }
+    }
+
+    /// Collects the socket inodes of every fd of `pids` (processes that exited meanwhile are
+    /// skipped).
+    fn read_socket_inodes(&mut self, pids: &[u32]) -> Result<(), String> {
+        self.inodes.clear();
+        for &pid in pids {
+            match self.add_fds(&pid_dir(pid)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot read /proc/{pid}/fd ({e}): open_connections absent; run the \
+                         agent as the target's user or with CAP_SYS_PTRACE"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the entries of `<dir>/fd` and adds their socket inodes to those collected.
+    fn add_fds(&mut self, dir: &Path) -> io::Result<u64> {
         let mut count = 0;
         for entry in fs::read_dir(dir.join("fd"))? {
             // An fd closed during the scan is simply not counted.
@@ -565,10 +772,9 @@ impl SocketScan {
         Ok(count)
     }
 
-    /// Counts the ESTABLISHED sockets among the inodes of [`SocketScan::read_fds`] whose
-    /// local port is one the process LISTENs on: its clients, not its own outgoing
-    /// connections (to a database, say). `None` if neither table can be read.
-    pub(crate) fn count_connections(&mut self, dir: &Path) -> Option<u64> {
+    /// The fallback: every fd link of `pids`, then `<dir>/net/tcp` and `tcp6`.
+    fn count_by_proc_net(&mut self, dir: &Path, pids: &[u32]) -> Result<u64, String> {
+        self.read_socket_inodes(pids)?;
         self.listen_ports.clear();
         self.established_ports.clear();
         let mut read_any = false;
@@ -588,13 +794,21 @@ impl SocketScan {
                 }
             }
         }
+        if !read_any {
+            return Err(format!(
+                "cannot read {}/net/tcp: open_connections absent",
+                dir.display()
+            ));
+        }
+        self.listen_ports.sort_unstable();
+        self.listen_ports.dedup();
+        self.method = Some(ConnectionsMethod::ProcNet);
         let listening = &self.listen_ports;
-        read_any.then(|| {
-            self.established_ports
-                .iter()
-                .filter(|port| listening.contains(port))
-                .count() as u64
-        })
+        Ok(self
+            .established_ports
+            .iter()
+            .filter(|port| listening.contains(port))
+            .count() as u64)
     }
 }
 
@@ -908,20 +1122,186 @@ mod tests {
     fn this_process_is_found_by_its_listening_port_and_its_clients_counted() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert_eq!(find_listener(port), Ok(std::process::id()));
+        let me = std::process::id();
+        assert_eq!(find_listener(port), Ok(me));
 
         let clients: Vec<_> = (0..3)
             .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
             .collect();
         let accepted: Vec<_> = (0..3).map(|_| listener.accept().unwrap().0).collect();
-        let mut scan = SocketScan::default();
-        let dir = Path::new("/proc/self");
-        scan.read_fds(dir).unwrap();
-        // Both ends are in this process: only the accepted ones are on the listening port.
-        // (Other tests of this binary may hold connections of their own.)
-        assert!(scan.count_connections(dir).is_some_and(|n| n >= 3));
-        assert!(scan.listen_ports.contains(&port));
+        for force_proc_net in [false, true] {
+            let mut scan = SocketScan {
+                force_proc_net,
+                ..SocketScan::default()
+            };
+            // Both ends are in this process: only the accepted ones are on the listening port.
+            // (Other tests of this binary may hold connections of their own.)
+            let count = scan.count_connections(&[me], u64::from(me)).unwrap();
+            assert!(count >= 3, "{count} ({:?})", scan.method());
+            assert!(scan.listen_ports().contains(&port));
+            let expected = if force_proc_net {
+                ConnectionsMethod::ProcNet
+            } else {
+                ConnectionsMethod::SockDiag
+            };
+            assert_eq!(scan.method(), Some(expected));
+        }
         drop((clients, accepted));
+    }
+
+    /// Started as a child process by the tests below (with `PERFPILOT_TEST_CONNECTIONS`): a
+    /// server holding that many established loopback connections, both ends in itself, until
+    /// its stdin closes.
+    #[test]
+    #[ignore = "the server half of the connection tests, run as their child process"]
+    fn connection_server_child() {
+        let Some(count) = std::env::var("PERFPILOT_TEST_CONNECTIONS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pairs: Vec<_> = (0..count)
+            .map(|_| {
+                let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                (client, listener.accept().unwrap().0)
+            })
+            .collect();
+        println!("ready {port}");
+        // Until the parent closes our stdin, or exits.
+        let _ = std::io::stdin().read_line(&mut String::new());
+        drop(pairs);
+    }
+
+    /// A child process from [`connection_server_child`], killed on drop.
+    struct ServerChild(std::process::Child);
+
+    impl Drop for ServerChild {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Starts [`connection_server_child`] with `count` connections, in a new network
+    /// namespace with `new_netns` (through `unshare -n`); `None` (with the reason printed)
+    /// where that cannot run here.
+    fn start_server(count: usize, new_netns: bool) -> Option<(ServerChild, u32)> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe().unwrap();
+        let test_args = [
+            "--exact",
+            "sample::target::tests::connection_server_child",
+            "--ignored",
+            "--nocapture",
+        ];
+        let mut command = if new_netns {
+            let mut command = Command::new("unshare");
+            command.args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""]);
+            command.arg(&exe).args(test_args);
+            command
+        } else {
+            let mut command = Command::new(&exe);
+            command.args(test_args);
+            command
+        };
+        let child = command
+            .env("PERFPILOT_TEST_CONNECTIONS", count.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => ServerChild(child),
+            Err(e) => {
+                println!("skipped: cannot start the server child ({e})");
+                return None;
+            }
+        };
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ready = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .find(|line| line.starts_with("ready "));
+            let _ = tx.send(ready);
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Some(_)) => {
+                let pid = child.0.id();
+                Some((child, pid))
+            }
+            Ok(None) => {
+                println!("skipped: the server child did not start (no unshare -n here?)");
+                None
+            }
+            Err(_) => panic!("the server child was not ready within 60 s"),
+        }
+    }
+
+    /// The pid of the server inside `unshare -n sh -c ... exec`: `sh` execs the test binary,
+    /// so the pid stays the same.
+    fn counts(pid: u32, force_proc_net: bool) -> (u64, Option<ConnectionsMethod>) {
+        let mut scan = SocketScan {
+            force_proc_net,
+            ..SocketScan::default()
+        };
+        let count = scan.count_connections(&[pid], u64::from(pid)).unwrap();
+        (count, scan.method())
+    }
+
+    #[test]
+    fn netlink_and_proc_net_counts_agree_on_real_loopback_sockets() {
+        let Some((_child, pid)) = start_server(40, false) else {
+            return;
+        };
+        let (netlink, method) = counts(pid, false);
+        let (proc_net, fallback) = counts(pid, true);
+        assert_eq!(method, Some(ConnectionsMethod::SockDiag));
+        assert_eq!(fallback, Some(ConnectionsMethod::ProcNet));
+        assert_eq!(netlink, 40);
+        assert_eq!(proc_net, 40);
+
+        // The whole target sample, and the status says how it counted.
+        let mut tracker = TargetTracker::new(Target::Pid(pid), None);
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        tracker.sample_into(Instant::now(), &mut snapshot);
+        assert_eq!(snapshot.open_connections, Some(40));
+        // 80 sockets and at least stdin, stdout, stderr.
+        assert!(snapshot.open_fds.is_some_and(|n| n >= 83), "{snapshot:?}");
+        let status = tracker.handle().status();
+        assert_eq!(status.connections, Some(ConnectionsMethod::SockDiag));
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["connections"], "sock-diag");
+    }
+
+    #[test]
+    fn a_target_in_another_network_namespace_is_counted_inside_it() {
+        let Some((_child, pid)) = start_server(25, true) else {
+            return;
+        };
+        let own = sockdiag::namespace_inode(Path::new("/proc/self/ns/net")).unwrap();
+        let theirs = sockdiag::namespace_inode(&pid_dir(pid).join("ns/net")).unwrap();
+        if own == theirs {
+            println!("skipped: unshare -n did not give the child its own namespace");
+            return;
+        }
+        let (netlink, method) = counts(pid, false);
+        let (proc_net, _) = counts(pid, true);
+        assert_eq!(proc_net, 25, "/proc/<pid>/net is the child's namespace");
+        match method {
+            Some(ConnectionsMethod::SockDiagSetns) => assert_eq!(netlink, 25),
+            // Without CAP_SYS_ADMIN the namespace cannot be entered: the fallback counts.
+            Some(ConnectionsMethod::ProcNet) => {
+                println!("setns refused here: the fallback counted");
+                assert_eq!(netlink, 25);
+            }
+            other => panic!("unexpected method {other:?}"),
+        }
     }
 
     /// The cost of sampling a target with 200 established loopback connections (this process
@@ -942,13 +1322,20 @@ mod tests {
         let me = std::process::id();
         let dir = pid_dir(me);
         let median = |f: Box<dyn FnMut() + '_>| crate::sample::median_time(201, f);
-        let mut scan = SocketScan::default();
-        let fds = scan.read_fds(&dir).unwrap();
-        let read_fds = median(Box::new(|| {
-            scan.read_fds(&dir).unwrap();
+        let fds = count_fds(&dir).unwrap();
+        let count_fds_time = median(Box::new(|| {
+            count_fds(&dir).unwrap();
         }));
-        let count = median(Box::new(|| {
-            scan.count_connections(&dir).unwrap();
+        let mut netlink = SocketScan::default();
+        let by_netlink = median(Box::new(|| {
+            assert!(netlink.count_connections(&[me], 1).unwrap() >= 200);
+        }));
+        let mut proc_net = SocketScan {
+            force_proc_net: true,
+            ..SocketScan::default()
+        };
+        let by_proc_net = median(Box::new(|| {
+            assert!(proc_net.count_connections(&[me], 1).unwrap() >= 200);
         }));
         let mut tracker = TargetTracker::new(Target::Pid(me), None);
         let whole = median(Box::new(|| {
@@ -959,20 +1346,12 @@ mod tests {
         let find = median(Box::new(|| {
             assert_eq!(find_listener(port), Ok(me));
         }));
-        let processes = fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.parse::<u32>().is_ok())
-            })
-            .count();
-        println!("fds: {fds}, processes on the host: {processes}");
+        println!("fds: {fds}");
         println!("| step | median |\n|---|---|");
-        println!("| readdir + readlink of /proc/<pid>/fd | {read_fds:?} |");
-        println!("| /proc/<pid>/net/tcp + tcp6, match inodes | {count:?} |");
-        println!("| whole target sample (statm, stat, fd, tcp) | {whole:?} |");
+        println!("| count fds (size of /proc/<pid>/fd) | {count_fds_time:?} |");
+        println!("| connections by netlink sock_diag | {by_netlink:?} |");
+        println!("| connections by /proc/<pid>/net/tcp{{,6}} + fd links | {by_proc_net:?} |");
+        println!("| whole target sample | {whole:?} |");
         println!("| find the pid by port (tcp tables + every /proc/*/fd) | {find:?} |");
         drop(pairs);
     }

@@ -1,0 +1,515 @@
+//! Counting TCP connections with the kernel's `sock_diag` netlink interface (`INET_DIAG`),
+//! instead of reading `/proc/<pid>/net/tcp{,6}`, whose text lists every socket of the network
+//! namespace and which the kernel builds by walking its whole socket hash.
+//!
+//! A [`DiagSocket`] sends `SOCK_DIAG_BY_FAMILY` dump requests (`inet_diag_req_v2`, TCP, IPv4
+//! then IPv6) restricted to one TCP state and, for the established sockets, to the target's
+//! listening ports by a bytecode filter the kernel runs on each socket: only the target's
+//! clients come back, and they are counted from the returned headers, never stored.
+//!
+//! The socket answers for the network namespace it was created in: the agent's own
+//! ([`DiagSocket::open`]), or a target's ([`DiagSocket::open_in_namespace_of`], which needs
+//! `CAP_SYS_ADMIN` to enter it).
+//!
+//! Every `unsafe` block and every libc call of the sampler's connection counting is in this
+//! file, each with its safety argument.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `INET_DIAG_REQ_BYTECODE` (linux/inet_diag.h): the request attribute holding the filter.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// `INET_DIAG_BC_S_EQ`: the socket's local port equals the next op's `no` field.
+const INET_DIAG_BC_S_EQ: u8 = 11;
+/// TCP states (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_LISTEN: u8 = 10;
+/// The most ports one filter lists (each costs 8 bytes of bytecode); more fall back to
+/// matching the returned headers without a kernel filter.
+const MAX_FILTERED_PORTS: usize = 64;
+
+/// `struct nlmsghdr`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NlMsgHdr {
+    len: u32,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+}
+
+/// `struct inet_diag_sockid`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct InetDiagSockId {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    src: [u32; 4],
+    dst: [u32; 4],
+    interface: u32,
+    cookie: [u32; 2],
+}
+
+/// `struct inet_diag_req_v2`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct InetDiagReqV2 {
+    family: u8,
+    protocol: u8,
+    ext: u8,
+    pad: u8,
+    states: u32,
+    id: InetDiagSockId,
+}
+
+/// `struct nlattr`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NlAttr {
+    len: u16,
+    kind: u16,
+}
+
+/// Offsets in `struct inet_diag_msg` (after the `nlmsghdr`): family, state, then the
+/// `inet_diag_sockid` (local port first, big endian), and the inode last.
+const MSG_STATE: usize = 1;
+const MSG_SPORT: usize = 4;
+const MSG_INODE: usize = 68;
+const MSG_LEN: usize = 72;
+const HDR_LEN: usize = size_of::<NlMsgHdr>();
+
+/// A listening TCP socket of the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Listener {
+    /// Its inode, as in `socket:[inode]` fd links.
+    pub(crate) inode: u64,
+    /// Its local port.
+    pub(crate) port: u16,
+    /// Whether it is an IPv6 socket: its accepted connections are too (IPv4 clients of a
+    /// dual-stack listener included, as mapped addresses).
+    pub(crate) v6: bool,
+}
+
+/// A `NETLINK_SOCK_DIAG` socket and the buffers of its requests, reused from call to call.
+#[derive(Debug)]
+pub(crate) struct DiagSocket {
+    fd: OwnedFd,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+    seq: u32,
+    /// Whether the kernel refused a bytecode filter once (then headers are matched instead).
+    filter_refused: bool,
+}
+
+impl DiagSocket {
+    /// A socket answering for the agent's own network namespace.
+    pub(crate) fn open() -> io::Result<DiagSocket> {
+        // SAFETY: `socket` takes no pointers; a negative return is an error, checked below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a socket just created by this thread and owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(DiagSocket {
+            fd,
+            request: Vec::with_capacity(128),
+            // Dumps come in messages of up to 32 KiB.
+            buf: vec![0; 64 << 10],
+            seq: 0,
+            filter_refused: false,
+        })
+    }
+
+    /// A socket answering for the network namespace `ns` (a `/proc/<pid>/ns/net` file):
+    /// created on a short-lived thread that enters the namespace (`setns`, which needs
+    /// `CAP_SYS_ADMIN`), so that the agent's own threads stay where they are. A netlink socket
+    /// keeps the namespace it was created in.
+    pub(crate) fn open_in_namespace_of(ns: &Path) -> io::Result<DiagSocket> {
+        let ns_file = std::fs::File::open(ns)?;
+        std::thread::Builder::new()
+            .name("perfpilot-setns".into())
+            .spawn(move || {
+                // SAFETY: `ns_file` is an open namespace file for the whole call; `setns`
+                // changes only this thread's network namespace, and the thread ends here.
+                if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                DiagSocket::open()
+            })?
+            .join()
+            .map_err(|_| io::Error::other("the setns thread panicked"))?
+    }
+
+    /// The listening TCP sockets (IPv4 and IPv6) of the namespace, into `out` (cleared).
+    pub(crate) fn listeners(&mut self, out: &mut Vec<Listener>) -> io::Result<()> {
+        out.clear();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            self.dump(family as u8, TCP_LISTEN, &[], |msg| {
+                out.push(Listener {
+                    inode: u64::from(read_u32(msg, MSG_INODE)),
+                    port: read_port(msg),
+                    v6: family == libc::AF_INET6,
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The ESTABLISHED TCP sockets whose local port is one of `ports`, among the IPv4 ones
+    /// with `v4` and the IPv6 ones with `v6`: the clients of servers listening on them.
+    /// Counted, not stored. Each family is one walk of the kernel's whole established-socket
+    /// hash (IPv4 and IPv6 share it), so a family without listeners is not asked.
+    pub(crate) fn count_established(
+        &mut self,
+        ports: &[u16],
+        v4: bool,
+        v6: bool,
+    ) -> io::Result<u64> {
+        if ports.is_empty() {
+            return Ok(0);
+        }
+        let mut count = 0u64;
+        let families = [(libc::AF_INET, v4), (libc::AF_INET6, v6)];
+        for family in families.into_iter().filter(|f| f.1).map(|f| f.0) {
+            self.dump(family as u8, TCP_ESTABLISHED, ports, |msg| {
+                // The kernel filter already kept only these ports; the check costs little and
+                // is what counts when the filter was refused.
+                if ports.contains(&read_port(msg)) {
+                    count += 1;
+                }
+            })?;
+        }
+        Ok(count)
+    }
+
+    /// One dump of `family`'s TCP sockets in `state`, with a local-port filter when `ports` is
+    /// not empty; calls `each` with every `inet_diag_msg` returned.
+    fn dump(
+        &mut self,
+        family: u8,
+        state: u8,
+        ports: &[u16],
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        let filtered =
+            !ports.is_empty() && !self.filter_refused && ports.len() <= MAX_FILTERED_PORTS;
+        match self.dump_once(family, state, filtered.then_some(ports), &mut each) {
+            Err(e) if filtered && e.raw_os_error() == Some(libc::EINVAL) => {
+                // A kernel that does not take the filter: match the headers instead.
+                self.filter_refused = true;
+                self.dump_once(family, state, None, &mut each)
+            }
+            result => result,
+        }
+    }
+
+    fn dump_once(
+        &mut self,
+        family: u8,
+        state: u8,
+        ports: Option<&[u16]>,
+        each: &mut impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        build_request(&mut self.request, self.seq, family, state, ports);
+        self.send()?;
+        loop {
+            let len = self.recv()?;
+            let mut offset = 0;
+            while offset + HDR_LEN <= len {
+                let header = read_header(&self.buf[offset..]);
+                let msg_len = header.len as usize;
+                if msg_len < HDR_LEN || offset + msg_len > len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "sock_diag: truncated netlink message",
+                    ));
+                }
+                if header.seq == self.seq {
+                    match i32::from(header.kind) {
+                        libc::NLMSG_DONE => return Ok(()),
+                        libc::NLMSG_ERROR => {
+                            let body = &self.buf[offset + HDR_LEN..offset + msg_len];
+                            let errno = body
+                                .get(..4)
+                                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                                .unwrap_or(-libc::EIO);
+                            return Err(io::Error::from_raw_os_error(-errno));
+                        }
+                        _ if header.kind == SOCK_DIAG_BY_FAMILY && msg_len >= HDR_LEN + MSG_LEN => {
+                            let msg = &self.buf[offset + HDR_LEN..offset + msg_len];
+                            if msg[MSG_STATE] == state {
+                                each(msg);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                // Messages are aligned to 4 bytes.
+                offset += (msg_len + 3) & !3;
+            }
+        }
+    }
+
+    fn send(&self) -> io::Result<()> {
+        // SAFETY: an all-zero `sockaddr_nl` is valid (the kernel as destination).
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        loop {
+            // SAFETY: the pointers and lengths are those of `self.request` and `kernel`, both
+            // alive and unaliased for the call; `self.fd` is an open socket.
+            let sent = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    self.request.as_ptr().cast(),
+                    self.request.len(),
+                    0,
+                    (&raw const kernel).cast(),
+                    size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            if sent >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    fn recv(&mut self) -> io::Result<usize> {
+        loop {
+            // SAFETY: `self.buf` is writable for `self.buf.len()` bytes and not otherwise
+            // borrowed during the call; `self.fd` is an open socket.
+            let received = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    0,
+                )
+            };
+            if received >= 0 {
+                return Ok(received as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// The request: `nlmsghdr`, `inet_diag_req_v2` for `family`'s TCP sockets in `state`, and,
+/// with `ports`, an `INET_DIAG_REQ_BYTECODE` attribute keeping local ports in `ports`: one
+/// `S_EQ` op per port, its "yes" jumping to the end (accept), its "no" to the next op; the
+/// last op's "no" jumps 4 bytes past the end (reject).
+fn build_request(out: &mut Vec<u8>, seq: u32, family: u8, state: u8, ports: Option<&[u16]>) {
+    out.clear();
+    let bytecode_len = ports.map_or(0, |p| 8 * p.len());
+    let attr_len = if bytecode_len > 0 {
+        size_of::<NlAttr>() + bytecode_len
+    } else {
+        0
+    };
+    let total = HDR_LEN + size_of::<InetDiagReqV2>() + attr_len;
+    push_header(
+        out,
+        NlMsgHdr {
+            len: total as u32,
+            kind: SOCK_DIAG_BY_FAMILY,
+            flags: (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
+            seq,
+            pid: 0,
+        },
+    );
+    // inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed sockid.
+    out.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    out.extend_from_slice(&(1u32 << state).to_ne_bytes());
+    out.resize(HDR_LEN + size_of::<InetDiagReqV2>(), 0);
+    if let Some(ports) = ports.filter(|p| !p.is_empty()) {
+        out.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        out.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        let len = bytecode_len;
+        for (index, &port) in ports.iter().enumerate() {
+            let at = 8 * index;
+            let yes = (len - at) as u8;
+            let no: u16 = if index + 1 == ports.len() { 12 } else { 8 };
+            // inet_diag_bc_op { code, yes, no } then { 0, 0, port } (host order, as the
+            // kernel compares it with the socket's host-order port).
+            out.extend_from_slice(&[INET_DIAG_BC_S_EQ, yes]);
+            out.extend_from_slice(&no.to_ne_bytes());
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&port.to_ne_bytes());
+        }
+    }
+    debug_assert_eq!(out.len(), total);
+}
+
+fn push_header(out: &mut Vec<u8>, header: NlMsgHdr) {
+    out.extend_from_slice(&header.len.to_ne_bytes());
+    out.extend_from_slice(&header.kind.to_ne_bytes());
+    out.extend_from_slice(&header.flags.to_ne_bytes());
+    out.extend_from_slice(&header.seq.to_ne_bytes());
+    out.extend_from_slice(&header.pid.to_ne_bytes());
+}
+
+fn read_header(bytes: &[u8]) -> NlMsgHdr {
+    NlMsgHdr {
+        len: read_u32(bytes, 0),
+        kind: u16::from_ne_bytes([bytes[4], bytes[5]]),
+        flags: u16::from_ne_bytes([bytes[6], bytes[7]]),
+        seq: read_u32(bytes, 8),
+        pid: read_u32(bytes, 12),
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// The local port of an `inet_diag_msg` (big endian on the wire).
+fn read_port(msg: &[u8]) -> u16 {
+    u16::from_be_bytes([msg[MSG_SPORT], msg[MSG_SPORT + 1]])
+}
+
+/// The inode of a namespace file (`/proc/self/ns/net`, `/proc/<pid>/ns/net`): two processes
+/// share a network namespace when these are equal.
+pub(crate) fn namespace_inode(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.ino())
+}
+
+/// The number of open file descriptors of the process whose `/proc` directory is `dir`, from
+/// the size the kernel reports for `<dir>/fd` (Linux 6.2 and later: a count of its fd table,
+/// without listing it); `None` where the size says nothing (older kernels report 0).
+pub(crate) fn fd_count_from_size(dir: &Path) -> io::Result<Option<u64>> {
+    let size = std::fs::metadata(dir.join("fd"))?.len();
+    Ok((size > 0).then_some(size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn the_request_layout_matches_the_kernel_structs() {
+        assert_eq!(size_of::<NlMsgHdr>(), 16);
+        assert_eq!(size_of::<InetDiagSockId>(), 48);
+        assert_eq!(size_of::<InetDiagReqV2>(), 56);
+        let mut request = Vec::new();
+        build_request(
+            &mut request,
+            7,
+            libc::AF_INET as u8,
+            TCP_ESTABLISHED,
+            Some(&[80, 443]),
+        );
+        assert_eq!(request.len(), 16 + 56 + 4 + 16);
+        assert_eq!(read_u32(&request, 0) as usize, request.len());
+        assert_eq!(read_u32(&request, 8), 7, "sequence number");
+        assert_eq!(read_u32(&request, 20), 1 << TCP_ESTABLISHED, "states");
+        // First op: port 80, yes = 16 (to the end), no = 8 (next op).
+        let ops = &request[16 + 56 + 4..];
+        assert_eq!(&ops[..2], &[INET_DIAG_BC_S_EQ, 16]);
+        assert_eq!(u16::from_ne_bytes([ops[2], ops[3]]), 8);
+        assert_eq!(u16::from_ne_bytes([ops[6], ops[7]]), 80);
+        // Last op: yes = 8 (the end), no = 12 (past it: reject).
+        assert_eq!(&ops[8..10], &[INET_DIAG_BC_S_EQ, 8]);
+        assert_eq!(u16::from_ne_bytes([ops[10], ops[11]]), 12);
+        assert_eq!(u16::from_ne_bytes([ops[14], ops[15]]), 443);
+    }
+
+    /// Real loopback sockets: the kernel's counts match what this test opened.
+    #[test]
+    fn counts_established_clients_of_listening_ports() {
+        let mut diag = match DiagSocket::open() {
+            Ok(diag) => diag,
+            Err(e) => {
+                println!("skipped: netlink sock_diag unavailable here ({e})");
+                return;
+            }
+        };
+        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let v4_port = v4.local_addr().unwrap().port();
+        let v6 = TcpListener::bind("[::1]:0").ok();
+        let mut listeners = Vec::new();
+        diag.listeners(&mut listeners).unwrap();
+        assert!(
+            listeners.iter().any(|l| l.port == v4_port && l.inode > 0),
+            "{listeners:?}"
+        );
+        assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 0);
+
+        let clients: Vec<_> = (0..5)
+            .map(|_| TcpStream::connect(("127.0.0.1", v4_port)).unwrap())
+            .collect();
+        let accepted: Vec<_> = (0..5).map(|_| v4.accept().unwrap().0).collect();
+        // The server ends only: the clients' local ports are ephemeral ones.
+        assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 5);
+        assert_eq!(
+            diag.count_established(&[v4_port], false, true).unwrap(),
+            0,
+            "IPv4 clients are IPv4 sockets"
+        );
+        let mut v6_pairs = Vec::new();
+        if let Some(v6) = &v6 {
+            let v6_port = v6.local_addr().unwrap().port();
+            for _ in 0..3 {
+                let client = TcpStream::connect(("::1", v6_port)).unwrap();
+                v6_pairs.push((client, v6.accept().unwrap().0));
+            }
+            assert_eq!(diag.count_established(&[v6_port], false, true).unwrap(), 3);
+            assert_eq!(
+                diag.count_established(&[v4_port, v6_port], true, true)
+                    .unwrap(),
+                8
+            );
+        } else {
+            println!("skipped the IPv6 part: no ::1 here");
+        }
+        // Without the kernel filter, the same count from the headers.
+        diag.filter_refused = true;
+        assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 5);
+        drop((clients, accepted, v6_pairs));
+    }
+
+    #[test]
+    fn this_process_shares_its_own_namespace() {
+        let me = namespace_inode(Path::new("/proc/self/ns/net")).unwrap();
+        let by_pid =
+            namespace_inode(Path::new(&format!("/proc/{}/ns/net", std::process::id()))).unwrap();
+        assert_eq!(me, by_pid);
+    }
+
+    #[test]
+    fn the_fd_directory_size_counts_open_fds() {
+        let Some(before) = fd_count_from_size(Path::new("/proc/self")).unwrap() else {
+            println!("skipped: this kernel reports no size for /proc/<pid>/fd");
+            return;
+        };
+        let files: Vec<_> = (0..10)
+            .map(|_| std::fs::File::open("/proc/self/stat").unwrap())
+            .collect();
+        let after = fd_count_from_size(Path::new("/proc/self"))
+            .unwrap()
+            .unwrap();
+        // Other tests of this binary open and close files meanwhile: at least ours.
+        assert!(after >= before + 10 - 5, "{before} -> {after}");
+        drop(files);
+    }
+}
