@@ -636,7 +636,10 @@ impl Engine {
                         }
                         Err(e) => {
                             error!(%e, "sampling failed");
-                            self.sampling_error = Some(panic_message(e));
+                            self.sampling_error = Some(match e.try_into_panic() {
+                                Ok(payload) => panic_message(payload),
+                                Err(e) => e.to_string(),
+                            });
                             self.publish();
                         }
                     }
@@ -1473,18 +1476,6 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
         message.clone()
     } else {
         "(no message)".to_owned()
-    }
-}
-
-/// What a failed sampling task says: its panic's message where there is one.
-fn panic_message(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the signal source panicked".to_owned()),
-        Err(error) => error.to_string(),
     }
 }
 

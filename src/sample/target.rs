@@ -960,6 +960,9 @@ mod tests {
         sample(&mut tracker);
         assert_eq!(handle.status().state, TargetState::NotFound);
 
+        // Start times count clock ticks (10 ms): a process given the pid within the same tick
+        // would look the same, so the impostor starts a few ticks after the target did.
+        std::thread::sleep(std::time::Duration::from_millis(50));
         let Some(mut impostor) = spawn_at_pid(pid) else {
             return crate::test_support::skip(&format!(
                 "could not get pid {pid} again through ns_last_pid in 200 tries"
