@@ -462,7 +462,7 @@ impl AgentBuilder {
         let builder_strategies = self.strategies;
         strategies.extend(builder_strategies.iter().cloned());
         let strategy_count = strategies.len();
-        let watch_specs = watch_specs(&strategies);
+        let watch_specs = watch_specs(&strategies, &config.budgets);
         let mut target = None;
         let mut fast_watch = None;
         let mut source = self.source.unwrap_or_else(|| {
@@ -557,19 +557,57 @@ impl AgentBuilder {
     }
 }
 
-/// The fast watch's specs: every trigger with a `watch_interval`, its `above` and `critical`.
-fn watch_specs(strategies: &[Registered]) -> Vec<WatchSpec> {
-    strategies
-        .iter()
-        .filter_map(|registered| {
-            let trigger = &registered.trigger;
-            Some(WatchSpec {
-                signal: trigger.signal,
-                thresholds: std::iter::once(trigger.above)
-                    .chain(trigger.critical)
-                    .collect(),
-                interval: trigger.watch_interval?,
-            })
+/// The fast watch's specs: every trigger with a `watch_interval` (its `above` and
+/// `critical`), and every budget with one (its `goal` and `limit`) whose signal can be read
+/// between samples.
+fn watch_specs(
+    strategies: &[Registered],
+    budgets: &std::collections::BTreeMap<String, crate::budget::BudgetConfig>,
+) -> Vec<WatchSpec> {
+    let triggers = strategies.iter().filter_map(|registered| {
+        let trigger = &registered.trigger;
+        Some(WatchSpec {
+            signal: trigger.signal,
+            thresholds: std::iter::once(trigger.above)
+                .chain(trigger.critical)
+                .collect(),
+            interval: trigger.watch_interval?,
         })
-        .collect()
+    });
+    let budgets = budgets.values().filter_map(|budget| {
+        let watchable = perfpilot_strategies::TriggerSpec::WATCHABLE.contains(&budget.signal);
+        Some(WatchSpec {
+            signal: budget.signal,
+            thresholds: vec![budget.goal, budget.limit],
+            interval: budget.watch_interval.filter(|_| watchable)?,
+        })
+    });
+    triggers.chain(budgets).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use perfpilot_strategies::Signal;
+
+    use super::watch_specs;
+    use crate::budget::BudgetConfig;
+
+    #[test]
+    fn a_budget_with_a_watch_interval_is_watched_at_its_goal_and_limit() {
+        let mut watched = BudgetConfig::new(Signal::MemoryUsage, 0.8, 0.95, &["purge"]);
+        watched.watch_interval = Some(Duration::from_millis(20));
+        let unwatched = BudgetConfig::new(Signal::MemoryUsage, 0.7, 0.9, &["purge"]);
+        let budgets = BTreeMap::from([
+            ("memory".to_owned(), watched),
+            ("other".to_owned(), unwatched),
+        ]);
+        let specs = watch_specs(&[], &budgets);
+        assert_eq!(specs.len(), 1, "{specs:?}");
+        assert_eq!(specs[0].signal, Signal::MemoryUsage);
+        assert_eq!(specs[0].thresholds, [0.8, 0.95]);
+        assert_eq!(specs[0].interval, Duration::from_millis(20));
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use perfpilot_strategies::{duration, PredictSpec, Signal};
+use perfpilot_strategies::{duration, PredictSpec, Signal, TriggerSpec};
 use serde::{Deserialize, Serialize};
 
 /// One budget (`[budgets.NAME]`): keep `signal` at or below `goal`, never above `limit`, with
@@ -238,6 +238,16 @@ impl BudgetConfig {
                 format!("{key}.retry_every"),
                 0,
                 "must be at least 1 episode",
+            ));
+        }
+        if self.watch_interval.is_some() && !TriggerSpec::WATCHABLE.contains(&self.signal) {
+            problems.push(Problem::at(
+                format!("{key}.watch_interval"),
+                format!(
+                    "signal {} cannot be watched between samples; watchable: {}",
+                    self.signal,
+                    TriggerSpec::WATCHABLE.map(Signal::name).join(", ")
+                ),
             ));
         }
         if let Some(watch) = self.watch_interval {
