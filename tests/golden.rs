@@ -594,32 +594,32 @@ fn the_diff_shows_what_changed() {
     assert_eq!(shown, "  a\n- b\n+ B\n  c\n+ d\n");
 }
 
-/// README's signal list (between `<!-- signals:start -->` and `<!-- signals:end -->`) is the
-/// signal table's; `UPDATE_GOLDEN=1` rewrites it.
+/// docs/signals.md's signal list (between `<!-- signals:start -->` and `<!-- signals:end -->`)
+/// is the signal table's; `UPDATE_GOLDEN=1` rewrites it.
 #[test]
-fn readme_signal_list_is_the_signal_table() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let readme = std::fs::read_to_string(&path).expect("read README.md");
+fn docs_signal_list_is_the_signal_table() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/signals.md");
+    let page = std::fs::read_to_string(&path).expect("read docs/signals.md");
     let (start, end) = ("<!-- signals:start -->\n", "<!-- signals:end -->");
-    let from = readme
+    let from = page
         .find(start)
-        .expect("README has the signals:start marker")
+        .expect("docs/signals.md has the signals:start marker")
         + start.len();
-    let to = readme[from..]
+    let to = page[from..]
         .find(end)
-        .expect("README has the signals:end marker")
+        .expect("docs/signals.md has the signals:end marker")
         + from;
     let table = perfpilot_strategies::signals::markdown_table();
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0") {
-        let updated = format!("{}{table}{}", &readme[..from], &readme[to..]);
-        std::fs::write(&path, updated).expect("write README.md");
+        let updated = format!("{}{table}{}", &page[..from], &page[to..]);
+        std::fs::write(&path, updated).expect("write docs/signals.md");
         return;
     }
-    let shown = &readme[from..to];
+    let shown = &page[from..to];
     assert!(
         shown == table,
-        "README.md's signal list differs from the signal table (- README, + table); rerun with \
-         UPDATE_GOLDEN=1 to rewrite it:\n{}",
+        "docs/signals.md's signal list differs from the signal table (- docs, + table); rerun \
+         with UPDATE_GOLDEN=1 to rewrite it:\n{}",
         diff(shown, &table)
     );
 }
