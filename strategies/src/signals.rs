@@ -3,7 +3,7 @@
 //! Everything that lists signals derives from [`SIGNALS`]: their names in config and the API
 //! ([`Signal::name`], parsing), whether a threshold is a ratio ([`Signal::is_ratio`]), how a
 //! [`Snapshot`] is read ([`Snapshot::signal`]), the `/metrics` gauges, the CLI's metrics
-//! table, `perfpilot signals` and README's list (checked by a test).
+//! table, `perfpilot signals` and the list in docs/signals.md (checked by a test).
 //!
 //! Adding a signal: a variant of [`Signal`], a row here, and the code that fills the
 //! [`Snapshot`] field the row reads. Tests fail while a [`Snapshot`] field is neither read by
