@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use perfpilot_strategies::duration::doubled_up_to;
+
 /// Calm samples in a row before the interval doubles.
 pub const CALM_SAMPLES: u32 = 3;
 
@@ -57,7 +59,7 @@ impl AdaptiveSampling {
             return current.clamp(self.min, self.calm);
         }
         self.calm_streak = 0;
-        (current * 2).clamp(self.min, self.calm)
+        doubled_up_to(current, 1, self.calm).max(self.min)
     }
 }
 

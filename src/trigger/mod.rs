@@ -32,6 +32,7 @@ pub mod trend;
 
 use std::time::{Duration, Instant};
 
+use perfpilot_strategies::duration::doubled_up_to;
 use perfpilot_strategies::{Level, PredictSpec, TriggerSpec};
 
 use self::baseline::Baseline;
@@ -326,10 +327,8 @@ impl TriggerState {
             false => {
                 self.unhelpful_runs = self.unhelpful_runs.saturating_add(1);
                 let base = self.spec.cooldown.max(Duration::from_secs(1));
-                let doublings = self.unhelpful_runs.min(31);
-                let lengthened = base
-                    .saturating_mul(1 << doublings)
-                    .min(max.max(self.spec.cooldown));
+                let lengthened =
+                    doubled_up_to(base, self.unhelpful_runs, max.max(self.spec.cooldown));
                 let changed = lengthened != self.cooldown;
                 self.cooldown = lengthened;
                 changed.then_some(CooldownChange::Lengthened(lengthened))
