@@ -1,5 +1,6 @@
 //! perfpilot: a self-tuning performance optimizer agent.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod api;
@@ -20,6 +21,7 @@ pub mod probe;
 pub mod prometheus;
 pub mod reload;
 pub mod sample;
+mod sys;
 pub mod worker;
 
 #[cfg(test)]
