@@ -48,7 +48,7 @@ pub use config::{
 };
 
 use crate::history::MIN_RELIEF_SHARE;
-use crate::trend::Window;
+use crate::trigger::trend::Window;
 
 /// Where the signal is relative to the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]

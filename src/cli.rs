@@ -25,24 +25,7 @@ use crate::config::{self, LogFormat, Overrides};
 ///   keeps the per-thread caches small.
 pub const MALLOC_CONF: &std::ffi::CStr = c"narenas:1,tcache_max:1024";
 
-/// A C string pointer that may live in a `static`, for exporting jemalloc's start-up options
-/// (jemalloc declares the symbol `const char *`):
-///
-/// ```ignore
-/// #[unsafe(export_name = "_rjem_malloc_conf")]
-/// static MALLOC_CONF: perfpilot::cli::MallocConf = perfpilot::cli::MallocConf::AGENT;
-/// ```
-#[derive(Debug)]
-#[repr(transparent)]
-pub struct MallocConf(*const std::ffi::c_char);
-
-impl MallocConf {
-    /// [`MALLOC_CONF`], the options the `perfpilot` binary starts with.
-    pub const AGENT: MallocConf = MallocConf(MALLOC_CONF.as_ptr());
-}
-
-// SAFETY: it points to an immutable, 'static, NUL-terminated string, read but never written.
-unsafe impl Sync for MallocConf {}
+pub use crate::sys::MallocConf;
 
 /// perfpilot: keeps a service within its memory, CPU, connection and latency budgets.
 #[derive(Debug, Parser)]

@@ -185,11 +185,10 @@ impl ConnectionTracker {
             let Socket::Open(fd) = *socket else {
                 return false;
             };
-            // SAFETY: `shutdown` takes no pointers. `fd` belongs to the live `TcpStream` of
-            // this entry: the stream's `Drop` sets `Closed` under this lock before its fields
-            // (and so the fd) are dropped, and we hold the lock and saw `Open`.
-            if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } != 0 {
-                let err = io::Error::last_os_error();
+            // `fd` belongs to the live `TcpStream` of this entry: the stream's `Drop` sets
+            // `Closed` under this lock before its fields (and so the fd) are dropped, and we
+            // hold the lock and saw `Open`.
+            if let Err(err) = crate::sys::shutdown_socket(fd) {
                 debug!(id = entry.id, peer = %entry.peer, %err, "connection shutdown failed");
                 return false;
             }

@@ -21,13 +21,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::adaptive_sampling::AdaptiveSampling;
-use crate::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
 use crate::budget::{Budget, BudgetConfig, BudgetView, Note, RungRun};
 use crate::events::{Event, OomKill};
 use crate::history::{judge, BudgetStep, History, OptimizationRecord, Prediction, Stats};
 use crate::prometheus::Telemetry;
 use crate::sample::{TargetHandle, WatchHandle, WatchMode, WatchStatus};
+use crate::trigger::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
+use crate::trigger::cadence::{self, AdaptiveSampling, Step};
 use crate::trigger::{CooldownChange, Forecast, TriggerState};
 
 /// Where snapshots come from: the real sampler, or a scripted source in tests.
@@ -55,7 +55,7 @@ pub struct EngineSettings {
     /// (`signal`) act on. `None` in self and library modes.
     pub target: Option<TargetHandle>,
     /// Consecutive failed automatic runs before a strategy's automatic runs pause (`0`:
-    /// never); see [`crate::backoff`].
+    /// never); see [`crate::trigger::backoff`].
     pub backoff_after_failures: u32,
     /// The longest such pause.
     pub max_backoff: Duration,
@@ -774,9 +774,9 @@ impl Engine {
         }));
     }
 
-    /// Sets the next interval. Under CPU pressure interval-backoff decides and this leaves it
-    /// alone; otherwise adaptive sampling (if on) picks it from `attention`, or else the
-    /// interval halves back towards its base.
+    /// Sets the next interval as [`cadence::next`] decides: under CPU pressure
+    /// interval-backoff's verdicts set it; otherwise adaptive sampling (if on) picks it from
+    /// `attention`, or else the interval halves back towards its base.
     fn adapt_interval(&mut self, attention: bool) {
         let interval = &self.settings.interval;
         let cpu_calm = self
@@ -784,33 +784,39 @@ impl Engine {
             .iter()
             .filter(|slot| slot.strategy.paces_sampling())
             .all(|slot| slot.trigger.level() == Level::Ok);
-        if !cpu_calm {
-            return;
-        }
         let current = interval.current();
-        match &mut self.sampling {
-            Some(sampling) => {
-                let next = interval.set(sampling.next(current, attention));
-                if next < current && next == sampling.min() {
-                    info!(
-                        interval_ms = next.as_millis() as u64,
-                        "a signal is near its threshold: sampling faster"
-                    );
-                } else if next != current {
+        let step = cadence::next(
+            self.sampling.as_mut(),
+            current,
+            interval.base(),
+            cpu_calm,
+            attention,
+        );
+        match step {
+            Step::Keep => {}
+            Step::Faster(wanted) => {
+                let next = interval.set(wanted);
+                info!(
+                    interval_ms = next.as_millis() as u64,
+                    "a signal is near its threshold: sampling faster"
+                );
+            }
+            Step::Adapted(wanted) => {
+                let next = interval.set(wanted);
+                if next != current {
                     debug!(
                         interval_ms = next.as_millis() as u64,
                         "calm: sampling slower"
                     );
                 }
             }
-            None if current > interval.base() => {
-                let relaxed = interval.relax();
+            Step::Relaxed(wanted) => {
+                let relaxed = interval.set(wanted);
                 info!(
                     interval_ms = relaxed.as_millis() as u64,
                     "CPU calm: sampling interval relaxed"
                 );
             }
-            None => {}
         }
     }
 

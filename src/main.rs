@@ -1,4 +1,5 @@
 //! The `perfpilot` binary: parse the command line and hand over to the library.
+#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 
@@ -9,6 +10,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's start-up options, [`perfpilot::cli::MALLOC_CONF`]: jemalloc reads them from
 /// this symbol (`_rjem_`-prefixed like the rest of tikv-jemalloc-sys's jemalloc).
+// The one unsafe attribute of the binary: the symbol name is jemalloc's own, and the value a
+// pointer to a 'static C string (see `MallocConf`).
+#[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: perfpilot::cli::MallocConf = perfpilot::cli::MallocConf::AGENT;
 

@@ -439,7 +439,7 @@ pub(crate) fn engine_settings(
         perfpilot_strategies::IntervalControl::new(config.interval, config.max_interval);
     let adaptive_sampling = config.tuning.adaptive_sampling.then(|| {
         interval = interval.clone().with_min(min_interval);
-        crate::adaptive_sampling::AdaptiveSampling::new(min_interval, calm_interval)
+        crate::trigger::cadence::AdaptiveSampling::new(min_interval, calm_interval)
     });
     EngineSettings {
         enabled: config.enabled,

@@ -435,14 +435,7 @@ mod tests {
 
     /// This thread's CPU time.
     fn thread_cpu_time() -> std::time::Duration {
-        // SAFETY: an all-zero timespec is valid; clock_gettime writes into it.
-        let mut now: libc::timespec = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid clock id and a writable timespec.
-        assert_eq!(
-            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) },
-            0
-        );
-        std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+        crate::sys::thread_cpu_time().expect("the thread CPU clock answers")
     }
 
     #[test]

@@ -16,6 +16,5 @@ pub(crate) fn skip(why: &str) {
 
 /// Whether the test runs as root (effective uid 0).
 pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::is_root()
 }

@@ -274,9 +274,11 @@ async fn the_agent_watches_and_acts_on_every_process_of_a_cgroup() {
     let Some(mut cgroup) = TestCgroup::create("agent") else {
         return;
     };
-    let work = std::env::temp_dir().join(format!("perfpilot-cgroup-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).unwrap();
+    let temp = tempfile::Builder::new()
+        .prefix("perfpilot-cgroup-")
+        .tempdir()
+        .expect("create a temp directory");
+    let work = temp.path();
 
     // More busy shells than CPUs: the group's tasks wait for a CPU, so its `cpu.pressure`
     // `some` rises above zero. Each records the SIGUSR1 it receives in its own file, and
@@ -423,7 +425,6 @@ cooldown = "1h"
     assert!(metrics["currentMetrics"]["cpuUsage"].is_null());
     let (status, health) = get_json(&agent.base, "/health").await;
     assert_eq!((status, &health["status"]), (200, &Value::from("ok")));
-    let _ = fs::remove_dir_all(&work);
 }
 
 #[test]

@@ -421,8 +421,11 @@ fn check_config_output_and_errors_match_the_golden_files() {
 
 #[test]
 fn a_real_file_is_named_in_origins_and_errors() {
-    let dir = std::env::temp_dir().join(format!("perfpilot-golden-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the temp directory");
+    let temp = tempfile::Builder::new()
+        .prefix("perfpilot-golden-")
+        .tempdir()
+        .expect("create a temp directory");
+    let dir = temp.path();
     let file = dir.join("perfpilot.toml");
     let mut mismatches = Vec::new();
     for (name, text) in [
@@ -445,6 +448,6 @@ fn a_real_file_is_named_in_origins_and_errors() {
     let actual = shown(load(Some(&missing), &HashMap::new(), &Overrides::default()))
         .replace(&missing.display().to_string(), "<missing>");
     mismatches.extend(check("file-missing", &actual));
-    std::fs::remove_dir_all(&dir).expect("remove the temp directory");
+    temp.close().expect("remove the temp directory");
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

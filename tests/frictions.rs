@@ -35,8 +35,11 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
 
 #[test]
 fn strategies_says_what_each_strategy_is_and_acts_on() {
-    let dir = std::env::temp_dir().join(format!("perfpilot-frictions-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let temp = tempfile::Builder::new()
+        .prefix("perfpilot-frictions-")
+        .tempdir()
+        .expect("create a temp directory");
+    let dir = temp.path();
     let file = dir.join("perfpilot.toml");
     std::fs::write(
         &file,
@@ -104,7 +107,6 @@ above = 2000
         !stdout.contains("hunter2") && !stdout.contains("s3cret"),
         "credentials shown:\n{stdout}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// GET `path` with `Accept-Encoding: gzip`; returns the `Content-Encoding` and the decoded body.

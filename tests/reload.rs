@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{client, get_json, get_text, perfpilot, post_json, start_agent, Running};
@@ -35,11 +35,12 @@ interval = "200ms"
 above = 1.5
 "#;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("perfpilot-reload-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A temporary directory of its own, removed when dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("perfpilot-reload-{name}-"))
+        .tempdir()
+        .expect("create a temp directory")
 }
 
 /// Replaces the file in one step (write aside, rename), as editors and config managers do.
@@ -100,7 +101,8 @@ async fn next_metrics_event(events: &mut reqwest::Response) {
 
 #[tokio::test]
 async fn sighup_applies_a_new_threshold_and_strategy_and_keeps_history_and_streams() {
-    let dir = temp_dir("sighup");
+    let temp = temp_dir("sighup");
+    let dir = temp.path();
     let file = dir.join("perfpilot.toml");
     write_config(&file, V1);
     let agent = start_agent(&["--config", file.to_str().unwrap()], &[]);
@@ -228,7 +230,6 @@ async fn sighup_applies_a_new_threshold_and_strategy_and_keeps_history_and_strea
     let (_, health) = get_json(&agent.base, "/health").await;
     assert_eq!(health["lastReloadFailed"], false);
     drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn agent_alive(agent: &Running) -> bool {
@@ -242,7 +243,8 @@ fn agent_alive(agent: &Running) -> bool {
 async fn a_watched_file_swapped_like_a_configmap_is_reloaded() {
     // A ConfigMap volume: perfpilot.toml -> ..data/perfpilot.toml, ..data -> ..v1; an update
     // writes ..v2 and renames a new ..data symlink over the old one.
-    let dir = temp_dir("configmap");
+    let temp = temp_dir("configmap");
+    let dir = temp.path();
     let v1 = dir.join("..v1");
     std::fs::create_dir(&v1).unwrap();
     std::fs::write(
@@ -281,7 +283,6 @@ async fn a_watched_file_swapped_like_a_configmap_is_reloaded() {
     );
     assert_eq!(after["config"]["reason"], "file change");
     drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

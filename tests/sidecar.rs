@@ -177,8 +177,11 @@ async fn target_port_finds_the_listening_process() {
 
 #[tokio::test]
 async fn target_pidfile_follows_a_restarted_service() {
-    let dir = std::env::temp_dir().join(format!("perfpilot-sidecar-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let temp = tempfile::Builder::new()
+        .prefix("perfpilot-sidecar-")
+        .tempdir()
+        .expect("create a temp directory");
+    let dir = temp.path();
     let pidfile: PathBuf = dir.join("service.pid");
     let first = Service::start();
     std::fs::write(&pidfile, format!("{}\n", first.pid())).unwrap();
@@ -225,5 +228,4 @@ async fn target_pidfile_follows_a_restarted_service() {
     })
     .await;
     assert!(metrics["target"]["reason"].is_null(), "{metrics:#}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

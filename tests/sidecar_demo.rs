@@ -13,7 +13,7 @@ const MIB: u64 = 1024 * 1024;
 const BUDGET_MIB: u64 = 160;
 
 /// examples/sidecar.toml pointed at the demo, with a lower budget and faster cadence.
-fn sidecar_config(demo_base: &str) -> std::path::PathBuf {
+fn sidecar_config(demo_base: &str) -> tempfile::TempPath {
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/sidecar.toml"
@@ -31,9 +31,13 @@ fn sidecar_config(demo_base: &str) -> std::path::PathBuf {
         .replace("[target]\nport = 8080\n", "");
     assert!(config.contains(host) && !config.contains("port = 8080"));
     assert!(config.contains("interval = \"200ms\"") && !config.contains("cooldown = \"5s\""));
-    let path = std::env::temp_dir().join(format!("perfpilot-sidecar-{}.toml", std::process::id()));
-    std::fs::write(&path, config).unwrap();
-    path
+    let mut file = tempfile::Builder::new()
+        .prefix("perfpilot-sidecar-")
+        .suffix(".toml")
+        .tempfile()
+        .expect("create the config file");
+    std::io::Write::write_all(&mut file, config.as_bytes()).expect("write the config file");
+    file.into_temp_path()
 }
 
 fn trims(metrics: &Value) -> Vec<Value> {
@@ -149,5 +153,5 @@ async fn the_webhook_brings_the_demo_back_under_its_budget() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = std::fs::remove_file(config);
+    let _ = config.close();
 }

@@ -96,7 +96,7 @@ impl fmt::Display for AtLimit {
 }
 
 /// `[budgets.NAME.forecast]`: start an episode before `goal` is crossed when a robust fit
-/// (Theil–Sen, [`crate::trend`]) of the last `window` samples reaches `limit` within
+/// (Theil–Sen, [`crate::trigger::trend`]) of the last `window` samples reaches `limit` within
 /// `horizon`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -784,29 +784,22 @@ fn leaves(config: &Config) -> BTreeMap<String, serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
     /// A TOML file in the temp directory, removed on drop.
-    struct TempToml(PathBuf);
+    struct TempToml(tempfile::TempPath);
 
     impl TempToml {
         fn new(text: &str) -> Self {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "perfpilot-config-test-{}-{}.toml",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::write(&path, text).expect("write the temp config file");
-            TempToml(path)
-        }
-    }
-
-    impl Drop for TempToml {
-        fn drop(&mut self) {
-            let _ = fs::remove_file(&self.0);
+            let mut file = tempfile::Builder::new()
+                .prefix("perfpilot-config-test-")
+                .suffix(".toml")
+                .tempfile()
+                .expect("create the temp config file");
+            std::io::Write::write_all(&mut file, text.as_bytes())
+                .expect("write the temp config file");
+            TempToml(file.into_temp_path())
         }
     }
 
@@ -886,10 +879,13 @@ mod tests {
         let trigger = &config.strategies.memory_purge.trigger;
         assert_eq!((trigger.above, trigger.for_samples), (0.7, 3));
         assert_eq!(trigger.critical, Some(0.9), "unset keys keep their default");
-        assert_eq!(loaded.origins["interval"], Origin::File(file.0.clone()));
+        assert_eq!(
+            loaded.origins["interval"],
+            Origin::File(file.0.to_path_buf())
+        );
         assert_eq!(
             loaded.origins["strategies.memory_purge.trigger.for"],
-            Origin::File(file.0.clone())
+            Origin::File(file.0.to_path_buf())
         );
         assert_eq!(loaded.origins["history_size"], Origin::Default);
     }
@@ -950,7 +946,7 @@ mod tests {
         assert_eq!(command.env["my.var"], "1");
         assert_eq!(command.trigger.as_ref().unwrap().above, 0.95);
 
-        let origin = Origin::File(file.0.clone());
+        let origin = Origin::File(file.0.to_path_buf());
         assert_eq!(
             loaded.origins["strategies.webhook.cache-trim-hook.url"],
             origin
@@ -1620,7 +1616,7 @@ mod tests {
         let ConfigError::Invalid(problems) = error else {
             panic!("expected invalid values, got {error:?}");
         };
-        let from_file = Origin::File(file.0.clone());
+        let from_file = Origin::File(file.0.to_path_buf());
         let found: Vec<(&str, Option<&str>, &Origin)> = problems
             .iter()
             .map(|p| (p.key.as_str(), p.value.as_deref(), &p.origin))

@@ -24,15 +24,13 @@
 //! use perfpilot::config::{load, Overrides};
 //!
 //! let env = HashMap::from([("PERFPILOT_INTERVAL".to_owned(), "2s".to_owned())]);
-//! # let dir = std::env::temp_dir().join(format!("perfpilot-doc-{}", std::process::id()));
-//! # std::fs::create_dir_all(&dir).unwrap();
-//! # let file = dir.join("perfpilot.toml");
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let file = dir.path().join("perfpilot.toml");
 //! # std::fs::write(&file, "dry_run = true\n").unwrap();
 //! let loaded = load(Some(&file), &env, &Overrides::default()).unwrap();
 //! assert_eq!(loaded.config.interval, std::time::Duration::from_secs(2));
 //! assert_eq!(loaded.origins["interval"].to_string(), "env PERFPILOT_INTERVAL");
 //! assert!(loaded.render().contains("interval = \"2s\"  # env PERFPILOT_INTERVAL"));
-//! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
 mod access;

@@ -145,29 +145,12 @@ fn calibrated(clock: &quanta::Clock) -> Result<(), String> {
 
 /// The CPUs this process may run on (at most 16 are checked).
 fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: an all-zero cpu_set_t is a valid, empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed, written by the call.
-    let status =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if status != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE, the set's capacity.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .take(16)
-        .collect()
+    crate::sys::allowed_cpus(16)
 }
 
 /// Pins the calling thread to `cpu`.
 fn pin_to(cpu: usize) -> bool {
-    // SAFETY: an all-zero cpu_set_t is a valid, empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (it came from `allowed_cpus`); `set` is ours.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is the calling thread.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+    crate::sys::pin_current_thread(cpu)
 }
 
 /// Two threads pinned to each pair of CPUs take turns reading the clock, each read checked

@@ -548,27 +548,21 @@ mod tests {
     }
 
     /// A fake cgroup filesystem in a temporary directory, removed on drop.
-    struct FakeCgroupFs(PathBuf);
+    struct FakeCgroupFs(tempfile::TempDir);
 
     impl FakeCgroupFs {
         fn new(name: &str) -> Self {
-            let root = std::env::temp_dir()
-                .join(format!("perfpilot-cgroup-{}-{name}", std::process::id()));
-            let _ = fs::remove_dir_all(&root);
-            fs::create_dir_all(&root).unwrap();
+            let root = tempfile::Builder::new()
+                .prefix(&format!("perfpilot-cgroup-{name}-"))
+                .tempdir()
+                .expect("create the fake cgroup directory");
             FakeCgroupFs(root)
         }
 
         fn write(&self, file: &str, contents: &str) {
-            let path = self.0.join(file);
+            let path = self.0.path().join(file);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, contents).unwrap();
-        }
-    }
-
-    impl Drop for FakeCgroupFs {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
         }
     }
 
@@ -580,7 +574,10 @@ mod tests {
         fs.write("pod/cpu.max", "150000 100000\n");
         fs.write("pod/ctr/memory.max", "max\n");
         fs.write("pod/ctr/cpu.max", "max 100000\n");
-        let mountinfo = format!("41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n", fs.0.display());
+        let mountinfo = format!(
+            "41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+            fs.0.path().display()
+        );
         let mut limits = CgroupLimits::from_tables("0::/pod/ctr\n", &mountinfo);
         assert_eq!(
             limits.memory.len(),
@@ -613,12 +610,15 @@ mod tests {
         fs.write("pod/memory.high", "536870912\n");
         fs.write("pod/ctr/memory.max", "max\n");
         fs.write("pod/ctr/memory.high", "max\n");
-        let mountinfo = format!("41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n", fs.0.display());
+        let mountinfo = format!(
+            "41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+            fs.0.path().display()
+        );
         let mut limits = CgroupLimits::from_tables("0::/pod/ctr\n", &mountinfo);
         limits.memory.retain(LimitFile::exists);
         assert_eq!(limits.memory_limit(), Some(512 << 20), "pod's memory.high");
         // The same as a cgroup target of the same directory reads.
-        let target = CgroupLimits::for_v2_dir(&fs.0.join("pod/ctr"), &fs.0);
+        let target = CgroupLimits::for_v2_dir(&fs.0.path().join("pod/ctr"), fs.0.path());
         assert_eq!(target.memory_limit(), limits.memory_limit());
         fs.write("pod/memory.high", "max\n");
         assert_eq!(
@@ -638,7 +638,7 @@ mod tests {
         let mountinfo = format!(
             "35 31 0:32 / {root}/memory rw - cgroup cgroup rw,memory\n\
              32 31 0:29 / {root}/cpu rw - cgroup cgroup rw,cpu,cpuacct\n",
-            root = fs.0.display()
+            root = fs.0.path().display()
         );
         let limits = CgroupLimits::from_tables("4:memory:/app\n2:cpu,cpuacct:/\n", &mountinfo);
         assert_eq!(limits.memory_limit(), Some(512 << 20));
@@ -664,7 +664,7 @@ mod tests {
         fs.write("svc/memory.high", "536870912\n");
         fs.write("svc/cpu.max", "50000 100000\n");
         fs.write("memory.max", "max\n");
-        let limits = CgroupLimits::for_v2_dir(&fs.0.join("svc"), &fs.0);
+        let limits = CgroupLimits::for_v2_dir(&fs.0.path().join("svc"), fs.0.path());
         assert_eq!(limits.memory_limit(), Some(512 << 20));
         assert_eq!(limits.cpu_limit(), Some(0.5));
         fs.write("svc/memory.high", "max\n");

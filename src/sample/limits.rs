@@ -123,9 +123,7 @@ fn available_cpus(cgroup_quota: Option<f64>) -> Option<f64> {
 
 /// `sysconf(_SC_NPROCESSORS_ONLN)`.
 fn online_cpus() -> Option<f64> {
-    // SAFETY: sysconf has no preconditions.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    (online > 0).then_some(online as f64)
+    crate::sys::online_cpus().map(|online| online as f64)
 }
 
 #[cfg(test)]

@@ -169,33 +169,16 @@ pub(crate) struct Usage {
 /// This process's user + system CPU time and major page faults from
 /// `getrusage(RUSAGE_SELF)`.
 fn self_usage() -> Option<Usage> {
-    // SAFETY: an all-zero `rusage` is a valid value (integers and timevals).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable `rusage`.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return None;
-    }
-    let micros = |tv: libc::timeval| -> Option<u64> {
-        let secs = u64::try_from(tv.tv_sec).ok()?;
-        let usecs = u64::try_from(tv.tv_usec).ok()?;
-        secs.checked_mul(1_000_000)?.checked_add(usecs)
-    };
-    let total = micros(usage.ru_utime)?.checked_add(micros(usage.ru_stime)?)?;
+    let (cpu, major_faults) = crate::sys::self_rusage()?;
     Some(Usage {
-        cpu: Some(Duration::from_micros(total)),
-        major_faults: u64::try_from(usage.ru_majflt).ok(),
+        cpu: Some(cpu),
+        major_faults,
     })
 }
 
 /// `sysconf(_SC_CLK_TCK)`, the unit of the times in `/proc/<pid>/stat`; 100 if unknown.
 fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
+    crate::sys::clock_ticks_per_second().map_or(100.0, |ticks| ticks as f64)
 }
 
 /// Reads the host-wide files: `/proc/stat` and `/proc/loadavg`.

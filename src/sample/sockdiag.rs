@@ -11,12 +11,12 @@
 //! ([`DiagSocket::open`]), or a target's ([`DiagSocket::open_in_namespace_of`], which needs
 //! `CAP_SYS_ADMIN` to enter it).
 //!
-//! Every `unsafe` block and every libc call of the sampler's connection counting is in this
-//! file, each with its safety argument.
+//! The socket calls themselves (`socket`, `setns`, `sendto`, `recv`) are safe functions of
+//! [`crate::sys`]; this file builds the requests and parses the answers.
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h).
@@ -109,19 +109,7 @@ pub(crate) struct DiagSocket {
 impl DiagSocket {
     /// A socket answering for the agent's own network namespace.
     pub(crate) fn open() -> io::Result<DiagSocket> {
-        // SAFETY: `socket` takes no pointers; a negative return is an error, checked below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                libc::NETLINK_SOCK_DIAG,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a socket just created by this thread and owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = crate::sys::sock_diag_socket()?;
         Ok(DiagSocket {
             fd,
             request: Vec::with_capacity(128),
@@ -141,11 +129,8 @@ impl DiagSocket {
         std::thread::Builder::new()
             .name("perfpilot-setns".into())
             .spawn(move || {
-                // SAFETY: `ns_file` is an open namespace file for the whole call; `setns`
-                // changes only this thread's network namespace, and the thread ends here.
-                if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                // Only this thread's network namespace changes, and the thread ends here.
+                crate::sys::enter_net_namespace(&ns_file)?;
                 DiagSocket::open()
             })?
             .join()
@@ -264,52 +249,11 @@ impl DiagSocket {
     }
 
     fn send(&self) -> io::Result<()> {
-        // SAFETY: an all-zero `sockaddr_nl` is valid (the kernel as destination).
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        loop {
-            // SAFETY: the pointers and lengths are those of `self.request` and `kernel`, both
-            // alive and unaliased for the call; `self.fd` is an open socket.
-            let sent = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    self.request.as_ptr().cast(),
-                    self.request.len(),
-                    0,
-                    (&raw const kernel).cast(),
-                    size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
-            if sent >= 0 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        crate::sys::netlink_send_to_kernel(self.fd.as_fd(), &self.request)
     }
 
     fn recv(&mut self) -> io::Result<usize> {
-        loop {
-            // SAFETY: `self.buf` is writable for `self.buf.len()` bytes and not otherwise
-            // borrowed during the call; `self.fd` is an open socket.
-            let received = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if received >= 0 {
-                return Ok(received as usize);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        crate::sys::recv(self.fd.as_fd(), &mut self.buf)
     }
 }
 

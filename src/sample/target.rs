@@ -996,29 +996,10 @@ mod tests {
         assert_eq!(parse_pid("42abc"), None);
     }
 
-    /// A temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("perfpilot-target-{}-{name}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn a_pidfile_is_followed_when_it_changes_and_reported_when_missing() {
-        let dir = TempDir::new("pidfile");
-        let path = dir.0.join("service.pid");
+        let dir = tempfile::tempdir().expect("create a temp directory");
+        let path = dir.path().join("service.pid");
         let mut tracker = TargetTracker::new(Target::Pidfile(path.clone()), None);
         let handle = tracker.handle();
         let sample = |tracker: &mut TargetTracker| {

@@ -26,7 +26,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -649,7 +648,7 @@ impl PsiTrigger {
     /// Waits in `poll` for the kernel's reports, checking for the stop every 100 ms.
     fn run(self, signal: Signal, handle: &WatchHandle, stopped: &Stop) {
         loop {
-            match sys::poll_pri(&self.files, Duration::from_millis(100)) {
+            match crate::sys::poll_pri(&self.files, Duration::from_millis(100)) {
                 Ok(true) => {
                     handle.shared.reads.fetch_add(1, Ordering::Relaxed);
                     handle.wake(signal, WatchMode::PsiTrigger);
@@ -664,48 +663,6 @@ impl PsiTrigger {
                 return;
             }
         }
-    }
-}
-
-/// The one libc call of the watch.
-mod sys {
-    use super::*;
-
-    /// `poll(2)` for `POLLPRI` on every file, up to `timeout`: true when one reported (the
-    /// kernel's PSI trigger fired), false on timeout.
-    pub(super) fn poll_pri(files: &[File], timeout: Duration) -> std::io::Result<bool> {
-        let mut fds: Vec<libc::pollfd> = files
-            .iter()
-            .map(|f| libc::pollfd {
-                fd: f.as_raw_fd(),
-                events: libc::POLLPRI,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd structs
-        // for the duration of the call, and every fd stays open (borrowed from `files`).
-        let ready = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                timeout.as_millis() as libc::c_int,
-            )
-        };
-        if ready < 0 {
-            let error = std::io::Error::last_os_error();
-            return if error.kind() == std::io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(error)
-            };
-        }
-        if fds
-            .iter()
-            .any(|f| f.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
-        {
-            return Err(std::io::Error::other("the pressure file reported an error"));
-        }
-        Ok(fds.iter().any(|f| f.revents & libc::POLLPRI != 0))
     }
 }
 

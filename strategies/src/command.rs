@@ -370,10 +370,10 @@ struct GroupKill(Option<libc::pid_t>);
 impl GroupKill {
     /// Sends SIGKILL to the whole group now (once).
     fn kill(&mut self) {
-        if let Some(pgid) = self.0.take().filter(|&p| p > 1) {
-            // SAFETY: kill(2) takes plain integers; -pgid is the group the child leads. The
-            // child is not reaped yet, so its pid (the group's id) is not reused.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        // -pgid is the group the child leads. The child is not reaped yet, so its pid (the
+        // group's id) is not reused.
+        if let Some(pgid) = self.0.take() {
+            crate::sys::kill_group(pgid);
         }
     }
 

@@ -8,6 +8,22 @@ use serde::Serializer;
 /// The longest duration accepted: 10⁹ s (about 31 years).
 pub const MAX: Duration = Duration::from_secs(1_000_000_000);
 
+/// `value` doubled `doublings` times, at most `cap`, saturating instead of overflowing: the
+/// one growth rule of every back-off in the project (adaptive cooldown, failure back-off,
+/// interval back-off, adaptive sampling when calm, webhook retries).
+///
+/// ```
+/// use std::time::Duration;
+/// use perfpilot_strategies::duration::doubled_up_to;
+///
+/// let second = Duration::from_secs(1);
+/// assert_eq!(doubled_up_to(second, 3, 60 * second), 8 * second);
+/// assert_eq!(doubled_up_to(second, u32::MAX, 60 * second), 60 * second);
+/// ```
+pub fn doubled_up_to(value: Duration, doublings: u32, cap: Duration) -> Duration {
+    value.saturating_mul(1 << doublings.min(31)).min(cap)
+}
+
 /// Parses `"250ms"`, `"5s"`, `"1.5s"`, `"2m"`, `"1h"`, `"1h 30m"` (humantime's units), or a
 /// bare number of milliseconds (`"200"`, `"2.5"`). The one duration parser of the project:
 /// the configuration (file, environment) and the command line use it.

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::doubled_up_to;
 use crate::snapshot::Signal;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
@@ -82,7 +83,11 @@ impl Strategy for IntervalBackoff {
         // pressure the agent must sample less often than configured, not merely less fast.
         // The verdict: the agent applies it (this reads the interval, never sets it).
         let before = ctx.interval.current();
-        let after = ctx.interval.clamp(before.max(ctx.interval.base()) * 2);
+        let after = ctx.interval.clamp(doubled_up_to(
+            before.max(ctx.interval.base()),
+            1,
+            ctx.interval.max(),
+        ));
         let outcome = if after > before {
             Outcome::acted(format!(
                 "sampling interval {} ms -> {} ms",

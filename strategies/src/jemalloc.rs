@@ -4,10 +4,9 @@
 //! uses `tikv_jemallocator::Jemalloc` as its global allocator.
 
 use std::ffi::CStr;
-use std::ptr;
 use std::sync::OnceLock;
 
-use tikv_jemalloc_ctl::{arenas, epoch, epoch_mib, raw, stats};
+use tikv_jemalloc_ctl::{arenas, epoch, epoch_mib, stats};
 
 use crate::snapshot::AllocatorStats;
 
@@ -81,17 +80,7 @@ pub fn in_use() -> bool {
 ///
 /// Takes tens of milliseconds with hundreds of MiB dirty; about a microsecond with nothing.
 pub fn purge_all_arenas() -> Result<(), String> {
-    // SAFETY: `arena.<i>.purge` takes no input and returns no output, so both pointer pairs
-    // are null, which mallctl documents as valid; the name is a NUL-terminated literal.
-    let code = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            ARENAS_ALL_PURGE.as_ptr(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-            0,
-        )
-    };
+    let code = crate::sys::jemalloc::mallctl_void(ARENAS_ALL_PURGE);
     if code == 0 {
         Ok(())
     } else {
@@ -105,16 +94,13 @@ pub fn set_dirty_decay_ms(ms: isize) -> Result<u32, String> {
     let narenas = arenas::narenas::read().map_err(|e| format!("jemalloc arenas.narenas: {e}"))?;
     let mut changed = 0;
     for arena in 0..narenas {
-        let name = format!("arena.{arena}.dirty_decay_ms\0");
-        // SAFETY: `arena.<i>.dirty_decay_ms` is an ssize_t, which isize matches.
-        match unsafe { raw::write(name.as_bytes(), ms) } {
+        match crate::sys::jemalloc::write_dirty_decay_ms(Some(arena), ms) {
             Ok(()) => changed += 1,
             // Arenas that were never initialised answer EFAULT; skip them.
             Err(_) => continue,
         }
     }
-    // SAFETY: `arenas.dirty_decay_ms` is an ssize_t.
-    unsafe { raw::write(b"arenas.dirty_decay_ms\0", ms) }
+    crate::sys::jemalloc::write_dirty_decay_ms(None, ms)
         .map_err(|e| format!("jemalloc arenas.dirty_decay_ms: {e}"))?;
     Ok(changed)
 }

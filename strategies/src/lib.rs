@@ -46,6 +46,7 @@
 //! # }
 //! ```
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_code)]
 
 pub mod builtins;
 pub mod cache_trim;
@@ -64,6 +65,7 @@ pub mod signal;
 pub mod signals;
 pub mod snapshot;
 pub mod strategy;
+mod sys;
 pub mod trigger;
 pub mod webhook;
 

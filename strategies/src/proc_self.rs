@@ -11,7 +11,5 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// The system page size in bytes.
 pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+    crate::sys::page_size().unwrap_or(4096)
 }

@@ -159,14 +159,12 @@ impl Strategy for SendSignal {
 /// `kill(pid, signal)`, refusing pids that would address a process group.
 fn send(pid: u32, signal: libc::c_int) -> Result<(), String> {
     // 0 and negative pids mean process groups (the agent's own, with 0): never those.
-    let Some(target) = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0) else {
-        return Err(format!("{pid} is not a process id"));
-    };
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    if unsafe { libc::kill(target, signal) } == 0 {
+    let Err(error) = crate::sys::kill(pid, signal) else {
         return Ok(());
+    };
+    if error.kind() == std::io::ErrorKind::InvalidInput {
+        return Err(format!("{pid} is not a process id"));
     }
-    let error = std::io::Error::last_os_error();
     Err(match error.raw_os_error() {
         Some(libc::ESRCH) => format!("target process {pid} no longer exists"),
         Some(libc::EPERM) => {

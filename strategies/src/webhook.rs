@@ -530,7 +530,11 @@ fn excerpt(body: &[u8], limit: usize) -> Value {
 
 /// The pause before retry number `retry` (1-based): `retry_backoff`, doubled each time.
 fn pause_before(retry_backoff: Duration, retry: u32) -> Duration {
-    retry_backoff.saturating_mul(1 << retry.saturating_sub(1).min(10))
+    crate::duration::doubled_up_to(
+        retry_backoff,
+        retry.saturating_sub(1).min(10),
+        Duration::MAX,
+    )
 }
 
 #[cfg(test)]

@@ -94,24 +94,6 @@ async fn a_command_past_its_timeout_is_killed() {
     );
 }
 
-/// A temporary directory for one test's pidfile, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("perfpilot-command-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A shell line that starts `sleep 60` in the background, writes its pid to `pidfile` once
 /// it runs, and waits for it.
 fn grandchild_script(pidfile: &std::path::Path) -> String {
@@ -174,8 +156,8 @@ fn kill_leftover(pid: u32) {
 
 #[tokio::test]
 async fn a_timeout_kills_what_the_command_started_too() {
-    let dir = TempDir::new("timeout");
-    let pidfile = dir.0.join("grandchild.pid");
+    let dir = tempdir("timeout");
+    let pidfile = dir.path().join("grandchild.pid");
     let mut config = command("sh", &["-c", &grandchild_script(&pidfile)]);
     // Long enough for the shell to start the grandchild on a loaded machine; the test waits
     // for the pidfile, not for a fixed time.
@@ -195,8 +177,8 @@ async fn a_timeout_kills_what_the_command_started_too() {
 #[tokio::test]
 async fn abandoning_the_run_kills_the_whole_process_group() {
     // What the engine does when `strategy_timeout` passes first: it drops the run.
-    let dir = TempDir::new("drop");
-    let pidfile = dir.0.join("grandchild.pid");
+    let dir = tempdir("drop");
+    let pidfile = dir.path().join("grandchild.pid");
     let mut config = command("sh", &["-c", &grandchild_script(&pidfile)]);
     config.timeout = Duration::from_secs(120);
     let strategy = config.build("test-command");
@@ -260,4 +242,12 @@ async fn a_missing_program_is_a_failure_naming_it() {
         message.starts_with("cannot start `/nonexistent/trim-cache`: "),
         "{message}"
     );
+}
+
+/// A temporary directory of its own, removed when dropped.
+fn tempdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("perfpilot-command-{name}-"))
+        .tempdir()
+        .expect("create a temp directory")
 }

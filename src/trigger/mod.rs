@@ -13,20 +13,30 @@
 //! - **adaptive cooldown**: the cooldown in force starts at the configured one; every run that
 //!   did not relieve the signal doubles it (up to a cap), a run that helped restores it, and
 //!   a manual run or a rise to CRITICAL resets it ([`TriggerState::note_effect`]);
-//! - **prediction**: a Theil–Sen fit over the last `predict.window` samples ([`crate::trend`])
+//! - **prediction**: a Theil–Sen fit over the last `predict.window` samples ([`trend`])
 //!   says when the signal reaches `predict.at`; within `predict.horizon` the trigger fires
 //!   before the threshold is crossed ([`Evaluation::predictive`]). Every trigger keeps the
 //!   fit, so [`Evaluation::forecast`] is there for all of them; only those with `predict`
 //!   fire on it. After a run the fit starts afresh: the action broke the trend;
 //! - **baseline**: with `baseline`, the threshold is learned from calm samples
-//!   ([`crate::baseline`]) and `above` is its floor; `clear_below` keeps its ratio to it.
+//!   ([`baseline`]) and `above` is its floor; `clear_below` keeps its ratio to it.
+//!
+//! The parts of the decision, one module each: [`trend`] (the Theil–Sen fit), [`baseline`]
+//! (the learned threshold), [`backoff`] (pausing a failing strategy) and [`cadence`] (the
+//! sampling interval after each sample).
+
+pub mod backoff;
+pub mod baseline;
+pub mod cadence;
+pub mod trend;
 
 use std::time::{Duration, Instant};
 
+use perfpilot_strategies::duration::doubled_up_to;
 use perfpilot_strategies::{Level, PredictSpec, TriggerSpec};
 
-use crate::baseline::Baseline;
-use crate::trend::Window;
+use self::baseline::Baseline;
+use self::trend::Window;
 
 /// When the signal is predicted to reach the value its trigger's prediction is about.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -317,10 +327,8 @@ impl TriggerState {
             false => {
                 self.unhelpful_runs = self.unhelpful_runs.saturating_add(1);
                 let base = self.spec.cooldown.max(Duration::from_secs(1));
-                let doublings = self.unhelpful_runs.min(31);
-                let lengthened = base
-                    .saturating_mul(1 << doublings)
-                    .min(max.max(self.spec.cooldown));
+                let lengthened =
+                    doubled_up_to(base, self.unhelpful_runs, max.max(self.spec.cooldown));
                 let changed = lengthened != self.cooldown;
                 self.cooldown = lengthened;
                 changed.then_some(CooldownChange::Lengthened(lengthened))

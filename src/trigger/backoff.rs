@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use perfpilot_strategies::duration::doubled_up_to;
+
 /// When and how long a failing strategy pauses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffPolicy {
@@ -38,8 +40,7 @@ impl BackoffPolicy {
         if self.after_failures == 0 || failures < self.after_failures {
             return Duration::ZERO;
         }
-        let doublings = (failures - self.after_failures).min(31);
-        self.base.saturating_mul(1 << doublings).min(self.max)
+        doubled_up_to(self.base, failures - self.after_failures, self.max)
     }
 }
 

@@ -1,0 +1,235 @@
+//! Every `unsafe` block and libc call of the agent, each behind a safe function with a
+//! `SAFETY:` comment on why the call is sound. The rest of the crate denies `unsafe_code`.
+//! (The strategies crate has its own, `perfpilot_strategies`'s private `sys`.)
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// A C string pointer that may live in a `static`, for exporting jemalloc's start-up options
+/// (jemalloc declares the symbol `const char *`):
+///
+/// ```ignore
+/// #[unsafe(export_name = "_rjem_malloc_conf")]
+/// static MALLOC_CONF: perfpilot::cli::MallocConf = perfpilot::cli::MallocConf::AGENT;
+/// ```
+#[derive(Debug)]
+#[repr(transparent)]
+pub struct MallocConf(*const std::ffi::c_char);
+
+impl MallocConf {
+    /// [`crate::cli::MALLOC_CONF`], the options the `perfpilot` binary starts with.
+    pub const AGENT: MallocConf = MallocConf(crate::cli::MALLOC_CONF.as_ptr());
+}
+
+// SAFETY: it points to an immutable, 'static, NUL-terminated string, read but never written.
+unsafe impl Sync for MallocConf {}
+
+/// This process's user + system CPU time and major page faults, from
+/// `getrusage(RUSAGE_SELF)`; `None` if the call fails or a value is out of range.
+pub(crate) fn self_rusage() -> Option<(Duration, Option<u64>)> {
+    // SAFETY: an all-zero `rusage` is a valid value (integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let micros = |tv: libc::timeval| -> Option<u64> {
+        let secs = u64::try_from(tv.tv_sec).ok()?;
+        let usecs = u64::try_from(tv.tv_usec).ok()?;
+        secs.checked_mul(1_000_000)?.checked_add(usecs)
+    };
+    let total = micros(usage.ru_utime)?.checked_add(micros(usage.ru_stime)?)?;
+    Some((
+        Duration::from_micros(total),
+        u64::try_from(usage.ru_majflt).ok(),
+    ))
+}
+
+/// `sysconf(_SC_CLK_TCK)`, the unit of the times in `/proc/<pid>/stat`, if the system says.
+pub(crate) fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions and touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0)
+}
+
+/// `sysconf(_SC_NPROCESSORS_ONLN)`, the CPUs online, if the system says.
+pub(crate) fn online_cpus() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions and touches no memory of ours.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u64::try_from(online).ok().filter(|&n| n > 0)
+}
+
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), if the clock answers.
+#[cfg(test)]
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
+    // SAFETY: an all-zero timespec is valid; clock_gettime writes into it.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and a writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    ))
+}
+
+/// Whether the process runs as root (effective uid 0).
+#[cfg(test)]
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `shutdown(fd, SHUT_RDWR)`: ends both directions of a connected socket; its peer sees the
+/// end at once. The caller must know `fd` is still the socket it means (not closed and
+/// reused): a stale fd is no memory hazard, but would shut another socket down.
+pub(crate) fn shutdown_socket(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `shutdown` takes plain integers and touches no memory of ours.
+    if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on (`sched_getaffinity`), at most `limit` of them; empty if
+/// the call fails.
+pub(crate) fn allowed_cpus(limit: usize) -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed, written by the call.
+    let status =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if status != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the set's capacity.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .take(limit)
+        .collect()
+}
+
+/// Pins the calling thread to `cpu` (`sched_setaffinity`); false if `cpu` is out of range or
+/// the call fails.
+pub(crate) fn pin_current_thread(cpu: usize) -> bool {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return false;
+    }
+    // SAFETY: an all-zero cpu_set_t is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked above); `set` is ours.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is the calling thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+/// `poll(2)` for `POLLPRI` on every file, up to `timeout`: true when one reported (a PSI
+/// trigger fired), false on timeout or an interrupted call; an error when a file reported
+/// `POLLERR` or `POLLNVAL`.
+pub(crate) fn poll_pri(files: &[File], timeout: Duration) -> io::Result<bool> {
+    let mut fds: Vec<libc::pollfd> = files
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        })
+        .collect();
+    let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd structs
+    // for the duration of the call, and every fd stays open (borrowed from `files`).
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if ready < 0 {
+        let error = io::Error::last_os_error();
+        return if error.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(error)
+        };
+    }
+    if fds
+        .iter()
+        .any(|f| f.revents & (libc::POLLERR | libc::POLLNVAL) != 0)
+    {
+        return Err(io::Error::other("the pressure file reported an error"));
+    }
+    Ok(fds.iter().any(|f| f.revents & libc::POLLPRI != 0))
+}
+
+/// A new `NETLINK_SOCK_DIAG` socket (datagram, close-on-exec) in the calling thread's
+/// network namespace.
+pub(crate) fn sock_diag_socket() -> io::Result<OwnedFd> {
+    // SAFETY: `socket` takes no pointers; a negative return is an error, checked below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket just created by this call and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Moves the calling thread into the network namespace of `ns` (a `/proc/<pid>/ns/net`
+/// file) with `setns`; needs `CAP_SYS_ADMIN`. Meant for a short-lived thread of its own.
+pub(crate) fn enter_net_namespace(ns: &File) -> io::Result<()> {
+    // SAFETY: `ns` is an open file for the whole call; `setns` takes plain integers and
+    // changes only the calling thread's network namespace.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends `message` on netlink socket `fd` to the kernel, retrying when interrupted.
+pub(crate) fn netlink_send_to_kernel(fd: BorrowedFd<'_>, message: &[u8]) -> io::Result<()> {
+    // SAFETY: an all-zero `sockaddr_nl` is valid (the kernel as destination).
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    loop {
+        // SAFETY: the pointers and lengths are those of `message` and `kernel`, both alive
+        // and unaliased for the call; `fd` is an open socket (borrowed).
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+                0,
+                (&raw const kernel).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Receives one message from socket `fd` into `buf` (`recv`), retrying when interrupted;
+/// returns its length.
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is writable for `buf.len()` bytes and exclusively borrowed during
+        // the call; `fd` is an open socket (borrowed).
+        let received = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if received >= 0 {
+            return Ok(received as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
