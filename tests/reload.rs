@@ -275,9 +275,11 @@ async fn a_watched_file_swapped_like_a_configmap_is_reloaded() {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(&v1).unwrap();
 
-    let after = metrics_until(&agent.base, "the swapped file's strategies and config", |m| {
-        strategy(m, "trim-demo-cache").is_some() && m["config"]["reason"] == "file change"
-    })
+    let after = metrics_until(
+        &agent.base,
+        "the swapped file's strategies and config",
+        |m| strategy(m, "trim-demo-cache").is_some() && m["config"]["reason"] == "file change",
+    )
     .await;
     assert_eq!(
         strategy(&after, "memory-purge").unwrap()["trigger"]["above"],
