@@ -1190,6 +1190,12 @@ impl Engine {
     }
 
     fn finish_batch(&mut self, done: Result<Vec<FinishedRun>, tokio::task::JoinError>) {
+        // The fast watch reports a crossing once; after an action it looks again, so a signal
+        // still above a threshold (a rung that was not enough) is seen within its interval,
+        // not at the next full sample.
+        if let Some(watch) = &self.settings.watch {
+            watch.rearm();
+        }
         let reply = self.running.take().flatten();
         let automatic = reply.is_none();
         let records: Vec<_> = match done {

@@ -159,9 +159,18 @@ struct Shared {
     pending: Mutex<Vec<(Signal, WatchMode)>>,
     wakes: AtomicU64,
     reads: AtomicU64,
+    /// Bumped by [`WatchHandle::rearm`]: the polling thread re-arms every threshold.
+    rearms: AtomicU64,
 }
 
 impl WatchHandle {
+    /// Re-arms every polled threshold: a reading still above one wakes the engine once more.
+    /// The engine calls it when a run ends, so that a signal an action did not bring back
+    /// under its limit is seen at the watch's pace, not at the next full sample.
+    pub fn rearm(&self) {
+        self.shared.rearms.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Resolves when the watch has seen a threshold crossed since the last call.
     pub async fn woken(&self) {
         self.shared.notify.notified().await;
@@ -191,6 +200,7 @@ impl WatchHandle {
                 pending: Mutex::new(Vec::new()),
                 wakes: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
+                rearms: AtomicU64::new(0),
             }),
         }
     }
@@ -229,6 +239,7 @@ impl FastWatch {
                 pending: Mutex::new(Vec::new()),
                 wakes: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
+                rearms: AtomicU64::new(0),
             }),
         };
         let stopped = Arc::new(Stop::default());
@@ -338,6 +349,11 @@ impl Crossings {
         self.thresholds.first().copied().unwrap_or(f64::INFINITY)
     }
 
+    /// Arms every threshold again.
+    pub(crate) fn rearm(&mut self) {
+        self.armed.iter_mut().for_each(|armed| *armed = true);
+    }
+
     /// Notes a reading; true when it crossed an armed threshold upwards.
     pub(crate) fn observe(&mut self, value: f64) -> bool {
         let mut crossed = false;
@@ -402,9 +418,17 @@ impl Poller {
     }
 
     fn run(mut self, handle: &WatchHandle, stopped: &Stop) {
+        let mut rearms_seen = 0;
         loop {
             let now = Instant::now();
             self.refresh_probe();
+            let rearms = handle.shared.rearms.load(Ordering::Relaxed);
+            if rearms != rearms_seen {
+                rearms_seen = rearms;
+                for polled in &mut self.watched {
+                    polled.crossings.rearm();
+                }
+            }
             let mut next = now + Duration::from_secs(1);
             for index in 0..self.watched.len() {
                 if self.watched[index].next <= now {
@@ -689,6 +713,14 @@ mod tests {
     fn a_crossing_wakes_once_until_the_reading_falls_below_the_rearm_level() {
         let mut crossings = Crossings::new(vec![0.8, 0.95]);
         assert!(!crossings.observe(0.5));
+        let mut rearmed = Crossings::new(vec![0.8]);
+        assert!(rearmed.observe(0.9));
+        assert!(!rearmed.observe(0.9), "once per crossing");
+        rearmed.rearm();
+        assert!(
+            rearmed.observe(0.9),
+            "re-armed: still above wakes once more"
+        );
         assert!(crossings.observe(0.81), "0.8 crossed");
         assert!(!crossings.observe(0.9), "still above 0.8: no second wake");
         assert!(crossings.observe(0.97), "0.95 crossed");
