@@ -10,7 +10,8 @@
 # asks for `Range: bytes=0-2097151` of /stream/id-<random 0..5000>, so nearly every request
 # is a new 2 MiB chunk for the cache.
 #
-# Per run: peak and final RSS of the demo (VmRSS, polled every 0.5 s during the load), wrk
+# Per run: peak and final RSS of the demo (the peak is the kernel's VmHWM at the end of the
+# load, so a peak between two polls counts; VmRSS polled every 0.5 s gives the time), wrk
 # p50/p95/p99 and errors, and for (c) the optimization runs in the agent's
 # /performance-metrics. Then whether (c) kept RSS within the budget (peak after the first trim,
 # and final) and p99 within 1.2x of (a). After the table: the demo's cache and jemalloc state
@@ -81,6 +82,7 @@ EOF
 rows=()
 demo_states=()
 trim_lines=()
+rung_lines=()
 mib() { awk -v b="${1:-0}" 'BEGIN {printf "%.0f", b / 1048576}'; }
 # One run: $1 = label, $2 = --cache-mb, $3 = 1 to run the agent beside the demo.
 run() {
@@ -104,13 +106,16 @@ run() {
 
   timeout $((seconds + 30)) wrk -t2 -c16 -d"${seconds}s" --timeout 10s --latency \
     -s "$out/ranges.lua" "$demo_base/" >"$out/wrk.txt" 2>&1 &
-  local wrk_pid=$! rss peak=0 final=0 peak_after_trim=0 peak_after_trim_at= trimmed=0 trim_at= t0 polls=0
+  local wrk_pid=$! rss peak=0 peak_at= hwm=0 final=0 peak_after_trim=0 peak_after_trim_at= trimmed=0 trim_at= t0 polls=0
   t0=$(date +%s.%N)
   for _ in $(seq 1 $((2 * (seconds + 40)))); do
     kill -0 "$demo_pid" 2>/dev/null || { echo "the demo died ($label)" >&2; exit 1; }
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$demo_pid/status")
     polls=$((polls + 1))
-    [ "$rss" -gt "$peak" ] && peak=$rss
+    if [ "$rss" -gt "$peak" ]; then
+      peak=$rss
+      peak_at=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+    fi
     final=$rss
     if [ -n "$agent_base" ]; then
       if [ "$trimmed" = 0 ] && curl -fsS --max-time 2 "$agent_base/performance-metrics" 2>/dev/null |
@@ -126,6 +131,10 @@ run() {
     sleep 0.5
   done
   wait "$wrk_pid" || { echo "wrk failed ($label):" >&2; cat "$out/wrk.txt" >&2; exit 1; }
+  # The kernel's high-water mark of the demo's RSS: the true peak, also between two polls
+  # (the demo starts fresh for each run, so it is the peak of this run's load).
+  hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$demo_pid/status")
+  [ "$hwm" -gt "$peak" ] || hwm=$peak
 
   local state
   state=$(curl -fsS --max-time 5 "$demo_base/stats" | jq -r '[.cache_weighted_bytes, .cache_capacity_bytes,
@@ -152,8 +161,12 @@ run() {
         | "- +\(.startedAt / 1000 - ($t0 | tonumber) | floor) s \(.strategy) at memory_usage \(.before * 100 | floor) %: "
           + (if $r.entries_removed == null then "no answer (success \(.success))" else
              "freed \($r.entries_removed) chunks, \($r.bytes_freed / 1048576 | floor) MiB; capacity \($r.capacity_before_bytes / 1048576 | floor) -> \($r.capacity_after_bytes / 1048576 | floor) MiB; RSS \(($r.rss_before_bytes // 0) / 1048576 | floor) -> \(($r.rss_after_bytes // 0) / 1048576 | floor) MiB" end)' <<<"$doc")
+    # Every run, oldest first: when (ms from the start of the load), which rung, memory_usage
+    # before and after, and why the budget chose it.
+    mapfile -t rung_lines < <(jq -r --arg t0 "$t0" '.recentOptimizations | sort_by(.id)[]
+      | "- +\((.startedAt / 1000 - ($t0 | tonumber)) * 1000 | floor) ms \(.strategy): memory_usage \((.before // 0) * 100 | floor) % -> \((.after // 0) * 100 | floor) %, \(.durationMs | floor) ms; \(.budget.why // .reason)"' <<<"$doc")
     # The budget's own account: time above goal and limit, and each rung's runs and help.
-    budget_line=$(jq -r '.budgets[]? | "- budget \(.name): \(.episodes) episodes, \(.exhaustions) exhausted; \(.secondsAboveGoal.total * 10 | round / 10) s above goal, \(.secondsAboveLimit.total * 10 | round / 10) s above limit (as the agent sampled it); rungs: " + ([.rungs[] | "\(.strategy) \(.runs) runs, \(.helped)/\(.judged) helped"] | join("; "))' <<<"$doc")
+    budget_line=$(jq -r '.fastWatch as $w | .budgets[]? | "- budget \(.name): \(.episodes) episodes, \(.exhaustions) exhausted; \(.secondsAboveGoal.total * 10 | round / 10) s above goal, \(.secondsAboveLimit.total * 10 | round / 10) s above limit (as the agent sampled it); rungs: " + ([.rungs[] | "\(.strategy) \(.runs) runs, \(.helped)/\(.judged) helped"] | join("; ")) + "; fast watch: \($w.wakes // "none") wakes, \($w.reads // 0) reads"' <<<"$doc")
     stop_pid "$pid"
     pid=
   fi
@@ -165,14 +178,14 @@ run() {
   reqs=$(awk '$1 == "REQUESTS" {print $2, $3}' "$out/wrk.txt")
   read -r p50 p95 p99 pmax <<<"$lat"
   read -r nreq rps <<<"$reqs"
-  rows+=("$(awk -v l="$label" -v pk="$peak" -v fi="$final" -v pat="$peak_after_trim" -v pat_at="$peak_after_trim_at" -v tr="$trimmed" \
+  rows+=("$(awk -v l="$label" -v pk="$peak" -v pkat="$peak_at" -v hwm="$hwm" -v fi="$final" -v pat="$peak_after_trim" -v pat_at="$peak_after_trim_at" -v tr="$trimmed" \
       -v p50="$p50" -v p95="$p95" -v p99="$p99" -v pmax="$pmax" -v e="$errors" -v n="$nreq" \
       -v rps="$rps" -v runs="$runs" -v polls="$polls" 'BEGIN {
     after = tr ? sprintf(" (after the first trim: %.0f, %s s into the load)", pat / 1024, pat_at) : ""
-    printf "| %s | %.0f%s / %.0f MiB | %.1f / %.1f / %.1f ms (max %.0f) | %d, %s/s | %s | %s |\n",
-      l, pk / 1024, after, fi / 1024, p50 / 1000, p95 / 1000, p99 / 1000, pmax / 1000, n, rps, e, runs
+    printf "| %s | %.0f (VmHWM; polled %.0f at %s s)%s / %.0f MiB | %.1f / %.1f / %.1f ms (max %.0f) | %d, %s/s | %s | %s |\n",
+      l, hwm / 1024, pk / 1024, pkat, after, fi / 1024, p50 / 1000, p95 / 1000, p99 / 1000, pmax / 1000, n, rps, e, runs
   }')")
-  eval "p99_$4=$p99 peak_$4=$peak final_$4=$final pat_$4=$peak_after_trim trimmed_$4=$trimmed"
+  eval "p99_$4=$p99 peak_$4=$hwm final_$4=$final pat_$4=$peak_after_trim trimmed_$4=$trimmed"
 }
 
 echo "run (a): cache 64 MiB, alone, ${seconds} s" >&2
@@ -195,6 +208,9 @@ echo "The demo at the end of each run:"
 printf '%s\n' "${demo_states[@]}"
 echo
 [ -n "${budget_line:-}" ] && { echo "$budget_line"; echo; }
+echo "(c)'s runs, oldest first:"
+[ "${#rung_lines[@]}" -gt 0 ] && printf '%s\n' "${rung_lines[@]}" || echo "- none"
+echo
 echo "(c)'s trims, oldest first (the demo's answers):"
 [ "${#trim_lines[@]}" -gt 0 ] && printf '%s\n' "${trim_lines[@]}" || echo "- none"
 echo

@@ -6,9 +6,10 @@
 #   (a) alone: the cache fills past the limit and the kernel OOM-kills the demo;
 #   (b) with perfpilot as a sidecar: examples/sidecar.toml rewritten to the demo's port,
 #       WITHOUT its memory_budget (so the limit is the cgroup's, read by the agent, and
-#       memory_usage is the cgroup's working set), with `watch_interval = "20ms"` on its
-#       trim triggers (the fast watch: the crossing is seen within 20 ms, not 500 ms), and the
-#       trims at 60 % and 75 % of the limit (OOM_SOFT_AT, OOM_HARD_AT; see below).
+#       memory_usage is the cgroup's working set), its [budgets.memory] ladder with the fast
+#       watch (`watch_interval`, OOM_WATCH_INTERVAL, default 20 ms: the crossing is seen within
+#       20 ms, not 500 ms), and the budget's goal and limit at 45 % and 60 % of the cgroup's
+#       limit (OOM_GOAL, OOM_LIMIT_AT; see below).
 # Per run: OOM kills counted by the cgroup (memory.oom_control / memory.events), whether the
 # demo was alive at the end, the cgroup's peak and final usage, wrk's requests, p99 and
 # errors, and for (b) the trims and the fast watch's wakes. Goal: 0 kills with the agent, at
@@ -25,15 +26,18 @@ cd "$(dirname "$0")/.."
 seconds=${1:-${OOM_SECONDS:-20}}
 limit_mib=${OOM_LIMIT_MIB:-300}
 watch_interval=${OOM_WATCH_INTERVAL:-20ms}
-# The trims' thresholds inside the limit (sidecar.toml has 0.8 and 0.95 of its budget): a cold
-# cache fills at up to 800 MiB/s, and from the crossing to the freed memory (the watch's read,
-# a full sample of the target, the webhook, the demo's trim and purge) took 100-500 ms on this
-# 2-core machine at load average 20. Measured, 3 runs each: at 0.8 / 0.95 one in three was
-# killed (0.95 x 300 MiB leaves 15 MiB); at 0.6 / 0.75, two in six (the demo was killed during
-# the first trim, 150 ms after it started at 62 %). At 0.45 / 0.6 the first trim starts 165 MiB
-# below the limit and the hard one follows at once if the fill outruns the first.
-soft_at=${OOM_SOFT_AT:-0.45}
-hard_at=${OOM_HARD_AT:-0.6}
+# The budget's goal and limit inside the cgroup's limit. sidecar.toml's 0.8 / 1.0 are of a
+# 256 MiB budget the agent only reports on; here 1.0 is the line where the kernel kills, so a
+# user puts the budget's limit below it, by as much as the fill can grow while the agent
+# reacts: a cold cache fills at up to 800 MiB/s, and from the crossing to the freed memory (the
+# watch's read, a full sample of the target, the webhook, the demo's trim and purge) took
+# 100-500 ms on this 2-core machine at load average 20. Measured with the two plain trim
+# triggers this config had before its budget, 3 runs each: at 0.8 / 0.95 one in three was
+# killed (0.95 x 300 MiB leaves 15 MiB); at 0.6 / 0.75, two in six (killed during the first
+# trim, 150 ms after it started at 62 %); at 0.45 / 0.6 none in three. The budget keeps 0.45 /
+# 0.6 as its goal and limit (OOM_SOFT_AT / OOM_HARD_AT are still read as their old names).
+goal=${OOM_GOAL:-${OOM_SOFT_AT:-0.45}}
+limit_at=${OOM_LIMIT_AT:-${OOM_HARD_AT:-0.6}}
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 5 ]] || { echo "usage: $0 [SECONDS >= 5]" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "bench-oom.sh makes a memory cgroup: run it as root" >&2; exit 2; }
 
@@ -62,16 +66,21 @@ run() {
   pid=
   local agent_base=
   if [ "$with_agent" = 1 ]; then
-    # The port, no memory_budget (the cgroup's limit is the limit), and the fast watch on the
-    # memory_usage triggers.
+    # The port, no memory_budget (the cgroup's limit is the limit), the budget's goal and
+    # limit, and its fast watch's interval (sidecar.toml's [budgets.memory] is the only table
+    # with goal/limit/watch_interval lines).
     sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$demo_port/g" -e "s/^port = 8080$/port = $demo_port/" \
       -e '/^memory_budget = /d' \
-      -e "/^signal = \"memory_usage\"$/a watch_interval = \"$watch_interval\"" \
-      -e "s/^above = 0\.8$/above = $soft_at/" -e "s/^above = 0\.95$/above = $hard_at/" \
+      -e "s/^goal = .*/goal = $goal/" -e "s/^limit = .*/limit = $limit_at/" \
+      -e "s/^watch_interval = .*/watch_interval = \"$watch_interval\"/" \
       examples/sidecar.toml >"$out/sidecar.toml"
-    grep -q "port = $demo_port" "$out/sidecar.toml" && grep -q '^watch_interval' "$out/sidecar.toml" &&
-      grep -q "^above = $soft_at$" "$out/sidecar.toml" && grep -q "^above = $hard_at$" "$out/sidecar.toml" ||
-      { echo "could not rewrite the sidecar config" >&2; exit 1; }
+    grep -q "port = $demo_port" "$out/sidecar.toml" && ! grep -q '^memory_budget' "$out/sidecar.toml" &&
+      [ "$(grep -c "^goal = $goal$" "$out/sidecar.toml")" = 1 ] &&
+      [ "$(grep -c "^limit = $limit_at$" "$out/sidecar.toml")" = 1 ] &&
+      [ "$(grep -c "^watch_interval = \"$watch_interval\"$" "$out/sidecar.toml")" = 1 ] ||
+      { echo "could not rewrite the sidecar config (one [budgets.*] table with goal, limit and watch_interval expected)" >&2; exit 1; }
+    ./target/release/perfpilot check-config --config "$out/sidecar.toml" >/dev/null ||
+      { echo "the rewritten sidecar config is refused" >&2; exit 1; }
     start_announcing env RUST_LOG=warn ./target/release/perfpilot run --config "$out/sidecar.toml" \
       --listen 127.0.0.1:0
     agent_base=$base
@@ -107,6 +116,8 @@ run() {
     runs=$(jq -r '[.recentOptimizations[].strategy] | group_by(.) | map("\(length) \(.[0])") | join(", ") | if . == "" then "none" else . end' <<<"$doc")
     wakes=$(jq -r '.fastWatch.wakes // "no fast watch"' <<<"$doc")
     agent_kills=$(jq -r '.currentMetrics.oomKills // "—"' <<<"$doc")
+    # The budget's own account: episodes, time above goal and limit, each rung's runs.
+    budget_line=$(jq -r '.budgets[]? | "- budget \(.name) (goal \(.goal), limit \(.limit)): \(.episodes) episodes, \(.exhaustions) exhausted; \(.secondsAboveGoal.total * 10 | round / 10) s above goal, \(.secondsAboveLimit.total * 10 | round / 10) s above limit (as the agent sampled it); rungs: " + ([.rungs[] | "\(.strategy) \(.runs) runs, \(.helped)/\(.judged) helped"] | join("; "))' <<<"$doc")
     # Oldest first: when, which, memory_usage before and after, and how long it took.
     mapfile -t run_lines < <(jq -r --arg t0 "$t0" '.recentOptimizations | sort_by(.id)[]
       | "- +\((.startedAt / 1000 - ($t0 | tonumber)) * 1000 | floor) ms \(.strategy): memory_usage \(.before * 100 | floor) % -> \((.after // 0) * 100 | floor) %, \(.durationMs | floor) ms"' <<<"$doc")
@@ -135,12 +146,13 @@ echo
 echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r); cgroup v${cg_version} memory controller"
 echo "Load average before the runs: $load_before; after: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "The demo: --cache-mb 2048 in a memory cgroup limited to ${limit_mib} MiB; load: wrk -t2 -c16 -d${seconds}s, Range: bytes=0-2097151 on /stream/id-<0..5000>"
-echo "The agent: examples/sidecar.toml without memory_budget, trims at memory_usage $soft_at and $hard_at of the cgroup's limit, fast watch every $watch_interval"
+echo "The agent: examples/sidecar.toml without memory_budget, its [budgets.memory] ladder with goal $goal and limit $limit_at of the cgroup's limit, fast watch every $watch_interval"
 echo
 echo "| run | OOM kills | demo alive at the end | cgroup peak / final | requests | p99 | errors | optimization runs | fast watch wakes |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
+[ -n "${budget_line:-}" ] && { echo "$budget_line"; echo; }
 echo "(b)'s runs, from the start of the load:"
 [ "${#run_lines[@]}" -gt 0 ] && printf '%s\n' "${run_lines[@]}" || echo "- none"
 echo
