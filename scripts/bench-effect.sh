@@ -22,25 +22,12 @@
 # 2 x (seconds + 40) rounds, and the demo and the agent are stopped after each run and on exit.
 set -euo pipefail
 # --check (first argument): run as usual, then exit 1 if any budget line says "not met"
-# (for a manual or scheduled check; not part of CI: timings depend on the machine).
+# (scripts/bench-check.sh; not part of CI: timings depend on the machine).
 if [ "${1:-}" = "--check" ]; then
   shift
-  check_log=$(mktemp)
-  status=0
-  "$0" "$@" | tee "$check_log" || status=$?
-  if [ "$status" -ne 0 ]; then
-    rm -f "$check_log"
-    exit "$status"
-  fi
-  if grep -q "not met" "$check_log"; then
-    echo "check: a budget is not met:" >&2
-    grep "not met" "$check_log" >&2
-    rm -f "$check_log"
-    exit 1
-  fi
-  rm -f "$check_log"
-  echo "check: every budget met"
-  exit 0
+  . "$(dirname "$0")/bench-check.sh"
+  run_checked "$0" "$@"
+  exit $?
 fi
 cd "$(dirname "$0")/.."
 
@@ -54,30 +41,7 @@ need_load_tools
 cargo build --release --quiet --bin perfpilot --example streaming_service
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
 
-cat >"$out/ranges.lua" <<'EOF'
--- Random 2 MiB ranges over 5001 ids; done() prints the percentiles in microseconds.
-wrk.headers["Range"] = "bytes=0-2097151"
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-function init(args)
-  math.randomseed(os.time() * 100 + (tid or 0))
-end
-function request()
-  return wrk.format(nil, "/stream/id-" .. math.random(0, 5000))
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("LAT_US %d %d %d %d\n", latency:percentile(50), latency:percentile(95),
-    latency:percentile(99), latency.max))
-  io.write(string.format("ERRORS connect=%d read=%d write=%d status=%d timeout=%d\n",
-    e.connect, e.read, e.write, e.status, e.timeout))
-  io.write(string.format("REQUESTS %d %.1f\n", summary.requests,
-    summary.requests / (summary.duration / 1e6)))
-end
-EOF
+write_range_load_lua "$out/ranges.lua"
 
 rows=()
 demo_states=()

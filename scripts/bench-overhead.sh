@@ -15,25 +15,12 @@
 # `timeout`, and whatever is still running is stopped on exit.
 set -euo pipefail
 # --check (first argument): run as usual, then exit 1 if any budget line says "not met"
-# (for a manual or scheduled check; not part of CI: timings depend on the machine).
+# (scripts/bench-check.sh; not part of CI: timings depend on the machine).
 if [ "${1:-}" = "--check" ]; then
   shift
-  check_log=$(mktemp)
-  status=0
-  "$0" "$@" | tee "$check_log" || status=$?
-  if [ "$status" -ne 0 ]; then
-    rm -f "$check_log"
-    exit "$status"
-  fi
-  if grep -q "not met" "$check_log"; then
-    echo "check: a budget is not met:" >&2
-    grep "not met" "$check_log" >&2
-    rm -f "$check_log"
-    exit 1
-  fi
-  rm -f "$check_log"
-  echo "check: every budget met"
-  exit 0
+  . "$(dirname "$0")/bench-check.sh"
+  run_checked "$0" "$@"
+  exit $?
 fi
 cd "$(dirname "$0")/.."
 
