@@ -70,7 +70,9 @@ use self::procfs::{HostReader, ProcessReader};
 use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
 
-pub use self::target::{ConnectionsMethod, Target, TargetHandle, TargetState, TargetStatus};
+pub use self::target::{
+    ConnectionsBasis, ConnectionsMethod, Target, TargetHandle, TargetState, TargetStatus,
+};
 pub use self::watch::{
     FastWatch, ProbeSlot, WatchHandle, WatchMode, WatchSpec, WatchStatus, WatchedSignal,
 };

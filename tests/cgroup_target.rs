@@ -506,3 +506,100 @@ fn a_pid_target_in_a_child_cgroup_has_that_cgroups_pressure() {
     assert_eq!(snapshot.memory_usage_source, Some(MemoryUsageSource::Rss));
     cgroup.remove();
 }
+
+/// The mount point of the cgroup v1 memory controller, on a hybrid host.
+fn v1_memory_mount() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut fields = before.split(' ');
+        let root = fields.nth(3)?;
+        let mount_point = fields.next()?;
+        let mut after = after.split(' ');
+        let is_memory =
+            after.next()? == "cgroup" && after.nth(1)?.split(',').any(|option| option == "memory");
+        (is_memory && root == "/").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// A v1 memory cgroup made beside a [`TestCgroup`] at the same path (as systemd's hybrid
+/// mode keeps them); removed on drop, after the processes were killed.
+struct V1Twin(PathBuf);
+
+impl Drop for V1Twin {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.0.exists() && fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn on_a_hybrid_host_the_groups_v1_memory_twin_gives_its_memory_without_reading_each_process() {
+    let Some(mut cgroup) = TestCgroup::create("twin") else {
+        return;
+    };
+    if cgroup.dir.join("memory.current").is_file() {
+        println!("not applicable: the memory controller is on the cgroup v2 hierarchy here");
+        return;
+    }
+    let Some(v1_mount) = v1_memory_mount() else {
+        common::skip("no memory controller on either cgroup hierarchy");
+        return;
+    };
+    let twin_dir = v1_mount.join(&cgroup.relative);
+    if let Err(e) = fs::create_dir(&twin_dir) {
+        common::skip(&format!("cannot create {} ({e})", twin_dir.display()));
+        return;
+    }
+    let twin = V1Twin(twin_dir);
+    let limit: u64 = 512 << 20;
+    fs::write(twin.0.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
+    // 64 MiB written (so resident), in both cgroups.
+    let pid = cgroup.spawn(&format!(
+        "echo $$ > {}/cgroup.procs; exec python3 -c \"import time; b = b'x' * (64 << 20); \
+         print(flush=True); time.sleep(60)\"",
+        twin.0.display()
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let usage = || -> u64 {
+        let text = fs::read_to_string(twin.0.join("memory.usage_in_bytes")).unwrap();
+        text.trim().parse().unwrap()
+    };
+    while usage() < 64 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "waited 20 s for pid {pid} to hold 64 MiB in {}",
+            twin.0.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut sampler = Sampler::for_target(
+        SamplerSettings::default(),
+        Target::Cgroup(PathBuf::from(&cgroup.relative)),
+    );
+    let snapshot = sampler.sample();
+    assert_eq!(snapshot.process_count, Some(1));
+    assert_eq!(
+        snapshot.memory_usage_source,
+        Some(MemoryUsageSource::CgroupCurrent),
+        "{snapshot:?}"
+    );
+    let reported = snapshot.memory_usage_bytes.unwrap();
+    let now = usage();
+    assert!(
+        reported.abs_diff(now) < 8 << 20,
+        "the twin's usage: {reported} reported, {now} read after"
+    );
+    assert!(
+        snapshot.rss_bytes.is_some_and(|rss| rss >= 64 << 20),
+        "{snapshot:?}"
+    );
+    // No `statm` was read: the virtual size is known only from the processes.
+    assert_eq!(snapshot.virtual_bytes, None, "{snapshot:?}");
+    assert_eq!(snapshot.memory_limit_bytes, Some(limit), "{snapshot:?}");
+    cgroup.remove();
+    drop(twin);
+}

@@ -142,6 +142,7 @@ mod tests {
             reason: None,
             since: SystemTime::UNIX_EPOCH,
             connections: None,
+            connections_basis: None,
         })
     }
 

@@ -88,6 +88,19 @@ impl CgroupLimits {
         limits
     }
 
+    /// These limits and the `memory.limit_in_bytes` of the v1 memory cgroup `dir` (under the
+    /// v1 hierarchy mounted at `mount`) and of its ancestors: a cgroup target's v1 twin on a
+    /// hybrid host (see [`v1_memory_twin`]).
+    pub(crate) fn with_v1_memory(mut self, dir: &Path, mount: &Path) -> Self {
+        for dir in dir.ancestors().take_while(|d| d.starts_with(mount)) {
+            let file = LimitFile::MemoryLimitInBytes(dir.join("memory.limit_in_bytes"));
+            if file.exists() {
+                self.memory.push(file);
+            }
+        }
+        self
+    }
+
     /// The candidate limit files named by `/proc/<pid>/cgroup` and `/proc/self/mountinfo`.
     fn from_tables(cgroup: &str, mountinfo: &str) -> Self {
         let mounts: Vec<Mount> = mountinfo.lines().filter_map(parse_mountinfo_line).collect();
@@ -286,6 +299,24 @@ fn v2_mount_in(mountinfo: &str) -> Option<Mount> {
         .lines()
         .filter_map(parse_mountinfo_line)
         .find(|m| m.fstype == "cgroup2")
+}
+
+/// On a hybrid host (the memory controller on a v1 hierarchy, as systemd's hybrid mode
+/// mounts it beside the v2 one), the v1 memory cgroup at the same path as the v2 directory
+/// `dir` under `v2_mount`: systemd keeps the two with the same processes. Its directory and
+/// the v1 mount point; `None` for the root (the whole host) or where there is none.
+pub(crate) fn v1_memory_twin(dir: &Path, v2_mount: &Path) -> Option<(PathBuf, PathBuf)> {
+    let relative = dir.strip_prefix(v2_mount).ok()?;
+    if relative.as_os_str().is_empty() {
+        return None;
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo
+        .lines()
+        .filter_map(parse_mountinfo_line)
+        .filter(|m| m.is_v1("memory") && m.root == Path::new("/"))
+        .map(|m| (m.mount_point.join(relative), m.mount_point))
+        .find(|(twin, _)| twin.join("memory.usage_in_bytes").is_file())
 }
 
 /// The cgroup v2 directory of the process whose `/proc` directory is `proc_dir`, when it is

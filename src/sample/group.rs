@@ -4,24 +4,25 @@
 //! | signal | source |
 //! |---|---|
 //! | `process_count` | lines of `cgroup.procs` |
-//! | `oom_kills` | `oom_kill` in `memory.events` |
-//! | `memory_usage_bytes` | `memory.current`; without it (the memory controller is not on the v2 hierarchy) the summed RSS of the processes; `memory_usage_source` says which |
-//! | `memory_limit_bytes` | the tightest `memory.max` / `memory.high` of the cgroup and its ancestors, else the budget, else total RAM |
-//! | `rss_bytes`, `virtual_bytes` | with `memory.current`: `rss_bytes` is `memory.stat` `anon` + `file_mapped` (no per-process read) and `virtual_bytes` is absent; without it, both summed over the processes' `/proc/<pid>/statm` |
+//! | `oom_kills` | `oom_kill` in `memory.events` (v1 twin: `memory.oom_control`) |
+//! | `memory_usage_bytes` | `memory.current`; on a hybrid host (the memory controller on a v1 hierarchy) `memory.usage_in_bytes` of the v1 memory cgroup at the same path, which systemd keeps with the same processes; without either, the summed RSS of the processes; `memory_usage_source` says which |
+//! | `memory_limit_bytes` | the tightest `memory.max` / `memory.high` of the cgroup and its ancestors (and `memory.limit_in_bytes` of its v1 twin's), else the budget, else total RAM |
+//! | `rss_bytes`, `virtual_bytes` | with a memory controller: `rss_bytes` is `memory.stat` `anon` + `file_mapped` (v1: `total_rss` + `total_mapped_file`; no per-process read) and `virtual_bytes` is absent; without one, both summed over the processes' `/proc/<pid>/statm` |
 //! | `process_cpu_ratio` | change of `cpu.stat` `usage_usec` over the window ÷ (window × the `cpu.max` quota, else the CPUs available) |
-//! | `open_fds` | summed sizes of the processes' `/proc/<pid>/fd` (one `stat` each; the entries listed on kernels before 6.2) |
-//! | `open_connections` | ESTABLISHED sockets on a port one of the processes LISTENs on, in the first process's network namespace, counted by netlink `sock_diag` (see [`super::target::SocketScan`]); the fd links are read only when the namespace's listening sockets change |
+//! | `open_fds` | summed sizes of the processes' `/proc/<pid>/fd` (one `stat` each; the entries listed on kernels before 6.2): a process is read when it joins, then in turn, at most [`FD_READS_PER_SAMPLE`] a sample, so in a group of more processes each count is up to ⌈n / 100⌉ samples old |
+//! | `open_connections` | ESTABLISHED (and CLOSE_WAIT) sockets on a port one of the processes LISTENs on, in the first process's network namespace, counted by netlink `sock_diag` when the namespace's TCP counters moved (see [`super::target::SocketScan`] and [`super::target::ConnectionsBasis`]); the fd links are read only when the namespace's listening sockets change |
 //! | `uptime` | absent: a group has no single start time |
 //! | `pressure.cgroup` | the cgroup's `{memory,cpu,io}.pressure` (none for the root cgroup, whose pressure is the system's) |
 //!
-//! Per-process reads are what grows with the group: one `stat` of `/proc/<pid>/fd` each, and
-//! one `statm` each only where the cgroup has no memory controller. `pids.current` is not
-//! used: it counts tasks (threads), not processes.
+//! Per-process reads are what grows with the group: one `stat` of `/proc/<pid>/fd` for at
+//! most 100 processes a sample, and one `statm` each only where the cgroup has no memory
+//! controller. `pids.current` is not used: it counts tasks (threads), not processes.
 //!
-//! `cgroup.procs`, `memory.current`, `memory.stat`, `cpu.stat` and the pressure files stay open; a read that
+//! `cgroup.procs`, the memory files, `cpu.stat` and the pressure files stay open; a read that
 //! fails (the cgroup was removed) reopens them once, so a cgroup removed and created again at
 //! the same path is followed.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +34,10 @@ use super::limits::Limits;
 use super::pressure::PressureReader;
 use super::procfs::{self, ProcFile};
 use super::target::{self, SocketScan};
+
+/// The most processes whose `/proc/<pid>/fd` is read in one sample (besides those that
+/// joined since the last): a sample of a group of 1,000 stays within its 2 ms budget.
+pub(crate) const FD_READS_PER_SAMPLE: usize = 100;
 
 /// The `owner` of a group's connection counts: the fd links are read again only when the
 /// namespace's listening sockets change (a new listener, a restarted one).
@@ -59,6 +64,61 @@ pub(crate) struct GroupSampler {
     statm: Vec<u8>,
     sockets: SocketScan,
     page_size: u64,
+    fds: FdCounts,
+}
+
+/// The open-fd counts of a group's processes, refreshed in turn (see
+/// [`FD_READS_PER_SAMPLE`]).
+#[derive(Debug, Default)]
+struct FdCounts {
+    /// The last count of each process, by pid.
+    by_pid: HashMap<u32, u64>,
+    /// Where in the group's pid list the next refresh starts.
+    cursor: usize,
+}
+
+impl FdCounts {
+    /// Refreshes the counts of `pids` (new ones first, then up to `per_sample` in turn) and
+    /// forgets processes that left; the sum, or the number of processes whose `fd`
+    /// directory cannot be read.
+    fn refresh(&mut self, pids: &[u32], per_sample: usize) -> Result<u64, usize> {
+        let mut unreadable = 0;
+        let mut read = |pid: u32, by_pid: &mut HashMap<u32, u64>| {
+            match target::count_fds(&pid_dir(pid)) {
+                Ok(count) => {
+                    by_pid.insert(pid, count);
+                }
+                // Exited since `cgroup.procs` was read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    by_pid.remove(&pid);
+                }
+                Err(_) => unreadable += 1,
+            }
+        };
+        let same_members =
+            self.by_pid.len() == pids.len() && pids.iter().all(|p| self.by_pid.contains_key(p));
+        if !same_members {
+            let members: HashSet<u32> = pids.iter().copied().collect();
+            self.by_pid.retain(|pid, _| members.contains(pid));
+            for &pid in pids {
+                if !self.by_pid.contains_key(&pid) {
+                    read(pid, &mut self.by_pid);
+                }
+            }
+        }
+        let turn = per_sample.min(pids.len());
+        for index in 0..turn {
+            read(pids[(self.cursor + index) % pids.len()], &mut self.by_pid);
+        }
+        self.cursor = match pids.len() {
+            0 => 0,
+            n => (self.cursor + turn) % n,
+        };
+        match unreadable {
+            0 => Ok(self.by_pid.values().sum()),
+            n => Err(n),
+        }
+    }
 }
 
 /// The files of a resolved cgroup.
@@ -66,9 +126,8 @@ pub(crate) struct GroupSampler {
 struct OpenGroup {
     dir: PathBuf,
     procs: ProcFile,
-    memory_current: Option<ProcFile>,
-    /// Read only with `memory.current`: the group's resident memory without `statm` reads.
-    memory_stat: Option<ProcFile>,
+    /// The group's memory controller files; `None` without one.
+    memory: Option<GroupMemory>,
     cpu_stat: Option<ProcFile>,
     pressure: Option<PressureReader>,
     limits: Limits,
@@ -83,20 +142,58 @@ impl OpenGroup {
         let (dir, mount) = cgroup::resolve_v2_dir(configured)?;
         let procs = ProcFile::open(&dir.join("cgroup.procs"), 4096)
             .ok_or_else(|| format!("cannot open {}/cgroup.procs", dir.display()))?;
+        let mut limits = CgroupLimits::for_v2_dir(&dir, &mount);
+        let v2 = cgroup::MemoryCgroup::V2(dir.clone());
+        let memory_cgroup = if v2.usage_file().is_file() {
+            v2
+        } else if let Some((twin, v1_mount)) = cgroup::v1_memory_twin(&dir, &mount) {
+            limits = limits.with_v1_memory(&twin, &v1_mount);
+            cgroup::MemoryCgroup::V1(twin)
+        } else {
+            v2
+        };
         Ok(OpenGroup {
-            memory_current: ProcFile::open(&dir.join("memory.current"), 64),
-            memory_stat: ProcFile::open(&dir.join("memory.stat"), 2048),
+            memory: GroupMemory::open(&memory_cgroup),
             cpu_stat: ProcFile::open(&dir.join("cpu.stat"), 512),
             // The root's pressure is the system's, already in `pressure.system`.
             pressure: (dir != mount)
                 .then(|| PressureReader::cgroup(&dir))
                 .flatten(),
-            limits: Limits::with_cgroup(CgroupLimits::for_v2_dir(&dir, &mount), memory_budget),
+            limits: Limits::with_cgroup(limits, memory_budget),
             procs,
-            oom: cgroup::MemoryCgroup::V2(dir.clone()),
+            oom: memory_cgroup,
             dir,
             previous_cpu: None,
         })
+    }
+}
+
+/// A group's memory controller files, kept open: its usage and `memory.stat`.
+#[derive(Debug)]
+struct GroupMemory {
+    usage: ProcFile,
+    stat: ProcFile,
+    v1: bool,
+}
+
+impl GroupMemory {
+    fn open(cgroup: &cgroup::MemoryCgroup) -> Option<Self> {
+        Some(GroupMemory {
+            usage: ProcFile::open(&cgroup.usage_file(), 64)?,
+            stat: ProcFile::open(&cgroup.stat_file(), 4096)?,
+            v1: matches!(cgroup, cgroup::MemoryCgroup::V1(_)),
+        })
+    }
+
+    /// The group's usage in bytes, and its resident memory if `memory.stat` has it.
+    fn read(&mut self) -> Option<(u64, Option<u64>)> {
+        let usage = self.usage.read(false)?.trim().parse::<u64>().ok()?;
+        let v1 = self.v1;
+        let resident = self
+            .stat
+            .read(false)
+            .and_then(|text| parse_resident_bytes(&text, v1));
+        Some((usage, resident))
     }
 }
 
@@ -112,6 +209,7 @@ impl GroupSampler {
             statm: Vec::with_capacity(128),
             sockets: SocketScan::default(),
             page_size: perfpilot_strategies::proc_self::page_size(),
+            fds: FdCounts::default(),
         }
     }
 
@@ -127,9 +225,11 @@ impl GroupSampler {
         })
     }
 
-    /// How `open_connections` was last counted.
-    pub(crate) fn connections_method(&self) -> Option<super::target::ConnectionsMethod> {
-        self.sockets.method()
+    /// How `open_connections` was last counted, and what the last figure rests on.
+    pub(crate) fn connections_counted(
+        &self,
+    ) -> Option<(target::ConnectionsMethod, target::ConnectionsBasis)> {
+        self.sockets.counted()
     }
 
     /// Fills the group's signals, or says why the cgroup cannot be read (it does not exist,
@@ -144,16 +244,11 @@ impl GroupSampler {
         let mut problems = Vec::new();
         snapshot.process_count = Some(self.pids.len() as u64);
 
-        let current = group
-            .memory_current
-            .as_mut()
-            .and_then(|f| f.read(false)?.trim().parse::<u64>().ok());
+        let memory = group.memory.as_mut().and_then(GroupMemory::read);
+        let current = memory.map(|(usage, _)| usage);
         // With the memory controller, the kernel's own accounting of the group's resident
         // memory; without it, one `statm` read per process.
-        let resident = current
-            .and(group.memory_stat.as_mut())
-            .and_then(|f| parse_resident_bytes(&f.read(false)?));
-        if let Some(bytes) = resident {
+        if let Some((_, Some(bytes))) = memory {
             snapshot.rss_bytes = Some(bytes);
         } else {
             let (mut rss, mut virt, mut read_any) = (0u64, 0u64, false);
@@ -209,24 +304,14 @@ impl GroupSampler {
             cgroup: Some(set),
         });
 
-        let mut fds = 0;
-        let mut unreadable = 0;
-        for &pid in &self.pids {
-            match target::count_fds(&pid_dir(pid)) {
-                Ok(count) => fds += count,
-                // Exited since `cgroup.procs` was read.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(_) => unreadable += 1,
-            }
-        }
-        if unreadable > 0 {
-            problems.push(format!(
+        match self.fds.refresh(&self.pids, FD_READS_PER_SAMPLE) {
+            Ok(fds) if !self.pids.is_empty() => snapshot.open_fds = Some(fds),
+            Ok(_) => {}
+            Err(unreadable) => problems.push(format!(
                 "cannot read /proc/<pid>/fd of {unreadable} of {} processes: open_fds absent; \
                  run the agent as their user or with CAP_SYS_PTRACE",
                 self.pids.len()
-            ));
-        } else if !self.pids.is_empty() {
-            snapshot.open_fds = Some(fds);
+            )),
         }
         match self.sockets.count_connections(&self.pids, GROUP_OWNER) {
             Ok(count) if !self.pids.is_empty() => snapshot.open_connections = Some(count),
@@ -279,15 +364,21 @@ pub(crate) fn parse_procs(text: &str) -> impl Iterator<Item = u32> + '_ {
     text.lines().filter_map(|line| line.trim().parse().ok())
 }
 
-/// The resident memory in a cgroup v2 `memory.stat`: `anon` (private anonymous pages)
-/// plus `file_mapped` (page cache mapped into the processes, shared memory included): what
-/// summing the processes' RSS approximates, without counting a shared page twice.
-pub(crate) fn parse_resident_bytes(text: &str) -> Option<u64> {
+/// The resident memory in a cgroup's `memory.stat`: private anonymous pages plus page cache
+/// mapped into the processes (shared memory included), what summing the processes' RSS
+/// approximates without counting a shared page twice. v2: `anon` + `file_mapped`; v1 (`v1`):
+/// the hierarchical `total_rss` + `total_mapped_file`.
+pub(crate) fn parse_resident_bytes(text: &str, v1: bool) -> Option<u64> {
+    let (anon_key, mapped_key) = if v1 {
+        ("total_rss ", "total_mapped_file ")
+    } else {
+        ("anon ", "file_mapped ")
+    };
     let (mut anon, mut mapped) = (None, None);
     for line in text.lines() {
-        if let Some(value) = line.strip_prefix("anon ") {
+        if let Some(value) = line.strip_prefix(anon_key) {
             anon = value.trim().parse::<u64>().ok();
-        } else if let Some(value) = line.strip_prefix("file_mapped ") {
+        } else if let Some(value) = line.strip_prefix(mapped_key) {
             mapped = value.trim().parse::<u64>().ok();
         }
     }
@@ -340,12 +431,28 @@ mod tests {
     #[test]
     fn memory_stat_resident_is_anon_plus_mapped_files() {
         assert_eq!(
-            parse_resident_bytes(MEMORY_STAT),
+            parse_resident_bytes(MEMORY_STAT, false),
             Some(104_857_600 + 20_971_520)
         );
-        assert_eq!(parse_resident_bytes("anon 1\n"), None, "no file_mapped");
-        assert_eq!(parse_resident_bytes("anon x\nfile_mapped 1\n"), None);
-        assert_eq!(parse_resident_bytes(""), None);
+        assert_eq!(
+            parse_resident_bytes("anon 1\n", false),
+            None,
+            "no file_mapped"
+        );
+        assert_eq!(parse_resident_bytes("anon x\nfile_mapped 1\n", false), None);
+        assert_eq!(parse_resident_bytes("", false), None);
+        // v1: the hierarchical totals, not the cgroup's own `rss` and `mapped_file`.
+        let v1 = "cache 4096\nrss 1000\nmapped_file 10\ntotal_cache 8192\n\
+                  total_rss 104857600\ntotal_mapped_file 20971520\n";
+        assert_eq!(
+            parse_resident_bytes(v1, true),
+            Some(104_857_600 + 20_971_520)
+        );
+        assert_eq!(
+            parse_resident_bytes(MEMORY_STAT, true),
+            None,
+            "v2 keys are not v1's"
+        );
     }
 
     #[test]
@@ -355,6 +462,34 @@ mod tests {
             [1, 42, 7]
         );
         assert_eq!(parse_procs("").count(), 0);
+    }
+
+    #[test]
+    fn fd_counts_are_read_when_a_process_joins_then_in_turn_and_forgotten_when_it_leaves() {
+        let me = std::process::id();
+        let mut fds = FdCounts::default();
+        let first = fds.refresh(&[me], 0).unwrap();
+        assert!(
+            first >= 3,
+            "a joining process is read even without a turn: {first}"
+        );
+        let held: Vec<_> = (0..10)
+            .map(|_| fs::File::open("/proc/self/stat").unwrap())
+            .collect();
+        assert_eq!(
+            fds.refresh(&[me], 0),
+            Ok(first),
+            "not read again without a turn"
+        );
+        let again = fds.refresh(&[me], 1).unwrap();
+        // Other tests of this binary open and close files meanwhile: about 10 more.
+        assert!(again >= first + 5, "read in its turn: {first} then {again}");
+        // A pid above any pid_max: exited before it was read, so not counted.
+        assert_eq!(fds.refresh(&[me, 4_194_305], 0), Ok(again));
+        assert_eq!(fds.by_pid.len(), 1);
+        assert_eq!(fds.refresh(&[], 1), Ok(0), "left the group: forgotten");
+        assert!(fds.by_pid.is_empty());
+        drop(held);
     }
 
     #[test]

@@ -27,7 +27,12 @@ const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_BC_S_EQ: u8 = 11;
 /// TCP states (include/net/tcp_states.h).
 const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_LISTEN: u8 = 10;
+/// The states of a connection its server still holds: established, or closed by the client
+/// and not yet by the server. The kernel's `CurrEstab` counter (`/proc/net/snmp`) counts the
+/// same two.
+const CONNECTED: u32 = (1 << TCP_ESTABLISHED) | (1 << TCP_CLOSE_WAIT);
 /// The most ports one filter lists (each costs 8 bytes of bytecode); more fall back to
 /// matching the returned headers without a kernel filter.
 const MAX_FILTERED_PORTS: usize = 64;
@@ -141,7 +146,7 @@ impl DiagSocket {
     pub(crate) fn listeners(&mut self, out: &mut Vec<Listener>) -> io::Result<()> {
         out.clear();
         for family in [libc::AF_INET, libc::AF_INET6] {
-            self.dump(family as u8, TCP_LISTEN, &[], |msg| {
+            self.dump(family as u8, 1 << TCP_LISTEN, &[], |msg| {
                 out.push(Listener {
                     inode: u64::from(read_u32(msg, MSG_INODE)),
                     port: read_port(msg),
@@ -152,8 +157,9 @@ impl DiagSocket {
         Ok(())
     }
 
-    /// The ESTABLISHED TCP sockets whose local port is one of `ports`, among the IPv4 ones
-    /// with `v4` and the IPv6 ones with `v6`: the clients of servers listening on them.
+    /// The ESTABLISHED (and CLOSE_WAIT) TCP sockets whose local port is one of `ports`, among
+    /// the IPv4 ones with `v4` and the IPv6 ones with `v6`: the clients of servers listening
+    /// on them.
     /// Counted, not stored. Each family is one walk of the kernel's whole established-socket
     /// hash (IPv4 and IPv6 share it), so a family without listeners is not asked.
     pub(crate) fn count_established(
@@ -168,7 +174,7 @@ impl DiagSocket {
         let mut count = 0u64;
         let families = [(libc::AF_INET, v4), (libc::AF_INET6, v6)];
         for family in families.into_iter().filter(|f| f.1).map(|f| f.0) {
-            self.dump(family as u8, TCP_ESTABLISHED, ports, |msg| {
+            self.dump(family as u8, CONNECTED, ports, |msg| {
                 // The kernel filter already kept only these ports; the check costs little and
                 // is what counts when the filter was refused.
                 if ports.contains(&read_port(msg)) {
@@ -179,22 +185,23 @@ impl DiagSocket {
         Ok(count)
     }
 
-    /// One dump of `family`'s TCP sockets in `state`, with a local-port filter when `ports` is
-    /// not empty; calls `each` with every `inet_diag_msg` returned.
+    /// One dump of `family`'s TCP sockets in `states` (a mask of `1 << state`), with a
+    /// local-port filter when `ports` is not empty; calls `each` with every `inet_diag_msg`
+    /// returned.
     fn dump(
         &mut self,
         family: u8,
-        state: u8,
+        states: u32,
         ports: &[u16],
         mut each: impl FnMut(&[u8]),
     ) -> io::Result<()> {
         let filtered =
             !ports.is_empty() && !self.filter_refused && ports.len() <= MAX_FILTERED_PORTS;
-        match self.dump_once(family, state, filtered.then_some(ports), &mut each) {
+        match self.dump_once(family, states, filtered.then_some(ports), &mut each) {
             Err(e) if filtered && e.raw_os_error() == Some(libc::EINVAL) => {
                 // A kernel that does not take the filter: match the headers instead.
                 self.filter_refused = true;
-                self.dump_once(family, state, None, &mut each)
+                self.dump_once(family, states, None, &mut each)
             }
             result => result,
         }
@@ -203,12 +210,12 @@ impl DiagSocket {
     fn dump_once(
         &mut self,
         family: u8,
-        state: u8,
+        states: u32,
         ports: Option<&[u16]>,
         each: &mut impl FnMut(&[u8]),
     ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        build_request(&mut self.request, self.seq, family, state, ports);
+        build_request(&mut self.request, self.seq, family, states, ports);
         self.send()?;
         loop {
             let len = self.recv()?;
@@ -235,7 +242,7 @@ impl DiagSocket {
                         }
                         _ if header.kind == SOCK_DIAG_BY_FAMILY && msg_len >= HDR_LEN + MSG_LEN => {
                             let msg = &self.buf[offset + HDR_LEN..offset + msg_len];
-                            if msg[MSG_STATE] == state {
+                            if states & (1u32 << (msg[MSG_STATE] & 31)) != 0 {
                                 each(msg);
                             }
                         }
@@ -257,11 +264,11 @@ impl DiagSocket {
     }
 }
 
-/// The request: `nlmsghdr`, `inet_diag_req_v2` for `family`'s TCP sockets in `state`, and,
+/// The request: `nlmsghdr`, `inet_diag_req_v2` for `family`'s TCP sockets in `states`, and,
 /// with `ports`, an `INET_DIAG_REQ_BYTECODE` attribute keeping local ports in `ports`: one
 /// `S_EQ` op per port, its "yes" jumping to the end (accept), its "no" to the next op; the
 /// last op's "no" jumps 4 bytes past the end (reject).
-fn build_request(out: &mut Vec<u8>, seq: u32, family: u8, state: u8, ports: Option<&[u16]>) {
+fn build_request(out: &mut Vec<u8>, seq: u32, family: u8, states: u32, ports: Option<&[u16]>) {
     out.clear();
     let bytecode_len = ports.map_or(0, |p| 8 * p.len());
     let attr_len = if bytecode_len > 0 {
@@ -282,7 +289,7 @@ fn build_request(out: &mut Vec<u8>, seq: u32, family: u8, state: u8, ports: Opti
     );
     // inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed sockid.
     out.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-    out.extend_from_slice(&(1u32 << state).to_ne_bytes());
+    out.extend_from_slice(&states.to_ne_bytes());
     out.resize(HDR_LEN + size_of::<InetDiagReqV2>(), 0);
     if let Some(ports) = ports.filter(|p| !p.is_empty()) {
         out.extend_from_slice(&(attr_len as u16).to_ne_bytes());
@@ -360,13 +367,13 @@ mod tests {
             &mut request,
             7,
             libc::AF_INET as u8,
-            TCP_ESTABLISHED,
+            CONNECTED,
             Some(&[80, 443]),
         );
         assert_eq!(request.len(), 16 + 56 + 4 + 16);
         assert_eq!(read_u32(&request, 0) as usize, request.len());
         assert_eq!(read_u32(&request, 8), 7, "sequence number");
-        assert_eq!(read_u32(&request, 20), 1 << TCP_ESTABLISHED, "states");
+        assert_eq!(read_u32(&request, 20), 0b1_0000_0010, "states");
         // First op: port 80, yes = 16 (to the end), no = 8 (next op).
         let ops = &request[16 + 56 + 4..];
         assert_eq!(&ops[..2], &[INET_DIAG_BC_S_EQ, 16]);
@@ -429,6 +436,25 @@ mod tests {
         // Without the kernel filter, the same count from the headers.
         diag.filter_refused = true;
         assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 5);
+        diag.filter_refused = false;
+
+        // A client that hangs up leaves the server's end in CLOSE_WAIT: still held, still
+        // counted (as the kernel's CurrEstab does), until the server closes it too.
+        let (mut clients, mut accepted) = (clients, accepted);
+        drop(clients.pop());
+        let mut byte = [0u8; 1];
+        let last = accepted.last_mut().unwrap();
+        last.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        use std::io::Read;
+        assert_eq!(
+            last.read(&mut byte).unwrap(),
+            0,
+            "waited for the client's FIN"
+        );
+        assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 5);
+        drop(accepted.pop());
+        assert_eq!(diag.count_established(&[v4_port], true, true).unwrap(), 4);
         drop((clients, accepted, v6_pairs));
     }
 

@@ -9,15 +9,16 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use perfpilot_strategies::Snapshot;
 use serde::{Serialize, Serializer};
 use tracing::{info, warn};
 
 use super::group::GroupSampler;
+use super::procfs::{self, ProcFile};
 use super::sockdiag::{self, DiagSocket, Listener};
-use super::{procfs, ProcessSampler};
+use super::ProcessSampler;
 
 /// The process a sidecar agent watches, and how it is found.
 ///
@@ -38,11 +39,12 @@ use super::{procfs, ProcessSampler};
 /// established sockets on the target's listening ports, counted without building records
 /// (see [`ConnectionsMethod`] for the namespaces and the `/proc/<pid>/net/tcp` fallback). The
 /// fd links, which say which listening sockets are the target's, are read only when the
-/// namespace's listening sockets or the pid change. So a sample costs about the same beside
-/// 10 or 10,000 idle connections of other processes, and grows with the target's own
-/// clients only by the 72 bytes a socket the kernel returns (`scripts/bench-scale.sh`
-/// measures it). Finding a pid by port costs about 5 ms (the tables plus every
-/// `/proc/*/fd`), only when the pid is unknown.
+/// namespace's listening sockets or the pid change. A count is made only when the
+/// namespace's TCP counters (`/proc/<pid>/net/snmp`) show a connection opened or closed,
+/// and is estimated between counts while counting is costly (see [`ConnectionsBasis`]): so a
+/// sample beside 10,000 steady connections costs what it costs beside none
+/// (`scripts/bench-scale.sh` measures it). Finding a pid by port costs about 5 ms (the
+/// tables plus every `/proc/*/fd`), only when the pid is unknown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// This pid.
@@ -105,6 +107,10 @@ pub struct TargetStatus {
     /// (absent until counted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<ConnectionsMethod>,
+    /// What the last sample's `openConnections` rests on: `counted` then, `unchanged` since
+    /// the last count, or `estimated` from it (see [`ConnectionsBasis`]); absent until counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_basis: Option<ConnectionsBasis>,
 }
 
 fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -129,6 +135,7 @@ impl TargetHandle {
                 reason: Some("not looked for yet".to_owned()),
                 since: SystemTime::now(),
                 connections: None,
+                connections_basis: None,
             })),
         }
     }
@@ -167,12 +174,11 @@ impl TargetHandle {
         }
     }
 
-    /// Records how connections were counted.
-    fn set_connections(&self, method: Option<ConnectionsMethod>) {
+    /// Records how connections were counted, and what the last figure rests on.
+    fn set_connections(&self, how: Option<(ConnectionsMethod, ConnectionsBasis)>) {
         let mut status = self.lock();
-        if status.connections != method {
-            status.connections = method;
-        }
+        status.connections = how.map(|(method, _)| method);
+        status.connections_basis = how.map(|(_, basis)| basis);
     }
 
     /// Records a sample's verdict; `since` moves (and a line is logged) only when the state
@@ -202,6 +208,7 @@ impl TargetHandle {
             selector: std::mem::take(&mut status.selector),
             cgroup: status.cgroup.take(),
             connections: status.connections,
+            connections_basis: status.connections_basis,
             pid,
             state,
             reason,
@@ -279,7 +286,7 @@ impl TargetTracker {
                 }
                 Err(reason) => (TargetState::NotFound, Some(reason)),
             };
-            self.handle.set_connections(group.connections_method());
+            self.handle.set_connections(group.connections_counted());
             self.handle.publish(None, state, reason, first);
             return;
         }
@@ -323,7 +330,7 @@ impl TargetTracker {
                 problems.push(reason);
             }
         }
-        self.handle.set_connections(self.sockets.method());
+        self.handle.set_connections(self.sockets.counted());
         let reason = (!problems.is_empty()).then(|| problems.join("; "));
         self.handle
             .publish(Some(pid), TargetState::Running, reason, first);
@@ -509,6 +516,8 @@ pub(crate) fn socket_inode(link: &[u8]) -> Option<u64> {
 
 /// TCP state `ESTABLISHED` in `/proc/net/tcp`.
 pub(crate) const TCP_ESTABLISHED: u8 = 0x01;
+/// TCP state `CLOSE_WAIT` in `/proc/net/tcp`: the client hung up, the server has not yet.
+pub(crate) const TCP_CLOSE_WAIT: u8 = 0x08;
 /// TCP state `LISTEN` in `/proc/net/tcp`.
 pub(crate) const TCP_LISTEN: u8 = 0x0A;
 
@@ -564,6 +573,99 @@ pub enum ConnectionsMethod {
     ProcNet,
 }
 
+/// What a target's `open_connections` figure rests on: `connectionsBasis` in its status.
+///
+/// Counting with netlink costs about 0.5 µs a connection (the kernel formats a record for
+/// each), so beside tens of thousands of clients a count every sample would cost more than
+/// the whole rest of the sample. Before each count the namespace's TCP counters are read
+/// (`ActiveOpens`, `PassiveOpens` and `CurrEstab` in `/proc/<pid>/net/snmp`, a few µs
+/// whatever the number of sockets), and they decide whether to count again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionsBasis {
+    /// Counted at this sample.
+    Counted,
+    /// The last count, exact still: the namespace's TCP counters have not moved since it, so
+    /// no connection of the namespace has opened or closed.
+    Unchanged,
+    /// The last count scaled by the change of the namespace's `CurrEstab` since it (the
+    /// target's share of the namespace's connections is taken to hold): used while a count
+    /// costs more than 250 µs, until the last count is older than 2,000 times what it cost
+    /// (at least 1 s, at most 60 s), so that counting takes at most 0.05 % of a core.
+    Estimated,
+}
+
+/// A count costing more than this is estimated between counts (see [`ConnectionsBasis`]).
+const EXPENSIVE_COUNT: Duration = Duration::from_micros(250);
+
+/// The namespace's TCP counters from the `Tcp:` lines of `/proc/<pid>/net/snmp`: any
+/// connection opening or closing moves at least one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TcpCounters {
+    /// Connections this namespace opened (`connect`), ever.
+    pub(crate) active_opens: u64,
+    /// Connections it accepted, ever.
+    pub(crate) passive_opens: u64,
+    /// Its TCP sockets established or in CLOSE_WAIT now.
+    pub(crate) curr_estab: u64,
+}
+
+/// The `Tcp:` counters of a `/proc/net/snmp` text (a line of names, then one of values);
+/// `None` if one of the three is missing or malformed.
+pub(crate) fn parse_tcp_counters(text: &str) -> Option<TcpCounters> {
+    let mut lines = text.lines().filter(|line| line.starts_with("Tcp:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let mut counters = TcpCounters::default();
+    let mut found = 0;
+    for (name, value) in names
+        .split_ascii_whitespace()
+        .zip(values.split_ascii_whitespace())
+    {
+        let slot = match name {
+            "ActiveOpens" => &mut counters.active_opens,
+            "PassiveOpens" => &mut counters.passive_opens,
+            "CurrEstab" => &mut counters.curr_estab,
+            _ => continue,
+        };
+        *slot = value.parse().ok()?;
+        found += 1;
+    }
+    (found == 3).then_some(counters)
+}
+
+/// The last netlink count, and the namespace's TCP counters just before it.
+#[derive(Debug, Clone, Copy)]
+struct LastCount {
+    count: u64,
+    counters: TcpCounters,
+    at: Instant,
+    cost: Duration,
+}
+
+impl LastCount {
+    /// The figure without counting again, given the counters `now`, if the last count
+    /// still stands (see [`ConnectionsBasis`]).
+    fn carry(&self, counters: TcpCounters, now: Instant) -> Option<(u64, ConnectionsBasis)> {
+        if counters == self.counters {
+            return Some((self.count, ConnectionsBasis::Unchanged));
+        }
+        let recount_after =
+            (self.cost * 2000).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let fresh = now.saturating_duration_since(self.at) < recount_after;
+        (self.cost >= EXPENSIVE_COUNT && fresh).then(|| {
+            let estimate = match self.counters.curr_estab {
+                // No connection then: each new one of the namespace is taken as the target's.
+                0 => self.count + counters.curr_estab,
+                then => {
+                    let share = self.count as f64 / then as f64;
+                    (share * counters.curr_estab as f64).round() as u64
+                }
+            };
+            (estimate, ConnectionsBasis::Estimated)
+        })
+    }
+}
+
 /// The number of open file descriptors of the process whose `/proc` directory is `dir`: the
 /// size the kernel reports for `<dir>/fd` (Linux 6.2 and later), else the entries listed.
 pub(crate) fn count_fds(dir: &Path) -> io::Result<u64> {
@@ -591,11 +693,12 @@ enum Diag {
 /// Counts a target's connections, reusing its buffers and netlink socket from sample to
 /// sample.
 ///
-/// With netlink (see [`ConnectionsMethod`]), a sample costs two small dumps of the
-/// namespace's listening sockets and two filtered dumps of the established ones; the
-/// target's fd links (to learn which listening sockets are its own) are read again only when
-/// the namespace's listening sockets or the target's pid change. The `/proc/<pid>/net`
-/// fallback reads every fd link and both tables on every sample.
+/// With netlink (see [`ConnectionsMethod`]), a sample reads the namespace's TCP counters;
+/// when they moved, it makes two small dumps of the namespace's listening sockets and, unless
+/// the count is estimated (see [`ConnectionsBasis`]), two filtered dumps of the established
+/// ones. The target's fd links (to learn which listening sockets are its own) are read again
+/// only when the namespace's listening sockets or the target's pid change. The
+/// `/proc/<pid>/net` fallback reads every fd link and both tables on every sample.
 #[derive(Debug, Default)]
 pub(crate) struct SocketScan {
     /// The socket inodes of the target's fds, from the last scan of its fd links.
@@ -614,14 +717,32 @@ pub(crate) struct SocketScan {
     method: Option<ConnectionsMethod>,
     /// Tests force the `/proc/<pid>/net` path.
     force_proc_net: bool,
+    /// The last netlink count, carried or estimated from while the namespace's TCP
+    /// counters allow (see [`ConnectionsBasis`]).
+    last_count: Option<LastCount>,
+    basis: Option<ConnectionsBasis>,
+    /// `/proc/<pid>/net/snmp` of the process whose directory is the path, kept open.
+    snmp: Option<(PathBuf, ProcFile)>,
     established_ports: Vec<u16>,
     table: Vec<u8>,
 }
 
 impl SocketScan {
-    /// The method of the last count; `None` before one succeeded.
-    pub(crate) fn method(&self) -> Option<ConnectionsMethod> {
-        self.method
+    /// The method of the last count and what the last figure rests on; `None` before one
+    /// succeeded.
+    pub(crate) fn counted(&self) -> Option<(ConnectionsMethod, ConnectionsBasis)> {
+        Some((
+            self.method?,
+            self.basis.unwrap_or(ConnectionsBasis::Counted),
+        ))
+    }
+
+    /// The TCP counters of the network namespace of the process whose directory is `dir`.
+    fn tcp_counters(&mut self, dir: &Path) -> Option<TcpCounters> {
+        if self.snmp.as_ref().is_none_or(|(open, _)| open != dir) {
+            self.snmp = ProcFile::open(&dir.join("net/snmp"), 4096).map(|f| (dir.to_owned(), f));
+        }
+        parse_tcp_counters(&self.snmp.as_mut()?.1.read(false)?)
     }
 
     /// The ports the target listened on at the last count.
@@ -629,8 +750,9 @@ impl SocketScan {
         &self.listen_ports
     }
 
-    /// Counts the ESTABLISHED TCP sockets whose local port is one the processes `pids`
-    /// LISTEN on: their clients, not their own outgoing connections (to a database, say). The
+    /// Counts the ESTABLISHED (and CLOSE_WAIT) TCP sockets whose local port is one the
+    /// processes `pids` LISTEN on: their clients, not their own outgoing connections (to a
+    /// database, say). The
     /// network namespace is the first process's. `owner` identifies who `pids` are (a pid; a
     /// constant for a cgroup): when it changes, the fd links are read again. The error says
     /// why the count is absent.
@@ -687,10 +809,25 @@ impl SocketScan {
                 }
             };
         }
-        let Diag::Open { socket, method, .. } = &mut self.diag else {
+        let Diag::Open { method, .. } = &self.diag else {
             return Ok(None);
         };
         let method = *method;
+        // Before any dump: while no connection of the namespace opened or closed, the last
+        // count stands (a listener opened or closed meanwhile has no clients to count yet,
+        // and one closed keeps the clients it accepted).
+        let counters = self.tcp_counters(dir);
+        let same_owner = self.scanned.as_ref().is_some_and(|(_, o)| *o == owner);
+        if let (true, Some(last), Some(counters)) = (same_owner, self.last_count, counters) {
+            if counters == last.counters {
+                self.method = Some(method);
+                self.basis = Some(ConnectionsBasis::Unchanged);
+                return Ok(Some(last.count));
+            }
+        }
+        let Diag::Open { socket, .. } = &mut self.diag else {
+            return Ok(None);
+        };
         if let Err(e) = socket.listeners(&mut self.listeners) {
             warn!(%e, "netlink sock_diag failed: counting connections from /proc/<pid>/net/tcp");
             self.diag = Diag::Refused { netns };
@@ -719,6 +856,15 @@ impl SocketScan {
             let mine = || self.listeners.iter().filter(|l| inodes.contains(&l.inode));
             self.listen_families = (mine().any(|l| !l.v6), mine().any(|l| l.v6));
             self.scanned = Some((self.listeners.clone(), owner));
+            self.last_count = None;
+        }
+        let started = Instant::now();
+        if let (Some(last), Some(counters)) = (self.last_count, counters) {
+            if let Some((count, basis)) = last.carry(counters, started) {
+                self.method = Some(method);
+                self.basis = Some(basis);
+                return Ok(Some(count));
+            }
         }
         let Diag::Open { socket, .. } = &mut self.diag else {
             return Ok(None);
@@ -727,6 +873,13 @@ impl SocketScan {
         match socket.count_established(&self.listen_ports, v4, v6) {
             Ok(count) => {
                 self.method = Some(method);
+                self.basis = Some(ConnectionsBasis::Counted);
+                self.last_count = counters.map(|counters| LastCount {
+                    count,
+                    counters,
+                    at: started,
+                    cost: started.elapsed(),
+                });
                 Ok(Some(count))
             }
             Err(e) => {
@@ -789,7 +942,9 @@ impl SocketScan {
             for socket in tcp_sockets(text).filter(|s| self.inodes.contains(&s.inode)) {
                 match socket.state {
                     TCP_LISTEN => self.listen_ports.push(socket.local_port),
-                    TCP_ESTABLISHED => self.established_ports.push(socket.local_port),
+                    TCP_ESTABLISHED | TCP_CLOSE_WAIT => {
+                        self.established_ports.push(socket.local_port)
+                    }
                     _ => {}
                 }
             }
@@ -803,6 +958,7 @@ impl SocketScan {
         self.listen_ports.sort_unstable();
         self.listen_ports.dedup();
         self.method = Some(ConnectionsMethod::ProcNet);
+        self.basis = Some(ConnectionsBasis::Counted);
         let listening = &self.listen_ports;
         Ok(self
             .established_ports
@@ -1121,14 +1277,14 @@ mod tests {
             // Both ends are in this process: only the accepted ones are on the listening port.
             // (Other tests of this binary may hold connections of their own.)
             let count = scan.count_connections(&[me], u64::from(me)).unwrap();
-            assert!(count >= 3, "{count} ({:?})", scan.method());
+            assert!(count >= 3, "{count} ({:?})", scan.counted());
             assert!(scan.listen_ports().contains(&port));
             let expected = if force_proc_net {
                 ConnectionsMethod::ProcNet
             } else {
                 ConnectionsMethod::SockDiag
             };
-            assert_eq!(scan.method(), Some(expected));
+            assert_eq!(scan.counted().map(|(method, _)| method), Some(expected));
         }
         drop((clients, accepted));
     }
@@ -1153,14 +1309,57 @@ mod tests {
                 (client, listener.accept().unwrap().0)
             })
             .collect();
+        let mut pairs = pairs;
         println!("ready {port}");
-        // Until the parent closes our stdin, or exits.
-        let _ = std::io::stdin().read_line(&mut String::new());
+        // `open N` lines open N more connections; until the parent closes our stdin, or exits.
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            let Some(more) = line.strip_prefix("open ").and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            for _ in 0..more {
+                let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                pairs.push((client, listener.accept().unwrap().0));
+            }
+            println!("opened {}", pairs.len());
+        }
         drop(pairs);
     }
 
-    /// A child process from [`connection_server_child`], killed on drop.
-    struct ServerChild(std::process::Child);
+    /// A child process from [`connection_server_child`], killed on drop, and the lines it
+    /// prints (`None` at its end).
+    struct ServerChild(
+        std::process::Child,
+        std::sync::mpsc::Receiver<Option<String>>,
+    );
+
+    impl ServerChild {
+        /// The next line starting with `prefix`, waiting at most 60 s; `None` if the child
+        /// ended first.
+        fn line_starting(&self, prefix: &str) -> Option<String> {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.1.recv_timeout(left) {
+                    Ok(Some(line)) if line.starts_with(prefix) => return Some(line),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        panic!("waited 60 s for the server child to print {prefix:?}")
+                    }
+                }
+            }
+        }
+
+        /// Opens `more` connections in the child and waits until they are.
+        fn open(&mut self, more: usize) {
+            use std::io::Write;
+            let stdin = self.0.stdin.as_mut().unwrap();
+            writeln!(stdin, "open {more}").unwrap();
+            stdin.flush().unwrap();
+            self.line_starting("opened ")
+                .expect("the server child ended before opening connections");
+        }
+    }
 
     impl Drop for ServerChild {
         fn drop(&mut self) {
@@ -1199,31 +1398,33 @@ mod tests {
             .stderr(Stdio::null())
             .spawn();
         let mut child = match child {
-            Ok(child) => ServerChild(child),
+            Ok(child) => child,
             Err(e) => {
                 println!("skipped: cannot start the server child ({e})");
                 return None;
             }
         };
-        let stdout = child.0.stdout.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let ready = std::io::BufReader::new(stdout)
+            for line in std::io::BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .find(|line| line.starts_with("ready "));
-            let _ = tx.send(ready);
+            {
+                let _ = tx.send(Some(line));
+            }
+            let _ = tx.send(None);
         });
-        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
-            Ok(Some(_)) => {
+        let child = ServerChild(child, rx);
+        match child.line_starting("ready ") {
+            Some(_) => {
                 let pid = child.0.id();
                 Some((child, pid))
             }
-            Ok(None) => {
+            None => {
                 println!("skipped: the server child did not start (no unshare -n here?)");
                 None
             }
-            Err(_) => panic!("the server child was not ready within 60 s"),
         }
     }
 
@@ -1235,7 +1436,7 @@ mod tests {
             ..SocketScan::default()
         };
         let count = scan.count_connections(&[pid], u64::from(pid)).unwrap();
-        (count, scan.method())
+        (count, scan.counted().map(|(method, _)| method))
     }
 
     #[test]
@@ -1261,6 +1462,10 @@ mod tests {
         assert_eq!(status.connections, Some(ConnectionsMethod::SockDiag));
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["connections"], "sock-diag");
+        assert_eq!(
+            json["connectionsBasis"], "counted",
+            "the first sample counts"
+        );
     }
 
     #[test]
@@ -1286,6 +1491,130 @@ mod tests {
             }
             other => panic!("unexpected method {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_tcp_counters_of_proc_net_snmp() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens \
+                    AttemptFails EstabResets CurrEstab InSegs\n\
+                    Tcp: 1 200 120000 -1 10184723 168920 10015756 68960 7 93974246\n\
+                    Udp: InDatagrams\nUdp: 5\n";
+        let counters = TcpCounters {
+            active_opens: 10_184_723,
+            passive_opens: 168_920,
+            curr_estab: 7,
+        };
+        assert_eq!(parse_tcp_counters(text), Some(counters));
+        assert_eq!(
+            parse_tcp_counters("Tcp: ActiveOpens PassiveOpens\nTcp: 1 2\n"),
+            None
+        );
+        assert_eq!(
+            parse_tcp_counters("Tcp: ActiveOpens PassiveOpens CurrEstab\nTcp: 1 x 3\n"),
+            None
+        );
+        assert_eq!(parse_tcp_counters(""), None);
+        // This machine's own file parses.
+        assert!(parse_tcp_counters(&fs::read_to_string("/proc/net/snmp").unwrap()).is_some());
+    }
+
+    #[test]
+    fn a_count_stands_while_the_counters_do_and_is_estimated_only_while_counting_is_costly() {
+        let at = Instant::now();
+        let counters = TcpCounters {
+            active_opens: 10,
+            passive_opens: 100,
+            curr_estab: 50,
+        };
+        let cheap = LastCount {
+            count: 40,
+            counters,
+            at,
+            cost: Duration::from_micros(100),
+        };
+        let later = |secs: f64| at + Duration::from_secs_f64(secs);
+        assert_eq!(
+            cheap.carry(counters, later(30.0)),
+            Some((40, ConnectionsBasis::Unchanged))
+        );
+        let more = TcpCounters {
+            passive_opens: 110,
+            curr_estab: 60,
+            ..counters
+        };
+        assert_eq!(cheap.carry(more, later(0.1)), None, "cheap: counted again");
+        let costly = LastCount {
+            cost: Duration::from_millis(8),
+            ..cheap
+        };
+        // The target held 40 of the namespace's 50: 48 of 60.
+        assert_eq!(
+            costly.carry(more, later(1.0)),
+            Some((48, ConnectionsBasis::Estimated))
+        );
+        assert_eq!(
+            costly.carry(more, later(16.0)),
+            None,
+            "2,000 × 8 ms: counted again"
+        );
+        let none_then = LastCount {
+            count: 0,
+            counters: TcpCounters {
+                curr_estab: 0,
+                ..counters
+            },
+            ..costly
+        };
+        assert_eq!(
+            none_then.carry(more, later(1.0)),
+            Some((60, ConnectionsBasis::Estimated))
+        );
+    }
+
+    /// In a namespace of its own, nothing else moves the TCP counters: the count stands
+    /// until the server opens more, then is counted again, or estimated when costly.
+    #[test]
+    fn a_target_count_is_carried_while_its_namespace_is_still_and_follows_new_connections() {
+        let Some((mut child, pid)) = start_server(30, true) else {
+            return;
+        };
+        let own = sockdiag::namespace_inode(Path::new("/proc/self/ns/net")).unwrap();
+        let theirs = sockdiag::namespace_inode(&pid_dir(pid).join("ns/net")).unwrap();
+        if own == theirs {
+            println!("skipped: unshare -n did not give the child its own namespace");
+            return;
+        }
+        let mut scan = SocketScan::default();
+        let count = |scan: &mut SocketScan| {
+            let count = scan.count_connections(&[pid], u64::from(pid)).unwrap();
+            (count, scan.counted().unwrap().1)
+        };
+        assert_eq!(count(&mut scan), (30, ConnectionsBasis::Counted));
+        if scan.counted().unwrap().0 == ConnectionsMethod::ProcNet {
+            println!("skipped: setns refused here, the fallback counts every sample");
+            return;
+        }
+        assert_eq!(count(&mut scan), (30, ConnectionsBasis::Unchanged));
+        assert_eq!(count(&mut scan), (30, ConnectionsBasis::Unchanged));
+        // As if counting were cheap (the walk of the kernel's socket hash alone may take
+        // more than 250 µs on a busy machine): a change is counted.
+        scan.last_count.as_mut().unwrap().cost = Duration::from_micros(1);
+        child.open(4);
+        assert_eq!(
+            count(&mut scan),
+            (34, ConnectionsBasis::Counted),
+            "cheap: counted"
+        );
+        // As if counting had cost 10 ms: the next change is estimated. Client and server
+        // are both in the namespace, so the target holds half its connections.
+        scan.last_count.as_mut().unwrap().cost = Duration::from_millis(10);
+        child.open(6);
+        assert_eq!(count(&mut scan), (40, ConnectionsBasis::Estimated));
+        // Once the count is older than 2,000 × its cost, it is counted again.
+        scan.last_count.as_mut().unwrap().at -= Duration::from_secs(25);
+        assert_eq!(count(&mut scan), (40, ConnectionsBasis::Counted));
+        assert_eq!(count(&mut scan), (40, ConnectionsBasis::Unchanged));
     }
 
     /// The cost of sampling a target with 200 established loopback connections (this process
