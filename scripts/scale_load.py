@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Load for scripts/bench-scale.sh: a loopback TCP server holding N established connections.
 
-    scale_load.py N SECONDS
+    scale_load.py N SECONDS [CHURN]
 
 Listens on 127.0.0.1 (a free port), connects N clients to it from a child process, accepts
 them all, prints `ready PORT PID` (PID: the server, which holds the accepted ends), then holds
-the connections idle for at most SECONDS and exits. Clients close with SO_LINGER 0 (a reset),
-so no TIME_WAIT sockets outlive a row and inflate the next one. Loopback only, bounded in
-count (N) and time (SECONDS).
+the connections idle for at most SECONDS and exits. With CHURN (per second, at most 1,000),
+the child also opens and drops one more connection that often, so that the namespace's
+connections change between the agent's samples (the server accepts and closes them).
+Clients close with SO_LINGER 0 (a reset), so no TIME_WAIT sockets outlive a row and inflate
+the next one. Loopback only, bounded in count (N), rate (CHURN) and time (SECONDS).
 """
 import os
 import socket
@@ -18,10 +20,18 @@ import time
 LINGER_RESET = struct.pack("ii", 1, 0)
 
 
+def client(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
 def main():
     count, seconds = int(sys.argv[1]), float(sys.argv[2])
-    if count < 0 or count > 100_000 or seconds <= 0 or seconds > 3600:
-        sys.exit("usage: scale_load.py N(0..100000) SECONDS(0..3600)")
+    churn = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    if not (0 <= count <= 100_000 and 0 < seconds <= 3600 and 0 <= churn <= 1000):
+        sys.exit("usage: scale_load.py N(0..100000) SECONDS(0..3600) [CHURN(0..1000)]")
     deadline = time.monotonic() + seconds
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,12 +45,13 @@ def main():
         for _ in range(count):
             if time.monotonic() > deadline:
                 break
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-            s.connect(("127.0.0.1", port))
-            clients.append(s)
+            clients.append(client(port))
         while time.monotonic() < deadline and os.getppid() != 1:
-            time.sleep(0.2)
+            if churn > 0:
+                time.sleep(1.0 / churn)
+                client(port).close()
+            else:
+                time.sleep(0.2)
         for s in clients:
             s.close()
         os._exit(0)
@@ -50,9 +61,14 @@ def main():
         conn, _ = server.accept()
         accepted.append(conn)
     print(f"ready {port} {os.getpid()} {len(accepted)}", flush=True)
+    server.settimeout(0.2)
     try:
         while time.monotonic() < deadline:
-            time.sleep(0.2)
+            try:
+                # A churned connection: accepted and closed at once.
+                server.accept()[0].close()
+            except socket.timeout:
+                pass
     finally:
         os.kill(child, 15)
         os.waitpid(child, 0)

@@ -62,6 +62,10 @@ impl LatencyClock {
     #[inline(always)]
     pub(crate) fn now(&self) -> u64 {
         match self {
+            // What `clock.raw()` reads, without its call and match (see `sys::rdtsc`).
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+            LatencyClock::Tsc(_) => crate::sys::rdtsc(),
+            #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
             LatencyClock::Tsc(clock) => clock.raw(),
             LatencyClock::Monotonic(epoch) => duration_nanos(epoch.elapsed()),
         }

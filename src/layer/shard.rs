@@ -22,31 +22,26 @@ const MAX_SLOTS: usize = 256;
 /// Which slots are taken, process wide.
 static SLOTS_TAKEN: [AtomicBool; MAX_SLOTS] = [const { AtomicBool::new(false) }; MAX_SLOTS];
 
+/// This thread's slot plus one: 0 before it claimed one, [`NO_SLOT`] when none was free or
+/// the thread is exiting. Constant-initialized and without a destructor, so reading it is
+/// one thread-local load, with no registration check: it is read twice a request.
+const NO_SLOT: usize = usize::MAX;
+
+thread_local! {
+    static SLOT: Cell<usize> = const { Cell::new(0) };
+    /// Frees the slot when the thread exits; set only when a slot is claimed (the cold path).
+    static RELEASE: SlotRelease = const { SlotRelease(Cell::new(None)) };
+}
+
 /// A thread's claim on a slot, released when the thread exits.
-struct SlotClaim {
-    slot: Cell<Option<usize>>,
-    claimed: Cell<bool>,
-}
+struct SlotRelease(Cell<Option<usize>>);
 
-impl SlotClaim {
-    #[inline]
-    fn get(&self) -> Option<usize> {
-        if !self.claimed.get() {
-            self.claim();
-        }
-        self.slot.get()
-    }
-
-    #[cold]
-    fn claim(&self) {
-        self.claimed.set(true);
-        self.slot.set(claim_slot());
-    }
-}
-
-impl Drop for SlotClaim {
+impl Drop for SlotRelease {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.get() {
+        // From now on this thread writes to the shared shard (with `fetch_add`), even from
+        // other thread-locals' destructors that still record.
+        SLOT.with(|slot| slot.set(NO_SLOT));
+        if let Some(slot) = self.0.take() {
             // Release: the next owner of the slot sees every counter this thread wrote.
             SLOTS_TAKEN[slot].store(false, Ordering::Release);
         }
@@ -61,17 +56,30 @@ fn claim_slot() -> Option<usize> {
     })
 }
 
-thread_local! {
-    static SLOT: SlotClaim = const {
-        SlotClaim { slot: Cell::new(None), claimed: Cell::new(false) }
-    };
-}
-
 /// This thread's slot, claimed on first use; `None` when every slot is taken or the thread is
 /// exiting (its thread-locals are being destroyed).
 #[inline]
 fn current_slot() -> Option<usize> {
-    SLOT.try_with(SlotClaim::get).ok().flatten()
+    match SLOT.with(Cell::get) {
+        0 => claim(),
+        NO_SLOT => None,
+        slot => Some(slot - 1),
+    }
+}
+
+#[cold]
+fn claim() -> Option<usize> {
+    // The release is registered first: a thread already exiting claims nothing.
+    let claimed = RELEASE
+        .try_with(|release| {
+            let slot = claim_slot();
+            release.0.set(slot);
+            slot
+        })
+        .ok()
+        .flatten();
+    SLOT.with(|slot| slot.set(claimed.map_or(NO_SLOT, |claimed| claimed + 1)));
+    claimed
 }
 
 /// The counters of one shard. Cache-line aligned (128 bytes: two lines, for the adjacent-line

@@ -14,8 +14,10 @@
 //! `n − 1` slopes and the sample it displaces removes its `n − 1`: each is computed, compared
 //! with the band's bounds, and inserted or removed only when it falls inside, so a fit costs
 //! O(n) plus the in-band insertions (into sorted blocks of a few hundred), and the median is
-//! read at its rank in the band. The band holds O(n) slopes (4n to 16n; a narrower one, n/2
-//! each side, made the median leave it and forced rebuilds often). Measured at `n = 1000`
+//! read at its rank in the band. The band holds O(n) distinct slopes (4n to 16n; a narrower
+//! one, n/2 each side, made the median leave it and forced rebuilds often), equal slopes as
+//! one value and a count: a signal that holds still (memory in whole pages) has mostly equal
+//! slopes, which a band of single slopes held all of, O(n²). Measured at `n = 1000`
 //! (`cargo bench --bench scale`): 13 µs an evaluation, 1.3 ms a fit from scratch. When the median leaves the band (the trend changed), or on the
 //! first fit after [`Window::clear`], the band is rebuilt: one pass over every pair (O(n²)
 //! time, O(n) memory), bounded by a random sample of the slopes. The slopes are computed with
@@ -102,39 +104,75 @@ fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-/// Slopes sorted by [`f64::total_cmp`] in blocks of at most `2 × Sorted::BLOCK`: an insertion
-/// or removal moves at most one block (a flat vector of the 8,000–32,000 slopes a band holds
-/// at `n = 1000` moved 16 KiB and more each time, most of an evaluation).
+/// One slope value and how many slopes have it (equal by [`f64::total_cmp`]).
+type Run = (f64, usize);
+
+/// Slopes sorted by [`f64::total_cmp`], equal ones kept as one [`Run`], in blocks of at most
+/// `2 × Sorted::BLOCK` runs: an insertion or removal moves at most one block (a flat vector of
+/// the 8,000–32,000 slopes a band holds at `n = 1000` moved 16 KiB and more each time, most
+/// of an evaluation). Runs keep a signal that holds still small: its slopes are mostly one
+/// value (0), which a flat vector held once per pair, half a million times at `n = 1000`.
 #[derive(Debug, Clone, Default)]
 struct Sorted {
-    blocks: Vec<Vec<f64>>,
+    blocks: Vec<Block>,
     len: usize,
+}
+
+/// Runs of a [`Sorted`], and how many slopes they count.
+#[derive(Debug, Clone, Default)]
+struct Block {
+    runs: Vec<Run>,
+    len: usize,
+}
+
+impl Block {
+    fn new(runs: Vec<Run>) -> Block {
+        Block {
+            len: runs.iter().map(|run| run.1).sum(),
+            runs,
+        }
+    }
 }
 
 impl Sorted {
     const BLOCK: usize = 256;
 
-    fn from_sorted(slopes: Vec<f64>) -> Sorted {
+    /// From runs sorted by value, each value once.
+    fn from_runs(runs: Vec<Run>) -> Sorted {
+        let blocks: Vec<Block> = runs
+            .chunks(Sorted::BLOCK)
+            .map(|chunk| Block::new(chunk.to_vec()))
+            .collect();
         Sorted {
-            len: slopes.len(),
-            blocks: slopes.chunks(Sorted::BLOCK).map(<[f64]>::to_vec).collect(),
+            len: blocks.iter().map(|block| block.len).sum(),
+            blocks,
         }
     }
 
-    fn into_vec(self) -> Vec<f64> {
-        self.blocks.concat()
+    fn into_runs(self) -> Vec<Run> {
+        self.blocks
+            .into_iter()
+            .flat_map(|block| block.runs)
+            .collect()
     }
 
+    /// Slopes held, equal ones counted each.
     fn len(&self) -> usize {
         self.len
     }
 
-    /// The first block whose last slope is not below `s` (the last block if none).
+    /// Distinct values held: what the memory grows with.
+    fn distinct(&self) -> usize {
+        self.blocks.iter().map(|block| block.runs.len()).sum()
+    }
+
+    /// The first block whose last value is not below `s` (the last block if none).
     fn block_for(&self, s: f64) -> usize {
         let index = self.blocks.partition_point(|block| {
             block
+                .runs
                 .last()
-                .is_some_and(|last| last.total_cmp(&s) == Ordering::Less)
+                .is_some_and(|last| last.0.total_cmp(&s) == Ordering::Less)
         });
         index.min(self.blocks.len().saturating_sub(1))
     }
@@ -142,15 +180,19 @@ impl Sorted {
     fn insert(&mut self, s: f64) {
         self.len += 1;
         if self.blocks.is_empty() {
-            self.blocks.push(vec![s]);
+            self.blocks.push(Block::new(vec![(s, 1)]));
             return;
         }
         let index = self.block_for(s);
         let block = &mut self.blocks[index];
-        let at = block.partition_point(|x| x.total_cmp(&s) == Ordering::Less);
-        block.insert(at, s);
-        if block.len() > 2 * Sorted::BLOCK {
-            let tail = block.split_off(Sorted::BLOCK);
+        block.len += 1;
+        match block.runs.binary_search_by(|run| run.0.total_cmp(&s)) {
+            Ok(at) => block.runs[at].1 += 1,
+            Err(at) => block.runs.insert(at, (s, 1)),
+        }
+        if block.runs.len() > 2 * Sorted::BLOCK {
+            let tail = Block::new(block.runs.split_off(Sorted::BLOCK));
+            block.len -= tail.len;
             self.blocks.insert(index + 1, tail);
         }
     }
@@ -162,26 +204,97 @@ impl Sorted {
         }
         let index = self.block_for(s);
         let block = &mut self.blocks[index];
-        let Ok(at) = block.binary_search_by(|x| x.total_cmp(&s)) else {
+        let Ok(at) = block.runs.binary_search_by(|run| run.0.total_cmp(&s)) else {
             return false;
         };
-        block.remove(at);
-        if block.is_empty() {
+        block.runs[at].1 -= 1;
+        if block.runs[at].1 == 0 {
+            block.runs.remove(at);
+        }
+        block.len -= 1;
+        if block.runs.is_empty() {
             self.blocks.remove(index);
         }
         self.len -= 1;
         true
     }
 
-    /// The slope at `rank` (0-based).
+    /// The slope at `rank` (0-based, equal slopes counted each).
     fn get(&self, mut rank: usize) -> Option<f64> {
         for block in &self.blocks {
-            if rank < block.len() {
-                return Some(block[rank]);
+            if rank < block.len {
+                for &(value, count) in &block.runs {
+                    if rank < count {
+                        return Some(value);
+                    }
+                    rank -= count;
+                }
             }
-            rank -= block.len();
+            rank -= block.len;
         }
         None
+    }
+}
+
+/// Slopes collected in any order into sorted runs, in memory that grows with the distinct
+/// values, not with the slopes: they are sorted and merged in batches.
+#[derive(Debug, Default)]
+struct Collector {
+    pending: Vec<f64>,
+    runs: Vec<Run>,
+}
+
+impl Collector {
+    const BATCH: usize = 4096;
+
+    fn push(&mut self, s: f64) {
+        self.pending.push(s);
+        if self.pending.len() == Collector::BATCH {
+            self.merge_pending();
+        }
+    }
+
+    /// How many slopes were pushed.
+    fn len(&self) -> usize {
+        self.pending.len() + self.runs.iter().map(|run| run.1).sum::<usize>()
+    }
+
+    fn merge_pending(&mut self) {
+        self.pending.sort_unstable_by(f64::total_cmp);
+        let mut batch: Vec<Run> = Vec::new();
+        for &s in &self.pending {
+            match batch.last_mut() {
+                Some(last) if last.0.total_cmp(&s) == Ordering::Equal => last.1 += 1,
+                _ => batch.push((s, 1)),
+            }
+        }
+        self.pending.clear();
+        let old = std::mem::take(&mut self.runs);
+        let mut merged = Vec::with_capacity(old.len() + batch.len());
+        let (mut a, mut b) = (old.into_iter().peekable(), batch.into_iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => match x.0.total_cmp(&y.0) {
+                    Ordering::Less => a.next(),
+                    Ordering::Greater => b.next(),
+                    Ordering::Equal => {
+                        let count = y.1;
+                        b.next();
+                        a.next().map(|(value, n)| (value, n + count))
+                    }
+                },
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        self.runs = merged;
+    }
+
+    fn into_runs(mut self) -> Vec<Run> {
+        self.merge_pending();
+        self.runs
     }
 }
 
@@ -273,13 +386,13 @@ impl Band {
     /// Keeps `half_width` slopes on each side of the median ranks, moving the bounds in
     /// (equal slopes stay together: the band must hold every slope between its bounds).
     fn trim(&mut self, half_width: usize) {
-        let mut sorted = std::mem::take(&mut self.slopes).into_vec();
-        self.trim_sorted(&mut sorted, half_width);
-        self.slopes = Sorted::from_sorted(sorted);
+        let mut runs = std::mem::take(&mut self.slopes).into_runs();
+        self.trim_runs(&mut runs, half_width);
+        self.slopes = Sorted::from_runs(runs);
     }
 
-    /// [`Band::trim`] over the band's slopes as one sorted vector.
-    fn trim_sorted(&mut self, slopes: &mut Vec<f64>, half_width: usize) {
+    /// [`Band::trim`] over the band's slopes as sorted runs.
+    fn trim_runs(&mut self, runs: &mut Vec<Run>, half_width: usize) {
         let Some((low, high)) = self.median_ranks() else {
             return;
         };
@@ -287,27 +400,32 @@ impl Band {
         else {
             return;
         };
-        if last >= slopes.len() {
+        let held: usize = runs.iter().map(|run| run.1).sum();
+        if last >= held {
             return;
         }
-        let mut end = (last + half_width + 1).min(slopes.len());
-        if end < slopes.len() {
-            while end < slopes.len() && slopes[end].total_cmp(&slopes[end - 1]) == Ordering::Equal {
-                end += 1;
+        // The run holding a rank, by its index in `runs`, and how many slopes lie before it.
+        let run_at = |runs: &[Run], rank: usize| {
+            let mut before = 0;
+            for (index, &(_, count)) in runs.iter().enumerate() {
+                if rank < before + count {
+                    return (index, before);
+                }
+                before += count;
             }
-            if end < slopes.len() {
-                self.hi = Some(slopes[end - 1]);
-                slopes.truncate(end);
-            }
+            (runs.len() - 1, before - runs.last().map_or(0, |run| run.1))
+        };
+        let end = (last + half_width).min(held - 1);
+        let (kept_last, _) = run_at(runs, end);
+        if kept_last + 1 < runs.len() {
+            self.hi = Some(runs[kept_last].0);
+            runs.truncate(kept_last + 1);
         }
-        let mut start = first.saturating_sub(half_width);
-        while start > 0 && slopes[start - 1].total_cmp(&slopes[start]) == Ordering::Equal {
-            start -= 1;
-        }
-        if start > 0 {
-            self.lo = Some(slopes[start]);
-            self.below += start;
-            slopes.drain(..start);
+        let (kept_first, before) = run_at(runs, first.saturating_sub(half_width));
+        if kept_first > 0 {
+            self.lo = Some(runs[kept_first].0);
+            self.below += before;
+            runs.drain(..kept_first);
         }
     }
 
@@ -359,7 +477,7 @@ impl Band {
                 slopes: Sorted::default(),
                 total,
             };
-            let mut collected = Vec::new();
+            let mut collected = Collector::default();
             for (i, j) in pairs() {
                 if let Some(s) = slope(point(i), point(j)) {
                     match band.place(s) {
@@ -377,9 +495,9 @@ impl Band {
                 hi = None;
                 continue;
             }
-            collected.sort_unstable_by(f64::total_cmp);
-            band.trim_sorted(&mut collected, half_width);
-            band.slopes = Sorted::from_sorted(collected);
+            let mut runs = collected.into_runs();
+            band.trim_runs(&mut runs, half_width);
+            band.slopes = Sorted::from_runs(runs);
             return Some(band);
         }
     }
@@ -467,7 +585,7 @@ impl Window {
         let slope = match self.band.as_mut().and_then(Band::median) {
             Some(slope) => {
                 let band = self.band.as_mut().expect("just read");
-                if band.slopes.len() > 4 * half_width {
+                if band.slopes.distinct() > 4 * half_width {
                     band.trim(half_width);
                 }
                 slope
@@ -625,10 +743,47 @@ mod tests {
         }
         let band = window.band.as_ref().unwrap();
         assert!(
-            band.slopes.len() <= 4 * Band::half_width(120) + 120,
+            band.slopes.distinct() <= 4 * Band::half_width(120) + 120,
             "the band stays O(window): {}",
+            band.slopes.distinct()
+        );
+    }
+
+    /// A signal that holds still but for blips: most pairs have the same slope (0), which the
+    /// band keeps as one run, not once per pair (half a million times at `n = 1000`).
+    #[test]
+    fn a_still_signal_keeps_its_equal_slopes_as_one_run() {
+        let n = 1000;
+        let mut window = Window::new(n);
+        let mut held: Vec<(f64, f64)> = Vec::new();
+        for i in 0..n + 200 {
+            // Memory in whole pages: the same value, with a blip one sample in 97.
+            let value = if i % 97 == 0 { 0.401 } else { 0.4 };
+            window.push(i as f64, value);
+            held.push((i as f64, value));
+        }
+        let fit = window.fit();
+        assert!(same(fit, theil_sen_by_sorting(&held[held.len() - n..])));
+        assert_eq!(fit.unwrap().slope, 0.0);
+        let band = window.band.as_ref().unwrap();
+        assert!(
+            band.slopes.distinct() < 4 * Band::half_width(n),
+            "{} distinct of {}",
+            band.slopes.distinct(),
             band.slopes.len()
         );
+        // The runs hold far more slopes than distinct values: the zeros are one run.
+        assert!(band.slopes.len() > 100 * band.slopes.distinct());
+        // And the window moves on, slope by slope, through the same runs.
+        for i in n + 200..n + 700 {
+            let value = if i % 97 == 0 { 0.401 } else { 0.4 };
+            window.push(i as f64, value);
+            held.push((i as f64, value));
+        }
+        assert!(same(
+            window.fit(),
+            theil_sen_by_sorting(&held[held.len() - n..])
+        ));
     }
 
     proptest! {
