@@ -157,6 +157,7 @@ impl Sorted {
     }
 
     /// Slopes held, equal ones counted each.
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.len
     }
