@@ -149,17 +149,58 @@ impl Sorted {
         }
     }
 
-    fn into_runs(self) -> Vec<Run> {
-        self.blocks
-            .into_iter()
-            .flat_map(|block| block.runs)
-            .collect()
-    }
-
     /// Slopes held, equal ones counted each.
-    #[cfg(test)]
     fn len(&self) -> usize {
         self.len
+    }
+
+    /// The block and the run in it that hold the slope at `rank`.
+    fn position(&self, mut rank: usize) -> Option<(usize, usize)> {
+        for (b, block) in self.blocks.iter().enumerate() {
+            if rank < block.len {
+                for (r, &(_, count)) in block.runs.iter().enumerate() {
+                    if rank < count {
+                        return Some((b, r));
+                    }
+                    rank -= count;
+                }
+            }
+            rank -= block.len;
+        }
+        None
+    }
+
+    /// Drops every run after the one holding `rank`: that run's value, if any was dropped.
+    fn truncate_after(&mut self, rank: usize) -> Option<f64> {
+        let (b, r) = self.position(rank)?;
+        let in_block: usize = self.blocks[b].runs[r + 1..].iter().map(|run| run.1).sum();
+        let after: usize = self.blocks[b + 1..].iter().map(|block| block.len).sum();
+        if in_block + after == 0 {
+            return None;
+        }
+        self.blocks.truncate(b + 1);
+        let block = &mut self.blocks[b];
+        block.runs.truncate(r + 1);
+        block.len -= in_block;
+        self.len -= in_block + after;
+        Some(block.runs[r].0)
+    }
+
+    /// Drops every run before the one holding `rank`: that run's value and how many slopes
+    /// were dropped, if any was.
+    fn drop_before(&mut self, rank: usize) -> Option<(f64, usize)> {
+        let (b, r) = self.position(rank)?;
+        let before: usize = self.blocks[..b].iter().map(|block| block.len).sum();
+        let in_block: usize = self.blocks[b].runs[..r].iter().map(|run| run.1).sum();
+        if before + in_block == 0 {
+            return None;
+        }
+        self.blocks.drain(..b);
+        let block = &mut self.blocks[0];
+        block.runs.drain(..r);
+        block.len -= in_block;
+        self.len -= before + in_block;
+        Some((block.runs[0].0, before + in_block))
     }
 
     /// Distinct values held: what the memory grows with.
@@ -385,15 +426,9 @@ impl Band {
     }
 
     /// Keeps `half_width` slopes on each side of the median ranks, moving the bounds in
-    /// (equal slopes stay together: the band must hold every slope between its bounds).
+    /// (equal slopes stay together: the band must hold every slope between its bounds). In
+    /// place: whole runs and blocks are dropped, nothing is copied.
     fn trim(&mut self, half_width: usize) {
-        let mut runs = std::mem::take(&mut self.slopes).into_runs();
-        self.trim_runs(&mut runs, half_width);
-        self.slopes = Sorted::from_runs(runs);
-    }
-
-    /// [`Band::trim`] over the band's slopes as sorted runs.
-    fn trim_runs(&mut self, runs: &mut Vec<Run>, half_width: usize) {
         let Some((low, high)) = self.median_ranks() else {
             return;
         };
@@ -401,32 +436,19 @@ impl Band {
         else {
             return;
         };
-        let held: usize = runs.iter().map(|run| run.1).sum();
+        let held = self.slopes.len();
         if last >= held {
             return;
         }
-        // The run holding a rank, by its index in `runs`, and how many slopes lie before it.
-        let run_at = |runs: &[Run], rank: usize| {
-            let mut before = 0;
-            for (index, &(_, count)) in runs.iter().enumerate() {
-                if rank < before + count {
-                    return (index, before);
-                }
-                before += count;
-            }
-            (runs.len() - 1, before - runs.last().map_or(0, |run| run.1))
-        };
-        let end = (last + half_width).min(held - 1);
-        let (kept_last, _) = run_at(runs, end);
-        if kept_last + 1 < runs.len() {
-            self.hi = Some(runs[kept_last].0);
-            runs.truncate(kept_last + 1);
+        if let Some(hi) = self
+            .slopes
+            .truncate_after((last + half_width).min(held - 1))
+        {
+            self.hi = Some(hi);
         }
-        let (kept_first, before) = run_at(runs, first.saturating_sub(half_width));
-        if kept_first > 0 {
-            self.lo = Some(runs[kept_first].0);
-            self.below += before;
-            runs.drain(..kept_first);
+        if let Some((lo, dropped)) = self.slopes.drop_before(first.saturating_sub(half_width)) {
+            self.lo = Some(lo);
+            self.below += dropped;
         }
     }
 
@@ -496,9 +518,8 @@ impl Band {
                 hi = None;
                 continue;
             }
-            let mut runs = collected.into_runs();
-            band.trim_runs(&mut runs, half_width);
-            band.slopes = Sorted::from_runs(runs);
+            band.slopes = Sorted::from_runs(collected.into_runs());
+            band.trim(half_width);
             return Some(band);
         }
     }
