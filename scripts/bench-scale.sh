@@ -107,8 +107,10 @@ api_load() {
 
 conn_rows=()
 api_rows=()
-# N or N:CHURN (connections opened and dropped a second beside the N held).
-for row in 0 1000 10000 10000:200 "$max_conns"; do
+# N or N:CHURN (connections opened and dropped a second beside the N held). The churning row
+# comes last: its dropped connections may hold ephemeral ports for a while, which the MAX row
+# needs all of.
+for row in 0 1000 10000 "$max_conns" 10000:200; do
   n=${row%%:*}
   churn=0
   [ "$row" = "$n" ] || churn=${row#*:}

@@ -590,13 +590,15 @@ pub enum ConnectionsBasis {
     Unchanged,
     /// The last count scaled by the change of the namespace's `CurrEstab` since it (the
     /// target's share of the namespace's connections is taken to hold): used while a count
-    /// costs more than 250 µs, until the last count is older than 2,000 times what it cost
-    /// (at least 1 s, at most 60 s), so that counting takes at most 0.05 % of a core.
+    /// costs more than 250 µs, until the last count is older than 4,000 times what it cost
+    /// (at least 1 s, at most 60 s), so that counting takes at most 0.025 % of a core.
     Estimated,
 }
 
 /// A count costing more than this is estimated between counts (see [`ConnectionsBasis`]).
 const EXPENSIVE_COUNT: Duration = Duration::from_micros(250);
+/// An estimated count is counted again once it is this many times as old as the count cost.
+const RECOUNT_AFTER_COSTS: u32 = 4000;
 
 /// The namespace's TCP counters from the `Tcp:` lines of `/proc/<pid>/net/snmp`: any
 /// connection opening or closing moves at least one of them.
@@ -649,8 +651,8 @@ impl LastCount {
         if counters == self.counters {
             return Some((self.count, ConnectionsBasis::Unchanged));
         }
-        let recount_after =
-            (self.cost * 2000).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let recount_after = (self.cost * RECOUNT_AFTER_COSTS)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
         let fresh = now.saturating_duration_since(self.at) < recount_after;
         (self.cost >= EXPENSIVE_COUNT && fresh).then(|| {
             let estimate = match self.counters.curr_estab {
@@ -1554,9 +1556,9 @@ mod tests {
             Some((48, ConnectionsBasis::Estimated))
         );
         assert_eq!(
-            costly.carry(more, later(16.0)),
+            costly.carry(more, later(32.0)),
             None,
-            "2,000 × 8 ms: counted again"
+            "4,000 × 8 ms: counted again"
         );
         let none_then = LastCount {
             count: 0,
@@ -1611,8 +1613,8 @@ mod tests {
         scan.last_count.as_mut().unwrap().cost = Duration::from_millis(10);
         child.open(6);
         assert_eq!(count(&mut scan), (40, ConnectionsBasis::Estimated));
-        // Once the count is older than 2,000 × its cost, it is counted again.
-        scan.last_count.as_mut().unwrap().at -= Duration::from_secs(25);
+        // Once the count is older than 4,000 × its cost, it is counted again.
+        scan.last_count.as_mut().unwrap().at -= Duration::from_secs(45);
         assert_eq!(count(&mut scan), (40, ConnectionsBasis::Counted));
         assert_eq!(count(&mut scan), (40, ConnectionsBasis::Unchanged));
     }
