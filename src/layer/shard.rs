@@ -22,12 +22,13 @@ const MAX_SLOTS: usize = 256;
 /// Which slots are taken, process wide.
 static SLOTS_TAKEN: [AtomicBool; MAX_SLOTS] = [const { AtomicBool::new(false) }; MAX_SLOTS];
 
-/// This thread's slot plus one: 0 before it claimed one, [`NO_SLOT`] when none was free or
-/// the thread is exiting. Constant-initialized and without a destructor, so reading it is
-/// one thread-local load, with no registration check: it is read twice a request.
+/// [`SLOT`] when no slot was free or the thread is exiting.
 const NO_SLOT: usize = usize::MAX;
 
 thread_local! {
+    /// This thread's slot plus one: 0 before it claimed one, [`NO_SLOT`] when none was free
+    /// or the thread is exiting. Constant-initialized and without a destructor, so reading it
+    /// is one thread-local load, with no registration check: it is read twice a request.
     static SLOT: Cell<usize> = const { Cell::new(0) };
     /// Frees the slot when the thread exits; set only when a slot is claimed (the cold path).
     static RELEASE: SlotRelease = const { SlotRelease(Cell::new(None)) };
