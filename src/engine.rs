@@ -1505,6 +1505,8 @@ fn round(value: f64) -> f64 {
 #[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
+mod test_memory;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -7,32 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 use perfpilot_strategies::{StrategyError, TriggerSpec};
 
+use super::test_memory::Memory;
 use super::*;
 use crate::budget::{AtLimit, BudgetConfig, BudgetState};
-
-/// A memory usage the test and the strategies set.
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<f64>>);
-
-impl Memory {
-    fn set(&self, value: f64) {
-        *self.0.lock().unwrap() = value;
-    }
-}
-
-impl fmt::Debug for Memory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Memory")
-    }
-}
-
-impl SignalSource for Memory {
-    fn sample(&mut self) -> Snapshot {
-        let mut snapshot = Snapshot::empty(SystemTime::now());
-        snapshot.memory_usage_ratio = Some(*self.0.lock().unwrap());
-        snapshot
-    }
-}
 
 /// A rung: acts, and sets memory to `to` when given (else changes nothing).
 #[derive(Debug)]

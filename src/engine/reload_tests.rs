@@ -7,25 +7,8 @@ use async_trait::async_trait;
 use perfpilot_strategies::{StrategyError, TriggerSpec};
 use tokio::sync::Semaphore;
 
+use super::test_memory::Memory;
 use super::*;
-
-/// Memory usage set by hand.
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<f64>>);
-
-impl Memory {
-    fn set(&self, value: f64) {
-        *self.0.lock().unwrap() = value;
-    }
-}
-
-impl SignalSource for Memory {
-    fn sample(&mut self) -> Snapshot {
-        let mut snapshot = Snapshot::empty(SystemTime::now());
-        snapshot.memory_usage_ratio = Some(*self.0.lock().unwrap());
-        snapshot
-    }
-}
 
 /// Counts its runs; lowers memory to `relieve_to` (a run that helps), after waiting for a
 /// permit of `gate` when there is one.

@@ -152,7 +152,7 @@ pub struct WatchHandle {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Shared {
     notify: Notify,
     signals: Mutex<Vec<WatchedSignal>>,
@@ -194,14 +194,7 @@ impl WatchHandle {
     #[cfg(test)]
     pub(crate) fn for_tests() -> Self {
         WatchHandle {
-            shared: Arc::new(Shared {
-                notify: Notify::new(),
-                signals: Mutex::new(Vec::new()),
-                pending: Mutex::new(Vec::new()),
-                wakes: AtomicU64::new(0),
-                reads: AtomicU64::new(0),
-                rearms: AtomicU64::new(0),
-            }),
+            shared: Arc::default(),
         }
     }
 
@@ -233,14 +226,7 @@ impl FastWatch {
             return None;
         }
         let handle = WatchHandle {
-            shared: Arc::new(Shared {
-                notify: Notify::new(),
-                signals: Mutex::new(Vec::new()),
-                pending: Mutex::new(Vec::new()),
-                wakes: AtomicU64::new(0),
-                reads: AtomicU64::new(0),
-                rearms: AtomicU64::new(0),
-            }),
+            shared: Arc::default(),
         };
         let stopped = Arc::new(Stop::default());
         let mut threads = Vec::new();
