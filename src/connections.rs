@@ -464,7 +464,9 @@ impl Listener for TrackedListener {
 /// Delay after an accept error that is not about one connection.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-async fn handle_accept_error(err: io::Error) {
+/// Like axum's own listener: retry at once after an error about one connection; after any
+/// other (out of file descriptors...), log it and wait [`ACCEPT_ERROR_BACKOFF`].
+pub(crate) async fn handle_accept_error(err: io::Error) {
     if matches!(
         err.kind(),
         io::ErrorKind::ConnectionRefused

@@ -1137,6 +1137,20 @@ impl Engine {
             .position(|slot| slot.strategy.answers_to(name))
     }
 
+    /// The slot of the strategy that made `record`, by its canonical name.
+    fn slot_of(&self, record: &OptimizationRecord) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|slot| slot.strategy.name() == record.strategy)
+    }
+
+    /// [`Engine::slot_of`], to change.
+    fn slot_of_mut(&mut self, record: &OptimizationRecord) -> Option<&mut Slot> {
+        self.slots
+            .iter_mut()
+            .find(|slot| slot.strategy.name() == record.strategy)
+    }
+
     fn start_batch(
         &mut self,
         runs: Vec<PlannedRun>,
@@ -1236,11 +1250,7 @@ impl Engine {
     /// successful run's effect is noted when it is judged ([`Engine::note_effect`]).
     fn note_outcome(&mut self, record: &OptimizationRecord) {
         let now = Instant::now().into_std();
-        let Some(slot) = self
-            .slots
-            .iter_mut()
-            .find(|slot| slot.strategy.name() == record.strategy)
-        else {
+        let Some(slot) = self.slot_of_mut(record) else {
             return;
         };
         let change = match record.success {
@@ -1257,16 +1267,11 @@ impl Engine {
         {
             return;
         }
-        let Some(slot) = self
-            .slots
-            .iter_mut()
-            .find(|slot| slot.strategy.name() == record.strategy)
-        else {
+        let max_cooldown = self.settings.max_cooldown;
+        let Some(slot) = self.slot_of_mut(record) else {
             return;
         };
-        let change = slot
-            .trigger
-            .note_effect(record.helped, self.settings.max_cooldown);
+        let change = slot.trigger.note_effect(record.helped, max_cooldown);
         slot.log_cooldown(change);
     }
 
@@ -1282,11 +1287,7 @@ impl Engine {
             .partition(|unjudged| unjudged.due <= now);
         self.unjudged = waiting;
         for Unjudged { record, .. } in due {
-            let after = self
-                .slots
-                .iter()
-                .find(|slot| slot.strategy.name() == record.strategy)
-                .and_then(|slot| slot.value);
+            let after = self.slot_of(&record).and_then(|slot| slot.value);
             let mut judged = OptimizationRecord::clone(&record);
             judged.after = after;
             judged.helped = judge(true, record.result.as_ref(), record.before, after);

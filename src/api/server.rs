@@ -37,7 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
-use tracing::{debug, error};
+use tracing::debug;
 
 /// How the agent's own listener is bounded (`api.max_connections`, `api.header_read_timeout`,
 /// `api.idle_timeout`).
@@ -184,7 +184,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
-                    accept_error(err).await;
+                    crate::connections::handle_accept_error(err).await;
                     continue;
                 }
             },
@@ -320,21 +320,6 @@ impl Activity {
 }
 
 crate::connections::touch_on_io!(Activity);
-
-/// Like axum's own listener: retry at once after an error about one connection; after any
-/// other (out of file descriptors...), log it and wait a second.
-async fn accept_error(err: io::Error) {
-    if matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    error!(%err, "accept error");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-}
 
 #[cfg(test)]
 mod tests {

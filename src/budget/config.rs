@@ -264,13 +264,10 @@ impl BudgetConfig {
             }
         }
         if let Some(forecast) = &self.forecast {
-            if forecast.horizon.is_zero() {
-                problems.push(Problem::new(
-                    format!("{key}.forecast.horizon"),
-                    "0s",
-                    "must be positive",
-                ));
-            }
+            problems.extend(Problem::unless_positive(
+                format!("{key}.forecast.horizon"),
+                forecast.horizon,
+            ));
             if !(PredictSpec::MIN_WINDOW..=PredictSpec::MAX_WINDOW).contains(&forecast.window) {
                 problems.push(Problem::new(
                     format!("{key}.forecast.window"),

@@ -49,16 +49,14 @@ impl ApiConfig {
                 format!("must be in 1..={MAX_MAX_CONNECTIONS}"),
             ));
         }
-        if self.header_read_timeout.is_zero() {
-            problems.push(Problem::new(
-                "api.header_read_timeout",
-                "0s",
-                "must be positive",
-            ));
-        }
-        if self.idle_timeout.is_zero() {
-            problems.push(Problem::new("api.idle_timeout", "0s", "must be positive"));
-        }
+        problems.extend(Problem::unless_positive(
+            "api.header_read_timeout",
+            self.header_read_timeout,
+        ));
+        problems.extend(Problem::unless_positive(
+            "api.idle_timeout",
+            self.idle_timeout,
+        ));
         problems
     }
 }

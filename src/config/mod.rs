@@ -290,13 +290,10 @@ impl Config {
                 format!("must be in 1..={}", Self::MAX_HISTORY_SIZE),
             ));
         }
-        if self.strategy_timeout.is_zero() {
-            problems.push(Problem::new(
-                "strategy_timeout",
-                fmt(self.strategy_timeout),
-                "must be positive",
-            ));
-        }
+        problems.extend(Problem::unless_positive(
+            "strategy_timeout",
+            self.strategy_timeout,
+        ));
         for (name, webhook) in &self.strategies.webhook {
             let worst = webhook.worst_case_duration();
             if worst > self.strategy_timeout {
@@ -449,13 +446,10 @@ impl TuningConfig {
     fn problems(&self, interval: Duration) -> Vec<Problem> {
         let fmt = duration::format;
         let mut problems = Vec::new();
-        if self.max_cooldown.is_zero() {
-            problems.push(Problem::new(
-                "tuning.max_cooldown",
-                "0s",
-                "must be positive",
-            ));
-        }
+        problems.extend(Problem::unless_positive(
+            "tuning.max_cooldown",
+            self.max_cooldown,
+        ));
         if let Some(min) = self.min_interval {
             if min < Config::MIN_INTERVAL || min > interval {
                 problems.push(Problem::new(
@@ -625,13 +619,10 @@ impl ApiConfig {
                 ),
             ));
         }
-        if self.request_timeout.is_zero() {
-            problems.push(Problem::new(
-                "api.request_timeout",
-                "0s",
-                "must be positive",
-            ));
-        }
+        problems.extend(Problem::unless_positive(
+            "api.request_timeout",
+            self.request_timeout,
+        ));
         if self.enabled && !self.listen.ip().is_loopback() && self.token.is_none() && !self.insecure
         {
             problems.push(Problem::new(

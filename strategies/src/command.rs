@@ -112,13 +112,10 @@ impl CommandConfig {
                 ));
             }
         }
-        if self.timeout.is_zero() {
-            problems.push(Problem::new(
-                format!("{prefix}.timeout"),
-                "0s",
-                "must be positive",
-            ));
-        }
+        problems.extend(Problem::unless_positive(
+            format!("{prefix}.timeout"),
+            self.timeout,
+        ));
         problems.extend(crate::excerpt_problem(
             &format!("{prefix}.excerpt_bytes"),
             self.excerpt_bytes,

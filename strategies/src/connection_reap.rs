@@ -80,13 +80,10 @@ impl ConnectionReapConfig {
     /// Every problem with the settings, each naming its key under `prefix`.
     pub fn problems(&self, prefix: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
-        if self.idle_timeout.is_zero() {
-            problems.push(Problem::new(
-                format!("{prefix}.idle_timeout"),
-                "0s",
-                "must be positive",
-            ));
-        }
+        problems.extend(Problem::unless_positive(
+            format!("{prefix}.idle_timeout"),
+            self.idle_timeout,
+        ));
         if self.max_per_client == Some(0) {
             problems.push(Problem::new(
                 format!("{prefix}.max_per_client"),

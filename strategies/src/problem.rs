@@ -74,6 +74,14 @@ impl Problem {
         }
     }
 
+    /// `key = 0s` "must be positive" when `duration` is zero: the check of every timeout,
+    /// interval and horizon that cannot be zero.
+    pub fn unless_positive(key: impl Into<String>, duration: std::time::Duration) -> Option<Self> {
+        duration
+            .is_zero()
+            .then(|| Problem::new(key, "0s", "must be positive"))
+    }
+
     /// The same problem, its value from `origin`.
     pub fn from(self, origin: Origin) -> Self {
         Problem { origin, ..self }
