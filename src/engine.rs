@@ -145,6 +145,27 @@ pub struct View {
 }
 
 impl View {
+    /// A view of `snapshot` as a quiet engine sampling every `interval` would publish it: no
+    /// runs, strategies, budgets or watch. Tests change the fields they need.
+    #[cfg(test)]
+    pub(crate) fn of(snapshot: Arc<Snapshot>, interval: Duration) -> View {
+        View {
+            sampled_at: snapshot.taken_at,
+            snapshot,
+            stats: Stats::default(),
+            is_optimizing: false,
+            enabled: true,
+            dry_run: false,
+            interval,
+            recent: Vec::new(),
+            strategies: Vec::new(),
+            fast_watch: None,
+            watch_wakes: Vec::new(),
+            sampling_error: None,
+            budgets: Vec::new(),
+        }
+    }
+
     /// Every name and alias a manual run accepts.
     pub fn known_names(&self) -> Vec<String> {
         self.strategies

@@ -948,19 +948,9 @@ mod tests {
     async fn following_a_published_view_and_events_counts_each_sample_once() {
         let view = |snapshot: Arc<Snapshot>, interval_ms| {
             Arc::new(View {
-                snapshot,
                 sampled_at: SystemTime::now(),
-                stats: crate::history::Stats::default(),
                 is_optimizing: true,
-                enabled: true,
-                dry_run: false,
-                interval: std::time::Duration::from_millis(interval_ms),
-                recent: Vec::new(),
-                strategies: Vec::new(),
-                fast_watch: None,
-                watch_wakes: Vec::new(),
-                sampling_error: None,
-                budgets: Vec::new(),
+                ..View::of(snapshot, std::time::Duration::from_millis(interval_ms))
             })
         };
         let first = Arc::new(Snapshot::empty(SystemTime::now()));

@@ -159,8 +159,7 @@ async fn read_routes_answer_gzip_when_asked_and_ratios_carry_no_float_noise() {
     // PSI: percents with two decimals in the kernel's files, ratios with four here.
     let (_, json) = common::get_json(&agent.base, "/performance-metrics").await;
     let Some(system) = json["currentMetrics"]["pressure"]["system"].as_object() else {
-        println!("skipped: no PSI on this kernel (the rounding of its ratios is not checked)");
-        return;
+        return common::skip("no PSI on this kernel (the rounding of its ratios is not checked)");
     };
     for (resource, lines) in system {
         for kind in ["some", "full"] {

@@ -110,27 +110,12 @@ mod tests {
     use perfpilot_strategies::Snapshot;
 
     use super::*;
-    use crate::history::Stats;
     use crate::sample::TargetState;
 
     fn view(rss_bytes: u64) -> Arc<View> {
         let mut snapshot = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
         snapshot.rss_bytes = Some(rss_bytes);
-        Arc::new(View {
-            snapshot: Arc::new(snapshot),
-            sampled_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1),
-            stats: Stats::default(),
-            is_optimizing: false,
-            enabled: true,
-            dry_run: false,
-            interval: Duration::from_secs(1),
-            recent: Vec::new(),
-            strategies: Vec::new(),
-            fast_watch: None,
-            watch_wakes: Vec::new(),
-            sampling_error: None,
-            budgets: Vec::new(),
-        })
+        Arc::new(View::of(Arc::new(snapshot), Duration::from_secs(1)))
     }
 
     fn target(state: TargetState) -> Option<TargetStatus> {

@@ -835,13 +835,11 @@ mod tests {
         use std::process::Command;
         let limits = CgroupLimits::discover(Path::new(crate::sample::procfs::SELF_DIR));
         let Some(MemoryCgroup::V1(own)) = limits.own_memory_cgroup() else {
-            eprintln!("skipped: this process has no cgroup v1 memory controller");
-            return;
+            return crate::test_support::skip("this process has no cgroup v1 memory controller");
         };
         let dir = own.join(format!("perfpilot-oom-test-{}", std::process::id()));
         if let Err(e) = fs::create_dir(&dir) {
-            eprintln!("skipped: cannot create {} ({e})", dir.display());
-            return;
+            return crate::test_support::skip(&format!("cannot create {} ({e})", dir.display()));
         }
         struct Remove(PathBuf);
         impl Drop for Remove {

@@ -391,8 +391,9 @@ mod tests {
         let mut diag = match DiagSocket::open() {
             Ok(diag) => diag,
             Err(e) => {
-                println!("skipped: netlink sock_diag unavailable here ({e})");
-                return;
+                return crate::test_support::skip(&format!(
+                    "netlink sock_diag unavailable here ({e})"
+                ));
             }
         };
         let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -469,8 +470,7 @@ mod tests {
     #[test]
     fn the_fd_directory_size_counts_open_fds() {
         let Some(before) = fd_count_from_size(Path::new("/proc/self")).unwrap() else {
-            println!("skipped: this kernel reports no size for /proc/<pid>/fd");
-            return;
+            return crate::test_support::skip("this kernel reports no size for /proc/<pid>/fd");
         };
         let files: Vec<_> = (0..10)
             .map(|_| std::fs::File::open("/proc/self/stat").unwrap())

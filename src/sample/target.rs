@@ -1402,7 +1402,7 @@ mod tests {
         let mut child = match child {
             Ok(child) => child,
             Err(e) => {
-                println!("skipped: cannot start the server child ({e})");
+                crate::test_support::skip(&format!("cannot start the server child ({e})"));
                 return None;
             }
         };
@@ -1424,7 +1424,7 @@ mod tests {
                 Some((child, pid))
             }
             None => {
-                println!("skipped: the server child did not start (no unshare -n here?)");
+                crate::test_support::skip("the server child did not start (no unshare -n here?)");
                 None
             }
         }
@@ -1478,8 +1478,9 @@ mod tests {
         let own = sockdiag::namespace_inode(Path::new("/proc/self/ns/net")).unwrap();
         let theirs = sockdiag::namespace_inode(&pid_dir(pid).join("ns/net")).unwrap();
         if own == theirs {
-            println!("skipped: unshare -n did not give the child its own namespace");
-            return;
+            return crate::test_support::skip(
+                "unshare -n did not give the child its own namespace",
+            );
         }
         let (netlink, method) = counts(pid, false);
         let (proc_net, _) = counts(pid, true);
@@ -1584,8 +1585,9 @@ mod tests {
         let own = sockdiag::namespace_inode(Path::new("/proc/self/ns/net")).unwrap();
         let theirs = sockdiag::namespace_inode(&pid_dir(pid).join("ns/net")).unwrap();
         if own == theirs {
-            println!("skipped: unshare -n did not give the child its own namespace");
-            return;
+            return crate::test_support::skip(
+                "unshare -n did not give the child its own namespace",
+            );
         }
         let mut scan = SocketScan::default();
         let count = |scan: &mut SocketScan| {
@@ -1594,8 +1596,9 @@ mod tests {
         };
         assert_eq!(count(&mut scan), (30, ConnectionsBasis::Counted));
         if scan.counted().unwrap().0 == ConnectionsMethod::ProcNet {
-            println!("skipped: setns refused here, the fallback counts every sample");
-            return;
+            return crate::test_support::skip(
+                "setns refused here, the fallback counts every sample",
+            );
         }
         assert_eq!(count(&mut scan), (30, ConnectionsBasis::Unchanged));
         assert_eq!(count(&mut scan), (30, ConnectionsBasis::Unchanged));
