@@ -47,6 +47,11 @@ pub const REARM_RATIO: f64 = 0.95;
 /// within any window of this length.
 pub const PSI_WINDOW: Duration = Duration::from_secs(1);
 
+/// The window a PSI trigger falls back to when the kernel refuses [`PSI_WINDOW`]: without
+/// `CAP_SYS_RESOURCE` (root in a container or a Kubernetes pod, by default) a trigger's
+/// window must be a multiple of 2 s (Linux 6.5 on), else the write fails with `EINVAL`.
+pub const UNPRIVILEGED_PSI_WINDOW: Duration = Duration::from_secs(2);
+
 /// One signal to watch and the thresholds whose upward crossing wakes the engine (a trigger's
 /// `above` and `critical`, a budget's `goal` and `limit`), in the signal's unit.
 #[derive(Debug, Clone, PartialEq)]
@@ -524,7 +529,7 @@ fn watch_pressure(
     };
     match PsiTrigger::register(dir.as_deref(), kind, &spec.thresholds) {
         Ok(trigger) => {
-            info!(signal = %spec.signal, file = %trigger.path.display(), "fast watch: PSI trigger registered");
+            info!(signal = %spec.signal, file = %trigger.path.display(), window = ?trigger.window, "fast watch: PSI trigger registered");
             set_status(WatchMode::PsiTrigger, None);
             trigger.run(spec.signal, handle, stopped);
         }
@@ -623,36 +628,72 @@ fn pressure_file(dir: Option<&Path>) -> PathBuf {
 struct PsiTrigger {
     path: PathBuf,
     files: Vec<File>,
+    /// The window the kernel took: [`PSI_WINDOW`], or [`UNPRIVILEGED_PSI_WINDOW`].
+    window: Duration,
 }
 
 impl PsiTrigger {
     /// Registers `<kind> <threshold × window in µs> <window in µs>` for each threshold on the
-    /// watched cgroup's `memory.pressure` (or the system's), or says why it cannot.
+    /// watched cgroup's `memory.pressure` (or the system's), or says why it cannot: with a
+    /// [`PSI_WINDOW`], or where the kernel refuses that as unprivileged, with an
+    /// [`UNPRIVILEGED_PSI_WINDOW`] (the same ratio of stalled time).
     fn register(dir: Option<&Path>, kind: &str, thresholds: &[f64]) -> Result<Self, String> {
+        match Self::register_with(dir, kind, thresholds, PSI_WINDOW) {
+            Err((reason, Some(libc::EINVAL))) => {
+                Self::register_with(dir, kind, thresholds, UNPRIVILEGED_PSI_WINDOW).map_err(
+                    |(again, _)| {
+                        format!("{reason}; with a {UNPRIVILEGED_PSI_WINDOW:?} window: {again}")
+                    },
+                )
+            }
+            other => other.map_err(|(reason, _)| reason),
+        }
+    }
+
+    /// [`PsiTrigger::register`] with one window; a refusal carries the kernel's errno.
+    fn register_with(
+        dir: Option<&Path>,
+        kind: &str,
+        thresholds: &[f64],
+        window: Duration,
+    ) -> Result<Self, (String, Option<i32>)> {
         let path = pressure_file(dir);
-        let window_us = PSI_WINDOW.as_micros() as u64;
+        let window_us = window.as_micros() as u64;
         let mut files = Vec::new();
         for &threshold in thresholds {
             if !(threshold > 0.0 && threshold <= 1.0) {
-                return Err(format!("threshold {threshold} is not a ratio in (0, 1]"));
+                return Err((
+                    format!("threshold {threshold} is not a ratio in (0, 1]"),
+                    None,
+                ));
             }
             let stall_us = ((threshold * window_us as f64) as u64).max(1);
             let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path)
-                .map_err(|e| format!("cannot open {} for writing: {e}", path.display()))?;
+                .map_err(|e| {
+                    (
+                        format!("cannot open {} for writing: {e}", path.display()),
+                        None,
+                    )
+                })?;
             let line = format!("{kind} {stall_us} {window_us}\0");
             file.write_all(line.as_bytes()).map_err(|e| {
-                format!(
+                let reason = format!(
                     "the kernel refused the trigger {:?} on {}: {e}",
                     line.trim_end_matches('\0'),
                     path.display()
-                )
+                );
+                (reason, e.raw_os_error())
             })?;
             files.push(file);
         }
-        Ok(PsiTrigger { path, files })
+        Ok(PsiTrigger {
+            path,
+            files,
+            window,
+        })
     }
 
     /// Waits in `poll` for the kernel's reports, checking for the stop every 100 ms.
@@ -791,15 +832,38 @@ mod tests {
             Ok(trigger) => {
                 assert_eq!(trigger.files.len(), 1);
                 assert_eq!(trigger.path, Path::new("/proc/pressure/memory"));
+                assert!(
+                    [PSI_WINDOW, UNPRIVILEGED_PSI_WINDOW].contains(&trigger.window),
+                    "{:?}",
+                    trigger.window
+                );
             }
             Err(reason) => {
-                // Not a skip: the refusal is the fallback this test checks (on this VM the
-                // kernel refuses memory triggers with EINVAL).
+                // Not a skip: the refusal is the fallback this test checks.
                 eprintln!("the kernel refused the PSI trigger; its reason is checked ({reason})");
                 assert!(reason.contains("/proc/pressure/memory"), "{reason}");
             }
         }
         let err = PsiTrigger::register(None, "some", &[1.5]).err().unwrap();
         assert!(err.contains("not a ratio"), "{err}");
+    }
+
+    /// Where the kernel refuses a 1 s window as unprivileged (no `CAP_SYS_RESOURCE`: root in
+    /// this VM's sandbox, or in a pod), the trigger registers with a 2 s window instead of
+    /// leaving the watch to poll; where it takes 1 s, that is the window.
+    #[test]
+    fn a_trigger_refused_a_1_s_window_as_unprivileged_registers_with_2_s() {
+        let one_second = PsiTrigger::register_with(None, "some", &[0.15], PSI_WINDOW);
+        let registered = PsiTrigger::register(None, "some", &[0.15, 0.5]);
+        match one_second {
+            Ok(_) => assert_eq!(registered.unwrap().window, PSI_WINDOW),
+            Err((_, Some(libc::EINVAL))) => {
+                let trigger = registered.expect("the 2 s window registers");
+                assert_eq!(trigger.window, UNPRIVILEGED_PSI_WINDOW);
+                assert_eq!(trigger.files.len(), 2);
+            }
+            // No PSI here at all: nothing to fall back to.
+            Err((reason, _)) => assert!(registered.is_err(), "{reason}"),
+        }
     }
 }
