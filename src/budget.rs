@@ -34,6 +34,7 @@
 //! sample to the next counts as above when the first of them was.
 
 pub mod config;
+pub mod urgency;
 
 use std::collections::VecDeque;
 use std::fmt;
