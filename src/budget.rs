@@ -33,8 +33,11 @@
 //! Time above goal and above limit is counted between regular samples: the time from one
 //! sample to the next counts as above when the first of them was.
 
+mod adaptive;
 pub mod config;
+pub mod guard;
 pub mod urgency;
+pub mod verdict;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -45,11 +48,14 @@ use perfpilot_strategies::Signal;
 use serde::Serialize;
 
 pub use config::{
-    problems, watch_thresholds, AtLimit, BudgetConfig, BudgetForecast, WatchThreshold,
+    problems, watch_thresholds, AtLimit, BudgetConfig, BudgetForecast, ReactionMode,
+    ReactionTuning, WatchThreshold,
 };
 
-use crate::history::MIN_RELIEF_SHARE;
 use crate::trigger::trend::Window;
+use adaptive::{Adaptive, Track};
+use urgency::Line;
+use verdict::Verdict;
 
 /// Where the signal is relative to the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -147,6 +153,18 @@ pub enum Note {
         before: f64,
         /// The signal in the judging sample.
         after: f64,
+        /// What the trend before it forecast for the judging sample (adaptive reaction);
+        /// `None`: judged by the level alone.
+        forecast: Option<f64>,
+    },
+    /// The learned guard band moved the effective goal.
+    GoalMoved {
+        /// The goal held now.
+        effective: f64,
+        /// The goal as configured.
+        configured: f64,
+        /// Why.
+        why: String,
     },
     /// A rung that has not helped lately was passed over.
     Skipped {
@@ -195,11 +213,24 @@ struct Rung {
     recent: VecDeque<bool>,
     /// Episodes that skipped it since it last ran.
     skipped_episodes: u32,
+    /// Its last measured latency (start to finish).
+    latency: Option<Duration>,
 }
 
 impl Rung {
     fn ineffective(&self, skip_after: u32) -> bool {
         self.recent.len() >= skip_after as usize && self.recent.iter().all(|helped| !helped)
+    }
+
+    fn mean_relief(&self) -> Option<f64> {
+        (self.judged > 0).then(|| self.relief_sum / self.judged as f64)
+    }
+
+    fn track(&self) -> Track {
+        Track {
+            latency: self.latency,
+            mean_relief: self.mean_relief(),
+        }
     }
 }
 
@@ -207,6 +238,11 @@ impl Rung {
 struct Pending {
     rung: usize,
     before: f64,
+    /// When it started.
+    started: Instant,
+    /// The signal's short-horizon slope when it started (adaptive reaction): the forecast
+    /// without it.
+    slope: Option<f64>,
     /// When it finished, and whether it acted (`None`: unknown, a dry run).
     finished: Option<(Instant, Option<bool>)>,
 }
@@ -232,6 +268,8 @@ struct Episode {
     above_limit: Duration,
     waiting: bool,
     exhausted: bool,
+    /// The highest reading in this episode.
+    peak: f64,
 }
 
 /// One budget's state: the current episode, the ladder's track record, time above goal and
@@ -252,6 +290,8 @@ pub struct Budget {
     origin: Option<Instant>,
     forecast_seconds: Option<f64>,
     since: Option<Instant>,
+    /// `None` with `[tuning] reaction = "fixed"`.
+    adaptive: Option<Adaptive>,
 }
 
 impl Budget {
@@ -274,6 +314,7 @@ impl Budget {
                     relief_sum: 0.0,
                     recent: VecDeque::new(),
                     skipped_episodes: 0,
+                    latency: None,
                 })
                 .collect(),
             config,
@@ -288,6 +329,83 @@ impl Budget {
             origin: None,
             forecast_seconds: None,
             since: None,
+            adaptive: None,
+        }
+    }
+
+    /// The same budget reacting as `tuning` says ([`Budget::new`] reacts as
+    /// [`ReactionTuning::FIXED`]).
+    pub fn with_reaction(mut self, tuning: ReactionTuning) -> Self {
+        self.adaptive =
+            (tuning.mode == ReactionMode::Adaptive).then(|| Adaptive::new(&self.config, tuning));
+        self
+    }
+
+    /// How it reacts.
+    pub fn reaction(&self) -> ReactionTuning {
+        self.adaptive
+            .as_ref()
+            .map_or(ReactionTuning::FIXED, |a| a.tuning)
+    }
+
+    /// Whether the limit is the target's cgroup limit, a line whose crossing kills the target
+    /// (adaptive reaction: urgency keeps the whole reaction time as margin from it, and
+    /// `at_limit` does not apply).
+    pub fn set_kill_line(&mut self, kill_line: bool) {
+        if let Some(adaptive) = &mut self.adaptive {
+            adaptive.line = if kill_line { Line::Kill } else { Line::Limit };
+        }
+    }
+
+    fn kill_line(&self) -> bool {
+        self.adaptive.as_ref().is_some_and(|a| a.line == Line::Kill)
+    }
+
+    /// The goal held now: the configured one, or lower after the learned guard band moved it.
+    pub fn goal(&self) -> f64 {
+        self.adaptive
+            .as_ref()
+            .map_or(self.config.goal, |a| a.guard.effective())
+    }
+
+    /// The target was OOM-killed (`how`: what the count did): with adaptive reaction the
+    /// guard band moves the goal down (a note says so).
+    pub fn oom_killed(&mut self, how: &str) -> Option<Note> {
+        let first = self.rungs.first().map(Rung::track);
+        let adaptive = self.adaptive.as_mut()?;
+        adaptive
+            .oom_kill(&self.config, first, how)
+            .then(|| goal_moved(adaptive, &self.config))
+    }
+
+    /// Forgets what this budget learned: each rung's record and latency, the guard band and
+    /// the rise. The current episode, if any, goes on.
+    pub fn reset_learning(&mut self) {
+        for rung in &mut self.rungs {
+            rung.judged = 0;
+            rung.helped = 0;
+            rung.relief_sum = 0.0;
+            rung.recent.clear();
+            rung.skipped_episodes = 0;
+            rung.latency = None;
+        }
+        if let Some(adaptive) = &mut self.adaptive {
+            adaptive.reset();
+        }
+    }
+
+    /// The next rung's track, for the urgency of a reading.
+    fn next_track(&self) -> Option<Track> {
+        let next = self.episode.as_ref().map_or(0, |e| e.next);
+        self.rungs.get(next).map(Rung::track)
+    }
+
+    /// Adaptive reaction: adds the reading to the rise and tells whether it is urgent.
+    fn sense(&mut self, value: f64, now: Instant) -> bool {
+        let next = self.next_track();
+        match &mut self.adaptive {
+            Some(adaptive) => adaptive.sense(value, now, &self.config, next),
+            None => false,
         }
     }
 
@@ -333,17 +451,22 @@ impl Budget {
             self.forecast_seconds = None;
             return Step::default();
         };
+        if let (Some(adaptive), Some((then, _))) = (&mut self.adaptive, self.last) {
+            adaptive.period = Some(now.saturating_duration_since(then));
+        }
         self.account(value, now);
         self.value = Some(value);
         let forecasting = self.forecast(value, now);
+        let urgent = self.sense(value, now);
         let mut step = Step::default();
-        let calm_sample = value <= self.config.goal && !forecasting;
+        let calm_sample = value <= self.goal() && !forecasting && !urgent;
         if self.episode.is_none() {
             if calm_sample {
                 return step;
             }
-            self.start_episode(value, now, forecasting, &mut step);
+            self.start_episode(value, now, forecasting, urgent, &mut step);
         }
+        self.note_peak(value, &mut step);
         self.judge_if_settled(value, now, true, &mut step);
         let episode = self.episode.as_mut().expect("an episode runs here");
         if calm_sample {
@@ -354,6 +477,11 @@ impl Budget {
                     episode: episode.id,
                     duration: now.saturating_duration_since(episode.started),
                 });
+                if let Some(adaptive) = &mut self.adaptive {
+                    if episode.peak <= self.config.limit && adaptive.guard.calm_episode() {
+                        step.notes.push(goal_moved(adaptive, &self.config));
+                    }
+                }
             }
             return step;
         }
@@ -370,18 +498,24 @@ impl Budget {
     /// regular samples.
     pub fn crossing(&mut self, value: f64, now: Instant, can_act: bool) -> Step {
         let mut step = Step::default();
-        if !value.is_finite() || value <= self.config.goal {
+        if !value.is_finite() {
+            return step;
+        }
+        let urgent = self.sense(value, now);
+        if value <= self.goal() && !urgent {
             return step;
         }
         if self.episode.is_none() {
-            self.start_episode(value, now, false, &mut step);
+            self.start_episode(value, now, false, urgent, &mut step);
         }
+        self.note_peak(value, &mut step);
         if !can_act {
             return step;
         }
         // A rung that finished is judged early here only by the rules that do not need a
-        // regular sample: above the limit and still rising, or a jump to the top.
-        if value > self.config.limit {
+        // regular sample: above the limit and still rising, a jump to the top, or (adaptive)
+        // the limit nearer than the settle with the rise still on.
+        if value > self.config.limit || urgent {
             self.judge_if_settled(value, now, false, &mut step);
         }
         if self.episode.as_ref().is_some_and(|e| e.pending.is_none()) {
@@ -401,6 +535,21 @@ impl Budget {
             .filter(|p| p.rung == rung && p.finished.is_none())
         {
             pending.finished = Some((now, acted));
+            self.rungs[rung].latency = Some(now.saturating_duration_since(pending.started));
+        }
+    }
+
+    /// Notes the episode's peak; above the limit (adaptive), the guard band moves.
+    fn note_peak(&mut self, value: f64, step: &mut Step) {
+        let Some(episode) = &mut self.episode else {
+            return;
+        };
+        episode.peak = episode.peak.max(value);
+        let peak = episode.peak;
+        if let Some(adaptive) = &mut self.adaptive {
+            if adaptive.guard.breach(peak, self.config.limit) {
+                step.notes.push(goal_moved(adaptive, &self.config));
+            }
         }
     }
 
@@ -443,12 +592,25 @@ impl Budget {
             .is_some_and(|seconds| seconds <= forecast.horizon.as_secs_f64())
     }
 
-    fn start_episode(&mut self, value: f64, now: Instant, forecasting: bool, step: &mut Step) {
+    fn start_episode(
+        &mut self,
+        value: f64,
+        now: Instant,
+        forecasting: bool,
+        urgent: bool,
+        step: &mut Step,
+    ) {
         self.episodes += 1;
-        let reason = match (
-            forecasting && value <= self.config.goal,
-            self.forecast_seconds,
-        ) {
+        let goal = self.goal();
+        let urgency = self.adaptive.as_ref().and_then(|a| a.urgency);
+        let reason = match (forecasting && value <= goal, self.forecast_seconds) {
+            _ if urgent && value <= goal => format!(
+                "{} = {} under goal {}: urgency, {}",
+                self.config.signal,
+                round(value),
+                round(goal),
+                urgency.map_or(String::new(), |u| u.to_string())
+            ),
             (true, Some(seconds)) => format!(
                 "{} = {} predicted to cross limit {} in {seconds:.1} s",
                 self.config.signal,
@@ -459,9 +621,12 @@ impl Budget {
                 "{} = {} above goal {}",
                 self.config.signal,
                 round(value),
-                self.config.goal
+                round(goal)
             ),
         };
+        if let Some(adaptive) = &mut self.adaptive {
+            adaptive.guard.episode_started();
+        }
         let rungs = self.rungs.len();
         self.episode = Some(Episode {
             id: self.episodes,
@@ -478,6 +643,7 @@ impl Budget {
             above_limit: Duration::ZERO,
             waiting: false,
             exhausted: false,
+            peak: value,
         });
         step.notes.push(Note::EpisodeStarted {
             episode: self.episodes,
@@ -491,8 +657,9 @@ impl Budget {
     fn judge_if_settled(&mut self, value: f64, now: Instant, regular: bool, step: &mut Step) {
         let top = self.rungs.len() - 1;
         let limit = self.config.limit;
-        let jump = self.config.at_limit == AtLimit::Top && value > limit;
+        let jump = self.config.at_limit == AtLimit::Top && value > limit && !self.kill_line();
         let settle = self.config.settle;
+        let adaptive = self.adaptive.as_ref();
         let Some(episode) = &mut self.episode else {
             return;
         };
@@ -506,23 +673,40 @@ impl Budget {
         // Above the limit after the rung finished: it did not do enough, and waiting out the
         // settle would only let the signal go further past the line.
         let early = value > limit && (regular || value > pending.before);
-        if settled || early || (jump && pending.rung != top) {
+        // Adaptive: the limit is nearer than the settle and the rise goes on: climb now.
+        let hurry = adaptive.is_some_and(|a| {
+            a.hurry(
+                settle,
+                pending.before,
+                pending.slope,
+                pending.started,
+                value,
+                now,
+            )
+        });
+        if settled || early || hurry || (jump && pending.rung != top) {
             episode.pending = None;
-            self.judge(pending, value, step);
+            self.judge(pending, value, now, step);
         }
     }
 
-    fn judge(&mut self, pending: Pending, after: f64, step: &mut Step) {
+    fn judge(&mut self, pending: Pending, after: f64, now: Instant, step: &mut Step) {
         let acted = pending.finished.and_then(|(_, acted)| acted);
         let before = pending.before;
-        let fell = before - after >= (before.abs() * MIN_RELIEF_SHARE).max(f64::EPSILON);
-        let helped = acted.map(|acted| acted && fell);
+        // Against the forecast without the run (adaptive; `slope` is `None` when fixed).
+        let verdict = Verdict::of(
+            before,
+            after,
+            pending.slope,
+            now.saturating_duration_since(pending.started),
+        );
+        let helped = acted.map(|acted| acted && verdict.fell_enough());
         let skip_after = self.config.skip_after as usize;
         let rung = &mut self.rungs[pending.rung];
         if let Some(helped) = helped {
             rung.judged += 1;
             rung.helped += u64::from(helped);
-            rung.relief_sum += before - after;
+            rung.relief_sum += verdict.relief;
             rung.recent.push_back(helped);
             while rung.recent.len() > skip_after {
                 rung.recent.pop_front();
@@ -537,6 +721,7 @@ impl Budget {
             helped,
             before,
             after,
+            forecast: pending.slope.is_some().then_some(verdict.forecast),
         });
     }
 
@@ -579,9 +764,12 @@ impl Budget {
                 .is_none_or(|last| now.saturating_duration_since(last) >= cooldown)
         };
         let describe = |value: f64, this: &Self| {
-            let place = match BudgetState::of(value, this.config.goal, this.config.limit) {
+            let place = match BudgetState::of(value, this.goal(), this.config.limit) {
                 BudgetState::AboveLimit => format!("above limit {}", this.config.limit),
-                BudgetState::AboveGoal => format!("above goal {}", this.config.goal),
+                BudgetState::AboveGoal => format!("above goal {}", round(this.goal())),
+                BudgetState::InBand if this.forecast_seconds.is_none() => {
+                    format!("under goal {}, urgent", round(this.goal()))
+                }
                 BudgetState::InBand => format!(
                     "predicted to cross limit {} in {:.1} s",
                     this.config.limit,
@@ -591,7 +779,7 @@ impl Budget {
             format!("{} = {} {place}", this.config.signal, round(value))
         };
         // Above limit with `at_limit = "top"`: the highest rung not skipped and cooled down.
-        if above_limit && self.config.at_limit == AtLimit::Top {
+        if above_limit && self.config.at_limit == AtLimit::Top && !self.kill_line() {
             for rung in (0..=top).rev() {
                 let episode = self.episode.as_ref().expect("an episode runs here");
                 if episode.rung == Some(rung) && episode.pending.is_some() {
@@ -626,6 +814,12 @@ impl Budget {
             if self.skipped(next, notes) {
                 passed.push(self.rungs[next].strategy.clone());
                 continue;
+            }
+            if let Some((to, why)) = self.skip_to(next, value) {
+                let episode = self.episode.as_mut().expect("episode");
+                episode.next = to + 1;
+                let why = format!("{}: {why}", describe(value, self));
+                return Some(self.start(to, value, now, why));
             }
             let episode = self.episode.as_ref().expect("episode");
             let mut why = match episode.judged {
@@ -729,11 +923,35 @@ impl Budget {
         None
     }
 
+    /// Adaptive: the rung a climb to `next` skips to on learned relief, with why.
+    fn skip_to(&self, next: usize, value: f64) -> Option<(usize, String)> {
+        let adaptive = self.adaptive.as_ref()?;
+        let episode = self.episode.as_ref()?;
+        let tracks: Vec<(String, Track)> = self
+            .rungs
+            .iter()
+            .map(|rung| (rung.strategy.clone(), rung.track()))
+            .collect();
+        adaptive.skip_to(
+            &self.config,
+            value,
+            next,
+            self.rungs.len() - 1,
+            &tracks,
+            |rung| episode.last_run[rung].is_some() || episode.skip[rung] == Some(true),
+        )
+    }
+
     fn start(&mut self, rung: usize, value: f64, now: Instant, why: String) -> RungRun {
         let episode = self.episode.as_mut().expect("episode");
         episode.pending = Some(Pending {
             rung,
             before: value,
+            started: now,
+            slope: self
+                .adaptive
+                .as_ref()
+                .map(|a| a.urgency.and_then(|u| u.slope).unwrap_or(0.0)),
             finished: None,
         });
         episode.last_run[rung] = Some(now);
@@ -767,8 +985,23 @@ impl Budget {
             goal: self.config.goal,
             limit: self.config.limit,
             value: self.value,
+            effective_goal: self.goal(),
+            goal_why: self
+                .adaptive
+                .as_ref()
+                .map_or_else(|| "as configured".to_owned(), |a| a.guard.why()),
+            reaction: self
+                .adaptive
+                .as_ref()
+                .map_or(ReactionMode::Fixed, |a| a.tuning.mode),
+            kill_line: self.kill_line(),
+            urgency: self
+                .adaptive
+                .as_ref()
+                .and_then(|a| a.urgency)
+                .map(UrgencyView::from),
             state: self.value.map_or(BudgetState::InBand, |v| {
-                BudgetState::of(v, self.config.goal, self.config.limit)
+                BudgetState::of(v, self.goal(), self.config.limit)
             }),
             at_limit: self.config.at_limit.to_string(),
             episode: episode.map(|e| e.id),
@@ -798,7 +1031,8 @@ impl Budget {
                     runs: rung.runs,
                     judged: rung.judged,
                     helped: rung.helped,
-                    mean_relief: (rung.judged > 0).then(|| rung.relief_sum / rung.judged as f64),
+                    mean_relief: rung.mean_relief(),
+                    latency_ms: rung.latency.map(|l| l.as_secs_f64() * 1000.0),
                     runs_per_minute: minutes.map(|m| rung.runs as f64 / m),
                     skipped: rung.ineffective(self.config.skip_after),
                 })
@@ -828,6 +1062,17 @@ pub struct BudgetView {
     pub goal: f64,
     /// Never above this.
     pub limit: f64,
+    /// The goal held now: `goal`, or lower while the learned guard band has moved it.
+    pub effective_goal: f64,
+    /// Why `effectiveGoal` is where it is ("as configured", or the breach or OOM kill).
+    pub goal_why: String,
+    /// `adaptive` or `fixed` (`[tuning] reaction`).
+    #[schema(value_type = String)]
+    pub reaction: ReactionMode,
+    /// The limit is the target's cgroup limit: reaching it kills the target.
+    pub kill_line: bool,
+    /// The urgency of the latest reading (adaptive reaction).
+    pub urgency: Option<UrgencyView>,
     /// The signal's value in the last sample; `null` when unread.
     pub value: Option<f64>,
     /// `in-band`, `above-goal` or `above-limit` (by the last value read).
@@ -860,6 +1105,32 @@ pub struct BudgetView {
     pub rungs: Vec<RungView>,
 }
 
+/// How urgent the latest reading is: the time to the limit at its rise, against the reaction
+/// time the next rung needs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UrgencyView {
+    /// The short-horizon slope, per second; `null` with too few readings.
+    pub slope_per_second: Option<f64>,
+    /// Seconds until the limit at that slope; `null` when not rising toward it.
+    pub seconds_to_limit: Option<f64>,
+    /// Seconds of reaction the next rung needs (latency, settle, watch period, margin).
+    pub reaction_seconds: f64,
+    /// The limit is nearer than the reaction needs.
+    pub urgent: bool,
+}
+
+impl From<urgency::Urgency> for UrgencyView {
+    fn from(u: urgency::Urgency) -> Self {
+        UrgencyView {
+            slope_per_second: u.slope,
+            seconds_to_limit: u.time_to_limit.map(|t| t.as_secs_f64()),
+            reaction_seconds: u.needed.as_secs_f64(),
+            urgent: u.urgent,
+        }
+    }
+}
+
 /// One rung's record in one budget.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -872,8 +1143,11 @@ pub struct RungView {
     pub judged: u64,
     /// Runs that helped.
     pub helped: u64,
-    /// Mean fall of the signal (before − after), over judged runs.
+    /// Mean relief over judged runs: how far below the forecast without the run (the trend
+    /// before it; with `reaction = "fixed"` or no rise, the level before it) the signal was.
     pub mean_relief: Option<f64>,
+    /// Its last measured latency (start to finish), in milliseconds.
+    pub latency_ms: Option<f64>,
     /// Runs per minute since the agent started.
     pub runs_per_minute: Option<f64>,
     /// Skipped for now: no help in its last `skip_after` runs.
@@ -882,6 +1156,15 @@ pub struct RungView {
 
 fn round(value: f64) -> f64 {
     (value * 10_000.0).round() / 10_000.0
+}
+
+/// The note for a move of the guard band.
+fn goal_moved(adaptive: &Adaptive, config: &BudgetConfig) -> Note {
+    Note::GoalMoved {
+        effective: adaptive.guard.effective(),
+        configured: config.goal,
+        why: adaptive.guard.why(),
+    }
 }
 
 #[cfg(test)]

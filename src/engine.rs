@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::budget::{Budget, BudgetConfig, BudgetView, Note, RungRun};
+use crate::budget::{Budget, BudgetConfig, BudgetView, Note, ReactionTuning, RungRun};
 use crate::events::{Event, OomKill};
 use crate::history::{judge, BudgetStep, History, OptimizationRecord, Prediction, Stats};
 use crate::prometheus::Telemetry;
@@ -82,6 +82,8 @@ pub struct EngineSettings {
     /// Strategies that run automatically only as budget rungs: their own triggers are
     /// evaluated (for the view) but never fire ([`crate::config::Config::rung_only`]).
     pub rung_only: Vec<String>,
+    /// How budgets react (`[tuning] reaction`, SPEC §12).
+    pub reaction: ReactionTuning,
 }
 
 #[cfg(test)]
@@ -107,6 +109,9 @@ impl EngineSettings {
             watch: None,
             budgets: Vec::new(),
             rung_only: Vec::new(),
+            // The engine's own tests were written for fixed reaction; the adaptive rules
+            // have their own (budget_tests.rs).
+            reaction: ReactionTuning::FIXED,
         }
     }
 }
@@ -265,6 +270,26 @@ enum Command {
         budget: String,
         value: f64,
     },
+    ResetLearning {
+        budget: Option<String>,
+        reply: oneshot::Sender<Result<Vec<String>, ResetError>>,
+    },
+}
+
+/// Why learned reaction state could not be reset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResetError {
+    /// No budget has that name.
+    #[error("unknown budget `{given}`; budgets: {}", if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
+    UnknownBudget {
+        /// The name asked for.
+        given: String,
+        /// The budgets there are.
+        known: Vec<String>,
+    },
+    /// The engine has stopped.
+    #[error("the agent is shutting down")]
+    Stopped,
 }
 
 /// A cheap, cloneable handle to the engine task.
@@ -292,6 +317,10 @@ impl fmt::Debug for Command {
                 .debug_struct("Crossing")
                 .field("budget", budget)
                 .field("value", value)
+                .finish(),
+            Command::ResetLearning { budget, .. } => f
+                .debug_struct("ResetLearning")
+                .field("budget", budget)
                 .finish(),
         }
     }
@@ -344,6 +373,21 @@ impl EngineHandle {
                 value,
             })
             .is_ok()
+    }
+
+    /// Forgets what a budget (`Some(name)`) or every budget (`None`) learned about reacting:
+    /// each rung's record and latency, the guard band, the rise. Resolves with the names of
+    /// the budgets reset.
+    pub async fn reset_learning(&self, budget: Option<&str>) -> Result<Vec<String>, ResetError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ResetLearning {
+                budget: budget.map(str::to_owned),
+                reply,
+            })
+            .await
+            .map_err(|_| ResetError::Stopped)?;
+        answer.await.map_err(|_| ResetError::Stopped)?
     }
 
     /// The latest published view.
@@ -409,7 +453,7 @@ pub fn spawn(
         })
         .collect();
     let first_oom_kills = first.oom_kills;
-    let budgets = build_budgets(&settings.budgets, &slots);
+    let budgets = build_budgets(&settings.budgets, settings.reaction, &slots);
     let mut engine = Engine {
         budgets,
         history: History::new(settings.history_size),
@@ -449,7 +493,11 @@ pub fn spawn(
 
 /// Resolves each budget's ladder to registered strategies; a rung naming none is left out
 /// (with a warning), and a budget left without rungs too.
-fn build_budgets(configs: &[(String, BudgetConfig)], slots: &[Slot]) -> Vec<BudgetSlot> {
+fn build_budgets(
+    configs: &[(String, BudgetConfig)],
+    reaction: ReactionTuning,
+    slots: &[Slot],
+) -> Vec<BudgetSlot> {
     let mut budgets = Vec::new();
     for (name, config) in configs {
         let mut rungs = Vec::new();
@@ -471,11 +519,19 @@ fn build_budgets(configs: &[(String, BudgetConfig)], slots: &[Slot]) -> Vec<Budg
             .collect();
         info!(budget = %name, signal = %config.signal, goal = config.goal, limit = config.limit, ladder = %ladder.join(" → "), at_limit = %config.at_limit, "budget held with a ladder (climbed in this order)");
         budgets.push(BudgetSlot {
-            budget: Budget::new(name.clone(), config.clone(), ladder),
+            budget: Budget::new(name.clone(), config.clone(), ladder).with_reaction(reaction),
             rungs,
         });
     }
     budgets
+}
+
+/// Whether `config`'s limit is the target's cgroup limit, whose crossing kills it: the signal
+/// is `memory_usage`, its limit is the cgroup's, and the budget's limit is all of it.
+fn is_kill_line(config: &BudgetConfig, snapshot: &Snapshot) -> bool {
+    config.signal == Signal::MemoryUsage
+        && config.limit >= 1.0
+        && snapshot.memory_limit_source == Some(perfpilot_strategies::MemoryLimitSource::Cgroup)
 }
 
 /// One budget and where its rungs are among the slots.
@@ -786,6 +842,16 @@ impl Engine {
             memory_usage_before = self.latest.memory_usage_ratio,
             "the kernel OOM-killed a process in the watched cgroup: the memory limit was lost"
         );
+        let how = format!("oom_kills {} → {count}", count - new_kills);
+        for index in 0..self.budgets.len() {
+            let budget = &mut self.budgets[index].budget;
+            if budget.config().signal != Signal::MemoryUsage {
+                continue;
+            }
+            if let Some(note) = budget.oom_killed(&how) {
+                self.note_budget(index, &[note]);
+            }
+        }
         let _ = self.events.send(Event::OomKill(OomKill {
             new_kills,
             oom_kills: count,
@@ -853,6 +919,8 @@ impl Engine {
         let mut runs = Vec::new();
         for index in 0..self.budgets.len() {
             let slot = &mut self.budgets[index];
+            slot.budget
+                .set_kill_line(is_kill_line(slot.budget.config(), snapshot));
             let value = snapshot.signal(slot.budget.config().signal);
             let step = slot
                 .budget
@@ -886,6 +954,13 @@ impl Engine {
                     info!(budget, strategy = %strategy, %why, "budget rung skipped")
                 }
                 Note::Waiting { why } => info!(budget, %why, "budget waiting"),
+                Note::GoalMoved {
+                    effective,
+                    configured,
+                    why,
+                } => {
+                    warn!(budget, effective, configured, %why, "budget's guard band moved its goal")
+                }
                 Note::Exhausted(exhaustion) => {
                     warn!(budget, episode = exhaustion.episode, value = exhaustion.value, limit = exhaustion.limit, message = %exhaustion.message, "budget exhausted");
                     let _ = self
@@ -941,6 +1016,37 @@ impl Engine {
         }
     }
 
+    /// Resets the learned reaction state of one budget or all.
+    fn reset_learning(&mut self, name: Option<&str>) -> Result<Vec<String>, ResetError> {
+        let chosen: Vec<usize> = match name {
+            None => (0..self.budgets.len()).collect(),
+            Some(name) => match self.budgets.iter().position(|b| b.budget.name() == name) {
+                Some(index) => vec![index],
+                None => {
+                    return Err(ResetError::UnknownBudget {
+                        given: name.to_owned(),
+                        known: self
+                            .budgets
+                            .iter()
+                            .map(|b| b.budget.name().to_owned())
+                            .collect(),
+                    })
+                }
+            },
+        };
+        let mut reset = Vec::new();
+        for index in chosen {
+            let budget = &mut self.budgets[index].budget;
+            budget.reset_learning();
+            info!(
+                budget = budget.name(),
+                "budget's learned reaction state reset"
+            );
+            reset.push(budget.name().to_owned());
+        }
+        Ok(reset)
+    }
+
     /// A crossing reported by the fast watch.
     fn crossing(&mut self, name: &str, value: f64, batches: &mut JoinSet<Vec<FinishedRun>>) {
         let Some(index) = self.budgets.iter().position(|b| b.budget.name() == name) else {
@@ -979,6 +1085,11 @@ impl Engine {
             }
             Command::Crossing { budget, value } => {
                 self.crossing(&budget, value, batches);
+                false
+            }
+            Command::ResetLearning { budget, reply } => {
+                let _ = reply.send(self.reset_learning(budget.as_deref()));
+                self.publish();
                 false
             }
             Command::Reconfigure { change, reply } => {
@@ -1084,11 +1195,13 @@ impl Engine {
     /// that keeps its name and its configuration keeps its episode, history and learning.
     fn rebuild_budgets(&mut self) {
         let mut previous = std::mem::take(&mut self.budgets);
-        let mut budgets = build_budgets(&self.settings.budgets, &self.slots);
+        let mut budgets =
+            build_budgets(&self.settings.budgets, self.settings.reaction, &self.slots);
         for budget in &mut budgets {
             if let Some(index) = previous.iter().position(|old| {
                 old.budget.name() == budget.budget.name()
                     && old.budget.config() == budget.budget.config()
+                    && old.budget.reaction() == budget.budget.reaction()
             }) {
                 budget.budget = previous.swap_remove(index).budget;
             }

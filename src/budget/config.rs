@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 /// watch_interval = "20ms"     # the fast watch between full samples (optional)
 /// skip_after = 3              # a rung unhelpful in its last 3 judged runs is skipped...
 /// retry_every = 5             # ...and retried every 5th episode that skips it
+/// min_goal = 0.4              # the learned guard band never moves the goal below this (default goal / 2)
 /// [budgets.memory.forecast]   # optional: start an episode on a forecast of crossing `limit`
 /// horizon = "30s"
 /// window = 10
@@ -73,6 +74,64 @@ pub struct BudgetConfig {
     /// Start an episode when the signal's trend reaches `limit` within `horizon`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<BudgetForecast>,
+    /// The lowest the learned guard band may move the effective goal (`[tuning] reaction =
+    /// "adaptive"`, see [`crate::budget::guard`]); by default half of `goal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_goal: Option<f64>,
+}
+
+/// `[tuning] reaction`: whether budgets work out their own margins from what they observe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReactionMode {
+    /// Urgency from the rate of rise, no waiting while the limit approaches, skip-to-rung by
+    /// learned relief, the counterfactual verdict and the learned guard band (the default).
+    #[default]
+    Adaptive,
+    /// Every number as configured: an episode starts above `goal` (or on `[forecast]`), each
+    /// rung waits out its `settle`, runs are judged by the level alone.
+    Fixed,
+}
+
+impl fmt::Display for ReactionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReactionMode::Adaptive => "adaptive",
+            ReactionMode::Fixed => "fixed",
+        })
+    }
+}
+
+/// How every budget reacts (`[tuning] reaction` and `[tuning] max_rungs_skipped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactionTuning {
+    /// Adaptive or fixed.
+    pub mode: ReactionMode,
+    /// The most rungs one step may skip on learned relief.
+    pub max_rungs_skipped: u32,
+}
+
+impl ReactionTuning {
+    /// Default `max_rungs_skipped`: 2.
+    pub const DEFAULT_MAX_RUNGS_SKIPPED: u32 = 2;
+
+    /// Today's behaviour: every number as configured.
+    pub const FIXED: ReactionTuning = ReactionTuning {
+        mode: ReactionMode::Fixed,
+        max_rungs_skipped: Self::DEFAULT_MAX_RUNGS_SKIPPED,
+    };
+
+    /// The default: adaptive, skipping at most 2 rungs a step.
+    pub const ADAPTIVE: ReactionTuning = ReactionTuning {
+        mode: ReactionMode::Adaptive,
+        max_rungs_skipped: Self::DEFAULT_MAX_RUNGS_SKIPPED,
+    };
+}
+
+impl Default for ReactionTuning {
+    fn default() -> Self {
+        Self::ADAPTIVE
+    }
 }
 
 /// What a rise above `limit` does to the climb.
@@ -150,6 +209,7 @@ impl BudgetConfig {
             skip_after: Self::DEFAULT_SKIP_AFTER,
             retry_every: Self::DEFAULT_RETRY_EVERY,
             forecast: None,
+            min_goal: None,
         }
     }
 
@@ -211,6 +271,15 @@ impl BudgetConfig {
                 "[]",
                 "name at least one strategy, least disruptive first",
             ));
+        }
+        if let Some(min_goal) = self.min_goal {
+            if bad(min_goal) || (!bad(self.goal) && min_goal > self.goal) {
+                problems.push(Problem::new(
+                    format!("{key}.min_goal"),
+                    min_goal,
+                    format!("{unit}, at most goal ({})", self.goal),
+                ));
+            }
         }
         if self.settle > Self::MAX_SETTLE {
             problems.push(Problem::new(

@@ -48,7 +48,7 @@ use perfpilot_strategies::{duration, StrategiesConfig};
 pub use perfpilot_strategies::{Origin, Problem};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::BudgetConfig;
+use crate::budget::{BudgetConfig, ReactionMode, ReactionTuning};
 use crate::sample::Target;
 
 pub use load::{load, load_from_str, ConfigError, Loaded, Overrides, INLINE_FILE, LEGACY_ENV};
@@ -401,6 +401,8 @@ impl Default for Config {
 /// adaptive_sampling = true   # sample faster near thresholds, slower when calm (default off)
 /// min_interval = "1s"        # default: interval / 5
 /// calm_interval = "10s"      # default: 2 × interval
+/// reaction = "adaptive"      # budgets derive their margins from the rise they see; "fixed": every number yours
+/// max_rungs_skipped = 2      # the most rungs one step may skip on learned relief
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -428,11 +430,26 @@ pub struct TuningConfig {
     /// The adaptive interval at rest; by default 2 × `interval`.
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub calm_interval: Option<Duration>,
+    /// How budgets react (SPEC §12): `adaptive` (the default) works out urgency, the guard
+    /// band and the rung to skip to from what it observes; `fixed` keeps every number as
+    /// configured.
+    pub reaction: ReactionMode,
+    /// The most rungs one step may skip on learned relief; by default
+    /// [`ReactionTuning::DEFAULT_MAX_RUNGS_SKIPPED`].
+    pub max_rungs_skipped: u32,
 }
 
 impl TuningConfig {
     /// Default `max_cooldown`: 10 min.
     pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(600);
+
+    /// How budgets react, from `reaction` and `max_rungs_skipped`.
+    pub fn reaction_tuning(&self) -> ReactionTuning {
+        ReactionTuning {
+            mode: self.reaction,
+            max_rungs_skipped: self.max_rungs_skipped,
+        }
+    }
 
     /// The adaptive `(min, calm)` intervals for a base `interval`, defaults filled in.
     pub fn adaptive_intervals(&self, interval: Duration) -> (Duration, Duration) {
@@ -485,6 +502,8 @@ impl Default for TuningConfig {
             adaptive_sampling: false,
             min_interval: None,
             calm_interval: None,
+            reaction: ReactionMode::default(),
+            max_rungs_skipped: ReactionTuning::DEFAULT_MAX_RUNGS_SKIPPED,
         }
     }
 }
