@@ -1168,4 +1168,6 @@ fn goal_moved(adaptive: &Adaptive, config: &BudgetConfig) -> Note {
 }
 
 #[cfg(test)]
+mod adaptive_tests;
+#[cfg(test)]
 mod tests;

@@ -114,7 +114,8 @@ impl Adaptive {
         near && value - before >= 0.5 * slope * elapsed && value > before
     }
 
-    /// The rung to skip to from `next` when the forecast overshoot is larger than what `next`
+    /// The rung to skip to from `next` when the forecast overshoot (how far past the limit the
+    /// rise carries the signal before the rung acts) is larger than what `next`
     /// has been seen to relieve: the lowest rung whose learned relief covers it (a rung never
     /// judged might: the walk stops there), at most `max_rungs_skipped` rungs up, never past
     /// `top` or a rung `blocked` (already run or skipped in this episode). Returns the rung
@@ -131,9 +132,12 @@ impl Adaptive {
         let urgency = self.urgency?;
         let slope = urgency.slope.filter(|s| *s > 0.0)?;
         let limit = config.limit;
+        // Until the rung acts: its latency, one watch period and the margin (no settle: near
+        // the limit its effect is read at the next reading, see `hurry`).
         let covers = |rung: usize| {
             let reaction = self.reaction(config, Some(tracks[rung].1));
-            let need = overshoot(value, limit, slope, reaction.reaction());
+            let acting = reaction.latency + reaction.watch_period + reaction.margin;
+            let need = overshoot(value, limit, slope, acting);
             (
                 need,
                 tracks[rung]
