@@ -201,6 +201,10 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         .route("/metrics", guarded(get(prometheus_metrics), Read))
         .route("/openapi.json", guarded(get(openapi::openapi_json), Read))
         .route("/config/reload", guarded(post(config_reload), Write))
+        .route(
+            "/budgets/reset-learning",
+            guarded(post(reset_learning), Write),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -221,6 +225,7 @@ pub const ROOT_PATHS: &[&str] = &[
     "/events",
     "/openapi.json",
     "/config/reload",
+    "/budgets/reset-learning",
 ];
 
 /// The agent's routes for a host app to merge: [`ROOT_PATHS`] at the root (where the source
@@ -461,29 +466,37 @@ async fn performance_optimize(
 /// for all strategies, else a JSON object `{"strategy": NAME}`. Any bytes give a request or a 400/422
 /// [`ApiError`], never a panic (fuzzed: `fuzz/fuzz_targets/optimize_body.rs`).
 pub fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> {
-    const EXPECTED: &str = r#"expected {"strategy": "NAME"} or an empty body"#;
+    parse_optional_object(body, r#"expected {"strategy": "NAME"} or an empty body"#)
+}
+
+/// An empty body (or only whitespace) or JSON `null` as `T::default()`, else a JSON object
+/// as `T`; anything else a 400 (not JSON) or 422 (the wrong shape) saying what was `expected`.
+fn parse_optional_object<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(OptimizeRequest::default());
+        return Ok(T::default());
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("malformed JSON body: {e}; {EXPECTED}"),
+            format!("malformed JSON body: {e}; {expected}"),
         )
     })?;
     if value.is_null() {
-        return Ok(OptimizeRequest::default());
+        return Ok(T::default());
     }
     if !value.is_object() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid request body: not a JSON object; {EXPECTED}"),
+            format!("invalid request body: not a JSON object; {expected}"),
         ));
     }
     serde_json::from_value(value).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid request body: {e}; {EXPECTED}"),
+            format!("invalid request body: {e}; {expected}"),
         )
     })
 }
@@ -496,6 +509,66 @@ pub const HEALTH_STALE_INTERVALS: u32 = 3;
 /// (under `stress-ng` beside parallel builds a 100 ms agent went 3 s without a sample at
 /// start-up; a stall is what lasts longer).
 pub const HEALTH_STALE_MARGIN: Duration = Duration::from_secs(10);
+
+/// The body of `POST /budgets/reset-learning`; an empty body resets every budget.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetLearningRequest {
+    /// A budget's name; absent or null for all.
+    pub budget: Option<String>,
+}
+
+/// The answer of `POST /budgets/reset-learning`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetLearningResponse {
+    /// The budgets whose learned reaction state was forgotten.
+    pub reset: Vec<String>,
+}
+
+/// Forgets what one budget, or every budget, learned about reacting: each rung's record and
+/// latency, the guard band (the effective goal is the configured one again), the rise.
+#[utoipa::path(
+    post,
+    path = "/budgets/reset-learning",
+    tag = "perfpilot",
+    request_body(content = Option<ResetLearningRequest>, description = "The budget to reset; empty for all", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The budgets reset", body = ResetLearningResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token (when api.token is set)", body = ErrorBody),
+        (status = 404, description = "No budget has that name", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape", body = ErrorBody),
+        (status = 503, description = "The agent is shutting down", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+async fn reset_learning(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ResetLearningResponse>, ApiError> {
+    use crate::engine::ResetError;
+    let body = body.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!("could not read request body: {}", rejection.body_text()),
+        )
+    })?;
+    let request: ResetLearningRequest =
+        parse_optional_object(&body, r#"expected {"budget": "NAME"} or an empty body"#)?;
+    let reset = state
+        .engine
+        .reset_learning(request.budget.as_deref())
+        .await
+        .map_err(|error| {
+            let status = match &error {
+                ResetError::UnknownBudget { .. } => StatusCode::NOT_FOUND,
+                ResetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError::new(status, error.to_string())
+        })?;
+    Ok(Json(ResetLearningResponse { reset }))
+}
 
 /// Re-reads the configuration file and applies it without a restart (as SIGHUP does).
 #[utoipa::path(

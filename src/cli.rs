@@ -55,6 +55,9 @@ pub enum Command {
     Reload(ReloadArgs),
     /// List every signal a trigger can watch: unit, ratio or not, source, meaning.
     Signals(SignalsArgs),
+    /// Ask a running agent to forget what a budget (all when none is named) learned about
+    /// reacting: rung records and latencies, the guard band, the rise.
+    ResetLearning(ResetLearningArgs),
 }
 
 /// `perfpilot signals`.
@@ -177,6 +180,19 @@ pub struct OptimizeArgs {
     pub json: bool,
 }
 
+/// `perfpilot reset-learning`.
+#[derive(Debug, Args)]
+pub struct ResetLearningArgs {
+    /// Budget name; all when omitted.
+    pub budget: Option<String>,
+    /// The agent.
+    #[command(flatten)]
+    pub agent: AgentUrl,
+    /// Print the raw JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `perfpilot reload`.
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
@@ -254,6 +270,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(())
         }
         Command::Reload(args) => client::reload(&args),
+        Command::ResetLearning(args) => client::reset_learning(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,7 @@ use super::ApiState;
         super::prometheus_metrics,
         super::events::events,
         super::config_reload,
+        super::reset_learning,
         openapi_json,
     ),
     modifiers(&BearerToken),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{table, AgentUrl, MetricsArgs, OptimizeArgs, ReloadArgs, WatchArgs};
+use super::{table, AgentUrl, MetricsArgs, OptimizeArgs, ReloadArgs, ResetLearningArgs, WatchArgs};
 
 /// How long the CLI waits for the agent (an optimization can take a while).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -100,6 +100,36 @@ pub fn reload(args: &ReloadArgs) -> Result<(), String> {
             "needs a restart to take effect (running values kept): {}",
             list(&answer["restartRequired"])
         );
+    }
+    Ok(())
+}
+
+/// Asks a running agent to forget what a budget (or every budget) learned about reacting.
+pub fn reset_learning(args: &ResetLearningArgs) -> Result<(), String> {
+    let body = match &args.budget {
+        Some(budget) => json!({ "budget": budget }),
+        None => json!({}),
+    };
+    let answer = request(
+        &args.agent,
+        reqwest::Method::POST,
+        "/budgets/reset-learning",
+        Some(body),
+    )?;
+    if args.json {
+        println!("{}", pretty(&answer));
+        return Ok(());
+    }
+    let reset: Vec<&str> = answer["reset"]
+        .as_array()
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match reset.is_empty() {
+        true => println!("no budget to reset"),
+        false => println!(
+            "learned reaction state reset: {} (goals back to as configured)",
+            reset.join(", ")
+        ),
     }
     Ok(())
 }

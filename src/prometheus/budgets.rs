@@ -13,6 +13,7 @@ use crate::budget::BudgetView;
 pub(super) struct BudgetMetrics {
     value: Gauges,
     goal: Gauges,
+    effective_goal: Gauges,
     limit: Gauges,
     state: Gauges,
     rung: Gauges,
@@ -25,12 +26,13 @@ pub(super) struct BudgetMetrics {
     rung_helped: FloatCounters,
     rung_relief: Gauges,
     rung_rate: Gauges,
+    rung_latency: Gauges,
 }
 
 impl BudgetMetrics {
     pub(super) fn register(registry: &mut Registry) -> Self {
         let m = BudgetMetrics::default();
-        let gauges: [(&str, &str, &Gauges); 8] = [
+        let gauges = [
             (
                 "budget_value",
                 "The budget's signal in the last sample",
@@ -40,6 +42,11 @@ impl BudgetMetrics {
                 "budget_goal",
                 "The budget's goal: keep the signal at or below it",
                 &m.goal,
+            ),
+            (
+                "budget_effective_goal",
+                "The goal the budget holds now: its goal, or lower while the learned guard band moved it after a breach or an OOM kill",
+                &m.effective_goal,
             ),
             (
                 "budget_limit",
@@ -63,7 +70,7 @@ impl BudgetMetrics {
             ),
             (
                 "budget_rung_mean_relief",
-                "Mean fall of the budget's signal per judged run of a rung",
+                "Mean relief per judged run of a rung: how far below the forecast without it (the trend before it ran; the level before it when fixed or not rising) the budget's signal was",
                 &m.rung_relief,
             ),
             (
@@ -75,6 +82,12 @@ impl BudgetMetrics {
         for (name, help, family) in gauges {
             registry.register(name, help, family.clone());
         }
+        registry.register_with_unit(
+            "budget_rung_latency",
+            "A rung's last measured latency, start to finish: part of the reaction time the budget's urgency allows for",
+            Unit::Seconds,
+            m.rung_latency.clone(),
+        );
         registry.register(
             "budget_episodes",
             "Episodes started (the signal rose above goal, or was forecast to cross the limit)",
@@ -114,6 +127,11 @@ impl BudgetMetrics {
         let labels: Labels = vec![("budget", view.name.clone())];
         set(&self.value, labels.clone(), view.value);
         set(&self.goal, labels.clone(), Some(view.goal));
+        set(
+            &self.effective_goal,
+            labels.clone(),
+            Some(view.effective_goal),
+        );
         set(&self.limit, labels.clone(), Some(view.limit));
         set(
             &self.state,
@@ -139,7 +157,12 @@ impl BudgetMetrics {
             advance(&self.rung_runs, &labels, rung.runs as f64);
             advance(&self.rung_helped, &labels, rung.helped as f64);
             set(&self.rung_relief, labels.clone(), rung.mean_relief);
-            set(&self.rung_rate, labels, rung.runs_per_minute);
+            set(&self.rung_rate, labels.clone(), rung.runs_per_minute);
+            set(
+                &self.rung_latency,
+                labels,
+                rung.latency_ms.map(|ms| ms / 1000.0),
+            );
         }
     }
 
