@@ -270,6 +270,8 @@ struct Episode {
     exhausted: bool,
     /// The highest reading in this episode.
     peak: f64,
+    /// The target was OOM-killed during it: not a calm episode, whatever the readings.
+    killed: bool,
 }
 
 /// One budget's state: the current episode, the ladder's track record, time above goal and
@@ -373,6 +375,9 @@ impl Budget {
     pub fn oom_killed(&mut self, how: &str) -> Option<Note> {
         let first = self.rungs.first().map(Rung::track);
         let adaptive = self.adaptive.as_mut()?;
+        if let Some(episode) = &mut self.episode {
+            episode.killed = true;
+        }
         adaptive
             .oom_kill(&self.config, first, how)
             .then(|| goal_moved(adaptive, &self.config))
@@ -478,7 +483,8 @@ impl Budget {
                     duration: now.saturating_duration_since(episode.started),
                 });
                 if let Some(adaptive) = &mut self.adaptive {
-                    if episode.peak <= self.config.limit && adaptive.guard.calm_episode() {
+                    let calm = episode.peak <= self.config.limit && !episode.killed;
+                    if calm && adaptive.guard.calm_episode() {
                         step.notes.push(goal_moved(adaptive, &self.config));
                     }
                 }
@@ -644,6 +650,7 @@ impl Budget {
             waiting: false,
             exhausted: false,
             peak: value,
+            killed: false,
         });
         step.notes.push(Note::EpisodeStarted {
             episode: self.episodes,

@@ -1088,8 +1088,10 @@ impl Engine {
                 false
             }
             Command::ResetLearning { budget, reply } => {
-                let _ = reply.send(self.reset_learning(budget.as_deref()));
+                let reset = self.reset_learning(budget.as_deref());
+                // Published before the answer: a caller that reads the view next sees it.
                 self.publish();
+                let _ = reply.send(reset);
                 false
             }
             Command::Reconfigure { change, reply } => {
@@ -1644,6 +1646,8 @@ mod test_memory;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod reaction_tests;
 #[cfg(test)]
 mod reload_tests;
 

@@ -1,0 +1,232 @@
+//! Adaptive reaction through the engine (`[tuning] reaction = "adaptive"`): a scripted memory
+//! signal against a cgroup limit, rungs that do nothing, an OOM-kill count the test raises,
+//! and tokio's paused clock. The same scripts with `reaction = "fixed"` show the difference.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex as StdMutex;
+
+use async_trait::async_trait;
+use perfpilot_strategies::{MemoryLimitSource, StrategyError, TriggerSpec};
+
+use super::*;
+use crate::budget::{BudgetConfig, ReactionMode, ReactionTuning};
+
+/// A memory usage ratio against a cgroup limit (the kernel's: a kill line), and the cgroup's
+/// OOM-kill count; the test sets both.
+#[derive(Clone, Default)]
+struct Cgroup(Arc<StdMutex<(f64, u64)>>);
+
+impl Cgroup {
+    fn set(&self, value: f64) {
+        self.0.lock().unwrap().0 = value;
+    }
+
+    fn kill(&self) {
+        self.0.lock().unwrap().1 += 1;
+    }
+}
+
+impl fmt::Debug for Cgroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Cgroup")
+    }
+}
+
+impl SignalSource for Cgroup {
+    fn sample(&mut self) -> Snapshot {
+        let (value, kills) = *self.0.lock().unwrap();
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.memory_usage_ratio = Some(value);
+        snapshot.memory_limit_source = Some(MemoryLimitSource::Cgroup);
+        snapshot.oom_kills = Some(kills);
+        snapshot
+    }
+}
+
+/// A rung that acts and changes nothing.
+#[derive(Debug)]
+struct Idle {
+    name: &'static str,
+    runs: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl Strategy for Idle {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(Outcome::acted(self.name))
+    }
+}
+
+struct Held {
+    cgroup: Cgroup,
+    runs: Vec<Arc<AtomicU32>>,
+    handle: EngineHandle,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+impl Held {
+    fn runs(&self) -> Vec<u32> {
+        self.runs.iter().map(|r| r.load(Ordering::SeqCst)).collect()
+    }
+
+    fn budget(&self) -> BudgetView {
+        self.handle.view().budgets[0].clone()
+    }
+}
+
+/// An engine sampling every second with one budget `memory` (goal 0.8, limit 1.0, settle
+/// 2 s) over rung-only `purge` → `trim`, reacting as `mode` says.
+fn hold(mode: ReactionMode) -> Held {
+    let cgroup = Cgroup::default();
+    cgroup.set(0.3);
+    let mut runs = Vec::new();
+    let strategies = ["purge", "trim"]
+        .into_iter()
+        .map(|name| {
+            let count = Arc::new(AtomicU32::new(0));
+            runs.push(Arc::clone(&count));
+            Registered {
+                strategy: Arc::new(Idle { name, runs: count }),
+                trigger: TriggerSpec::new(Signal::MemoryUsage, 0.99),
+            }
+        })
+        .collect();
+    let mut config = BudgetConfig::new(Signal::MemoryUsage, 0.8, 1.0, &["purge", "trim"]);
+    config.settle = Duration::from_secs(2);
+    let mut settings = EngineSettings::for_tests();
+    settings.budgets = vec![("memory".to_owned(), config)];
+    settings.rung_only = vec!["purge".to_owned(), "trim".to_owned()];
+    settings.reaction = ReactionTuning {
+        mode,
+        ..ReactionTuning::ADAPTIVE
+    };
+    let shutdown = CancellationToken::new();
+    let (handle, _task) = spawn(
+        settings,
+        strategies,
+        Arc::new(Registry::default()),
+        Box::new(cgroup.clone()),
+        shutdown.clone(),
+    );
+    Held {
+        cgroup,
+        runs,
+        handle,
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+/// [`hold`], and half a sample's wait: the test then sets values between the engine's
+/// samples (at whole seconds), each read by exactly one.
+async fn start(mode: ReactionMode) -> Held {
+    let held = hold(mode);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held
+}
+
+/// Sets the signal to each of `values`, one sample (1 s) apart.
+async fn feed(held: &Held, values: &[f64]) {
+    for &value in values {
+        held.cgroup.set(value);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_steep_rise_under_goal_starts_the_ladder_before_the_goal_is_crossed() {
+    // 0.15 a second toward the cgroup's limit: at 0.6 it is 2.7 s away, and purge needs
+    // 100 ms + 2 s settle + 1 s between samples + as much again as margin (a kill line).
+    let rising = [0.3, 0.45, 0.6, 0.75];
+    let fixed = start(ReactionMode::Fixed).await;
+    feed(&fixed, &rising).await;
+    assert_eq!(fixed.runs(), [0, 0], "fixed: under goal, nothing runs");
+
+    let held = start(ReactionMode::Adaptive).await;
+    let mut events = held.handle.subscribe();
+    feed(&held, &rising).await;
+    assert_eq!(
+        held.runs()[0],
+        1,
+        "purge ran under goal: {:?}",
+        held.budget()
+    );
+    let view = held.budget();
+    assert!(view.kill_line, "memory_usage against the cgroup's limit");
+    assert_eq!(view.episode, Some(1));
+    assert!(view.urgency.is_some_and(|u| u.urgent), "{view:?}");
+    let record = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Event::OptimizationCompleted(record) = events.recv().await.unwrap() {
+                break record;
+            }
+        }
+    })
+    .await
+    .expect("purge's record within 30 s");
+    assert!(
+        record.reason.contains("under goal 0.8, urgent"),
+        "{}",
+        record.reason
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn near_the_limit_the_engine_climbs_without_waiting_out_the_settle() {
+    // Urgent at 0.7 (3 s from the limit): purge; still rising at the next sample, with the
+    // limit nearer than purge's 2 s settle: trim at once, not 2 s later.
+    let held = start(ReactionMode::Adaptive).await;
+    feed(&held, &[0.5, 0.6, 0.7]).await;
+    assert_eq!(held.runs(), [1, 0], "{:?}", held.budget());
+    feed(&held, &[0.85]).await;
+    assert_eq!(held.runs(), [1, 1], "{:?}", held.budget());
+
+    let fixed = start(ReactionMode::Fixed).await;
+    feed(&fixed, &[0.5, 0.6, 0.7, 0.85, 0.93]).await;
+    assert_eq!(fixed.runs(), [1, 0], "fixed waits out the settle");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_lowers_the_goal_held_and_it_survives_the_target_restart() {
+    let held = start(ReactionMode::Adaptive).await;
+    // A rise of 0.1 a second seen; then the kernel kills the target, which restarts low.
+    feed(&held, &[0.3, 0.4, 0.5]).await;
+    held.cgroup.kill();
+    feed(&held, &[0.05, 0.05, 0.06, 0.06]).await;
+    let view = held.budget();
+    assert_eq!(view.goal, 0.8);
+    // 0.1/s × (purge's latency, about 0 here, + 2 s settle + 1 s between samples) = 0.3.
+    assert!(
+        (view.effective_goal - 0.5).abs() < 0.02,
+        "{}: {}",
+        view.effective_goal,
+        view.goal_why
+    );
+    assert!(
+        view.goal_why.contains("OOM-killed (oom_kills 0 → 1"),
+        "{}",
+        view.goal_why
+    );
+
+    // The same with fixed reaction: nothing learned.
+    let fixed = start(ReactionMode::Fixed).await;
+    feed(&fixed, &[0.3, 0.4, 0.5]).await;
+    fixed.cgroup.kill();
+    feed(&fixed, &[0.05, 0.05]).await;
+    assert_eq!(fixed.budget().effective_goal, 0.8);
+
+    // Reset through the handle: back to the configured goal.
+    assert_eq!(
+        held.handle.reset_learning(Some("memory")).await,
+        Ok(vec!["memory".to_owned()])
+    );
+    assert_eq!(held.budget().effective_goal, 0.8);
+    assert!(matches!(
+        held.handle.reset_learning(Some("cpu")).await,
+        Err(ResetError::UnknownBudget { .. })
+    ));
+}
