@@ -4,7 +4,10 @@
 # CONFIG SET maxmemory, MEMORY PURGE), twice:
 #   (a) alone: Redis with a safety cap of maxmemory ${REDIS_SAFETY_MAXMEMORY:-1gb}
 #       (allkeys-lru), so the run is bounded; its RSS goes far past the budget;
-#   (b) the same, with perfpilot as a sidecar: examples/redis.toml rewritten to Redis's port.
+#   (b) the same, with perfpilot as a sidecar: examples/redis.toml as shipped, only moved to
+#       Redis's port; REDIS_RUNS times (default 1). With REDIS_CONFIG=plain, without its
+#       `watch_interval` line: the plain ladder a user writes (signal, goal = 0.8,
+#       limit = 1.0, ladder, a 500 ms interval; nothing else).
 # The load: `redis-benchmark -t set -r 10000000 -d ${REDIS_VALUE_BYTES:-2048} -c 16 -P 8` for
 # REDIS_SECONDS (first argument, default 30) under `timeout` (each SET a new key nearly
 # always: the data grows until evicted). Throughput is Redis's own count of commands
@@ -24,6 +27,10 @@ seconds=${1:-${REDIS_SECONDS:-30}}
 budget_mib=256
 value_bytes=${REDIS_VALUE_BYTES:-2048}
 safety=${REDIS_SAFETY_MAXMEMORY:-1gb}
+config_kind=${REDIS_CONFIG:-example}
+runs_b=${REDIS_RUNS:-1}
+case "$config_kind" in example|plain) ;; *) echo "REDIS_CONFIG must be example or plain" >&2; exit 2 ;; esac
+[[ "$runs_b" =~ ^[0-9]+$ && "$runs_b" -ge 1 && "$runs_b" -le 10 ]] || { echo "REDIS_RUNS must be 1..10" >&2; exit 2; }
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 5 ]] || { echo "usage: $0 [SECONDS >= 5]" >&2; exit 2; }
 
 . scripts/agent-lib.sh
@@ -53,6 +60,7 @@ run() {
   local agent_base=
   if [ "$with_agent" = 1 ]; then
     sed -e "s/6379/$port/g" examples/redis.toml >"$out/redis.toml"
+    [ "$config_kind" = plain ] && sed -i '/^watch_interval = /d' "$out/redis.toml"
     start_announcing env RUST_LOG=warn ./target/release/perfpilot run --config "$out/redis.toml" \
       --listen 127.0.0.1:0
     agent_base=$base
@@ -107,8 +115,16 @@ run() {
 
 echo "run (a): redis-server alone, ${seconds} s of redis-benchmark SETs" >&2
 run "(a) redis alone (maxmemory $safety)" 0 a
-echo "run (b): redis-server + perfpilot sidecar (examples/redis.toml), ${seconds} s" >&2
-run "(b) redis + perfpilot sidecar" 1 b
+summary=()
+for i in $(seq 1 "$runs_b"); do
+  echo "run (b$i): redis-server + perfpilot sidecar (examples/redis.toml, $config_kind), ${seconds} s" >&2
+  run "(b$i) redis + perfpilot ($config_kind)" 1 b
+  summary+=("$(awk -v b="$budget_mib" -v i="$i" -v fb="$final_b" -v ra="$rate_a" -v rb="$rate_b" -v ab="$above_b" -v pkb="$peak_b" 'BEGIN {
+    lim = b * 1024
+    printf "- (b%d) with the agent: final RSS %.0f MiB (%s the budget), peak %.0f MiB (%.2fx), %.2f s above the budget; throughput %d / %d = %.2f of without",
+      i, fb / 1024, (fb <= lim ? "within" : "over"), pkb / 1024, pkb / lim, ab * 0.25, rb, ra, (ra > 0 ? rb / ra : 0)
+  }')")
+done
 
 echo
 echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r); $(redis-server --version | cut -d' ' -f1-3)"
@@ -119,14 +135,12 @@ echo "| run | redis RSS peak / final | time above the budget | throughput (SET) 
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
-echo "(b)'s runs, oldest first:"
+echo "The agent: examples/redis.toml $([ "$config_kind" = plain ] && echo "without watch_interval (the plain ladder)" || echo "as shipped")"
+echo
+echo "the last (b) run's optimizations, oldest first:"
 [ "${#runs_lines[@]}" -gt 0 ] && printf '%s\n' "${runs_lines[@]}" || echo "- none"
 echo
-awk -v b="$budget_mib" -v fa="$final_a" -v fb="$final_b" -v ra="$rate_a" -v rb="$rate_b" \
-    -v ab="$above_b" -v pkb="$peak_b" 'BEGIN {
-  lim = b * 1024
-  printf "- (a) without the agent: final RSS %.0f MiB, %s the %d MiB budget\n", fa / 1024, (fa > lim ? "exceeds" : "within"), b
-  printf "- (b) with the agent: final RSS %.0f MiB (%s the budget), peak %.0f MiB (%.2fx), %.2f s above the budget\n",
-    fb / 1024, (fb <= lim ? "within" : "over"), pkb / 1024, pkb / lim, ab * 0.25
-  printf "- throughput with the agent / without: %d / %d = %.2f\n", rb, ra, (ra > 0 ? rb / ra : 0)
+awk -v b="$budget_mib" -v fa="$final_a" 'BEGIN {
+  printf "- (a) without the agent: final RSS %.0f MiB, %s the %d MiB budget\n", fa / 1024, (fa > b * 1024 ? "exceeds" : "within"), b
 }'
+printf '%s\n' "${summary[@]}"
