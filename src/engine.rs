@@ -919,8 +919,11 @@ impl Engine {
         let mut runs = Vec::new();
         for index in 0..self.budgets.len() {
             let slot = &mut self.budgets[index];
-            slot.budget
-                .set_kill_line(is_kill_line(slot.budget.config(), snapshot));
+            // A sample without a limit (the target gone) leaves the line as it was.
+            if snapshot.memory_limit_source.is_some() {
+                slot.budget
+                    .set_kill_line(is_kill_line(slot.budget.config(), snapshot));
+            }
             let value = snapshot.signal(slot.budget.config().signal);
             let step = slot
                 .budget

@@ -117,7 +117,8 @@ impl Adaptive {
     /// The rung to skip to from `next` when the forecast overshoot (how far past the limit the
     /// rise carries the signal before the rung acts) is larger than what `next`
     /// has been seen to relieve: the lowest rung whose learned relief covers it (a rung never
-    /// judged might: the walk stops there), at most `max_rungs_skipped` rungs up, never past
+    /// judged might: the walk stops there, except against a kill line), at most
+    /// `max_rungs_skipped` rungs up, never past
     /// `top` or a rung `blocked` (already run or skipped in this episode). Returns the rung
     /// and the record's sentence.
     pub fn skip_to(
@@ -138,13 +139,14 @@ impl Adaptive {
             let reaction = self.reaction(config, Some(tracks[rung].1));
             let acting = reaction.latency + reaction.watch_period + reaction.margin;
             let need = overshoot(value, limit, slope, acting);
-            (
-                need,
-                tracks[rung]
-                    .1
-                    .mean_relief
-                    .is_none_or(|relief| relief >= need),
-            )
+            // A rung never judged might cover it; not against a kill line, where a wrong
+            // guess kills the target and there is no reading after it to learn from.
+            let unknown = self.line == Line::Limit;
+            let covered = tracks[rung]
+                .1
+                .mean_relief
+                .map_or(unknown, |relief| relief >= need);
+            (need, covered)
         };
         let (need, covered) = covers(next);
         if need <= 0.0 || covered {

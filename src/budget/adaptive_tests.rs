@@ -255,6 +255,22 @@ fn a_rung_never_judged_is_not_skipped_past() {
     assert!(run.why.contains("trim-25 not judged yet"), "{}", run.why);
 }
 
+#[test]
+fn against_a_kill_line_a_rung_never_judged_is_no_cover() {
+    // The same readings against the target's cgroup limit: nothing learned, so the step
+    // goes as high as the cap allows (a guess wrong here kills the target).
+    let mut d = Drive::adaptive(four_rungs());
+    d.budget.set_kill_line(true);
+    let steps: Vec<Step> = [0.77, 0.86, 0.95].iter().map(|&v| d.sample(v)).collect();
+    let run = steps[2].run.clone().expect("urgent at 0.95");
+    assert_eq!(run.strategy, "trim-50");
+    assert!(
+        run.why.contains("past the kill line; purge not judged yet, trim-25 not judged yet, trim-50 not judged yet: skipped to trim-50"),
+        "{}",
+        run.why
+    );
+}
+
 fn goal_moves(steps: &[Step]) -> Vec<f64> {
     steps
         .iter()
