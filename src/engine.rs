@@ -6,7 +6,6 @@
 //! channel. Strategy runs happen in a separate task, one batch at a time (single flight), so
 //! sampling and manual requests are answered while a strategy works.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -16,7 +15,6 @@ use perfpilot_strategies::{
     Strategy, TriggerSpec,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -29,6 +27,12 @@ use crate::sample::{TargetHandle, WatchHandle, WatchMode, WatchStatus};
 use crate::trigger::backoff::{BackoffChange, BackoffPolicy, FailureBackoff};
 use crate::trigger::cadence::{self, AdaptiveSampling, Step};
 use crate::trigger::{CooldownChange, Forecast, TriggerState};
+
+mod clock;
+mod execute;
+
+pub(crate) use clock::{Clock, Pending, SystemClock};
+use execute::{execute, Executor, SharedSource, TaskFailure, TokioExecutor};
 
 /// Where snapshots come from: the real sampler, or a scripted source in tests.
 pub trait SignalSource: Send + 'static {
@@ -384,8 +388,35 @@ pub fn spawn(
     settings: EngineSettings,
     strategies: Vec<Registered>,
     registry: Arc<Registry>,
+    source: Box<dyn SignalSource>,
+    shutdown: CancellationToken,
+) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    let parts = Parts {
+        clock: Arc::new(SystemClock),
+        executor: Arc::new(TokioExecutor),
+    };
+    spawn_on(settings, strategies, registry, source, shutdown, parts)
+}
+
+/// What the engine core runs on: its clock and the executor of its blocking work. In
+/// production [`SystemClock`] and [`TokioExecutor`]; a replay gives its own (see
+/// [`clock`] and [`execute`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Parts {
+    /// Where the engine reads the time.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Where samples and strategy runs are done.
+    pub(crate) executor: Arc<dyn Executor>,
+}
+
+/// [`spawn`] on a given clock and executor.
+pub(crate) fn spawn_on(
+    settings: EngineSettings,
+    strategies: Vec<Registered>,
+    registry: Arc<Registry>,
     mut source: Box<dyn SignalSource>,
     shutdown: CancellationToken,
+    parts: Parts,
 ) -> (EngineHandle, tokio::task::JoinHandle<()>) {
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(256);
@@ -419,8 +450,11 @@ pub fn spawn(
         registry,
         source: Arc::new(Mutex::new(source)),
         latest: first,
-        latest_at: SystemTime::now(),
+        latest_at: parts.clock.wall(),
         running: None,
+        batch: None,
+        clock: parts.clock,
+        executor: parts.executor,
         quiet_until: None,
         unjudged: Vec::new(),
         oom_kills: first_oom_kills,
@@ -434,7 +468,9 @@ pub fn spawn(
     engine.view = Some(view_tx);
     // Telemetry observes what the engine publishes; the engine does not call it.
     let telemetry = Telemetry::follow(&engine.settings.worker, view_rx.clone(), events.subscribe());
-    let task = tokio::spawn(engine.run(commands_rx, shutdown.clone()));
+    // The next sample is one interval after this first one.
+    let next_tick = engine.clock.now() + engine.settings.interval.current();
+    let task = tokio::spawn(engine.run(commands_rx, shutdown.clone(), next_tick));
     (
         EngineHandle {
             commands: commands_tx,
@@ -537,7 +573,6 @@ impl Slot {
 }
 
 type Reply = oneshot::Sender<Result<Vec<Arc<OptimizationRecord>>, OptimizeError>>;
-type SharedSource = Arc<Mutex<Box<dyn SignalSource>>>;
 
 struct Engine {
     budgets: Vec<BudgetSlot>,
@@ -552,6 +587,10 @@ struct Engine {
     history: History,
     /// The requester of the batch in flight, if any (`Some(None)`: automatic batch).
     running: Option<Option<Reply>>,
+    /// The batch of runs in flight, handed to the executor.
+    batch: Option<Pending<Result<Vec<FinishedRun>, TaskFailure>>>,
+    clock: Arc<dyn Clock>,
+    executor: Arc<dyn Executor>,
     quiet_until: Option<Instant>,
     /// Recorded runs waiting for the sample that judges them, oldest first.
     unjudged: Vec<Unjudged>,
@@ -568,7 +607,7 @@ struct Engine {
 }
 
 /// One planned strategy run.
-struct PlannedRun {
+pub(crate) struct PlannedRun {
     strategy: Arc<dyn Strategy>,
     signal: Signal,
     level: Level,
@@ -581,7 +620,7 @@ struct PlannedRun {
 }
 
 /// A finished run, before it gets its record id.
-struct FinishedRun {
+pub(crate) struct FinishedRun {
     planned: PlannedRun,
     started_at: SystemTime,
     duration: Duration,
@@ -598,24 +637,28 @@ struct Unjudged {
 }
 
 impl Engine {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
-        let mut batches: JoinSet<Vec<FinishedRun>> = JoinSet::new();
-        let mut next_tick = Instant::now() + self.settings.interval.current();
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+        mut next_tick: Instant,
+    ) {
         let watch = self.settings.watch.clone();
         // The sample in progress, and whether it is the scheduled one (not a fast watch's
         // wake): its /proc reads block, so it runs on the blocking pool and the runtime's
         // workers (the API) go on meanwhile.
-        let mut sampling: Option<(tokio::task::JoinHandle<Snapshot>, bool)> = None;
-        let sample = |source: &SharedSource| {
-            let source = Arc::clone(source);
-            tokio::task::spawn_blocking(move || lock(&source).sample())
-        };
+        let mut sampling: Option<(Pending<Result<Snapshot, TaskFailure>>, bool)> = None;
+        let executor = Arc::clone(&self.executor);
+        let sample = |source: &SharedSource| executor.sample(Arc::clone(source));
         self.publish();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(done) = batches.join_next() => {
+                done = async { self.batch.as_mut().expect("guarded by is_some").await },
+                    if self.batch.is_some() =>
+                {
+                    self.batch = None;
                     self.finish_batch(done);
                     // A crossing seen while the batch ran could not start a run then (single
                     // flight), and the watch reports a crossing once: evaluate it now rather
@@ -625,9 +668,9 @@ impl Engine {
                     }
                 }
                 Some(command) = commands.recv() => {
-                    if self.handle(command, &mut batches) {
+                    if self.handle(command) {
                         // A new interval counts from now, not from the old schedule.
-                        next_tick = Instant::now() + self.settings.interval.current();
+                        next_tick = self.clock.now() + self.settings.interval.current();
                     }
                 }
                 // A crossing seen between samples: sample and evaluate now. The fixed-rate
@@ -653,14 +696,11 @@ impl Engine {
                     match sampled {
                         Ok(snapshot) => {
                             self.sampling_error = None;
-                            self.tick(snapshot, &mut batches);
+                            self.tick(snapshot);
                         }
                         Err(e) => {
                             error!(%e, "sampling failed");
-                            self.sampling_error = Some(match e.try_into_panic() {
-                                Ok(payload) => panic_message(payload),
-                                Err(e) => e.to_string(),
-                            });
+                            self.sampling_error = Some(e.reason());
                             self.publish();
                         }
                     }
@@ -669,17 +709,17 @@ impl Engine {
                     }
                     // Fixed rate: the time a tick takes (and the timer's millisecond rounding)
                     // does not push later ticks back; after a stall, one tick at once.
-                    next_tick = (next_tick + self.settings.interval.current()).max(Instant::now());
+                    next_tick = (next_tick + self.settings.interval.current()).max(self.clock.now());
                 }
-                _ = tokio::time::sleep_until(next_tick), if sampling.is_none() => {
+                _ = self.clock.sleep_until(next_tick), if sampling.is_none() => {
                     sampling = Some((sample(&self.source), true));
                 }
             }
         }
         if self.running.is_some() {
             info!("shutting down: waiting for the running optimization to finish");
-            if let Some(done) = batches.join_next().await {
-                self.finish_batch(done);
+            if let Some(batch) = self.batch.take() {
+                self.finish_batch(batch.await);
             }
         }
         // Runs no sample will judge any more are published as they are (`helped` unknown).
@@ -690,12 +730,12 @@ impl Engine {
         }
     }
 
-    fn tick(&mut self, snapshot: Snapshot, batches: &mut JoinSet<Vec<FinishedRun>>) {
+    fn tick(&mut self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
         self.note_oom_kills(&snapshot);
         self.latest = Arc::clone(&snapshot);
-        self.latest_at = SystemTime::now();
-        let now = Instant::now();
+        self.latest_at = self.clock.wall();
+        let now = self.clock.now();
         let mut fired = Vec::new();
         let mut attention = false;
         for (index, slot) in self.slots.iter_mut().enumerate() {
@@ -764,7 +804,7 @@ impl Engine {
                     budget: None,
                 }
             }));
-            self.start_batch(runs, None, batches);
+            self.start_batch(runs, None);
         }
         self.publish();
     }
@@ -942,12 +982,12 @@ impl Engine {
     }
 
     /// A crossing reported by the fast watch.
-    fn crossing(&mut self, name: &str, value: f64, batches: &mut JoinSet<Vec<FinishedRun>>) {
+    fn crossing(&mut self, name: &str, value: f64) {
         let Some(index) = self.budgets.iter().position(|b| b.budget.name() == name) else {
             debug!(budget = name, "crossing reported for an unknown budget");
             return;
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         let quiet = self.quiet_until.is_some_and(|until| now < until);
         let can_act = self.settings.enabled && self.running.is_none() && !quiet;
         let step = self.budgets[index]
@@ -958,7 +998,7 @@ impl Engine {
             let slot = self.budgets[index].rungs[run.rung];
             let mut planned = self.plan_rung(index, slot, run, now);
             planned.before = Some(value);
-            self.start_batch(vec![planned], None, batches);
+            self.start_batch(vec![planned], None);
         }
         self.publish();
     }
@@ -966,19 +1006,20 @@ impl Engine {
     /// Tells a budget that its rung finished (`acted`: `None` in a dry run).
     fn rung_finished(&mut self, budget: usize, rung: usize, acted: Option<bool>) {
         if let Some(slot) = self.budgets.get_mut(budget) {
-            slot.budget.finished(rung, acted, Instant::now().into_std());
+            slot.budget
+                .finished(rung, acted, self.clock.now().into_std());
         }
     }
 
     /// Handles one command; returns whether the sampling interval was replaced.
-    fn handle(&mut self, command: Command, batches: &mut JoinSet<Vec<FinishedRun>>) -> bool {
+    fn handle(&mut self, command: Command) -> bool {
         match command {
             Command::Optimize { strategy, reply } => {
-                self.optimize(strategy, reply, batches);
+                self.optimize(strategy, reply);
                 false
             }
             Command::Crossing { budget, value } => {
-                self.crossing(&budget, value, batches);
+                self.crossing(&budget, value);
                 false
             }
             Command::Reconfigure { change, reply } => {
@@ -1096,12 +1137,7 @@ impl Engine {
         self.budgets = budgets;
     }
 
-    fn optimize(
-        &mut self,
-        strategy: Option<String>,
-        reply: Reply,
-        batches: &mut JoinSet<Vec<FinishedRun>>,
-    ) {
+    fn optimize(&mut self, strategy: Option<String>, reply: Reply) {
         if self.running.is_some() {
             let _ = reply.send(Err(OptimizeError::Busy));
             return;
@@ -1148,7 +1184,7 @@ impl Engine {
                 budget: None,
             })
             .collect();
-        self.start_batch(runs, Some(reply), batches);
+        self.start_batch(runs, Some(reply));
         self.publish();
     }
 
@@ -1172,12 +1208,7 @@ impl Engine {
             .find(|slot| slot.strategy.name() == record.strategy)
     }
 
-    fn start_batch(
-        &mut self,
-        runs: Vec<PlannedRun>,
-        reply: Option<Reply>,
-        batches: &mut JoinSet<Vec<FinishedRun>>,
-    ) {
+    fn start_batch(&mut self, runs: Vec<PlannedRun>, reply: Option<Reply>) {
         if self.settings.dry_run {
             let records = runs
                 .into_iter()
@@ -1187,9 +1218,9 @@ impl Engine {
                         self.rung_finished(*budget, step.rung, None);
                     }
                     self.record(FinishedRun {
-                        started_at: SystemTime::now(),
+                        started_at: self.clock.wall(),
                         duration: Duration::ZERO,
-                        ended: Instant::now(),
+                        ended: self.clock.now(),
                         result: Ok(Outcome::nothing_to_do("dry run: not executed")),
                         planned,
                     }, true)
@@ -1214,17 +1245,20 @@ impl Engine {
                 .map_or_else(Vec::new, TargetHandle::target_pids),
         };
         let timeout = self.settings.strategy_timeout;
-        batches.spawn(async move {
+        let (clock, executor) = (Arc::clone(&self.clock), Arc::clone(&self.executor));
+        let batch = Box::pin(async move {
             let mut finished = Vec::with_capacity(runs.len());
             for planned in runs {
-                finished.push(execute(planned, context.clone(), timeout).await);
+                let run = execute(planned, context.clone(), timeout, &*clock, &*executor);
+                finished.push(run.await);
             }
             finished
         });
+        self.batch = Some(self.executor.background(batch));
         self.running = Some(reply);
     }
 
-    fn finish_batch(&mut self, done: Result<Vec<FinishedRun>, tokio::task::JoinError>) {
+    fn finish_batch(&mut self, done: Result<Vec<FinishedRun>, TaskFailure>) {
         // The fast watch reports a crossing once; after an action it looks again, so a signal
         // still above a threshold (a rung that was not enough) is seen within its interval,
         // not at the next full sample.
@@ -1259,7 +1293,7 @@ impl Engine {
             }
         };
         if automatic && !self.settings.post_action_delay.is_zero() {
-            self.quiet_until = Some(Instant::now() + self.settings.post_action_delay);
+            self.quiet_until = Some(self.clock.now() + self.settings.post_action_delay);
         }
         if let Some(reply) = reply {
             let _ = reply.send(Ok(records));
@@ -1270,7 +1304,7 @@ impl Engine {
     /// Counts an automatic run's failure towards its strategy's back-off, or clears it; a
     /// successful run's effect is noted when it is judged ([`Engine::note_effect`]).
     fn note_outcome(&mut self, record: &OptimizationRecord) {
-        let now = Instant::now().into_std();
+        let now = self.clock.now().into_std();
         let Some(slot) = self.slot_of_mut(record) else {
             return;
         };
@@ -1402,8 +1436,8 @@ impl Engine {
     }
 
     fn build_view(&self) -> View {
-        let now = Instant::now().into_std();
-        let wall = SystemTime::now();
+        let now = self.clock.now().into_std();
+        let wall = self.clock.wall();
         View {
             snapshot: Arc::clone(&self.latest),
             sampled_at: self.latest_at,
@@ -1459,42 +1493,6 @@ impl Engine {
     }
 }
 
-/// Runs one strategy in its own task under `timeout`, catching panics. It takes no sample:
-/// the run is judged by the regular samples after it ([`Engine::judge_due`]).
-async fn execute(planned: PlannedRun, mut context: Context, timeout: Duration) -> FinishedRun {
-    context.level = planned.level;
-    context.kind = planned.kind;
-    let started_at = SystemTime::now();
-    let started = Instant::now();
-    let strategy = Arc::clone(&planned.strategy);
-    let task = tokio::spawn(async move { strategy.run(context).await });
-    let abort = task.abort_handle();
-    let result = match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(Ok(outcome))) => Ok(outcome),
-        Ok(Ok(Err(error))) => Err(error.to_string()),
-        Ok(Err(join_error)) if join_error.is_panic() => Err(format!(
-            "strategy panicked: {}",
-            panic_message(join_error.into_panic())
-        )),
-        Ok(Err(join_error)) => Err(format!("strategy task failed: {join_error}")),
-        Err(_) => {
-            abort.abort();
-            Err(format!(
-                "strategy timed out after {} ms",
-                timeout.as_millis()
-            ))
-        }
-    };
-    let ended = Instant::now();
-    FinishedRun {
-        planned,
-        started_at,
-        duration: ended - started,
-        ended,
-        result,
-    }
-}
-
 /// Resolves when the fast watch (if any) reports a crossing; never without one.
 async fn woken(watch: Option<&WatchHandle>) {
     match watch {
@@ -1503,29 +1501,14 @@ async fn woken(watch: Option<&WatchHandle>) {
     }
 }
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "(no message)".to_owned()
-    }
-}
-
-fn lock(source: &SharedSource) -> std::sync::MutexGuard<'_, Box<dyn SignalSource>> {
-    // A panic while sampling poisons the lock; the source itself is still usable.
-    source
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn round(value: f64) -> f64 {
     (value * 10_000.0).round() / 10_000.0
 }
 
 #[cfg(test)]
 mod budget_tests;
+#[cfg(test)]
+mod clock_tests;
 #[cfg(test)]
 mod test_memory;
 #[cfg(test)]
