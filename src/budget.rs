@@ -34,6 +34,7 @@
 //! sample to the next counts as above when the first of them was.
 
 pub mod config;
+mod decision;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -344,15 +345,18 @@ impl Budget {
             self.start_episode(value, now, forecasting, &mut step);
         }
         self.judge_if_settled(value, now, true, &mut step);
-        let episode = self.episode.as_mut().expect("an episode runs here");
+        // Started above unless the sample is calm and none ran.
+        let Some(episode) = self.episode.as_mut() else {
+            return step;
+        };
         if calm_sample {
             episode.calm += 1;
             if episode.calm >= self.config.calm && episode.pending.is_none() {
-                let episode = self.episode.take().expect("an episode runs here");
                 step.notes.push(Note::EpisodeEnded {
                     episode: episode.id,
                     duration: now.saturating_duration_since(episode.started),
                 });
+                self.episode = None;
             }
             return step;
         }
@@ -444,23 +448,7 @@ impl Budget {
 
     fn start_episode(&mut self, value: f64, now: Instant, forecasting: bool, step: &mut Step) {
         self.episodes += 1;
-        let reason = match (
-            forecasting && value <= self.config.goal,
-            self.forecast_seconds,
-        ) {
-            (true, Some(seconds)) => format!(
-                "{} = {} predicted to cross limit {} in {seconds:.1} s",
-                self.config.signal,
-                round(value),
-                self.config.limit
-            ),
-            _ => format!(
-                "{} = {} above goal {}",
-                self.config.signal,
-                round(value),
-                self.config.goal
-            ),
-        };
+        let reason = self.episode_reason(value, forecasting);
         let rungs = self.rungs.len();
         self.episode = Some(Episode {
             id: self.episodes,
@@ -540,11 +528,11 @@ impl Budget {
     }
 
     /// Whether to skip `rung` in this episode: decided once per episode, when first reached.
-    fn skipped(&mut self, rung: usize, notes: &mut Vec<Note>) -> bool {
-        let episode = self.episode.as_mut().expect("an episode runs here");
+    fn skipped(&mut self, episode: &mut Episode, rung: usize, notes: &mut Vec<Note>) -> bool {
         if let Some(skip) = episode.skip[rung] {
             return skip;
         }
+        let why = self.skip_why();
         let state = &mut self.rungs[rung];
         let skip = if state.ineffective(self.config.skip_after) {
             state.skipped_episodes += 1;
@@ -555,10 +543,7 @@ impl Budget {
                 notes.push(Note::Skipped {
                     rung,
                     strategy: state.strategy.clone(),
-                    why: format!(
-                        "skipped: did not help in its last {} runs (retried every {} episodes)",
-                        self.config.skip_after, self.config.retry_every
-                    ),
+                    why,
                 });
                 true
             }
@@ -569,167 +554,24 @@ impl Budget {
         skip
     }
 
+    /// The rung to run now in the running episode (none pending), if any: decided
+    /// ([`Budget::decide`]) and applied ([`Budget::apply`]).
     fn choose(&mut self, value: f64, now: Instant, notes: &mut Vec<Note>) -> Option<RungRun> {
-        let top = self.rungs.len() - 1;
-        let above_limit = value > self.config.limit;
-        let cooldown = self.config.cooldown;
-        let cooled = |episode: &Episode, rung: usize| {
-            episode.last_run[rung]
-                .is_none_or(|last| now.saturating_duration_since(last) >= cooldown)
-        };
-        let describe = |value: f64, this: &Self| {
-            let place = match BudgetState::of(value, this.config.goal, this.config.limit) {
-                BudgetState::AboveLimit => format!("above limit {}", this.config.limit),
-                BudgetState::AboveGoal => format!("above goal {}", this.config.goal),
-                BudgetState::InBand => format!(
-                    "predicted to cross limit {} in {:.1} s",
-                    this.config.limit,
-                    this.forecast_seconds.unwrap_or(0.0)
-                ),
-            };
-            format!("{} = {} {place}", this.config.signal, round(value))
-        };
-        // Above limit with `at_limit = "top"`: the highest rung not skipped and cooled down.
-        if above_limit && self.config.at_limit == AtLimit::Top {
-            for rung in (0..=top).rev() {
-                let episode = self.episode.as_ref().expect("an episode runs here");
-                if episode.rung == Some(rung) && episode.pending.is_some() {
-                    break;
-                }
-                if !self.skipped(rung, notes)
-                    && cooled(self.episode.as_ref().expect("episode"), rung)
-                {
-                    let why = format!(
-                        "{}: at_limit = \"top\", straight to rung {} of {}",
-                        describe(value, self),
-                        rung + 1,
-                        top + 1
-                    );
-                    return Some(self.start(rung, value, now, why));
-                }
-            }
-        }
-        // Climb: the next rung not skipped.
-        let mut passed = Vec::new();
-        loop {
-            let next = self.episode.as_ref().expect("episode").next;
-            if next > top {
-                break;
-            }
-            let episode = self.episode.as_mut().expect("episode");
-            episode.next += 1;
-            if episode.last_run[next].is_some() {
-                // Already run in this episode (a jump to the top): tried.
-                continue;
-            }
-            if self.skipped(next, notes) {
-                passed.push(self.rungs[next].strategy.clone());
-                continue;
-            }
-            let episode = self.episode.as_ref().expect("episode");
-            let mut why = match episode.judged {
-                None => format!(
-                    "{}: episode {} starts at rung {} of {}",
-                    describe(value, self),
-                    episode.id,
-                    next + 1,
-                    top + 1
-                ),
-                Some((rung, before, after, helped)) => format!(
-                    "{}: climbed to rung {} of {}, {} {} ({} → {})",
-                    describe(value, self),
-                    next + 1,
-                    top + 1,
-                    self.rungs[rung].strategy,
-                    match helped {
-                        Some(true) => "helped but not enough",
-                        Some(false) => "did not help",
-                        None => "was not run (dry run)",
-                    },
-                    round(before),
-                    round(after)
-                ),
-            };
-            if !passed.is_empty() {
-                why.push_str(&format!(
-                    "; skipped {} (no help in their last {} runs)",
-                    passed.join(", "),
-                    self.config.skip_after
-                ));
-            }
-            return Some(self.start(next, value, now, why));
-        }
-        // Every rung tried (or skipped) in this episode.
-        let episode = self.episode.as_mut().expect("episode");
-        if above_limit && !episode.exhausted {
-            episode.exhausted = true;
-            self.exhausted += 1;
-            let message = format!(
-                "budget {}: every rung of the ladder ({}) was tried in episode {} and {} = {} is still above limit {}: nothing left to try",
-                self.name,
-                self.rungs
-                    .iter()
-                    .map(|r| r.strategy.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" → "),
-                episode.id,
-                self.config.signal,
-                round(value),
-                self.config.limit
-            );
-            notes.push(Note::Exhausted(Exhaustion {
-                budget: self.name.clone(),
-                episode: episode.id,
-                value,
-                limit: self.config.limit,
-                at: SystemTime::now(),
-                message,
-            }));
-        }
-        for rung in 0..=top {
-            let episode = self.episode.as_ref().expect("episode");
-            if episode.skip[rung] != Some(true) && cooled(episode, rung) {
-                let why = format!(
-                    "{}: every rung tried in episode {}; rung {} of {} again after its cooldown ({})",
-                    describe(value, self),
-                    episode.id,
-                    rung + 1,
-                    top + 1,
-                    perfpilot_strategies::duration::format(cooldown)
-                );
-                return Some(self.start(rung, value, now, why));
-            }
-        }
-        let episode = self.episode.as_mut().expect("episode");
-        if !episode.waiting {
-            episode.waiting = true;
-            let next = episode
-                .last_run
-                .iter()
-                .zip(&episode.skip)
-                .filter(|(_, skip)| **skip != Some(true))
-                .filter_map(|(last, _)| *last)
-                .map(|last| (last + cooldown).saturating_duration_since(now))
-                .min();
-            notes.push(Note::Waiting {
-                why: format!(
-                    "every rung tried in episode {} and {} = {} is still above goal {}: waiting{}",
-                    episode.id,
-                    self.config.signal,
-                    round(value),
-                    self.config.goal,
-                    next.map_or(String::new(), |d| format!(
-                        " {:.1} s for the next rung's cooldown",
-                        d.as_secs_f64()
-                    ))
-                ),
-            });
-        }
-        None
+        let mut episode = self.episode.take()?;
+        let decision = self.decide(&mut episode, value, now, notes);
+        let run = self.apply(&mut episode, decision, value, now, notes);
+        self.episode = Some(episode);
+        run
     }
 
-    fn start(&mut self, rung: usize, value: f64, now: Instant, why: String) -> RungRun {
-        let episode = self.episode.as_mut().expect("episode");
+    fn start(
+        &mut self,
+        episode: &mut Episode,
+        rung: usize,
+        value: f64,
+        now: Instant,
+        why: String,
+    ) -> RungRun {
         episode.pending = Some(Pending {
             rung,
             before: value,
@@ -877,10 +719,6 @@ pub struct RungView {
     pub runs_per_minute: Option<f64>,
     /// Skipped for now: no help in its last `skip_after` runs.
     pub skipped: bool,
-}
-
-fn round(value: f64) -> f64 {
-    (value * 10_000.0).round() / 10_000.0
 }
 
 #[cfg(test)]
