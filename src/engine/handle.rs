@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::{OptimizeError, Reconfiguration, StrategyChanges, View};
 use crate::events::Event;
 use crate::history::OptimizationRecord;
-use crate::prometheus::Telemetry;
 
 pub(super) enum Command {
     Optimize {
@@ -33,7 +32,6 @@ pub struct EngineHandle {
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) view: watch::Receiver<Arc<View>>,
     pub(super) events: broadcast::Sender<Event>,
-    pub(super) telemetry: Arc<Telemetry>,
     pub(super) stopping: CancellationToken,
 }
 
@@ -114,11 +112,6 @@ impl EngineHandle {
     /// A receiver of the engine's events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
-    }
-
-    /// The Prometheus metrics that follow the engine's published view and events.
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
     }
 
     /// Resolves once the engine has been told to stop (event streams end then).

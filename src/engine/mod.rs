@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Budget, BudgetConfig};
 use crate::events::Event;
 use crate::history::{BudgetStep, History, OptimizationRecord, Prediction};
-use crate::prometheus::Telemetry;
 use crate::sample::{TargetHandle, WatchHandle};
 use crate::trigger::backoff::{BackoffPolicy, FailureBackoff};
 use crate::trigger::cadence::AdaptiveSampling;
@@ -261,8 +260,6 @@ pub(crate) fn spawn_on(
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(engine.build_view()));
     engine.view = Some(view_tx);
-    // Telemetry observes what the engine publishes; the engine does not call it.
-    let telemetry = Telemetry::follow(&engine.settings.worker, view_rx.clone(), events.subscribe());
     // The next sample is one interval after this first one.
     let next_tick = engine.clock.now() + engine.settings.interval.current();
     let task = tokio::spawn(engine.run(commands_rx, shutdown.clone(), next_tick));
@@ -271,7 +268,6 @@ pub(crate) fn spawn_on(
             commands: commands_tx,
             view: view_rx,
             events,
-            telemetry,
             stopping: shutdown,
         },
         task,
