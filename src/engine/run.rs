@@ -26,8 +26,8 @@ impl Engine {
     ) {
         let watch = self.settings.watch.clone();
         // The sample in progress, and whether it is the scheduled one (not a fast watch's
-        // wake): its /proc reads block, so it runs on the blocking pool and the runtime's
-        // workers (the API) go on meanwhile.
+        // wake): its /proc reads block, so the executor takes it (tokio's blocking pool in
+        // production) and the runtime's workers (the API) go on meanwhile.
         let mut sampling: Option<(Pending<Result<Snapshot, TaskFailure>>, bool)> = None;
         let executor = Arc::clone(&self.executor);
         let sample = |source: &SharedSource| executor.sample(Arc::clone(source));
@@ -57,15 +57,7 @@ impl Engine {
                 // A crossing seen between samples: sample and evaluate now. The fixed-rate
                 // ticks go on as planned.
                 () = woken(watch.as_ref()) => {
-                    self.wake_pending = self.running.is_some();
-                    for (signal, mode) in watch.as_ref().map(WatchHandle::take_crossings).unwrap_or_default() {
-                        let how = match mode {
-                            WatchMode::Poll => "poll",
-                            WatchMode::PsiTrigger => "psi",
-                        };
-                        debug!(%signal, how, "fast watch: threshold crossed, sampling now");
-                        *self.watch_wakes.entry((signal, how)).or_default() += 1;
-                    }
+                    self.note_wake(watch.as_ref());
                     if sampling.is_none() {
                         sampling = Some((sample(&self.source), false));
                     }
@@ -74,36 +66,60 @@ impl Engine {
                     if sampling.is_some() =>
                 {
                     let (_, scheduled) = sampling.take().expect("guarded by is_some");
-                    match sampled {
-                        Ok(snapshot) => {
-                            self.sampling_error = None;
-                            self.tick(snapshot);
-                        }
-                        Err(e) => {
-                            error!(%e, "sampling failed");
-                            self.sampling_error = Some(e.reason());
-                            self.publish();
-                        }
+                    self.sampled(sampled);
+                    if scheduled {
+                        // Fixed rate: the time a tick takes (and the timer's millisecond
+                        // rounding) does not push later ticks back; after a stall, one tick at
+                        // once.
+                        next_tick = (next_tick + self.settings.interval.current()).max(self.clock.now());
                     }
-                    if !scheduled {
-                        continue;
-                    }
-                    // Fixed rate: the time a tick takes (and the timer's millisecond rounding)
-                    // does not push later ticks back; after a stall, one tick at once.
-                    next_tick = (next_tick + self.settings.interval.current()).max(self.clock.now());
                 }
                 _ = self.clock.sleep_until(next_tick), if sampling.is_none() => {
                     sampling = Some((sample(&self.source), true));
                 }
             }
         }
+        self.drain().await;
+    }
+
+    /// Counts the crossings the fast watch reports, by signal and how it saw them; a batch
+    /// running now is evaluated again when it ends.
+    fn note_wake(&mut self, watch: Option<&WatchHandle>) {
+        self.wake_pending = self.running.is_some();
+        for (signal, mode) in watch.map(WatchHandle::take_crossings).unwrap_or_default() {
+            let how = match mode {
+                WatchMode::Poll => "poll",
+                WatchMode::PsiTrigger => "psi",
+            };
+            debug!(%signal, how, "fast watch: threshold crossed, sampling now");
+            *self.watch_wakes.entry((signal, how)).or_default() += 1;
+        }
+    }
+
+    /// A sample came back: evaluated, or its failure published.
+    fn sampled(&mut self, sampled: Result<Snapshot, TaskFailure>) {
+        match sampled {
+            Ok(snapshot) => {
+                self.sampling_error = None;
+                self.tick(snapshot);
+            }
+            Err(e) => {
+                error!(%e, "sampling failed");
+                self.sampling_error = Some(e.reason());
+                self.publish();
+            }
+        }
+    }
+
+    /// At shutdown: lets a running batch finish, and publishes the runs no sample will judge
+    /// any more as they are (`helped` unknown).
+    async fn drain(&mut self) {
         if self.running.is_some() {
             info!("shutting down: waiting for the running optimization to finish");
             if let Some(batch) = self.batch.take() {
                 self.finish_batch(batch.await);
             }
         }
-        // Runs no sample will judge any more are published as they are (`helped` unknown).
         for unjudged in std::mem::take(&mut self.unjudged) {
             let _ = self
                 .events
@@ -111,6 +127,8 @@ impl Engine {
         }
     }
 
+    /// Evaluates every trigger and budget on a new sample, judges the runs it settles and
+    /// starts what fired (single flight).
     pub(super) fn tick(&mut self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
         self.note_oom_kills(&snapshot);
