@@ -21,6 +21,7 @@ use crate::events::Event;
 use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
+use crate::prometheus::Telemetry;
 use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
 use crate::sample::{FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec};
 use crate::worker::WorkerIdentity;
@@ -509,8 +510,11 @@ impl AgentBuilder {
             source,
             shutdown.clone(),
         );
+        // The metrics follow what the engine publishes; the engine does not know them.
+        let telemetry = Telemetry::follow(worker.label(), engine.watch(), engine.subscribe());
         let reloader = Arc::new(Reloader::new(
             engine.clone(),
+            Arc::clone(&telemetry),
             config.clone(),
             self.config_source,
             builder_strategies,
@@ -534,6 +538,7 @@ impl AgentBuilder {
                     strategy_count,
                 ),
                 reloader: Some(Arc::clone(&reloader)),
+                telemetry: Some(telemetry),
                 ..ApiSettings::new(worker.json())
             },
         );

@@ -41,6 +41,7 @@ use tokio::sync::Semaphore;
 use crate::config::RateLimitConfig;
 use crate::engine::{EngineHandle, OptimizeError};
 use crate::history::OptimizationRecord;
+use crate::prometheus::Telemetry;
 use crate::sample::{TargetHandle, TargetStatus};
 
 use self::document::{rfc3339, MetricsDocument};
@@ -76,6 +77,10 @@ pub struct ApiSettings {
     /// What `POST /config/reload` calls, and whose status `config` in
     /// `/performance-metrics` shows; `None`: the route answers 409 and there is no `config`.
     pub reloader: Option<Arc<crate::reload::Reloader>>,
+    /// What `/metrics` serves: the agent's metrics, which follow the engine's published view
+    /// and events. `None` (a router built on its own): metrics that follow `engine` from the
+    /// router's creation, labelled with `worker_id`.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl ApiSettings {
@@ -103,6 +108,7 @@ impl ApiSettings {
                 perfpilot_strategies::builtins::BUILTINS.len(),
             ),
             reloader: None,
+            telemetry: None,
         }
     }
 
@@ -124,6 +130,8 @@ struct ApiState(Arc<SharedState>);
 struct SharedState {
     engine: EngineHandle,
     settings: Arc<ApiSettings>,
+    /// What `/metrics` serves.
+    telemetry: Arc<Telemetry>,
     event_clients: Arc<Semaphore>,
     /// `GET /openapi.json`, rendered on its first request for the strategy names then known
     /// (and again after a reload changed them), with its gzip form.
@@ -184,6 +192,13 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     let settings = Arc::new(settings);
     let state = ApiState(Arc::new(SharedState {
         openapi: std::sync::Mutex::new(None),
+        telemetry: settings.telemetry.clone().unwrap_or_else(|| {
+            let label = match &settings.worker_id {
+                Value::String(label) => label.clone(),
+                other => other.to_string(),
+            };
+            Telemetry::follow(&label, engine.watch(), engine.subscribe())
+        }),
         engine,
         event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
         settings: Arc::clone(&settings),
@@ -327,7 +342,7 @@ async fn prometheus_metrics(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("application/openmetrics-text"));
-    let telemetry = state.engine.telemetry();
+    let telemetry = &state.telemetry;
     let (content_type, text) = if wants_openmetrics {
         (
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -35,6 +35,7 @@
 
 mod adaptive;
 pub mod config;
+mod decision;
 pub mod guard;
 pub mod urgency;
 pub mod verdict;
@@ -473,17 +474,20 @@ impl Budget {
         }
         self.note_peak(value, &mut step);
         self.judge_if_settled(value, now, true, &mut step);
-        let episode = self.episode.as_mut().expect("an episode runs here");
+        // Started above unless the sample is calm and none ran.
+        let Some(episode) = self.episode.as_mut() else {
+            return step;
+        };
         if calm_sample {
             episode.calm += 1;
             if episode.calm >= self.config.calm && episode.pending.is_none() {
-                let episode = self.episode.take().expect("an episode runs here");
                 step.notes.push(Note::EpisodeEnded {
                     episode: episode.id,
                     duration: now.saturating_duration_since(episode.started),
                 });
+                let calm = episode.peak <= self.config.limit && !episode.killed;
+                self.episode = None;
                 if let Some(adaptive) = &mut self.adaptive {
-                    let calm = episode.peak <= self.config.limit && !episode.killed;
                     if calm && adaptive.guard.calm_episode() {
                         step.notes.push(goal_moved(adaptive, &self.config));
                     }
@@ -607,29 +611,7 @@ impl Budget {
         step: &mut Step,
     ) {
         self.episodes += 1;
-        let goal = self.goal();
-        let urgency = self.adaptive.as_ref().and_then(|a| a.urgency);
-        let reason = match (forecasting && value <= goal, self.forecast_seconds) {
-            _ if urgent && value <= goal => format!(
-                "{} = {} under goal {}: urgency, {}",
-                self.config.signal,
-                round(value),
-                round(goal),
-                urgency.map_or(String::new(), |u| u.to_string())
-            ),
-            (true, Some(seconds)) => format!(
-                "{} = {} predicted to cross limit {} in {seconds:.1} s",
-                self.config.signal,
-                round(value),
-                self.config.limit
-            ),
-            _ => format!(
-                "{} = {} above goal {}",
-                self.config.signal,
-                round(value),
-                round(goal)
-            ),
-        };
+        let reason = self.episode_reason(value, forecasting, urgent);
         if let Some(adaptive) = &mut self.adaptive {
             adaptive.guard.episode_started();
         }
@@ -733,11 +715,11 @@ impl Budget {
     }
 
     /// Whether to skip `rung` in this episode: decided once per episode, when first reached.
-    fn skipped(&mut self, rung: usize, notes: &mut Vec<Note>) -> bool {
-        let episode = self.episode.as_mut().expect("an episode runs here");
+    fn skipped(&mut self, episode: &mut Episode, rung: usize, notes: &mut Vec<Note>) -> bool {
         if let Some(skip) = episode.skip[rung] {
             return skip;
         }
+        let why = self.skip_why();
         let state = &mut self.rungs[rung];
         let skip = if state.ineffective(self.config.skip_after) {
             state.skipped_episodes += 1;
@@ -748,10 +730,7 @@ impl Budget {
                 notes.push(Note::Skipped {
                     rung,
                     strategy: state.strategy.clone(),
-                    why: format!(
-                        "skipped: did not help in its last {} runs (retried every {} episodes)",
-                        self.config.skip_after, self.config.retry_every
-                    ),
+                    why,
                 });
                 true
             }
@@ -762,178 +741,19 @@ impl Budget {
         skip
     }
 
+    /// The rung to run now in the running episode (none pending), if any: decided
+    /// ([`Budget::decide`]) and applied ([`Budget::apply`]).
     fn choose(&mut self, value: f64, now: Instant, notes: &mut Vec<Note>) -> Option<RungRun> {
-        let top = self.rungs.len() - 1;
-        let above_limit = value > self.config.limit;
-        let cooldown = self.config.cooldown;
-        let cooled = |episode: &Episode, rung: usize| {
-            episode.last_run[rung]
-                .is_none_or(|last| now.saturating_duration_since(last) >= cooldown)
-        };
-        let describe = |value: f64, this: &Self| {
-            let place = match BudgetState::of(value, this.goal(), this.config.limit) {
-                BudgetState::AboveLimit => format!("above limit {}", this.config.limit),
-                BudgetState::AboveGoal => format!("above goal {}", round(this.goal())),
-                BudgetState::InBand if this.forecast_seconds.is_none() => {
-                    format!("under goal {}, urgent", round(this.goal()))
-                }
-                BudgetState::InBand => format!(
-                    "predicted to cross limit {} in {:.1} s",
-                    this.config.limit,
-                    this.forecast_seconds.unwrap_or(0.0)
-                ),
-            };
-            format!("{} = {} {place}", this.config.signal, round(value))
-        };
-        // Above limit with `at_limit = "top"`: the highest rung not skipped and cooled down.
-        if above_limit && self.config.at_limit == AtLimit::Top && !self.kill_line() {
-            for rung in (0..=top).rev() {
-                let episode = self.episode.as_ref().expect("an episode runs here");
-                if episode.rung == Some(rung) && episode.pending.is_some() {
-                    break;
-                }
-                if !self.skipped(rung, notes)
-                    && cooled(self.episode.as_ref().expect("episode"), rung)
-                {
-                    let why = format!(
-                        "{}: at_limit = \"top\", straight to rung {} of {}",
-                        describe(value, self),
-                        rung + 1,
-                        top + 1
-                    );
-                    return Some(self.start(rung, value, now, why));
-                }
-            }
-        }
-        // Climb: the next rung not skipped.
-        let mut passed = Vec::new();
-        loop {
-            let next = self.episode.as_ref().expect("episode").next;
-            if next > top {
-                break;
-            }
-            let episode = self.episode.as_mut().expect("episode");
-            episode.next += 1;
-            if episode.last_run[next].is_some() {
-                // Already run in this episode (a jump to the top): tried.
-                continue;
-            }
-            if self.skipped(next, notes) {
-                passed.push(self.rungs[next].strategy.clone());
-                continue;
-            }
-            if let Some((to, why)) = self.skip_to(next, value) {
-                let episode = self.episode.as_mut().expect("episode");
-                episode.next = to + 1;
-                let why = format!("{}: {why}", describe(value, self));
-                return Some(self.start(to, value, now, why));
-            }
-            let episode = self.episode.as_ref().expect("episode");
-            let mut why = match episode.judged {
-                None => format!(
-                    "{}: episode {} starts at rung {} of {}",
-                    describe(value, self),
-                    episode.id,
-                    next + 1,
-                    top + 1
-                ),
-                Some((rung, before, after, helped)) => format!(
-                    "{}: climbed to rung {} of {}, {} {} ({} → {})",
-                    describe(value, self),
-                    next + 1,
-                    top + 1,
-                    self.rungs[rung].strategy,
-                    match helped {
-                        Some(true) => "helped but not enough",
-                        Some(false) => "did not help",
-                        None => "was not run (dry run)",
-                    },
-                    round(before),
-                    round(after)
-                ),
-            };
-            if !passed.is_empty() {
-                why.push_str(&format!(
-                    "; skipped {} (no help in their last {} runs)",
-                    passed.join(", "),
-                    self.config.skip_after
-                ));
-            }
-            return Some(self.start(next, value, now, why));
-        }
-        // Every rung tried (or skipped) in this episode.
-        let episode = self.episode.as_mut().expect("episode");
-        if above_limit && !episode.exhausted {
-            episode.exhausted = true;
-            self.exhausted += 1;
-            let message = format!(
-                "budget {}: every rung of the ladder ({}) was tried in episode {} and {} = {} is still above limit {}: nothing left to try",
-                self.name,
-                self.rungs
-                    .iter()
-                    .map(|r| r.strategy.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" → "),
-                episode.id,
-                self.config.signal,
-                round(value),
-                self.config.limit
-            );
-            notes.push(Note::Exhausted(Exhaustion {
-                budget: self.name.clone(),
-                episode: episode.id,
-                value,
-                limit: self.config.limit,
-                at: SystemTime::now(),
-                message,
-            }));
-        }
-        for rung in 0..=top {
-            let episode = self.episode.as_ref().expect("episode");
-            if episode.skip[rung] != Some(true) && cooled(episode, rung) {
-                let why = format!(
-                    "{}: every rung tried in episode {}; rung {} of {} again after its cooldown ({})",
-                    describe(value, self),
-                    episode.id,
-                    rung + 1,
-                    top + 1,
-                    perfpilot_strategies::duration::format(cooldown)
-                );
-                return Some(self.start(rung, value, now, why));
-            }
-        }
-        let episode = self.episode.as_mut().expect("episode");
-        if !episode.waiting {
-            episode.waiting = true;
-            let next = episode
-                .last_run
-                .iter()
-                .zip(&episode.skip)
-                .filter(|(_, skip)| **skip != Some(true))
-                .filter_map(|(last, _)| *last)
-                .map(|last| (last + cooldown).saturating_duration_since(now))
-                .min();
-            notes.push(Note::Waiting {
-                why: format!(
-                    "every rung tried in episode {} and {} = {} is still above goal {}: waiting{}",
-                    episode.id,
-                    self.config.signal,
-                    round(value),
-                    self.config.goal,
-                    next.map_or(String::new(), |d| format!(
-                        " {:.1} s for the next rung's cooldown",
-                        d.as_secs_f64()
-                    ))
-                ),
-            });
-        }
-        None
+        let mut episode = self.episode.take()?;
+        let decision = self.decide(&mut episode, value, now, notes);
+        let run = self.apply(&mut episode, decision, value, now, notes);
+        self.episode = Some(episode);
+        run
     }
 
     /// Adaptive: the rung a climb to `next` skips to on learned relief, with why.
-    fn skip_to(&self, next: usize, value: f64) -> Option<(usize, String)> {
+    fn skip_to(&self, episode: &Episode, next: usize, value: f64) -> Option<(usize, String)> {
         let adaptive = self.adaptive.as_ref()?;
-        let episode = self.episode.as_ref()?;
         let tracks: Vec<(String, Track)> = self
             .rungs
             .iter()
@@ -949,8 +769,14 @@ impl Budget {
         )
     }
 
-    fn start(&mut self, rung: usize, value: f64, now: Instant, why: String) -> RungRun {
-        let episode = self.episode.as_mut().expect("episode");
+    fn start(
+        &mut self,
+        episode: &mut Episode,
+        rung: usize,
+        value: f64,
+        now: Instant,
+        why: String,
+    ) -> RungRun {
         episode.pending = Some(Pending {
             rung,
             before: value,
@@ -1159,10 +985,6 @@ pub struct RungView {
     pub runs_per_minute: Option<f64>,
     /// Skipped for now: no help in its last `skip_after` runs.
     pub skipped: bool,
-}
-
-fn round(value: f64) -> f64 {
-    (value * 10_000.0).round() / 10_000.0
 }
 
 /// The note for a move of the guard band.

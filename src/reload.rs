@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use crate::api::document::rfc3339;
 use crate::config::{self, Config, Loaded, Overrides};
 use crate::engine::{EngineHandle, EngineSettings, Reconfiguration, StrategyChanges};
+use crate::prometheus::Telemetry;
 use crate::sample::TargetHandle;
 
 /// Configuration keys (and sections) read only at start: a reload keeps their running value
@@ -167,6 +168,8 @@ pub enum ReloadError {
 /// serialized: one at a time.
 pub struct Reloader {
     engine: EngineHandle,
+    /// Counts reloads and failed ones.
+    telemetry: Arc<Telemetry>,
     source: Option<ConfigSource>,
     builder_strategies: Vec<Registered>,
     target: Option<TargetHandle>,
@@ -194,6 +197,7 @@ impl Reloader {
     /// code, not in the file) stay registered across reloads.
     pub(crate) fn new(
         engine: EngineHandle,
+        telemetry: Arc<Telemetry>,
         config: Config,
         source: Option<ConfigSource>,
         builder_strategies: Vec<Registered>,
@@ -215,6 +219,7 @@ impl Reloader {
         };
         Reloader {
             engine,
+            telemetry,
             watch_enabled: AtomicBool::new(config.watch_config),
             watch_changed: tokio::sync::Notify::new(),
             running: tokio::sync::Mutex::new(config),
@@ -307,7 +312,7 @@ impl Reloader {
                 failed_reloads: status.failed_reloads,
             });
         }
-        self.engine.telemetry().observe_reload(true);
+        self.telemetry.observe_reload(true);
         info!(
             reason,
             source = %source,
@@ -345,7 +350,7 @@ impl Reloader {
             next.failed_reloads += 1;
             *status = Arc::new(next);
         }
-        self.engine.telemetry().observe_reload(false);
+        self.telemetry.observe_reload(false);
         ReloadError::Invalid(error)
     }
 

@@ -39,6 +39,7 @@ struct Budgeted {
     memory: Memory,
     runs: Vec<Arc<AtomicU32>>,
     handle: EngineHandle,
+    telemetry: Arc<crate::prometheus::Telemetry>,
     _shutdown: tokio_util::sync::DropGuard,
 }
 
@@ -94,6 +95,7 @@ fn start_budget(
     Budgeted {
         memory,
         runs: counters,
+        telemetry: super::tests::follow(&handle),
         handle,
         _shutdown: shutdown.drop_guard(),
     }
@@ -259,7 +261,7 @@ async fn a_ladder_that_runs_out_above_the_limit_is_exhausted_with_an_event_and_a
         Event::BudgetExhausted(exhaustion).name(),
         "budget-exhausted"
     );
-    let metrics = b.handle.telemetry().encode_prometheus_text().unwrap();
+    let metrics = b.telemetry.encode_prometheus_text().unwrap();
     assert!(
         metrics.contains(
             "perfpilot_budget_exhausted_total{worker=\"engine-test\",budget=\"memory\"} 1"

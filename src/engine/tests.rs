@@ -7,6 +7,7 @@ use perfpilot_strategies::{StrategyError, TriggerSpec};
 use tokio::sync::Semaphore;
 
 use super::*;
+use crate::prometheus::Telemetry;
 
 /// Signal values the test sets by hand, and a steady leak on the (paused) tokio clock.
 #[derive(Clone, Default)]
@@ -127,8 +128,16 @@ struct Harness {
     script: Script,
     runs: Arc<AtomicU32>,
     handle: EngineHandle,
+    /// The metrics following the engine from its start, as the agent creates them.
+    telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Metrics that follow `handle` from now on, labelled `engine-test` (the agent creates its
+/// own the same way). Called before the test yields, they see every event.
+pub(super) fn follow(handle: &EngineHandle) -> Arc<Telemetry> {
+    Telemetry::follow("engine-test", handle.watch(), handle.subscribe())
 }
 
 fn settings() -> EngineSettings {
@@ -160,6 +169,7 @@ fn start(behaviour: Behaviour, trigger: TriggerSpec, settings: EngineSettings) -
         start,
         script,
         runs,
+        telemetry: follow(&handle),
         handle,
         shutdown,
         task,
@@ -774,7 +784,7 @@ async fn a_crossing_seen_by_the_fast_watch_is_acted_on_before_the_next_tick() {
     .expect("waited 1 s (paused clock, the interval is 60 s) for the run the wake starts");
     assert_eq!(h.handle.view().recent[0].strategy, "test-strategy");
     assert_eq!(h.runs.load(Ordering::SeqCst), 1);
-    let metrics = h.handle.telemetry().encode_prometheus_text().unwrap();
+    let metrics = h.telemetry.encode_prometheus_text().unwrap();
     assert!(
         metrics.contains(
             "perfpilot_fast_watch_wakes_total{worker=\"engine-test\",signal=\"memory_usage\",how=\"poll\"} 1"
@@ -807,6 +817,7 @@ async fn a_rise_of_the_oom_kill_count_is_an_oom_kill_event_and_counted() {
         Box::new(Kills(Arc::clone(&kills))),
         CancellationToken::new(),
     );
+    let telemetry = follow(&handle);
     let mut events = handle.subscribe();
     kills.store(3, Ordering::SeqCst);
     let kill = tokio::time::timeout(Duration::from_secs(5), async {
@@ -820,7 +831,7 @@ async fn a_rise_of_the_oom_kill_count_is_an_oom_kill_event_and_counted() {
     .expect("waited 5 s (paused clock, 1 s interval) for the oom-kill event");
     assert_eq!((kill.new_kills, kill.oom_kills), (1, 3));
     assert_eq!(kill.memory_usage_before, Some(0.99));
-    let metrics = handle.telemetry().encode_prometheus_text().unwrap();
+    let metrics = telemetry.encode_prometheus_text().unwrap();
     assert!(
         metrics.contains("perfpilot_oom_kill_events_total{worker=\"engine-test\"} 1"),
         "{metrics}"

@@ -1,0 +1,226 @@
+//! Budgets on the engine's side: each budget's ladder resolved to registered strategies,
+//! fed every regular sample (and the fast watch's crossings), its notes logged and its
+//! exhaustion published; kept across a reload when its configuration is unchanged.
+
+use std::sync::Arc;
+
+use perfpilot_strategies::{MemoryLimitSource, Signal, Snapshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{BudgetSlot, Engine, ResetError, Slot};
+use crate::budget::{Budget, BudgetConfig, Note, ReactionTuning, RungRun};
+use crate::events::Event;
+
+/// Resolves each budget's ladder to registered strategies; a rung naming none is left out
+/// (with a warning), and a budget left without rungs too.
+pub(super) fn build_budgets(
+    configs: &[(String, BudgetConfig)],
+    reaction: ReactionTuning,
+    slots: &[Slot],
+) -> Vec<BudgetSlot> {
+    let mut budgets = Vec::new();
+    for (name, config) in configs {
+        let mut rungs = Vec::new();
+        for rung in &config.ladder {
+            match slots.iter().position(|slot| slot.strategy.answers_to(rung)) {
+                Some(index) => rungs.push(index),
+                None => {
+                    warn!(budget = %name, rung = %rung, "budget rung names no registered strategy: left out")
+                }
+            }
+        }
+        if rungs.is_empty() {
+            warn!(budget = %name, "budget has no registered rung: not held");
+            continue;
+        }
+        let ladder: Vec<String> = rungs
+            .iter()
+            .map(|&index| slots[index].strategy.name().to_owned())
+            .collect();
+        info!(budget = %name, signal = %config.signal, goal = config.goal, limit = config.limit, ladder = %ladder.join(" → "), at_limit = %config.at_limit, "budget held with a ladder (climbed in this order)");
+        budgets.push(BudgetSlot {
+            budget: Budget::new(name.clone(), config.clone(), ladder).with_reaction(reaction),
+            rungs,
+        });
+    }
+    budgets
+}
+
+impl Engine {
+    /// Feeds every budget this sample; returns the rungs to run now as (budget index, slot
+    /// index, run). At most one budget starts a rung per sample (single flight: the others
+    /// choose again at the next sample).
+    pub(super) fn observe_budgets(
+        &mut self,
+        snapshot: &Snapshot,
+        now: Instant,
+        can_act: bool,
+    ) -> Vec<(usize, usize, RungRun)> {
+        let mut runs = Vec::new();
+        for index in 0..self.budgets.len() {
+            let slot = &mut self.budgets[index];
+            // A sample without a limit (the target gone) leaves the line as it was.
+            if snapshot.memory_limit_source.is_some() {
+                slot.budget
+                    .set_kill_line(is_kill_line(slot.budget.config(), snapshot));
+            }
+            let value = snapshot.signal(slot.budget.config().signal);
+            let step = slot
+                .budget
+                .observe(value, now.into_std(), can_act && runs.is_empty());
+            self.note_budget(index, &step.notes);
+            if let Some(run) = step.run {
+                runs.push((index, self.budgets[index].rungs[run.rung], run));
+            }
+        }
+        runs
+    }
+
+    /// Logs a budget's notes; an exhausted ladder is also an event and a counter.
+    pub(super) fn note_budget(&self, index: usize, notes: &[Note]) {
+        let budget = self.budgets[index].budget.name();
+        for note in notes {
+            match note {
+                Note::EpisodeStarted { episode, reason } => {
+                    info!(budget, episode, %reason, "budget episode started")
+                }
+                Note::Judged {
+                    strategy,
+                    helped,
+                    before,
+                    after,
+                    ..
+                } => {
+                    info!(budget, strategy = %strategy, helped = ?helped, before, after, "budget rung judged")
+                }
+                Note::Skipped { strategy, why, .. } => {
+                    info!(budget, strategy = %strategy, %why, "budget rung skipped")
+                }
+                Note::Waiting { why } => info!(budget, %why, "budget waiting"),
+                Note::GoalMoved {
+                    effective,
+                    configured,
+                    why,
+                } => {
+                    warn!(budget, effective, configured, %why, "budget's guard band moved its goal")
+                }
+                Note::Exhausted(exhaustion) => {
+                    warn!(budget, episode = exhaustion.episode, value = exhaustion.value, limit = exhaustion.limit, message = %exhaustion.message, "budget exhausted");
+                    let _ = self
+                        .events
+                        .send(Event::BudgetExhausted(Arc::new(exhaustion.clone())));
+                }
+                Note::EpisodeEnded { episode, duration } => {
+                    info!(
+                        budget,
+                        episode,
+                        duration_s = duration.as_secs_f64(),
+                        "budget episode ended: back under goal"
+                    )
+                }
+            }
+        }
+    }
+
+    /// The target was OOM-killed (`how`: what the count did): every budget on
+    /// `memory_usage` learns from it (its guard band).
+    pub(super) fn budgets_oom_killed(&mut self, how: &str) {
+        for index in 0..self.budgets.len() {
+            let budget = &mut self.budgets[index].budget;
+            if budget.config().signal != Signal::MemoryUsage {
+                continue;
+            }
+            if let Some(note) = budget.oom_killed(how) {
+                self.note_budget(index, &[note]);
+            }
+        }
+    }
+
+    /// Resets the learned reaction state of one budget or all.
+    pub(super) fn reset_learning(&mut self, name: Option<&str>) -> Result<Vec<String>, ResetError> {
+        let chosen: Vec<usize> = match name {
+            None => (0..self.budgets.len()).collect(),
+            Some(name) => match self.budgets.iter().position(|b| b.budget.name() == name) {
+                Some(index) => vec![index],
+                None => {
+                    return Err(ResetError::UnknownBudget {
+                        given: name.to_owned(),
+                        known: self
+                            .budgets
+                            .iter()
+                            .map(|b| b.budget.name().to_owned())
+                            .collect(),
+                    })
+                }
+            },
+        };
+        let mut reset = Vec::new();
+        for index in chosen {
+            let budget = &mut self.budgets[index].budget;
+            budget.reset_learning();
+            info!(
+                budget = budget.name(),
+                "budget's learned reaction state reset"
+            );
+            reset.push(budget.name().to_owned());
+        }
+        Ok(reset)
+    }
+
+    /// A crossing reported by the fast watch.
+    pub(super) fn crossing(&mut self, name: &str, value: f64) {
+        let Some(index) = self.budgets.iter().position(|b| b.budget.name() == name) else {
+            debug!(budget = name, "crossing reported for an unknown budget");
+            return;
+        };
+        let now = self.clock.now();
+        let quiet = self.quiet_until.is_some_and(|until| now < until);
+        let can_act = self.settings.enabled && self.running.is_none() && !quiet;
+        let step = self.budgets[index]
+            .budget
+            .crossing(value, now.into_std(), can_act);
+        self.note_budget(index, &step.notes);
+        if let Some(run) = step.run {
+            let slot = self.budgets[index].rungs[run.rung];
+            let mut planned = self.plan_rung(index, slot, run, now);
+            planned.before = Some(value);
+            self.start_batch(vec![planned], None);
+        }
+        self.publish();
+    }
+
+    /// Tells a budget that its rung finished (`acted`: `None` in a dry run).
+    pub(super) fn rung_finished(&mut self, budget: usize, rung: usize, acted: Option<bool>) {
+        if let Some(slot) = self.budgets.get_mut(budget) {
+            slot.budget
+                .finished(rung, acted, self.clock.now().into_std());
+        }
+    }
+
+    /// After a reload: the budgets of the new settings over the new strategy slots; a budget
+    /// that keeps its name and its configuration keeps its episode, history and learning.
+    pub(super) fn rebuild_budgets(&mut self) {
+        let mut previous = std::mem::take(&mut self.budgets);
+        let mut budgets =
+            build_budgets(&self.settings.budgets, self.settings.reaction, &self.slots);
+        for budget in &mut budgets {
+            if let Some(index) = previous.iter().position(|old| {
+                old.budget.name() == budget.budget.name()
+                    && old.budget.config() == budget.budget.config()
+                    && old.budget.reaction() == budget.budget.reaction()
+            }) {
+                budget.budget = previous.swap_remove(index).budget;
+            }
+        }
+        self.budgets = budgets;
+    }
+}
+
+/// Whether `config`'s limit is the target's cgroup limit, whose crossing kills it: the signal
+/// is `memory_usage`, its limit is the cgroup's, and the budget's limit is all of it.
+fn is_kill_line(config: &BudgetConfig, snapshot: &Snapshot) -> bool {
+    config.signal == Signal::MemoryUsage
+        && config.limit >= 1.0
+        && snapshot.memory_limit_source == Some(MemoryLimitSource::Cgroup)
+}

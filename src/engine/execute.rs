@@ -1,0 +1,183 @@
+//! The engine's blocking and long work: samples (their /proc reads block) and strategy runs
+//! (under a timeout, panics caught), handed to an [`Executor`] so the loop goes on meanwhile.
+//!
+//! In production that is [`TokioExecutor`]: samples on tokio's blocking pool, each strategy
+//! in its own task, a batch of runs in a task of its own. A replay provides an executor that
+//! runs the same work inline (`Box::pin(async move { Ok(source.sample()) })`, and the batch
+//! future returned as it is), so the same engine code runs on its virtual [`Clock`].
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use perfpilot_strategies::{Context, Outcome, Snapshot, Strategy};
+
+use super::clock::{Clock, Pending};
+use super::{FinishedRun, PlannedRun, SignalSource};
+
+/// The signal source, shared with the work that samples it.
+pub(crate) type SharedSource = Arc<Mutex<Box<dyn SignalSource>>>;
+
+/// Work the engine hands off, and how it comes back.
+pub(crate) trait Executor: Send + Sync + fmt::Debug + 'static {
+    /// Takes one sample from `source` without holding up the engine's loop.
+    fn sample(&self, source: SharedSource) -> Pending<Result<Snapshot, TaskFailure>>;
+
+    /// Runs one strategy under `timeout`; a panic, a timeout or an error becomes the error
+    /// text its record shows.
+    fn run(
+        &self,
+        strategy: Arc<dyn Strategy>,
+        context: Context,
+        timeout: Duration,
+    ) -> Pending<Result<Outcome, String>>;
+
+    /// Drives a batch of runs apart from the loop; dropping the returned future abandons it.
+    fn background(
+        &self,
+        batch: Pending<Vec<FinishedRun>>,
+    ) -> Pending<Result<Vec<FinishedRun>, TaskFailure>>;
+}
+
+/// Why handed-off work did not come back.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskFailure {
+    /// What happened, for the log.
+    pub(crate) description: String,
+    /// The panic's message, when it panicked.
+    pub(crate) panic: Option<String>,
+}
+
+impl TaskFailure {
+    /// What the view says: the panic's message, else what happened.
+    pub(crate) fn reason(self) -> String {
+        self.panic.unwrap_or(self.description)
+    }
+
+    fn of(error: tokio::task::JoinError) -> Self {
+        let description = error.to_string();
+        TaskFailure {
+            description,
+            panic: error.try_into_panic().ok().map(panic_message),
+        }
+    }
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// The production executor, on the tokio runtime the engine runs on.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TokioExecutor;
+
+impl Executor for TokioExecutor {
+    fn sample(&self, source: SharedSource) -> Pending<Result<Snapshot, TaskFailure>> {
+        // The sample runs off the runtime's workers: a sample that blocks leaves them free.
+        let task = tokio::task::spawn_blocking(move || lock(&source).sample());
+        Box::pin(async move { task.await.map_err(TaskFailure::of) })
+    }
+
+    fn run(
+        &self,
+        strategy: Arc<dyn Strategy>,
+        context: Context,
+        timeout: Duration,
+    ) -> Pending<Result<Outcome, String>> {
+        Box::pin(async move {
+            let task = tokio::spawn(async move { strategy.run(context).await });
+            let abort = task.abort_handle();
+            match tokio::time::timeout(timeout, task).await {
+                Ok(Ok(Ok(outcome))) => Ok(outcome),
+                Ok(Ok(Err(error))) => Err(error.to_string()),
+                Ok(Err(join_error)) if join_error.is_panic() => Err(format!(
+                    "strategy panicked: {}",
+                    panic_message(join_error.into_panic())
+                )),
+                Ok(Err(join_error)) => Err(format!("strategy task failed: {join_error}")),
+                Err(_) => {
+                    abort.abort();
+                    Err(format!(
+                        "strategy timed out after {} ms",
+                        timeout.as_millis()
+                    ))
+                }
+            }
+        })
+    }
+
+    fn background(
+        &self,
+        batch: Pending<Vec<FinishedRun>>,
+    ) -> Pending<Result<Vec<FinishedRun>, TaskFailure>> {
+        let task = AbortOnDrop(tokio::spawn(batch));
+        Box::pin(async move { task.await.map_err(TaskFailure::of) })
+    }
+}
+
+/// A task handle that aborts its task when dropped (an engine that ends abandons its batch).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs one planned strategy through `executor`, timed by `clock`. It takes no sample: the
+/// run is judged by the regular samples after it.
+pub(super) async fn execute(
+    planned: PlannedRun,
+    mut context: Context,
+    timeout: Duration,
+    clock: &dyn Clock,
+    executor: &dyn Executor,
+) -> FinishedRun {
+    context.level = planned.level;
+    context.kind = planned.kind;
+    let started_at = clock.wall();
+    let started = clock.now();
+    let result = executor
+        .run(Arc::clone(&planned.strategy), context, timeout)
+        .await;
+    let ended = clock.now();
+    FinishedRun {
+        planned,
+        started_at,
+        duration: ended - started,
+        ended,
+        result,
+    }
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+fn lock(source: &SharedSource) -> MutexGuard<'_, Box<dyn SignalSource>> {
+    // A panic while sampling poisons the lock; the source itself is still usable.
+    source
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
