@@ -229,9 +229,14 @@ impl Budget {
         let place = match BudgetState::of(value, self.goal(), self.config.limit) {
             BudgetState::AboveLimit => format!("above limit {}", self.config.limit),
             BudgetState::AboveGoal => format!("above goal {}", round(self.goal())),
-            BudgetState::InBand if self.forecast_seconds.is_none() => {
-                format!("under goal {}, urgent", round(self.goal()))
-            }
+            BudgetState::InBand if self.forecast_seconds.is_none() => format!(
+                "under goal {}, urgent ({})",
+                round(self.goal()),
+                self.adaptive
+                    .as_ref()
+                    .and_then(|a| a.urgency)
+                    .map_or(String::new(), |u| u.to_string())
+            ),
             BudgetState::InBand => format!(
                 "predicted to cross limit {} in {:.1} s",
                 self.config.limit,
