@@ -176,10 +176,7 @@ impl SharedState {
 pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     let access = Arc::new(access::Access::new(&settings));
     let guarded = |route: axum::routing::MethodRouter<ApiState>, class| {
-        route.route_layer(middleware::from_fn_with_state(
-            (Arc::clone(&access), class),
-            access::guard,
-        ))
+        route.route_layer(access::GuardLayer::new(Arc::clone(&access), class))
     };
     let mut optimize = post(performance_optimize);
     if let Some(limiter) = rate_limit::RateLimiter::new(settings.rate_limit) {
@@ -219,7 +216,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(settings, timeout::deadline))
+        .layer(timeout::DeadlineLayer::new(&settings))
         .with_state(state)
 }
 
