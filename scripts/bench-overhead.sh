@@ -11,6 +11,9 @@
 # and after, against elapsed / interval). interval-backoff is off for the load run so that the
 # interval stays 1 s (BENCH_KEEP_BACKOFF=1 keeps it on, as in the defaults).
 #
+# PERFPILOT_BIN=PATH measures that binary instead of building target/release/perfpilot (to
+# compare two builds in one sitting: run before and after in turn, alternating).
+#
 # Loopback only, bounded: each agent is stopped after its window, wrk runs for -d under
 # `timeout`, and whatever is still running is stopped on exit.
 set -euo pipefail
@@ -34,7 +37,13 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 . scripts/agent-lib.sh
 need_load_tools
 
-cargo build --release --quiet --bin perfpilot
+if [ -n "${PERFPILOT_BIN:-}" ]; then
+  [ -x "$PERFPILOT_BIN" ] || { echo "PERFPILOT_BIN=$PERFPILOT_BIN is not an executable file" >&2; exit 2; }
+  agent=$PERFPILOT_BIN
+else
+  cargo build --release --quiet --bin perfpilot
+  agent=./target/release/perfpilot
+fi
 
 stop_agent() {
   kill -TERM "$pid" 2>/dev/null || true
@@ -50,7 +59,7 @@ idle_rows=()
 idle_run() {
   local label=$1 cpu_budget=$2
   shift 2
-  start_announcing env "${idle_env[@]}" RUST_LOG=warn ./target/release/perfpilot run --listen 127.0.0.1:0 "$@"
+  start_announcing env "${idle_env[@]}" RUST_LOG=warn "$agent" run --listen 127.0.0.1:0 "$@"
   sleep 1 # start-up allocations and the first sample
   local t0 c0 t1 c1 rss
   t0=$(now)
@@ -83,7 +92,7 @@ idle_env=()
 echo "load: wrk -t2 -c32 -d${load}s on /performance-metrics" >&2
 env_args=()
 [ "${BENCH_KEEP_BACKOFF:-0}" = 1 ] || env_args+=(PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false)
-start_announcing env "${env_args[@]}" RUST_LOG=warn ./target/release/perfpilot run \
+start_announcing env "${env_args[@]}" RUST_LOG=warn "$agent" run \
   --listen 127.0.0.1:0 --interval 1s
 sleep 1
 samples_start=$(samples_total)
@@ -102,6 +111,7 @@ p50=$(awk '$1 == "50%" {print $2}' "$out/wrk.txt")
 p99=$(awk '$1 == "99%" {print $2}' "$out/wrk.txt")
 
 echo
+echo "Agent: $agent ($(stat -c %s "$agent") bytes)"
 echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r); load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| agent idle ${idle} s | RSS (VmRSS) | RSS budget 8 MiB | CPU (utime+stime) | CPU budget |"

@@ -153,3 +153,53 @@ fn expired(limit: Duration, optimize: bool) -> Response {
         .into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::body::{to_bytes, Body};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// What a route that never answers gives at `path` under a 1 s request deadline and a
+    /// 10 s optimize deadline, on tokio's paused clock; `None` if it still had not answered
+    /// after an hour.
+    async fn answer_of_a_stuck_route(path: &str) -> Option<(StatusCode, String)> {
+        let layer = DeadlineLayer {
+            request_timeout: Duration::from_secs(1),
+            optimize_timeout: Duration::from_secs(10),
+        };
+        let stuck =
+            tower::service_fn(|_: Request| std::future::pending::<Result<Response, Infallible>>());
+        let request = Request::get(path)
+            .body(Body::empty())
+            .expect("a valid request");
+        let answer = layer.layer(stuck).oneshot(request);
+        let response = tokio::time::timeout(Duration::from_secs(3600), answer)
+            .await
+            .ok()?
+            .expect("infallible");
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_request_gets_408_a_stuck_optimization_503_and_events_no_deadline() {
+        let (status, body) = answer_of_a_stuck_route("/performance-metrics")
+            .await
+            .expect("an answer at the deadline");
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(body, r#"{"error":"request not completed within 1000 ms"}"#);
+        let (status, body) = answer_of_a_stuck_route("/performance-optimize")
+            .await
+            .expect("an answer at the deadline");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("not done within 10000 ms"), "{body}");
+        assert_eq!(answer_of_a_stuck_route("/events").await, None);
+    }
+}
