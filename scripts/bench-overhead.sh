@@ -11,7 +11,7 @@
 # and after, against elapsed / interval). interval-backoff is off for the load run so that the
 # interval stays 1 s (BENCH_KEEP_BACKOFF=1 keeps it on, as in the defaults).
 #
-# PERFPILOT_BIN=PATH measures that binary instead of building target/release/perfpilot (to
+# BENCH_AGENT=PATH measures that binary instead of building target/release/perfpilot (to
 # compare two builds in one sitting: run before and after in turn, alternating).
 #
 # Loopback only, bounded: each agent is stopped after its window, wrk runs for -d under
@@ -37,9 +37,9 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 . scripts/agent-lib.sh
 need_load_tools
 
-if [ -n "${PERFPILOT_BIN:-}" ]; then
-  [ -x "$PERFPILOT_BIN" ] || { echo "PERFPILOT_BIN=$PERFPILOT_BIN is not an executable file" >&2; exit 2; }
-  agent=$PERFPILOT_BIN
+if [ -n "${BENCH_AGENT:-}" ]; then
+  [ -x "$BENCH_AGENT" ] || { echo "BENCH_AGENT=$BENCH_AGENT is not an executable file" >&2; exit 2; }
+  agent=$BENCH_AGENT
 else
   cargo build --release --quiet --bin perfpilot
   agent=./target/release/perfpilot

@@ -69,9 +69,10 @@ fn allocations_in<T>(work: impl FnOnce() -> T) -> (u64, T) {
 /// (their map, its growth, the matched path, the URL parameters and the clone of the URI it
 /// takes), one clone of the route's boxed service and one boxed future, the handler's boxed
 /// future, the boxed response body, the response's header map (two) and its
-/// `Content-Length`: 13. The access guard and the deadline add none; as `from_fn`
-/// middlewares each added boxed futures and a boxed clone of the rest of the stack, and axum
-/// clones every boxed layer under a boxed layer: 31 per request.
+/// `Content-Length`: 13. The access guard and the deadline add none. As `from_fn`
+/// middlewares (each a boxed future and a boxed clone of the rest of the stack, every
+/// `layer` call a boxed service that axum clones per request, and the handler cloning the
+/// request's headers) the route allocated 41 times per request.
 const MOST_ALLOCATIONS_PER_REQUEST: u64 = 13;
 
 #[tokio::test(flavor = "current_thread")]
