@@ -580,7 +580,7 @@ fn watch_specs(
         })
     });
     let budgets = budgets.values().filter_map(|budget| {
-        let watchable = perfpilot_strategies::TriggerSpec::WATCHABLE.contains(&budget.signal);
+        let watchable = budget.signal.row().watch.is_some();
         Some(WatchSpec {
             signal: budget.signal,
             thresholds: vec![budget.goal, budget.limit],

@@ -354,7 +354,7 @@ impl Config {
         problems.extend(self.target.problems());
         problems.extend(self.probe.problems());
         problems.extend(self.tuning.problems(self.interval));
-        problems.extend(self.strategies.problems());
+        problems.extend(self.strategies.problems(self.interval));
         problems.extend(self.budget_problems());
         if problems.is_empty() {
             Ok(())
