@@ -35,6 +35,7 @@
 
 pub mod config;
 mod decision;
+pub mod urgency;
 
 use std::collections::VecDeque;
 use std::fmt;
