@@ -24,22 +24,32 @@
 //! published by the [`Sampler`](super::Sampler) after each full sample, so the watch follows a
 //! restarted target and a resized limit.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use perfpilot_strategies::signals::WatchRead;
-use perfpilot_strategies::Signal;
+use perfpilot_strategies::{duration, Signal};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::warn;
 
 use super::cgroup::MemoryCgroup;
+use crate::budget::urgency::Reaction;
 
+pub mod arming;
+mod kernel;
 mod memory;
 mod psi;
+
+pub use arming::{ArmReason, Cadence};
+use arming::{Arming, ARMED_PERIOD};
+pub use kernel::Notifier;
 
 use memory::{PolledRead, Poller};
 use psi::watch_pressure;
@@ -56,8 +66,21 @@ pub struct WatchSpec {
     pub signal: Signal,
     /// Thresholds in the signal's unit.
     pub thresholds: Vec<f64>,
-    /// How often it is read between full samples.
-    pub interval: Duration,
+    /// How often it is read between full samples (`watch_interval`); `None`: the cadence
+    /// comes from the signal, armed while its budgets' limits are near ([`arming`]).
+    pub interval: Option<Duration>,
+    /// The budgets on the signal: their urgency is judged on every read.
+    pub budgets: Vec<WatchedBudget>,
+}
+
+/// A budget on a watched signal: its name (the key of the reaction time the engine
+/// publishes, [`WatchHandle::publish_reaction`]) and its `limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchedBudget {
+    /// The budget's name.
+    pub name: String,
+    /// Its `limit`, in the signal's unit.
+    pub limit: f64,
 }
 
 /// How a watched signal is read.
@@ -69,6 +92,23 @@ pub enum WatchMode {
     Poll,
     /// A kernel PSI trigger: the thread sleeps until the kernel reports the stall.
     PsiTrigger,
+    /// A kernel cgroup notification woke the read that saw the crossing.
+    CgroupEvent,
+    /// The slope of the watch's reads put a budget's limit nearer than the reaction time the
+    /// engine needs.
+    Urgency,
+}
+
+impl WatchMode {
+    /// How `/metrics` labels a wake (`how`).
+    pub fn label(self) -> &'static str {
+        match self {
+            WatchMode::Poll => "poll",
+            WatchMode::PsiTrigger => "psi",
+            WatchMode::CgroupEvent => "cgroup-event",
+            WatchMode::Urgency => "urgency",
+        }
+    }
 }
 
 /// One watched signal as `/performance-metrics` shows it (`fastWatch.signals[]`).
@@ -80,12 +120,23 @@ pub struct WatchedSignal {
     pub signal: Signal,
     /// The thresholds that wake the engine, in the signal's unit.
     pub thresholds: Vec<f64>,
-    /// The polling period, ms.
+    /// The polling period while it is read, ms.
     pub interval_ms: u64,
     /// How it is read.
     pub mode: WatchMode,
     /// Why a PSI signal is polled instead of watched by a kernel trigger; `None` otherwise.
     pub fallback_reason: Option<String>,
+    /// The cadence in force: `explicit` (`watch_interval`), or `armed`/`disarmed` by the
+    /// signal.
+    pub cadence: Cadence,
+    /// Why, as a label.
+    pub cadence_reason: ArmReason,
+    /// Why, in words (the headroom, the rate and the sampling interval it was put against).
+    pub cadence_why: String,
+    /// The kernel notification that wakes its reads early; `None`: polling alone.
+    pub notifier: Option<Notifier>,
+    /// Why no kernel notification is registered, where one was tried.
+    pub notifier_reason: Option<String>,
 }
 
 /// The fast watch as `/performance-metrics` shows it (`fastWatch`).
@@ -115,35 +166,111 @@ pub(crate) struct MemoryProbe {
     pub(crate) pressure_dir: Option<PathBuf>,
 }
 
-/// The sampler's side of the watch: where it publishes what to read.
+/// The sampler's side of the watch: where it publishes what to read and, after each full
+/// sample, its memory reading (for the cadence from the signal).
 #[derive(Debug, Clone, Default)]
 pub struct ProbeSlot {
-    inner: Arc<Mutex<(u64, MemoryProbe)>>,
+    inner: Arc<SlotInner>,
+}
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    state: Mutex<SlotState>,
+    /// An eventfd the memory thread sleeps on: a full sample (or the stop) wakes it.
+    poke: OnceLock<Option<File>>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    version: u64,
+    probe: MemoryProbe,
+    samples: u64,
+    reading: Option<SampleReading>,
+}
+
+/// A full sample's memory readings, as the watch compares them with its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SampleReading {
+    /// When the sample was taken.
+    pub(crate) at: Instant,
+    /// `memory_usage`, a ratio.
+    pub(crate) memory_usage: Option<f64>,
+    /// `rss_bytes`.
+    pub(crate) rss_bytes: Option<f64>,
 }
 
 impl ProbeSlot {
-    fn lock(&self) -> MutexGuard<'_, (u64, MemoryProbe)> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        lock(&self.inner.state)
     }
 
     /// Publishes `probe` if it differs from the last one (a new version for the watch).
     pub(crate) fn publish(&self, probe: MemoryProbe) {
         let mut slot = self.lock();
-        if slot.1 != probe {
-            slot.0 += 1;
-            slot.1 = probe;
+        if slot.probe != probe {
+            slot.version += 1;
+            slot.probe = probe;
         }
+    }
+
+    /// Publishes a full sample's memory readings and wakes the memory thread to judge its
+    /// cadence by them.
+    pub(crate) fn note_sample(&self, reading: SampleReading) {
+        {
+            let mut slot = self.lock();
+            slot.samples += 1;
+            slot.reading = Some(reading);
+        }
+        self.poke();
     }
 
     /// The probe, when its version is newer than `seen`.
     fn newer_than(&self, seen: u64) -> Option<(u64, MemoryProbe)> {
         let slot = self.lock();
-        (slot.0 != seen).then(|| slot.clone())
+        (slot.version != seen).then(|| (slot.version, slot.probe.clone()))
+    }
+
+    /// The newest full sample's reading, when there was one after the `seen`-th.
+    fn reading_newer_than(&self, seen: u64) -> Option<(u64, SampleReading)> {
+        let slot = self.lock();
+        (slot.samples != seen)
+            .then_some(slot.reading.map(|r| (slot.samples, r)))
+            .flatten()
     }
 
     /// The probe now.
     fn current(&self) -> MemoryProbe {
-        self.lock().1.clone()
+        self.lock().probe.clone()
+    }
+
+    /// The eventfd the memory thread sleeps on (created on first use); `None` where the
+    /// system refused one (the thread then sleeps on the stop alone).
+    fn poke_file(&self) -> Option<&File> {
+        self.inner
+            .poke
+            .get_or_init(|| match crate::sys::eventfd() {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    warn!(error = %e, "fast watch: no eventfd; full samples do not wake the memory thread");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Wakes the memory thread, if it sleeps on the eventfd.
+    fn poke(&self) {
+        if let Some(Some(file)) = self.inner.poke.get() {
+            let _ = (&mut &*file).write_all(&1u64.to_ne_bytes());
+        }
+    }
+
+    /// Takes the pokes back (the counter to 0).
+    fn take_poke(&self) {
+        if let Some(Some(file)) = self.inner.poke.get() {
+            let mut counter = [0u8; 8];
+            let _ = (&mut &*file).read(&mut counter);
+        }
     }
 }
 
@@ -162,6 +289,8 @@ struct Shared {
     reads: AtomicU64,
     /// Bumped by [`WatchHandle::rearm`]: the polling thread re-arms every threshold.
     rearms: AtomicU64,
+    /// The reaction time each budget needs, published by the engine.
+    reactions: Mutex<BTreeMap<String, Reaction>>,
 }
 
 impl WatchHandle {
@@ -170,6 +299,25 @@ impl WatchHandle {
     /// under its limit is seen at the watch's pace, not at the next full sample.
     pub fn rearm(&self) {
         self.shared.rearms.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes the reaction `budget` needs (its next rung's latency and settle; the watch
+    /// adds its own period): the watch wakes the engine when the slope of its reads puts the
+    /// budget's limit nearer than that ([`crate::budget::urgency::assess`]).
+    pub fn publish_reaction(&self, budget: &str, reaction: Reaction) {
+        lock(&self.shared.reactions).insert(budget.to_owned(), reaction);
+    }
+
+    /// The reactions the engine published, by budget.
+    fn reactions(&self) -> BTreeMap<String, Reaction> {
+        lock(&self.shared.reactions).clone()
+    }
+
+    /// Changes row `index` of the status.
+    fn show(&self, index: usize, change: impl FnOnce(&mut WatchedSignal)) {
+        if let Some(shown) = lock(&self.shared.signals).get_mut(index) {
+            change(shown);
+        }
     }
 
     /// Resolves when the watch has seen a threshold crossed since the last call.
@@ -215,6 +363,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct FastWatch {
     handle: WatchHandle,
     stop: Arc<Stop>,
+    /// Poked at the stop: the memory thread sleeps on it.
+    slot: ProbeSlot,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -239,12 +389,28 @@ impl FastWatch {
                 continue;
             };
             let index = signals.len();
+            let (cadence, cadence_reason, cadence_why) = match spec.interval {
+                Some(interval) => (
+                    Cadence::Explicit,
+                    ArmReason::Explicit,
+                    format!("watch_interval = {}", duration::format(interval)),
+                ),
+                None => {
+                    let arming = Arming::default();
+                    (Cadence::Armed, arming.reason(), arming.why().to_owned())
+                }
+            };
             signals.push(WatchedSignal {
                 signal: spec.signal,
                 thresholds: spec.thresholds.clone(),
-                interval_ms: spec.interval.as_millis() as u64,
+                interval_ms: spec.interval.unwrap_or(ARMED_PERIOD).as_millis() as u64,
                 mode: WatchMode::Poll,
                 fallback_reason: None,
+                cadence,
+                cadence_reason,
+                cadence_why,
+                notifier: None,
+                notifier_reason: None,
             });
             match read {
                 WatchRead::PsiTrigger => {
@@ -254,11 +420,12 @@ impl FastWatch {
                         watch_pressure(index, spec, &slot, &handle, &stopped)
                     }));
                 }
-                WatchRead::CgroupUsage => polled.push((PolledRead::CgroupUsage, spec)),
-                WatchRead::Statm => polled.push((PolledRead::Statm, spec)),
+                WatchRead::CgroupUsage => polled.push((PolledRead::CgroupUsage, index, spec)),
+                WatchRead::Statm => polled.push((PolledRead::Statm, index, spec)),
             }
         }
         *lock(&handle.shared.signals) = signals;
+        let poke = slot.clone();
         if !polled.is_empty() {
             let poller = Poller::new(polled, slot);
             let handle = handle.clone();
@@ -270,6 +437,7 @@ impl FastWatch {
         Some(FastWatch {
             handle,
             stop: stopped,
+            slot: poke,
             threads,
         })
     }
@@ -283,6 +451,7 @@ impl FastWatch {
 impl Drop for FastWatch {
     fn drop(&mut self) {
         self.stop.request();
+        self.slot.poke();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -296,14 +465,19 @@ fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> thread::JoinHan
         .expect("spawning a thread fails only when the process is out of resources")
 }
 
-/// Merges specs of one signal: every threshold, the shortest interval.
+/// Merges specs of one signal: every threshold and budget, the shortest explicit interval
+/// (an explicit one wins over the cadence from the signal).
 fn merge(specs: Vec<WatchSpec>) -> Vec<WatchSpec> {
     let mut merged: Vec<WatchSpec> = Vec::new();
     for spec in specs {
         match merged.iter_mut().find(|m| m.signal == spec.signal) {
             Some(m) => {
-                m.interval = m.interval.min(spec.interval);
+                m.interval = match (m.interval, spec.interval) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 m.thresholds.extend(spec.thresholds);
+                m.budgets.extend(spec.budgets);
             }
             None => merged.push(spec),
         }
@@ -340,6 +514,11 @@ impl Stop {
         *stopped
     }
 
+    /// Whether the stop has been requested.
+    fn requested(&self) -> bool {
+        *lock(&self.stopped)
+    }
+
     fn request(&self) {
         *lock(&self.stopped) = true;
         self.changed.notify_all();
@@ -372,7 +551,8 @@ mod tests {
         let spec = |thresholds: Vec<f64>, ms| WatchSpec {
             signal: Signal::MemoryUsage,
             thresholds,
-            interval: Duration::from_millis(ms),
+            interval: Some(Duration::from_millis(ms)),
+            budgets: Vec::new(),
         };
         let merged = merge(vec![
             spec(vec![0.95, 0.8], 50),
@@ -380,7 +560,8 @@ mod tests {
             WatchSpec {
                 signal: Signal::RssBytes,
                 thresholds: vec![],
-                interval: Duration::from_millis(20),
+                interval: Some(Duration::from_millis(20)),
+                budgets: Vec::new(),
             },
         ]);
         assert_eq!(merged, vec![spec(vec![0.8, 0.95], 20)]);
@@ -393,7 +574,8 @@ mod tests {
         let spec = |signal| WatchSpec {
             signal,
             thresholds: vec![0.5],
-            interval: Duration::from_millis(50),
+            interval: Some(Duration::from_millis(50)),
+            budgets: Vec::new(),
         };
         let watchable: Vec<Signal> = perfpilot_strategies::signals::watchable().collect();
         assert!(watchable.contains(&Signal::MemoryUsage), "{watchable:?}");
@@ -436,7 +618,8 @@ mod tests {
             vec![WatchSpec {
                 signal: Signal::RssBytes,
                 thresholds: vec![threshold],
-                interval: Duration::from_millis(10),
+                interval: Some(Duration::from_millis(10)),
+                budgets: Vec::new(),
             }],
             slot,
         )

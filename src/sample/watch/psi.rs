@@ -95,7 +95,7 @@ pub(super) fn watch_pressure(
                         handle.wake(spec.signal, WatchMode::Poll);
                     }
                 }
-                if stop_requested(stopped, spec.interval) {
+                if stop_requested(stopped, spec.interval.unwrap_or(PSI_WINDOW)) {
                     return;
                 }
             }
