@@ -186,6 +186,8 @@ struct SlotState {
     probe: MemoryProbe,
     samples: u64,
     reading: Option<SampleReading>,
+    /// The time between the last two full samples: the sampling interval in force.
+    interval: Option<Duration>,
 }
 
 /// A full sample's memory readings, as the watch compares them with its own.
@@ -219,6 +221,12 @@ impl ProbeSlot {
         {
             let mut slot = self.lock();
             slot.samples += 1;
+            if let Some(last) = slot.reading {
+                let gap = reading.at.saturating_duration_since(last.at);
+                if !gap.is_zero() {
+                    slot.interval = Some(gap);
+                }
+            }
             slot.reading = Some(reading);
         }
         self.poke();
@@ -230,11 +238,12 @@ impl ProbeSlot {
         (slot.version != seen).then(|| (slot.version, slot.probe.clone()))
     }
 
-    /// The newest full sample's reading, when there was one after the `seen`-th.
-    fn reading_newer_than(&self, seen: u64) -> Option<(u64, SampleReading)> {
+    /// The newest full sample's reading and the sampling interval in force, when there was
+    /// one after the `seen`-th.
+    fn reading_newer_than(&self, seen: u64) -> Option<(u64, SampleReading, Option<Duration>)> {
         let slot = self.lock();
         (slot.samples != seen)
-            .then_some(slot.reading.map(|r| (slot.samples, r)))
+            .then_some(slot.reading.map(|r| (slot.samples, r, slot.interval)))
             .flatten()
     }
 
@@ -601,6 +610,82 @@ mod tests {
             .expect("a spec with a threshold");
         assert!(unwatchable.threads.is_empty(), "no thread reads cpu_usage");
         assert!(unwatchable.handle().status().signals.is_empty());
+    }
+
+    /// A budget without `watch_interval` (the cadence from the signal): two full samples a
+    /// second apart put its limit 64 MiB above the RSS, 0.06 s at the worst-case 1 GiB/s, so
+    /// the watch is armed and reads every 20 ms, and a real 128 MiB allocation wakes the
+    /// engine well before the next full sample.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_self_armed_budget_near_its_limit_is_read_between_samples() {
+        let slot = ProbeSlot::default();
+        slot.publish(probe_for(Path::new(procfs::SELF_DIR), None, None, None));
+        let rss = procfs::ProcessReader::open(procfs::SELF_DIR)
+            .memory()
+            .unwrap()
+            .resident_bytes as f64;
+        let limit = rss + (64 << 20) as f64;
+        let watch = FastWatch::start(
+            vec![WatchSpec {
+                signal: Signal::RssBytes,
+                thresholds: vec![limit],
+                interval: None,
+                budgets: vec![WatchedBudget {
+                    name: "rss".to_owned(),
+                    limit,
+                }],
+            }],
+            slot.clone(),
+        )
+        .unwrap();
+        let handle = watch.handle();
+        let now = Instant::now();
+        for at in [now - Duration::from_secs(1), now] {
+            slot.note_sample(SampleReading {
+                at,
+                memory_usage: None,
+                rss_bytes: Some(rss),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let shown = loop {
+            let shown = handle.status().signals[0].clone();
+            if shown.cadence_reason != ArmReason::Starting {
+                break shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 5 s for the watch to judge two full samples: {shown:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(
+            (shown.cadence, shown.cadence_reason),
+            (Cadence::Armed, ArmReason::WorstCase),
+            "{}",
+            shown.cadence_why
+        );
+        assert!(
+            shown
+                .cadence_why
+                .contains("within 2 sampling intervals (2.0 s)"),
+            "{}",
+            shown.cadence_why
+        );
+        let woken = handle.woken();
+        let filler = std::thread::spawn(|| {
+            let mut block = vec![0u8; 128 << 20];
+            for page in block.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            std::hint::black_box(block);
+        });
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("waited 5 s for the armed watch to see RSS pass the limit");
+        filler.join().unwrap();
+        assert!(handle.status().reads >= 2, "{:?}", handle.status());
     }
 
     /// The real thing: a thread of this process allocates past a threshold of its own RSS

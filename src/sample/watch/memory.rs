@@ -74,9 +74,6 @@ pub(super) struct Poller {
     slot: ProbeSlot,
     seen: u64,
     samples_seen: u64,
-    /// The last two full samples' times: the sampling interval in force.
-    last_sample: Option<Instant>,
-    interval: Option<Duration>,
     probe: MemoryProbe,
     statm: Option<ProcFile>,
     usage: Option<ProcFile>,
@@ -140,8 +137,6 @@ impl Poller {
             slot,
             seen: 0,
             samples_seen: 0,
-            last_sample: None,
-            interval: None,
             probe: MemoryProbe::default(),
             statm: None,
             usage: None,
@@ -254,16 +249,11 @@ impl Poller {
     /// Takes the newest full sample the sampler published: the sampling interval in force,
     /// the rise between the last two, and with them each self-armed spec's cadence.
     fn note_full_sample(&mut self, handle: &WatchHandle) {
-        let Some((count, reading)) = self.slot.reading_newer_than(self.samples_seen) else {
+        let Some((count, reading, interval)) = self.slot.reading_newer_than(self.samples_seen)
+        else {
             return;
         };
         self.samples_seen = count;
-        if let Some(last) = self.last_sample.replace(reading.at) {
-            let gap = reading.at.saturating_duration_since(last);
-            if !gap.is_zero() {
-                self.interval = Some(gap);
-            }
-        }
         let kill_line = self.probe.cgroup.is_some();
         let limit_bytes = self.probe.limit_bytes;
         for polled in &mut self.watched {
@@ -274,7 +264,7 @@ impl Poller {
                 PolledRead::CgroupUsage => reading.memory_usage,
                 PolledRead::Statm => reading.rss_bytes,
             };
-            let (Some(value), Some(interval)) = (value, self.interval) else {
+            let (Some(value), Some(interval)) = (value, interval) else {
                 continue;
             };
             // The rise between two full samples counts as a rise seen.
