@@ -19,6 +19,10 @@ use crate::sys::{self, PollFor};
 /// notification or the stop wakes it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(60);
 
+/// The shortest time between two reads a kernel notification asks for: a cgroup reclaiming
+/// at its limit can report pressure thousands of times a second.
+const NOTIFIED_READ_GAP: Duration = Duration::from_millis(5);
+
 /// The polled reads of the signal table's `watch` column (a PSI trigger has its own thread).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PolledRead {
@@ -79,6 +83,8 @@ pub(super) struct Poller {
     usage: Option<ProcFile>,
     stat: Option<ProcFile>,
     notifications: Option<Notifications>,
+    /// When a kernel notification last woke the thread.
+    notified_at: Option<Instant>,
     page_size: u64,
 }
 
@@ -142,6 +148,7 @@ impl Poller {
             usage: None,
             stat: None,
             notifications: None,
+            notified_at: None,
             page_size: perfpilot_strategies::proc_self::page_size(),
         }
     }
@@ -317,6 +324,15 @@ impl Poller {
 
     /// Waits up to `wait` for the stop, a full sample or a kernel notification.
     fn wait(&mut self, stopped: &Stop, wait: Duration) -> Woke {
+        if let Some(gap) = self
+            .notified_at
+            .map(|at| NOTIFIED_READ_GAP.saturating_sub(at.elapsed()))
+            .filter(|gap| !gap.is_zero())
+        {
+            if stopped.wait(gap) {
+                return Woke::Stop;
+            }
+        }
         let Some(poke) = self.slot.poke_file() else {
             return if stopped.wait(wait) {
                 Woke::Stop
@@ -340,6 +356,7 @@ impl Poller {
             if let Some(notifications) = self.notifications.as_mut() {
                 notifications.take();
             }
+            self.notified_at = Some(Instant::now());
             return Woke::Notified;
         }
         Woke::Timeout
