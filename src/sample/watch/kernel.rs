@@ -198,6 +198,64 @@ mod tests {
         }
     }
 
+    /// On cgroup v2, `memory.events` of this process's memory cgroup registers (it needs only
+    /// read access); where the memory controller is v1 there is nothing to check.
+    #[test]
+    fn memory_events_register_on_cgroup_v2() {
+        let limits = CgroupLimits::discover(Path::new(crate::sample::procfs::SELF_DIR));
+        let Some(cgroup @ MemoryCgroup::V2(_)) = limits.own_memory_cgroup() else {
+            return crate::test_support::skip("no cgroup v2 memory controller for this process");
+        };
+        let mut notifications = super::Notifications::register(&cgroup, &[1 << 30]).unwrap();
+        assert_eq!(notifications.notifier(), Notifier::CgroupV2Events);
+        notifications.take();
+    }
+
+    /// Where notifications cannot be registered (here: a directory that is not a cgroup, so
+    /// no `cgroup.event_control`), `fastWatch` says why, and the polling watch alone sees the
+    /// usage pass the threshold.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_notifications_the_polling_watch_holds_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let usage = dir.path().join("memory.usage_in_bytes");
+        fs::write(&usage, "1000\n").unwrap();
+        fs::write(dir.path().join("memory.stat"), "total_inactive_file 0\n").unwrap();
+        let slot = ProbeSlot::default();
+        slot.publish(MemoryProbe {
+            statm: None,
+            cgroup: Some(MemoryCgroup::V1(dir.path().to_owned())),
+            limit_bytes: Some(10_000),
+            pressure_dir: None,
+        });
+        let watch = FastWatch::start(
+            vec![WatchSpec {
+                signal: Signal::MemoryUsage,
+                thresholds: vec![0.5],
+                interval: Some(Duration::from_millis(10)),
+                budgets: Vec::new(),
+            }],
+            slot,
+        )
+        .expect("a spec to watch");
+        let handle = watch.handle();
+        let woken = handle.woken();
+        fs::write(&usage, "9000\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("waited 5 s for the polling watch to see usage pass half the limit");
+        assert_eq!(
+            handle.take_crossings(),
+            vec![(Signal::MemoryUsage, WatchMode::Poll)]
+        );
+        let shown = handle.status().signals[0].clone();
+        assert_eq!(shown.notifier, None);
+        let reason = shown.notifier_reason.expect("why no notifications");
+        assert!(
+            reason.contains("cgroup.event_control") && reason.contains("for writing"),
+            "{reason}"
+        );
+    }
+
     /// The real thing on this machine's cgroup v1: a process in a memory cgroup allocates
     /// past the watched threshold, and the kernel's usage threshold wakes the watch, whose
     /// polling period (10 s) would not have come round in the 5 s waited.
