@@ -314,37 +314,3 @@ pub fn problems(
     }
     problems
 }
-
-/// The fast watch's thresholds of one budget: what the watch between full samples compares
-/// its cheap reading with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WatchThreshold {
-    /// The budget's name.
-    pub budget: String,
-    /// The signal read.
-    pub signal: Signal,
-    /// Crossing this starts an episode.
-    pub goal: f64,
-    /// Crossing this may skip to the top rung (`at_limit = "top"`).
-    pub limit: f64,
-    /// How often to read it.
-    pub watch_interval: Duration,
-}
-
-/// The budgets that asked for a fast watch (`watch_interval` set), with their thresholds, in
-/// name order. A crossing seen by the watch is reported to the engine with
-/// [`crate::engine::EngineHandle::report_crossing`].
-pub fn watch_thresholds(budgets: &BTreeMap<String, BudgetConfig>) -> Vec<WatchThreshold> {
-    budgets
-        .iter()
-        .filter_map(|(name, budget)| {
-            budget.watch_interval.map(|watch_interval| WatchThreshold {
-                budget: name.clone(),
-                signal: budget.signal,
-                goal: budget.goal,
-                limit: budget.limit,
-                watch_interval,
-            })
-        })
-        .collect()
-}

@@ -1233,8 +1233,13 @@ mod tests {
             (0.8, Duration::from_secs(5))
         );
         assert_eq!(
-            crate::budget::watch_thresholds(&loaded.config.budgets)[0].watch_interval,
-            Duration::from_millis(20)
+            loaded
+                .config
+                .budgets
+                .values()
+                .next()
+                .and_then(|b| b.watch_interval),
+            Some(Duration::from_millis(20))
         );
     }
 

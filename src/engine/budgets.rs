@@ -1,14 +1,16 @@
 //! Budgets on the engine's side: each budget's ladder resolved to registered strategies,
-//! fed every regular sample (and the fast watch's crossings), its notes logged and its
+//! fed every full sample (scheduled, or taken at a fast watch's wake), its notes logged and its
 //! exhaustion published; kept across a reload when its configuration is unchanged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use perfpilot_strategies::Snapshot;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::{BudgetSlot, Engine, Slot};
+use crate::budget::urgency::Reaction;
 use crate::budget::{Budget, BudgetConfig, Note, RungRun};
 use crate::events::Event;
 
@@ -43,6 +45,10 @@ pub(super) fn build_budgets(configs: &[(String, BudgetConfig)], slots: &[Slot]) 
     budgets
 }
 
+/// The latency assumed for a rung in the reaction time published to the fast watch, until
+/// the budget measures its rungs' own: 100 ms.
+pub(super) const ASSUMED_RUNG_LATENCY: Duration = Duration::from_millis(100);
+
 impl Engine {
     /// Feeds every budget this sample; returns the rungs to run now as (budget index, slot
     /// index, run). At most one budget starts a rung per sample (single flight: the others
@@ -65,7 +71,24 @@ impl Engine {
                 runs.push((index, self.budgets[index].rungs[run.rung], run));
             }
         }
+        self.publish_reactions();
         runs
+    }
+
+    /// Tells the fast watch the reaction time each budget needs (a rung's latency and the
+    /// budget's `settle`; the watch adds its own period): it wakes the engine when its reads'
+    /// slope puts the limit nearer than that.
+    fn publish_reactions(&self) {
+        let Some(watch) = &self.settings.watch else {
+            return;
+        };
+        for slot in &self.budgets {
+            let settle = slot.budget.config().settle;
+            watch.publish_reaction(
+                slot.budget.name(),
+                Reaction::new(ASSUMED_RUNG_LATENCY, settle),
+            );
+        }
     }
 
     /// Logs a budget's notes; an exhausted ladder is also an event and a counter.
@@ -105,28 +128,6 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// A crossing reported by the fast watch.
-    pub(super) fn crossing(&mut self, name: &str, value: f64) {
-        let Some(index) = self.budgets.iter().position(|b| b.budget.name() == name) else {
-            debug!(budget = name, "crossing reported for an unknown budget");
-            return;
-        };
-        let now = self.clock.now();
-        let quiet = self.quiet_until.is_some_and(|until| now < until);
-        let can_act = self.settings.enabled && self.running.is_none() && !quiet;
-        let step = self.budgets[index]
-            .budget
-            .crossing(value, now.into_std(), can_act);
-        self.note_budget(index, &step.notes);
-        if let Some(run) = step.run {
-            let slot = self.budgets[index].rungs[run.rung];
-            let mut planned = self.plan_rung(index, slot, run, now);
-            planned.before = Some(value);
-            self.start_batch(vec![planned], None);
-        }
-        self.publish();
     }
 
     /// Tells a budget that its rung finished (`acted`: `None` in a dry run).

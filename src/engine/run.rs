@@ -257,10 +257,6 @@ impl Engine {
                 self.optimize(strategy, reply);
                 false
             }
-            Command::Crossing { budget, value } => {
-                self.crossing(&budget, value);
-                false
-            }
             Command::Reconfigure { change, reply } => {
                 let (changes, interval_replaced) = self.reconfigure(*change);
                 let _ = reply.send(changes);

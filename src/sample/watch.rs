@@ -322,6 +322,11 @@ impl WatchHandle {
         lock(&self.shared.reactions).clone()
     }
 
+    /// The reaction the engine published for `budget`.
+    pub fn reaction(&self, budget: &str) -> Option<Reaction> {
+        lock(&self.shared.reactions).get(budget).copied()
+    }
+
     /// Changes row `index` of the status.
     fn show(&self, index: usize, change: impl FnOnce(&mut WatchedSignal)) {
         if let Some(shown) = lock(&self.shared.signals).get_mut(index) {
@@ -552,6 +557,10 @@ pub(crate) fn probe_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests that watch this process's own RSS take turns: one's allocation would be
+    /// the other's crossing.
+    static OWN_RSS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     use crate::sample::procfs;
     use std::path::Path;
 
@@ -618,6 +627,7 @@ mod tests {
     /// engine well before the next full sample.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_self_armed_budget_near_its_limit_is_read_between_samples() {
+        let _turn = OWN_RSS.lock().await;
         let slot = ProbeSlot::default();
         slot.publish(probe_for(Path::new(procfs::SELF_DIR), None, None, None));
         let rss = procfs::ProcessReader::open(procfs::SELF_DIR)
@@ -692,6 +702,7 @@ mod tests {
     /// and the watch wakes its waiter, well before a 10 s full-sample interval would.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_real_rss_rise_wakes_the_waiter() {
+        let _turn = OWN_RSS.lock().await;
         let slot = ProbeSlot::default();
         slot.publish(probe_for(Path::new(procfs::SELF_DIR), None, None, None));
         let rss = procfs::ProcessReader::open(procfs::SELF_DIR)

@@ -475,6 +475,63 @@ impl Poller {
 mod tests {
     use super::*;
 
+    /// A budget's signal rising fast, still under its goal: the slope of the watch's reads
+    /// puts the limit nearer than the reaction the engine published, and the watch wakes the
+    /// engine (once) for urgency before any threshold is crossed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steep_rise_wakes_the_engine_for_urgency_before_the_goal() {
+        use super::super::{FastWatch, WatchedBudget};
+        use crate::sample::cgroup::MemoryCgroup;
+        use perfpilot_strategies::Signal;
+        let dir = tempfile::tempdir().unwrap();
+        let usage = dir.path().join("memory.usage_in_bytes");
+        std::fs::write(&usage, "1000\n").unwrap();
+        std::fs::write(dir.path().join("memory.stat"), "total_inactive_file 0\n").unwrap();
+        let slot = ProbeSlot::default();
+        slot.publish(MemoryProbe {
+            statm: None,
+            cgroup: Some(MemoryCgroup::V1(dir.path().to_owned())),
+            limit_bytes: Some(10_000),
+            pressure_dir: None,
+        });
+        let watch = FastWatch::start(
+            vec![WatchSpec {
+                signal: Signal::MemoryUsage,
+                thresholds: vec![0.8, 0.95],
+                interval: Some(Duration::from_millis(5)),
+                budgets: vec![WatchedBudget {
+                    name: "memory".to_owned(),
+                    limit: 0.95,
+                }],
+            }],
+            slot,
+        )
+        .expect("a spec to watch");
+        let handle = watch.handle();
+        handle.publish_reaction(
+            "memory",
+            Reaction::new(Duration::from_millis(100), Duration::from_secs(2)),
+        );
+        let woken = handle.woken();
+        // 0.1 → 0.5 of the limit in steps of 0.05 every 10 ms: 5 per second, the limit
+        // about 0.1 s away, against more than 2 s needed. Never past the goal (0.8).
+        let filler = std::thread::spawn(move || {
+            for step in 2..=10 {
+                std::fs::write(&usage, format!("{}\n", step * 500)).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("waited 5 s for the watch to wake the engine for urgency");
+        filler.join().unwrap();
+        assert_eq!(
+            handle.take_crossings(),
+            vec![(Signal::MemoryUsage, WatchMode::Urgency)],
+            "one wake, for urgency: no threshold was crossed"
+        );
+    }
+
     #[test]
     fn a_crossing_wakes_once_until_the_reading_falls_below_the_rearm_level() {
         let mut crossings = Crossings::new(vec![0.8, 0.95]);
