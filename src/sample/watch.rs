@@ -4,7 +4,9 @@
 //! A full sample of a sidecar target costs milliseconds (its fd and socket tables); at a
 //! 500 ms interval a cache filling at 1 GiB/s is 500 MiB past its threshold before the agent
 //! sees it. The fast watch reads only what the limit is enforced on, on its own thread (off the
-//! tokio workers), every `watch_interval`:
+//! tokio workers), every `watch_interval`, or for a budget without one while the cadence from
+//! the signal arms it (`arming`). What it can read, and how, is the signal table's `watch`
+//! column ([`perfpilot_strategies::signals::WatchRead`]):
 //!
 //! | signal | read | cost |
 //! |---|---|---|
@@ -17,8 +19,13 @@
 //! at least one second), a warning is logged and [`WatchStatus::signals`] says so with the
 //! reason.
 //!
+//! Where the limit is a cgroup's, kernel notifications wake the memory reads early (`kernel`:
+//! cgroup v1 usage thresholds and pressure level, cgroup v2 `memory.events`).
+//!
 //! A threshold crossed upwards wakes the engine ([`WatchHandle::woken`]), which takes a full
-//! sample at once and evaluates every trigger on it; the threshold re-arms once the reading
+//! sample at once and evaluates every trigger and budget on it; so does a budget's urgency,
+//! the slope of the watch's own reads putting its limit nearer than the reaction time the
+//! engine published ([`WatchHandle::publish_reaction`]). The threshold re-arms once the reading
 //! falls below [`REARM_RATIO`] of it, so a signal hovering at a threshold wakes the engine once,
 //! not 50 times a second. What to read (the target's pid, the limiting cgroup, the limit) is
 //! published by the [`Sampler`](super::Sampler) after each full sample, so the watch follows a
@@ -67,7 +74,7 @@ pub struct WatchSpec {
     /// Thresholds in the signal's unit.
     pub thresholds: Vec<f64>,
     /// How often it is read between full samples (`watch_interval`); `None`: the cadence
-    /// comes from the signal, armed while its budgets' limits are near ([`arming`]).
+    /// comes from the signal, armed while its budgets' limits are near (`arming`).
     pub interval: Option<Duration>,
     /// The budgets on the signal: their urgency is judged on every read.
     pub budgets: Vec<WatchedBudget>,

@@ -34,7 +34,7 @@ pub const CALM_PERIOD: Duration = Duration::from_secs(30);
 pub enum Cadence {
     /// Read every `watch_interval`, as configured.
     Explicit,
-    /// Armed by the signal: read every [`ARMED_PERIOD`].
+    /// Armed by the signal: read every `ARMED_PERIOD` (20 ms).
     Armed,
     /// Disarmed: read only by full samples (and woken by a kernel notification).
     Disarmed,
@@ -64,9 +64,9 @@ pub enum ArmReason {
     WorstCase,
     /// At the fastest rise seen the limit is near.
     FastestRise,
-    /// Near until less than [`CALM_PERIOD`] ago: still armed.
+    /// Near until less than `CALM_PERIOD` (30 s) ago: still armed.
     Cooling,
-    /// Far, for at least [`CALM_PERIOD`].
+    /// Far, for at least `CALM_PERIOD` (30 s).
     Calm,
 }
 
