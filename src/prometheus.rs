@@ -241,7 +241,7 @@ impl Telemetry {
         let watch_wakes = Family::<Labels, Counter>::default();
         registry.register(
             "fast_watch_wakes",
-            "Immediate samples the fast watch asked for, by signal and how it saw the crossing (poll or psi)",
+            "Immediate samples the fast watch asked for, by signal and how: a crossing seen by a poll (poll), a PSI trigger (psi) or a read a kernel cgroup notification asked for (cgroup-event), or a budget's urgency (urgency)",
             watch_wakes.clone(),
         );
         let watch_cadence = Gauges::default();
