@@ -97,7 +97,7 @@ idle_env=()
 # (no watch_interval; the agent's own memory is far below its limit, so the watch disarms
 # after its 30 s calm period, which the warm-up waits out).
 budget_config() { # $1 = extra line
-  printf '[budgets.memory]\nsignal = "memory_usage"\ngoal = 0.8\nlimit = 0.95\nladder = ["purge"]\n%s\n' "$1" >"$out/budget.toml"
+  printf '[budgets.memory]\nsignal = "memory_usage"\ngoal = 0.8\nlimit = 0.95\nladder = ["memory-purge"]\n%s\n' "$1" >"$out/budget.toml"
 }
 budget_config 'watch_interval = "20ms"'
 idle_run "--interval 1s + a budget's watch forced armed (watch_interval 20 ms)" 0.4 --interval 1s --config "$out/budget.toml"
