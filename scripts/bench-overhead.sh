@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the agent costs: the release agent idle on its defaults (5 s interval), at 1 s, at
-# 100 ms and at 1 s with a fast watch every 20 ms, IDLE_SECONDS each (first argument, else $IDLE_SECONDS, else 60), then
+# 100 ms, at 1 s with a fast watch every 20 ms, and at 1 s with a memory budget whose watch is
+# forced armed, then disarmed, IDLE_SECONDS each (first argument, else $IDLE_SECONDS, else 60), then
 # `GET /performance-metrics` under `wrk -t2 -c32 -d${LOAD_SECONDS:-20}s --latency` against an
 # agent sampling every 1 s. Prints markdown tables with the SPEC §8 budgets, "met"/"not met".
 #
@@ -10,6 +11,9 @@
 # and socket errors, and the sampling cadence (perfpilot_samples_total from /metrics before
 # and after, against elapsed / interval). interval-backoff is off for the load run so that the
 # interval stays 1 s (BENCH_KEEP_BACKOFF=1 keeps it on, as in the defaults).
+#
+# BENCH_AGENT=PATH measures that binary instead of building target/release/perfpilot (to
+# compare two builds in one sitting: run before and after in turn, alternating).
 #
 # Loopback only, bounded: each agent is stopped after its window, wrk runs for -d under
 # `timeout`, and whatever is still running is stopped on exit.
@@ -34,7 +38,13 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 . scripts/agent-lib.sh
 need_load_tools
 
-cargo build --release --quiet --bin perfpilot
+if [ -n "${BENCH_AGENT:-}" ]; then
+  [ -x "$BENCH_AGENT" ] || { echo "BENCH_AGENT=$BENCH_AGENT is not an executable file" >&2; exit 2; }
+  agent=$BENCH_AGENT
+else
+  cargo build --release --quiet --bin perfpilot
+  agent=./target/release/perfpilot
+fi
 
 stop_agent() {
   kill -TERM "$pid" 2>/dev/null || true
@@ -43,15 +53,16 @@ stop_agent() {
 }
 hz=$(getconf CLK_TCK)
 
-# Extra environment of the next idle agent.
+# Extra environment of the next idle agent, and how long it runs before its window.
 idle_env=()
+idle_warmup=1
 # One idle window: $1 = label, $2 = CPU budget in % ("" for none), then extra agent args.
 idle_rows=()
 idle_run() {
   local label=$1 cpu_budget=$2
   shift 2
-  start_announcing env "${idle_env[@]}" RUST_LOG=warn ./target/release/perfpilot run --listen 127.0.0.1:0 "$@"
-  sleep 1 # start-up allocations and the first sample
+  start_announcing env "${idle_env[@]}" RUST_LOG=warn "$agent" run --listen 127.0.0.1:0 "$@"
+  sleep "$idle_warmup" # start-up allocations and the first sample (or the watch's calm period)
   local t0 c0 t1 c1 rss
   t0=$(now)
   c0=$(cpu_ticks)
@@ -60,6 +71,8 @@ idle_run() {
   t1=$(now)
   c1=$(cpu_ticks)
   rss=$(rss_kib)
+  # After the window (a scrape pages code in): the fast watch's cadence, where there is one.
+  curl -s "$base/metrics" | grep '^perfpilot_fast_watch_armed' | sed "s/^/  $label: /" >&2 || true
   stop_agent
   idle_rows+=("$(awk -v l="$label" -v r="$rss" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v t0="$t0" \
       -v t1="$t1" -v cb="$cpu_budget" 'BEGIN {
@@ -70,7 +83,7 @@ idle_run() {
   }')")
 }
 
-echo "idle: 4 x ${idle} s" >&2
+echo "idle: 6 x ${idle} s" >&2
 idle_run "defaults (5 s interval)" ""
 idle_run "--interval 1s" 0.1 --interval 1s
 idle_run "--interval 100ms" 0.5 --interval 100ms
@@ -79,11 +92,26 @@ idle_run "--interval 100ms" 0.5 --interval 100ms
 idle_env=(PERFPILOT_STRATEGIES__MEMORY_PURGE__TRIGGER__WATCH_INTERVAL=20ms)
 idle_run "--interval 1s + fast watch every 20 ms" 0.4 --interval 1s
 idle_env=()
+# A memory budget's watch (SPEC §12): forced armed by an explicit watch_interval (every read
+# also feeds the budget's slope and urgency), and disarmed by the cadence from the signal
+# (no watch_interval; the agent's own memory is far below its limit, so the watch disarms
+# after its 30 s calm period, which the warm-up waits out).
+budget_config() { # $1 = extra line
+  printf '[budgets.memory]\nsignal = "memory_usage"\ngoal = 0.8\nlimit = 0.95\nladder = ["memory-purge"]\n%s\n' "$1" >"$out/budget.toml"
+}
+budget_config 'watch_interval = "20ms"'
+idle_run "--interval 1s + a budget's watch forced armed (watch_interval 20 ms)" 0.4 --interval 1s --config "$out/budget.toml"
+cp "$out/budget.toml" "$out/armed.toml"
+budget_config ''
+cp "$out/budget.toml" "$out/disarmed.toml"
+idle_warmup=35
+idle_run "--interval 1s + a budget's watch disarmed (cadence from the signal, after 35 s)" 0.1 --interval 1s --config "$out/disarmed.toml"
+idle_warmup=1
 
 echo "load: wrk -t2 -c32 -d${load}s on /performance-metrics" >&2
 env_args=()
 [ "${BENCH_KEEP_BACKOFF:-0}" = 1 ] || env_args+=(PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false)
-start_announcing env "${env_args[@]}" RUST_LOG=warn ./target/release/perfpilot run \
+start_announcing env "${env_args[@]}" RUST_LOG=warn "$agent" run \
   --listen 127.0.0.1:0 --interval 1s
 sleep 1
 samples_start=$(samples_total)
@@ -102,6 +130,7 @@ p50=$(awk '$1 == "50%" {print $2}' "$out/wrk.txt")
 p99=$(awk '$1 == "99%" {print $2}' "$out/wrk.txt")
 
 echo
+echo "Agent: $agent ($(stat -c %s "$agent") bytes)"
 echo "Machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(uname -r); load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| agent idle ${idle} s | RSS (VmRSS) | RSS budget 8 MiB | CPU (utime+stime) | CPU budget |"

@@ -23,7 +23,7 @@ use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
 use crate::prometheus::Telemetry;
 use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
-use crate::sample::{FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec};
+use crate::sample::{FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec, WatchedBudget};
 use crate::worker::WorkerIdentity;
 
 impl SignalSource for Sampler {
@@ -563,12 +563,14 @@ impl AgentBuilder {
 }
 
 /// The fast watch's specs: every trigger with a `watch_interval` (its `above` and
-/// `critical`), and every budget with one (its `goal` and `limit`) whose signal can be read
-/// between samples.
+/// `critical`), and every budget whose signal the watch can read (its `goal` and `limit`):
+/// at its `watch_interval`, or without one at the cadence from the signal where the read is
+/// polled (memory; a PSI signal is watched by a kernel trigger only when asked for).
 fn watch_specs(
     strategies: &[Registered],
     budgets: &std::collections::BTreeMap<String, crate::budget::BudgetConfig>,
 ) -> Vec<WatchSpec> {
+    use perfpilot_strategies::signals::WatchRead;
     let triggers = strategies.iter().filter_map(|registered| {
         let trigger = &registered.trigger;
         Some(WatchSpec {
@@ -576,15 +578,26 @@ fn watch_specs(
             thresholds: std::iter::once(trigger.above)
                 .chain(trigger.critical)
                 .collect(),
-            interval: trigger.watch_interval?,
+            interval: Some(trigger.watch_interval?),
+            budgets: Vec::new(),
         })
     });
-    let budgets = budgets.values().filter_map(|budget| {
-        let watchable = perfpilot_strategies::TriggerSpec::WATCHABLE.contains(&budget.signal);
+    let budgets = budgets.iter().filter_map(|(name, budget)| {
+        let self_armed = match budget.signal.row().watch? {
+            WatchRead::CgroupUsage | WatchRead::Statm => true,
+            WatchRead::PsiTrigger => false,
+        };
+        if budget.watch_interval.is_none() && !self_armed {
+            return None;
+        }
         Some(WatchSpec {
             signal: budget.signal,
             thresholds: vec![budget.goal, budget.limit],
-            interval: budget.watch_interval.filter(|_| watchable)?,
+            interval: budget.watch_interval,
+            budgets: vec![WatchedBudget {
+                name: name.clone(),
+                limit: budget.limit,
+            }],
         })
     });
     triggers.chain(budgets).collect()
@@ -600,19 +613,34 @@ mod tests {
     use super::watch_specs;
     use crate::budget::BudgetConfig;
 
+    /// A budget with `watch_interval` is watched at it; a memory budget without one at the
+    /// cadence from the signal; a budget whose signal has no fast-watch read, and a PSI
+    /// budget that did not ask, are not watched.
     #[test]
-    fn a_budget_with_a_watch_interval_is_watched_at_its_goal_and_limit() {
+    fn budgets_are_watched_at_their_watch_interval_or_at_the_cadence_from_the_signal() {
         let mut watched = BudgetConfig::new(Signal::MemoryUsage, 0.8, 0.95, &["purge"]);
         watched.watch_interval = Some(Duration::from_millis(20));
-        let unwatched = BudgetConfig::new(Signal::MemoryUsage, 0.7, 0.9, &["purge"]);
+        let self_armed = BudgetConfig::new(Signal::RssBytes, 7e8, 9e8, &["purge"]);
         let budgets = BTreeMap::from([
             ("memory".to_owned(), watched),
-            ("other".to_owned(), unwatched),
+            ("rss".to_owned(), self_armed),
+            (
+                "cpu".to_owned(),
+                BudgetConfig::new(Signal::CpuUsage, 0.7, 0.9, &["purge"]),
+            ),
+            (
+                "psi".to_owned(),
+                BudgetConfig::new(Signal::MemoryPressureSome, 0.1, 0.2, &["purge"]),
+            ),
         ]);
         let specs = watch_specs(&[], &budgets);
-        assert_eq!(specs.len(), 1, "{specs:?}");
+        assert_eq!(specs.len(), 2, "{specs:?}");
         assert_eq!(specs[0].signal, Signal::MemoryUsage);
         assert_eq!(specs[0].thresholds, [0.8, 0.95]);
-        assert_eq!(specs[0].interval, Duration::from_millis(20));
+        assert_eq!(specs[0].interval, Some(Duration::from_millis(20)));
+        assert_eq!(specs[0].budgets[0].name, "memory");
+        assert_eq!(specs[1].signal, Signal::RssBytes);
+        assert_eq!(specs[1].interval, None, "the cadence from the signal");
+        assert_eq!(specs[1].budgets[0].limit, 9e8);
     }
 }

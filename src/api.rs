@@ -28,15 +28,17 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, get_service, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
+use tower::Layer;
 
 use crate::config::RateLimitConfig;
 use crate::engine::{EngineHandle, OptimizeError};
@@ -175,13 +177,19 @@ impl SharedState {
 /// `POST /performance-optimize` is rate limited after that.
 pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     let access = Arc::new(access::Access::new(&settings));
-    let guarded = |route: axum::routing::MethodRouter<ApiState>, class| {
-        route.route_layer(middleware::from_fn_with_state(
-            (Arc::clone(&access), class),
-            access::guard,
-        ))
+    // The deadline, then the access checks: one stack per route (axum boxes the service of
+    // each `layer` call and clones the box for every request).
+    let deadline = timeout::DeadlineLayer::new(&settings);
+    let layers = |class| {
+        (
+            deadline,
+            access::GuardLayer::new(Arc::clone(&access), class),
+        )
     };
-    let mut optimize = post(performance_optimize);
+    let guarded =
+        |route: axum::routing::MethodRouter<ApiState>, class| route.route_layer(layers(class));
+    // The only route that reads a body.
+    let mut optimize = post(performance_optimize).layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     if let Some(limiter) = rate_limit::RateLimiter::new(settings.rate_limit) {
         optimize = optimize.route_layer(middleware::from_fn_with_state(
             Arc::new(limiter),
@@ -204,12 +212,12 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         settings: Arc::clone(&settings),
         metrics: metrics_cache::MetricsCache::default(),
     }));
+    // The hot route: its handler under the layers as one concrete service, boxed once.
+    let metrics_route =
+        get_service(layers(Read).layer(performance_metrics.with_state(state.clone())));
     Router::new()
         .route("/", guarded(get(dashboard::dashboard), Dashboard))
-        .route(
-            "/performance-metrics",
-            guarded(get(performance_metrics), Read),
-        )
+        .route("/performance-metrics", metrics_route)
         .route("/performance-optimize", guarded(optimize, Write))
         .route("/health", guarded(get(health), Health))
         .route("/events", guarded(get(events::events), Read))
@@ -222,8 +230,6 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(settings, timeout::deadline))
         .with_state(state)
 }
 
@@ -313,9 +319,10 @@ impl IntoResponse for ApiError {
     tag = "perfpilot",
     responses((status = 200, description = "Current metrics, stats and recent optimizations", body = MetricsDocument<'static>))
 )]
-async fn performance_metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+async fn performance_metrics(State(state): State<ApiState>, request: Request) -> Response {
+    // The request rather than `HeaderMap`, which axum would clone.
     match state.metrics_document() {
-        Ok(document) => document.respond(&headers, "application/json"),
+        Ok(document) => document.respond(request.headers(), "application/json"),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("could not render metrics: {e}"),

@@ -1,6 +1,7 @@
 //! Budgets and escalation ladders (SPEC §10): pure decisions, no I/O.
 //!
-//! A [`Budget`] is fed one value of its signal per regular sample ([`Budget::observe`]) and
+//! A [`Budget`] is fed one value of its signal per full sample ([`Budget::observe`]: the
+//! scheduled ones, and those the fast watch asks for when it sees a crossing or urgency) and
 //! told when a rung it asked for has finished ([`Budget::finished`]); it answers with a
 //! [`Step`]: at most one rung to run now, and [`Note`]s of what changed (an episode started,
 //! a rung was judged, skipped or retried, the ladder waits, is exhausted, the episode ended).
@@ -14,8 +15,7 @@
 //!   still above `goal` then, the next rung runs (the ladder **climbs**);
 //! - above `limit`, a finished rung is judged by the next regular sample, without waiting out
 //!   the settle: the limit is the line never to cross, and a rung that left the signal above
-//!   it did not do enough (between samples, a crossing reported by the fast watch judges it
-//!   once the signal is above the limit and higher than before the rung ran);
+//!   it did not do enough;
 //! - above `limit` with `at_limit = "top"`, the highest rung not run within `cooldown` runs
 //!   at once, without waiting for the running rung to settle: while the signal stays above
 //!   the limit the ladder is walked from the top down, one rung per sample;
@@ -48,12 +48,10 @@ use perfpilot_strategies::snapshot::unix_millis;
 use perfpilot_strategies::Signal;
 use serde::Serialize;
 
-pub use config::{
-    problems, watch_thresholds, AtLimit, BudgetConfig, BudgetForecast, ReactionMode,
-    ReactionTuning, WatchThreshold,
-};
+pub use config::{problems, AtLimit, BudgetConfig, BudgetForecast, ReactionMode, ReactionTuning};
 
 use crate::trigger::trend::Window;
+pub use adaptive::FIRST_RUN_LATENCY;
 use adaptive::{Adaptive, Track};
 use urgency::Line;
 use verdict::Verdict;
@@ -400,6 +398,16 @@ impl Budget {
         }
     }
 
+    /// With adaptive reaction, the reaction time its next rung needs (measured latency, or
+    /// [`FIRST_RUN_LATENCY`] before it ran, and `settle`): what the fast watch
+    /// judges urgency against. `None` with fixed reaction.
+    pub fn reaction_needed(&self) -> Option<urgency::Reaction> {
+        let next = self.next_track();
+        self.adaptive
+            .as_ref()
+            .map(|a| a.reaction(&self.config, next))
+    }
+
     /// The next rung's track, for the urgency of a reading.
     fn next_track(&self) -> Option<Track> {
         let next = self.episode.as_ref().map_or(0, |e| e.next);
@@ -473,7 +481,7 @@ impl Budget {
             self.start_episode(value, now, forecasting, urgent, &mut step);
         }
         self.note_peak(value, &mut step);
-        self.judge_if_settled(value, now, true, &mut step);
+        self.judge_if_settled(value, now, &mut step);
         // Started above unless the sample is calm and none ran.
         let Some(episode) = self.episode.as_mut() else {
             return step;
@@ -497,38 +505,6 @@ impl Budget {
         }
         episode.calm = 0;
         if can_act && episode.pending.is_none() {
-            step.run = self.choose(value, now, &mut step.notes);
-        }
-        step
-    }
-
-    /// A crossing seen between regular samples (the fast watch): starts an episode at once
-    /// when `value` is above `goal`, and with `at_limit = "top"` jumps to the top rung when
-    /// it is above `limit`. It neither counts calm samples nor judges rungs: those need
-    /// regular samples.
-    pub fn crossing(&mut self, value: f64, now: Instant, can_act: bool) -> Step {
-        let mut step = Step::default();
-        if !value.is_finite() {
-            return step;
-        }
-        let urgent = self.sense(value, now);
-        if value <= self.goal() && !urgent {
-            return step;
-        }
-        if self.episode.is_none() {
-            self.start_episode(value, now, false, urgent, &mut step);
-        }
-        self.note_peak(value, &mut step);
-        if !can_act {
-            return step;
-        }
-        // A rung that finished is judged early here only by the rules that do not need a
-        // regular sample: above the limit and still rising, a jump to the top, or (adaptive)
-        // the limit nearer than the settle with the rise still on.
-        if value > self.config.limit || urgent {
-            self.judge_if_settled(value, now, false, &mut step);
-        }
-        if self.episode.as_ref().is_some_and(|e| e.pending.is_none()) {
             step.run = self.choose(value, now, &mut step.notes);
         }
         step
@@ -641,9 +617,8 @@ impl Budget {
     }
 
     /// Judges the pending rung with this reading once it has settled, or early above the
-    /// limit: at a `regular` sample at once, at a fast-watch reading when the signal is higher
-    /// than before the rung ran (or, with `at_limit = "top"`, when it is not the top rung).
-    fn judge_if_settled(&mut self, value: f64, now: Instant, regular: bool, step: &mut Step) {
+    /// limit (or, with `at_limit = "top"`, when it is not the top rung).
+    fn judge_if_settled(&mut self, value: f64, now: Instant, step: &mut Step) {
         let top = self.rungs.len() - 1;
         let limit = self.config.limit;
         let jump = self.config.at_limit == AtLimit::Top && value > limit && !self.kill_line();
@@ -661,7 +636,7 @@ impl Budget {
         let settled = now.saturating_duration_since(finished) >= settle;
         // Above the limit after the rung finished: it did not do enough, and waiting out the
         // settle would only let the signal go further past the line.
-        let early = value > limit && (regular || value > pending.before);
+        let early = value > limit;
         // Adaptive: the limit is nearer than the settle and the rise goes on: climb now.
         let hurry = adaptive.is_some_and(|a| {
             a.hurry(

@@ -57,6 +57,7 @@ pub struct Telemetry {
     memory_usage_bytes: Gauges,
     oom_kill_events: Counter,
     watch_wakes: Family<Labels, Counter>,
+    watch_cadence: Gauges,
     pressure: Gauges,
     stall: FloatCounters,
     uptime: Gauges,
@@ -240,8 +241,14 @@ impl Telemetry {
         let watch_wakes = Family::<Labels, Counter>::default();
         registry.register(
             "fast_watch_wakes",
-            "Immediate samples the fast watch asked for, by signal and how it saw the crossing (poll or psi)",
+            "Immediate samples the fast watch asked for, by signal and how: a crossing seen by a poll (poll), a PSI trigger (psi) or a read a kernel cgroup notification asked for (cgroup-event), or a budget's urgency (urgency)",
             watch_wakes.clone(),
+        );
+        let watch_cadence = Gauges::default();
+        registry.register(
+            "fast_watch_armed",
+            "1 while the fast watch reads the signal between samples, 0 while disarmed; by signal, cadence (explicit, armed, disarmed) and why",
+            watch_cadence.clone(),
         );
         let runs = Family::<Labels, Counter>::default();
         registry.register(
@@ -301,6 +308,7 @@ impl Telemetry {
             memory_usage_bytes,
             oom_kill_events,
             watch_wakes,
+            watch_cadence,
             pressure,
             stall,
             uptime,
@@ -415,10 +423,29 @@ impl Telemetry {
             let seen = feed.watch_wakes.insert((signal, how), count).unwrap_or(0);
             self.observe_watch_wakes(signal.name(), how, count.saturating_sub(seen));
         }
+        self.observe_watch_cadence(view.fast_watch.as_ref());
         for budget in &view.budgets {
             self.observe_budget(budget);
         }
         self.observe_state(view.interval.as_secs_f64(), view.is_optimizing);
+    }
+
+    /// Sets the fast watch's cadence in force per signal (`perfpilot_fast_watch_armed`).
+    pub fn observe_watch_cadence(&self, status: Option<&crate::sample::WatchStatus>) {
+        self.watch_cadence.clear();
+        for shown in status.map(|s| s.signals.as_slice()).unwrap_or_default() {
+            let labels = vec![
+                ("signal", shown.signal.name().to_owned()),
+                ("cadence", shown.cadence.label().to_owned()),
+                ("reason", shown.cadence_reason.label().to_owned()),
+            ];
+            let armed = shown.cadence != crate::sample::Cadence::Disarmed;
+            set(
+                &self.watch_cadence,
+                labels,
+                Some(if armed { 1.0 } else { 0.0 }),
+            );
+        }
     }
 
     /// Sets a budget's series from its view (`perfpilot_budget_*`).
@@ -804,6 +831,50 @@ mod tests {
             !text.contains("perfpilot_pressure_stall_seconds_total{"),
             "{text}"
         );
+    }
+
+    /// The cadence in force per watched signal, and why; a disarmed watch is 0, and a
+    /// cadence that changed leaves no series behind under its old labels.
+    #[test]
+    fn the_fast_watch_cadence_in_force_is_a_series_per_signal_with_why() {
+        use crate::sample::{ArmReason, Cadence, WatchMode, WatchStatus, WatchedSignal};
+        let telemetry = Telemetry::new("w");
+        let shown = |cadence, cadence_reason| WatchedSignal {
+            signal: perfpilot_strategies::Signal::MemoryUsage,
+            thresholds: vec![0.8, 0.95],
+            interval_ms: 20,
+            mode: WatchMode::Poll,
+            fallback_reason: None,
+            cadence,
+            cadence_reason,
+            cadence_why: String::new(),
+            notifier: None,
+            notifier_reason: None,
+        };
+        let status = |signals| WatchStatus {
+            signals,
+            wakes: 0,
+            reads: 0,
+        };
+        telemetry.observe_watch_cadence(Some(&status(vec![shown(
+            Cadence::Armed,
+            ArmReason::WorstCase,
+        )])));
+        let text = telemetry.encode_prometheus_text().unwrap();
+        assert!(
+            text.contains(r#"perfpilot_fast_watch_armed{worker="w",signal="memory_usage",cadence="armed",reason="worst-case"} 1.0"#),
+            "{text}"
+        );
+        telemetry.observe_watch_cadence(Some(&status(vec![shown(
+            Cadence::Disarmed,
+            ArmReason::Calm,
+        )])));
+        let text = telemetry.encode_prometheus_text().unwrap();
+        assert!(
+            text.contains(r#"perfpilot_fast_watch_armed{worker="w",signal="memory_usage",cadence="disarmed",reason="calm"} 0.0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"cadence="armed""#), "{text}");
     }
 
     #[test]

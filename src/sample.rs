@@ -74,7 +74,8 @@ pub use self::target::{
     ConnectionsBasis, ConnectionsMethod, Target, TargetHandle, TargetState, TargetStatus,
 };
 pub use self::watch::{
-    FastWatch, ProbeSlot, WatchHandle, WatchMode, WatchSpec, WatchStatus, WatchedSignal,
+    ArmReason, Cadence, FastWatch, Notifier, ProbeSlot, WatchHandle, WatchMode, WatchSpec,
+    WatchStatus, WatchedBudget, WatchedSignal,
 };
 
 /// The cgroup v2 directory a `target.cgroup` names (absolute under the cgroup v2 mount, or
@@ -232,6 +233,11 @@ impl Sampler {
         snapshot.pressure =
             (system.is_some() || cgroup.is_some()).then_some(Pressure { system, cgroup });
         round_ratios(&mut snapshot);
+        self.probe.note_sample(watch::SampleReading {
+            at: now,
+            memory_usage: snapshot.memory_usage_ratio,
+            rss_bytes: snapshot.rss_bytes.map(|b| b as f64),
+        });
         snapshot
     }
 }

@@ -243,3 +243,64 @@ pub(crate) fn rdtsc() -> u64 {
     // SAFETY: `rdtsc` reads a register; every x86_64 CPU has it, and it touches no memory.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
+
+/// A new eventfd (counter 0, non-blocking, close-on-exec): a file whose counter a write adds
+/// to (waking its pollers) and a read takes back to 0. Written and read through [`File`].
+pub(crate) fn eventfd() -> io::Result<File> {
+    // SAFETY: `eventfd` takes plain integers; a negative return is an error, checked below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created by this call and is owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// What [`poll_ready`] waits for on one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollFor {
+    /// Data to read (`POLLIN`): an eventfd whose counter is not 0.
+    Readable,
+    /// A priority event (`POLLPRI`, or `POLLERR` as kernfs reports a changed file): a cgroup
+    /// v2 file such as `memory.events` that changed.
+    Priority,
+}
+
+/// `poll(2)` on `files` up to `timeout`: for each file, whether it reported what it was
+/// polled for. An interrupted call reports nothing; an error only when the call fails.
+pub(crate) fn poll_ready(
+    files: &[(BorrowedFd<'_>, PollFor)],
+    timeout: Duration,
+) -> io::Result<Vec<bool>> {
+    let mut fds: Vec<libc::pollfd> = files
+        .iter()
+        .map(|(fd, what)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: match what {
+                PollFor::Readable => libc::POLLIN,
+                PollFor::Priority => libc::POLLPRI,
+            },
+            revents: 0,
+        })
+        .collect();
+    let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd structs
+    // for the duration of the call, and every fd stays open (borrowed by `files`).
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if ready < 0 {
+        let error = io::Error::last_os_error();
+        return if error.kind() == io::ErrorKind::Interrupted {
+            Ok(vec![false; fds.len()])
+        } else {
+            Err(error)
+        };
+    }
+    Ok(fds
+        .iter()
+        .zip(files)
+        .map(|(fd, (_, what))| match what {
+            PollFor::Readable => fd.revents & libc::POLLIN != 0,
+            PollFor::Priority => fd.revents & (libc::POLLPRI | libc::POLLERR) != 0,
+        })
+        .collect())
+}

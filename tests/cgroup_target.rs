@@ -223,7 +223,7 @@ fn a_trigger_fires_on_a_real_psi_reading() {
 
     // The validation of a ratio signal applies to PSI signals.
     let problems = TriggerSpec::new(Signal::MemoryPressureFull, 5.0)
-        .problems("t")
+        .problems("t", Duration::from_secs(1))
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>();

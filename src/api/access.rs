@@ -1,4 +1,5 @@
-//! Who may call the API (SPEC §11), as one middleware on every route but `GET /health`.
+//! Who may call the API (SPEC §11), as one tower layer ([`GuardLayer`]) on every route but
+//! `GET /health`.
 //!
 //! In order, for each request:
 //!
@@ -20,15 +21,17 @@
 //! the token never use up a client's bucket.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{OriginalUri, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+
+mod layer;
+pub(super) use self::layer::GuardLayer;
 
 /// Which check a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,15 +159,16 @@ fn is_bracketed_ipv6(name: &str) -> bool {
         .is_some_and(|inner| inner.parse::<Ipv6Addr>().is_ok())
 }
 
-/// The middleware: 403 for a foreign host or origin, 401 without the needed token, else the
-/// route's answer (with the session cookie when the dashboard was opened with the token).
-pub(super) async fn guard(
-    State((access, class)): State<(Arc<Access>, Class)>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The checks of [`GuardLayer`]: `Err` with the answer for a foreign host or origin (403) or
+/// without the needed token (401); else whether the route's answer gets a new session cookie,
+/// and at which path (the dashboard opened with the token).
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal is answered as it is; boxing it would allocate for nothing"
+)]
+fn guard(access: &Access, class: Class, request: &Request) -> Result<Option<String>, Response> {
     if class == Class::Health {
-        return next.run(request).await;
+        return Ok(None);
     }
     let headers = request.headers();
     let host = headers
@@ -178,24 +182,24 @@ pub(super) async fn guard(
                 path = request.uri().path(),
                 "refused: Host not allowed"
             );
-            return ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
                     "Host {host:?} is not allowed: use an IP address or localhost, or add the name to api.allowed_hosts (PERFPILOT_API__ALLOWED_HOSTS)"
                 ),
             )
             .with("setting", "api.allowed_hosts")
-            .into_response();
+            .into_response());
         }
     }
-    if let Some(refusal) = cross_origin_refusal(&access, request.method(), headers, host) {
+    if let Some(refusal) = cross_origin_refusal(access, request.method(), headers, host) {
         tracing::debug!(
             method = %request.method(),
             path = request.uri().path(),
             reason = refusal.message(),
             "refused: cross-origin request"
         );
-        return refusal.into_response();
+        return Err(refusal.into_response());
     }
     let mut issue_cookie = false;
     match class {
@@ -203,9 +207,9 @@ pub(super) async fn guard(
         Class::Write => {
             if let Some(token) = &access.settings.token {
                 if !bearer_is(headers, token) {
-                    return unauthorized(
+                    return Err(unauthorized(
                         "this route needs `Authorization: Bearer <token>` with the configured api.token",
-                    );
+                    ));
                 }
             }
         }
@@ -222,34 +226,34 @@ pub(super) async fn guard(
                 } else if !session_cookie(headers)
                     .is_some_and(|ticket| access.sessions.valid(ticket, Instant::now()))
                 {
-                    return if class == Class::Dashboard {
+                    return Err(if class == Class::Dashboard {
                         login_page()
                     } else {
                         unauthorized(
                             "this route needs `Authorization: Bearer <token>` with the configured api.read_token (or api.token)",
                         )
-                    };
+                    });
                 }
             }
         }
     }
-    let cookie_path = issue_cookie.then(|| cookie_path(&request));
-    let mut response = next.run(request).await;
-    if let Some(path) = cookie_path {
-        match access.sessions.issue(Instant::now()) {
-            Ok(ticket) => {
-                let cookie = format!(
-                    "{SESSION_COOKIE}={ticket}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict",
-                    Access::SESSION_LIFETIME.as_secs()
-                );
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    response.headers_mut().append(header::SET_COOKIE, value);
-                }
+    Ok(issue_cookie.then(|| cookie_path(request)))
+}
+
+/// Adds a new session cookie at `path` to the dashboard's answer.
+fn set_session_cookie(access: &Access, path: &str, response: &mut Response) {
+    match access.sessions.issue(Instant::now()) {
+        Ok(ticket) => {
+            let cookie = format!(
+                "{SESSION_COOKIE}={ticket}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict",
+                Access::SESSION_LIFETIME.as_secs()
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(header::SET_COOKIE, value);
             }
-            Err(error) => tracing::warn!(%error, "cannot issue a dashboard session"),
         }
+        Err(error) => tracing::warn!(%error, "cannot issue a dashboard session"),
     }
-    response
 }
 
 /// 403 for a request a web page of another origin sent.

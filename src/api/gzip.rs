@@ -87,8 +87,9 @@ impl Compressed {
 /// A 200 with `body`, marked gzip-encoded when `gzipped`, and `Vary: Accept-Encoding` either
 /// way (a cache must not give one client's encoding to another).
 pub(super) fn answer(content_type: &'static str, body: Bytes, gzipped: bool) -> Response {
-    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    let mut response = body.into_response();
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     if gzipped {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));

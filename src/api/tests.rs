@@ -214,6 +214,22 @@ async fn bad_requests_get_json_errors() {
 }
 
 #[tokio::test]
+async fn the_metrics_route_answers_a_wrong_method_as_every_route_does() {
+    let (app, _gate) = app(None);
+    let mut answers = Vec::new();
+    for path in ["/health", "/performance-metrics"] {
+        let request = Request::delete(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let allow = response.headers().get(header::ALLOW).cloned();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        answers.push((status, allow, body));
+    }
+    assert_eq!(answers[0].0, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answers[0], answers[1], "/health, then /performance-metrics");
+}
+
+#[tokio::test]
 async fn a_second_optimize_while_one_runs_gets_409() {
     let (app, gate) = app(None);
     gate.forget_permits(1000);

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use perfpilot_strategies::{duration, PredictSpec, Signal, TriggerSpec};
+use perfpilot_strategies::fast_watch::watch_interval_problems;
+use perfpilot_strategies::{duration, PredictSpec, Signal};
 use serde::{Deserialize, Serialize};
 
 /// One budget (`[budgets.NAME]`): keep `signal` at or below `goal`, never above `limit`, with
@@ -191,8 +192,6 @@ impl BudgetConfig {
     pub const DEFAULT_RETRY_EVERY: u32 = 5;
     /// Longest `settle`: 10 min.
     pub const MAX_SETTLE: Duration = Duration::from_secs(600);
-    /// Shortest `watch_interval`: 1 ms.
-    pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(1);
 
     /// A budget with every default: `ladder` from least to most disruptive.
     pub fn new(signal: Signal, goal: f64, limit: f64, ladder: &[&str]) -> Self {
@@ -234,8 +233,8 @@ impl BudgetConfig {
     }
 
     /// Every problem with this budget's own values, each naming its key under `key`
-    /// (`budgets.NAME`); `interval` is the full sampling interval (`watch_interval` must be
-    /// shorter). Whether the ladder's names exist is checked by [`problems`].
+    /// (`budgets.NAME`); `interval` is the full sampling interval (a `watch_interval` follows
+    /// [`watch_interval_problems`], as a trigger's does). Whether the ladder's names exist is checked by [`problems`].
     pub fn problems(&self, key: &str, interval: Duration) -> Vec<Problem> {
         let fmt = duration::format;
         let mut problems = Vec::new();
@@ -309,28 +308,13 @@ impl BudgetConfig {
                 "must be at least 1 episode",
             ));
         }
-        if self.watch_interval.is_some() && !TriggerSpec::WATCHABLE.contains(&self.signal) {
-            problems.push(Problem::at(
-                format!("{key}.watch_interval"),
-                format!(
-                    "signal {} cannot be watched between samples; watchable: {}",
-                    self.signal,
-                    TriggerSpec::WATCHABLE.map(Signal::name).join(", ")
-                ),
-            ));
-        }
         if let Some(watch) = self.watch_interval {
-            if watch < Self::MIN_WATCH_INTERVAL || watch >= interval {
-                problems.push(Problem::new(
-                    format!("{key}.watch_interval"),
-                    fmt(watch),
-                    format!(
-                        "must be at least {} and shorter than interval ({})",
-                        fmt(Self::MIN_WATCH_INTERVAL),
-                        fmt(interval)
-                    ),
-                ));
-            }
+            problems.extend(watch_interval_problems(
+                &format!("{key}.watch_interval"),
+                self.signal,
+                watch,
+                interval,
+            ));
         }
         if let Some(forecast) = &self.forecast {
             problems.extend(Problem::unless_positive(
@@ -398,38 +382,4 @@ pub fn problems(
         }
     }
     problems
-}
-
-/// The fast watch's thresholds of one budget: what the watch between full samples compares
-/// its cheap reading with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WatchThreshold {
-    /// The budget's name.
-    pub budget: String,
-    /// The signal read.
-    pub signal: Signal,
-    /// Crossing this starts an episode.
-    pub goal: f64,
-    /// Crossing this may skip to the top rung (`at_limit = "top"`).
-    pub limit: f64,
-    /// How often to read it.
-    pub watch_interval: Duration,
-}
-
-/// The budgets that asked for a fast watch (`watch_interval` set), with their thresholds, in
-/// name order. A crossing seen by the watch is reported to the engine with
-/// [`crate::engine::EngineHandle::report_crossing`].
-pub fn watch_thresholds(budgets: &BTreeMap<String, BudgetConfig>) -> Vec<WatchThreshold> {
-    budgets
-        .iter()
-        .filter_map(|(name, budget)| {
-            budget.watch_interval.map(|watch_interval| WatchThreshold {
-                budget: name.clone(),
-                signal: budget.signal,
-                goal: budget.goal,
-                limit: budget.limit,
-                watch_interval,
-            })
-        })
-        .collect()
 }

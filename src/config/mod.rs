@@ -354,7 +354,7 @@ impl Config {
         problems.extend(self.target.problems());
         problems.extend(self.probe.problems());
         problems.extend(self.tuning.problems(self.interval));
-        problems.extend(self.strategies.problems());
+        problems.extend(self.strategies.problems(self.interval));
         problems.extend(self.budget_problems());
         if problems.is_empty() {
             Ok(())
@@ -1252,8 +1252,13 @@ mod tests {
             (0.8, Duration::from_secs(5))
         );
         assert_eq!(
-            crate::budget::watch_thresholds(&loaded.config.budgets)[0].watch_interval,
-            Duration::from_millis(20)
+            loaded
+                .config
+                .budgets
+                .values()
+                .next()
+                .and_then(|b| b.watch_interval),
+            Some(Duration::from_millis(20))
         );
     }
 

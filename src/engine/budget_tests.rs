@@ -60,6 +60,16 @@ fn start_budget(
     config: BudgetConfig,
     rung_only: bool,
 ) -> Budgeted {
+    start_watched_budget(rungs, config, rung_only, None)
+}
+
+/// [`start_budget`] with a fast watch the test wakes by hand.
+fn start_watched_budget(
+    rungs: &[(&'static str, Option<f64>)],
+    config: BudgetConfig,
+    rung_only: bool,
+    watch: Option<WatchHandle>,
+) -> Budgeted {
     let memory = Memory::default();
     let mut counters = Vec::new();
     let strategies = rungs
@@ -81,6 +91,7 @@ fn start_budget(
         .collect();
     let mut settings = EngineSettings::for_tests();
     settings.budgets = vec![("memory".to_owned(), config)];
+    settings.watch = watch;
     if rung_only {
         settings.rung_only = rungs.iter().map(|(name, _)| (*name).to_owned()).collect();
     }
@@ -365,22 +376,30 @@ async fn dry_run_shows_the_ladder_it_would_climb() {
     assert!(b.view().budgets[0].rungs.iter().all(|r| r.judged == 0));
 }
 
+/// The path the real watch takes: a wake between samples makes the engine take a full sample
+/// and judge the budget on it, so the episode starts at once, not at the next tick.
 #[tokio::test(start_paused = true)]
-async fn a_crossing_reported_between_samples_starts_the_episode_at_once() {
+async fn a_fast_watch_wake_between_samples_starts_the_episode_at_once() {
     let mut config = config(&["purge"]);
     config.watch_interval = Some(Duration::from_millis(20));
-    let b = start_budget(&[("purge", Some(0.5))], config, true);
+    let watch = WatchHandle::for_tests();
+    let b = start_watched_budget(&[("purge", Some(0.5))], config, true, Some(watch.clone()));
     let mut view = b.handle.watch();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert!(b.handle.report_crossing("memory", 0.9));
+    b.memory.set(0.9);
+    watch.wake(Signal::MemoryUsage, WatchMode::Poll);
     // Recorded (judged only by a later sample) within 100 ms: not at the next sample.
     let recorded = tokio::time::timeout(
         Duration::from_millis(100),
         view.wait_for(|v| !v.recent.is_empty()),
     )
     .await
-    .expect("the crossing's run recorded within 100 ms, not at the next sample")
+    .expect("the wake's run recorded within 100 ms, not at the next sample")
     .expect("the engine runs")
     .clone();
     assert_eq!(recorded.recent[0].before, Some(0.9));
+    assert_eq!(recorded.budgets[0].episode, Some(1));
+    // Fixed reaction (these tests' setting) does not act on urgency: no reaction is
+    // published for the watch to wake on (reaction_tests has the adaptive side).
+    assert_eq!(watch.reaction("memory"), None);
 }

@@ -1,12 +1,12 @@
 //! Budgets on the engine's side: each budget's ladder resolved to registered strategies,
-//! fed every regular sample (and the fast watch's crossings), its notes logged and its
+//! fed every full sample (scheduled, or taken at a fast watch's wake), its notes logged and its
 //! exhaustion published; kept across a reload when its configuration is unchanged.
 
 use std::sync::Arc;
 
 use perfpilot_strategies::{MemoryLimitSource, Signal, Snapshot};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::{BudgetSlot, Engine, ResetError, Slot};
 use crate::budget::{Budget, BudgetConfig, Note, ReactionTuning, RungRun};
@@ -74,7 +74,23 @@ impl Engine {
                 runs.push((index, self.budgets[index].rungs[run.rung], run));
             }
         }
+        self.publish_reactions();
         runs
+    }
+
+    /// Tells the fast watch the reaction time each adaptive budget needs (its next rung's
+    /// measured latency and the budget's `settle`; the watch puts in its own period): it
+    /// wakes the engine when its reads' slope puts the limit nearer than that. A budget with
+    /// fixed reaction does not act on urgency, so the watch is not told to wake for it.
+    fn publish_reactions(&self) {
+        let Some(watch) = &self.settings.watch else {
+            return;
+        };
+        for slot in &self.budgets {
+            if let Some(reaction) = slot.budget.reaction_needed() {
+                watch.publish_reaction(slot.budget.name(), reaction);
+            }
+        }
     }
 
     /// Logs a budget's notes; an exhausted ladder is also an event and a counter.
@@ -166,28 +182,6 @@ impl Engine {
             reset.push(budget.name().to_owned());
         }
         Ok(reset)
-    }
-
-    /// A crossing reported by the fast watch.
-    pub(super) fn crossing(&mut self, name: &str, value: f64) {
-        let Some(index) = self.budgets.iter().position(|b| b.budget.name() == name) else {
-            debug!(budget = name, "crossing reported for an unknown budget");
-            return;
-        };
-        let now = self.clock.now();
-        let quiet = self.quiet_until.is_some_and(|until| now < until);
-        let can_act = self.settings.enabled && self.running.is_none() && !quiet;
-        let step = self.budgets[index]
-            .budget
-            .crossing(value, now.into_std(), can_act);
-        self.note_budget(index, &step.notes);
-        if let Some(run) = step.run {
-            let slot = self.budgets[index].rungs[run.rung];
-            let mut planned = self.plan_rung(index, slot, run, now);
-            planned.before = Some(value);
-            self.start_batch(vec![planned], None);
-        }
-        self.publish();
     }
 
     /// Tells a budget that its rung finished (`acted`: `None` in a dry run).

@@ -20,10 +20,6 @@ pub(super) enum Command {
         change: Box<Reconfiguration>,
         reply: oneshot::Sender<StrategyChanges>,
     },
-    Crossing {
-        budget: String,
-        value: f64,
-    },
     ResetLearning {
         budget: Option<String>,
         reply: oneshot::Sender<Result<Vec<String>, ResetError>>,
@@ -49,11 +45,6 @@ impl fmt::Debug for Command {
             Command::Reconfigure { change, .. } => f
                 .debug_struct("Reconfigure")
                 .field("change", change)
-                .finish(),
-            Command::Crossing { budget, value } => f
-                .debug_struct("Crossing")
-                .field("budget", budget)
-                .field("value", value)
                 .finish(),
             Command::ResetLearning { budget, .. } => f
                 .debug_struct("ResetLearning")
@@ -97,19 +88,6 @@ impl EngineHandle {
             .await
             .map_err(|_| OptimizeError::Stopped)?;
         answer.await.map_err(|_| OptimizeError::Stopped)
-    }
-
-    /// Reports a budget's signal crossing its goal or limit between regular samples (the
-    /// fast watch, see [`crate::budget::watch_thresholds`]): the budget starts its episode
-    /// at once (or jumps to its top rung above limit with `at_limit = "top"`). Never waits:
-    /// when the engine's queue is full the report is dropped, and `false` returned.
-    pub fn report_crossing(&self, budget: &str, value: f64) -> bool {
-        self.commands
-            .try_send(Command::Crossing {
-                budget: budget.to_owned(),
-                value,
-            })
-            .is_ok()
     }
 
     /// Forgets what a budget (`Some(name)`) or every budget (`None`) learned about reacting:

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use perfpilot_strategies::{MemoryLimitSource, StrategyError, TriggerSpec};
 
 use super::*;
-use crate::budget::{BudgetConfig, ReactionMode, ReactionTuning};
+use crate::budget::urgency::Reaction;
+use crate::budget::{BudgetConfig, ReactionMode, ReactionTuning, FIRST_RUN_LATENCY};
 
 /// A memory usage ratio against a cgroup limit (the kernel's: a kill line), and the cgroup's
 /// OOM-kill count; the test sets both.
@@ -82,6 +83,11 @@ impl Held {
 /// An engine sampling every second with one budget `memory` (goal 0.8, limit 1.0, settle
 /// 2 s) over rung-only `purge` → `trim`, reacting as `mode` says.
 fn hold(mode: ReactionMode) -> Held {
+    hold_watched(mode, None)
+}
+
+/// [`hold`] with a fast watch's handle, to which the engine publishes reaction times.
+fn hold_watched(mode: ReactionMode, watch: Option<WatchHandle>) -> Held {
     let cgroup = Cgroup::default();
     cgroup.set(0.3);
     let mut runs = Vec::new();
@@ -101,6 +107,7 @@ fn hold(mode: ReactionMode) -> Held {
     let mut settings = EngineSettings::for_tests();
     settings.budgets = vec![("memory".to_owned(), config)];
     settings.rung_only = vec!["purge".to_owned(), "trim".to_owned()];
+    settings.watch = watch;
     settings.reaction = ReactionTuning {
         mode,
         ..ReactionTuning::ADAPTIVE
@@ -229,4 +236,31 @@ async fn an_oom_kill_lowers_the_goal_held_and_it_survives_the_target_restart() {
         held.handle.reset_learning(Some("cpu")).await,
         Err(ResetError::UnknownBudget { .. })
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watch_is_told_the_reaction_the_budget_works_out_and_only_when_adaptive() {
+    let watch = WatchHandle::for_tests();
+    let held = hold_watched(ReactionMode::Adaptive, Some(watch.clone()));
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // purge has not run: its first-run estimate, the budget's 2 s settle, and the 1 s
+    // between the engine's samples (the watch puts in its own period).
+    assert_eq!(
+        watch.reaction("memory"),
+        Some(
+            Reaction::new(FIRST_RUN_LATENCY, Duration::from_secs(2))
+                .watch_period(Duration::from_secs(1))
+        ),
+        "{:?}",
+        held.budget()
+    );
+
+    let fixed_watch = WatchHandle::for_tests();
+    let _fixed = hold_watched(ReactionMode::Fixed, Some(fixed_watch.clone()));
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        fixed_watch.reaction("memory"),
+        None,
+        "fixed: urgency never wakes it"
+    );
 }

@@ -14,7 +14,7 @@ use super::execute::{SharedSource, TaskFailure};
 use super::handle::Command;
 use super::{Engine, PlannedRun};
 use crate::events::{Event, OomKill};
-use crate::sample::{WatchHandle, WatchMode};
+use crate::sample::WatchHandle;
 use crate::trigger::cadence::{self, Step};
 
 impl Engine {
@@ -87,10 +87,7 @@ impl Engine {
     fn note_wake(&mut self, watch: Option<&WatchHandle>) {
         self.wake_pending = self.running.is_some();
         for (signal, mode) in watch.map(WatchHandle::take_crossings).unwrap_or_default() {
-            let how = match mode {
-                WatchMode::Poll => "poll",
-                WatchMode::PsiTrigger => "psi",
-            };
+            let how = mode.label();
             debug!(%signal, how, "fast watch: threshold crossed, sampling now");
             *self.watch_wakes.entry((signal, how)).or_default() += 1;
         }
@@ -259,10 +256,6 @@ impl Engine {
         match command {
             Command::Optimize { strategy, reply } => {
                 self.optimize(strategy, reply);
-                false
-            }
-            Command::Crossing { budget, value } => {
-                self.crossing(&budget, value);
                 false
             }
             Command::ResetLearning { budget, reply } => {

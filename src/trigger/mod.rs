@@ -781,7 +781,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(spec.signal, Signal::MajorFaultsPerSecond);
-        assert!(spec.problems("t").is_empty(), "{:?}", spec.problems("t"));
+        assert!(
+            spec.problems("t", Duration::from_secs(1)).is_empty(),
+            "{:?}",
+            spec.problems("t", Duration::from_secs(1))
+        );
         let mut clock = Clock(Instant::now());
         let mut state = TriggerState::new(spec);
         let fired: Vec<bool> = [Some(20.0), None, Some(99.0), Some(150.0)]

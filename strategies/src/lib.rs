@@ -53,6 +53,7 @@ pub mod cache_trim;
 pub mod command;
 pub mod connection_reap;
 pub mod duration;
+pub mod fast_watch;
 pub mod interval_backoff;
 #[cfg(feature = "jemalloc")]
 pub mod jemalloc;
@@ -122,7 +123,7 @@ pub struct Registered {
 ///         "trigger": {"signal": "memory_usage", "above": 0.8}
 ///     }}
 /// }"#).unwrap();
-/// assert!(config.problems().is_empty());
+/// assert!(config.problems(std::time::Duration::from_secs(1)).is_empty());
 /// let names: Vec<_> = config.build().iter().map(|r| r.strategy.name().to_owned()).collect();
 /// assert_eq!(names.last().map(String::as_str), Some("cache-trim-hook"));
 /// ```
@@ -245,12 +246,14 @@ impl StrategiesConfig {
 
     /// Every problem with the settings, each naming its full key: bad values, and named
     /// instances whose name is malformed or already taken (by a built-in's name or alias, or
-    /// by an instance of another kind).
-    pub fn problems(&self) -> Vec<Problem> {
+    /// by an instance of another kind). `interval` is the full sampling interval (a trigger's
+    /// `watch_interval` is checked against it).
+    pub fn problems(&self, interval: std::time::Duration) -> Vec<Problem> {
         let mut problems = Vec::new();
         for builtin in BUILTINS {
             let prefix = builtin.prefix();
-            problems.extend((builtin.trigger)(self).problems(&format!("{prefix}.trigger")));
+            problems
+                .extend((builtin.trigger)(self).problems(&format!("{prefix}.trigger"), interval));
             problems.extend((builtin.problems)(self, &prefix));
         }
 
@@ -280,7 +283,7 @@ impl StrategiesConfig {
                 taken.insert(name.to_owned(), key.clone());
             }
             if let Some(trigger) = trigger {
-                problems.extend(trigger.problems(&format!("{key}.trigger")));
+                problems.extend(trigger.problems(&format!("{key}.trigger"), interval));
             }
             problems.extend(own);
         }
@@ -454,7 +457,10 @@ mod tests {
             "webhook": {"purge": {"url": "http://127.0.0.1:8080/admin/purge"}}
         }))
         .unwrap();
-        assert_eq!(config.problems(), Vec::<Problem>::new());
+        assert_eq!(
+            config.problems(std::time::Duration::from_secs(1)),
+            Vec::<Problem>::new()
+        );
         assert_eq!(
             config.untriggered(),
             [("strategies.webhook.purge".to_owned(), "purge".to_owned())]
@@ -476,7 +482,10 @@ mod tests {
     #[test]
     fn named_instances_follow_the_builtins_and_answer_to_their_names() {
         let config = sidecar_config();
-        assert_eq!(config.problems(), Vec::new());
+        assert_eq!(
+            config.problems(std::time::Duration::from_secs(1)),
+            Vec::new()
+        );
         let all = config.build();
         let names: Vec<_> = all.iter().map(|r| r.strategy.name()).collect();
         assert_eq!(
@@ -505,7 +514,7 @@ mod tests {
         config.webhook.insert("memory-purge".into(), hook);
         config.command.insert("reload".into(), command);
         assert_eq!(
-            config.problems().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            config.problems(std::time::Duration::from_secs(1)).iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
                 "strategies.webhook.Bad_Name: \"Bad_Name\" is not a valid strategy name (lowercase letters, digits and `-`, starting with a letter or digit)",
                 "strategies.webhook.gc: the name \"gc\" is already taken by the built-in memory-purge",
@@ -541,7 +550,7 @@ mod tests {
         config.command.get_mut("rotate-logs").unwrap().program = String::new();
         config.command.get_mut("rotate-logs").unwrap().timeout = std::time::Duration::ZERO;
         let problems = config
-            .problems()
+            .problems(std::time::Duration::from_secs(1))
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>();
@@ -584,6 +593,9 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(StrategiesConfig::default().problems(), Vec::new());
+        assert_eq!(
+            StrategiesConfig::default().problems(std::time::Duration::from_secs(1)),
+            Vec::new()
+        );
     }
 }

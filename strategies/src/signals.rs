@@ -155,6 +155,41 @@ pub enum Display {
     Load,
 }
 
+/// How the fast watch reads a signal between full samples: the signal table's `watch` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchRead {
+    /// The memory the limit is enforced on, over the limit: the limiting cgroup's usage file
+    /// (v1 `memory.usage_in_bytes`, v2 `memory.current`; its working set from `memory.stat`
+    /// once usage is past the lowest threshold), else `/proc/<pid>/statm`.
+    CgroupUsage,
+    /// The resident pages of `/proc/<pid>/statm`.
+    Statm,
+    /// A kernel PSI trigger on the row's [`SignalRow::pressure`] line (where none can be
+    /// registered, its pressure file polled).
+    PsiTrigger,
+}
+
+impl WatchRead {
+    /// The read as `perfpilot signals` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchRead::CgroupUsage => "cgroup-usage",
+            WatchRead::Statm => "statm",
+            WatchRead::PsiTrigger => "psi-trigger",
+        }
+    }
+}
+
+/// The signals the fast watch can read between full samples (a `watch` column), in table
+/// order.
+pub fn watchable() -> impl Iterator<Item = Signal> + Clone {
+    SIGNALS
+        .iter()
+        .filter(|row| row.watch.is_some())
+        .map(|row| row.signal)
+}
+
 /// One signal: everything the agent says about it, in one place.
 #[derive(Clone, Copy, Serialize)]
 pub struct SignalRow {
@@ -178,6 +213,10 @@ pub struct SignalRow {
     /// For a PSI signal: the resource, line and window it reads.
     #[serde(skip)]
     pub pressure: Option<(PressureResource, PressureKind, PressureWindow)>,
+    /// How the fast watch reads it between full samples; `None`: only full samples read it
+    /// (a `watch_interval` on it is refused).
+    #[serde(skip)]
+    pub watch: Option<WatchRead>,
     /// Its `/metrics` series, where it has its own (the PSI signals are in
     /// `perfpilot_pressure_ratio`, by scope).
     #[serde(skip)]
@@ -233,6 +272,9 @@ pub const NOT_SIGNALS: &[&str] = &[
 
 macro_rules! psi {
     ($signal:ident, $name:literal, $resource:ident, $kind:ident, $window:ident, $meaning:literal, $label:expr) => {
+        psi!($signal, $name, $resource, $kind, $window, $meaning, $label, None)
+    };
+    ($signal:ident, $name:literal, $resource:ident, $kind:ident, $window:ident, $meaning:literal, $label:expr, $watch:expr) => {
         SignalRow {
             signal: Signal::$signal,
             name: $name,
@@ -252,6 +294,7 @@ macro_rules! psi {
                 PressureKind::$kind,
                 PressureWindow::$window,
             )),
+            watch: $watch,
             metric: None,
             table: $label,
             document_key: None,
@@ -277,6 +320,7 @@ const fn row(
         field,
         read,
         pressure: None,
+        watch: None,
         metric: None,
         table: None,
         document_key: None,
@@ -296,6 +340,11 @@ impl SignalRow {
 
     const fn document(mut self, key: &'static str) -> Self {
         self.document_key = Some(key);
+        self
+    }
+
+    const fn watch(mut self, read: WatchRead) -> Self {
+        self.watch = Some(read);
         self
     }
 }
@@ -320,7 +369,8 @@ pub static SIGNALS: &[SignalRow] = &[
         "Resident memory over the memory limit",
     ))
     .table("memory usage", Display::Percent)
-    .document("memoryUsage"),
+    .document("memoryUsage")
+    .watch(WatchRead::CgroupUsage),
     row(
         Signal::RssBytes,
         "rss_bytes",
@@ -338,6 +388,7 @@ pub static SIGNALS: &[SignalRow] = &[
         .unit(MetricUnit::Bytes),
     )
     .table("rss", Display::Bytes)
+    .watch(WatchRead::Statm)
     .document("rssBytes"),
     row(
         Signal::AllocatorResidentBytes,
@@ -637,7 +688,8 @@ pub static SIGNALS: &[SignalRow] = &[
         Some,
         Avg10,
         "share of the last 10 s in which some task stalled on memory",
-        Some(("memory psi", Display::Percent))
+        Some(("memory psi", Display::Percent)),
+        Some(WatchRead::PsiTrigger)
     ),
     psi!(
         MemoryPressureFull,
@@ -646,7 +698,8 @@ pub static SIGNALS: &[SignalRow] = &[
         Full,
         Avg10,
         "share of the last 10 s in which every non-idle task stalled on memory",
-        None
+        None,
+        Some(WatchRead::PsiTrigger)
     ),
     psi!(
         CpuPressureSome,
@@ -747,20 +800,26 @@ pub fn row_of(signal: Signal) -> &'static SignalRow {
         .expect("every Signal variant has its row in SIGNALS, in variant order")
 }
 
-/// `perfpilot signals`: every signal with its unit, whether it is a ratio, its source and
-/// its meaning, as a text table.
+/// The `watch` column as the tables show it: how the fast watch reads it, or `-`.
+fn watch_name(row: &SignalRow) -> &'static str {
+    row.watch.map_or("-", WatchRead::name)
+}
+
+/// `perfpilot signals`: every signal with its unit, whether it is a ratio, its source, how
+/// the fast watch reads it and its meaning, as a text table.
 pub fn text_table() -> String {
     let mut out = format!(
-        "{:<28} {:<16} {:<6} {:<7} MEANING\n",
-        "SIGNAL", "UNIT", "RATIO", "SOURCE"
+        "{:<28} {:<16} {:<6} {:<7} {:<13} MEANING\n",
+        "SIGNAL", "UNIT", "RATIO", "SOURCE", "FAST WATCH"
     );
     for row in SIGNALS {
         out.push_str(&format!(
-            "{:<28} {:<16} {:<6} {:<7} {}\n",
+            "{:<28} {:<16} {:<6} {:<7} {:<13} {}\n",
             row.name,
             row.unit.name(),
             if row.is_ratio() { "yes" } else { "no" },
             row.source.name(),
+            watch_name(row),
             row.meaning
         ));
     }
@@ -769,15 +828,17 @@ pub fn text_table() -> String {
 
 /// The signal list of README.md (between its `signals` markers): a Markdown table.
 pub fn markdown_table() -> String {
-    let mut out =
-        String::from("| signal | unit | ratio | source | meaning |\n|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| signal | unit | ratio | source | fast watch | meaning |\n|---|---|---|---|---|---|\n",
+    );
     for row in SIGNALS {
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {} |\n",
             row.name,
             row.unit.name(),
             if row.is_ratio() { "yes" } else { "no" },
             row.source.name(),
+            watch_name(row),
             row.meaning
         ));
     }
@@ -785,7 +846,7 @@ pub fn markdown_table() -> String {
 }
 
 /// `perfpilot signals --json`: one object per signal (`name`, `unit`, `ratio`, `source`,
-/// `meaning`, `metric`).
+/// `watch` (how the fast watch reads it, `null`: not watchable), `meaning`, `metric`).
 pub fn json() -> serde_json::Value {
     SIGNALS
         .iter()
@@ -795,6 +856,7 @@ pub fn json() -> serde_json::Value {
                 "unit": row.unit,
                 "ratio": row.is_ratio(),
                 "source": row.source,
+                "watch": row.watch,
                 "meaning": row.meaning,
                 "metric": row.metric_name(),
             })

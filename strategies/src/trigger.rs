@@ -94,8 +94,8 @@ pub struct TriggerSpec {
     /// Watch the signal between full samples at this period (the fast watch: one cheap read,
     /// `/proc/<pid>/statm` or the limiting cgroup's usage), and sample at once when it crosses
     /// `above` or `critical`; PSI signals are watched by a kernel trigger where one can be
-    /// registered. Only for [`TriggerSpec::WATCHABLE`] signals; between
-    /// [`TriggerSpec::MIN_WATCH_INTERVAL`] and [`TriggerSpec::MAX_WATCH_INTERVAL`]. `None`:
+    /// registered. Only for signals with a fast-watch read ([`crate::signals::watchable`]); the
+    /// rule is [`watch_interval_problems`](crate::fast_watch::watch_interval_problems). `None`:
     /// the signal is read by full samples only.
     #[serde(
         default,
@@ -203,19 +203,6 @@ impl TriggerSpec {
     pub const DEFAULT_FOR: u32 = 1;
     /// `cooldown` defaults to 30 s.
     pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
-    /// The shortest `watch_interval`: 5 ms.
-    pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(5);
-    /// The longest `watch_interval`: 10 s (beyond it, sample faster instead).
-    pub const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(10);
-    /// The signals the fast watch can read between samples: memory (one read of
-    /// `/proc/<pid>/statm` or of the limiting cgroup's usage) and memory pressure (a PSI
-    /// trigger, else a read of the pressure file).
-    pub const WATCHABLE: [Signal; 4] = [
-        Signal::MemoryUsage,
-        Signal::RssBytes,
-        Signal::MemoryPressureSome,
-        Signal::MemoryPressureFull,
-    ];
 
     /// A trigger on `signal` above `above`, everything else by default.
     pub fn new(signal: Signal, above: f64) -> Self {
@@ -285,8 +272,10 @@ impl TriggerSpec {
             .unwrap_or(self.above * Self::DEFAULT_CLEAR_RATIO)
     }
 
-    /// Every problem with these settings, each naming the key under `prefix`.
-    pub fn problems(&self, prefix: &str) -> Vec<Problem> {
+    /// Every problem with these settings, each naming the key under `prefix`; `interval` is
+    /// the full sampling interval (a `watch_interval` follows
+    /// [`watch_interval_problems`](crate::fast_watch::watch_interval_problems)).
+    pub fn problems(&self, prefix: &str, interval: Duration) -> Vec<Problem> {
         let mut problems = Vec::new();
         let signal = self.signal;
         let in_range =
@@ -335,26 +324,12 @@ impl TriggerSpec {
             ));
         }
         if let Some(watch) = self.watch_interval {
-            if !(Self::MIN_WATCH_INTERVAL..=Self::MAX_WATCH_INTERVAL).contains(&watch) {
-                problems.push(Problem::new(
-                    format!("{prefix}.watch_interval"),
-                    format!("{watch:?}"),
-                    format!(
-                        "must be between {:?} and {:?}",
-                        Self::MIN_WATCH_INTERVAL,
-                        Self::MAX_WATCH_INTERVAL
-                    ),
-                ));
-            }
-            if !Self::WATCHABLE.contains(&signal) {
-                problems.push(Problem::at(
-                    format!("{prefix}.watch_interval"),
-                    format!(
-                        "signal {signal} cannot be watched between samples; watchable: {}",
-                        Self::WATCHABLE.map(Signal::name).join(", ")
-                    ),
-                ));
-            }
+            problems.extend(crate::fast_watch::watch_interval_problems(
+                &format!("{prefix}.watch_interval"),
+                signal,
+                watch,
+                interval,
+            ));
         }
         if let Some(alpha) = self.smoothing {
             if !(alpha > 0.0 && alpha <= 1.0) {
@@ -442,7 +417,7 @@ mod tests {
         assert_eq!(spec.for_samples, 1);
         assert_eq!(spec.cooldown, Duration::from_secs(30));
         assert!((spec.effective_clear_below() - 0.72).abs() < 1e-9);
-        assert!(spec.problems("t").is_empty());
+        assert!(spec.problems("t", Duration::from_secs(1)).is_empty());
     }
 
     #[test]
@@ -452,7 +427,7 @@ mod tests {
         )
         .unwrap();
         let problems = spec
-            .problems("strategies.memory_purge.trigger")
+            .problems("strategies.memory_purge.trigger", Duration::from_secs(1))
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>();
@@ -476,7 +451,7 @@ mod tests {
         assert_eq!(predict.window, PredictSpec::DEFAULT_WINDOW);
         assert_eq!(spec.predict_at(), 0.9, "critical when `at` is not set");
         assert_eq!(spec.baseline, Some(BaselineSpec::default()));
-        assert!(spec.problems("t").is_empty());
+        assert!(spec.problems("t", Duration::from_secs(1)).is_empty());
 
         let bad: TriggerSpec = serde_json::from_str(
             r#"{"signal": "memory_usage", "above": 0.8,
@@ -485,7 +460,7 @@ mod tests {
         )
         .unwrap();
         let problems = bad
-            .problems("t")
+            .problems("t", Duration::from_secs(1))
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>();
@@ -511,18 +486,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(spec.watch_interval, Some(Duration::from_millis(20)));
-        assert!(spec.problems("t").is_empty());
+        assert!(spec.problems("t", Duration::from_secs(1)).is_empty());
         let bad: TriggerSpec = serde_json::from_str(
-            r#"{"signal": "latency_p99_ms", "above": 80, "watch_interval": "1ms"}"#,
+            r#"{"signal": "latency_p99_ms", "above": 80, "watch_interval": "20s"}"#,
         )
         .unwrap();
-        let problems = bad.problems("t");
+        let problems = bad.problems("t", Duration::from_secs(1));
         assert!(problems[0]
             .to_string()
-            .starts_with("t.watch_interval = 1ms: must be between 5ms"));
+            .contains("signal latency_p99_ms cannot be watched"));
         assert!(problems[1]
             .to_string()
-            .contains("signal latency_p99_ms cannot be watched"));
+            .starts_with("t.watch_interval = 20s: must be at least 1ms and at most 10s"));
         assert_eq!(problems.len(), 2, "{problems:?}");
     }
 

@@ -1,0 +1,558 @@
+//! The polled memory reads between samples: `/proc/<pid>/statm`, or the limiting cgroup's
+//! usage (its working set once past the lowest threshold), compared with the thresholds.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::arming::{Arming, Cadence, Headroom, ARMED_PERIOD, WORST_CASE_BYTES_PER_SECOND};
+use super::kernel::Notifications;
+use super::{MemoryProbe, ProbeSlot, Stop, WatchHandle, WatchMode, WatchSpec, REARM_RATIO};
+use crate::budget::urgency::{assess, Line, Reaction, Rise};
+use crate::sample::procfs::{self, ProcFile};
+use crate::sys::{self, PollFor};
+
+/// The longest the memory thread sleeps with nothing armed (a full sample, a kernel
+/// notification or the stop wakes it sooner).
+const IDLE_WAIT: Duration = Duration::from_secs(60);
+
+/// The shortest time between two reads a kernel notification asks for: a cgroup reclaiming
+/// at its limit can report pressure thousands of times a second.
+const NOTIFIED_READ_GAP: Duration = Duration::from_millis(5);
+
+/// The polled reads of the signal table's `watch` column (a PSI trigger has its own thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PolledRead {
+    /// [`WatchRead::CgroupUsage`].
+    CgroupUsage,
+    /// [`WatchRead::Statm`].
+    Statm,
+}
+
+/// Upward crossings of a set of thresholds, with re-arming below [`REARM_RATIO`].
+#[derive(Debug, Clone)]
+pub(crate) struct Crossings {
+    thresholds: Vec<f64>,
+    armed: Vec<bool>,
+}
+
+impl Crossings {
+    pub(crate) fn new(thresholds: Vec<f64>) -> Self {
+        let armed = vec![true; thresholds.len()];
+        Crossings { thresholds, armed }
+    }
+
+    /// The lowest threshold (below it nothing can fire).
+    pub(crate) fn lowest(&self) -> f64 {
+        self.thresholds.first().copied().unwrap_or(f64::INFINITY)
+    }
+
+    /// Arms every threshold again.
+    pub(crate) fn rearm(&mut self) {
+        self.armed.iter_mut().for_each(|armed| *armed = true);
+    }
+
+    /// Notes a reading; true when it crossed an armed threshold upwards.
+    pub(crate) fn observe(&mut self, value: f64) -> bool {
+        let mut crossed = false;
+        for (threshold, armed) in self.thresholds.iter().zip(self.armed.iter_mut()) {
+            if *armed && value > *threshold {
+                *armed = false;
+                crossed = true;
+            } else if !*armed && value < threshold * REARM_RATIO {
+                *armed = true;
+            }
+        }
+        crossed
+    }
+}
+
+/// The memory thread: every due spec is read and compared with its thresholds and, for a
+/// budget, its slope with the reaction time the engine needs; a self-armed spec is read only
+/// while armed; a kernel notification reads every cgroup spec at once.
+pub(super) struct Poller {
+    watched: Vec<Polled>,
+    slot: ProbeSlot,
+    seen: u64,
+    samples_seen: u64,
+    probe: MemoryProbe,
+    statm: Option<ProcFile>,
+    usage: Option<ProcFile>,
+    stat: Option<ProcFile>,
+    notifications: Option<Notifications>,
+    /// When a kernel notification last woke the thread.
+    notified_at: Option<Instant>,
+    page_size: u64,
+}
+
+struct Polled {
+    read: PolledRead,
+    spec: WatchSpec,
+    /// Its row in [`WatchStatus::signals`](super::WatchStatus::signals).
+    shown: usize,
+    crossings: Crossings,
+    /// The short-horizon slope of its own reads.
+    rise: Rise,
+    /// Per budget of `spec.budgets`: whether urgency fired and has not cleared since.
+    urgent: Vec<bool>,
+    /// The last full sample's reading and time, for the rise between two.
+    last_full: Option<(Instant, f64)>,
+    /// `None`: an explicit `watch_interval`; else the cadence from the signal.
+    arming: Option<Arming>,
+    /// When it is read next; `None` while disarmed.
+    next: Option<Instant>,
+}
+
+impl Polled {
+    /// The read period while it is read.
+    fn period(&self) -> Duration {
+        self.spec.interval.unwrap_or(ARMED_PERIOD)
+    }
+}
+
+/// Why the memory thread woke.
+enum Woke {
+    Stop,
+    Notified,
+    Timeout,
+}
+
+impl Poller {
+    /// The thread for `specs`, each with its read and its row in the status.
+    pub(super) fn new(specs: Vec<(PolledRead, usize, WatchSpec)>, slot: ProbeSlot) -> Self {
+        let now = Instant::now();
+        let watched = specs
+            .into_iter()
+            .map(|(read, shown, spec)| Polled {
+                read,
+                shown,
+                crossings: Crossings::new(spec.thresholds.clone()),
+                rise: Rise::default(),
+                urgent: vec![false; spec.budgets.len()],
+                last_full: None,
+                arming: spec.interval.is_none().then(Arming::default),
+                next: Some(now),
+                spec,
+            })
+            .collect();
+        Poller {
+            watched,
+            slot,
+            seen: 0,
+            samples_seen: 0,
+            probe: MemoryProbe::default(),
+            statm: None,
+            usage: None,
+            stat: None,
+            notifications: None,
+            notified_at: None,
+            page_size: perfpilot_strategies::proc_self::page_size(),
+        }
+    }
+
+    pub(super) fn run(mut self, handle: &WatchHandle, stopped: &Stop) {
+        let mut rearms_seen = 0;
+        let mut notified = false;
+        loop {
+            let now = Instant::now();
+            self.refresh_probe(handle);
+            self.note_full_sample(handle);
+            let rearms = handle.shared.rearms.load(Ordering::Relaxed);
+            if rearms != rearms_seen {
+                rearms_seen = rearms;
+                for polled in &mut self.watched {
+                    polled.crossings.rearm();
+                }
+            }
+            let reactions = handle.reactions();
+            let mut next: Option<Instant> = None;
+            for index in 0..self.watched.len() {
+                let polled = &self.watched[index];
+                let woken_read = notified && polled.read == PolledRead::CgroupUsage;
+                if woken_read || polled.next.is_some_and(|at| at <= now) {
+                    let value = self.read(index);
+                    handle.shared.reads.fetch_add(1, Ordering::Relaxed);
+                    let how = if woken_read {
+                        WatchMode::CgroupEvent
+                    } else {
+                        WatchMode::Poll
+                    };
+                    if let Some(value) = value {
+                        self.judge(index, now, value, how, &reactions, handle);
+                    }
+                    let polled = &mut self.watched[index];
+                    let armed = polled.arming.as_ref().is_none_or(Arming::armed);
+                    polled.next = armed.then(|| now + polled.period());
+                }
+                if let Some(at) = self.watched[index].next {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+            // Disarmed with nothing to read: sleep until a full sample, a notification or
+            // the stop (a minute at most, to look at the rearm counter).
+            let wait = next
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .unwrap_or(IDLE_WAIT);
+            match self.wait(stopped, wait) {
+                Woke::Stop => return,
+                Woke::Notified => notified = true,
+                Woke::Timeout => notified = false,
+            }
+        }
+    }
+
+    /// Compares a reading with the spec's thresholds and, per budget, its slope with the
+    /// reaction time the engine published; wakes the engine on a crossing or when urgency
+    /// fires (once, until it clears).
+    fn judge(
+        &mut self,
+        index: usize,
+        now: Instant,
+        value: f64,
+        how: WatchMode,
+        reactions: &BTreeMap<String, Reaction>,
+        handle: &WatchHandle,
+    ) {
+        let kill_line = self.probe.cgroup.is_some();
+        let polled = &mut self.watched[index];
+        let signal = polled.spec.signal;
+        if polled.crossings.observe(value) {
+            debug!(%signal, value, "fast watch: threshold crossed");
+            handle.wake(signal, how);
+        }
+        polled.rise.push(now, value);
+        let slope = polled.rise.slope();
+        let line = if kill_line && polled.read == PolledRead::CgroupUsage {
+            Line::Kill
+        } else {
+            Line::Limit
+        };
+        let period = polled.period();
+        for (budget, urgent) in polled.spec.budgets.iter().zip(polled.urgent.iter_mut()) {
+            let Some(reaction) = reactions.get(&budget.name) else {
+                continue;
+            };
+            let urgency = assess(
+                value,
+                budget.limit,
+                slope,
+                &reaction.watch_period(period),
+                line,
+            );
+            if urgency.urgent && !*urgent {
+                debug!(%signal, budget = %budget.name, value, %urgency, "fast watch: urgent");
+                handle.wake(signal, WatchMode::Urgency);
+            }
+            *urgent = urgency.urgent;
+        }
+        if let (Some(arming), Some(slope)) = (polled.arming.as_mut(), slope) {
+            arming.note_rise(slope);
+        }
+    }
+
+    /// Takes the newest full sample the sampler published: the sampling interval in force,
+    /// the rise between the last two, and with them each self-armed spec's cadence.
+    fn note_full_sample(&mut self, handle: &WatchHandle) {
+        let Some((count, reading, interval)) = self.slot.reading_newer_than(self.samples_seen)
+        else {
+            return;
+        };
+        self.samples_seen = count;
+        let kill_line = self.probe.cgroup.is_some();
+        let limit_bytes = self.probe.limit_bytes;
+        for polled in &mut self.watched {
+            let Some(arming) = polled.arming.as_mut() else {
+                continue;
+            };
+            let value = match polled.read {
+                PolledRead::CgroupUsage => reading.memory_usage,
+                PolledRead::Statm => reading.rss_bytes,
+            };
+            let (Some(value), Some(interval)) = (value, interval) else {
+                continue;
+            };
+            // The rise between two full samples counts as a rise seen.
+            if let Some((at, before)) = polled.last_full.replace((reading.at, value)) {
+                let seconds = reading.at.saturating_duration_since(at).as_secs_f64();
+                if seconds > 0.0 {
+                    arming.note_rise((value - before) / seconds);
+                }
+            }
+            let worst_case_rate = match polled.read {
+                PolledRead::CgroupUsage => {
+                    limit_bytes.map(|limit| WORST_CASE_BYTES_PER_SECOND / limit as f64)
+                }
+                PolledRead::Statm => Some(WORST_CASE_BYTES_PER_SECOND),
+            };
+            let Some(limit) = polled.spec.budgets.iter().map(|b| b.limit).reduce(f64::min) else {
+                continue;
+            };
+            let was = arming.armed();
+            let armed = arming.decide(
+                reading.at,
+                value,
+                Headroom {
+                    limit,
+                    interval,
+                    worst_case_rate,
+                    kill_line: kill_line && polled.read == PolledRead::CgroupUsage,
+                },
+            );
+            if armed != was {
+                info!(signal = %polled.spec.signal, why = arming.why(), "fast watch: {}", if armed { "armed" } else { "disarmed" });
+            }
+            if armed && polled.next.is_none() {
+                polled.next = Some(Instant::now());
+            } else if !armed {
+                polled.next = None;
+                polled.rise.clear();
+            }
+            handle.show(polled.shown, |shown| {
+                shown.cadence = if armed {
+                    Cadence::Armed
+                } else {
+                    Cadence::Disarmed
+                };
+                shown.cadence_reason = arming.reason();
+                shown.cadence_why = arming.why().to_owned();
+            });
+        }
+    }
+
+    /// Waits up to `wait` for the stop, a full sample or a kernel notification.
+    fn wait(&mut self, stopped: &Stop, wait: Duration) -> Woke {
+        if let Some(gap) = self
+            .notified_at
+            .map(|at| NOTIFIED_READ_GAP.saturating_sub(at.elapsed()))
+            .filter(|gap| !gap.is_zero())
+        {
+            if stopped.wait(gap) {
+                return Woke::Stop;
+            }
+        }
+        let Some(poke) = self.slot.poke_file() else {
+            return if stopped.wait(wait) {
+                Woke::Stop
+            } else {
+                Woke::Timeout
+            };
+        };
+        let mut files = vec![(poke.as_fd(), PollFor::Readable)];
+        if let Some(notifications) = &self.notifications {
+            files.push(notifications.poll_for());
+        }
+        let ready = sys::poll_ready(&files, wait).unwrap_or_default();
+        drop(files);
+        if ready.first() == Some(&true) {
+            self.slot.take_poke();
+        }
+        if stopped.requested() {
+            return Woke::Stop;
+        }
+        if ready.get(1) == Some(&true) {
+            if let Some(notifications) = self.notifications.as_mut() {
+                notifications.take();
+            }
+            self.notified_at = Some(Instant::now());
+            return Woke::Notified;
+        }
+        Woke::Timeout
+    }
+
+    /// Reopens the files when the sampler has published a new probe.
+    fn refresh_probe(&mut self, handle: &WatchHandle) {
+        let Some((version, probe)) = self.slot.newer_than(self.seen) else {
+            return;
+        };
+        self.seen = version;
+        if self.probe.cgroup != probe.cgroup || self.probe.limit_bytes != probe.limit_bytes {
+            self.register_notifications(&probe, handle);
+        }
+        if self.probe.statm != probe.statm {
+            self.statm = probe.statm.as_deref().and_then(|p| ProcFile::open(p, 128));
+        }
+        if self.probe.cgroup != probe.cgroup {
+            self.usage = probe
+                .cgroup
+                .as_ref()
+                .and_then(|c| ProcFile::open(&c.usage_file(), 64));
+            self.stat = probe
+                .cgroup
+                .as_ref()
+                .and_then(|c| ProcFile::open(&c.stat_file(), 4096));
+        }
+        self.probe = probe;
+    }
+
+    /// Registers kernel notifications on the limiting cgroup of `probe` at every threshold
+    /// of the cgroup specs (the old ones are dropped, so unregistered), and shows which or
+    /// why none.
+    fn register_notifications(&mut self, probe: &MemoryProbe, handle: &WatchHandle) {
+        self.notifications = None;
+        let cgroup_specs: Vec<&Polled> = self
+            .watched
+            .iter()
+            .filter(|p| p.read == PolledRead::CgroupUsage)
+            .collect();
+        if cgroup_specs.is_empty() {
+            return;
+        }
+        let outcome = match (&probe.cgroup, probe.limit_bytes) {
+            (Some(cgroup), Some(limit)) => {
+                let mut bytes: Vec<u64> = cgroup_specs
+                    .iter()
+                    .flat_map(|p| p.spec.thresholds.iter())
+                    .map(|t| (t * limit as f64) as u64)
+                    .collect();
+                bytes.sort_unstable();
+                bytes.dedup();
+                Notifications::register(cgroup, &bytes)
+            }
+            _ => Err("the memory limit is not a cgroup's: nothing to register on".to_owned()),
+        };
+        let (notifier, reason) = match outcome {
+            Ok(notifications) => {
+                info!(registered = %notifications.registered, "fast watch: kernel notifications registered");
+                let notifier = notifications.notifier();
+                self.notifications = Some(notifications);
+                (Some(notifier), None)
+            }
+            Err(reason) => {
+                warn!(%reason, "fast watch: no kernel notifications; polling alone");
+                (None, Some(reason))
+            }
+        };
+        for polled in cgroup_specs {
+            handle.show(polled.shown, |shown| {
+                shown.notifier = notifier;
+                shown.notifier_reason = reason.clone();
+            });
+        }
+    }
+
+    fn read(&mut self, index: usize) -> Option<f64> {
+        match self.watched[index].read {
+            PolledRead::Statm => self.rss_bytes().map(|b| b as f64),
+            PolledRead::CgroupUsage => {
+                let limit = self.probe.limit_bytes? as f64;
+                let lowest = self.watched[index].crossings.lowest();
+                self.memory_usage_bytes(lowest * limit)
+                    .map(|b| b as f64 / limit)
+            }
+        }
+    }
+
+    fn rss_bytes(&mut self) -> Option<u64> {
+        let text = self.statm.as_mut()?.read(true)?;
+        let pages = procfs::parse_statm(&text)?;
+        pages.resident_bytes.checked_mul(self.page_size)
+    }
+
+    /// The memory the limit is enforced on: the limiting cgroup's working set (its usage
+    /// alone while that is below `floor`: the working set cannot be above it), else RSS.
+    fn memory_usage_bytes(&mut self, floor: f64) -> Option<u64> {
+        let Some(cgroup) = &self.probe.cgroup else {
+            return self.rss_bytes();
+        };
+        let usage_text = self.usage.as_mut()?.read(true)?.into_owned();
+        let usage: u64 = usage_text.trim().parse().ok()?;
+        if (usage as f64) <= floor {
+            return Some(usage);
+        }
+        let stat = self
+            .stat
+            .as_mut()
+            .and_then(|f| f.read(false).map(|t| t.into_owned()))
+            .unwrap_or_default();
+        cgroup.parse_working_set(&usage_text, &stat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A budget's signal rising fast, still under its goal: the slope of the watch's reads
+    /// puts the limit nearer than the reaction the engine published, and the watch wakes the
+    /// engine (once) for urgency before any threshold is crossed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steep_rise_wakes_the_engine_for_urgency_before_the_goal() {
+        use super::super::{FastWatch, WatchedBudget};
+        use crate::sample::cgroup::MemoryCgroup;
+        use perfpilot_strategies::Signal;
+        let dir = tempfile::tempdir().unwrap();
+        let usage = dir.path().join("memory.usage_in_bytes");
+        std::fs::write(&usage, "1000\n").unwrap();
+        std::fs::write(dir.path().join("memory.stat"), "total_inactive_file 0\n").unwrap();
+        let slot = ProbeSlot::default();
+        slot.publish(MemoryProbe {
+            statm: None,
+            cgroup: Some(MemoryCgroup::V1(dir.path().to_owned())),
+            limit_bytes: Some(10_000),
+            pressure_dir: None,
+        });
+        let watch = FastWatch::start(
+            vec![WatchSpec {
+                signal: Signal::MemoryUsage,
+                thresholds: vec![0.8, 0.95],
+                interval: Some(Duration::from_millis(5)),
+                budgets: vec![WatchedBudget {
+                    name: "memory".to_owned(),
+                    limit: 0.95,
+                }],
+            }],
+            slot,
+        )
+        .expect("a spec to watch");
+        let handle = watch.handle();
+        handle.publish_reaction(
+            "memory",
+            Reaction::new(Duration::from_millis(100), Duration::from_secs(2)),
+        );
+        let woken = handle.woken();
+        // 0.1 → 0.5 of the limit in steps of 0.05 every 10 ms: 5 per second, the limit
+        // about 0.1 s away, against more than 2 s needed. Never past the goal (0.8).
+        let filler = std::thread::spawn(move || {
+            for step in 2..=10 {
+                std::fs::write(&usage, format!("{}\n", step * 500)).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("waited 5 s for the watch to wake the engine for urgency");
+        filler.join().unwrap();
+        assert_eq!(
+            handle.take_crossings(),
+            vec![(Signal::MemoryUsage, WatchMode::Urgency)],
+            "one wake, for urgency: no threshold was crossed"
+        );
+    }
+
+    #[test]
+    fn a_crossing_wakes_once_until_the_reading_falls_below_the_rearm_level() {
+        let mut crossings = Crossings::new(vec![0.8, 0.95]);
+        assert!(!crossings.observe(0.5));
+        let mut rearmed = Crossings::new(vec![0.8]);
+        assert!(rearmed.observe(0.9));
+        assert!(!rearmed.observe(0.9), "once per crossing");
+        rearmed.rearm();
+        assert!(
+            rearmed.observe(0.9),
+            "re-armed: still above wakes once more"
+        );
+        assert!(crossings.observe(0.81), "0.8 crossed");
+        assert!(!crossings.observe(0.9), "still above 0.8: no second wake");
+        assert!(crossings.observe(0.97), "0.95 crossed");
+        assert!(
+            !crossings.observe(0.77),
+            "0.77 is above 0.8 × 0.95 = 0.76: not re-armed"
+        );
+        assert!(!crossings.observe(0.81));
+        assert!(!crossings.observe(0.75), "re-armed below 0.76");
+        assert!(crossings.observe(0.82), "crossed again");
+    }
+}
