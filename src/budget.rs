@@ -408,6 +408,15 @@ impl Budget {
             .map(|a| a.reaction(&self.config, next))
     }
 
+    /// The slope of its signal the fast watch worked out from its own reads just now, if any
+    /// (adaptive reaction): the next reading's urgency is judged by it, the shorter horizon,
+    /// instead of by the full samples' slope alone.
+    pub fn note_watch_slope(&mut self, slope: Option<f64>) {
+        if let Some(adaptive) = &mut self.adaptive {
+            adaptive.watch_slope = slope.filter(|s| s.is_finite());
+        }
+    }
+
     /// The next rung's track, for the urgency of a reading.
     fn next_track(&self) -> Option<Track> {
         let next = self.episode.as_ref().map_or(0, |e| e.next);

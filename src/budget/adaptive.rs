@@ -40,6 +40,8 @@ pub(crate) struct Adaptive {
     pub urgency: Option<Urgency>,
     /// The time between the last two regular samples.
     pub period: Option<Duration>,
+    /// The slope the fast watch saw from its own reads just before this reading, if any.
+    pub watch_slope: Option<f64>,
 }
 
 impl Adaptive {
@@ -57,6 +59,7 @@ impl Adaptive {
             worst_slope: 0.0,
             urgency: None,
             period: None,
+            watch_slope: None,
         }
     }
 
@@ -81,7 +84,8 @@ impl Adaptive {
         next: Option<Track>,
     ) -> bool {
         self.rise.push(now, value);
-        let slope = self.rise.slope();
+        // The watch's reads, every few ms, see a fill the full samples see as one jump.
+        let slope = self.watch_slope.take().or_else(|| self.rise.slope());
         if let Some(slope) = slope {
             self.worst_slope = self.worst_slope.max(slope);
         }
@@ -225,5 +229,6 @@ impl Adaptive {
         self.rise.clear();
         self.worst_slope = 0.0;
         self.urgency = None;
+        self.watch_slope = None;
     }
 }

@@ -399,3 +399,28 @@ fn reset_learning_forgets_records_latency_and_the_guard_band() {
     assert_eq!(view.rungs[1].mean_relief, None);
     assert_eq!(view.rungs[1].latency_ms, None);
 }
+
+#[test]
+fn the_fast_watchs_slope_starts_the_episode_where_the_full_samples_see_only_a_jump() {
+    // Full samples 500 ms apart: flat at 0.1, then 0.3 after a fill that the watch's reads
+    // saw rising at 2/s. The samples' own slope (median of 0, 0.2/s and 0.4/s) puts the
+    // limit 3.5 s away, beyond the reaction; the watch's slope puts it 350 ms away.
+    let readings = [0.1, 0.1, 0.3];
+    let mut alone = Drive::adaptive(ladder());
+    alone.every = Duration::from_millis(500);
+    assert_eq!(alone.runs(&readings), ["-", "-", "-"]);
+
+    let mut d = Drive::adaptive(ladder());
+    d.every = Duration::from_millis(500);
+    assert_eq!(d.runs(&readings[..2]), ["-", "-"]);
+    d.budget.note_watch_slope(Some(2.0));
+    let step = d.sample(readings[2]);
+    assert_eq!(
+        step.run.as_ref().map(|r| r.strategy.as_str()),
+        Some("purge")
+    );
+    let reason = started_reason(&[step]).expect("an episode started");
+    assert!(reason.contains("limit in 350 ms at 2/s"), "{reason}");
+    // Used once: the next reading is judged by the samples again unless the watch says more.
+    assert_eq!(d.budget.adaptive.as_ref().unwrap().watch_slope, None);
+}

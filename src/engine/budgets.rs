@@ -3,6 +3,7 @@
 //! exhaustion published; kept across a reload when its configuration is unchanged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use perfpilot_strategies::{MemoryLimitSource, Signal, Snapshot};
 use tokio::time::Instant;
@@ -47,6 +48,10 @@ pub(super) fn build_budgets(
     budgets
 }
 
+/// How recent the fast watch's slope of a signal must be for a budget to judge urgency by it
+/// instead of by its full samples alone: 250 ms (an armed watch reads every few ms to 50 ms).
+const WATCH_SLOPE_FRESH: Duration = Duration::from_millis(250);
+
 impl Engine {
     /// Feeds every budget this sample; returns the rungs to run now as (budget index, slot
     /// index, run). At most one budget starts a rung per sample (single flight: the others
@@ -65,7 +70,11 @@ impl Engine {
                 slot.budget
                     .set_kill_line(is_kill_line(slot.budget.config(), snapshot));
             }
-            let value = snapshot.signal(slot.budget.config().signal);
+            let signal = slot.budget.config().signal;
+            let watched = self.settings.watch.as_ref();
+            slot.budget
+                .note_watch_slope(watched.and_then(|w| w.slope(signal, WATCH_SLOPE_FRESH)));
+            let value = snapshot.signal(signal);
             let step = slot
                 .budget
                 .observe(value, now.into_std(), can_act && runs.is_empty());

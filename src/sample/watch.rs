@@ -307,6 +307,9 @@ struct Shared {
     rearms: AtomicU64,
     /// The reaction time each budget needs, published by the engine.
     reactions: Mutex<BTreeMap<String, Reaction>>,
+    /// The short-horizon slope of each read signal (per second) and when it was worked out,
+    /// published by the watch for the engine.
+    slopes: Mutex<BTreeMap<Signal, (Instant, f64)>>,
 }
 
 impl WatchHandle {
@@ -332,6 +335,21 @@ impl WatchHandle {
     /// The reaction the engine published for `budget`.
     pub fn reaction(&self, budget: &str) -> Option<Reaction> {
         lock(&self.shared.reactions).get(budget).copied()
+    }
+
+    /// Publishes the slope of `signal` worked out from the watch's own reads at `at`.
+    pub(crate) fn publish_slope(&self, signal: Signal, at: Instant, slope: f64) {
+        lock(&self.shared.slopes).insert(signal, (at, slope));
+    }
+
+    /// The slope of `signal` (per second) from the watch's reads, when worked out within
+    /// `fresh` of now: between two full samples the watch's reads see a fast fill that the
+    /// samples alone would see only as one jump.
+    pub fn slope(&self, signal: Signal, fresh: Duration) -> Option<f64> {
+        lock(&self.shared.slopes)
+            .get(&signal)
+            .filter(|(at, _)| at.elapsed() <= fresh)
+            .map(|(_, slope)| *slope)
     }
 
     /// Changes row `index` of the status.
