@@ -165,6 +165,9 @@ impl Poller {
                 rearms_seen = rearms;
                 for polled in &mut self.watched {
                     polled.crossings.rearm();
+                    // Urgency too: a rise the run did not stop wakes the engine again at
+                    // the next read, so it climbs then, not at the next full sample.
+                    polled.urgent.iter_mut().for_each(|urgent| *urgent = false);
                 }
             }
             let reactions = handle.reactions();
