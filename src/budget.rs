@@ -647,16 +647,7 @@ impl Budget {
         // settle would only let the signal go further past the line.
         let early = value > limit;
         // Adaptive: the limit is nearer than the settle and the rise goes on: climb now.
-        let hurry = adaptive.is_some_and(|a| {
-            a.hurry(
-                settle,
-                pending.before,
-                pending.slope,
-                pending.started,
-                value,
-                now,
-            )
-        });
+        let hurry = adaptive.is_some_and(|a| a.hurry(settle, pending.before, value));
         if settled || early || hurry || (jump && pending.rung != top) {
             episode.pending = None;
             self.judge(pending, value, now, step);

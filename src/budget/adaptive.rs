@@ -96,26 +96,16 @@ impl Adaptive {
     }
 
     /// Whether a rung that finished is judged at this reading without waiting out `settle`:
-    /// the limit is nearer than the settle and the reading still shows the rise (at least
-    /// half the rate before the rung ran, carried from when it started).
-    pub fn hurry(
-        &self,
-        settle: Duration,
-        before: f64,
-        slope_before: Option<f64>,
-        started: Instant,
-        value: f64,
-        now: Instant,
-    ) -> bool {
+    /// the limit is nearer than the settle at the slope of this reading (so the signal is
+    /// still rising) and the reading is above the one before the rung ran. A rung that only
+    /// slowed the rise does not earn the settle's wait while the rise still reaches the limit
+    /// within it.
+    pub fn hurry(&self, settle: Duration, before: f64, value: f64) -> bool {
         let near = self
             .urgency
             .and_then(|u| u.time_to_limit)
             .is_some_and(|time| time < settle);
-        let Some(slope) = slope_before.filter(|s| *s > 0.0) else {
-            return near && value > before;
-        };
-        let elapsed = now.saturating_duration_since(started).as_secs_f64();
-        near && value - before >= 0.5 * slope * elapsed && value > before
+        near && value > before
     }
 
     /// The rung to skip to from `next` when the forecast overshoot (how far past the limit the

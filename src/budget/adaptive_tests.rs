@@ -424,3 +424,20 @@ fn the_fast_watchs_slope_starts_the_episode_where_the_full_samples_see_only_a_ju
     // Used once: the next reading is judged by the samples again unless the watch says more.
     assert_eq!(d.budget.adaptive.as_ref().unwrap().watch_slope, None);
 }
+
+#[test]
+fn a_rung_that_only_slows_the_rise_does_not_earn_the_settle_while_the_limit_is_near() {
+    // 1/s until purge runs at 0.75, then 0.3/s: slower, still rising, the limit well inside
+    // purge's 1 s settle. The next reading climbs to trim.
+    let mut d = Drive::adaptive(ladder());
+    assert_eq!(
+        d.runs(&[0.55, 0.65, 0.75, 0.78]),
+        ["-", "-", "purge", "trim"]
+    );
+    // Falling after the rung: it is judged after its settle, nothing more runs meanwhile.
+    let mut d = Drive::adaptive(ladder());
+    assert_eq!(
+        d.runs(&[0.55, 0.65, 0.75, 0.7, 0.68]),
+        ["-", "-", "purge", "-", "-"]
+    );
+}
