@@ -111,7 +111,7 @@ impl Adaptive {
     /// The rung to skip to from `next` when the forecast overshoot (how far past the limit the
     /// rise carries the signal before the rung acts) is larger than what `next`
     /// has been seen to relieve: the lowest rung whose learned relief covers it (a rung never
-    /// judged might: the walk stops there, except against a kill line), at most
+    /// judged might: the walk stops there; against a kill line, not at `next` itself), at most
     /// `max_rungs_skipped` rungs up, never past
     /// `top` or a rung `blocked` (already run or skipped in this episode). Returns the rung
     /// and the record's sentence.
@@ -133,9 +133,10 @@ impl Adaptive {
             let reaction = self.reaction(config, Some(tracks[rung].1));
             let acting = reaction.latency + reaction.watch_period + reaction.margin;
             let need = overshoot(value, limit, slope, acting);
-            // A rung never judged might cover it; not against a kill line, where a wrong
-            // guess kills the target and there is no reading after it to learn from.
-            let unknown = self.line == Line::Limit;
+            // A rung never judged might cover it. Against a kill line the next rung, never
+            // judged, is not trusted with the forecast (a wrong guess kills the target): the
+            // step goes one rung past it, to the first rung above that might cover it.
+            let unknown = self.line == Line::Limit || rung != next;
             let covered = tracks[rung]
                 .1
                 .mean_relief

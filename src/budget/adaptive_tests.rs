@@ -256,16 +256,19 @@ fn a_rung_never_judged_is_not_skipped_past() {
 }
 
 #[test]
-fn against_a_kill_line_a_rung_never_judged_is_no_cover() {
-    // The same readings against the target's cgroup limit: nothing learned, so the step
-    // goes as high as the cap allows (a guess wrong here kills the target).
+fn against_a_kill_line_the_next_rung_never_judged_is_no_cover_and_the_step_goes_one_past_it() {
+    // The same readings against the target's cgroup limit: nothing learned, so the next
+    // rung is not trusted with the overshoot (a guess wrong here kills the target) and the
+    // step goes one rung past it, not to the cap (trim-50, the ladder's order kept).
     let mut d = Drive::adaptive(four_rungs());
     d.budget.set_kill_line(true);
     let steps: Vec<Step> = [0.77, 0.86, 0.95].iter().map(|&v| d.sample(v)).collect();
     let run = steps[2].run.clone().expect("urgent at 0.95");
-    assert_eq!(run.strategy, "trim-50");
+    assert_eq!(run.strategy, "trim-25");
     assert!(
-        run.why.contains("past the kill line; purge not judged yet, trim-25 not judged yet, trim-50 not judged yet: skipped to trim-50"),
+        run.why.contains(
+            "past the kill line; purge not judged yet, trim-25 not judged yet: skipped to trim-25"
+        ),
         "{}",
         run.why
     );
