@@ -50,6 +50,7 @@
 
 mod allocator;
 mod cgroup;
+mod connection_count;
 mod group;
 mod limits;
 mod pressure;
@@ -70,9 +71,8 @@ use self::procfs::{HostReader, ProcessReader};
 use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
 
-pub use self::target::{
-    ConnectionsBasis, ConnectionsMethod, Target, TargetHandle, TargetState, TargetStatus,
-};
+pub use self::connection_count::{ConnectionsBasis, ConnectionsMethod};
+pub use self::target::{Target, TargetHandle, TargetState, TargetStatus};
 pub use self::watch::{
     ArmReason, Cadence, FastWatch, Notifier, ProbeSlot, WatchHandle, WatchMode, WatchSpec,
     WatchStatus, WatchedBudget, WatchedSignal,
