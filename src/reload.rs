@@ -32,11 +32,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::document::rfc3339;
 use crate::config::{self, Config, Loaded, Overrides};
 use crate::engine::{EngineHandle, EngineSettings, Reconfiguration, StrategyChanges};
 use crate::prometheus::Telemetry;
 use crate::sample::TargetHandle;
+use crate::wire_time::rfc3339;
 
 /// Configuration keys (and sections) read only at start: a reload keeps their running value
 /// and names them as needing a restart when the file changes them.
@@ -84,9 +84,15 @@ impl ConfigSource {
         }
     }
 
-    /// Loads and validates the configuration from every layer ([`config::load`]).
+    /// Loads and validates the configuration from every layer, and checks what it says about
+    /// this host ([`config::load_checked`] with [`crate::sample::host_problems`]).
     pub fn load(&self) -> Result<Loaded, config::ConfigError> {
-        config::load(self.file.as_deref(), &self.env, &self.overrides)
+        config::load_checked(
+            self.file.as_deref(),
+            &self.env,
+            &self.overrides,
+            &crate::sample::host_problems,
+        )
     }
 
     /// The file a reload reads (the default file when none was named, whether or not it

@@ -49,9 +49,12 @@ pub use perfpilot_strategies::{Origin, Problem};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::BudgetConfig;
-use crate::sample::Target;
+use crate::target::Target;
 
-pub use load::{load, load_from_str, ConfigError, Loaded, Overrides, INLINE_FILE, LEGACY_ENV};
+pub use load::{
+    load, load_checked, load_from_str, ConfigError, HostCheck, Loaded, Overrides, INLINE_FILE,
+    LEGACY_ENV,
+};
 
 /// The agent's whole configuration.
 ///
@@ -693,7 +696,8 @@ pub struct TargetConfig {
     /// Watch every process of this cgroup v2: a directory under the cgroup v2 mount
     /// (`/sys/fs/cgroup/system.slice/demo.service`) or a path relative to it
     /// (`system.slice/demo.service`, `/kubepods.slice/...` as `/proc/<pid>/cgroup` shows it).
-    /// It must exist when the configuration is validated.
+    /// It must exist when the agent loads the configuration (checked by
+    /// `perfpilot::sample::host_problems`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,
 }
@@ -734,11 +738,6 @@ impl TargetConfig {
                     format!("{value}{others}"),
                     "set at most one of target.pid, target.pidfile, target.port and target.cgroup",
                 ));
-            }
-        }
-        if let Some(path) = &self.cgroup {
-            if let Err(why) = crate::sample::resolve_target_cgroup(path) {
-                problems.push(Problem::new("target.cgroup", shown(path), why.to_string()));
             }
         }
         if self.pid == Some(0) {

@@ -2,9 +2,34 @@
 //! it restarts, publishing whether it runs ([`TargetHandle`]), and sampling it: its own
 //! signals, and its open file descriptors and TCP connections (counted by
 //! `super::connection_count`).
+//!
+//! How each [`Target`] is found and followed:
+//!
+//! | kind | found | followed across restarts |
+//! |---|---|---|
+//! | `Pid(n)` | `/proc/<n>` | no: a pid that disappears is reported not found; the first process seen at the pid is remembered by its start time (`/proc/<n>/stat` field 22), and another process given the same pid later is refused (not found, the reason says the pid was reused) |
+//! | `Pidfile(path)` | the first line of the file, read on every sample (a few µs) | yes: a pid that changes in the file is followed at the next sample |
+//! | `Cgroup(path)` | the cgroup v2 directory `path` (absolute under the v2 mount, or relative to it): every process in its `cgroup.procs`, sampled as a group (see [`super::group`]) | yes: the group's members are read on every sample; a removed cgroup is reported not found, and followed again when created at the same path |
+//! | `Port(p)` | the socket LISTENing on TCP port `p` in `/proc/net/tcp` and `tcp6` (state `0A`), then the process with `socket:[inode]` in `/proc/*/fd` | yes: looked for again only when the pid is unknown, has exited or no longer listens on `p` |
+//!
+//! With several owners of the listening socket (a pre-forking server's master and workers),
+//! the oldest process is watched. Another user's processes can be found by port only with
+//! `CAP_SYS_PTRACE` (their `fd` directories are private).
+//!
+//! A sample of a running target reads `/proc/<pid>/{statm,stat}`, the size of
+//! `/proc/<pid>/fd` (`open_fds`: the kernel reports the count since Linux 6.2, without listing
+//! it), and counts `open_connections` with netlink `sock_diag`: the kernel returns only the
+//! established sockets on the target's listening ports, counted without building records
+//! (see [`ConnectionsMethod`] for the namespaces and the `/proc/<pid>/net/tcp` fallback). The
+//! fd links, which say which listening sockets are the target's, are read only when the
+//! namespace's listening sockets or the pid change. A count is made only when the
+//! namespace's TCP counters (`/proc/<pid>/net/snmp`) show a connection opened or closed,
+//! and is estimated between counts while counting is costly (see [`ConnectionsBasis`]): so a
+//! sample beside 10,000 steady connections costs what it costs beside none
+//! (`scripts/bench-scale.sh` measures it). Finding a pid by port costs about 5 ms (the
+//! tables plus every `/proc/*/fd`), only when the pid is unknown.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use perfpilot_strategies::Snapshot;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use tracing::{info, warn};
 
 use super::connection_count::{
@@ -21,54 +46,8 @@ use super::connection_count::{
 use super::group::GroupSampler;
 use super::procfs::{self, pid_dir};
 use super::ProcessSampler;
-
-/// The process a sidecar agent watches, and how it is found.
-///
-/// | kind | found | followed across restarts |
-/// |---|---|---|
-/// | `Pid(n)` | `/proc/<n>` | no: a pid that disappears is reported not found; the first process seen at the pid is remembered by its start time (`/proc/<n>/stat` field 22), and another process given the same pid later is refused (not found, the reason says the pid was reused) |
-/// | `Pidfile(path)` | the first line of the file, read on every sample (a few µs) | yes: a pid that changes in the file is followed at the next sample |
-/// | `Cgroup(path)` | the cgroup v2 directory `path` (absolute under the v2 mount, or relative to it): every process in its `cgroup.procs`, sampled as a group (see [`super::group`]) | yes: the group's members are read on every sample; a removed cgroup is reported not found, and followed again when created at the same path |
-/// | `Port(p)` | the socket LISTENing on TCP port `p` in `/proc/net/tcp` and `tcp6` (state `0A`), then the process with `socket:[inode]` in `/proc/*/fd` | yes: looked for again only when the pid is unknown, has exited or no longer listens on `p` |
-///
-/// With several owners of the listening socket (a pre-forking server's master and workers),
-/// the oldest process is watched. Another user's processes can be found by port only with
-/// `CAP_SYS_PTRACE` (their `fd` directories are private).
-///
-/// A sample of a running target reads `/proc/<pid>/{statm,stat}`, the size of
-/// `/proc/<pid>/fd` (`open_fds`: the kernel reports the count since Linux 6.2, without listing
-/// it), and counts `open_connections` with netlink `sock_diag`: the kernel returns only the
-/// established sockets on the target's listening ports, counted without building records
-/// (see [`ConnectionsMethod`] for the namespaces and the `/proc/<pid>/net/tcp` fallback). The
-/// fd links, which say which listening sockets are the target's, are read only when the
-/// namespace's listening sockets or the pid change. A count is made only when the
-/// namespace's TCP counters (`/proc/<pid>/net/snmp`) show a connection opened or closed,
-/// and is estimated between counts while counting is costly (see [`ConnectionsBasis`]): so a
-/// sample beside 10,000 steady connections costs what it costs beside none
-/// (`scripts/bench-scale.sh` measures it). Finding a pid by port costs about 5 ms (the
-/// tables plus every `/proc/*/fd`), only when the pid is unknown.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// This pid.
-    Pid(u32),
-    /// The pid written in this file.
-    Pidfile(PathBuf),
-    /// The process that owns the TCP socket listening on this port (IPv4 or IPv6).
-    Port(u16),
-    /// Every process of this cgroup v2 (a Kubernetes pod, a systemd service).
-    Cgroup(PathBuf),
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Pid(pid) => write!(f, "pid {pid}"),
-            Target::Pidfile(path) => write!(f, "pidfile {}", path.display()),
-            Target::Port(port) => write!(f, "port {port}"),
-            Target::Cgroup(path) => write!(f, "cgroup {}", path.display()),
-        }
-    }
-}
+use crate::target::Target;
+use crate::wire_time::serialize_rfc3339;
 
 /// Whether the target runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -102,7 +81,7 @@ pub struct TargetStatus {
     /// directory, without permission); `None` when all is well.
     pub reason: Option<String>,
     /// Since when `state` and `pid` have held (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "serialize_rfc3339")]
     #[schema(value_type = String)]
     pub since: SystemTime,
     /// How `openConnections` was last counted: `sock-diag`, `sock-diag-setns` or `proc-net`
@@ -113,10 +92,6 @@ pub struct TargetStatus {
     /// the last count, or `estimated` from it (see [`ConnectionsBasis`]); absent until counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections_basis: Option<ConnectionsBasis>,
-}
-
-fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
 }
 
 /// A cheap, cloneable handle to the target's latest status, written by the sampler on every
