@@ -22,15 +22,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use perfpilot::config::Config;
-use perfpilot::engine::SignalSource;
 use perfpilot::Agent;
 use perfpilot_strategies::{
-    async_trait, AllocatorStats, Context, LatencyStats, MemoryLimitSource, MemoryUsageSource,
-    Outcome, Pressure, PressureLine, PressureSet, ResourcePressure, RuntimeStats, Signal, Snapshot,
-    Strategy, StrategyError, TriggerSpec,
+    async_trait, Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
 };
 use serde_json::Value;
 
@@ -291,81 +288,6 @@ impl Strategy for Acts {
     }
 }
 
-/// A sample in which every signal has a value, so every key and series shows.
-#[derive(Debug)]
-struct EverySignal;
-
-impl SignalSource for EverySignal {
-    fn sample(&mut self) -> Snapshot {
-        full_snapshot()
-    }
-}
-
-fn full_snapshot() -> Snapshot {
-    let line = |avg10: f64| PressureLine {
-        avg10,
-        avg60: avg10 / 2.0,
-        avg300: avg10 / 4.0,
-        total_us: 1_000,
-        stall_rate: Some(0.01),
-    };
-    let resource = |avg10| {
-        Some(ResourcePressure {
-            some: line(avg10),
-            full: Some(line(avg10 / 2.0)),
-        })
-    };
-    let set = PressureSet {
-        memory: resource(0.1),
-        cpu: resource(0.2),
-        io: resource(0.05),
-    };
-    let mut s = Snapshot::empty(SystemTime::now());
-    s.uptime = Some(Duration::from_secs(60));
-    s.rss_bytes = Some(100 << 20);
-    s.virtual_bytes = Some(400 << 20);
-    s.memory_limit_bytes = Some(1 << 30);
-    s.memory_limit_source = Some(MemoryLimitSource::Budget);
-    s.memory_usage_ratio = Some(0.1);
-    s.memory_usage_bytes = Some(100 << 20);
-    s.memory_usage_source = Some(MemoryUsageSource::Rss);
-    s.process_count = Some(3);
-    s.pressure = Some(Pressure {
-        system: Some(set),
-        cgroup: Some(set),
-    });
-    s.allocator = Some(AllocatorStats {
-        allocated_bytes: 10 << 20,
-        active_bytes: 11 << 20,
-        resident_bytes: 12 << 20,
-        retained_bytes: 13 << 20,
-    });
-    s.process_cpu_ratio = Some(0.05);
-    s.agent_cpu_ratio = Some(0.01);
-    s.system_cpu_ratio = Some(0.1);
-    s.load_average = Some([0.5, 0.4, 0.3]);
-    s.open_connections = Some(4);
-    s.open_fds = Some(20);
-    s.major_faults_per_second = Some(2.0);
-    s.in_flight_requests = Some(1);
-    s.latency = Some(LatencyStats {
-        mean_ms: 2.0,
-        p50_ms: 1.0,
-        p95_ms: 5.0,
-        p99_ms: 9.0,
-    });
-    s.requests_per_second = Some(10.0);
-    s.bytes_per_second = Some(1000.0);
-    s.error_rate = Some(0.01);
-    s.runtime = Some(RuntimeStats {
-        workers: 2,
-        busy_ratio: 0.1,
-        global_queue_depth: 0,
-        live_tasks: 5,
-    });
-    s
-}
-
 /// Every key path of a JSON value, one a line: `a.b`, `list[].c`, with the value's type.
 fn key_paths(value: &Value) -> String {
     fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, BTreeSet<&'static str>>) {
@@ -459,7 +381,7 @@ async fn route_keys_openapi_and_metric_names() {
     };
     let agent = Agent::builder()
         .config(config)
-        .signal_source(EverySignal)
+        .signal_source(common::EverySignal)
         .strategy(Arc::new(Acts), TriggerSpec::new(Signal::MemoryUsage, 1.0))
         .spawn();
     // What `perfpilot run` serves: every route at the root, with the JSON fallback.
