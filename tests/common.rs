@@ -158,20 +158,8 @@ pub async fn post_json(base: &str, path: &str, body: &'static str) -> (u16, Valu
     (status, response.json().await.unwrap())
 }
 
-/// The environment variable CI sets (to `1`) on machines that must run every test: there a
-/// skip is a failure, not a pass.
-pub const REQUIRE_ALL: &str = "PERFPILOT_CI_REQUIRE_ALL";
-
-/// Reports a test that cannot run here: prints `skipped: why` (stdout and stderr), and fails
-/// the test when [`REQUIRE_ALL`] says this machine should have supported it. Call it and
-/// return.
-pub fn skip(why: &str) {
-    println!("skipped: {why}");
-    eprintln!("skipped: {why}");
-    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
-        panic!("skipped, but {REQUIRE_ALL}=1 says this machine supports the test: {why}");
-    }
-}
+#[allow(unused_imports)]
+pub use perfpilot_strategies::test_support::{skip, REQUIRE_ALL};
 
 /// A sample in which every signal has a value, so every key and series shows.
 #[derive(Debug)]

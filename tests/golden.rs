@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use perfpilot::config::Config;
 use perfpilot::Agent;
+use perfpilot_strategies::test_support::golden::{self, assert_all, diff};
 use perfpilot_strategies::{
     async_trait, Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
 };
@@ -35,92 +36,9 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-/// Compares `actual` with the golden file `name` (or rewrites it under `UPDATE_GOLDEN=1`);
-/// returns the difference as a message, or `None` when they agree.
+/// Compares `actual` with the golden file `tests/golden/NAME` (see [`golden::check`]).
 fn check(name: &str, actual: &str) -> Option<String> {
-    let path = golden_dir().join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0") {
-        std::fs::create_dir_all(path.parent().expect("golden files live in a directory"))
-            .expect("create the golden directory");
-        std::fs::write(&path, actual).expect("write the golden file");
-        return None;
-    }
-    let expected = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) => {
-            return Some(format!(
-                "{}: cannot read ({e}); run with UPDATE_GOLDEN=1 to create it",
-                path.display()
-            ))
-        }
-    };
-    (expected != actual).then(|| {
-        format!(
-            "{} differs from what users see now (- golden, + now); if the change is meant, rerun \
-             with UPDATE_GOLDEN=1 and commit the file:\n{}",
-            path.display(),
-            diff(&expected, actual)
-        )
-    })
-}
-
-/// Fails with every difference found.
-fn assert_all(differences: Vec<Option<String>>) {
-    let differences: Vec<String> = differences.into_iter().flatten().collect();
-    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
-}
-
-/// A line diff (longest common subsequence), changed lines with two lines of context.
-fn diff(expected: &str, actual: &str) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = actual.lines().collect();
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let mut ops = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', b[j]));
-            j += 1;
-        }
-    }
-    let near_change = |k: usize| {
-        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
-            .iter()
-            .any(|(op, _)| *op != ' ')
-    };
-    let mut out = String::new();
-    let mut skipped = false;
-    for (k, (op, line)) in ops.iter().enumerate() {
-        if near_change(k) {
-            if skipped {
-                out.push_str("  ...\n");
-                skipped = false;
-            }
-            let _ = writeln!(out, "{op} {line}");
-        } else {
-            skipped = true;
-        }
-    }
-    if expected.ends_with('\n') != actual.ends_with('\n') {
-        out.push_str("(the final newline differs)\n");
-    }
-    out
+    golden::check(&golden_dir().join(name), actual)
 }
 
 // --- check-config ---------------------------------------------------------------------------
@@ -510,12 +428,6 @@ async fn route_keys_openapi_and_metric_names() {
     ]);
 }
 
-#[test]
-fn the_diff_shows_what_changed() {
-    let shown = diff("a\nb\nc\n", "a\nB\nc\nd\n");
-    assert_eq!(shown, "  a\n- b\n+ B\n  c\n+ d\n");
-}
-
 /// docs/signals.md's signal list (between `<!-- signals:start -->` and `<!-- signals:end -->`)
 /// is the signal table's; `UPDATE_GOLDEN=1` rewrites it.
 #[test]
@@ -532,7 +444,7 @@ fn docs_signal_list_is_the_signal_table() {
         .expect("docs/signals.md has the signals:end marker")
         + from;
     let table = perfpilot_strategies::signals::markdown_table();
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0") {
+    if golden::updating() {
         let updated = format!("{}{table}{}", &page[..from], &page[to..]);
         std::fs::write(&path, updated).expect("write docs/signals.md");
         return;

@@ -43,7 +43,14 @@ const PERFPILOT_LAYERS: &[(&str, &[&str])] = &[
 const STRATEGIES_LAYERS: &[(&str, &[&str])] = &[
     (
         "system calls and plain data",
-        &["sys", "duration", "problem", "registry", "snapshot"],
+        &[
+            "sys",
+            "duration",
+            "problem",
+            "registry",
+            "snapshot",
+            "test_support",
+        ],
     ),
     (
         "signals, triggers and the allocator",

@@ -68,6 +68,8 @@ pub mod signals;
 pub mod snapshot;
 pub mod strategy;
 mod sys;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod trigger;
 pub mod webhook;
 
