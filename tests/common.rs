@@ -123,6 +123,23 @@ pub fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     stderr
 }
 
+/// Serves `app` in process on a free loopback port, with each connection's peer address as
+/// `perfpilot run` serves it; returns the base URL and the server's task (abort it to stop).
+pub async fn serve(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let base = format!(
+        "http://{}",
+        listener.local_addr().expect("the bound address")
+    );
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, server)
+}
+
 /// An HTTP client with a bounded timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

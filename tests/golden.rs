@@ -303,14 +303,7 @@ async fn route_keys_openapi_and_metric_names() {
         .strategy(Arc::new(Acts), TriggerSpec::new(Signal::MemoryUsage, 1.0))
         .spawn();
     // What `perfpilot run` serves: every route at the root, with the JSON fallback.
-    let app = agent
-        .standalone_router()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (base, server) = common::serve(agent.standalone_router()).await;
     let client = common::client();
     // Wait (at most 20 s) for a sample after the first, so every trigger has a value.
     let waited = std::time::Instant::now();

@@ -54,14 +54,7 @@ async fn the_tables_read_every_key_of_the_real_documents() {
         .signal_source(common::EverySignal)
         .try_spawn()
         .expect("a valid configuration");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = agent
-        .standalone_router()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (base, server) = common::serve(agent.standalone_router()).await;
 
     // Wait (at most 20 s) until the budget's first rung has run and been judged, and every
     // trigger has a value.
