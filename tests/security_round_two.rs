@@ -1,0 +1,366 @@
+//! The second security round (secrets in errors, files the agent trusts, floods before
+//! authentication), each finding tried on the real binary over real loopback sockets.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, perfpilot, refused, Running};
+use serde_json::Value;
+
+/// A private temporary directory (mode 0700), removed when dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("perfpilot-sec2-{name}-"))
+        .tempdir()
+        .expect("create a temp directory")
+}
+
+/// Writes `text` to `path` with mode 0600 (replacing it in one step).
+fn write_private(path: &Path, text: &str) {
+    let aside = path.with_extension("tmp");
+    fs::write(&aside, text).unwrap();
+    fs::set_permissions(&aside, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(&aside, path).unwrap();
+}
+
+/// An agent started by `command` (`perfpilot run ...`), its log (stderr) going to `log`.
+fn start_logging(mut command: Command, log: &Path) -> Running {
+    let log = fs::File::create(log).unwrap();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start the agent");
+    let line = common::first_stdout_line(&mut child);
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Running { child, base }
+}
+
+/// `perfpilot run --listen 127.0.0.1:0 --config FILE` with `env`, logging to `log`.
+fn start_with_config(file: &Path, env: &[(&str, &str)], log: &Path) -> Running {
+    let mut command = perfpilot();
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--config"])
+        .arg(file)
+        .envs(env.iter().copied());
+    start_logging(command, log)
+}
+
+async fn post_with(base: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let response = client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn get_with(base: &str, path: &str, token: &str) -> (u16, String) {
+    let response = client()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Waits (at most 10 s) until `path` exists.
+fn wait_for_file(path: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+const WRITE: &str = "wS3cretWrite";
+const READ: &str = "rS3cretRead";
+
+// 1. Secrets in errors.
+
+#[tokio::test]
+async fn reload_errors_check_config_and_the_log_never_show_a_secret() {
+    let dir = temp_dir("errors");
+    let file = dir.path().join("agent.toml");
+    let log = dir.path().join("agent.log");
+    let good = format!("[api]\ntoken = \"{WRITE}\"\nread_token = \"{READ}\"\n");
+    write_private(&file, &good);
+    let agent = start_with_config(&file, &[], &log);
+    let broken = [
+        // Unterminated string: the parser quotes the source line.
+        format!("[api]\ntoken = \"{WRITE}\nread_token = \"{READ}\"\n"),
+        // Wrong type: the deserializer quotes the value.
+        format!("[api]\ntoken = [\"{WRITE}\"]\nread_token = \"{READ}\"\n"),
+        // Misspelt key: the value of an unknown key.
+        format!("[api]\ntokne = \"{WRITE}\"\ntoken = \"other-token\"\nread_token = \"{READ}\"\n"),
+        // A webhook header of the wrong type, a command env value, a URL's password and query.
+        format!(
+            "{good}[strategies.webhook.hook]\nurl = \"http://user:uS3cretUrl@127.0.0.1:1/x?apikey=qS3cretQuery\"\n\
+             headers = {{ Authorization = [\"hS3cretHeader\"] }}\n\
+             [strategies.command.cmd]\nprogram = \"\"\nenv = {{ KEY = \"eS3cretEnv\" }}\n"
+        ),
+    ];
+    let secrets = [
+        WRITE,
+        READ,
+        "uS3cretUrl",
+        "qS3cretQuery",
+        "hS3cretHeader",
+        "eS3cretEnv",
+    ];
+    let shown = |text: &str| secrets.iter().find(|s| text.contains(*s)).copied();
+    for text in &broken {
+        write_private(&file, text);
+        let (status, answer) = post_with(&agent.base, "/config/reload", WRITE, "").await;
+        assert_eq!(status, 422, "{text}: {answer}");
+        assert_eq!(shown(&answer), None, "the reload answer: {answer}");
+        let (status, document) = get_with(&agent.base, "/performance-metrics", READ).await;
+        assert_eq!(status, 200);
+        let document: Value = serde_json::from_str(&document).unwrap();
+        let last_error = document["config"]["lastError"].as_str().unwrap_or_default();
+        assert!(!last_error.is_empty(), "{document}");
+        assert_eq!(shown(last_error), None, "config.lastError: {last_error}");
+        let check = perfpilot()
+            .args(["check-config", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(2), "{stderr}");
+        assert_eq!(shown(&stderr), None, "check-config: {stderr}");
+    }
+    drop(agent);
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(log.contains("reload"), "the failures are logged: {log}");
+    assert_eq!(shown(&log), None, "the log: {log}");
+}
+
+// 2. A configuration file others could write.
+
+#[tokio::test]
+async fn a_perfpilot_toml_written_after_start_is_never_loaded() {
+    let dir = temp_dir("default-file");
+    let marker = dir.path().join("ran");
+    let mut command = perfpilot();
+    command
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("PERFPILOT_API__TOKEN", WRITE);
+    let agent = start_logging(command, &dir.path().join("agent.log"));
+    // Another user drops a file into the shared working directory.
+    fs::write(
+        dir.path().join("perfpilot.toml"),
+        format!(
+            "[strategies.command.dropped]\nprogram = \"touch\"\nargs = [\"{}\"]\n\
+             [strategies.command.dropped.trigger]\nsignal = \"memory_usage\"\nabove = 0.99\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let (status, answer) = post_with(&agent.base, "/config/reload", WRITE, "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("no file"), "{answer}");
+    let (status, answer) = post_with(
+        &agent.base,
+        "/performance-optimize",
+        WRITE,
+        r#"{"strategy": "dropped"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "the dropped strategy is unknown: {answer}");
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_configuration_file_others_may_write_or_own_is_refused() {
+    let dir = temp_dir("file-mode");
+    let file = dir.path().join("agent.toml");
+    write_private(&file, "interval = \"1s\"\n");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
+    let stderr = refused(&["check-config", "--config", file.to_str().unwrap()], &[]);
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("mode 0666"), "{stderr}");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o620)).unwrap();
+    let stderr = refused(&["check-config", "--config", file.to_str().unwrap()], &[]);
+    assert!(stderr.contains("mode 0620"), "{stderr}");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let status = perfpilot()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap()
+        .status;
+    assert!(
+        status.success(),
+        "mode 0644, owned by the agent's user: read"
+    );
+    let chown = Command::new("chown").arg("65534").arg(&file).status();
+    if !chown.is_ok_and(|s| s.success()) {
+        common::skip("cannot chown a file to uid 65534 here (not root)");
+        return;
+    }
+    let stderr = refused(&["check-config", "--config", file.to_str().unwrap()], &[]);
+    assert!(stderr.contains("owned by uid 65534"), "{stderr}");
+}
+
+// 6. The command's environment.
+
+#[tokio::test]
+async fn a_command_gets_a_clean_environment_and_its_own_variables() {
+    let dir = temp_dir("env");
+    let out = dir.path().join("env.out");
+    let file = dir.path().join("agent.toml");
+    write_private(
+        &file,
+        &format!(
+            "[strategies.command.dump]\nprogram = \"sh\"\nargs = [\"-c\", \"env > {}\"]\n\
+             env = {{ EXTRA = \"given\" }}\n\
+             [strategies.command.dump.trigger]\nsignal = \"memory_usage\"\nabove = 0.99\n",
+            out.display()
+        ),
+    );
+    let agent = start_with_config(
+        &file,
+        &[
+            ("PERFPILOT_API__TOKEN", WRITE),
+            ("UNRELATED_SECRET", "xS3cret"),
+            ("LANG", "C.UTF-8"),
+            ("LC_TIME", "C"),
+            ("TZ", "UTC"),
+        ],
+        &dir.path().join("agent.log"),
+    );
+    let (status, answer) = post_with(
+        &agent.base,
+        "/performance-optimize",
+        WRITE,
+        r#"{"strategy": "dump"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(wait_for_file(&out), "the command wrote its environment");
+    let env = fs::read_to_string(&out).unwrap();
+    for expected in [
+        "PATH=",
+        "LANG=C.UTF-8",
+        "LC_TIME=C",
+        "TZ=UTC",
+        "EXTRA=given",
+        "PERFPILOT_STRATEGY=dump",
+    ] {
+        assert!(
+            env.lines().any(|l| l.starts_with(expected)),
+            "{expected} in {env}"
+        );
+    }
+    assert!(
+        !env.contains(WRITE),
+        "the agent's token is not passed: {env}"
+    );
+    assert!(!env.contains("UNRELATED_SECRET"), "{env}");
+}
+
+// 7. Arguments, URLs and env values in descriptions, records, logs and check-config.
+
+#[tokio::test]
+async fn secret_arguments_url_credentials_and_query_values_are_not_shown() {
+    let dir = temp_dir("args");
+    let file = dir.path().join("agent.toml");
+    let log = dir.path().join("agent.log");
+    write_private(
+        &file,
+        "[strategies.command.sync]\nprogram = \"false\"\n\
+         args = [\"--verbose\", { value = \"--secretarg=aS3cretArg\", secret = true }]\n\
+         env = { KEY = \"eS3cretEnv\" }\n\
+         [strategies.command.sync.trigger]\nsignal = \"memory_usage\"\nabove = 0.99\n\
+         [strategies.webhook.hook]\nurl = \"http://user:uS3cretUrl@127.0.0.1:1/trim?apikey=qS3cretQuery\"\n\
+         headers = { X-Key = \"hS3cretHeader\" }\nretries = 0\n\
+         [strategies.webhook.hook.trigger]\nsignal = \"memory_usage\"\nabove = 0.99\n",
+    );
+    let secrets = [
+        "aS3cretArg",
+        "eS3cretEnv",
+        "uS3cretUrl",
+        "qS3cretQuery",
+        "hS3cretHeader",
+    ];
+    let shown = |text: &str| secrets.iter().find(|s| text.contains(*s)).copied();
+    let check = perfpilot()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{listing}");
+    assert_eq!(shown(&listing), None, "check-config: {listing}");
+    assert!(listing.contains("\"--verbose\", \"***\""), "{listing}");
+    assert!(listing.contains("apikey=***"), "{listing}");
+    let agent = start_with_config(&file, &[], &log);
+    for strategy in ["sync", "hook"] {
+        let body = format!(r#"{{"strategy": "{strategy}"}}"#);
+        let (status, answer) = post_with(&agent.base, "/performance-optimize", "-", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains("\"success\":false"), "{answer}");
+        assert_eq!(shown(&answer), None, "the record: {answer}");
+    }
+    let (_, document) = get_with(&agent.base, "/performance-metrics", "-").await;
+    assert_eq!(shown(&document), None, "{document}");
+    let output = perfpilot()
+        .args(["strategies", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let strategies = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        shown(&strategies),
+        None,
+        "perfpilot strategies: {strategies}"
+    );
+    drop(agent);
+    let log = fs::read_to_string(&log).unwrap();
+    assert_eq!(shown(&log), None, "the log: {log}");
+}
+
+// 8 and 12. Tokens.
+
+#[test]
+fn a_read_token_without_a_token_is_refused() {
+    let stderr = refused(&["check-config"], &[("PERFPILOT_API__READ_TOKEN", READ)]);
+    assert!(
+        stderr.contains("api.read_token: is set without api.token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(READ), "{stderr}");
+}
+
+#[test]
+fn tokens_with_non_ascii_or_control_characters_are_refused() {
+    for (variable, token) in [
+        ("PERFPILOT_API__TOKEN", "caf\u{e9}-token"),
+        ("PERFPILOT_API__TOKEN", "bell\u{7}token"),
+        ("PERFPILOT_API__TOKEN", "del\u{7f}token"),
+    ] {
+        let stderr = refused(&["check-config"], &[(variable, token)]);
+        assert!(
+            stderr.contains("api.token = \"***\": must be visible ASCII"),
+            "{token:?}: {stderr}"
+        );
+        assert!(!stderr.contains("token\""), "{stderr}");
+    }
+}
