@@ -600,10 +600,13 @@ pub struct HealthResponse {
     tag = "perfpilot",
     responses(
         (status = 200, description = "The agent is alive and sampling", body = HealthResponse),
-        (status = 503, description = "The engine has stopped or sampling has stalled (see `reason`)", body = HealthResponse)
+        (status = 503, description = "The engine has stopped or sampling has stalled (see `reason`). A request whose Host is foreign or missing gets `{\"status\"}` only, with the same code", body = HealthResponse)
     )
 )]
-async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthResponse>) {
+async fn health(
+    State(state): State<ApiState>,
+    status_only: Option<axum::Extension<access::StatusOnly>>,
+) -> Response {
     let view = state.engine.view();
     let age = SystemTime::now()
         .duration_since(view.snapshot.taken_at)
@@ -632,10 +635,16 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRespon
         Some(_) => StatusCode::SERVICE_UNAVAILABLE,
         None => StatusCode::OK,
     };
+    let status = if reason.is_some() { "failing" } else { "ok" };
+    if status_only.is_some() {
+        // A foreign or missing Host (a web page after DNS rebinding): what a probe needs and
+        // nothing about the agent or its target.
+        return (code, Json(json!({ "status": status }))).into_response();
+    }
     (
         code,
         Json(HealthResponse {
-            status: if reason.is_some() { "failing" } else { "ok" },
+            status,
             reason,
             worker_id: state.settings.worker_id.clone(),
             timestamp: rfc3339(SystemTime::now()),
@@ -652,6 +661,7 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRespon
                 .is_some_and(|r| r.last_reload_failed()),
         }),
     )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, perfpilot, refused, Running};
+use common::{client, perfpilot, raw, raw_bytes, refused, Running};
 use serde_json::Value;
 
 /// A private temporary directory (mode 0700), removed when dropped.
@@ -363,4 +363,127 @@ fn tokens_with_non_ascii_or_control_characters_are_refused() {
         );
         assert!(!stderr.contains("token\""), "{stderr}");
     }
+}
+
+// 10. Host checks that failed open.
+
+#[test]
+fn a_host_that_is_not_text_missing_malformed_or_foreign_in_the_target_is_refused() {
+    let agent = common::start_agent(&[], &[]);
+    let refusals: [(&[u8], u16); 5] = [
+        (
+            b"GET /performance-metrics HTTP/1.1\r\nHost: 127.0.0.1\xff\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET /performance-metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET /performance-metrics HTTP/1.1\r\nHost: [::1]evil.example\r\nConnection: close\r\n\r\n",
+            403,
+        ),
+        (
+            b"GET http://evil.example/performance-metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            403,
+        ),
+        (
+            b"POST http://evil.example:9750/performance-optimize HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            403,
+        ),
+    ];
+    for (request, expected) in refusals {
+        let (status, _, body) = raw_bytes(&agent.base, request, false);
+        assert_eq!(
+            status,
+            expected,
+            "{}: {body}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    let (status, _, body) = raw_bytes(
+        &agent.base,
+        b"GET /performance-metrics HTTP/1.1\r\nHost: [::1]:9750\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+// 11. /health for a foreign host.
+
+#[test]
+fn health_answers_a_foreign_host_with_the_status_only() {
+    let dir = temp_dir("health");
+    let pidfile = dir.path().join("service.pid");
+    let service = Command::new("sleep").arg("30").spawn().unwrap();
+    let _service = KillOnDrop(service);
+    write_private(&pidfile, &format!("{}\n", _service.0.id()));
+    let agent = common::start_agent(
+        &[
+            "--worker-id",
+            "worker-name-7",
+            "--target-pidfile",
+            pidfile.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (status, own) = raw(&agent.base, "GET", "/health", &[], "");
+    assert_eq!(status, 200, "{own}");
+    assert!(
+        own.contains("worker-name-7") && own.contains("service.pid"),
+        "{own}"
+    );
+    for host in ["evil.example", "evil.example:9750"] {
+        let (status, body) = raw(&agent.base, "GET", "/health", &[("Host", host)], "");
+        assert_eq!(status, 200, "still open to probes");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body, serde_json::json!({"status": "ok"}), "{host}");
+    }
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// 14. The dashboard cookie.
+
+#[test]
+fn each_agent_names_its_own_dashboard_cookie() {
+    let env = [
+        ("PERFPILOT_API__TOKEN", WRITE),
+        ("PERFPILOT_API__READ_TOKEN", READ),
+    ];
+    let names: Vec<String> = (0..2)
+        .map(|_| {
+            let agent = common::start_agent(&[], &env);
+            let bearer = format!("Bearer {READ}");
+            let request = format!(
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n"
+            );
+            let (status, head, _) = raw_bytes(&agent.base, request.as_bytes(), false);
+            assert_eq!(status, 200, "{head}");
+            let cookie = head
+                .lines()
+                .find_map(|l| l.strip_prefix("set-cookie: "))
+                .unwrap_or_else(|| panic!("a session cookie: {head}"));
+            assert!(cookie.contains("; Path=/;"), "{cookie}");
+            let name = cookie.split('=').next().unwrap().to_owned();
+            assert!(name.starts_with("perfpilot_session_"), "{cookie}");
+            // The cookie opens the event stream of its own agent.
+            let events = format!(
+                "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+                cookie.split(';').next().unwrap()
+            );
+            let (status, _, _) = raw_bytes(&agent.base, events.as_bytes(), true);
+            assert_eq!(status, 200);
+            name
+        })
+        .collect();
+    assert_ne!(names[0], names[1], "two agents on one host: two cookies");
 }
