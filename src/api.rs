@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -443,17 +442,12 @@ pub struct ErrorBody {
 )]
 async fn performance_optimize(
     State(state): State<ApiState>,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body is larger than {MAX_BODY_BYTES} bytes")
-        } else {
-            format!("could not read request body: {}", rejection.body_text())
-        };
-        ApiError::new(status, message)
-    })?;
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
+    };
     let request = parse_optimize_request(&body)?;
     let records = state
         .engine
@@ -477,6 +471,55 @@ async fn performance_optimize(
         results: records,
     })
     .into_response())
+}
+
+/// Longest a request body may take to arrive: a client that announces a body and sends it
+/// slowly (or never) is answered 408 and its connection closed after this, rather than
+/// holding a connection for the whole optimize deadline.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`]: else 413,
+/// 408 (with `Connection: close`) or 400.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, Response> {
+    use futures_util::StreamExt;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|error| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read request body: {error}"),
+                )
+            })?;
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(bytes))
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(read) => read.map_err(IntoResponse::into_response),
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            Err(response)
+        }
+    }
 }
 
 /// Parses the body of `POST /performance-optimize`: empty (or only whitespace) or JSON `null`
