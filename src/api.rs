@@ -36,7 +36,6 @@ use axum::routing::{get, get_service, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 use tower::Layer;
 
 use crate::config::RateLimitConfig;
@@ -64,7 +63,8 @@ pub struct ApiSettings {
     pub allowed_hosts: Vec<String>,
     /// Web origins allowed besides the agent's own (`api.allowed_origins`).
     pub allowed_origins: Vec<String>,
-    /// Most `GET /events` clients at once; more get 503.
+    /// Most `GET /events` clients at once (at most 8 from one client; with a read token, the
+    /// last kept for the dashboard's cookie holder); more get 503.
     pub max_event_clients: usize,
     /// The sidecar target, shown as `target` in `GET /health` and `/performance-metrics`;
     /// `None` (self and library modes): no `target` key.
@@ -133,7 +133,7 @@ struct SharedState {
     settings: Arc<ApiSettings>,
     /// What `/metrics` serves.
     telemetry: Arc<Telemetry>,
-    event_clients: Arc<Semaphore>,
+    event_clients: Arc<events::EventSlots>,
     /// `GET /openapi.json`, rendered on its first request for the strategy names then known
     /// (and again after a reload changed them), with its gzip form.
     openapi: std::sync::Mutex<Option<openapi::Rendered>>,
@@ -207,7 +207,10 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
             Telemetry::follow(&label, engine.watch(), engine.subscribe())
         }),
         engine,
-        event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
+        event_clients: events::EventSlots::new(
+            settings.max_event_clients,
+            settings.read_token.is_some(),
+        ),
         settings: Arc::clone(&settings),
         metrics: metrics_cache::MetricsCache::default(),
     }));

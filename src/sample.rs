@@ -73,6 +73,7 @@ use self::target::TargetTracker;
 use crate::config::Config;
 
 pub use self::connection_count::{ConnectionsBasis, ConnectionsMethod};
+pub(crate) use self::sockdiag::socket_owner_uid;
 pub use self::target::{TargetHandle, TargetState, TargetStatus};
 pub use self::watch::{
     ArmReason, Cadence, FastWatch, Notifier, ProbeSlot, WatchHandle, WatchMode, WatchSpec,

@@ -674,3 +674,156 @@ fn slow_bodies_holding_every_connection_do_not_lock_out_health() {
         "closed for a newer connection, or answered 408: {answer}"
     );
 }
+
+// 9. The rate limit and local clients.
+
+/// `POST /performance-optimize {"strategy": "interval-backoff"}` from `source`; the status.
+async fn optimize_from(base: &str, source: &str, body: &'static str) -> u16 {
+    let client = reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    client
+        .post(format!("{base}/performance-optimize"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+const RUN: &str = r#"{"strategy": "interval-backoff"}"#;
+
+#[tokio::test]
+async fn another_loopback_address_is_the_same_client_and_refused_requests_cost_nothing() {
+    let one_a_minute = [
+        ("PERFPILOT_API__RATE_LIMIT__PER_MINUTE", "1"),
+        ("PERFPILOT_API__RATE_LIMIT__BURST", "1"),
+    ];
+    let agent = common::start_agent(&[], &one_a_minute);
+    // Refused requests (unknown strategy: 400) do not use up the bucket.
+    for _ in 0..3 {
+        let status = optimize_from(&agent.base, "127.0.0.1", r#"{"strategy": "teleport"}"#).await;
+        assert_eq!(status, 400);
+    }
+    assert_eq!(optimize_from(&agent.base, "127.0.0.1", RUN).await, 200);
+    assert_eq!(optimize_from(&agent.base, "127.0.0.1", RUN).await, 429);
+    // 127.0.0.2 is the same machine, the same user: the same bucket.
+    assert_eq!(optimize_from(&agent.base, "127.0.0.2", RUN).await, 429);
+    assert_eq!(optimize_from(&agent.base, "127.3.4.5", RUN).await, 429);
+}
+
+#[tokio::test]
+async fn another_local_user_cannot_use_up_the_operators_bucket() {
+    let agent = common::start_agent(
+        &[],
+        &[
+            ("PERFPILOT_API__RATE_LIMIT__PER_MINUTE", "1"),
+            ("PERFPILOT_API__RATE_LIMIT__BURST", "1"),
+        ],
+    );
+    let curl_as = |uid: u32| {
+        use std::os::unix::process::CommandExt;
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "20"])
+            .args(["-H", "content-type: application/json", "-d", RUN])
+            .arg(format!("{}/performance-optimize", agent.base))
+            .uid(uid)
+            .gid(uid)
+            .output()
+    };
+    let first = match curl_as(65534) {
+        Ok(output) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+        Ok(output) => {
+            common::skip(&format!(
+                "cannot run curl as uid 65534 here: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+            return;
+        }
+        Err(e) => {
+            common::skip(&format!(
+                "cannot run curl as uid 65534 here (not root, or no curl): {e}"
+            ));
+            return;
+        }
+    };
+    assert_eq!(first, "200");
+    let second = curl_as(65534).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout),
+        "429",
+        "its bucket is empty"
+    );
+    // The operator (this process's user) has a bucket of its own.
+    assert_eq!(optimize_from(&agent.base, "127.0.0.1", RUN).await, 200);
+}
+
+// 13. /events slots.
+
+#[test]
+fn a_reader_cannot_hold_every_event_stream_and_the_dashboard_still_gets_one() {
+    let agent = common::start_agent(
+        &[],
+        &[
+            ("PERFPILOT_API__TOKEN", WRITE),
+            ("PERFPILOT_API__READ_TOKEN", READ),
+        ],
+    );
+    let addr: std::net::SocketAddr = agent.base.trim_start_matches("http://").parse().unwrap();
+    let open_events = |auth: &str| {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let status = String::from_utf8_lossy(&head)
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        (status, stream)
+    };
+    // A reader (with the read token) tries to take every slot.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        let (status, stream) = open_events(&format!("Authorization: Bearer {READ}"));
+        match status {
+            200 => held.push(stream),
+            503 => refused += 1,
+            other => panic!("GET /events answered {other}"),
+        }
+    }
+    assert!(held.len() <= 8, "one client holds {} streams", held.len());
+    assert!(refused > 0);
+    // The operator's dashboard: the page with the token, then the stream with its cookie.
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {READ}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, head, _) = raw_bytes(&agent.base, request.as_bytes(), false);
+    assert_eq!(status, 200);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let (status, _dashboard) = open_events(&format!("Cookie: {cookie}"));
+    assert_eq!(status, 200, "the dashboard's stream");
+}

@@ -270,6 +270,7 @@ fn guard(access: &Access, class: Class, request: &mut Request) -> Result<Option<
         return Err(refusal.into_response());
     }
     let mut issue_cookie = false;
+    let mut marks = Marks::default();
     match class {
         Class::Health => {}
         Class::Write => {
@@ -279,6 +280,7 @@ fn guard(access: &Access, class: Class, request: &mut Request) -> Result<Option<
                         "this route needs `Authorization: Bearer <token>` with the configured api.token",
                     ));
                 }
+                marks.authenticated = true;
             }
         }
         Class::Read | Class::Dashboard => {
@@ -291,9 +293,11 @@ fn guard(access: &Access, class: Class, request: &mut Request) -> Result<Option<
                         .is_some_and(|token| bearer_is(headers, token));
                 if by_token {
                     issue_cookie = class == Class::Dashboard;
-                } else if !session_cookie(headers, &access.cookie_name)
+                } else if session_cookie(headers, &access.cookie_name)
                     .is_some_and(|ticket| access.sessions.valid(ticket, Instant::now()))
                 {
+                    marks.session = true;
+                } else {
                     return Err(if class == Class::Dashboard {
                         login_page()
                     } else {
@@ -304,6 +308,12 @@ fn guard(access: &Access, class: Class, request: &mut Request) -> Result<Option<
                 }
             }
         }
+    }
+    if marks.authenticated {
+        request.extensions_mut().insert(Authenticated);
+    }
+    if marks.session {
+        request.extensions_mut().insert(Session);
     }
     Ok(issue_cookie.then(|| cookie_path(request)))
 }
@@ -379,6 +389,23 @@ pub(super) fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
 pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// What the check learned about a request that the routes after it use.
+#[derive(Debug, Default)]
+struct Marks {
+    authenticated: bool,
+    session: bool,
+}
+
+/// Marks a request that carried the configured `api.token` (the rate limit gives it a bucket
+/// of its own).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Authenticated;
+
+/// Marks a read let in by the dashboard's session cookie (`GET /events` keeps a stream for
+/// it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Session;
 
 /// Marks a `GET /health` whose host is foreign or missing: it is answered with the status
 /// only.

@@ -22,7 +22,7 @@
 //! - an idle timeout: a connection with no request in flight and no bytes moved for
 //!   `idle_timeout` is closed (one sweep per second, or per `idle_timeout / 2` if shorter).
 //!
-//! Each request carries `ConnectInfo<SocketAddr>` for the rate limit.
+//! Each request carries `ConnectInfo<SocketAddr>` and [`ServerAddr`] for the rate limit.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -46,6 +46,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 use tracing::debug;
+
+/// The address the agent's listener accepted a connection on, in each request's extensions:
+/// with the peer's, it names the connection's socket (see [`crate::api::rate_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerAddr(pub SocketAddr);
 
 /// Largest request head (request line and headers) a connection may send: 16 KiB, four times
 /// what browsers send with their cookies for a busy `localhost`, and at the default
@@ -244,6 +249,7 @@ async fn serve_connection(
     router: Router,
     stop: CancellationToken,
 ) {
+    let local = stream.local_addr().ok();
     let io = TokioIo::new(Activity {
         inner: stream,
         conn: Arc::clone(&conn),
@@ -252,6 +258,9 @@ async fn serve_connection(
     let service_conn = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(local) = local {
+            request.extensions_mut().insert(ServerAddr(local));
+        }
         let busy = Busy::new(Arc::clone(&service_conn));
         let mut router = router.clone();
         async move {
