@@ -48,6 +48,7 @@
 //! The cgroup CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`), fractional, capped at the
 //! online CPUs; without a quota, [`std::thread::available_parallelism`].
 
+mod adopt;
 mod allocator;
 mod cgroup;
 mod connection_count;

@@ -827,3 +827,94 @@ fn a_reader_cannot_hold_every_event_stream_and_the_dashboard_still_gets_one() {
     let (status, _dashboard) = open_events(&format!("Cookie: {cookie}"));
     assert_eq!(status, 200, "the dashboard's stream");
 }
+
+// 3. A pidfile target.
+
+/// Polls `GET /health` (at most 15 s) until its `target` satisfies `ok`; the last target seen.
+fn wait_for_target(base: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = raw(base, "GET", "/health", &[], "");
+        let target = serde_json::from_str::<Value>(&body).unwrap()["target"].clone();
+        if ok(&target) {
+            return target;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited 15 s for the target to be {what}: {target}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_pidfile_naming_init_the_agent_or_another_users_process_is_not_adopted() {
+    let dir = temp_dir("pidfile");
+    let pidfile = dir.path().join("service.pid");
+    let service = KillOnDrop(Command::new("sleep").arg("60").spawn().unwrap());
+    let service_pid = service.0.id();
+    write_private(&pidfile, &format!("{service_pid}\n"));
+    let agent = common::start_agent(
+        &[
+            "--interval",
+            "100ms",
+            "--target-pidfile",
+            pidfile.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let running = |pid: u32| move |t: &Value| t["state"] == "running" && t["pid"] == pid;
+    let refused = |words: &'static str| {
+        move |t: &Value| {
+            t["state"] == "not-found" && t["reason"].as_str().is_some_and(|r| r.contains(words))
+        }
+    };
+    wait_for_target(&agent.base, "the service", running(service_pid));
+    write_private(&pidfile, "1\n");
+    wait_for_target(&agent.base, "refused (init)", refused("pid 1"));
+    write_private(&pidfile, &format!("{}\n", agent.child.id()));
+    wait_for_target(&agent.base, "refused (itself)", refused("the agent itself"));
+    write_private(&pidfile, &format!("{service_pid}\n"));
+    wait_for_target(&agent.base, "the service again", running(service_pid));
+    fs::set_permissions(&pidfile, fs::Permissions::from_mode(0o666)).unwrap();
+    wait_for_target(
+        &agent.base,
+        "refused (o+w)",
+        refused("writable by any user"),
+    );
+    fs::set_permissions(&pidfile, fs::Permissions::from_mode(0o644)).unwrap();
+    wait_for_target(&agent.base, "the service again", running(service_pid));
+    // A pidfile of another user naming root's process.
+    let chown = Command::new("chown").arg("65534").arg(&pidfile).status();
+    if !chown.is_ok_and(|s| s.success()) {
+        common::skip("cannot chown the pidfile to uid 65534 here (not root)");
+        return;
+    }
+    wait_for_target(
+        &agent.base,
+        "refused (owner)",
+        refused("owned by uid 65534"),
+    );
+    // ... and naming its own process: adopted.
+    let theirs = {
+        use std::os::unix::process::CommandExt;
+        KillOnDrop(
+            Command::new("sleep")
+                .arg("60")
+                .uid(65534)
+                .gid(65534)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let aside = pidfile.with_extension("new");
+    fs::write(&aside, format!("{}\n", theirs.0.id())).unwrap();
+    fs::set_permissions(&aside, fs::Permissions::from_mode(0o644)).unwrap();
+    Command::new("chown")
+        .arg("65534")
+        .arg(&aside)
+        .status()
+        .unwrap();
+    fs::rename(&aside, &pidfile).unwrap();
+    wait_for_target(&agent.base, "their process", running(theirs.0.id()));
+}
