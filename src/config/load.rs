@@ -413,10 +413,36 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> String {
             let before = text.get(..span.start).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {what}")
+            let key = key_of_line(text, before)
+                .map(|key| format!(" (key {key})"))
+                .unwrap_or_default();
+            format!("line {line}, column {column}{key}: {what}")
         }
         None => what.to_owned(),
     }
+}
+
+/// The key a line assigns (`history_size` in `history_size = 1e99`), for naming it in a
+/// syntax error: only a plain dotted key before `=`, and never inside a multi-line string
+/// (whose text may be a secret).
+fn key_of_line<'a>(text: &'a str, before: &str) -> Option<&'a str> {
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let opened = |quotes: &str| before[..start].matches(quotes).count() % 2 == 1;
+    if opened("\"\"\"") || opened("'''") {
+        return None;
+    }
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = !key.is_empty()
+        && key.split('.').all(|segment| {
+            let segment = segment.trim();
+            !segment.is_empty()
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    plain.then_some(key)
 }
 
 /// The legacy variables' settings (one per key they set), or what is wrong with them.
@@ -1270,6 +1296,29 @@ mod tests {
         assert!(matches!(error, ConfigError::File { .. }), "{message}");
         assert!(message.contains(&file.0.display().to_string()), "{message}");
         assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line_and_key_but_never_quotes_a_value() {
+        for (text, expected) in [
+            (
+                "[api]\ntoken = \"s3cret-value\n",
+                "line 2, column 22 (key token): ",
+            ),
+            (
+                "history_size = 99999999999999999999\n",
+                "(key history_size)",
+            ),
+            ("x = \"\"\"\nline = s3cret-value\n", "line "),
+        ] {
+            let message = match load_from_str(text, &HashMap::new(), &Overrides::default()) {
+                Err(error) => error.to_string(),
+                Ok(_) => panic!("{text:?} accepted"),
+            };
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+            assert!(!message.contains("(key line)"), "{message}");
+        }
     }
 
     #[test]
