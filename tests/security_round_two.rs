@@ -310,7 +310,7 @@ async fn secret_arguments_url_credentials_and_query_values_are_not_shown() {
     let listing = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{listing}");
     assert_eq!(shown(&listing), None, "check-config: {listing}");
-    assert!(listing.contains("\"--verbose\", \"***\""), "{listing}");
+    assert!(listing.contains("[\"--verbose\",\"***\"]"), "{listing}");
     assert!(listing.contains("apikey=***"), "{listing}");
     let agent = start_with_config(&file, &[], &log);
     for strategy in ["sync", "hook"] {

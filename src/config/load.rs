@@ -109,7 +109,7 @@ fn shown_args(key: &str, value: &serde_json::Value) -> Option<String> {
             }
         })
         .collect();
-    Some(format!("[{}]", shown.join(", ")))
+    Some(format!("[{}]", shown.join(",")))
 }
 
 /// Why the configuration could not be loaded.
@@ -255,6 +255,10 @@ fn read_trusted(path: &Path) -> Result<String, ConfigError> {
         metadata.mode() & 0o7777,
         crate::sys::effective_uid(),
     );
+    // A character device (`/dev/null`, an empty configuration) holds no text anyone wrote.
+    if std::os::unix::fs::FileTypeExt::is_char_device(&metadata.file_type()) {
+        return Ok(String::new());
+    }
     if mode & 0o022 != 0 {
         return Err(refuse(format!(
             "refused: mode {mode:04o} (owner uid {owner}) lets {} write it, and whoever writes it can make the agent run commands as its user; remove that with `chmod go-w`",
