@@ -237,9 +237,11 @@ fn is_bracketed_ipv6(name: &str) -> bool {
         .is_some_and(|inner| inner.parse::<Ipv6Addr>().is_ok())
 }
 
-/// The checks of [`GuardLayer`]: `Err` with the answer for a foreign host or origin (403) or
-/// without the needed token (401); else whether the route's answer gets a new session cookie,
-/// and at which path (the dashboard opened with the token).
+/// The checks of [`GuardLayer`]: `Err` with the answer for a missing or malformed host (400),
+/// a foreign host or origin (403) or without the needed token (401); else whether the route's
+/// answer gets a new session cookie, and at which path (the dashboard opened with the token).
+/// What the checks learned is marked on the request for the routes after it
+/// ([`Authenticated`], [`Session`], and [`StatusOnly`] on a `GET /health` for a foreign host).
 #[allow(
     clippy::result_large_err,
     reason = "the refusal is answered as it is; boxing it would allocate for nothing"
