@@ -22,6 +22,8 @@ pub mod prometheus;
 pub mod reload;
 pub mod sample;
 mod sys;
+pub mod target;
+pub mod wire_time;
 pub mod worker;
 
 #[cfg(test)]

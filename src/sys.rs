@@ -8,6 +8,17 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+/// The jemalloc options the `perfpilot` binary starts with (its `main.rs` exports them as
+/// `_rjem_malloc_conf`, which jemalloc reads at start-up; `_RJEM_MALLOC_CONF` in the
+/// environment still overrides them). Library users keep their own allocator settings.
+///
+/// - `narenas:1`: one arena instead of four per CPU. The agent's few threads allocate little,
+///   so they do not contend for it, and reading jemalloc's statistics (every sample refreshes
+///   them, walking every arena) and each arena's metadata cost once instead of once per arena.
+/// - `tcache_max:1024`: each thread caches freed blocks up to 1 KiB instead of 32 KiB, which
+///   keeps the per-thread caches small.
+pub const MALLOC_CONF: &std::ffi::CStr = c"narenas:1,tcache_max:1024";
+
 /// A C string pointer that may live in a `static`, for exporting jemalloc's start-up options
 /// (jemalloc declares the symbol `const char *`):
 ///
@@ -20,8 +31,8 @@ use std::time::Duration;
 pub struct MallocConf(*const std::ffi::c_char);
 
 impl MallocConf {
-    /// [`crate::cli::MALLOC_CONF`], the options the `perfpilot` binary starts with.
-    pub const AGENT: MallocConf = MallocConf(crate::cli::MALLOC_CONF.as_ptr());
+    /// [`MALLOC_CONF`], the options the `perfpilot` binary starts with.
+    pub const AGENT: MallocConf = MallocConf(MALLOC_CONF.as_ptr());
 }
 
 // SAFETY: it points to an immutable, 'static, NUL-terminated string, read but never written.
@@ -80,8 +91,13 @@ pub(crate) fn thread_cpu_time() -> Option<Duration> {
 /// Whether the process runs as root (effective uid 0).
 #[cfg(test)]
 pub(crate) fn is_root() -> bool {
+    effective_uid() == 0
+}
+
+/// The process's effective uid: whose files it may trust.
+pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
+    unsafe { libc::geteuid() }
 }
 
 /// `shutdown(fd, SHUT_RDWR)`: ends both directions of a connected socket; its peer sees the
