@@ -1,6 +1,6 @@
 //! The sidecar walkthrough for real: the demo streaming service under range-request load,
 //! `perfpilot run --target-pid` beside it with `examples/sidecar.toml` (budget lowered), the
-//! webhook firing when the demo's RSS crosses the budget, and the RSS falling back under it.
+//! webhook firing as the demo's RSS rises toward the budget, and the RSS falling back under it.
 
 mod common;
 
@@ -120,7 +120,13 @@ async fn the_webhook_brings_the_demo_back_under_its_budget() {
     assert_eq!(trim["kind"], "automatic");
     let before = trim["before"].as_f64().unwrap();
     let after = trim["after"].as_f64().unwrap();
-    assert!(before > 0.8, "fired above 80 % of the budget: {trim}");
+    // The budget's ladder ran it: above the goal, or before it on urgency or the forecast
+    // (adaptive reaction acts before the limit, not only past 80 %).
+    let reason = trim["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("budget memory") && before > 0.0,
+        "fired by the budget: {trim}"
+    );
     assert!(after < before, "the next sample saw less memory: {trim}");
     let response = &trim["result"]["report"]["response"];
     assert!(response["entries_removed"].as_u64().unwrap() > 0, "{trim}");
