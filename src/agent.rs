@@ -22,6 +22,7 @@ use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
 use crate::prometheus::Telemetry;
+use crate::recorder::Recorder;
 use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
 use crate::sample::{FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec, WatchedBudget};
 use crate::worker::WorkerIdentity;
@@ -106,6 +107,7 @@ pub struct Agent {
     task: tokio::task::JoinHandle<()>,
     probe_task: Option<tokio::task::JoinHandle<()>>,
     reloader: Arc<Reloader>,
+    recorder: Recorder,
     /// The fast watch's threads, stopped when the agent is dropped.
     _fast_watch: Option<FastWatch>,
 }
@@ -146,6 +148,12 @@ impl Agent {
     /// The agent's reloader, for a signal handler or a task of the host's own.
     pub fn reloader(&self) -> Arc<Reloader> {
         Arc::clone(&self.reloader)
+    }
+
+    /// The flight recorder: the samples, runs and episodes of the last
+    /// [`RecorderConfig::window`](crate::config::RecorderConfig::window).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// The handle to the engine: optimize, view, subscribe.
@@ -523,6 +531,7 @@ impl AgentBuilder {
         ));
         // Ends with the shutdown token; nothing to wait for.
         drop(reloader.spawn_watch(shutdown.clone()));
+        let recorder = Recorder::follow(&engine, &config.recorder, Some(Arc::clone(&reloader)));
         let router = api::router(
             engine.clone(),
             ApiSettings {
@@ -539,6 +548,7 @@ impl AgentBuilder {
                 ),
                 reloader: Some(Arc::clone(&reloader)),
                 telemetry: Some(telemetry),
+                recorder: Some(recorder.clone()),
                 ..ApiSettings::new(worker.json())
             },
         );
@@ -557,6 +567,7 @@ impl AgentBuilder {
             task,
             probe_task,
             reloader,
+            recorder,
             _fast_watch: fast_watch,
         }
     }

@@ -17,6 +17,9 @@ mod dashboard;
 pub mod document;
 mod events;
 mod gzip;
+mod history;
+#[cfg(test)]
+mod history_tests;
 mod metrics_cache;
 mod openapi;
 pub mod rate_limit;
@@ -83,6 +86,9 @@ pub struct ApiSettings {
     /// and events. `None` (a router built on its own): metrics that follow `engine` from the
     /// router's creation, labelled with `worker_id`.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// What `GET /performance-metrics/history` serves; `None`: the route answers 404 (no
+    /// recording).
+    pub recorder: Option<crate::recorder::Recorder>,
 }
 
 impl ApiSettings {
@@ -111,6 +117,7 @@ impl ApiSettings {
             ),
             reloader: None,
             telemetry: None,
+            recorder: None,
         }
     }
 
@@ -218,6 +225,10 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     Router::new()
         .route("/", guarded(get(dashboard::dashboard), Dashboard))
         .route("/performance-metrics", metrics_route)
+        .route(
+            "/performance-metrics/history",
+            guarded(get(history::history), Read),
+        )
         .route("/performance-optimize", guarded(optimize, Write))
         .route("/health", guarded(get(health), Health))
         .route("/events", guarded(get(events::events), Read))
@@ -237,6 +248,7 @@ pub const BASE_PATH: &str = "/perfpilot";
 /// the dashboard (`/`) and Prometheus `/metrics`, which a host app commonly has itself.
 pub const ROOT_PATHS: &[&str] = &[
     "/performance-metrics",
+    "/performance-metrics/history",
     "/performance-optimize",
     "/health",
     "/events",

@@ -19,6 +19,7 @@ pub mod config;
 pub mod connections;
 pub mod probe;
 pub mod prometheus;
+pub mod recorder;
 pub mod reload;
 pub mod sample;
 mod sys;

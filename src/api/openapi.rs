@@ -23,6 +23,7 @@ use super::ApiState;
     ),
     paths(
         super::performance_metrics,
+        super::history::history,
         super::performance_optimize,
         super::health,
         super::prometheus_metrics,

@@ -36,6 +36,7 @@
 mod access;
 pub mod bytes;
 mod load;
+mod recorder;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +53,7 @@ use crate::budget::BudgetConfig;
 use crate::sample::Target;
 
 pub use load::{load, load_from_str, ConfigError, Loaded, Overrides, INLINE_FILE, LEGACY_ENV};
+pub use recorder::RecorderConfig;
 
 /// The agent's whole configuration.
 ///
@@ -115,6 +117,8 @@ pub struct Config {
     pub target: TargetConfig,
     /// The HTTP latency probe (`[probe]`).
     pub probe: ProbeConfig,
+    /// The flight recorder (`[recorder]`, see [`crate::recorder`]).
+    pub recorder: RecorderConfig,
     /// Self-tuning: effectiveness, adaptive cooldown and adaptive sampling (`[tuning]`).
     pub tuning: TuningConfig,
     /// The built-in strategies and their triggers (`[strategies]`).
@@ -353,6 +357,7 @@ impl Config {
         problems.extend(self.log.problems());
         problems.extend(self.target.problems());
         problems.extend(self.probe.problems());
+        problems.extend(self.recorder.problems());
         problems.extend(self.tuning.problems(self.interval));
         problems.extend(self.strategies.problems(self.interval));
         problems.extend(self.budget_problems());
@@ -384,6 +389,7 @@ impl Default for Config {
             log: LogConfig::default(),
             target: TargetConfig::default(),
             probe: ProbeConfig::default(),
+            recorder: RecorderConfig::default(),
             tuning: TuningConfig::default(),
             strategies: StrategiesConfig::default(),
             budgets: BTreeMap::new(),

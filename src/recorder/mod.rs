@@ -1,0 +1,331 @@
+//! The flight recorder: what happened, kept for a while (SPEC §13).
+//!
+//! An observer of the engine, as [`crate::prometheus::Telemetry`] is: it follows the published
+//! [`View`] and drains the [`Event`]s the engine sends, and records
+//!
+//! - every full sample with every signal (and the few numeric fields beside them), columnar
+//!   and compressed ([`gorilla`]), in blocks of at most a minute ([`window`]);
+//! - every run (its start, finish and verdict), budget episode, fast-watch wake, OOM kill,
+//!   exhausted ladder and configuration reload ([`record`]).
+//!
+//! It keeps the last [`RecorderConfig::window`] of them (15 minutes by default) in memory;
+//! `GET /performance-metrics/history` serves them ([`crate::api`]).
+
+pub mod columns;
+mod gorilla;
+pub mod record;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use perfpilot_strategies::snapshot::unix_millis::millis;
+use perfpilot_strategies::{Signal, Snapshot};
+use tokio::sync::{broadcast, watch, Semaphore};
+use tracing::warn;
+
+use crate::engine::{EngineHandle, View};
+use crate::events::Event;
+use crate::reload::Reloader;
+
+pub use crate::config::RecorderConfig;
+
+use self::record::Log;
+pub use self::record::{Band, Episode, Reload, Wake};
+use self::window::Window;
+pub use self::window::{Block, Row};
+
+/// A cheap, cloneable handle to the recording.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    recording: Mutex<Recording>,
+    /// Permits for history requests in flight.
+    readers: Arc<Semaphore>,
+}
+
+/// What the recorder holds.
+#[derive(Debug)]
+struct Recording {
+    window: Window,
+    keep: Duration,
+    log: Log,
+    bands: Vec<Band>,
+    /// Events the recorder missed because it fell behind the engine.
+    missed: u64,
+}
+
+/// What a history request gets: the window's blocks and entries between two times, copied
+/// (blocks shared) so the answer is written without holding the recorder.
+#[derive(Debug, Clone)]
+pub struct Excerpt {
+    /// The blocks with samples in range, oldest first (they may hold samples outside it).
+    pub blocks: Vec<Arc<Block>>,
+    /// Runs that started in range.
+    pub runs: Vec<Arc<crate::history::OptimizationRecord>>,
+    /// Episodes that overlap the range.
+    pub episodes: Vec<Episode>,
+    /// Fast-watch wakes in range.
+    pub wakes: Vec<Wake>,
+    /// OOM kills in range.
+    pub oom_kills: Vec<crate::events::OomKill>,
+    /// Exhausted ladders in range.
+    pub exhaustions: Vec<Arc<crate::budget::Exhaustion>>,
+    /// Reloads in range.
+    pub reloads: Vec<Reload>,
+    /// Every budget's bounds now.
+    pub bands: Vec<Band>,
+    /// The oldest sample held, ms since the Unix epoch.
+    pub oldest: Option<i64>,
+}
+
+impl Recorder {
+    /// Starts recording what `engine` publishes. A task follows the engine's view (and ends
+    /// when the engine does); `reloader`, where there is one, says which views followed a
+    /// configuration reload. Must be called inside a tokio runtime.
+    pub fn follow(
+        engine: &EngineHandle,
+        config: &RecorderConfig,
+        reloader: Option<Arc<Reloader>>,
+    ) -> Recorder {
+        let recorder = Recorder::new(config);
+        let mut follower = Follower {
+            recorder: recorder.clone(),
+            events: engine.subscribe(),
+            view: engine.watch(),
+            reloader,
+            last_snapshot: None,
+            episodes: BTreeMap::new(),
+            wakes: BTreeMap::new(),
+            reloads: None,
+        };
+        follower.catch_up();
+        tokio::spawn(async move {
+            while follower.view.changed().await.is_ok() {
+                follower.catch_up();
+            }
+            follower.catch_up();
+        });
+        recorder
+    }
+
+    /// An empty recorder (what [`Recorder::follow`] starts from), for tests and embedders
+    /// that feed it themselves.
+    pub fn new(config: &RecorderConfig) -> Recorder {
+        Recorder {
+            shared: Arc::new(Shared {
+                recording: Mutex::new(Recording {
+                    window: Window::new(config.window.as_millis() as i64),
+                    keep: config.window,
+                    log: Log::default(),
+                    bands: Vec::new(),
+                    missed: 0,
+                }),
+                readers: Arc::new(Semaphore::new(config.max_history_requests)),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Recording> {
+        // A panic while recording leaves a consistent window (each push is complete or not
+        // started): go on with it.
+        self.shared
+            .recording
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a sample.
+    pub fn record_sample(&self, snapshot: &Snapshot) {
+        let time = millis(snapshot.taken_at);
+        let mut recording = self.lock();
+        recording.window.push(time as i64, snapshot);
+        let oldest = time.saturating_sub(recording.keep.as_millis() as u64);
+        recording.log.trim(oldest);
+    }
+
+    /// The samples and entries of `since..=until`.
+    pub fn excerpt(&self, since: SystemTime, until: SystemTime) -> Excerpt {
+        let (since, until) = (millis(since), millis(until));
+        let recording = self.lock();
+        let log = &recording.log;
+        Excerpt {
+            blocks: recording.window.blocks(since as i64, until as i64),
+            runs: log.runs.between(since, until),
+            episodes: log
+                .episodes
+                .iter()
+                .filter(|(_, e)| e.start <= until && e.end.is_none_or(|end| end >= since))
+                .map(|(_, e)| e.clone())
+                .collect(),
+            wakes: log.wakes.between(since, until),
+            oom_kills: log.oom_kills.between(since, until),
+            exhaustions: log.exhaustions.between(since, until),
+            reloads: log.reloads.between(since, until),
+            bands: recording.bands.clone(),
+            oldest: recording.window.oldest(),
+        }
+    }
+
+    /// Samples held in memory.
+    pub fn samples(&self) -> usize {
+        self.lock().window.len()
+    }
+
+    /// Bytes the samples' columns hold in memory.
+    pub fn sample_bytes(&self) -> usize {
+        self.lock().window.bytes()
+    }
+
+    /// Events missed because the recorder fell behind the engine.
+    pub fn missed(&self) -> u64 {
+        self.lock().missed
+    }
+
+    /// A permit to serve a history request, or `None` when
+    /// [`RecorderConfig::max_history_requests`] are in flight.
+    pub fn reader(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.shared.readers).try_acquire_owned().ok()
+    }
+}
+
+/// The task's state: what it has seen of the view, to record only what changed.
+struct Follower {
+    recorder: Recorder,
+    events: broadcast::Receiver<Event>,
+    view: watch::Receiver<Arc<View>>,
+    reloader: Option<Arc<Reloader>>,
+    last_snapshot: Option<Arc<Snapshot>>,
+    /// The episode each budget is in, as last seen.
+    episodes: BTreeMap<String, u64>,
+    /// The fast watch's wake counts, as last seen.
+    wakes: BTreeMap<(Signal, &'static str), u64>,
+    /// The reloader's count of reloads, as last seen.
+    reloads: Option<u64>,
+}
+
+impl Follower {
+    /// Records every event and what changed in the view since the last call.
+    fn catch_up(&mut self) {
+        loop {
+            match self.events.try_recv() {
+                Ok(event) => self.record_event(event),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    warn!(
+                        missed,
+                        "the recorder fell behind the engine's events: some were not recorded"
+                    );
+                    self.recorder.lock().missed += missed;
+                }
+                Err(_) => break,
+            }
+        }
+        let view = Arc::clone(&self.view.borrow_and_update());
+        let seen = self
+            .last_snapshot
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, &view.snapshot));
+        if !seen {
+            self.recorder.record_sample(&view.snapshot);
+            self.last_snapshot = Some(Arc::clone(&view.snapshot));
+        }
+        self.record_view(&view);
+    }
+
+    fn record_event(&mut self, event: Event) {
+        match event {
+            Event::MetricsUpdated(snapshot) => {
+                self.recorder.record_sample(&snapshot);
+                self.last_snapshot = Some(snapshot);
+            }
+            Event::OptimizationCompleted(record) => self.recorder.lock().log.record_run(record),
+            Event::OomKill(kill) => {
+                let at = kill.timestamp;
+                self.recorder.lock().log.oom_kills.push(at, kill);
+            }
+            Event::BudgetExhausted(exhaustion) => {
+                let at = millis(exhaustion.at);
+                self.recorder.lock().log.exhaustions.push(at, exhaustion);
+            }
+        }
+    }
+
+    /// Episodes, wakes and reloads, from what changed in the view.
+    fn record_view(&mut self, view: &View) {
+        let now = millis(view.snapshot.taken_at);
+        let mut recording = self.recorder.lock();
+        recording.bands = view
+            .budgets
+            .iter()
+            .map(|b| Band {
+                name: b.name.clone(),
+                signal: b.signal,
+                goal: b.goal,
+                limit: b.limit,
+            })
+            .collect();
+        for budget in &view.budgets {
+            let known = self.episodes.get(&budget.name).copied();
+            if let Some(ended) = known.filter(|&n| budget.episode != Some(n)) {
+                if let Some(episode) = recording
+                    .log
+                    .episodes
+                    .last_matching(|e| e.budget == budget.name && e.episode == ended)
+                {
+                    episode.end = Some(now);
+                }
+                self.episodes.remove(&budget.name);
+            }
+            if let Some(number) = budget.episode.filter(|&n| known != Some(n)) {
+                let start = budget.episode_start.unwrap_or(now);
+                recording.log.episodes.push(
+                    start,
+                    Episode {
+                        budget: budget.name.clone(),
+                        episode: number,
+                        start,
+                        end: None,
+                    },
+                );
+                self.episodes.insert(budget.name.clone(), number);
+            }
+        }
+        for &(signal, how, count) in &view.watch_wakes {
+            let known = self.wakes.insert((signal, how), count).unwrap_or(0);
+            if count > known {
+                recording.log.wakes.push(
+                    now,
+                    Wake {
+                        at: now,
+                        signal,
+                        how,
+                        count: count - known,
+                    },
+                );
+            }
+        }
+        if let Some(reloader) = &self.reloader {
+            let status = reloader.status();
+            let known = self.reloads.replace(status.reloads);
+            if known.is_some_and(|known| status.reloads > known) {
+                let at = millis(SystemTime::now());
+                recording.log.reloads.push(
+                    at,
+                    Reload {
+                        at,
+                        reason: status.reason.clone(),
+                        source: status.source.clone(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
