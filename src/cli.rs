@@ -151,6 +151,11 @@ pub struct MetricsArgs {
     /// Print the raw JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Summarize the agent's recording from this long ago (`10m`) or this RFC 3339 time
+    /// instead of the latest sample: each signal's min, mean, max and last, the runs and
+    /// episodes (`GET /performance-metrics/history`).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
 }
 
 /// `perfpilot watch`.

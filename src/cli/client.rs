@@ -11,6 +11,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Prints a running agent's metrics.
 pub fn metrics(args: &MetricsArgs) -> Result<(), String> {
+    if let Some(since) = &args.since {
+        let path = format!("/performance-metrics/history?since={}", encode(since));
+        let answer = request(&args.agent, reqwest::Method::GET, &path, None)?;
+        match args.json {
+            true => println!("{}", pretty(&answer)),
+            false => print!("{}", table::history(&answer)),
+        }
+        return Ok(());
+    }
     let document = request(
         &args.agent,
         reqwest::Method::GET,
@@ -188,6 +197,18 @@ async fn fetch(
             Err(format!("{url} answered {status}: {error}"))
         }
     }
+}
+
+/// `text` with everything but unreserved characters percent-encoded, for a query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn pretty(value: &Value) -> String {

@@ -328,6 +328,122 @@ fn result_line(record: &Value) -> String {
     )
 }
 
+/// `perfpilot metrics --since`: a `GET /performance-metrics/history` answer as a table: each
+/// signal that was read with its min, mean, max and last value (shown as the signal table
+/// says), then the runs, episodes, wakes and OOM kills of the window.
+pub fn history(answer: &Value) -> String {
+    use perfpilot_strategies::signals::{Unit, SIGNALS};
+    let mut out = String::new();
+    let samples = answer["samples"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let time = |ms: &Value| {
+        ms.as_u64().map_or("-".to_owned(), |ms| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        })
+    };
+    let _ = writeln!(
+        out,
+        "history from {} to {}: {} samples\n",
+        time(&answer["since"]),
+        time(&answer["until"]),
+        samples.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>12} {:>12} {:>12} {:>12}",
+        "signal", "min", "mean", "max", "last"
+    );
+    for name in answer["signals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let values: Vec<f64> = samples.iter().filter_map(|s| s[name].as_f64()).collect();
+        let Some(&last) = values.last() else {
+            continue;
+        };
+        let display = SIGNALS.iter().find(|row| row.name == name).map(|row| {
+            // One number each: the load average's three-in-a-row display does not fit.
+            row.table
+                .map(|(_, d)| d)
+                .filter(|d| *d != Display::Load)
+                .unwrap_or(match row.unit {
+                    Unit::Ratio => Display::Percent,
+                    Unit::Bytes => Display::Bytes,
+                    Unit::Milliseconds => Display::Millis,
+                    _ => Display::Number,
+                })
+        });
+        let display = display.unwrap_or(if name.ends_with("_bytes") {
+            Display::Bytes
+        } else {
+            Display::Number
+        });
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let show = |v: f64| format(display, &Value::from(v));
+        let _ = writeln!(
+            out,
+            "{name:<26} {:>12} {:>12} {:>12} {:>12}",
+            show(min),
+            show(mean),
+            show(max),
+            show(last)
+        );
+    }
+    let count = |key: &str| answer[key].as_array().map_or(0, Vec::len);
+    let runs = answer["runs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let helped = runs.iter().filter(|r| r["helped"] == true).count();
+    let _ = writeln!(
+        out,
+        "\nruns {} ({helped} helped)  episodes {}  fast-watch wakes {}  OOM kills {}  exhausted {}  reloads {}",
+        runs.len(),
+        count("episodes"),
+        count("wakes"),
+        count("oomKills"),
+        count("exhaustions"),
+        count("reloads"),
+    );
+    for run in runs {
+        let verdict = match &run["helped"] {
+            Value::Bool(true) => "helped",
+            Value::Bool(false) => "did not help",
+            _ => "not judged",
+        };
+        let _ = writeln!(
+            out,
+            "  {}  {:<20} {}",
+            time(&run["startedAt"]),
+            run["strategy"].as_str().unwrap_or("?"),
+            verdict
+        );
+    }
+    for episode in answer["episodes"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  episode {} of {}: {} to {}",
+            episode["episode"],
+            episode["budget"].as_str().unwrap_or("?"),
+            time(&episode["start"]),
+            match episode["end"].is_null() {
+                true => "now".to_owned(),
+                false => time(&episode["end"]),
+            }
+        );
+    }
+    out
+}
+
 /// A value of `currentMetrics` as the signal table says to show it.
 fn format(display: Display, value: &Value) -> String {
     match display {

@@ -103,6 +103,7 @@ impl Recorder {
             episodes: BTreeMap::new(),
             wakes: BTreeMap::new(),
             reloads: None,
+            last_run: 0,
         };
         follower.catch_up();
         tokio::spawn(async move {
@@ -207,6 +208,8 @@ struct Follower {
     wakes: BTreeMap<(Signal, &'static str), u64>,
     /// The reloader's count of reloads, as last seen.
     reloads: Option<u64>,
+    /// The highest run id recorded from the view.
+    last_run: u64,
 }
 
 impl Follower {
@@ -259,6 +262,13 @@ impl Follower {
     fn record_view(&mut self, view: &View) {
         let now = millis(view.snapshot.taken_at);
         let mut recording = self.recorder.lock();
+        // A run that acted is published once judged, a settle later; the view has it (with
+        // its verdict to come) as soon as it ends.
+        let seen = self.last_run;
+        for record in view.recent.iter().filter(|r| r.id > seen) {
+            recording.log.record_run(Arc::clone(record));
+            self.last_run = self.last_run.max(record.id);
+        }
         recording.bands = view
             .budgets
             .iter()
