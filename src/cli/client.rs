@@ -34,6 +34,10 @@ pub fn metrics(args: &MetricsArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// What `perfpilot watch` shows of the past: five minutes in 10 s steps.
+const RECENT: &str =
+    "/performance-metrics/history?since=5m&step=10s&signals=memory_usage,cpu_usage";
+
 /// The shortest refresh period of `perfpilot watch`.
 const MIN_REFRESH: Duration = Duration::from_millis(200);
 
@@ -52,8 +56,16 @@ pub fn watch(args: &WatchArgs) -> Result<(), String> {
                 None,
             )
             .await?;
+            // The last five minutes from the recording, where the agent keeps one.
+            let recent = fetch(&client, &args.agent, reqwest::Method::GET, RECENT, None)
+                .await
+                .map(|answer| table::recent(&answer, &["memory_usage", "cpu_usage"]))
+                .unwrap_or_default();
             // Clear the screen and home the cursor, then draw.
             print!("\x1b[2J\x1b[H{}", table::metrics(&document));
+            if !recent.is_empty() {
+                print!("\nlast 5 minutes (10 s steps)\n{recent}");
+            }
             println!("\n(refreshing; Ctrl-C to stop)");
             let period = args
                 .every

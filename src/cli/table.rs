@@ -332,7 +332,6 @@ fn result_line(record: &Value) -> String {
 /// signal that was read with its min, mean, max and last value (shown as the signal table
 /// says), then the runs, episodes, wakes and OOM kills of the window.
 pub fn history(answer: &Value) -> String {
-    use perfpilot_strategies::signals::{Unit, SIGNALS};
     let mut out = String::new();
     let samples = answer["samples"]
         .as_array()
@@ -368,27 +367,10 @@ pub fn history(answer: &Value) -> String {
         let Some(&last) = values.last() else {
             continue;
         };
-        let display = SIGNALS.iter().find(|row| row.name == name).map(|row| {
-            // One number each: the load average's three-in-a-row display does not fit.
-            row.table
-                .map(|(_, d)| d)
-                .filter(|d| *d != Display::Load)
-                .unwrap_or(match row.unit {
-                    Unit::Ratio => Display::Percent,
-                    Unit::Bytes => Display::Bytes,
-                    Unit::Milliseconds => Display::Millis,
-                    _ => Display::Number,
-                })
-        });
-        let display = display.unwrap_or(if name.ends_with("_bytes") {
-            Display::Bytes
-        } else {
-            Display::Number
-        });
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mean = values.iter().sum::<f64>() / values.len() as f64;
-        let show = |v: f64| format(display, &Value::from(v));
+        let show = |v: f64| show(name, v);
         let _ = writeln!(
             out,
             "{name:<26} {:>12} {:>12} {:>12} {:>12}",
@@ -442,6 +424,78 @@ pub fn history(answer: &Value) -> String {
         );
     }
     out
+}
+
+/// `perfpilot watch`'s look back: each of `signals` as a sparkline over a history answer's
+/// samples (one character per sample, scaled between its min and max), then the runs and
+/// episodes of the window. Empty when the answer has no sample.
+pub fn recent(answer: &Value, signals: &[&str]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let samples = answer["samples"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut out = String::new();
+    for &name in signals {
+        let values: Vec<Option<f64>> = samples.iter().map(|s| s[name].as_f64()).collect();
+        let read: Vec<f64> = values.iter().flatten().copied().collect();
+        if read.is_empty() {
+            continue;
+        }
+        let min = read.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = read.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let line: String = values
+            .iter()
+            .map(|v| match v {
+                None => ' ',
+                Some(v) if max > min => {
+                    BARS[(((v - min) / (max - min)) * (BARS.len() - 1) as f64).round() as usize]
+                }
+                Some(_) => BARS[0],
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{name:<26} {line}  {}..{}",
+            show(name, min),
+            show(name, max)
+        );
+    }
+    if !out.is_empty() {
+        let runs = answer["runs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let helped = runs.iter().filter(|r| r["helped"] == true).count();
+        let episodes = answer["episodes"].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "{} runs ({helped} helped), {episodes} budget episodes",
+            runs.len()
+        );
+    }
+    out
+}
+
+/// A recorded value shown as the signal table says (a ratio as a percentage, bytes in
+/// binary units).
+fn show(name: &str, value: f64) -> String {
+    use perfpilot_strategies::signals::{Unit, SIGNALS};
+    let display = match SIGNALS.iter().find(|row| row.name == name) {
+        Some(row) => row
+            .table
+            .map(|(_, d)| d)
+            .filter(|d| *d != Display::Load)
+            .unwrap_or(match row.unit {
+                Unit::Ratio => Display::Percent,
+                Unit::Bytes => Display::Bytes,
+                Unit::Milliseconds => Display::Millis,
+                _ => Display::Number,
+            }),
+        None if name.ends_with("_bytes") => Display::Bytes,
+        None => Display::Number,
+    };
+    format(display, &Value::from(value))
 }
 
 /// A value of `currentMetrics` as the signal table says to show it.
@@ -620,5 +674,52 @@ mod tests {
         let trim = table.lines().find(|l| l.contains("2. trim")).unwrap();
         assert!(trim.contains("3/3") && trim.contains("0.25/min"), "{trim}");
         assert!(!metrics(&json!({"budgets": []})).contains("BUDGET"));
+    }
+
+    #[test]
+    fn history_and_its_look_back_show_each_signal_read_and_the_runs() {
+        let answer = json!({
+            "since": 1_800_000_000_000u64, "until": 1_800_000_060_000u64,
+            "signals": ["memory_usage", "rss_bytes", "cpu_usage"],
+            "samples": [
+                {"t": 1, "memory_usage": 0.5, "rss_bytes": 1048576.0},
+                {"t": 2, "memory_usage": 0.9},
+                {"t": 3, "memory_usage": 0.7, "rss_bytes": 3145728.0},
+            ],
+            "runs": [{"startedAt": 1_800_000_010_000u64, "strategy": "trim", "helped": true},
+                     {"startedAt": 1_800_000_020_000u64, "strategy": "purge", "helped": null}],
+            "episodes": [{"budget": "memory", "episode": 1, "start": 1_800_000_005_000u64, "end": null}],
+        });
+        let table = history(&answer);
+        let memory = table
+            .lines()
+            .find(|l| l.starts_with("memory_usage"))
+            .unwrap();
+        for shown in ["50.0 %", "70.0 %", "90.0 %"] {
+            assert!(memory.contains(shown), "{shown}: {memory}");
+        }
+        let rss = table.lines().find(|l| l.starts_with("rss_bytes")).unwrap();
+        assert!(rss.contains("2.0 MiB") && rss.ends_with("3.0 MiB"), "{rss}");
+        assert!(
+            !table.contains("cpu_usage"),
+            "a signal never read is left out: {table}"
+        );
+        assert!(table.contains("runs 2 (1 helped)"), "{table}");
+        assert!(
+            table.contains("not judged") && table.contains("episode 1 of memory"),
+            "{table}"
+        );
+
+        let look_back = recent(&answer, &["memory_usage", "cpu_usage"]);
+        let line = look_back.lines().next().unwrap();
+        assert!(
+            line.contains("▁█▄") && line.ends_with("50.0 %..90.0 %"),
+            "{line}"
+        );
+        assert!(
+            look_back.contains("2 runs (1 helped), 1 budget episodes"),
+            "{look_back}"
+        );
+        assert!(recent(&json!({"samples": []}), &["memory_usage"]).is_empty());
     }
 }
