@@ -227,6 +227,7 @@ impl Agent {
         if let Some(probe) = self.probe_task {
             let _ = probe.await;
         }
+        close_recording(&self.recorder).await;
     }
 
     /// Like [`Agent::shutdown`], waiting at most `grace` for a running optimization; after
@@ -234,7 +235,9 @@ impl Agent {
     /// the engine finished in time.
     pub async fn shutdown_within(mut self, grace: Duration) -> bool {
         self.shutdown.cancel();
-        match tokio::time::timeout(grace, &mut self.task).await {
+        let finished = tokio::time::timeout(grace, &mut self.task).await;
+        close_recording(&self.recorder).await;
+        match finished {
             Ok(_) => true,
             Err(_) => {
                 warn!(
@@ -531,7 +534,8 @@ impl AgentBuilder {
         ));
         // Ends with the shutdown token; nothing to wait for.
         drop(reloader.spawn_watch(shutdown.clone()));
-        let recorder = Recorder::follow(&engine, &config.recorder, Some(Arc::clone(&reloader)));
+        let recorder = Recorder::open(&config.recorder, config.state_dir.as_deref())
+            .follow(&engine, Some(Arc::clone(&reloader)));
         let router = api::router(
             engine.clone(),
             ApiSettings {
@@ -570,6 +574,19 @@ impl AgentBuilder {
             recorder,
             _fast_watch: fast_watch,
         }
+    }
+}
+
+/// The longest the agent waits at shutdown for the recording's last segment to be written.
+const CLOSE_RECORDING: Duration = Duration::from_secs(2);
+
+/// Writes the recording's open block to `state_dir` (when there is one), waiting at most
+/// [`CLOSE_RECORDING`].
+async fn close_recording(recorder: &Recorder) {
+    let recorder = recorder.clone();
+    let written = tokio::task::spawn_blocking(move || recorder.close(CLOSE_RECORDING)).await;
+    if !matches!(written, Ok(true)) {
+        warn!("the recording's last segment was not written before the agent stopped");
     }
 }
 

@@ -48,6 +48,8 @@ pub const RESTART_ONLY: &[&str] = &[
     "worker_id",
     "memory_budget",
     "shutdown_grace",
+    "recorder",
+    "state_dir",
 ];
 
 /// How often a watched configuration file's metadata is read.

@@ -80,8 +80,13 @@ pub(crate) fn thread_cpu_time() -> Option<Duration> {
 /// Whether the process runs as root (effective uid 0).
 #[cfg(test)]
 pub(crate) fn is_root() -> bool {
+    effective_uid() == 0
+}
+
+/// The process's effective user id.
+pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
+    unsafe { libc::geteuid() }
 }
 
 /// `shutdown(fd, SHUT_RDWR)`: ends both directions of a connected socket; its peer sees the

@@ -32,6 +32,8 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{gzip, ApiError, ApiState};
+use crate::recorder::record::Log;
+use crate::recorder::segment::SegmentEntries;
 use crate::recorder::{columns, Block, Excerpt};
 
 /// The query of `GET /performance-metrics/history`.
@@ -185,13 +187,26 @@ pub(super) async fn history(
     // The permit goes with the answer: released when it is written (or dropped).
     let chunks = Chunks::new(request, excerpt, Some(permit));
     let gzipped = gzip::accepted(&headers);
-    let body = if gzipped {
-        Body::from_stream(futures_util::stream::iter(
-            Gzipped::new(chunks).map(Ok::<_, Infallible>),
-        ))
-    } else {
-        Body::from_stream(futures_util::stream::iter(chunks.map(Ok::<_, Infallible>)))
-    };
+    // Decoding (and reading older segments from disk, and compressing) runs on the blocking
+    // pool, a few pieces ahead of the client: the runtime's workers only pass them on.
+    let (pieces, mut received) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        let all: Box<dyn Iterator<Item = Bytes>> = match gzipped {
+            true => Box::new(Gzipped::new(chunks)),
+            false => Box::new(chunks),
+        };
+        for piece in all {
+            if pieces.blocking_send(piece).is_err() {
+                break; // the client went away
+            }
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        received
+            .poll_recv(cx)
+            .map(|piece| piece.map(Ok::<_, Infallible>))
+    });
+    let body = Body::from_stream(stream);
     let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
@@ -205,6 +220,10 @@ pub(super) async fn history(
 pub(crate) struct Chunks {
     request: Request,
     excerpt: Excerpt,
+    /// Segment files still to read (older than the memory holds), oldest first.
+    older: std::collections::VecDeque<std::path::PathBuf>,
+    /// The entries of the segments read from disk.
+    disk_entries: Vec<SegmentEntries>,
     /// The next block to write; `None` before the head.
     next_block: Option<usize>,
     /// Rows written so far (for the commas).
@@ -225,6 +244,8 @@ impl Chunks {
     ) -> Self {
         Chunks {
             _permit: permit,
+            older: excerpt.older.iter().cloned().collect(),
+            disk_entries: Vec::new(),
             request,
             excerpt,
             next_block: None,
@@ -331,14 +352,34 @@ impl Chunks {
     fn tail(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         self.flush_bucket(&mut out);
+        // Disk first, then memory: a later record of a run or an episode replaces an earlier.
+        let mut log = Log::default();
+        for entries in self.disk_entries.drain(..) {
+            log.restore(entries);
+        }
         let e = &self.excerpt;
+        log.restore(SegmentEntries {
+            runs: e.runs.clone(),
+            episodes: e.episodes.clone(),
+            wakes: e.wakes.clone(),
+            oom_kills: e.oom_kills.clone(),
+            exhaustions: e.exhaustions.clone(),
+            reloads: e.reloads.clone(),
+        });
+        let (since, until) = (millis(self.request.since), millis(self.request.until));
+        let episodes: Vec<_> = log
+            .episodes
+            .iter()
+            .filter(|(_, e)| e.start <= until && e.end.is_none_or(|end| end >= since))
+            .map(|(_, e)| e)
+            .collect();
         let entries = serde_json::json!({
-            "runs": e.runs,
-            "episodes": e.episodes,
-            "wakes": e.wakes,
-            "oomKills": e.oom_kills,
-            "exhaustions": e.exhaustions,
-            "reloads": e.reloads,
+            "runs": log.runs.between(since, until),
+            "episodes": episodes,
+            "wakes": log.wakes.between(since, until),
+            "oomKills": log.oom_kills.between(since, until),
+            "exhaustions": log.exhaustions.between(since, until),
+            "reloads": log.reloads.between(since, until),
         })
         .to_string();
         out.extend_from_slice(b"],");
@@ -358,6 +399,13 @@ impl Iterator for Chunks {
             self.next_block = Some(0);
             return Some(Bytes::from(self.head()));
         };
+        while let Some(path) = self.older.pop_front() {
+            // A file dropped or refused since the request began is left out.
+            if let Ok(segment) = crate::recorder::store::read(&path) {
+                self.disk_entries.push(segment.entries);
+                return Some(Bytes::from(self.block(&segment.block)));
+            }
+        }
         match self.excerpt.blocks.get(index).cloned() {
             Some(block) => {
                 self.next_block = Some(index + 1);

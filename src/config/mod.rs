@@ -119,6 +119,11 @@ pub struct Config {
     pub probe: ProbeConfig,
     /// The flight recorder (`[recorder]`, see [`crate::recorder`]).
     pub recorder: RecorderConfig,
+    /// Where the agent keeps its recording (and learned state) across restarts, created
+    /// 0700 when missing; `None` (the default): in memory only. The systemd unit sets it
+    /// through `StateDirectory=`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
     /// Self-tuning: effectiveness, adaptive cooldown and adaptive sampling (`[tuning]`).
     pub tuning: TuningConfig,
     /// The built-in strategies and their triggers (`[strategies]`).
@@ -390,6 +395,7 @@ impl Default for Config {
             target: TargetConfig::default(),
             probe: ProbeConfig::default(),
             recorder: RecorderConfig::default(),
+            state_dir: None,
             tuning: TuningConfig::default(),
             strategies: StrategiesConfig::default(),
             budgets: BTreeMap::new(),

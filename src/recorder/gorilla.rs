@@ -84,6 +84,21 @@ pub(crate) struct TimeColumn {
 const BUCKETS: &[(u8, u8)] = &[(2, 7), (3, 9), (4, 12), (5, 20), (5, 64)];
 
 impl TimeColumn {
+    /// The encoded bits (the last byte padded with zeros) and how many values they hold.
+    pub(crate) fn parts(&self) -> (&[u8], usize) {
+        (&self.bits.bytes, self.count)
+    }
+
+    /// A complete column from [`TimeColumn::parts`] (read back from disk): it decodes; it
+    /// must not be appended to.
+    pub(crate) fn from_parts(bytes: Vec<u8>, count: usize) -> Self {
+        TimeColumn {
+            bits: BitWriter { bytes, used: 0 },
+            count,
+            ..Default::default()
+        }
+    }
+
     /// Appends a time (milliseconds since the Unix epoch).
     pub(crate) fn push(&mut self, millis: i64) {
         if self.count == 0 {
@@ -168,6 +183,21 @@ pub(crate) struct ValueColumn {
 }
 
 impl ValueColumn {
+    /// The encoded bits (the last byte padded with zeros) and how many values they hold.
+    pub(crate) fn parts(&self) -> (&[u8], usize) {
+        (&self.bits.bytes, self.count)
+    }
+
+    /// A complete column from [`ValueColumn::parts`] (read back from disk): it decodes; it
+    /// must not be appended to.
+    pub(crate) fn from_parts(bytes: Vec<u8>, count: usize) -> Self {
+        ValueColumn {
+            bits: BitWriter { bytes, used: 0 },
+            count,
+            ..Default::default()
+        }
+    }
+
     /// Appends a value; `None`: not read.
     pub(crate) fn push(&mut self, value: Option<f64>) {
         let bits = match value {

@@ -14,16 +14,20 @@
 pub mod columns;
 mod gorilla;
 pub mod record;
+pub mod segment;
+pub mod store;
 pub mod window;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use perfpilot_strategies::snapshot::unix_millis::millis;
 use perfpilot_strategies::{Signal, Snapshot};
 use tokio::sync::{broadcast, watch, Semaphore};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::engine::{EngineHandle, View};
 use crate::events::Event;
@@ -33,8 +37,12 @@ pub use crate::config::RecorderConfig;
 
 use self::record::Log;
 pub use self::record::{Band, Episode, Reload, Wake};
+use self::store::{Store, StoreHealth, Writer};
 use self::window::Window;
 pub use self::window::{Block, Row};
+
+/// The agent's version, written in every segment.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A cheap, cloneable handle to the recording.
 #[derive(Debug, Clone)]
@@ -47,6 +55,12 @@ struct Shared {
     recording: Mutex<Recording>,
     /// Permits for history requests in flight.
     readers: Arc<Semaphore>,
+    /// The state directory's recording, with `state_dir`.
+    store: Option<Store>,
+    /// Writes sealed segments to `store`.
+    writer: Option<Writer>,
+    /// What went wrong on disk.
+    health: Arc<StoreHealth>,
 }
 
 /// What the recorder holds.
@@ -66,36 +80,34 @@ struct Recording {
 pub struct Excerpt {
     /// The blocks with samples in range, oldest first (they may hold samples outside it).
     pub blocks: Vec<Arc<Block>>,
-    /// Runs that started in range.
-    pub runs: Vec<Arc<crate::history::OptimizationRecord>>,
+    /// Runs that started in range (as `optimization-completed` shows them).
+    pub runs: Vec<serde_json::Value>,
     /// Episodes that overlap the range.
     pub episodes: Vec<Episode>,
     /// Fast-watch wakes in range.
     pub wakes: Vec<Wake>,
-    /// OOM kills in range.
-    pub oom_kills: Vec<crate::events::OomKill>,
-    /// Exhausted ladders in range.
-    pub exhaustions: Vec<Arc<crate::budget::Exhaustion>>,
+    /// OOM kills in range (as `oom-kill` shows them).
+    pub oom_kills: Vec<serde_json::Value>,
+    /// Exhausted ladders in range (as `budget-exhausted` shows them).
+    pub exhaustions: Vec<serde_json::Value>,
     /// Reloads in range.
     pub reloads: Vec<Reload>,
     /// Every budget's bounds now.
     pub bands: Vec<Band>,
-    /// The oldest sample held, ms since the Unix epoch.
+    /// The oldest sample held in memory, ms since the Unix epoch.
     pub oldest: Option<i64>,
+    /// Segment files on disk with samples in range older than the memory holds, oldest
+    /// first (read as the answer is written).
+    pub older: Vec<PathBuf>,
 }
 
 impl Recorder {
     /// Starts recording what `engine` publishes. A task follows the engine's view (and ends
     /// when the engine does); `reloader`, where there is one, says which views followed a
     /// configuration reload. Must be called inside a tokio runtime.
-    pub fn follow(
-        engine: &EngineHandle,
-        config: &RecorderConfig,
-        reloader: Option<Arc<Reloader>>,
-    ) -> Recorder {
-        let recorder = Recorder::new(config);
+    pub fn follow(&self, engine: &EngineHandle, reloader: Option<Arc<Reloader>>) -> Recorder {
         let mut follower = Follower {
-            recorder: recorder.clone(),
+            recorder: self.clone(),
             events: engine.subscribe(),
             view: engine.watch(),
             reloader,
@@ -112,24 +124,83 @@ impl Recorder {
             }
             follower.catch_up();
         });
-        recorder
+        self.clone()
     }
 
-    /// An empty recorder (what [`Recorder::follow`] starts from), for tests and embedders
-    /// that feed it themselves.
+    /// An empty recorder in memory only, for tests and embedders that feed it themselves.
     pub fn new(config: &RecorderConfig) -> Recorder {
+        Recorder::open(config, None)
+    }
+
+    /// A recorder that keeps its segments in `state_dir` (see [`store`]) and starts with what
+    /// is there: the last [`RecorderConfig::window`] in memory, older segments (up to
+    /// [`RecorderConfig::keep`]) read from disk when asked for. A state directory that cannot
+    /// be used is logged, and the recorder keeps its window in memory only.
+    pub fn open(config: &RecorderConfig, state_dir: Option<&Path>) -> Recorder {
+        let health = Arc::new(StoreHealth::default());
+        let mut window = Window::new(config.window.as_millis() as i64);
+        let mut log = Log::default();
+        let store = state_dir.and_then(|dir| {
+            Store::open(dir, config.keep, config.max_disk)
+                .inspect_err(|error| {
+                    warn!(dir = %dir.display(), %error, "state_dir cannot be used: recording in memory only")
+                })
+                .ok()
+        });
+        if let Some(store) = &store {
+            let now = millis(SystemTime::now()) as i64;
+            let since = now - config.window.as_millis() as i64;
+            let segments = store.read_since(since, &health);
+            let samples: usize = segments.iter().map(|s| s.header.samples).sum();
+            for segment in segments {
+                window.restore(segment.block);
+                log.restore(segment.entries);
+            }
+            log.trim(since.max(0) as u64);
+            info!(dir = %store.dir().display(), samples, refused = health.refused.load(Ordering::Relaxed), "recording restored from state_dir");
+        }
+        let writer = store.as_ref().and_then(|store| {
+            Writer::start(store.clone(), Arc::clone(&health))
+                .inspect_err(|error| warn!(%error, "cannot start the recorder's disk writer: recording in memory only"))
+                .ok()
+        });
         Recorder {
             shared: Arc::new(Shared {
                 recording: Mutex::new(Recording {
-                    window: Window::new(config.window.as_millis() as i64),
+                    window,
                     keep: config.window,
-                    log: Log::default(),
+                    log,
                     bands: Vec::new(),
                     missed: 0,
                 }),
                 readers: Arc::new(Semaphore::new(config.max_history_requests)),
+                store,
+                writer,
+                health,
             }),
         }
+    }
+
+    /// What went wrong with the state directory (refused files, failed writes, a full disk).
+    pub fn store_health(&self) -> &StoreHealth {
+        &self.shared.health
+    }
+
+    /// Writes out the samples not yet on disk (the open block) and waits, at most
+    /// `timeout`, for the writer: at shutdown. Returns whether everything was written.
+    pub fn close(&self, timeout: Duration) -> bool {
+        let Some(writer) = &self.shared.writer else {
+            return true;
+        };
+        {
+            let mut recording = self.lock();
+            if let Some(block) = recording.window.seal() {
+                let entries = recording.log.take_pending();
+                let (first, last) = block.span();
+                writer.send(first, last, segment::encode(VERSION, &block, &entries));
+            }
+        }
+        writer.flush(timeout)
     }
 
     fn lock(&self) -> MutexGuard<'_, Recording> {
@@ -145,7 +216,13 @@ impl Recorder {
     pub fn record_sample(&self, snapshot: &Snapshot) {
         let time = millis(snapshot.taken_at);
         let mut recording = self.lock();
-        recording.window.push(time as i64, snapshot);
+        if let Some(block) = recording.window.push(time as i64, snapshot) {
+            let entries = recording.log.take_pending();
+            if let Some(writer) = &self.shared.writer {
+                let (first, last) = block.span();
+                writer.send(first, last, segment::encode(VERSION, &block, &entries));
+            }
+        }
         let oldest = time.saturating_sub(recording.keep.as_millis() as u64);
         recording.log.trim(oldest);
     }
@@ -170,7 +247,23 @@ impl Recorder {
             reloads: log.reloads.between(since, until),
             bands: recording.bands.clone(),
             oldest: recording.window.oldest(),
+            older: self.older(since as i64, until as i64, recording.window.oldest()),
         }
+    }
+
+    /// The segment files with samples in `since..=until` from before `in_memory` (ms).
+    fn older(&self, since: i64, until: i64, in_memory: Option<i64>) -> Vec<PathBuf> {
+        let Some(store) = &self.shared.store else {
+            return Vec::new();
+        };
+        let before = in_memory.unwrap_or(i64::MAX);
+        store
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(first, _)| *first < before && *first <= until && first + 60_000 >= since)
+            .map(|(_, path)| path)
+            .collect()
     }
 
     /// Samples held in memory.
@@ -193,6 +286,12 @@ impl Recorder {
     pub fn reader(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.shared.readers).try_acquire_owned().ok()
     }
+}
+
+/// `value` as JSON (the types recorded serialize infallibly: plain structs of numbers and
+/// strings).
+fn json(value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
 }
 
 /// The task's state: what it has seen of the view, to record only what changed.
@@ -246,14 +345,20 @@ impl Follower {
                 self.recorder.record_sample(&snapshot);
                 self.last_snapshot = Some(snapshot);
             }
-            Event::OptimizationCompleted(record) => self.recorder.lock().log.record_run(record),
+            Event::OptimizationCompleted(record) => {
+                self.recorder.lock().log.record_run(json(&*record))
+            }
             Event::OomKill(kill) => {
                 let at = kill.timestamp;
-                self.recorder.lock().log.oom_kills.push(at, kill);
+                self.recorder.lock().log.oom_kills.push(at, json(&kill));
             }
             Event::BudgetExhausted(exhaustion) => {
                 let at = millis(exhaustion.at);
-                self.recorder.lock().log.exhaustions.push(at, exhaustion);
+                self.recorder
+                    .lock()
+                    .log
+                    .exhaustions
+                    .push(at, json(&*exhaustion));
             }
         }
     }
@@ -266,7 +371,7 @@ impl Follower {
         // its verdict to come) as soon as it ends.
         let seen = self.last_run;
         for record in view.recent.iter().filter(|r| r.id > seen) {
-            recording.log.record_run(Arc::clone(record));
+            recording.log.record_run(json(&**record));
             self.last_run = self.last_run.max(record.id);
         }
         recording.bands = view
@@ -282,41 +387,38 @@ impl Follower {
         for budget in &view.budgets {
             let known = self.episodes.get(&budget.name).copied();
             if let Some(ended) = known.filter(|&n| budget.episode != Some(n)) {
-                if let Some(episode) = recording
+                let started = recording
                     .log
                     .episodes
                     .last_matching(|e| e.budget == budget.name && e.episode == ended)
-                {
-                    episode.end = Some(now);
-                }
+                    .map(|e| e.start);
+                recording.log.record_episode(Episode {
+                    budget: budget.name.clone(),
+                    episode: ended,
+                    start: started.unwrap_or(now),
+                    end: Some(now),
+                });
                 self.episodes.remove(&budget.name);
             }
             if let Some(number) = budget.episode.filter(|&n| known != Some(n)) {
-                let start = budget.episode_start.unwrap_or(now);
-                recording.log.episodes.push(
-                    start,
-                    Episode {
-                        budget: budget.name.clone(),
-                        episode: number,
-                        start,
-                        end: None,
-                    },
-                );
+                recording.log.record_episode(Episode {
+                    budget: budget.name.clone(),
+                    episode: number,
+                    start: budget.episode_start.unwrap_or(now),
+                    end: None,
+                });
                 self.episodes.insert(budget.name.clone(), number);
             }
         }
         for &(signal, how, count) in &view.watch_wakes {
             let known = self.wakes.insert((signal, how), count).unwrap_or(0);
             if count > known {
-                recording.log.wakes.push(
-                    now,
-                    Wake {
-                        at: now,
-                        signal,
-                        how,
-                        count: count - known,
-                    },
-                );
+                recording.log.record_wake(Wake {
+                    at: now,
+                    signal,
+                    how: how.to_owned(),
+                    count: count - known,
+                });
             }
         }
         if let Some(reloader) = &self.reloader {
@@ -324,14 +426,11 @@ impl Follower {
             let known = self.reloads.replace(status.reloads);
             if known.is_some_and(|known| status.reloads > known) {
                 let at = millis(SystemTime::now());
-                recording.log.reloads.push(
+                recording.log.record_reload(Reload {
                     at,
-                    Reload {
-                        at,
-                        reason: status.reason.clone(),
-                        source: status.source.clone(),
-                    },
-                );
+                    reason: status.reason.clone(),
+                    source: status.source.clone(),
+                });
             }
         }
     }

@@ -64,6 +64,25 @@ impl Block {
         self.times.bytes() + self.values.iter().map(ValueColumn::bytes).sum::<usize>()
     }
 
+    /// Its time column and value columns (one per [`columns`] entry).
+    pub(crate) fn columns(&self) -> (&TimeColumn, &[ValueColumn]) {
+        (&self.times, &self.values)
+    }
+
+    /// A complete block from its columns and its first and last time (read from disk).
+    pub(crate) fn from_columns(
+        times: TimeColumn,
+        values: Vec<ValueColumn>,
+        (first, last): (i64, i64),
+    ) -> Self {
+        Block {
+            times,
+            values,
+            first,
+            last,
+        }
+    }
+
     fn shrink(&mut self) {
         self.times.shrink();
         self.values.iter_mut().for_each(ValueColumn::shrink);
@@ -121,6 +140,27 @@ impl Window {
             self.sealed.pop_front();
         }
         sealed
+    }
+
+    /// Seals the open block (at shutdown: it is written out as it is). Returns it, if it
+    /// held samples.
+    pub fn seal(&mut self) -> Option<Arc<Block>> {
+        if self.open.is_empty() {
+            return None;
+        }
+        let mut block = std::mem::take(&mut self.open);
+        block.shrink();
+        let block = Arc::new(block);
+        self.sealed.push_back(Arc::clone(&block));
+        Some(block)
+    }
+
+    /// Adds a block read back from disk, older than any sample recorded since (blocks are
+    /// restored oldest first, before recording starts).
+    pub fn restore(&mut self, block: Arc<Block>) {
+        if !block.is_empty() && self.open.is_empty() {
+            self.sealed.push_back(block);
+        }
     }
 
     /// The blocks that hold samples in `since..=until` (ms), oldest first: the sealed ones

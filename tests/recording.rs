@@ -1,0 +1,154 @@
+//! The flight recorder on the real binary with a `state_dir`: what it wrote survives a
+//! restart, and a damaged segment is refused, logged and moved aside without stopping the
+//! agent.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{first_stdout_line, get_json, perfpilot, Running};
+
+/// Starts the agent at a 100 ms interval with `state_dir`, its stderr (the log) in `log`.
+fn start(state: &Path, log: &Path) -> Running {
+    let mut command: Command = perfpilot();
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--interval", "100ms"])
+        .env("PERFPILOT_STATE_DIR", state)
+        .env("PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED", "false")
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(log).unwrap());
+    let mut child = command.spawn().expect("start the agent");
+    let line = first_stdout_line(&mut child);
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Running { child, base }
+}
+
+/// SIGTERM, and the exit within 20 s.
+fn stop(mut agent: Running) {
+    let status = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The recorded samples' times (ms), from the history route.
+async fn sample_times(base: &str) -> Vec<u64> {
+    let (status, body) = get_json(
+        base,
+        "/performance-metrics/history?since=1h&signals=memory_usage",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| s["t"].as_u64().expect("t"))
+        .collect()
+}
+
+/// Waits (at most 30 s) until the agent has recorded `count` samples.
+async fn recorded(base: &str, count: usize) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let times = sample_times(base).await;
+        if times.len() >= count {
+            return times;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} samples recorded after 30 s, waited for {count}",
+            times.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn segments(state: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(state.join("recording"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn the_recording_survives_a_restart_and_a_truncated_segment_is_refused_and_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let log = dir.path().join("agent.log");
+
+    let agent = start(&state, &log);
+    let before = recorded(&agent.base, 10).await;
+    stop(agent);
+    let files = segments(&state);
+    assert_eq!(
+        files.len(),
+        1,
+        "the open block written at shutdown: {files:?}"
+    );
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&files[0]), 0o600);
+
+    let restarted_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let agent = start(&state, &log);
+    let after = sample_times(&agent.base).await;
+    assert!(
+        before.iter().all(|t| after.contains(t)),
+        "every sample from before the restart is served again: {} before, {} now",
+        before.len(),
+        after.len()
+    );
+    assert!(after.iter().any(|&t| t < restarted_at));
+    stop(agent);
+
+    // Cut the oldest segment in half, as a crash during a write would (were it not renamed
+    // into place only once complete).
+    let damaged = segments(&state)[0].clone();
+    let length = fs::metadata(&damaged).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&damaged)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+    let agent = start(&state, &log);
+    let (status, _) = get_json(&agent.base, "/health").await;
+    assert_eq!(status, 200, "the agent starts anyway");
+    let moved = state.join("refused").join(damaged.file_name().unwrap());
+    assert!(moved.exists(), "moved aside to {}", moved.display());
+    assert!(!damaged.exists());
+    let text = fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("refused a state file"))
+        .unwrap_or_else(|| panic!("no log line says why the file was refused:\n{text}"));
+    assert!(
+        line.contains("truncated") && line.contains(&*damaged.to_string_lossy()),
+        "{line}"
+    );
+    stop(agent);
+}
