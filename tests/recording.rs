@@ -152,3 +152,130 @@ async fn the_recording_survives_a_restart_and_a_truncated_segment_is_refused_and
     );
     stop(agent);
 }
+
+/// `perfpilot ARGS`, its stdout; fails the test on a non-zero exit.
+fn run_cli(args: &[&str]) -> String {
+    let output = perfpilot().args(args).output().expect("run perfpilot");
+    assert!(
+        output.status.success(),
+        "perfpilot {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn export_writes_what_was_recorded_as_ndjson_and_csv_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("perfpilot.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"
+state_dir = "{}"
+[api]
+token = "tok-SECRET-1"
+[strategies.webhook.hook]
+url = "http://user:pw-SECRET-3@127.0.0.1:9/hook"
+headers = {{ "X-Auth" = "hdr-SECRET-2" }}
+timeout = "200ms"
+retries = 0
+[strategies.webhook.hook.trigger]
+signal = "memory_usage"
+above = 0.99
+"#,
+            state.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("agent.log");
+    let mut command: Command = perfpilot();
+    command
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "100ms",
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap());
+    let mut child = command.spawn().expect("start the agent");
+    let line = first_stdout_line(&mut child);
+    let agent = Running {
+        base: line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("announced")
+            .to_owned(),
+        child,
+    };
+    let answer = common::client()
+        .post(format!("{}/performance-optimize", agent.base))
+        .bearer_auth("tok-SECRET-1")
+        .json(&serde_json::json!({"strategy": "hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    recorded(&agent.base, 5).await;
+    let history = common::client()
+        .get(format!("{}/performance-metrics/history", agent.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop(agent);
+
+    let config_arg = config.to_string_lossy().to_string();
+    let ndjson = run_cli(&["export", "--since", "1h", "--config", &config_arg]);
+    let lines: Vec<serde_json::Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    let samples = lines.iter().filter(|l| l["type"] == "sample").count();
+    assert!(samples >= 5, "{samples} samples in {ndjson}");
+    let runs: Vec<_> = lines.iter().filter(|l| l["type"] == "run").collect();
+    assert_eq!(runs.len(), 1, "{ndjson}");
+    assert_eq!(runs[0]["strategy"], "hook");
+    assert_eq!(runs[0]["success"], false, "port 9 refuses: {}", runs[0]);
+
+    let state_arg = state.to_string_lossy().to_string();
+    let csv = run_cli(&[
+        "export",
+        "--since",
+        "1h",
+        "--format",
+        "csv",
+        "--recording",
+        &state_arg,
+    ]);
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().expect("a header").split(',').collect();
+    assert_eq!(header[0], "t");
+    let usage = header
+        .iter()
+        .position(|c| *c == "memory_usage")
+        .expect("a memory_usage column");
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
+    assert_eq!(rows.len(), samples, "the CSV has the NDJSON's samples");
+    assert!(rows
+        .iter()
+        .all(|r| r.len() == header.len() && r[usage].parse::<f64>().is_ok()));
+
+    for (what, text) in [("NDJSON", &ndjson), ("CSV", &csv), ("history", &history)] {
+        for secret in ["tok-SECRET-1", "hdr-SECRET-2", "pw-SECRET-3"] {
+            assert!(!text.contains(secret), "{secret} in the {what} export");
+        }
+    }
+    for file in fs::read_dir(state.join("recording")).unwrap() {
+        let bytes = fs::read(file.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("SECRET"), "a secret in a segment on disk");
+    }
+}

@@ -66,19 +66,6 @@ pub(crate) struct Request {
     pub step: Option<Duration>,
 }
 
-/// A time: RFC 3339, or a duration back from `now`.
-fn parse_time(key: &str, text: &str, now: SystemTime) -> Result<SystemTime, String> {
-    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
-        return Ok(time);
-    }
-    match humantime::parse_duration(text) {
-        Ok(back) => Ok(now.checked_sub(back).unwrap_or(SystemTime::UNIX_EPOCH)),
-        Err(_) => Err(format!(
-            "{key} = {text:?}: must be an RFC 3339 time (2026-12-07T06:00:00Z) or a duration back from now (10m)"
-        )),
-    }
-}
-
 impl Request {
     /// Checks a query at `now`; `oldest` is the default `since`. Every problem is named.
     pub(crate) fn parse(
@@ -89,7 +76,7 @@ impl Request {
         let mut problems = Vec::new();
         let mut time = |key, text: &Option<String>, default| match text.as_deref() {
             None | Some("") => default,
-            Some(text) => parse_time(key, text, now).unwrap_or_else(|why| {
+            Some(text) => crate::recorder::parse_when(key, text, now).unwrap_or_else(|why| {
                 problems.push(why);
                 default
             }),

@@ -12,6 +12,7 @@
 //! `GET /performance-metrics/history` serves them ([`crate::api`]).
 
 pub mod columns;
+pub mod export;
 mod gorilla;
 pub mod record;
 pub mod segment;
@@ -285,6 +286,20 @@ impl Recorder {
     /// [`RecorderConfig::max_history_requests`] are in flight.
     pub fn reader(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.shared.readers).try_acquire_owned().ok()
+    }
+}
+
+/// A time written as RFC 3339 (`2026-12-07T06:00:00Z`) or as a duration back from `now`
+/// (`10m`); the error names `key` and says what is allowed.
+pub fn parse_when(key: &str, text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    match humantime::parse_duration(text) {
+        Ok(back) => Ok(now.checked_sub(back).unwrap_or(SystemTime::UNIX_EPOCH)),
+        Err(_) => Err(format!(
+            "{key} = {text:?}: must be an RFC 3339 time (2026-12-07T06:00:00Z) or a duration back from now (10m)"
+        )),
     }
 }
 
