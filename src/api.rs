@@ -603,6 +603,24 @@ pub struct HealthResponse {
     /// The last configuration reload failed: the configuration loaded before it is in force
     /// (`config.lastError` in `/performance-metrics` says why).
     pub last_reload_failed: bool,
+    /// With `state_dir`: how writing the recording to disk goes (a full disk does not make
+    /// the agent unhealthy: the recording goes on in memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingHealth>,
+}
+
+/// `recording` in `GET /health`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingHealth {
+    /// The last segment could not be written because the disk is full: the recording goes on
+    /// in memory only until a write succeeds.
+    pub disk_full: bool,
+    /// Segments not written (disk full, an I/O error, the writer behind) since start.
+    pub failed_writes: u64,
+    /// State files refused at start (truncated, corrupt, from a newer agent, not owned by the
+    /// agent's user) and moved to `refused/`.
+    pub refused_files: u64,
 }
 
 /// Liveness and a short status; never behind the agent's own actions.
@@ -662,6 +680,20 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRespon
                 .reloader
                 .as_ref()
                 .is_some_and(|r| r.last_reload_failed()),
+            recording: state
+                .settings
+                .recorder
+                .as_ref()
+                .filter(|r| r.has_store())
+                .map(|r| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let health = r.store_health();
+                    RecordingHealth {
+                        disk_full: health.disk_full.load(Relaxed),
+                        failed_writes: health.failed_writes.load(Relaxed),
+                        refused_files: health.refused.load(Relaxed),
+                    }
+                }),
         }),
     )
 }

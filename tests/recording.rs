@@ -136,8 +136,10 @@ async fn the_recording_survives_a_restart_and_a_truncated_segment_is_refused_and
         .set_len(length / 2)
         .unwrap();
     let agent = start(&state, &log);
-    let (status, _) = get_json(&agent.base, "/health").await;
+    let (status, health) = get_json(&agent.base, "/health").await;
     assert_eq!(status, 200, "the agent starts anyway");
+    assert_eq!(health["recording"]["refusedFiles"], 1, "{health}");
+    assert_eq!(health["recording"]["diskFull"], false, "{health}");
     let moved = state.join("refused").join(damaged.file_name().unwrap());
     assert!(moved.exists(), "moved aside to {}", moved.display());
     assert!(!damaged.exists());

@@ -182,6 +182,11 @@ impl Recorder {
         }
     }
 
+    /// Whether the recording is kept in a state directory too.
+    pub fn has_store(&self) -> bool {
+        self.shared.writer.is_some()
+    }
+
     /// What went wrong with the state directory (refused files, failed writes, a full disk).
     pub fn store_health(&self) -> &StoreHealth {
         &self.shared.health
