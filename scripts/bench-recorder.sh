@@ -14,7 +14,8 @@ fill=${1:-${FILL_SECONDS:-970}}
 [[ "$fill" =~ ^[0-9]+$ && "$fill" -ge 70 ]] || { echo "usage: $0 [FILL_SECONDS >= 70]" >&2; exit 2; }
 . scripts/agent-lib.sh
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
-cargo build --release --quiet --bin perfpilot
+# SKIP_BUILD=1: measure the release binary already built.
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet --bin perfpilot
 
 anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
 vmrss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
