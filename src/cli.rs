@@ -58,6 +58,29 @@ pub enum Command {
     Signals(SignalsArgs),
     /// Write the recording kept in state_dir as NDJSON or CSV (whether or not an agent runs).
     Export(ExportArgs),
+    /// Write the recording kept in state_dir as one self-contained HTML report.
+    Report(ReportArgs),
+}
+
+/// `perfpilot report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// From when: a duration back from now (`24h`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "24h")]
+    pub since: String,
+    /// Until when, written like `--since` (default: now).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Write here instead of to standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The recording: a state_dir (default: the state_dir of the configuration).
+    #[arg(long, value_name = "DIR")]
+    pub recording: Option<PathBuf>,
+    /// TOML configuration file whose state_dir holds the recording (default:
+    /// ./perfpilot.toml if present; PERFPILOT_STATE_DIR wins as for the agent).
+    #[arg(long, short, env = "PERFPILOT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `perfpilot export`.
@@ -297,6 +320,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Reload(args) => client::reload(&args),
         Command::Export(args) => export::run(&args),
+        Command::Report(args) => export::report(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -352,6 +352,7 @@ impl Chunks {
             oom_kills: e.oom_kills.clone(),
             exhaustions: e.exhaustions.clone(),
             reloads: e.reloads.clone(),
+            budgets: Vec::new(),
         });
         let (since, until) = (millis(self.request.since), millis(self.request.until));
         let episodes: Vec<_> = log

@@ -7,10 +7,11 @@ use std::time::SystemTime;
 
 use perfpilot_strategies::snapshot::unix_millis::millis;
 
-use super::{ExportArgs, ExportFormat};
+use super::{ExportArgs, ExportFormat, ReportArgs};
 use crate::config::Overrides;
 use crate::recorder::export::{self, Recording};
 use crate::recorder::parse_when;
+use crate::recorder::report::Report;
 
 /// The state directory: `--recording`, else the `state_dir` of the configuration (file,
 /// environment) the agent would load.
@@ -28,23 +29,69 @@ fn recording_dir(recording: &Option<PathBuf>, config: &Option<PathBuf>) -> Resul
     })
 }
 
-/// Runs `perfpilot export`.
-pub fn run(args: &ExportArgs) -> Result<(), String> {
+/// `--since` and `--until` in ms, checked.
+fn window(since: &str, until: &Option<String>) -> Result<(i64, i64), String> {
     let now = SystemTime::now();
-    let since = millis(parse_when("--since", &args.since, now)?) as i64;
-    let until = match &args.until {
+    let start = millis(parse_when("--since", since, now)?) as i64;
+    let end = match until {
         Some(text) => millis(parse_when("--until", text, now)?) as i64,
         None => millis(now) as i64,
     };
-    if since > until {
-        return Err(format!("--since {} is after --until", args.since));
+    if start > end {
+        return Err(format!("--since {since} is after --until"));
     }
-    let dir = recording_dir(&args.recording, &args.config)?;
-    let recording = Recording::read(&dir, since, until)
+    Ok((start, end))
+}
+
+/// The recording of `since..=until`, found as the agent finds it; unreadable files said.
+fn read(
+    recording: &Option<PathBuf>,
+    config: &Option<PathBuf>,
+    (since, until): (i64, i64),
+) -> Result<(PathBuf, Recording), String> {
+    let dir = recording_dir(recording, config)?;
+    let read = Recording::read(&dir, since, until)
         .map_err(|e| format!("cannot read the recording in {}: {e}", dir.display()))?;
-    for (path, why) in &recording.unreadable {
+    for (path, why) in &read.unreadable {
         eprintln!("perfpilot: left out {}: {why}", path.display());
     }
+    Ok((dir, read))
+}
+
+fn output(path: &Option<PathBuf>) -> Result<Box<dyn Write>, String> {
+    Ok(match path {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
+/// Runs `perfpilot report`.
+pub fn report(args: &ReportArgs) -> Result<(), String> {
+    let (since, until) = window(&args.since, &args.until)?;
+    let (dir, recording) = read(&args.recording, &args.config, (since, until))?;
+    let mut report = Report::new(
+        since,
+        until,
+        recording.bands(),
+        recording.log(),
+        &dir.display().to_string(),
+    );
+    for row in recording.rows(since, until) {
+        report.add(&row);
+    }
+    let mut out = output(&args.output)?;
+    out.write_all(report.html().as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing the report: {e}"))
+}
+
+/// Runs `perfpilot export`.
+pub fn run(args: &ExportArgs) -> Result<(), String> {
+    let (since, until) = window(&args.since, &args.until)?;
+    let (_, recording) = read(&args.recording, &args.config, (since, until))?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)

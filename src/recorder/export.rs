@@ -70,6 +70,17 @@ impl Recording {
         log
     }
 
+    /// Every budget's bounds, as the last segment that has them says.
+    pub fn bands(&self) -> Vec<super::Band> {
+        self.segments
+            .iter()
+            .rev()
+            .map(|s| &s.entries.budgets)
+            .find(|b| !b.is_empty())
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The samples in `since..=until` (ms): their time and one value per column.
     pub fn rows(&self, since: i64, until: i64) -> impl Iterator<Item = super::Row> + '_ {
         self.segments

@@ -15,6 +15,7 @@ pub mod columns;
 pub mod export;
 mod gorilla;
 pub mod record;
+pub mod report;
 pub mod segment;
 pub mod store;
 pub mod window;
@@ -201,7 +202,8 @@ impl Recorder {
         {
             let mut recording = self.lock();
             if let Some(block) = recording.window.seal() {
-                let entries = recording.log.take_pending();
+                let mut entries = recording.log.take_pending();
+                entries.budgets = recording.bands.clone();
                 let (first, last) = block.span();
                 writer.send(first, last, segment::encode(VERSION, &block, &entries));
             }
@@ -223,7 +225,8 @@ impl Recorder {
         let time = millis(snapshot.taken_at);
         let mut recording = self.lock();
         if let Some(block) = recording.window.push(time as i64, snapshot) {
-            let entries = recording.log.take_pending();
+            let mut entries = recording.log.take_pending();
+            entries.budgets = recording.bands.clone();
             if let Some(writer) = &self.shared.writer {
                 let (first, last) = block.span();
                 writer.send(first, last, segment::encode(VERSION, &block, &entries));

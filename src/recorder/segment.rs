@@ -9,7 +9,8 @@
 //! times    u32 LE length, then the delta-of-delta encoded times (ms since the Unix epoch)
 //! columns  per name in the header: u32 LE length, then the XOR-encoded values
 //! entries  u32 LE length, then JSON: {"runs", "episodes", "wakes", "oomKills",
-//!          "exhaustions", "reloads"} (as GET /performance-metrics/history shows them)
+//!          "exhaustions", "reloads", "budgets"} (as GET /performance-metrics/history shows
+//!          them)
 //! crc32    u32 LE    of every byte before it
 //! ```
 
@@ -20,7 +21,7 @@ use serde_json::Value;
 
 use super::columns;
 use super::gorilla::{TimeColumn, ValueColumn};
-use super::record::{Episode, Reload, Wake};
+use super::record::{Band, Episode, Reload, Wake};
 use super::window::Block;
 
 /// The first bytes of every segment file.
@@ -61,6 +62,9 @@ pub struct SegmentEntries {
     pub exhaustions: Vec<Value>,
     /// Configuration reloads.
     pub reloads: Vec<Reload>,
+    /// Every budget's bounds when the segment was cut (for charts of a recording read
+    /// without the configuration).
+    pub budgets: Vec<Band>,
 }
 
 /// A segment read back.
