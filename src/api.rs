@@ -23,6 +23,7 @@ mod history_tests;
 mod metrics_cache;
 mod openapi;
 pub mod rate_limit;
+mod report;
 pub mod server;
 pub mod timeout;
 
@@ -229,6 +230,7 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
             "/performance-metrics/history",
             guarded(get(history::history), Read),
         )
+        .route("/report", guarded(get(report::report), Read))
         .route("/performance-optimize", guarded(optimize, Write))
         .route("/health", guarded(get(health), Health))
         .route("/events", guarded(get(events::events), Read))

@@ -533,6 +533,8 @@ async fn route_keys_openapi_and_metric_names() {
         &body,
         false,
     );
+    let (status, body) = common::get_json(&base, "/report?since=yesterday").await;
+    answer("GET /report?since=yesterday", status, &body, true);
     let (status, body) =
         common::post_json(&base, "/performance-optimize", r#"{"strategy": "no-such"}"#).await;
     answer(

@@ -186,6 +186,12 @@ retries = 0
 [strategies.webhook.hook.trigger]
 signal = "memory_usage"
 above = 0.99
+[budgets.tight]
+signal = "memory_usage"
+goal = 0.00001
+limit = 0.00002
+ladder = ["memory-purge"]
+settle = "200ms"
 "#,
             state.display()
         ),
@@ -232,6 +238,8 @@ above = 0.99
         .text()
         .await
         .unwrap();
+    let served = common::get_text(&agent.base, "/report?since=1h").await;
+    assert!(served.contains("id=\"summary\""), "{served}");
     stop(agent);
 
     let config_arg = config.to_string_lossy().to_string();
@@ -242,9 +250,11 @@ above = 0.99
         .collect();
     let samples = lines.iter().filter(|l| l["type"] == "sample").count();
     assert!(samples >= 5, "{samples} samples in {ndjson}");
-    let runs: Vec<_> = lines.iter().filter(|l| l["type"] == "run").collect();
+    let runs: Vec<_> = lines
+        .iter()
+        .filter(|l| l["type"] == "run" && l["strategy"] == "hook")
+        .collect();
     assert_eq!(runs.len(), 1, "{ndjson}");
-    assert_eq!(runs[0]["strategy"], "hook");
     assert_eq!(runs[0]["success"], false, "port 9 refuses: {}", runs[0]);
 
     let state_arg = state.to_string_lossy().to_string();
@@ -270,7 +280,38 @@ above = 0.99
         .iter()
         .all(|r| r.len() == header.len() && r[usage].parse::<f64>().is_ok()));
 
-    for (what, text) in [("NDJSON", &ndjson), ("CSV", &csv), ("history", &history)] {
+    let report_file = dir.path().join("report.html");
+    let report_arg = report_file.to_string_lossy().to_string();
+    run_cli(&[
+        "report",
+        "--since",
+        "1h",
+        "--recording",
+        &state_arg,
+        "-o",
+        &report_arg,
+    ]);
+    let report = fs::read_to_string(&report_file).expect("the report written");
+    assert_eq!(
+        summary(&report),
+        from_export(&lines, 0.00001, 0.00002),
+        "the report's summary against the export's numbers"
+    );
+    for section in ["budgets", "rungs", "strategies", "oom-kills", "reloads"] {
+        assert!(
+            report.contains(&format!("id=\"{section}\"")),
+            "no {section} section"
+        );
+    }
+    assert!(report.contains("class=\"episode\""), "no episode drawn");
+
+    for (what, text) in [
+        ("NDJSON", &ndjson),
+        ("CSV", &csv),
+        ("history", &history),
+        ("report", &report),
+        ("served report", &served),
+    ] {
         for secret in ["tok-SECRET-1", "hdr-SECRET-2", "pw-SECRET-3"] {
             assert!(!text.contains(secret), "{secret} in the {what} export");
         }
@@ -280,4 +321,60 @@ above = 0.99
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("SECRET"), "a secret in a segment on disk");
     }
+}
+
+/// The report's summary numbers (its `data-` attributes), in [`from_export`]'s order:
+/// samples, episodes, runs, helped, OOM kills, reloads, seconds above goal and above limit.
+fn summary(html: &str) -> (usize, usize, usize, usize, usize, usize, String, String) {
+    let attribute = |name: &str| -> String {
+        let start = html
+            .find(&format!("data-{name}=\""))
+            .unwrap_or_else(|| panic!("no data-{name} in the summary"))
+            + name.len()
+            + 7;
+        html[start..start + html[start..].find('"').unwrap()].to_owned()
+    };
+    let count = |name: &str| attribute(name).parse::<usize>().unwrap();
+    (
+        count("samples"),
+        count("episodes"),
+        count("runs"),
+        count("helped"),
+        count("oom-kills"),
+        count("reloads"),
+        attribute("seconds-above-goal"),
+        attribute("seconds-above-limit"),
+    )
+}
+
+/// The same numbers computed from the NDJSON export: each sample's memory usage held until
+/// the next sample counts towards the time above `goal` and `limit`.
+fn from_export(
+    lines: &[serde_json::Value],
+    goal: f64,
+    limit: f64,
+) -> (usize, usize, usize, usize, usize, usize, String, String) {
+    let of = |kind: &'static str| lines.iter().filter(move |l| l["type"] == kind);
+    let samples: Vec<_> = of("sample").collect();
+    let (mut above_goal, mut above_limit) = (0.0, 0.0);
+    for pair in samples.windows(2) {
+        let seconds = (pair[1]["t"].as_f64().unwrap() - pair[0]["t"].as_f64().unwrap()) / 1000.0;
+        let usage = pair[0]["memory_usage"].as_f64().unwrap_or(0.0);
+        if usage > goal {
+            above_goal += seconds;
+        }
+        if usage > limit {
+            above_limit += seconds;
+        }
+    }
+    (
+        samples.len(),
+        of("episode").count(),
+        of("run").count(),
+        of("run").filter(|r| r["helped"] == true).count(),
+        of("oom_kill").count(),
+        of("reload").count(),
+        format!("{above_goal:.1}"),
+        format!("{above_limit:.1}"),
+    )
 }

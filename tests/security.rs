@@ -69,9 +69,11 @@ fn raw(
 }
 
 /// Every route but `/health`.
-const GUARDED: [(&str, &str); 6] = [
+const GUARDED: [(&str, &str); 8] = [
     ("GET", "/"),
     ("GET", "/performance-metrics"),
+    ("GET", "/performance-metrics/history"),
+    ("GET", "/report"),
     ("GET", "/events"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),

@@ -24,6 +24,7 @@ use super::ApiState;
     paths(
         super::performance_metrics,
         super::history::history,
+        super::report::report,
         super::performance_optimize,
         super::health,
         super::prometheus_metrics,

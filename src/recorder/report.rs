@@ -444,6 +444,46 @@ impl Report {
     }
 }
 
+/// The report of `since..=until` (ms) from a running agent's recorder: the segments on disk
+/// older than its memory, then what it holds in memory. Reads files: call it off the async
+/// runtime. A segment that cannot be read is left out (the agent refuses it at start).
+pub fn from_recorder(recorder: &super::Recorder, since: i64, until: i64, title: &str) -> Report {
+    let excerpt = recorder.excerpt(at(since), at(until));
+    let older: Vec<_> = excerpt
+        .older
+        .iter()
+        .filter_map(|path| super::store::read(path).ok())
+        .collect();
+    let mut log = Log::default();
+    for segment in &older {
+        log.restore(segment.entries.clone());
+    }
+    log.restore(super::segment::SegmentEntries {
+        runs: excerpt.runs.clone(),
+        episodes: excerpt.episodes.clone(),
+        wakes: excerpt.wakes.clone(),
+        oom_kills: excerpt.oom_kills.clone(),
+        exhaustions: excerpt.exhaustions.clone(),
+        reloads: excerpt.reloads.clone(),
+        budgets: Vec::new(),
+    });
+    let mut report = Report::new(since, until, excerpt.bands.clone(), log, title);
+    let blocks = older.iter().map(|s| &s.block).chain(&excerpt.blocks);
+    let mut latest = i64::MIN;
+    for row in blocks.flat_map(|block| block.rows()) {
+        // A segment on disk and the memory may both hold the minute they meet in.
+        if row.time > latest {
+            latest = row.time;
+            report.add(&row);
+        }
+    }
+    report
+}
+
+fn at(ms: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
+}
+
 /// A band's signal's name.
 fn band_signal(band: &Band) -> &'static str {
     band.signal.row().name
