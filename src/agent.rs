@@ -108,6 +108,9 @@ pub struct Agent {
     probe_task: Option<tokio::task::JoinHandle<()>>,
     reloader: Arc<Reloader>,
     recorder: Recorder,
+    /// With `state_dir`: what stops the learned state's writer (after the engine ended, so
+    /// its last write has the last verdicts), and the writer.
+    learned_saver: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// The fast watch's threads, stopped when the agent is dropped.
     _fast_watch: Option<FastWatch>,
 }
@@ -228,6 +231,7 @@ impl Agent {
             let _ = probe.await;
         }
         close_recording(&self.recorder).await;
+        save_learned(self.learned_saver).await;
     }
 
     /// Like [`Agent::shutdown`], waiting at most `grace` for a running optimization; after
@@ -237,6 +241,7 @@ impl Agent {
         self.shutdown.cancel();
         let finished = tokio::time::timeout(grace, &mut self.task).await;
         close_recording(&self.recorder).await;
+        save_learned(self.learned_saver.take()).await;
         match finished {
             Ok(_) => true,
             Err(_) => {
@@ -506,6 +511,13 @@ impl AgentBuilder {
         }
         let shutdown = CancellationToken::new();
         let worker = WorkerIdentity::new(config.worker_id.as_deref());
+        let learned = config.state_dir.as_deref().and_then(|dir| {
+            crate::learned::load(
+                dir,
+                std::time::SystemTime::now(),
+                config.tuning.forget_after,
+            )
+        });
         let (engine, task) = engine::spawn(
             {
                 let mut settings = crate::reload::engine_settings(
@@ -514,6 +526,7 @@ impl AgentBuilder {
                     worker.label().to_owned(),
                 );
                 settings.watch = fast_watch.as_ref().map(FastWatch::handle);
+                settings.learned = learned.clone().map(Arc::new);
                 settings
             },
             strategies,
@@ -536,6 +549,18 @@ impl AgentBuilder {
         drop(reloader.spawn_watch(shutdown.clone()));
         let recorder = Recorder::open(&config.recorder, config.state_dir.as_deref())
             .follow(&engine, Some(Arc::clone(&reloader)));
+        // After the recorder: it creates state_dir (0700).
+        let learned_saver = config.state_dir.clone().map(|dir| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(crate::learned::keep_saving(
+                engine.clone(),
+                dir,
+                config.tuning.forget_after,
+                learned,
+                stop.clone(),
+            ));
+            (stop, task)
+        });
         let router = api::router(
             engine.clone(),
             ApiSettings {
@@ -572,6 +597,7 @@ impl AgentBuilder {
             probe_task,
             reloader,
             recorder,
+            learned_saver,
             _fast_watch: fast_watch,
         }
     }
@@ -587,6 +613,18 @@ async fn close_recording(recorder: &Recorder) {
     let written = tokio::task::spawn_blocking(move || recorder.close(CLOSE_RECORDING)).await;
     if !matches!(written, Ok(true)) {
         warn!("the recording's last segment was not written before the agent stopped");
+    }
+}
+
+/// Stops the learned state's writer after its last write, waiting at most
+/// [`CLOSE_RECORDING`].
+async fn save_learned(saver: Option<(CancellationToken, tokio::task::JoinHandle<()>)>) {
+    let Some((stop, task)) = saver else {
+        return;
+    };
+    stop.cancel();
+    if tokio::time::timeout(CLOSE_RECORDING, task).await.is_err() {
+        warn!("the learned state was not written before the agent stopped");
     }
 }
 

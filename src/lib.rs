@@ -10,6 +10,7 @@ pub mod engine;
 pub mod events;
 pub mod history;
 pub mod layer;
+pub mod learned;
 pub mod trigger;
 
 pub use agent::{Agent, AgentBuilder};

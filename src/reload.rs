@@ -471,6 +471,7 @@ pub(crate) fn engine_settings(
             .map(|(name, budget)| (name.clone(), budget.clone()))
             .collect(),
         rung_only: config.rung_only(),
+        learned: None,
     }
 }
 

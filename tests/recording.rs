@@ -378,3 +378,170 @@ fn from_export(
         format!("{above_limit:.1}"),
     )
 }
+
+/// Starts the agent on `config` at a 100 ms interval, its stderr in `log`.
+fn start_with(config: &Path, log: &Path) -> Running {
+    let mut command: Command = perfpilot();
+    command
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "100ms",
+            "--config",
+        ])
+        .arg(config)
+        .env("PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED", "false")
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(log).unwrap());
+    let mut child = command.spawn().expect("start the agent");
+    let line = first_stdout_line(&mut child);
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Running { child, base }
+}
+
+/// What the agent learned, as `/performance-metrics` shows it: per strategy its runs,
+/// verdicts, effectiveness, mean relief, cooldown and unhelpful runs; per budget its rungs.
+async fn learned(base: &str) -> serde_json::Value {
+    let (status, document) = get_json(base, "/performance-metrics").await;
+    assert_eq!(status, 200);
+    // A mean relief restored as sum / count may differ from the running mean in its last
+    // digits.
+    let relief = |v: &serde_json::Value| v.as_f64().map(|r| format!("{r:.9e}"));
+    let strategies: Vec<_> = document["strategies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            serde_json::json!([
+                s["name"],
+                s["runs"],
+                s["helped"],
+                s["effectiveness"],
+                relief(&s["meanRelief"]),
+                s["cooldown"],
+                s["unhelpfulRuns"]
+            ])
+        })
+        .collect();
+    let rungs: Vec<_> = document["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["rungs"].as_array().unwrap().iter().map(move |r| (b, r)))
+        .map(|(b, r)| {
+            serde_json::json!([
+                b["name"],
+                r["strategy"],
+                r["runs"],
+                r["judged"],
+                r["helped"],
+                relief(&r["meanRelief"]),
+                r["skipped"]
+            ])
+        })
+        .collect();
+    serde_json::json!({"strategies": strategies, "rungs": rungs})
+}
+
+#[tokio::test]
+async fn learned_state_survives_a_restart_and_a_truncated_state_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("perfpilot.toml");
+    // `idle` never relieves memory: its cooldown doubles from 1 s with every run. The budget
+    // is always above its limit: its rung runs (and is judged) at once.
+    fs::write(
+        &config,
+        format!(
+            r#"
+state_dir = "{}"
+[strategies.command.idle]
+program = "true"
+[strategies.command.idle.trigger]
+signal = "memory_usage"
+above = 0.00001
+cooldown = "1s"
+[budgets.tight]
+signal = "memory_usage"
+goal = 0.00001
+limit = 0.00002
+ladder = ["memory-purge"]
+settle = "200ms"
+"#,
+            state.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("agent.log");
+    let agent = start_with(&config, &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let learned = learned(&agent.base).await;
+        let (status, document) = get_json(&agent.base, "/performance-metrics").await;
+        assert_eq!(status, 200);
+        let idle = document["strategies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "idle")
+            .cloned()
+            .unwrap_or_default();
+        let rung = &document["budgets"][0]["rungs"][0];
+        if idle["unhelpfulRuns"].as_u64() >= Some(2) && rung["judged"].as_u64() >= Some(1) {
+            break learned;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited 30 s for two unhelpful runs of `idle` and a judged rung: {document}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let history_before = sample_times(&agent.base).await;
+    stop(agent);
+    let file = state.join("learned.json");
+    let mode = fs::metadata(&file)
+        .expect("learned.json written at shutdown")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // `idle` lengthened its cooldown; the next run needs 4 s: nothing runs in the first
+    // second after the restart, so what /performance-metrics shows is what was restored.
+    let agent = start_with(&config, &log);
+    let after = learned(&agent.base).await;
+    assert_eq!(after, before, "restored after the restart");
+    let history_after = sample_times(&agent.base).await;
+    assert!(
+        history_before.iter().all(|t| history_after.contains(t)),
+        "the samples from before the restart are served"
+    );
+    stop(agent);
+
+    let length = fs::metadata(&file).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+    let agent = start_with(&config, &log);
+    let (status, _) = get_json(&agent.base, "/health").await;
+    assert_eq!(status, 200, "the agent starts anyway");
+    let fresh = learned(&agent.base).await;
+    assert_ne!(fresh, before, "a refused file restores nothing");
+    stop(agent);
+    let moved = state.join("refused").join("learned.json");
+    assert!(moved.exists(), "moved aside to {}", moved.display());
+    let text = fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("refused a state file") && l.contains("learned.json"))
+        .unwrap_or_else(|| panic!("no log line says why learned.json was refused:\n{text}"));
+    assert!(line.contains("truncated"), "{line}");
+}
