@@ -321,6 +321,12 @@ settle = "200ms"
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("SECRET"), "a secret in a segment on disk");
     }
+    let learned = fs::read_to_string(state.join("learned.json")).expect("learned.json");
+    assert!(learned.contains("\"hook\""), "{learned}");
+    assert!(
+        !learned.contains("SECRET"),
+        "a secret in the learned state: {learned}"
+    );
 }
 
 /// The report's summary numbers (its `data-` attributes), in [`from_export`]'s order:
