@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::api::server::{self, ServerLimits};
 use crate::api::{self, ApiSettings};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Problem};
 use crate::connections::ConnectionTracker;
 use crate::engine::{self, EngineHandle, OptimizeError, SignalSource};
 use crate::events::Event;
@@ -24,7 +24,9 @@ use crate::probe::{Probe, ProbeWindow};
 use crate::prometheus::Telemetry;
 use crate::recorder::Recorder;
 use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
-use crate::sample::{FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec, WatchedBudget};
+use crate::sample::{
+    self, FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec, WatchedBudget,
+};
 use crate::worker::WorkerIdentity;
 
 impl SignalSource for Sampler {
@@ -445,7 +447,10 @@ impl AgentBuilder {
     /// # }
     /// ```
     pub fn try_spawn(self) -> Result<Agent, ConfigError> {
-        self.config.validate().map_err(ConfigError::Invalid)?;
+        let problems = problems(&self.config);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
         Ok(self.spawn())
     }
 
@@ -460,10 +465,8 @@ impl AgentBuilder {
     /// refuses a non-loopback listener without `api.token` either way.
     pub fn spawn(self) -> Agent {
         let config = self.config;
-        if let Err(problems) = config.validate() {
-            for problem in problems {
-                warn!(%problem, "configuration problem (use try_spawn to refuse it)");
-            }
+        for problem in problems(&config) {
+            warn!(%problem, "configuration problem (use try_spawn to refuse it)");
         }
         let mut strategies: Vec<Registered> = config
             .strategies()
@@ -552,7 +555,7 @@ impl AgentBuilder {
         // After the recorder: it creates state_dir (0700).
         let learned_saver = config.state_dir.clone().map(|dir| {
             let stop = CancellationToken::new();
-            let task = tokio::spawn(crate::learned::keep_saving(
+            let task = tokio::spawn(crate::recorder::keep_learned::keep_saving(
                 engine.clone(),
                 dir,
                 config.tuning.forget_after,
@@ -667,6 +670,14 @@ fn watch_specs(
         })
     });
     triggers.chain(budgets).collect()
+}
+
+/// Every problem of `config`: its own ([`Config::validate`]) and what it says about this host
+/// ([`sample::host_problems`]).
+fn problems(config: &Config) -> Vec<Problem> {
+    let mut problems = config.validate().err().unwrap_or_default();
+    problems.extend(sample::host_problems(config));
+    problems
 }
 
 #[cfg(test)]

@@ -15,18 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, LogFormat, Overrides};
 
-/// The jemalloc options the `perfpilot` binary starts with (its `main.rs` exports them as
-/// `_rjem_malloc_conf`, which jemalloc reads at start-up; `_RJEM_MALLOC_CONF` in the
-/// environment still overrides them). Library users keep their own allocator settings.
-///
-/// - `narenas:1`: one arena instead of four per CPU. The agent's few threads allocate little,
-///   so they do not contend for it, and reading jemalloc's statistics (every sample refreshes
-///   them, walking every arena) and each arena's metadata cost once instead of once per arena.
-/// - `tcache_max:1024`: each thread caches freed blocks up to 1 KiB instead of 32 KiB, which
-///   keeps the per-thread caches small.
-pub const MALLOC_CONF: &std::ffi::CStr = c"narenas:1,tcache_max:1024";
-
-pub use crate::sys::MallocConf;
+pub use crate::sys::{MallocConf, MALLOC_CONF};
 
 /// perfpilot: keeps a service within its memory, CPU, connection and latency budgets.
 #[derive(Debug, Parser)]

@@ -11,7 +11,8 @@
 //!
 //! The file is JSON (`format` 1); every field has a default, so later versions add fields
 //! without a new format. It is written atomically (temporary file, fsync, rename; 0600) by a
-//! task that follows the engine's published view, never by the engine. A file that is
+//! task that follows the engine's published view ([`crate::recorder::keep_learned`]), never by
+//! the engine. A file that is
 //! truncated or corrupt, from a newer format, too large or not owned by the agent's user is
 //! refused with a log line and moved to `state_dir/refused/`; the agent starts without it.
 
@@ -21,9 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use perfpilot_strategies::snapshot::unix_millis::millis;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
-
-use crate::recorder::store;
+use tracing::info;
 
 /// The file in `state_dir`.
 pub const LEARNED_FILE: &str = "learned.json";
@@ -190,7 +189,7 @@ pub fn load(state_dir: &Path, now: SystemTime, forget_after: Duration) -> Option
             Some(learned)
         }
         Err(why) => {
-            store::move_aside(state_dir, &path, &why);
+            crate::sys::move_aside(state_dir, &path, &why);
             None
         }
     }
@@ -233,53 +232,7 @@ pub fn read(path: &Path) -> Result<Learned, String> {
 pub fn save(state_dir: &Path, learned: &Learned) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(learned).map_err(std::io::Error::other)?;
     let temporary = state_dir.join(format!(".{LEARNED_FILE}.tmp"));
-    store::write_atomically(state_dir, &path(state_dir), &temporary, &bytes)
-}
-
-/// Writes what the engine has learned, merged with what the file held, every [`SAVE_EVERY`]
-/// and once more when `shutdown` is cancelled, until the engine ends. The engine is never
-/// waited for: this follows its published view.
-pub async fn keep_saving(
-    engine: crate::engine::EngineHandle,
-    state_dir: PathBuf,
-    forget_after: Duration,
-    restored: Option<Learned>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut previous = restored.unwrap_or_default();
-    let mut every = tokio::time::interval(SAVE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    every.tick().await;
-    loop {
-        let last = tokio::select! {
-            _ = every.tick() => false,
-            () = shutdown.cancelled() => true,
-        };
-        let now = millis(SystemTime::now());
-        let mut current = engine.view().learned.clone();
-        current.saved_at = now;
-        current
-            .strategies
-            .iter_mut()
-            .for_each(|s| s.updated_at = now);
-        current.budgets.iter_mut().for_each(|b| b.updated_at = now);
-        let merged = Learned::merged(current, &previous, now, forget_after);
-        let dir = state_dir.clone();
-        let written = {
-            let merged = merged.clone();
-            tokio::task::spawn_blocking(move || save(&dir, &merged)).await
-        };
-        match written {
-            Ok(Ok(())) => previous = merged,
-            Ok(Err(error)) => {
-                warn!(%error, dir = %state_dir.display(), "could not write the learned state")
-            }
-            Err(error) => warn!(%error, "the learned state writer failed"),
-        }
-        if last {
-            return;
-        }
-    }
+    crate::sys::write_atomically(state_dir, &path(state_dir), &temporary, &bytes)
 }
 
 #[cfg(test)]

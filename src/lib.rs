@@ -24,6 +24,8 @@ pub mod recorder;
 pub mod reload;
 pub mod sample;
 mod sys;
+pub mod target;
+pub mod wire_time;
 pub mod worker;
 
 #[cfg(test)]

@@ -32,25 +32,41 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::document::rfc3339;
 use crate::config::{self, Config, Loaded, Overrides};
 use crate::engine::{EngineHandle, EngineSettings, Reconfiguration, StrategyChanges};
 use crate::prometheus::Telemetry;
 use crate::sample::TargetHandle;
+use crate::wire_time::rfc3339;
 
 /// Configuration keys (and sections) read only at start: a reload keeps their running value
-/// and names them as needing a restart when the file changes them.
-pub const RESTART_ONLY: &[&str] = &[
-    "api",
-    "log",
-    "target",
-    "probe",
-    "worker_id",
-    "memory_budget",
-    "shutdown_grace",
-    "recorder",
-    "state_dir",
+/// and names them as needing a restart when the file changes them. Each with how its running
+/// value is kept; docs/configuration.md's list is checked against this one.
+pub const RESTART_ONLY: &[RestartOnly] = &[
+    RestartOnly("api", |new, running| new.api = running.api.clone()),
+    RestartOnly("log", |new, running| new.log = running.log.clone()),
+    RestartOnly("target", |new, running| new.target = running.target.clone()),
+    RestartOnly("probe", |new, running| new.probe = running.probe.clone()),
+    RestartOnly("worker_id", |new, running| {
+        new.worker_id = running.worker_id.clone()
+    }),
+    RestartOnly("memory_budget", |new, running| {
+        new.memory_budget = running.memory_budget
+    }),
+    RestartOnly("shutdown_grace", |new, running| {
+        new.shutdown_grace = running.shutdown_grace
+    }),
+    RestartOnly("recorder", |new, running| {
+        new.recorder = running.recorder.clone()
+    }),
+    RestartOnly("state_dir", |new, running| {
+        new.state_dir = running.state_dir.clone()
+    }),
 ];
+
+/// A key (or section) read only at start, and how a reload puts its running value back into
+/// the new configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartOnly(pub &'static str, pub fn(&mut Config, &Config));
 
 /// How often a watched configuration file's metadata is read.
 pub const WATCH_PERIOD: Duration = Duration::from_secs(1);
@@ -86,9 +102,15 @@ impl ConfigSource {
         }
     }
 
-    /// Loads and validates the configuration from every layer ([`config::load`]).
+    /// Loads and validates the configuration from every layer, and checks what it says about
+    /// this host ([`config::load_checked`] with [`crate::sample::host_problems`]).
     pub fn load(&self) -> Result<Loaded, config::ConfigError> {
-        config::load(self.file.as_deref(), &self.env, &self.overrides)
+        config::load_checked(
+            self.file.as_deref(),
+            &self.env,
+            &self.overrides,
+            &crate::sample::host_problems,
+        )
     }
 
     /// The file a reload reads (the default file when none was named, whether or not it
@@ -476,7 +498,7 @@ pub(crate) fn engine_settings(
 }
 
 fn is_restart_only(key: &str) -> bool {
-    RESTART_ONLY.iter().any(|prefix| {
+    RESTART_ONLY.iter().any(|RestartOnly(prefix, _)| {
         key == *prefix
             || key
                 .strip_prefix(prefix)
@@ -486,13 +508,9 @@ fn is_restart_only(key: &str) -> bool {
 
 /// Puts the running values of the [`RESTART_ONLY`] settings back into `config`.
 fn keep_restart_only(config: &mut Config, running: &Config) {
-    config.api = running.api.clone();
-    config.log = running.log.clone();
-    config.target = running.target.clone();
-    config.probe = running.probe.clone();
-    config.worker_id = running.worker_id.clone();
-    config.memory_budget = running.memory_budget;
-    config.shutdown_grace = running.shutdown_grace;
+    for RestartOnly(_, keep) in RESTART_ONLY {
+        keep(config, running);
+    }
 }
 
 /// Every dotted leaf key whose value differs between the two configurations (a key present
@@ -548,6 +566,56 @@ mod tests {
         assert!(!is_restart_only("apiary"));
         assert!(!is_restart_only("interval"));
         assert!(!is_restart_only("strategies.memory_purge.trigger.above"));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_running_value_of_every_restart_only_key() {
+        let running = Config::default();
+        let mut new = Config::default();
+        new.api.listen = "127.0.0.1:1".parse().unwrap();
+        new.log.level = "debug".into();
+        new.target.pid = Some(42);
+        new.probe.url = Some("http://127.0.0.1:1/ping".into());
+        new.worker_id = Some("other".into());
+        new.memory_budget = Some(1 << 20);
+        new.shutdown_grace = Duration::from_secs(99);
+        let changed = changed_keys(&running, &new);
+        for RestartOnly(key, _) in RESTART_ONLY {
+            assert!(
+                changed
+                    .iter()
+                    .any(|c| is_restart_only(c) && c.starts_with(key)),
+                "change {key} in this test too: {changed:?}"
+            );
+        }
+        keep_restart_only(&mut new, &running);
+        assert_eq!(changed_keys(&running, &new), Vec::<String>::new());
+    }
+
+    /// docs/configuration.md names the restart-only settings as this table does: sections
+    /// as `name.*`, keys as `name`.
+    #[test]
+    fn docs_list_the_restart_only_settings_of_the_table() {
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let names: Vec<String> = RESTART_ONLY
+            .iter()
+            .map(|RestartOnly(key, _)| match defaults.get(key) {
+                Some(toml::Value::Table(_)) => format!("`{key}.*`"),
+                _ => format!("`{key}`"),
+            })
+            .collect();
+        let (last, first) = names.split_last().unwrap();
+        let sentence = format!("{} and {last} need a restart", first.join(", "));
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/configuration.md"
+        ))
+        .unwrap();
+        let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            doc.contains(&sentence),
+            "docs/configuration.md should say: {sentence}"
+        );
     }
 
     #[test]

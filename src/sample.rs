@@ -50,6 +50,7 @@
 
 mod allocator;
 mod cgroup;
+mod connection_count;
 mod group;
 mod limits;
 mod pressure;
@@ -62,27 +63,45 @@ mod watch;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use perfpilot_strategies::{MemoryUsageSource, Pressure, Snapshot};
+use perfpilot_strategies::{MemoryUsageSource, Pressure, Problem, Snapshot};
 
 use self::limits::Limits;
 use self::pressure::PressureReader;
 use self::procfs::{HostReader, ProcessReader};
 use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
+use crate::config::Config;
 
-pub use self::target::{
-    ConnectionsBasis, ConnectionsMethod, Target, TargetHandle, TargetState, TargetStatus,
-};
+pub use self::connection_count::{ConnectionsBasis, ConnectionsMethod};
+pub use self::target::{TargetHandle, TargetState, TargetStatus};
 pub use self::watch::{
     ArmReason, Cadence, FastWatch, Notifier, ProbeSlot, WatchHandle, WatchMode, WatchSpec,
     WatchStatus, WatchedBudget, WatchedSignal,
 };
+pub use crate::target::Target;
 
 /// The cgroup v2 directory a `target.cgroup` names (absolute under the cgroup v2 mount, or
 /// relative to it), or why it is not one: no cgroup v2 hierarchy mounted, no such directory,
 /// or not a cgroup (no `cgroup.procs`).
 pub fn resolve_target_cgroup(path: &Path) -> Result<PathBuf, String> {
     cgroup::resolve_v2_dir(path).map(|(dir, _mount)| dir)
+}
+
+/// What a configuration says about this host that is not so: a `target.cgroup` that names no
+/// cgroup v2 directory ([`resolve_target_cgroup`]). The configuration only describes its
+/// target; this is where it is resolved. Passed to [`crate::config::load_checked`].
+pub fn host_problems(config: &Config) -> Vec<Problem> {
+    let Some(path) = &config.target.cgroup else {
+        return Vec::new();
+    };
+    match resolve_target_cgroup(path) {
+        Ok(_) => Vec::new(),
+        Err(why) => vec![Problem::new(
+            "target.cgroup",
+            format!("{:?}", path.display().to_string()),
+            why,
+        )],
+    }
 }
 
 /// Settings the sampler needs.

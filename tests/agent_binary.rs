@@ -460,12 +460,25 @@ async fn prometheus_counters_only_grow_between_scrapes() {
     )
     .await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let second = scrape().await;
-
     let value = |scrape: &[(String, f64)], series: &str| {
         scrape.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
     };
+    let purge = "perfpilot_optimizations_total{worker=\"edge-3\",strategy=\"memory-purge\",kind=\"manual\",outcome=\"success\"}";
+    let samples = "perfpilot_samples_total{worker=\"edge-3\"}";
+    // Wait (at most 10 s) for a scrape that shows the run and a sample taken since the first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let second = scrape().await;
+        if value(&second, purge).is_some() && value(&second, samples) > value(&first, samples) {
+            break second;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scrape with the run and a new sample within 10 s: {second:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
     // Every series names the worker (`--worker-id`), so a fleet's series stay apart.
     assert!(
         second.iter().all(|(s, _)| s.contains("worker=\"edge-3\"")),
@@ -486,10 +499,8 @@ async fn prometheus_counters_only_grow_between_scrapes() {
         ),
         Some(1.0)
     );
-    let purge = "perfpilot_optimizations_total{worker=\"edge-3\",strategy=\"memory-purge\",kind=\"manual\",outcome=\"success\"}";
     assert_eq!(value(&first, purge), None);
     assert_eq!(value(&second, purge), Some(1.0));
-    let samples = "perfpilot_samples_total{worker=\"edge-3\"}";
     assert!(value(&second, samples).unwrap() > value(&first, samples).unwrap());
     let (_, document) = get_json(&agent.base, "/performance-metrics").await;
     assert_eq!(document["workerId"], "edge-3");

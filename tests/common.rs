@@ -6,8 +6,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use perfpilot::engine::SignalSource;
+use perfpilot_strategies::{
+    AllocatorStats, LatencyStats, MemoryLimitSource, MemoryUsageSource, Pressure, PressureLine,
+    PressureSet, ResourcePressure, RuntimeStats, Snapshot,
+};
 use serde_json::Value;
 
 /// A running process that announced `listening on http://ADDR`, killed when dropped.
@@ -118,6 +123,23 @@ pub fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     stderr
 }
 
+/// Serves `app` in process on a free loopback port, with each connection's peer address as
+/// `perfpilot run` serves it; returns the base URL and the server's task (abort it to stop).
+pub async fn serve(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let base = format!(
+        "http://{}",
+        listener.local_addr().expect("the bound address")
+    );
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, server)
+}
+
 /// An HTTP client with a bounded timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -153,17 +175,80 @@ pub async fn post_json(base: &str, path: &str, body: &'static str) -> (u16, Valu
     (status, response.json().await.unwrap())
 }
 
-/// The environment variable CI sets (to `1`) on machines that must run every test: there a
-/// skip is a failure, not a pass.
-pub const REQUIRE_ALL: &str = "PERFPILOT_CI_REQUIRE_ALL";
+#[allow(unused_imports)]
+pub use perfpilot_strategies::test_support::{skip, REQUIRE_ALL};
 
-/// Reports a test that cannot run here: prints `skipped: why` (stdout and stderr), and fails
-/// the test when [`REQUIRE_ALL`] says this machine should have supported it. Call it and
-/// return.
-pub fn skip(why: &str) {
-    println!("skipped: {why}");
-    eprintln!("skipped: {why}");
-    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
-        panic!("skipped, but {REQUIRE_ALL}=1 says this machine supports the test: {why}");
+/// A sample in which every signal has a value, so every key and series shows.
+#[derive(Debug)]
+pub struct EverySignal;
+
+impl SignalSource for EverySignal {
+    fn sample(&mut self) -> Snapshot {
+        full_snapshot()
     }
+}
+
+pub fn full_snapshot() -> Snapshot {
+    let line = |avg10: f64| PressureLine {
+        avg10,
+        avg60: avg10 / 2.0,
+        avg300: avg10 / 4.0,
+        total_us: 1_000,
+        stall_rate: Some(0.01),
+    };
+    let resource = |avg10| {
+        Some(ResourcePressure {
+            some: line(avg10),
+            full: Some(line(avg10 / 2.0)),
+        })
+    };
+    let set = PressureSet {
+        memory: resource(0.1),
+        cpu: resource(0.2),
+        io: resource(0.05),
+    };
+    let mut s = Snapshot::empty(SystemTime::now());
+    s.uptime = Some(Duration::from_secs(60));
+    s.rss_bytes = Some(100 << 20);
+    s.virtual_bytes = Some(400 << 20);
+    s.memory_limit_bytes = Some(1 << 30);
+    s.memory_limit_source = Some(MemoryLimitSource::Budget);
+    s.memory_usage_ratio = Some(0.1);
+    s.memory_usage_bytes = Some(100 << 20);
+    s.memory_usage_source = Some(MemoryUsageSource::Rss);
+    s.process_count = Some(3);
+    s.pressure = Some(Pressure {
+        system: Some(set),
+        cgroup: Some(set),
+    });
+    s.allocator = Some(AllocatorStats {
+        allocated_bytes: 10 << 20,
+        active_bytes: 11 << 20,
+        resident_bytes: 12 << 20,
+        retained_bytes: 13 << 20,
+    });
+    s.process_cpu_ratio = Some(0.05);
+    s.agent_cpu_ratio = Some(0.01);
+    s.system_cpu_ratio = Some(0.1);
+    s.load_average = Some([0.5, 0.4, 0.3]);
+    s.open_connections = Some(4);
+    s.open_fds = Some(20);
+    s.major_faults_per_second = Some(2.0);
+    s.in_flight_requests = Some(1);
+    s.latency = Some(LatencyStats {
+        mean_ms: 2.0,
+        p50_ms: 1.0,
+        p95_ms: 5.0,
+        p99_ms: 9.0,
+    });
+    s.requests_per_second = Some(10.0);
+    s.bytes_per_second = Some(1000.0);
+    s.error_rate = Some(0.01);
+    s.runtime = Some(RuntimeStats {
+        workers: 2,
+        busy_ratio: 0.1,
+        global_queue_depth: 0,
+        live_tasks: 5,
+    });
+    s
 }

@@ -1,31 +1,20 @@
 //! Library mode: the agent's routes merge into an app that has its own `/` and `/metrics`
 //! (and fallback), and the dashboard's requests resolve wherever it is mounted.
 
+mod common;
+
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use perfpilot::Agent;
-use tokio::net::TcpListener;
-
-async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (base, server)
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
 
 async fn get_text(base: &str, path: &str) -> (u16, String) {
-    let response = client().get(format!("{base}{path}")).send().await.unwrap();
+    let response = common::client()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
@@ -65,7 +54,7 @@ async fn dashboard_works_at(base: &str, page: &str) {
         let url = format!("{base}{}", resolve(page, &request));
         match request.as_str() {
             "events" => {
-                let mut response = client().get(&url).send().await.unwrap();
+                let mut response = common::client().get(&url).send().await.unwrap();
                 assert_eq!(response.status(), 200, "{url}");
                 let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
                     .await
@@ -78,7 +67,7 @@ async fn dashboard_works_at(base: &str, page: &str) {
                 );
             }
             "performance-optimize" => {
-                let response = client()
+                let response = common::client()
                     .post(&url)
                     .json(&serde_json::json!({"strategy": "memory"}))
                     .send()
@@ -87,7 +76,7 @@ async fn dashboard_works_at(base: &str, page: &str) {
                 assert_eq!(response.status(), 200, "{url}");
             }
             _ => {
-                let response = client().get(&url).send().await.unwrap();
+                let response = common::client().get(&url).send().await.unwrap();
                 assert_eq!(response.status(), 200, "{url}");
             }
         }
@@ -103,7 +92,7 @@ async fn the_default_router_merges_into_an_app_with_its_own_root_metrics_and_fal
         .route("/metrics", get(|| async { "app_requests_total 7\n" }))
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "the app's 404") })
         .merge(agent.router());
-    let (base, server) = serve(app).await;
+    let (base, server) = common::serve(app).await;
 
     assert_eq!(get_text(&base, "/").await, (200, "the app's home".into()));
     assert_eq!(
@@ -134,7 +123,7 @@ async fn router_under_a_base_leaves_the_root_to_the_app() {
         .route("/health", get(|| async { "the app is fine" }))
         .route("/events", get(|| async { "the app's events" }))
         .merge(agent.router_under("/ops/agent"));
-    let (base, server) = serve(app).await;
+    let (base, server) = common::serve(app).await;
     assert_eq!(get_text(&base, "/health").await.1, "the app is fine");
     assert_eq!(get_text(&base, "/events").await.1, "the app's events");
     let (status, health) = get_text(&base, "/ops/agent/health").await;

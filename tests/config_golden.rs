@@ -2,13 +2,15 @@
 //! rendering for good configurations and the error text for bad ones, one file per case under
 //! `tests/golden/config/`. A change in any of them is a change users see: make it on purpose.
 //!
-//! `PERFPILOT_UPDATE_GOLDEN=1 cargo test --test config_golden` rewrites the files.
+//! `UPDATE_GOLDEN=1 cargo test --test config_golden` rewrites the files (the one harness and
+//! variable of every golden file: `perfpilot_strategies::test_support::golden`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use perfpilot::config::{load, load_from_str, ConfigError, LogFormat, Overrides};
+use perfpilot_strategies::test_support::golden;
 
 /// One case: a TOML text (as `load_from_str` takes it, origin `(inline TOML)`), an environment
 /// and the flags.
@@ -382,27 +384,10 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/config")
 }
 
-/// Compares `actual` with the golden file `name.txt` (or writes it when updating); returns
-/// the mismatch, if any.
+/// Compares `actual` with the golden file `tests/golden/config/NAME.txt` (see
+/// [`golden::check`]).
 fn check(name: &str, actual: &str) -> Option<String> {
-    let path = golden_dir().join(format!("{name}.txt"));
-    if std::env::var_os("PERFPILOT_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(golden_dir()).expect("create the golden directory");
-        std::fs::write(&path, actual).expect("write the golden file");
-        return None;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (PERFPILOT_UPDATE_GOLDEN=1 writes it)",
-            path.display()
-        )
-    });
-    (expected != actual).then(|| {
-        format!(
-            "--- {name}: expected ({})\n{expected}--- actual\n{actual}",
-            path.display()
-        )
-    })
+    golden::check(&golden_dir().join(format!("{name}.txt")), actual)
 }
 
 #[test]
@@ -414,9 +399,9 @@ fn check_config_output_and_errors_match_the_golden_files() {
             &env_of(case.env),
             &(case.overrides)(),
         ));
-        mismatches.extend(check(case.name, &actual));
+        mismatches.push(check(case.name, &actual));
     }
-    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    golden::assert_all(mismatches);
 }
 
 #[test]
@@ -442,12 +427,12 @@ fn a_real_file_is_named_in_origins_and_errors() {
         std::fs::write(&file, text).expect("write the temp config file");
         let actual = shown(load(Some(&file), &HashMap::new(), &Overrides::default()))
             .replace(&file.display().to_string(), "<file>");
-        mismatches.extend(check(name, &actual));
+        mismatches.push(check(name, &actual));
     }
     let missing = dir.join("missing.toml");
     let actual = shown(load(Some(&missing), &HashMap::new(), &Overrides::default()))
         .replace(&missing.display().to_string(), "<missing>");
-    mismatches.extend(check("file-missing", &actual));
+    mismatches.push(check("file-missing", &actual));
     temp.close().expect("remove the temp directory");
-    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    golden::assert_all(mismatches);
 }

@@ -3,6 +3,8 @@
 //! same code `perfpilot run` runs, with a stop future in place of SIGTERM (the binary's
 //! SIGTERM exit is tested in `agent_binary.rs`).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,13 +81,6 @@ async fn serve(config: Config, strategies: Vec<Misbehaving>) -> Served {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
 /// Waits (at most 60 s) until the engine runs a batch.
 async fn wait_optimizing(served: &Served) {
     let mut view = served.engine.watch();
@@ -111,7 +106,7 @@ async fn on_stop_a_running_strategy_finishes_within_the_grace_period_and_is_reco
     .await;
     let url = format!("{}/performance-optimize", served.base);
     let in_flight = tokio::spawn(async move {
-        client()
+        common::client()
             .post(url)
             .body(r#"{"strategy": "slow"}"#)
             .send()
@@ -157,7 +152,7 @@ async fn a_strategy_outlasting_the_grace_period_is_abandoned_and_serve_returns()
     };
     let served = serve(config, vec![Misbehaving("hang", Misbehaviour::Hang)]).await;
     let url = format!("{}/performance-optimize", served.base);
-    let _in_flight = tokio::spawn(async move { client().post(url).body("").send().await });
+    let _in_flight = tokio::spawn(async move { common::client().post(url).body("").send().await });
     wait_optimizing(&served).await;
     let stopped_at = Instant::now();
     served.stop.send(()).unwrap();
@@ -193,7 +188,7 @@ async fn panicking_and_hanging_strategies_leave_the_agent_serving() {
         ("boom", "panicked: strategy exploded"),
         ("hang", "timed out after 2000 ms"),
     ] {
-        let response = client()
+        let response = common::client()
             .post(format!("{}/performance-optimize", served.base))
             .body(format!(r#"{{"strategy": "{name}"}}"#))
             .send()
@@ -207,7 +202,7 @@ async fn panicking_and_hanging_strategies_leave_the_agent_serving() {
             record["error"].as_str().unwrap().contains(error),
             "{record}"
         );
-        let health = client()
+        let health = common::client()
             .get(format!("{}/health", served.base))
             .send()
             .await

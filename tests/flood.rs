@@ -27,6 +27,24 @@ fn fds(pid: u32) -> usize {
 }
 
 /// The agent's resident set, KiB.
+/// The agent's open fds once they hold still: the same count in five readings 50 ms apart
+/// (at most 20 s, then the test fails naming `what`).
+fn settled_fds(pid: u32, what: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut last, mut same) = (fds(pid), 0);
+    while same < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "{what} still changing after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let now = fds(pid);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -90,8 +108,8 @@ fn thousands_of_idle_and_half_sent_connections_stay_bounded_and_health_answers()
     let agent = start_agent(&["--interval", "1s"], &[]);
     let (pid, addr) = (pid(&agent), addr(&agent.base));
     assert_eq!(health(addr), Ok(200));
-    std::thread::sleep(Duration::from_millis(500));
-    let (fds_before, rss_before) = (fds(pid), rss_kib(pid));
+    let fds_before = settled_fds(pid, "the agent's fds after start");
+    let rss_before = rss_kib(pid);
     let mut held = Vec::with_capacity(CONNECTIONS);
     let mut failed_connects = 0;
     let started = Instant::now();
@@ -114,10 +132,10 @@ fn thousands_of_idle_and_half_sent_connections_stay_bounded_and_health_answers()
             "opening {CONNECTIONS} connections took over 120 s"
         );
     }
-    // Let the agent accept what is still queued.
-    std::thread::sleep(Duration::from_secs(1));
+    // Wait until the agent has accepted (or refused) what is still queued.
+    let fds_after = settled_fds(pid, "the agent's fds with the flood held open");
     assert_eq!(health(addr), Ok(200), "/health with the flood held open");
-    let (fds_after, rss_after) = (fds(pid), rss_kib(pid));
+    let rss_after = rss_kib(pid);
     eprintln!(
         "{} connections held ({failed_connects} connects failed): agent fds {fds_before} -> {fds_after}, RSS {rss_before} -> {rss_after} KiB",
         held.len()
@@ -160,6 +178,7 @@ fn at_the_cap_the_oldest_idle_connection_is_closed_first() {
         closed_within(&mut held[0], Duration::from_secs(10)),
         "the oldest idle connection was closed within 10 s"
     );
+    // That nothing else closes needs a window to watch: 200 ms.
     std::thread::sleep(Duration::from_millis(200));
     for (i, stream) in held.iter().enumerate().skip(1) {
         assert!(still_open(stream), "connection {i} is still open");

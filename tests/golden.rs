@@ -22,15 +22,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use perfpilot::config::Config;
-use perfpilot::engine::SignalSource;
 use perfpilot::Agent;
+use perfpilot_strategies::test_support::golden::{self, assert_all, diff};
 use perfpilot_strategies::{
-    async_trait, AllocatorStats, Context, LatencyStats, MemoryLimitSource, MemoryUsageSource,
-    Outcome, Pressure, PressureLine, PressureSet, ResourcePressure, RuntimeStats, Signal, Snapshot,
-    Strategy, StrategyError, TriggerSpec,
+    async_trait, Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
 };
 use serde_json::Value;
 
@@ -38,92 +36,9 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-/// Compares `actual` with the golden file `name` (or rewrites it under `UPDATE_GOLDEN=1`);
-/// returns the difference as a message, or `None` when they agree.
+/// Compares `actual` with the golden file `tests/golden/NAME` (see [`golden::check`]).
 fn check(name: &str, actual: &str) -> Option<String> {
-    let path = golden_dir().join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0") {
-        std::fs::create_dir_all(path.parent().expect("golden files live in a directory"))
-            .expect("create the golden directory");
-        std::fs::write(&path, actual).expect("write the golden file");
-        return None;
-    }
-    let expected = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) => {
-            return Some(format!(
-                "{}: cannot read ({e}); run with UPDATE_GOLDEN=1 to create it",
-                path.display()
-            ))
-        }
-    };
-    (expected != actual).then(|| {
-        format!(
-            "{} differs from what users see now (- golden, + now); if the change is meant, rerun \
-             with UPDATE_GOLDEN=1 and commit the file:\n{}",
-            path.display(),
-            diff(&expected, actual)
-        )
-    })
-}
-
-/// Fails with every difference found.
-fn assert_all(differences: Vec<Option<String>>) {
-    let differences: Vec<String> = differences.into_iter().flatten().collect();
-    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
-}
-
-/// A line diff (longest common subsequence), changed lines with two lines of context.
-fn diff(expected: &str, actual: &str) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = actual.lines().collect();
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let mut ops = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', b[j]));
-            j += 1;
-        }
-    }
-    let near_change = |k: usize| {
-        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
-            .iter()
-            .any(|(op, _)| *op != ' ')
-    };
-    let mut out = String::new();
-    let mut skipped = false;
-    for (k, (op, line)) in ops.iter().enumerate() {
-        if near_change(k) {
-            if skipped {
-                out.push_str("  ...\n");
-                skipped = false;
-            }
-            let _ = writeln!(out, "{op} {line}");
-        } else {
-            skipped = true;
-        }
-    }
-    if expected.ends_with('\n') != actual.ends_with('\n') {
-        out.push_str("(the final newline differs)\n");
-    }
-    out
+    golden::check(&golden_dir().join(name), actual)
 }
 
 // --- check-config ---------------------------------------------------------------------------
@@ -291,81 +206,6 @@ impl Strategy for Acts {
     }
 }
 
-/// A sample in which every signal has a value, so every key and series shows.
-#[derive(Debug)]
-struct EverySignal;
-
-impl SignalSource for EverySignal {
-    fn sample(&mut self) -> Snapshot {
-        full_snapshot()
-    }
-}
-
-fn full_snapshot() -> Snapshot {
-    let line = |avg10: f64| PressureLine {
-        avg10,
-        avg60: avg10 / 2.0,
-        avg300: avg10 / 4.0,
-        total_us: 1_000,
-        stall_rate: Some(0.01),
-    };
-    let resource = |avg10| {
-        Some(ResourcePressure {
-            some: line(avg10),
-            full: Some(line(avg10 / 2.0)),
-        })
-    };
-    let set = PressureSet {
-        memory: resource(0.1),
-        cpu: resource(0.2),
-        io: resource(0.05),
-    };
-    let mut s = Snapshot::empty(SystemTime::now());
-    s.uptime = Some(Duration::from_secs(60));
-    s.rss_bytes = Some(100 << 20);
-    s.virtual_bytes = Some(400 << 20);
-    s.memory_limit_bytes = Some(1 << 30);
-    s.memory_limit_source = Some(MemoryLimitSource::Budget);
-    s.memory_usage_ratio = Some(0.1);
-    s.memory_usage_bytes = Some(100 << 20);
-    s.memory_usage_source = Some(MemoryUsageSource::Rss);
-    s.process_count = Some(3);
-    s.pressure = Some(Pressure {
-        system: Some(set),
-        cgroup: Some(set),
-    });
-    s.allocator = Some(AllocatorStats {
-        allocated_bytes: 10 << 20,
-        active_bytes: 11 << 20,
-        resident_bytes: 12 << 20,
-        retained_bytes: 13 << 20,
-    });
-    s.process_cpu_ratio = Some(0.05);
-    s.agent_cpu_ratio = Some(0.01);
-    s.system_cpu_ratio = Some(0.1);
-    s.load_average = Some([0.5, 0.4, 0.3]);
-    s.open_connections = Some(4);
-    s.open_fds = Some(20);
-    s.major_faults_per_second = Some(2.0);
-    s.in_flight_requests = Some(1);
-    s.latency = Some(LatencyStats {
-        mean_ms: 2.0,
-        p50_ms: 1.0,
-        p95_ms: 5.0,
-        p99_ms: 9.0,
-    });
-    s.requests_per_second = Some(10.0);
-    s.bytes_per_second = Some(1000.0);
-    s.error_rate = Some(0.01);
-    s.runtime = Some(RuntimeStats {
-        workers: 2,
-        busy_ratio: 0.1,
-        global_queue_depth: 0,
-        live_tasks: 5,
-    });
-    s
-}
-
 /// Every key path of a JSON value, one a line: `a.b`, `list[].c`, with the value's type.
 fn key_paths(value: &Value) -> String {
     fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, BTreeSet<&'static str>>) {
@@ -459,18 +299,11 @@ async fn route_keys_openapi_and_metric_names() {
     };
     let agent = Agent::builder()
         .config(config)
-        .signal_source(EverySignal)
+        .signal_source(common::EverySignal)
         .strategy(Arc::new(Acts), TriggerSpec::new(Signal::MemoryUsage, 1.0))
         .spawn();
     // What `perfpilot run` serves: every route at the root, with the JSON fallback.
-    let app = agent
-        .standalone_router()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (base, server) = common::serve(agent.standalone_router()).await;
     let client = common::client();
     // Wait (at most 20 s) for a sample after the first, so every trigger has a value.
     let waited = std::time::Instant::now();
@@ -601,12 +434,6 @@ async fn route_keys_openapi_and_metric_names() {
     ]);
 }
 
-#[test]
-fn the_diff_shows_what_changed() {
-    let shown = diff("a\nb\nc\n", "a\nB\nc\nd\n");
-    assert_eq!(shown, "  a\n- b\n+ B\n  c\n+ d\n");
-}
-
 /// docs/signals.md's signal list (between `<!-- signals:start -->` and `<!-- signals:end -->`)
 /// is the signal table's; `UPDATE_GOLDEN=1` rewrites it.
 #[test]
@@ -623,7 +450,7 @@ fn docs_signal_list_is_the_signal_table() {
         .expect("docs/signals.md has the signals:end marker")
         + from;
     let table = perfpilot_strategies::signals::markdown_table();
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0") {
+    if golden::updating() {
         let updated = format!("{}{table}{}", &page[..from], &page[to..]);
         std::fs::write(&path, updated).expect("write docs/signals.md");
         return;

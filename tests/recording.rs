@@ -385,10 +385,12 @@ fn from_export(
     )
 }
 
-/// Starts the agent on `config` at a 100 ms interval, its stderr in `log`.
-fn start_with(config: &Path, log: &Path) -> Running {
+/// Starts the agent on `config` at a 100 ms interval, its stderr in `log`; with `automatic`
+/// false, nothing runs by itself (`enabled = false`).
+fn start_with(config: &Path, log: &Path, automatic: bool) -> Running {
     let mut command: Command = perfpilot();
     command
+        .env("PERFPILOT_ENABLED", automatic.to_string())
         .args([
             "run",
             "--listen",
@@ -485,7 +487,7 @@ settle = "200ms"
     )
     .unwrap();
     let log = dir.path().join("agent.log");
-    let agent = start_with(&config, &log);
+    let agent = start_with(&config, &log, true);
     let deadline = Instant::now() + Duration::from_secs(30);
     let before = loop {
         let learned = learned(&agent.base).await;
@@ -517,9 +519,9 @@ settle = "200ms"
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    // `idle` lengthened its cooldown; the next run needs 4 s: nothing runs in the first
-    // second after the restart, so what /performance-metrics shows is what was restored.
-    let agent = start_with(&config, &log);
+    // Restarted with automatic runs off, so that what /performance-metrics shows is what
+    // was restored (the budget, above its limit, would start a new episode at once).
+    let agent = start_with(&config, &log, false);
     let after = learned(&agent.base).await;
     assert_eq!(after, before, "restored after the restart");
     let history_after = sample_times(&agent.base).await;
@@ -536,7 +538,7 @@ settle = "200ms"
         .unwrap()
         .set_len(length / 2)
         .unwrap();
-    let agent = start_with(&config, &log);
+    let agent = start_with(&config, &log, false);
     let (status, _) = get_json(&agent.base, "/health").await;
     assert_eq!(status, 200, "the agent starts anyway");
     let fresh = learned(&agent.base).await;

@@ -1,7 +1,5 @@
 //! The JSON documents of the HTTP API, in the source documents' camelCase shape.
 
-use std::time::SystemTime;
-
 use perfpilot_strategies::{Level, Snapshot};
 use serde::Serialize;
 use serde_json::Value;
@@ -275,10 +273,7 @@ impl<'a> MetricsDocument<'a> {
     }
 }
 
-/// `2024-01-01T00:00:00.000Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
-}
+pub use crate::wire_time::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,7 @@
 //! Plain-text tables for the terminal.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use perfpilot_strategies::duration;
@@ -89,22 +91,66 @@ pub fn budgets(config: &Config) -> String {
     out
 }
 
+/// Reads the agent's JSON documents by key, noting each key looked for in an object that
+/// does not have it. A table ends with a line naming them (`?? ...`), so that a key renamed
+/// or dropped in `api/document.rs` shows, instead of passing for an absent value (`-`).
+#[derive(Debug, Default)]
+struct Reader {
+    missing: RefCell<BTreeSet<String>>,
+}
+
+impl Reader {
+    /// `object[key]`: `null` where `object` is `null` (an absent value has no parts), and
+    /// `null` noted as missing where `object` lacks `key` or is not an object.
+    fn get<'v>(&self, object: &'v Value, key: &str) -> &'v Value {
+        static NULL: Value = Value::Null;
+        match object {
+            Value::Null => &NULL,
+            Value::Object(map) => map.get(key).unwrap_or_else(|| {
+                self.missing.borrow_mut().insert(key.to_owned());
+                &NULL
+            }),
+            _ => {
+                self.missing
+                    .borrow_mut()
+                    .insert(format!("{key} (in a non-object)"));
+                &NULL
+            }
+        }
+    }
+
+    /// `out` with, when keys were missing, a last line naming them.
+    fn finish(self, mut out: String) -> String {
+        let missing = self.missing.into_inner();
+        if !missing.is_empty() {
+            let names: Vec<String> = missing.into_iter().collect();
+            let _ = writeln!(
+                out,
+                "?? the agent's answer lacks {} (an agent of another version?)",
+                names.join(", ")
+            );
+        }
+        out
+    }
+}
+
 /// `perfpilot metrics`: the metrics document as a table.
 pub fn metrics(document: &Value) -> String {
+    let r = Reader::default();
     let mut out = String::new();
-    let performance = &document["performance"];
+    let performance = r.get(document, "performance");
     let _ = writeln!(
         out,
         "worker {}  at {}  interval {} ms  {}{}",
-        document["workerId"],
-        document["timestamp"].as_str().unwrap_or("?"),
-        performance["interval"],
-        if performance["isOptimizing"] == true {
+        r.get(document, "workerId"),
+        r.get(document, "timestamp").as_str().unwrap_or("-"),
+        r.get(performance, "interval"),
+        if r.get(performance, "isOptimizing") == true {
             "optimizing now"
         } else {
             "idle"
         },
-        if performance["dryRun"] == true {
+        if r.get(performance, "dryRun") == true {
             "  (dry run)"
         } else {
             ""
@@ -113,20 +159,21 @@ pub fn metrics(document: &Value) -> String {
     let _ = writeln!(
         out,
         "optimizations {}  success rate {}  mean duration {}\n",
-        performance["optimizationCount"],
-        percent(&performance["successRate"]),
-        millis(&performance["averageDuration"]),
+        r.get(performance, "optimizationCount"),
+        percent(r.get(performance, "successRate")),
+        millis(r.get(performance, "averageDuration")),
     );
 
-    let m = &document["currentMetrics"];
+    let m = r.get(document, "currentMetrics");
     let mut levels = std::collections::HashMap::new();
-    if let Some(strategies) = document["strategies"].as_array() {
+    if let Some(strategies) = r.get(document, "strategies").as_array() {
         for strategy in strategies {
-            let key = strategy["trigger"]["signal"]
+            let key = r
+                .get(r.get(strategy, "trigger"), "signal")
                 .as_str()
                 .unwrap_or("")
                 .to_owned();
-            let level = strategy["level"].as_str().unwrap_or("").to_owned();
+            let level = r.get(strategy, "level").as_str().unwrap_or("").to_owned();
             let entry = levels.entry(key).or_insert(level.clone());
             if rank(&level) > rank(entry) {
                 *entry = level;
@@ -135,13 +182,13 @@ pub fn metrics(document: &Value) -> String {
     }
     // PSI: the watched cgroup's where there is one, else the system's (as the signals read it).
     let pressure = |resource: &str| {
-        let scope = &m["pressure"];
-        let set = if scope["cgroup"].is_object() {
-            &scope["cgroup"]
+        let scope = r.get(m, "pressure");
+        let set = if r.get(scope, "cgroup").is_object() {
+            r.get(scope, "cgroup")
         } else {
-            &scope["system"]
+            r.get(scope, "system")
         };
-        percent(&set[resource]["some"]["avg10"])
+        percent(r.get(r.get(r.get(set, resource), "some"), "avg10"))
     };
     // The signals with a row in the table (labels and formats from the signal table), and
     // after some of them a detail that is not a signal.
@@ -152,7 +199,7 @@ pub fn metrics(document: &Value) -> String {
         };
         let value = match (signal.pressure, signal.document_key) {
             (Some((resource, _, _)), _) => pressure(resource.name()),
-            (None, Some(key)) => format(display, &m[key]),
+            (None, Some(key)) => format(display, r.get(m, key)),
             (None, None) => "-".to_owned(),
         };
         rows.push((label, signal.name, value));
@@ -162,11 +209,11 @@ pub fn metrics(document: &Value) -> String {
                 "",
                 format!(
                     "{} ({})",
-                    bytes(&m["memoryLimitBytes"]),
-                    m["memoryLimitSource"].as_str().unwrap_or("-")
+                    bytes(r.get(m, "memoryLimitBytes")),
+                    r.get(m, "memoryLimitSource").as_str().unwrap_or("-")
                 ),
             )),
-            Signal::ErrorRate => rows.push(("uptime", "", seconds(&m["uptime"]))),
+            Signal::ErrorRate => rows.push(("uptime", "", seconds(r.get(m, "uptime")))),
             _ => {}
         }
     }
@@ -176,17 +223,21 @@ pub fn metrics(document: &Value) -> String {
         let _ = writeln!(out, "{label:<15} {value:>24}  {level}");
     }
 
-    if let Some(strategies) = document["strategies"].as_array() {
+    if let Some(strategies) = r.get(document, "strategies").as_array() {
         let _ = writeln!(
             out,
             "\n{:<22} {:<20} {:>10} {:<9} {:>5} {:>7} {:>9}  FORECAST",
             "STRATEGY", "SIGNAL", "VALUE", "LEVEL", "RUNS", "HELPED", "COOLDOWN"
         );
         for s in strategies {
-            let forecast = match s["forecast"]["secondsToReach"].as_f64() {
+            let forecast = match r.get(r.get(s, "forecast"), "secondsToReach").as_f64() {
                 Some(seconds) => format!(
                     "{} in {}",
-                    round(s["forecast"]["at"].as_f64().unwrap_or(f64::NAN)),
+                    round(
+                        r.get(r.get(s, "forecast"), "at")
+                            .as_f64()
+                            .unwrap_or(f64::NAN)
+                    ),
                     duration::format(std::time::Duration::from_secs(seconds.round() as u64))
                 ),
                 None => "-".to_owned(),
@@ -194,38 +245,43 @@ pub fn metrics(document: &Value) -> String {
             let _ = writeln!(
                 out,
                 "{:<22} {:<20} {:>10} {:<9} {:>5} {:>7} {:>9}  {forecast}",
-                s["name"].as_str().unwrap_or("?"),
-                s["trigger"]["signal"].as_str().unwrap_or("?"),
-                s["value"]
+                r.get(s, "name").as_str().unwrap_or("-"),
+                r.get(r.get(s, "trigger"), "signal").as_str().unwrap_or("-"),
+                r.get(s, "value")
                     .as_f64()
                     .map_or("-".to_owned(), |v| round(v).to_string()),
-                s["level"].as_str().unwrap_or("?"),
-                s["runs"],
-                percent(&s["effectiveness"]),
-                s["cooldown"].as_u64().map_or("-".to_owned(), |ms| {
+                r.get(s, "level").as_str().unwrap_or("-"),
+                r.get(s, "runs"),
+                percent(r.get(s, "effectiveness")),
+                r.get(s, "cooldown").as_u64().map_or("-".to_owned(), |ms| {
                     duration::format(std::time::Duration::from_millis(ms))
                 }),
             );
         }
     }
-    out.push_str(&budget_rows(document));
-    if let Some(recent) = document["recentOptimizations"]
+    out.push_str(&budget_rows(&r, document));
+    if let Some(recent) = r
+        .get(document, "recentOptimizations")
         .as_array()
         .filter(|r| !r.is_empty())
     {
         let _ = writeln!(out, "\nRECENT OPTIMIZATIONS");
         for record in recent.iter().rev().take(10) {
-            out.push_str(&result_line(record));
+            out.push_str(&result_line(&r, record));
         }
     }
-    out
+    r.finish(out)
 }
 
 /// The `budgets[]` of the metrics document: per budget its state, episode, rung and time above
 /// goal and limit; per rung its runs, share helped, mean relief and runs per minute (the
 /// price of holding the budget). Empty without budgets.
-fn budget_rows(document: &Value) -> String {
-    let Some(budgets) = document["budgets"].as_array().filter(|b| !b.is_empty()) else {
+fn budget_rows(r: &Reader, document: &Value) -> String {
+    let Some(budgets) = r
+        .get(document, "budgets")
+        .as_array()
+        .filter(|b| !b.is_empty())
+    else {
         return String::new();
     };
     let mut out = format!(
@@ -235,59 +291,65 @@ fn budget_rows(document: &Value) -> String {
     let secs = |v: &Value| {
         format!(
             "{:.1}/{:.1} s",
-            v["episode"].as_f64().unwrap_or(0.0),
-            v["total"].as_f64().unwrap_or(0.0)
+            r.get(v, "episode").as_f64().unwrap_or(0.0),
+            r.get(v, "total").as_f64().unwrap_or(0.0)
         )
     };
     for b in budgets {
-        let mut state = b["state"].as_str().unwrap_or("?").to_owned();
-        if b["exhausted"] == true {
+        let mut state = r.get(b, "state").as_str().unwrap_or("-").to_owned();
+        if r.get(b, "exhausted") == true {
             state.push('!');
-        } else if b["waiting"] == true {
+        } else if r.get(b, "waiting") == true {
             state.push('…');
         }
         let _ = writeln!(
             out,
             "{:<14} {:>8} {:>6} {:>6} {:<12} {:>8} {:<22} {:>15} {:>15}",
-            b["name"].as_str().unwrap_or("?"),
-            b["value"]
+            r.get(b, "name").as_str().unwrap_or("-"),
+            r.get(b, "value")
                 .as_f64()
                 .map_or("-".to_owned(), |v| round(v).to_string()),
-            b["goal"],
-            b["limit"],
+            r.get(b, "goal"),
+            r.get(b, "limit"),
             state,
-            b["episode"]
+            r.get(b, "episode")
                 .as_u64()
                 .map_or("-".to_owned(), |e| e.to_string()),
-            match (b["rung"].as_u64(), b["rungStrategy"].as_str()) {
+            match (r.get(b, "rung").as_u64(), r.get(b, "rungStrategy").as_str()) {
                 (Some(rung), Some(name)) => format!("{} {name}", rung + 1),
                 _ => "-".to_owned(),
             },
-            secs(&b["secondsAboveGoal"]),
-            secs(&b["secondsAboveLimit"]),
+            secs(r.get(b, "secondsAboveGoal")),
+            secs(r.get(b, "secondsAboveLimit")),
         );
-        for (index, rung) in b["rungs"].as_array().into_iter().flatten().enumerate() {
-            let runs = rung["runs"].as_u64().unwrap_or(0);
-            let judged = rung["judged"].as_u64().unwrap_or(0);
-            let helped = rung["helped"].as_u64().unwrap_or(0);
+        for (index, rung) in r
+            .get(b, "rungs")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let runs = r.get(rung, "runs").as_u64().unwrap_or(0);
+            let judged = r.get(rung, "judged").as_u64().unwrap_or(0);
+            let helped = r.get(rung, "helped").as_u64().unwrap_or(0);
             let _ = writeln!(
                 out,
                 "  {}. {:<24} runs {:>4}  helped {:>4}  mean relief {:>8}  {:>6}/min{}",
                 index + 1,
-                rung["strategy"].as_str().unwrap_or("?"),
+                r.get(rung, "strategy").as_str().unwrap_or("-"),
                 runs,
                 if judged > 0 {
                     format!("{helped}/{judged}")
                 } else {
                     "-".to_owned()
                 },
-                rung["meanRelief"]
+                r.get(rung, "meanRelief")
                     .as_f64()
                     .map_or("-".to_owned(), |v| round(v).to_string()),
-                rung["runsPerMinute"]
+                r.get(rung, "runsPerMinute")
                     .as_f64()
                     .map_or("-".to_owned(), |v| format!("{v:.2}")),
-                if rung["skipped"] == true {
+                if r.get(rung, "skipped") == true {
                     "  (skipped: no help lately)"
                 } else {
                     ""
@@ -300,30 +362,32 @@ fn budget_rows(document: &Value) -> String {
 
 /// `perfpilot optimize`: one line per strategy run.
 pub fn results(answer: &Value) -> String {
-    let mut out = format!("{}\n", answer["message"].as_str().unwrap_or(""));
-    for record in answer["results"].as_array().into_iter().flatten() {
-        out.push_str(&result_line(record));
+    let r = Reader::default();
+    let mut out = format!("{}\n", r.get(answer, "message").as_str().unwrap_or(""));
+    for record in r.get(answer, "results").as_array().into_iter().flatten() {
+        out.push_str(&result_line(&r, record));
     }
-    out
+    r.finish(out)
 }
 
-fn result_line(record: &Value) -> String {
-    let status = if record["success"] == true {
+fn result_line(r: &Reader, record: &Value) -> String {
+    let status = if r.get(record, "success") == true {
         "ok"
     } else {
         "FAILED"
     };
-    let detail = record["error"]
+    let detail = r
+        .get(record, "error")
         .as_str()
-        .or_else(|| record["result"]["summary"].as_str())
+        .or_else(|| r.get(r.get(record, "result"), "summary").as_str())
         .unwrap_or("");
     format!(
         "  #{:<4} {:<22} {:<9} {:<6} {:>10}  {}\n",
-        record["id"],
-        record["strategy"].as_str().unwrap_or("?"),
-        record["kind"].as_str().unwrap_or("?"),
+        r.get(record, "id"),
+        r.get(record, "strategy").as_str().unwrap_or("-"),
+        r.get(record, "kind").as_str().unwrap_or("-"),
         status,
-        millis(&record["durationMs"]),
+        millis(r.get(record, "durationMs")),
         detail
     )
 }
@@ -589,7 +653,7 @@ mod tests {
             .lines()
             .skip_while(|l| !l.starts_with("SIGNAL"))
             .skip(1)
-            .take_while(|l| !l.is_empty())
+            .take_while(|l| !l.is_empty() && !l.starts_with("??"))
             .map(|l| l[..15].trim_end())
             .collect();
         assert_eq!(
@@ -612,6 +676,21 @@ mod tests {
                 "io psi"
             ]
         );
+    }
+
+    #[test]
+    fn a_key_missing_from_the_document_is_named_not_shown_as_absent() {
+        let table = metrics(&json!({"currentMetrics": {"memoryUsage": null}}));
+        let last = table.lines().last().unwrap();
+        assert!(
+            last.starts_with("?? the agent's answer lacks ")
+                && last.contains("workerId")
+                && last.contains("rssBytes")
+                && !last.contains("memoryUsage,"),
+            "{last}"
+        );
+        let complete = results(&json!({"message": "ok", "results": []}));
+        assert_eq!(complete, "ok\n", "nothing missing, nothing added");
     }
 
     #[test]

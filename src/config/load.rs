@@ -145,12 +145,31 @@ pub const LEGACY_ENV: &[(&str, &[&str])] = &[
 /// Every problem found is reported at once in [`ConfigError::Invalid`], those of values that
 /// cannot be read (unknown keys, wrong types) together with those of values that can but do
 /// not fit; a file that cannot be read or parsed is [`ConfigError::File`].
+///
+/// The configuration's form only: what it says about the host (does `target.cgroup` name a
+/// cgroup?) is checked by [`load_checked`].
 pub fn load(
     file: Option<&Path>,
     env: &HashMap<String, String>,
     overrides: &Overrides,
 ) -> Result<Loaded, ConfigError> {
-    load_with_default_file(file, Path::new(Config::DEFAULT_FILE), env, overrides)
+    load_checked(file, env, overrides, &|_| Vec::new())
+}
+
+/// Checks of a configuration against the host it runs on (does `target.cgroup` name a
+/// cgroup?), given by the layer that resolves what the configuration describes (the agent
+/// passes `perfpilot::sample::host_problems`). The configuration only describes.
+pub type HostCheck<'a> = &'a dyn Fn(&Config) -> Vec<Problem>;
+
+/// [`load`], with the problems `host` finds in the loaded configuration reported beside the
+/// others, with their origins.
+pub fn load_checked(
+    file: Option<&Path>,
+    env: &HashMap<String, String>,
+    overrides: &Overrides,
+    host: HostCheck<'_>,
+) -> Result<Loaded, ConfigError> {
+    read_and_load(file, Path::new(Config::DEFAULT_FILE), env, overrides, host)
 }
 
 /// Like [`load`], with the TOML file's text given directly (no file is read, not even
@@ -161,28 +180,34 @@ pub fn load_from_str(
     env: &HashMap<String, String>,
     overrides: &Overrides,
 ) -> Result<Loaded, ConfigError> {
-    load_settings(file_settings(toml, Path::new(INLINE_FILE))?, env, overrides)
+    load_settings(
+        file_settings(toml, Path::new(INLINE_FILE))?,
+        env,
+        overrides,
+        &|_| Vec::new(),
+    )
 }
 
 /// The name [`load_from_str`] gives its text in origins and messages.
 pub const INLINE_FILE: &str = "(inline TOML)";
 
-fn load_with_default_file(
+fn read_and_load(
     file: Option<&Path>,
     default_file: &Path,
     env: &HashMap<String, String>,
     overrides: &Overrides,
+    host: HostCheck<'_>,
 ) -> Result<Loaded, ConfigError> {
     let path = match file {
         Some(path) => path,
         None if default_file.is_file() => default_file,
-        None => return load_settings(Vec::new(), env, overrides),
+        None => return load_settings(Vec::new(), env, overrides, host),
     };
     let text = fs::read_to_string(path).map_err(|e| ConfigError::File {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    load_settings(file_settings(&text, path)?, env, overrides)
+    load_settings(file_settings(&text, path)?, env, overrides, host)
 }
 
 /// One layer's value at one key, as a figment provider whose metadata is its origin: a leaf,
@@ -487,6 +512,7 @@ fn load_settings(
     mut settings: Vec<Setting>,
     env: &HashMap<String, String>,
     overrides: &Overrides,
+    host: HostCheck<'_>,
 ) -> Result<Loaded, ConfigError> {
     let mut problems = Vec::new();
     legacy_settings(env, &mut settings, &mut problems);
@@ -543,7 +569,9 @@ fn load_settings(
     exact_floats(&mut config, &settings);
     let mut origins = origins(&config, &figment);
     raise_unset_ceilings(&mut config, &mut origins);
-    if let Err(invalid) = config.validate() {
+    let mut invalid = config.validate().err().unwrap_or_default();
+    invalid.extend(host(&config));
+    if !invalid.is_empty() {
         let keys: Vec<String> = invalid.iter().map(|p| p.key.clone()).collect();
         problems.extend(
             invalid
@@ -786,6 +814,16 @@ fn leaves(config: &Config) -> BTreeMap<String, serde_json::Value> {
 mod tests {
 
     use super::*;
+
+    /// [`load`] with another default file, and no host checks.
+    fn load_with_default_file(
+        file: Option<&Path>,
+        default_file: &Path,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Loaded, ConfigError> {
+        read_and_load(file, default_file, env, overrides, &|_| Vec::new())
+    }
 
     /// A TOML file in the temp directory, removed on drop.
     struct TempToml(tempfile::TempPath);

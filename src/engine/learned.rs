@@ -17,7 +17,7 @@ impl Engine {
         let per_strategy = &self.history.stats().per_strategy;
         Learned {
             format: FORMAT,
-            agent: crate::recorder::VERSION.to_owned(),
+            agent: env!("CARGO_PKG_VERSION").to_owned(),
             saved_at: 0,
             strategies: self
                 .slots

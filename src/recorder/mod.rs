@@ -14,6 +14,7 @@
 pub mod columns;
 pub mod export;
 mod gorilla;
+pub mod keep_learned;
 pub mod record;
 pub mod report;
 pub mod segment;

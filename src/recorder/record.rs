@@ -8,7 +8,26 @@ use perfpilot_strategies::Signal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::segment::SegmentEntries;
+/// The entries of a segment's minute.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SegmentEntries {
+    /// Runs (as `optimization-completed` shows them).
+    pub runs: Vec<Value>,
+    /// Episodes that started in it (with their end where known then).
+    pub episodes: Vec<Episode>,
+    /// Fast-watch wakes.
+    pub wakes: Vec<Wake>,
+    /// OOM kills (as `oom-kill` shows them).
+    pub oom_kills: Vec<Value>,
+    /// Exhausted ladders (as `budget-exhausted` shows them).
+    pub exhaustions: Vec<Value>,
+    /// Configuration reloads.
+    pub reloads: Vec<Reload>,
+    /// Every budget's bounds when the segment was cut (for charts of a recording read
+    /// without the configuration).
+    pub budgets: Vec<Band>,
+}
 
 /// The most entries of one kind kept, however short the time they came in: a flood (a
 /// strategy run every interval at 10 ms) cannot grow the recorder without bound.

@@ -17,11 +17,9 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::columns;
 use super::gorilla::{TimeColumn, ValueColumn};
-use super::record::{Band, Episode, Reload, Wake};
 use super::window::Block;
 
 /// The first bytes of every segment file.
@@ -46,26 +44,7 @@ pub struct Header {
     pub columns: Vec<String>,
 }
 
-/// The entries of a segment's minute.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct SegmentEntries {
-    /// Runs (as `optimization-completed` shows them).
-    pub runs: Vec<Value>,
-    /// Episodes that started in it (with their end where known then).
-    pub episodes: Vec<Episode>,
-    /// Fast-watch wakes.
-    pub wakes: Vec<Wake>,
-    /// OOM kills (as `oom-kill` shows them).
-    pub oom_kills: Vec<Value>,
-    /// Exhausted ladders (as `budget-exhausted` shows them).
-    pub exhaustions: Vec<Value>,
-    /// Configuration reloads.
-    pub reloads: Vec<Reload>,
-    /// Every budget's bounds when the segment was cut (for charts of a recording read
-    /// without the configuration).
-    pub budgets: Vec<Band>,
-}
+pub use super::record::SegmentEntries;
 
 /// A segment read back.
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@
 //! be read back (truncated, corrupt, from a newer agent, not owned by the agent's user) is
 //! refused with a log line, counted, and moved aside to `STATE_DIR/refused/`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -20,7 +20,7 @@ use super::segment::{self, Segment};
 /// The recording's directory under the state directory.
 pub const RECORDING_DIR: &str = "recording";
 /// Where refused files are moved.
-pub const REFUSED_DIR: &str = "refused";
+pub const REFUSED_DIR: &str = crate::sys::REFUSED_DIR;
 /// A segment file's name ends so.
 pub const SEGMENT_SUFFIX: &str = ".seg";
 /// Segments waiting for the writer at most; beyond that a segment is dropped (counted) rather
@@ -98,7 +98,7 @@ impl Store {
         let dir = self.recording();
         let path = dir.join(format!("{first:016}{SEGMENT_SUFFIX}"));
         let temporary = dir.join(format!(".{first:016}{SEGMENT_SUFFIX}.tmp"));
-        write_atomically(&dir, &path, &temporary, bytes)
+        crate::sys::write_atomically(&dir, &path, &temporary, bytes)
     }
 
     /// Drops segments older than `keep` before `now_ms`, then the oldest until the rest fit
@@ -155,56 +155,7 @@ impl Store {
     /// Moves a file that cannot be used to `refused/`, says why, and counts it.
     pub fn refuse(&self, path: &Path, why: &str, health: &StoreHealth) {
         health.refused.fetch_add(1, Ordering::Relaxed);
-        move_aside(&self.dir, path, why);
-    }
-}
-
-/// Writes `bytes` to `path` in `dir` atomically: to `temporary` (0600), synced, renamed into
-/// place, and the directory synced. A failed write leaves no temporary file.
-pub fn write_atomically(dir: &Path, path: &Path, temporary: &Path, bytes: &[u8]) -> io::Result<()> {
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(temporary, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(temporary);
-    }
-    written
-}
-
-/// Moves a state file that cannot be used to `state_dir/refused/` and logs why.
-pub fn move_aside(state_dir: &Path, path: &Path, why: &str) {
-    let aside = state_dir.join(REFUSED_DIR);
-    let moved = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&aside)
-        .and_then(|()| {
-            let name = path.file_name().unwrap_or_default();
-            let target = aside.join(name);
-            fs::rename(path, &target).map(|()| target)
-        });
-    match moved {
-        Ok(target) => warn!(
-            file = %path.display(),
-            moved_to = %target.display(),
-            reason = why,
-            "refused a state file: moved aside, starting without it"
-        ),
-        Err(error) => warn!(
-            file = %path.display(),
-            reason = why,
-            %error,
-            "refused a state file, and could not move it aside"
-        ),
+        crate::sys::move_aside(&self.dir, path, why);
     }
 }
 

@@ -10,7 +10,7 @@
 //! | `rss_bytes`, `virtual_bytes` | with a memory controller: `rss_bytes` is `memory.stat` `anon` + `file_mapped` (v1: `total_rss` + `total_mapped_file`; no per-process read) and `virtual_bytes` is absent; without one, both summed over the processes' `/proc/<pid>/statm` |
 //! | `process_cpu_ratio` | change of `cpu.stat` `usage_usec` over the window ÷ (window × the `cpu.max` quota, else the CPUs available) |
 //! | `open_fds` | summed sizes of the processes' `/proc/<pid>/fd` (one `stat` each; the entries listed on kernels before 6.2): a process is read when it joins, then in turn, at most [`FD_READS_PER_SAMPLE`] a sample, so in a group of more processes each count is up to ⌈n / 100⌉ samples old |
-//! | `open_connections` | ESTABLISHED (and CLOSE_WAIT) sockets on a port one of the processes LISTENs on, in the first process's network namespace, counted by netlink `sock_diag` when the namespace's TCP counters moved (see [`super::target::SocketScan`] and [`super::target::ConnectionsBasis`]); the fd links are read only when the namespace's listening sockets change |
+//! | `open_connections` | ESTABLISHED (and CLOSE_WAIT) sockets on a port one of the processes LISTENs on, in the first process's network namespace, counted by netlink `sock_diag` when the namespace's TCP counters moved (see [`super::connection_count::SocketScan`] and [`super::connection_count::ConnectionsBasis`]); the fd links are read only when the namespace's listening sockets change |
 //! | `uptime` | absent: a group has no single start time |
 //! | `pressure.cgroup` | the cgroup's `{memory,cpu,io}.pressure` (none for the root cgroup, whose pressure is the system's) |
 //!
@@ -30,10 +30,10 @@ use std::time::Instant;
 use perfpilot_strategies::{MemoryUsageSource, Pressure, Snapshot};
 
 use super::cgroup::{self, CgroupLimits};
+use super::connection_count::{self, SocketScan};
 use super::limits::Limits;
 use super::pressure::PressureReader;
-use super::procfs::{self, ProcFile};
-use super::target::{self, SocketScan};
+use super::procfs::{self, pid_dir, ProcFile};
 
 /// The most processes whose `/proc/<pid>/fd` is read in one sample (besides those that
 /// joined since the last): a sample of a group of 1,000 stays within its 2 ms budget.
@@ -84,7 +84,7 @@ impl FdCounts {
     fn refresh(&mut self, pids: &[u32], per_sample: usize) -> Result<u64, usize> {
         let mut unreadable = 0;
         let mut read = |pid: u32, by_pid: &mut HashMap<u32, u64>| {
-            match target::count_fds(&pid_dir(pid)) {
+            match connection_count::count_fds(&pid_dir(pid)) {
                 Ok(count) => {
                     by_pid.insert(pid, count);
                 }
@@ -228,7 +228,10 @@ impl GroupSampler {
     /// How `open_connections` was last counted, and what the last figure rests on.
     pub(crate) fn connections_counted(
         &self,
-    ) -> Option<(target::ConnectionsMethod, target::ConnectionsBasis)> {
+    ) -> Option<(
+        connection_count::ConnectionsMethod,
+        connection_count::ConnectionsBasis,
+    )> {
         self.sockets.counted()
     }
 
@@ -390,10 +393,6 @@ pub(crate) fn parse_usage_usec(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|line| line.strip_prefix("usage_usec "))
         .and_then(|value| value.trim().parse().ok())
-}
-
-fn pid_dir(pid: u32) -> PathBuf {
-    PathBuf::from(format!("/proc/{pid}"))
 }
 
 /// `/proc/<pid>/statm` in pages; `None` if the process has exited.

@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 /// The `/proc` directory of the process hosting the agent.
 pub(crate) const SELF_DIR: &str = "/proc/self";
 
+/// The `/proc` directory of the process `pid`.
+pub(crate) fn pid_dir(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}"))
+}
+
 /// A `/proc` file kept open and re-read from the start on every call.
 #[derive(Debug)]
 pub(crate) struct ProcFile {

@@ -432,7 +432,8 @@ mod tests {
                 8
             );
         } else {
-            println!("skipped the IPv6 part: no ::1 here");
+            // The IPv4 half below still runs.
+            crate::test_support::skip("the IPv6 half of the sock_diag count: no ::1 here");
         }
         // Without the kernel filter, the same count from the headers.
         diag.filter_refused = true;

@@ -4,74 +4,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
-use crate::snapshot::Signal;
+use crate::registry::{Trim, TrimReport};
+use crate::signals::Signal;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::{Level, TriggerSpec};
-
-/// A cache the agent can shrink. Object safe; implement it for your own caches.
-///
-/// ```
-/// use std::sync::Mutex;
-/// use perfpilot_strategies::{CacheSize, Trim, TrimReport};
-///
-/// #[derive(Default)]
-/// struct Lru(Mutex<Vec<Vec<u8>>>); // oldest first
-///
-/// impl Trim for Lru {
-///     fn size(&self) -> CacheSize {
-///         let items = self.0.lock().unwrap();
-///         CacheSize { entries: items.len() as u64, bytes: Some(items.iter().map(|v| v.len() as u64).sum()) }
-///     }
-///     fn expire(&self) -> TrimReport {
-///         TrimReport::default() // no TTLs here
-///     }
-///     fn evict(&self, fraction: f64) -> TrimReport {
-///         let mut items = self.0.lock().unwrap();
-///         let n = (((items.len() as f64) * fraction).ceil() as usize).min(items.len());
-///         let bytes = items.drain(..n).map(|v| v.len() as u64).sum();
-///         TrimReport { entries_removed: n as u64, bytes_freed: Some(bytes) }
-///     }
-/// }
-/// ```
-pub trait Trim: Send + Sync {
-    /// How big the cache is now. May run pending housekeeping first (moka's does, which also
-    /// drops expired entries), so `cache-trim` calls [`expire`](Trim::expire) before it measures.
-    fn size(&self) -> CacheSize;
-    /// Drops entries that are already stale (expired TTL/TTI) and does pending housekeeping.
-    fn expire(&self) -> TrimReport;
-    /// Evicts about `fraction` (0..1) of the remaining entries, least valuable first.
-    fn evict(&self, fraction: f64) -> TrimReport;
-}
-
-/// A cache's size.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct CacheSize {
-    /// Number of entries.
-    pub entries: u64,
-    /// Weighted size in bytes, where the cache knows it.
-    pub bytes: Option<u64>,
-}
-
-/// What one trim step removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct TrimReport {
-    /// Entries removed.
-    pub entries_removed: u64,
-    /// Bytes freed, where the cache knows it.
-    pub bytes_freed: Option<u64>,
-}
-
-impl TrimReport {
-    fn add(self, other: TrimReport) -> TrimReport {
-        TrimReport {
-            entries_removed: self.entries_removed + other.entries_removed,
-            bytes_freed: match (self.bytes_freed, other.bytes_freed) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-            },
-        }
-    }
-}
 
 /// Settings of `cache-trim` (`[strategies.cache_trim]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

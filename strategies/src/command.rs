@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use crate::duration;
 use crate::problem::Problem;
-use crate::snapshot::Signal;
+use crate::signals::Signal;
 use crate::strategy::{Context, Outcome, RunKind, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
 

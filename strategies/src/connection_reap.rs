@@ -7,37 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration;
 use crate::problem::Problem;
-use crate::snapshot::Signal;
+use crate::registry::{ReapPolicy, ReapReport};
+use crate::signals::Signal;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
-
-/// A set of connections the agent can thin out: a database pool, a server's tracked client
-/// connections. Object safe.
-pub trait Reap: Send + Sync {
-    /// Connections open now.
-    fn open_connections(&self) -> u64;
-    /// Closes connections idle longer than `policy.idle_timeout`, then the oldest of any client
-    /// over `policy.max_per_client`.
-    fn reap(&self, policy: &ReapPolicy) -> ReapReport;
-}
-
-/// What to close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReapPolicy {
-    /// Close connections idle longer than this.
-    pub idle_timeout: Duration,
-    /// Keep at most this many connections per client (the oldest go first); `None`: no cap.
-    pub max_per_client: Option<u32>,
-}
-
-/// What a reap closed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ReapReport {
-    /// Connections closed for being idle.
-    pub closed_idle: u64,
-    /// Connections closed for exceeding the per-client cap.
-    pub closed_over_limit: u64,
-}
 
 /// Settings of `connection-reap` (`[strategies.connection_reap]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

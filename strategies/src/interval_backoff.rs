@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::doubled_up_to;
-use crate::snapshot::Signal;
+use crate::signals::Signal;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
 

@@ -62,11 +62,14 @@ pub mod memory_purge;
 pub mod moka_cache;
 pub mod problem;
 pub mod proc_self;
+pub mod registry;
 pub mod signal;
 pub mod signals;
 pub mod snapshot;
 pub mod strategy;
 mod sys;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod trigger;
 pub mod webhook;
 
@@ -80,21 +83,23 @@ use builtins::BUILTINS;
 /// Re-exported so that implementing [`Strategy`] needs no extra dependency.
 pub use async_trait::async_trait;
 
-pub use cache_trim::{CacheSize, CacheTrim, CacheTrimConfig, Trim, TrimReport};
+pub use cache_trim::{CacheTrim, CacheTrimConfig};
 pub use command::{CommandConfig, RunCommand};
-pub use connection_reap::{ConnectionReap, ConnectionReapConfig, Reap, ReapPolicy, ReapReport};
+pub use connection_reap::{ConnectionReap, ConnectionReapConfig};
 pub use interval_backoff::{IntervalBackoff, IntervalBackoffConfig};
 pub use memory_purge::{MemoryPurge, MemoryPurgeConfig};
 #[cfg(feature = "moka")]
 pub use moka_cache::WeighedInBytes;
 pub use problem::{Origin, Problem};
+pub use registry::{CacheSize, Reap, ReapPolicy, ReapReport, Registry, Trim, TrimReport};
 pub use signal::{SendSignal, SignalConfig};
+pub use signals::Signal;
 pub use snapshot::{
     AllocatorStats, LatencyStats, MemoryLimitSource, MemoryUsageSource, Pressure, PressureKind,
     PressureLine, PressureResource, PressureSet, PressureWindow, ResourcePressure, RuntimeStats,
-    Signal, Snapshot,
+    Snapshot,
 };
-pub use strategy::{Context, IntervalControl, Outcome, Registry, RunKind, Strategy, StrategyError};
+pub use strategy::{Context, IntervalControl, Outcome, RunKind, Strategy, StrategyError};
 pub use trigger::{BaselineSpec, Level, PredictSpec, TriggerSpec};
 pub use webhook::{Webhook, WebhookConfig};
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::Signal;
+use crate::signals::Signal;
 use crate::strategy::{Context, Outcome, Strategy, StrategyError};
 use crate::trigger::{Level, TriggerSpec};
 use crate::{duration, proc_self};

@@ -76,7 +76,7 @@ use std::hash::{BuildHasher, Hash};
 
 use moka::sync::Cache;
 
-use crate::cache_trim::{CacheSize, Trim, TrimReport};
+use crate::registry::{CacheSize, Trim, TrimReport};
 
 /// A moka cache whose weigher returns each entry's size in bytes, so its weighted size is a
 /// byte count: [`Trim::size`] reports it as `bytes` and trims report the drop in it as

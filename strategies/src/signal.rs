@@ -179,7 +179,7 @@ fn send(pid: u32, signal: libc::c_int) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Signal;
+    use crate::signals::Signal;
 
     #[test]
     fn names_parse_with_or_without_sig_in_any_case() {

@@ -1,7 +1,6 @@
-//! The [`Snapshot`]: one reading of every signal, and the [`Signal`] names triggers use.
+//! The [`Snapshot`]: one reading of every signal (the signals themselves, their names and how
+//! each is read: [`crate::signals`]).
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -113,12 +112,6 @@ impl Snapshot {
             error_rate: None,
             runtime: None,
         }
-    }
-
-    /// The value of one signal, or `None` where it was not read (its row in
-    /// [`SIGNALS`](crate::signals::SIGNALS) says how it is read).
-    pub fn signal(&self, signal: Signal) -> Option<f64> {
-        (signal.row().read)(self)
     }
 }
 
@@ -359,148 +352,6 @@ pub struct RuntimeStats {
     pub live_tasks: u64,
 }
 
-/// A signal a trigger can watch. Config and the API name them in snake_case
-/// (`memory_usage`, `latency_p99_ms`...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum Signal {
-    /// [`Snapshot::memory_usage_ratio`], 0..1.
-    MemoryUsage,
-    /// [`Snapshot::rss_bytes`], bytes.
-    RssBytes,
-    /// jemalloc resident bytes.
-    AllocatorResidentBytes,
-    /// [`Snapshot::process_cpu_ratio`], 0..1.
-    CpuUsage,
-    /// [`Snapshot::system_cpu_ratio`], 0..1.
-    SystemCpuUsage,
-    /// [`Snapshot::agent_cpu_ratio`], the agent's own process, 0..1.
-    AgentCpuUsage,
-    /// 1-minute load average.
-    #[serde(rename = "load_average_1m")]
-    LoadAverage1m,
-    /// Open connections, a count.
-    OpenConnections,
-    /// [`Snapshot::open_fds`], open file descriptors, a count.
-    OpenFds,
-    /// In-flight requests, a count.
-    InFlightRequests,
-    /// Mean latency, ms.
-    LatencyMeanMs,
-    /// Median latency, ms.
-    LatencyP50Ms,
-    /// 95th percentile latency, ms.
-    LatencyP95Ms,
-    /// 99th percentile latency, ms.
-    LatencyP99Ms,
-    /// Requests per second.
-    RequestsPerSecond,
-    /// Response bytes per second.
-    BytesPerSecond,
-    /// Failed share of requests, 0..1.
-    ErrorRate,
-    /// tokio workers' busy share, 0..1.
-    RuntimeBusyRatio,
-    /// tokio global queue depth, a count.
-    RuntimeGlobalQueueDepth,
-    /// [`Snapshot::process_count`], processes in the watched cgroup, a count.
-    ProcessCount,
-    /// [`Snapshot::major_faults_per_second`], per second.
-    MajorFaultsPerSecond,
-    /// [`Snapshot::oom_kills`], OOM kills in the watched process's memory cgroup, a count.
-    OomKills,
-    /// Share of the last 10 s in which some task stalled on memory (PSI `memory` `some` `avg10` ÷
-    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    MemoryPressureSome,
-    /// Share of the last 10 s in which every non-idle task stalled on memory (PSI `memory` `full`
-    /// `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    MemoryPressureFull,
-    /// Share of the last 10 s in which some task stalled on cpu (PSI `cpu` `some` `avg10` ÷ 100),
-    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    CpuPressureSome,
-    /// Share of the last 10 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg10`
-    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    CpuPressureFull,
-    /// Share of the last 10 s in which some task stalled on io (PSI `io` `some` `avg10` ÷ 100),
-    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    IoPressureSome,
-    /// Share of the last 10 s in which every non-idle task stalled on io (PSI `io` `full` `avg10` ÷
-    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    IoPressureFull,
-    /// Share of the last 60 s in which some task stalled on memory (PSI `memory` `some` `avg60` ÷
-    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    MemoryPressureSomeAvg60,
-    /// Share of the last 60 s in which every non-idle task stalled on memory (PSI `memory` `full`
-    /// `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    MemoryPressureFullAvg60,
-    /// Share of the last 60 s in which some task stalled on cpu (PSI `cpu` `some` `avg60` ÷ 100),
-    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    CpuPressureSomeAvg60,
-    /// Share of the last 60 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg60`
-    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    CpuPressureFullAvg60,
-    /// Share of the last 60 s in which some task stalled on io (PSI `io` `some` `avg60` ÷ 100),
-    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    IoPressureSomeAvg60,
-    /// Share of the last 60 s in which every non-idle task stalled on io (PSI `io` `full` `avg60` ÷
-    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
-    IoPressureFullAvg60,
-}
-
-impl Signal {
-    /// Every signal, in a stable order (the rows of [`SIGNALS`](crate::signals::SIGNALS)).
-    pub fn all() -> impl ExactSizeIterator<Item = Signal> + Clone {
-        crate::signals::SIGNALS.iter().map(|row| row.signal)
-    }
-
-    /// The signal's row in the signal table: its unit, source, meaning, metric...
-    pub fn row(self) -> &'static crate::signals::SignalRow {
-        crate::signals::row_of(self)
-    }
-
-    /// The snake_case name used in config and the API.
-    pub fn name(self) -> &'static str {
-        self.row().name
-    }
-
-    /// Whether the signal is a ratio whose thresholds must lie in (0, 1].
-    pub fn is_ratio(self) -> bool {
-        self.row().is_ratio()
-    }
-
-    /// For a pressure signal: the resource, line and window it reads.
-    pub fn pressure_selector(self) -> Option<(PressureResource, PressureKind, PressureWindow)> {
-        self.row().pressure
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The error of parsing an unknown signal name; it lists the known ones.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown signal `{given}`; known signals: {}", Signal::all().map(Signal::name).collect::<Vec<_>>().join(", "))]
-pub struct UnknownSignal {
-    /// The name that was given.
-    pub given: String,
-}
-
-impl FromStr for Signal {
-    type Err = UnknownSignal;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Signal::all()
-            .find(|signal| signal.name() == s)
-            .ok_or_else(|| UnknownSignal {
-                given: s.to_owned(),
-            })
-    }
-}
-
 /// Serializes a `SystemTime` as integer milliseconds since the Unix epoch.
 pub mod unix_millis {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -529,6 +380,7 @@ pub mod unix_millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signals::Signal;
 
     #[test]
     fn absent_signals_read_as_none() {

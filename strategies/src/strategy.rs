@@ -9,8 +9,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::cache_trim::Trim;
-use crate::connection_reap::Reap;
+use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::trigger::Level;
 
@@ -206,30 +205,6 @@ impl Context {
     }
 }
 
-/// Caches and connection pools registered with the agent, by name.
-#[derive(Default, Clone)]
-pub struct Registry {
-    /// Caches `cache-trim` acts on.
-    pub caches: Vec<(String, Arc<dyn Trim>)>,
-    /// Connection pools `connection-reap` acts on.
-    pub pools: Vec<(String, Arc<dyn Reap>)>,
-}
-
-impl fmt::Debug for Registry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
-            .field(
-                "caches",
-                &self.caches.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field(
-                "pools",
-                &self.pools.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
 /// The agent's sampling interval: a shared, lock-free cell between a minimum (the base,
 /// unless adaptive sampling lowers it, see [`IntervalControl::with_min`]) and a maximum.
 #[derive(Debug, Clone)]
@@ -315,6 +290,7 @@ impl IntervalControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::{Reap, Trim};
 
     fn _object_safe(_: Box<dyn Strategy>, _: Box<dyn Trim>, _: Box<dyn Reap>) {}
 

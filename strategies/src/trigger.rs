@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration;
 use crate::problem::Problem;
-use crate::snapshot::Signal;
+use crate::signals::Signal;
 
 /// How loud a signal is relative to its trigger's thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -537,7 +537,7 @@ fn pause_before(retry_backoff: Duration, retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Signal;
+    use crate::signals::Signal;
 
     #[test]
     fn answers_are_kept_as_json_when_short_else_as_a_text_excerpt() {

@@ -3,6 +3,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use perfpilot_strategies::test_support::skip;
 use perfpilot_strategies::{
     Context, Outcome, Signal, SignalConfig, Strategy, StrategyError, TriggerSpec,
 };
@@ -61,18 +62,6 @@ async fn a_target_that_is_gone_is_a_failure_naming_it() {
 
 /// Set in the copy of the test run as an unprivileged user.
 const AS_UNPRIVILEGED: &str = "PERFPILOT_TEST_AS_UNPRIVILEGED";
-
-/// Prints `skipped: why`; fails where `PERFPILOT_CI_REQUIRE_ALL=1` says the machine should
-/// have run the test.
-fn skip(why: &str) {
-    println!("skipped: {why}");
-    eprintln!("skipped: {why}");
-    if std::env::var("PERFPILOT_CI_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-        panic!(
-            "skipped, but PERFPILOT_CI_REQUIRE_ALL=1 says this machine supports the test: {why}"
-        );
-    }
-}
 
 #[tokio::test]
 async fn a_process_of_another_user_is_a_permission_failure() {
