@@ -579,6 +579,8 @@ mod tests {
         new.worker_id = Some("other".into());
         new.memory_budget = Some(1 << 20);
         new.shutdown_grace = Duration::from_secs(99);
+        new.recorder.window = Duration::from_secs(120);
+        new.state_dir = Some("/var/lib/perfpilot-other".into());
         let changed = changed_keys(&running, &new);
         for RestartOnly(key, _) in RESTART_ONLY {
             assert!(
