@@ -134,9 +134,9 @@ def run(driver, options):
         wait_for(driver, "the dashboard to load after the read token",
                  "return document.title === 'perfpilot';", 10)
         cookies = driver.s("GET", "/cookie")
-        session = [c for c in cookies if c.get("name") == "perfpilot_session"]
+        session = [c for c in cookies if c.get("name", "").startswith("perfpilot_session_")]
         if not session or not session[0].get("httpOnly"):
-            raise Failure(f"expected an HttpOnly perfpilot_session cookie, got {cookies}")
+            raise Failure(f"expected an HttpOnly perfpilot_session_* cookie, got {cookies}")
     title = driver.s("GET", "/title")
     if title != "perfpilot":
         raise Failure(f"GET / has title {title!r}, expected 'perfpilot'")

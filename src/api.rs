@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -41,7 +40,6 @@ use axum::routing::{get, get_service, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 use tower::Layer;
 
 use crate::config::RateLimitConfig;
@@ -69,7 +67,8 @@ pub struct ApiSettings {
     pub allowed_hosts: Vec<String>,
     /// Web origins allowed besides the agent's own (`api.allowed_origins`).
     pub allowed_origins: Vec<String>,
-    /// Most `GET /events` clients at once; more get 503.
+    /// Most `GET /events` clients at once (at most 8 from one client; with a read token, the
+    /// last kept for the dashboard's cookie holder); more get 503.
     pub max_event_clients: usize,
     /// The sidecar target, shown as `target` in `GET /health` and `/performance-metrics`;
     /// `None` (self and library modes): no `target` key.
@@ -142,7 +141,7 @@ struct SharedState {
     settings: Arc<ApiSettings>,
     /// What `/metrics` serves.
     telemetry: Arc<Telemetry>,
-    event_clients: Arc<Semaphore>,
+    event_clients: Arc<events::EventSlots>,
     /// `GET /openapi.json`, rendered on its first request for the strategy names then known
     /// (and again after a reload changed them), with its gzip form.
     openapi: std::sync::Mutex<Option<openapi::Rendered>>,
@@ -216,7 +215,10 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
             Telemetry::follow(&label, engine.watch(), engine.subscribe())
         }),
         engine,
-        event_clients: Arc::new(Semaphore::new(settings.max_event_clients)),
+        event_clients: events::EventSlots::new(
+            settings.max_event_clients,
+            settings.read_token.is_some(),
+        ),
         settings: Arc::clone(&settings),
         metrics: metrics_cache::MetricsCache::default(),
     }));
@@ -457,17 +459,12 @@ pub struct ErrorBody {
 )]
 async fn performance_optimize(
     State(state): State<ApiState>,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body is larger than {MAX_BODY_BYTES} bytes")
-        } else {
-            format!("could not read request body: {}", rejection.body_text())
-        };
-        ApiError::new(status, message)
-    })?;
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
+    };
     let request = parse_optimize_request(&body)?;
     let records = state
         .engine
@@ -491,6 +488,55 @@ async fn performance_optimize(
         results: records,
     })
     .into_response())
+}
+
+/// Longest a request body may take to arrive: a client that announces a body and sends it
+/// slowly (or never) is answered 408 and its connection closed after this, rather than
+/// holding a connection for the whole optimize deadline.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`]: else 413,
+/// 408 (with `Connection: close`) or 400.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, Response> {
+    use futures_util::StreamExt;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|error| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read request body: {error}"),
+                )
+            })?;
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(bytes))
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(read) => read.map_err(IntoResponse::into_response),
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            Err(response)
+        }
+    }
 }
 
 /// Parses the body of `POST /performance-optimize`: empty (or only whitespace) or JSON `null`
@@ -632,10 +678,13 @@ pub struct RecordingHealth {
     tag = "perfpilot",
     responses(
         (status = 200, description = "The agent is alive and sampling", body = HealthResponse),
-        (status = 503, description = "The engine has stopped or sampling has stalled (see `reason`)", body = HealthResponse)
+        (status = 503, description = "The engine has stopped or sampling has stalled (see `reason`). A request whose Host is foreign or missing gets `{\"status\"}` only, with the same code", body = HealthResponse)
     )
 )]
-async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthResponse>) {
+async fn health(
+    State(state): State<ApiState>,
+    status_only: Option<axum::Extension<access::StatusOnly>>,
+) -> Response {
     let view = state.engine.view();
     let age = SystemTime::now()
         .duration_since(view.snapshot.taken_at)
@@ -664,10 +713,16 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRespon
         Some(_) => StatusCode::SERVICE_UNAVAILABLE,
         None => StatusCode::OK,
     };
+    let status = if reason.is_some() { "failing" } else { "ok" };
+    if status_only.is_some() {
+        // A foreign or missing Host (a web page after DNS rebinding): what a probe needs and
+        // nothing about the agent or its target.
+        return (code, Json(json!({ "status": status }))).into_response();
+    }
     (
         code,
         Json(HealthResponse {
-            status: if reason.is_some() { "failing" } else { "ok" },
+            status,
             reason,
             worker_id: state.settings.worker_id.clone(),
             timestamp: rfc3339(SystemTime::now()),
@@ -698,6 +753,7 @@ async fn health(State(state): State<ApiState>) -> (StatusCode, Json<HealthRespon
                 }),
         }),
     )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -92,9 +92,15 @@ impl fmt::Debug for ConfigSource {
 }
 
 impl ConfigSource {
-    /// `file` (`None`: `./perfpilot.toml` if it exists), this environment and these
-    /// command-line values, all kept as they are for every reload.
+    /// `file` (`None`: `./perfpilot.toml` if it exists now), this environment and these
+    /// command-line values, all kept as they are for every reload. The default file is taken
+    /// only if it exists when the source is made (at start): one written later, perhaps by
+    /// another user of a shared directory, is never read.
     pub fn new(file: Option<PathBuf>, env: HashMap<String, String>, overrides: Overrides) -> Self {
+        let file = file.or_else(|| {
+            let default = Path::new(Config::DEFAULT_FILE);
+            default.is_file().then(|| default.to_path_buf())
+        });
         ConfigSource {
             file,
             env,
@@ -103,9 +109,9 @@ impl ConfigSource {
     }
 
     /// Loads and validates the configuration from every layer, and checks what it says about
-    /// this host ([`config::load_checked`] with [`crate::sample::host_problems`]).
+    /// this host ([`config::load_exactly`] with [`crate::sample::host_problems`]).
     pub fn load(&self) -> Result<Loaded, config::ConfigError> {
-        config::load_checked(
+        config::load_exactly(
             self.file.as_deref(),
             &self.env,
             &self.overrides,
@@ -113,21 +119,17 @@ impl ConfigSource {
         )
     }
 
-    /// The file a reload reads (the default file when none was named, whether or not it
-    /// exists yet).
-    pub fn path(&self) -> &Path {
-        self.file
-            .as_deref()
-            .unwrap_or(Path::new(Config::DEFAULT_FILE))
+    /// The file a reload reads; `None`: no file (none was named and `./perfpilot.toml` did
+    /// not exist at start).
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
     /// What `config.source` shows: the file, or that there is none.
     fn describe(&self) -> String {
-        let path = self.path();
-        if self.file.is_some() || path.exists() {
-            path.display().to_string()
-        } else {
-            "defaults, environment and flags (no file)".to_owned()
+        match self.path() {
+            Some(path) => path.display().to_string(),
+            None => "defaults, environment and flags (no file)".to_owned(),
         }
     }
 }
@@ -385,7 +387,7 @@ impl Reloader {
         self: &Arc<Self>,
         shutdown: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let path = self.source.as_ref()?.path().to_path_buf();
+        let path = self.source.as_ref()?.path()?.to_path_buf();
         let reloader = Arc::clone(self);
         Some(tokio::spawn(async move {
             let mut seen = None;

@@ -48,6 +48,7 @@
 //! The cgroup CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`), fractional, capped at the
 //! online CPUs; without a quota, [`std::thread::available_parallelism`].
 
+mod adopt;
 mod allocator;
 mod cgroup;
 mod connection_count;
@@ -73,6 +74,7 @@ use self::target::TargetTracker;
 use crate::config::Config;
 
 pub use self::connection_count::{ConnectionsBasis, ConnectionsMethod};
+pub(crate) use self::sockdiag::socket_owner_uid;
 pub use self::target::{TargetHandle, TargetState, TargetStatus};
 pub use self::watch::{
     ArmReason, Cadence, FastWatch, Notifier, ProbeSlot, WatchHandle, WatchMode, WatchSpec,

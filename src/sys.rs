@@ -96,7 +96,7 @@ pub(crate) fn is_root() -> bool {
     effective_uid() == 0
 }
 
-/// The process's effective user id.
+/// The process's effective uid: whose files it may trust.
 pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc::geteuid() }

@@ -2,7 +2,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -251,4 +252,68 @@ pub fn full_snapshot() -> Snapshot {
         live_tasks: 5,
     });
     s
+}
+
+/// One raw HTTP/1.1 request with the headers as given (reqwest would set `Host` itself);
+/// returns the status and the body. Bounded by 10 s read and write timeouts.
+pub fn raw(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let addr: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let (status, _head, body) = raw_bytes(base, request.as_bytes(), path == "/events");
+    (status, body)
+}
+
+/// Sends `request` as it is on a new connection to `base` and reads the answer (only its
+/// head when `head_only`, e.g. an endless event stream); returns the status, the head and the
+/// body. Bounded by 10 s read and write timeouts.
+pub fn raw_bytes(base: &str, request: &[u8], head_only: bool) -> (u16, String, String) {
+    let addr: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let what = String::from_utf8_lossy(request.split(|b| *b == b'\r').next().unwrap_or_default())
+        .into_owned();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if head_only && answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(e) => panic!("{what}: reading the answer: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no status line in {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
 }

@@ -4,69 +4,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-use common::{client, perfpilot, start_agent};
+use common::{client, perfpilot, raw, start_agent};
 use serde_json::Value;
-
-/// One raw HTTP/1.1 request with the headers as given (reqwest would set `Host` itself);
-/// returns the status and the body. Bounded by 10 s read and write timeouts.
-fn raw(
-    base: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let addr: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
-    {
-        request.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    // /events never ends: a 200 head is enough there, so read what arrives within the timeout.
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                answer.extend_from_slice(&buf[..n]);
-                if path == "/events" && answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            Err(e) => panic!("{method} {path}: reading the answer: {e}"),
-        }
-    }
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{method} {path}: no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
 
 /// Every route but `/health`.
 const GUARDED: [(&str, &str); 8] = [
@@ -252,6 +191,7 @@ async fn a_read_token_guards_every_read_but_health() {
 fn check_config_masks_the_read_token() {
     let output = perfpilot()
         .arg("check-config")
+        .env("PERFPILOT_API__TOKEN", "write-s3cret")
         .env("PERFPILOT_API__READ_TOKEN", "read-s3cret")
         .env("PERFPILOT_API__ALLOWED_ORIGINS", "https://ops.example")
         .output()
@@ -260,6 +200,7 @@ fn check_config_masks_the_read_token() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("api.read_token = \"***\""), "{text}");
     assert!(!text.contains("read-s3cret"), "{text}");
+    assert!(!text.contains("write-s3cret"), "{text}");
     assert!(
         text.contains("api.allowed_origins = [\"https://ops.example\"]"),
         "{text}"
@@ -303,7 +244,7 @@ mod library {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("api.read_token = \"\": must be non-empty"),
+            error.contains("api.read_token = \"***\": must be non-empty"),
             "{error}"
         );
         assert!(
@@ -317,10 +258,10 @@ mod library {
     }
 
     /// A host app that owns the listener (README's example, with connect info): the agent's
-    /// routes keep their Host and Origin checks, and the rate limit tells clients apart by
-    /// `ConnectionPeer`.
+    /// routes keep their Host and Origin checks, and the rate limit keys clients by
+    /// `ConnectionPeer`, all of loopback being one client.
     #[tokio::test]
-    async fn in_a_host_app_the_checks_apply_and_each_peer_has_its_own_bucket() {
+    async fn in_a_host_app_the_checks_apply_and_loopback_is_one_client() {
         let mut config = perfpilot::config::Config::default();
         config.api.rate_limit.per_minute = 1;
         config.api.rate_limit.burst = 1;
@@ -367,10 +308,10 @@ mod library {
             status(first.post(&url).body(body).send().await.unwrap()),
             429
         );
-        // Another loopback address is another client: its own bucket.
+        // Another loopback address is the same machine: the same bucket.
         let second = from("127.0.0.2");
         let answer = second.post(&url).body(body).send().await.unwrap();
-        assert_eq!(status(answer), 200, "127.0.0.2 has a bucket of its own");
+        assert_eq!(status(answer), 429, "127.0.0.2 shares loopback's bucket");
         let foreign_host = first
             .get(format!("http://{addr}/perfpilot/metrics"))
             .header("host", "evil.example")

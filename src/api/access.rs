@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{OriginalUri, Request};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
@@ -70,14 +70,18 @@ impl std::fmt::Debug for AccessSettings {
     }
 }
 
-/// The name of the dashboard's session cookie.
-pub const SESSION_COOKIE: &str = "perfpilot_session";
+/// How the dashboard's session cookie's name starts; a random suffix per agent follows
+/// (`perfpilot_session_1f2e3d4c`), so that neither another agent on the same host (cookies
+/// are not kept apart by port) nor another local app can overwrite it.
+pub const SESSION_COOKIE_PREFIX: &str = "perfpilot_session_";
 
 /// The state of the middleware: the settings and the dashboard's live session tickets.
 #[derive(Debug)]
 pub(super) struct Access {
     settings: AccessSettings,
     sessions: Sessions,
+    /// [`SESSION_COOKIE_PREFIX`] and this agent's random suffix.
+    cookie_name: String,
 }
 
 impl Access {
@@ -98,7 +102,32 @@ impl Access {
                 allowed_origins: normalize(&settings.allowed_origins),
             },
             sessions: Sessions::default(),
+            cookie_name: session_cookie_name(),
         }
+    }
+
+    /// The host a request is for, checked: the `Host` header and the request target's
+    /// authority (an absolute-form target, or HTTP/2's `:authority`) must each be allowed
+    /// where present, and one of them must be. `Ok` carries the host to compare an `Origin`
+    /// with; `Err` the refusal (400 for a missing or malformed host, 403 for a foreign one).
+    pub(super) fn check_host<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        uri: &'a Uri,
+    ) -> Result<&'a str, HostRefusal> {
+        let mut values = headers.get_all(header::HOST).iter();
+        let header = match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(value), None) => Some(value.to_str().map_err(|_| HostRefusal::NotText)?),
+            (Some(_), Some(_)) => return Err(HostRefusal::Several),
+        };
+        let authority = uri.authority().map(|a| a.as_str());
+        for host in header.iter().chain(authority.iter()) {
+            if !self.host_allowed(host) {
+                return Err(HostRefusal::Foreign((*host).to_owned()));
+            }
+        }
+        header.or(authority).ok_or(HostRefusal::Missing)
     }
 
     /// Whether `host` (a `Host` header's value) may be served.
@@ -138,16 +167,65 @@ impl Access {
     }
 }
 
-/// The host part of a `Host` value: without the port, brackets kept around IPv6.
+/// Why a request's host is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum HostRefusal {
+    /// Neither a `Host` header nor an authority in the request target.
+    Missing,
+    /// More than one `Host` header.
+    Several,
+    /// A `Host` header that is not text (not UTF-8).
+    NotText,
+    /// A name that is not allowed (DNS rebinding needs one), as sent.
+    Foreign(String),
+}
+
+impl HostRefusal {
+    /// The answer: 400 for a request without a usable host, 403 naming the setting for a
+    /// foreign one.
+    pub(super) fn into_error(self) -> ApiError {
+        let bad_request = |what: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{what}: a request must name the agent in one Host header (an IP address, localhost, or a name in api.allowed_hosts)"),
+            )
+        };
+        match self {
+            HostRefusal::Missing => bad_request("no Host header"),
+            HostRefusal::Several => bad_request("more than one Host header"),
+            HostRefusal::NotText => bad_request("the Host header is not text"),
+            HostRefusal::Foreign(host) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Host {host:?} is not allowed: use an IP address or localhost, or add the name to api.allowed_hosts (PERFPILOT_API__ALLOWED_HOSTS)"
+                ),
+            )
+            .with("setting", "api.allowed_hosts"),
+        }
+    }
+}
+
+/// The host part of a `Host` value: without the port, brackets kept around IPv6. A value
+/// with anything but `:PORT` after the name (`[::1]evil`, `localhost:x`) is returned whole,
+/// so that it matches nothing.
 fn host_name(host: &str) -> &str {
     if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
+        let Some(end) = host.find(']') else {
+            return host;
         };
+        let rest = &host[end + 1..];
+        let port_only = rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+        return if port_only { &host[..=end] } else { host };
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+        Some((name, port))
+            if !name.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             name
         }
         _ => host,
@@ -160,39 +238,31 @@ fn is_bracketed_ipv6(name: &str) -> bool {
         .is_some_and(|inner| inner.parse::<Ipv6Addr>().is_ok())
 }
 
-/// The checks of [`GuardLayer`]: `Err` with the answer for a foreign host or origin (403) or
-/// without the needed token (401); else whether the route's answer gets a new session cookie,
-/// and at which path (the dashboard opened with the token).
+/// The checks of [`GuardLayer`]: `Err` with the answer for a missing or malformed host (400),
+/// a foreign host or origin (403) or without the needed token (401); else whether the route's
+/// answer gets a new session cookie, and at which path (the dashboard opened with the token).
+/// What the checks learned is marked on the request for the routes after it
+/// ([`Authenticated`], [`Session`], and [`StatusOnly`] on a `GET /health` for a foreign host).
 #[allow(
     clippy::result_large_err,
     reason = "the refusal is answered as it is; boxing it would allocate for nothing"
 )]
-fn guard(access: &Access, class: Class, request: &Request) -> Result<Option<String>, Response> {
+fn guard(access: &Access, class: Class, request: &mut Request) -> Result<Option<String>, Response> {
     if class == Class::Health {
+        // Open to probes; a foreign or missing host learns only the status.
+        if access.check_host(request.headers(), request.uri()).is_err() {
+            request.extensions_mut().insert(StatusOnly);
+        }
         return Ok(None);
     }
-    let headers = request.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    if let Some(host) = host {
-        if !access.host_allowed(host) {
-            tracing::debug!(
-                host,
-                path = request.uri().path(),
-                "refused: Host not allowed"
-            );
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "Host {host:?} is not allowed: use an IP address or localhost, or add the name to api.allowed_hosts (PERFPILOT_API__ALLOWED_HOSTS)"
-                ),
-            )
-            .with("setting", "api.allowed_hosts")
-            .into_response());
+    let host = match access.check_host(request.headers(), request.uri()) {
+        Ok(host) => Some(host),
+        Err(refusal) => {
+            tracing::debug!(path = request.uri().path(), ?refusal, "refused: Host");
+            return Err(refusal.into_error().into_response());
         }
-    }
+    };
+    let headers = request.headers();
     if let Some(refusal) = cross_origin_refusal(access, request.method(), headers, host) {
         tracing::debug!(
             method = %request.method(),
@@ -203,6 +273,7 @@ fn guard(access: &Access, class: Class, request: &Request) -> Result<Option<Stri
         return Err(refusal.into_response());
     }
     let mut issue_cookie = false;
+    let mut marks = Marks::default();
     match class {
         Class::Health => {}
         Class::Write => {
@@ -212,6 +283,7 @@ fn guard(access: &Access, class: Class, request: &Request) -> Result<Option<Stri
                         "this route needs `Authorization: Bearer <token>` with the configured api.token",
                     ));
                 }
+                marks.authenticated = true;
             }
         }
         Class::Read | Class::Dashboard => {
@@ -224,9 +296,11 @@ fn guard(access: &Access, class: Class, request: &Request) -> Result<Option<Stri
                         .is_some_and(|token| bearer_is(headers, token));
                 if by_token {
                     issue_cookie = class == Class::Dashboard;
-                } else if !session_cookie(headers)
+                } else if session_cookie(headers, &access.cookie_name)
                     .is_some_and(|ticket| access.sessions.valid(ticket, Instant::now()))
                 {
+                    marks.session = true;
+                } else {
                     return Err(if class == Class::Dashboard {
                         login_page()
                     } else {
@@ -238,6 +312,12 @@ fn guard(access: &Access, class: Class, request: &Request) -> Result<Option<Stri
             }
         }
     }
+    if marks.authenticated {
+        request.extensions_mut().insert(Authenticated);
+    }
+    if marks.session {
+        request.extensions_mut().insert(Session);
+    }
     Ok(issue_cookie.then(|| cookie_path(request)))
 }
 
@@ -246,7 +326,8 @@ fn set_session_cookie(access: &Access, path: &str, response: &mut Response) {
     match access.sessions.issue(Instant::now()) {
         Ok(ticket) => {
             let cookie = format!(
-                "{SESSION_COOKIE}={ticket}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict",
+                "{}={ticket}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict",
+                access.cookie_name,
                 Access::SESSION_LIFETIME.as_secs()
             );
             if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -312,32 +393,77 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The value of the session cookie, if the request has one.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// What the check learned about a request that the routes after it use.
+#[derive(Debug, Default)]
+struct Marks {
+    authenticated: bool,
+    session: bool,
+}
+
+/// Marks a request that carried the configured `api.token` (the rate limit gives it a bucket
+/// of its own).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Authenticated;
+
+/// Marks a read let in by the dashboard's session cookie (`GET /events` keeps a stream for
+/// it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Session;
+
+/// Marks a `GET /health` whose host is foreign or missing: it is answered with the status
+/// only.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StatusOnly;
+
+/// [`SESSION_COOKIE_PREFIX`] and 8 random hex digits (the prefix alone if the kernel gives no
+/// random bytes).
+fn session_cookie_name() -> String {
+    let mut suffix = [0u8; 4];
+    match random_bytes(&mut suffix) {
+        Ok(()) => format!(
+            "{SESSION_COOKIE_PREFIX}{}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        Err(_) => SESSION_COOKIE_PREFIX.trim_end_matches('_').to_owned(),
+    }
+}
+
+/// The value of the cookie `name`, if the request has it.
+fn session_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value)
 }
 
-/// The cookie's path: the dashboard's own directory as the client asked for it (the router
-/// may be nested under a prefix), so the page's `events` and `performance-metrics` get it.
+/// The cookie's path: where the agent's routes are, `/` standalone and the base path when the
+/// router is nested under one (`/perfpilot`: covers `/perfpilot`, `/perfpilot/` and
+/// `/perfpilot/events`, not the host app's other routes).
 fn cookie_path(request: &Request) -> String {
-    let path = request
+    let inner = request.uri().path();
+    let original = request
         .extensions()
         .get::<OriginalUri>()
-        .map_or_else(|| request.uri().path(), |uri| uri.0.path());
-    let dir = path.rfind('/').map_or("/", |end| &path[..=end]);
+        .map_or(inner, |uri| uri.0.path());
+    let base = if inner == "/" {
+        original.trim_end_matches('/')
+    } else {
+        original.strip_suffix(inner).unwrap_or("")
+    };
     // Only what is safe inside a Set-Cookie attribute.
-    if dir
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/-._~%".contains(&b))
+    if !base.is_empty()
+        && base
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~%".contains(&b))
     {
-        dir.to_owned()
+        base.to_owned()
     } else {
         "/".to_owned()
     }
@@ -472,6 +598,10 @@ mod tests {
             "localhost.evil.example",
             "127.0.0.1.nip.io",
             "[evil]:1",
+            "[::1]evil.example",
+            "[::1]:",
+            "[::1]:80x",
+            "localhost:",
             "perfpilot.monitoring.svc.evil",
             "",
         ] {
@@ -533,6 +663,6 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; perfpilot_session=abc; b=2"),
         );
-        assert_eq!(session_cookie(&headers), Some("abc"));
+        assert_eq!(session_cookie(&headers, "perfpilot_session"), Some("abc"));
     }
 }

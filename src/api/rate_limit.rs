@@ -13,16 +13,28 @@
 //! | `RateLimit-Reset` | seconds until the bucket is full again |
 //! | `RateLimit-Policy` | `burst;w=SECONDS`, the time a full bucket takes to refill |
 //!
-//! The client is the peer's IP address from axum's `ConnectInfo<SocketAddr>` (serve with
+//! Who the client is, in order:
+//!
+//! | request | bucket |
+//! |---|---|
+//! | carries the configured `api.token` | one bucket of its own, which no anonymous client can empty |
+//! | from a loopback address, served by `perfpilot run` | the uid of the process that opened the connection (the kernel's `sock_diag` reports a TCP socket's owner), so two local users never share one; one bucket for all of loopback when the kernel does not answer |
+//! | from a loopback address, in a host app | one bucket for all of `127.0.0.0/8` and `::1` (`127.0.0.2` is not another client) |
+//! | from another address | that address (IPv6 by its /64 network, since one host usually owns a whole /64) |
+//! | no known peer | one bucket shared by all |
+//!
+//! The peer address comes from axum's `ConnectInfo<SocketAddr>` (serve with
 //! `into_make_service_with_connect_info::<SocketAddr>()`, as `perfpilot run` does) or
 //! `ConnectInfo<ConnectionPeer>` (a host app serving through
 //! [`TrackedListener`](crate::connections::TrackedListener) with
-//! `into_make_service_with_connect_info::<ConnectionPeer>()`); IPv6 clients are grouped by
-//! their /64 network, since one host usually owns a whole /64. Where neither is present (the
+//! `into_make_service_with_connect_info::<ConnectionPeer>()`); where neither is present (the
 //! router merged into a host app served without connect info, or requests sent to the router
 //! directly) every client shares one bucket: the limit then caps the agent's manual triggers
-//! as a whole. The bearer token is checked before the limit ([`super::access`]), so requests
-//! without it never use up a client's bucket.
+//! as a whole.
+//!
+//! Only requests that run are charged: the bearer token is checked before the limit
+//! ([`super::access`]), so requests without it never use up a bucket, and a request refused
+//! after the limit (400 unknown strategy, 409 busy, 413, 422) gets its token back.
 //!
 //! Only this route takes the lock (a short one, never across an `.await`); reads are never
 //! limited (SPEC §9).
@@ -41,9 +53,15 @@ use super::ApiError;
 use crate::config::RateLimitConfig;
 use crate::connections::ConnectionPeer;
 
-/// Who a bucket belongs to.
+/// Who a bucket belongs to (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Client {
+pub(super) enum Client {
+    /// A request with the configured `api.token`.
+    Token,
+    /// A loopback connection opened by a process of this uid.
+    Uid(u32),
+    /// Any other loopback connection: all of `127.0.0.0/8` and `::1`.
+    Loopback,
     /// An IPv4 address, or an IPv6 address with its last 64 bits cleared.
     Ip(IpAddr),
     /// Requests without a known peer address, and new clients while the table is full.
@@ -51,14 +69,42 @@ enum Client {
 }
 
 impl Client {
-    fn of(peer: Option<IpAddr>) -> Self {
+    /// The client by its address alone: loopback addresses are one client.
+    pub(super) fn of(peer: Option<IpAddr>) -> Self {
         match peer.map(|ip| ip.to_canonical()) {
+            Some(ip) if ip.is_loopback() => Client::Loopback,
             Some(IpAddr::V6(v6)) => {
                 let network = u128::from(v6) & !((1u128 << 64) - 1);
                 Client::Ip(IpAddr::V6(network.into()))
             }
             Some(ip) => Client::Ip(ip),
             None => Client::Shared,
+        }
+    }
+
+    /// The client a request comes from: [`Client::Token`] when the access check found the
+    /// token, else by its connection.
+    pub(super) fn of_request(request: &Request) -> Self {
+        if request
+            .extensions()
+            .get::<super::access::Authenticated>()
+            .is_some()
+        {
+            return Client::Token;
+        }
+        let client = Client::of(peer_addr(request).map(|addr| addr.ip()));
+        if client != Client::Loopback {
+            return client;
+        }
+        let server = request.extensions().get::<super::server::ServerAddr>();
+        match (peer_addr(request), server) {
+            (Some(peer), Some(super::server::ServerAddr(server))) => {
+                match crate::sample::socket_owner_uid(peer, *server) {
+                    Ok(Some(uid)) => Client::Uid(uid),
+                    _ => Client::Loopback,
+                }
+            }
+            _ => Client::Loopback,
         }
     }
 }
@@ -110,14 +156,32 @@ impl RateLimiter {
         })
     }
 
-    /// Takes one request from the bucket of `peer` (`None`: the shared bucket) at `now`.
+    /// Takes one request from the bucket of `peer` (`None`: the shared bucket; every loopback
+    /// address: one bucket) at `now`.
     pub fn check(&self, peer: Option<IpAddr>, now: Instant) -> Decision {
+        self.check_client(Client::of(peer), now)
+    }
+
+    /// Gives back the request taken from `client`'s bucket: it was refused after the limit.
+    pub(super) fn refund(&self, client: Client) {
         let burst = f64::from(self.config.burst);
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut client = Client::of(peer);
+        if let Some(bucket) = buckets.get_mut(&client) {
+            bucket.tokens = (bucket.tokens + 1.0).min(burst);
+        }
+    }
+
+    /// Takes one request from `client`'s bucket at `now`.
+    pub(super) fn check_client(&self, client: Client, now: Instant) -> Decision {
+        let burst = f64::from(self.config.burst);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut client = client;
         if !buckets.contains_key(&client) && buckets.len() >= Self::PRUNE_AT {
             let full_after = Duration::from_secs_f64(burst / self.rate);
             buckets.retain(|_, bucket| now.saturating_duration_since(bucket.updated) < full_after);
@@ -181,15 +245,15 @@ impl Decision {
 }
 
 /// The client's address: from `ConnectInfo<SocketAddr>`, else `ConnectInfo<ConnectionPeer>`.
-pub(super) fn peer_ip(request: &Request) -> Option<IpAddr> {
+pub(super) fn peer_addr(request: &Request) -> Option<SocketAddr> {
     let extensions = request.extensions();
     extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| *addr)
         .or_else(|| {
             extensions
                 .get::<ConnectInfo<ConnectionPeer>>()
-                .map(|ConnectInfo(peer)| peer.addr.ip())
+                .map(|ConnectInfo(peer)| peer.addr)
         })
 }
 
@@ -200,10 +264,14 @@ pub(super) async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let peer = peer_ip(&request);
-    let decision = limiter.check(peer, tokio::time::Instant::now().into_std());
+    let client = Client::of_request(&request);
+    let decision = limiter.check_client(client, tokio::time::Instant::now().into_std());
     let mut response = if decision.allowed {
-        next.run(request).await
+        let response = next.run(request).await;
+        if response.status().is_client_error() {
+            limiter.refund(client);
+        }
+        response
     } else {
         let retry_after = decision.retry_after_secs.unwrap_or(1);
         ApiError::new(
@@ -228,8 +296,8 @@ mod tests {
         RateLimiter::new(RateLimitConfig { per_minute, burst }).unwrap()
     }
 
-    const A: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)));
-    const B: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2)));
+    const A: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+    const B: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2)));
 
     #[test]
     fn zero_per_minute_means_no_limiter() {
@@ -286,23 +354,38 @@ mod tests {
         assert!(limiter.check(Some(one), now).allowed);
         assert!(!limiter.check(Some(two), now).allowed);
         assert!(limiter.check(Some(other), now).allowed);
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert!(limiter.check(A, now).allowed);
         assert!(!limiter.check(Some(mapped), now).allowed);
+    }
+
+    #[test]
+    fn loopback_is_one_client_and_a_refund_gives_the_request_back() {
+        let limiter = limiter(60, 1);
+        let now = Instant::now();
+        let local = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        assert!(limiter.check(local("127.0.0.1"), now).allowed);
+        for other in ["127.0.0.2", "127.255.0.9", "::1", "::ffff:127.0.0.3"] {
+            assert!(!limiter.check(local(other), now).allowed, "{other}");
+        }
+        limiter.refund(Client::Loopback);
+        assert!(limiter.check(local("127.0.0.5"), now).allowed);
+        assert!(limiter.check_client(Client::Token, now).allowed);
+        assert!(limiter.check_client(Client::Uid(1000), now).allowed);
     }
 
     #[test]
     fn the_peer_comes_from_either_connect_info() {
         let addr: SocketAddr = "10.0.0.7:4242".parse().unwrap();
         let mut request = Request::new(axum::body::Body::empty());
-        assert_eq!(peer_ip(&request), None);
+        assert_eq!(peer_addr(&request), None);
         request
             .extensions_mut()
             .insert(ConnectInfo(ConnectionPeer { id: 3, addr }));
-        assert_eq!(peer_ip(&request), Some(addr.ip()));
+        assert_eq!(peer_addr(&request), Some(addr));
         let direct: SocketAddr = "10.0.0.8:1".parse().unwrap();
         request.extensions_mut().insert(ConnectInfo(direct));
-        assert_eq!(peer_ip(&request), Some(direct.ip()));
+        assert_eq!(peer_addr(&request), Some(direct));
     }
 
     #[test]

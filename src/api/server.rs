@@ -5,8 +5,16 @@
 //! 43 MiB. [`serve`] accepts through hyper-util's builder with:
 //!
 //! - at most `max_connections` open: at the cap, the connection idle longest (no request in
-//!   flight, no response streaming) is closed for the new one; when every connection is busy
-//!   the new one is closed instead;
+//!   flight, no response streaming) is closed for the new one; when every connection is busy,
+//!   the busy one whose bytes moved least recently (a client sending its body slowest, or a
+//!   quiet event stream) is closed instead, so a new connection (a `/health` probe) always
+//!   gets in;
+//! - request heads of at most [`MAX_HEAD_BYTES`]: over HTTP/1 hyper buffers no more for one
+//!   (a longer head is answered 431 and the connection closed); over HTTP/2 the header list
+//!   (CONTINUATION frames included) is bounded the same, and a stream's and the connection's
+//!   receive windows to [`crate::api::MAX_BODY_BYTES`];
+//! - request bodies of `POST /performance-optimize` are read within
+//!   [`crate::api::BODY_READ_TIMEOUT`];
 //! - hyper's header-read timeout: a request head not complete within `header_read_timeout`
 //!   closes the connection (slow or half-sent headers). hyper 1.x starts this timer whenever
 //!   an HTTP/1 connection waits for a request head, including between keep-alive requests,
@@ -14,7 +22,7 @@
 //! - an idle timeout: a connection with no request in flight and no bytes moved for
 //!   `idle_timeout` is closed (one sweep per second, or per `idle_timeout / 2` if shorter).
 //!
-//! Each request carries `ConnectInfo<SocketAddr>` for the rate limit.
+//! Each request carries `ConnectInfo<SocketAddr>` and [`ServerAddr`] for the rate limit.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -38,6 +46,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 use tracing::debug;
+
+/// The address the agent's listener accepted a connection on, in each request's extensions:
+/// with the peer's, it names the connection's socket (see [`crate::api::rate_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerAddr(pub SocketAddr);
+
+/// Largest request head (request line and headers) a connection may send: 16 KiB, four times
+/// what browsers send with their cookies for a busy `localhost`, and at the default
+/// `api.max_connections` (256) at most 4 MiB buffered in all.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// How the agent's own listener is bounded (`api.max_connections`, `api.header_read_timeout`,
 /// `api.idle_timeout`).
@@ -90,19 +108,25 @@ impl Table {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a new connection, closing the one idle longest if `max` are open; `None`
-    /// when all of them are busy (the new connection is then refused).
-    fn admit(&self, max: usize) -> Option<(u64, Arc<Conn>)> {
+    /// Registers a new connection. If `max` are open, one is closed for it: the idle one
+    /// (no request in flight) quiet longest, else the busy one quiet longest, so that a slow
+    /// or stalled client cannot keep everyone else (a liveness probe) out.
+    fn admit(&self, max: usize) -> (u64, Arc<Conn>) {
         let mut conns = self.lock();
-        if conns.len() >= max {
+        while conns.len() >= max.max(1) {
             let victim = conns
                 .iter()
-                .filter(|(_, c)| c.busy.load(Ordering::Relaxed) == 0)
-                .min_by_key(|(_, c)| c.last_active_ms.load(Ordering::Relaxed))
-                .map(|(id, _)| *id)?;
-            if let Some(conn) = conns.remove(&victim) {
-                conn.close.cancel();
-            }
+                .min_by_key(|(_, c)| {
+                    (
+                        c.busy.load(Ordering::Relaxed) > 0,
+                        c.last_active_ms.load(Ordering::Relaxed),
+                    )
+                })
+                .map(|(id, _)| *id);
+            let Some(conn) = victim.and_then(|victim| conns.remove(&victim)) else {
+                break;
+            };
+            conn.close.cancel();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
@@ -111,7 +135,7 @@ impl Table {
             close: CancellationToken::new(),
         });
         conns.insert(id, Arc::clone(&conn));
-        Some((id, conn))
+        (id, conn)
     }
 
     /// Closes every connection idle (not busy, no bytes moved) for `idle` or longer.
@@ -160,14 +184,19 @@ pub async fn serve(
     });
     let _close_all = CloseAllOnDrop(Arc::clone(&table));
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let window = u32::try_from(crate::api::MAX_BODY_BYTES).unwrap_or(u32::MAX);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(32);
+        .max_concurrent_streams(32)
+        .max_header_list_size(u32::try_from(MAX_HEAD_BYTES).unwrap_or(u32::MAX))
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window);
     let builder = Arc::new(builder);
     let tasks = TaskTracker::new();
     let sweep_every =
@@ -189,11 +218,7 @@ pub async fn serve(
                 }
             },
         };
-        let Some((id, conn)) = table.admit(limits.max_connections) else {
-            debug!(%peer, "every connection is busy: refusing a new one");
-            drop(stream);
-            continue;
-        };
+        let (id, conn) = table.admit(limits.max_connections);
         let _ = stream.set_nodelay(true);
         let task = serve_connection(
             Arc::clone(&builder),
@@ -224,6 +249,7 @@ async fn serve_connection(
     router: Router,
     stop: CancellationToken,
 ) {
+    let local = stream.local_addr().ok();
     let io = TokioIo::new(Activity {
         inner: stream,
         conn: Arc::clone(&conn),
@@ -232,6 +258,9 @@ async fn serve_connection(
     let service_conn = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(local) = local {
+            request.extensions_mut().insert(ServerAddr(local));
+        }
         let busy = Busy::new(Arc::clone(&service_conn));
         let mut router = router.clone();
         async move {
@@ -334,20 +363,24 @@ mod tests {
     }
 
     #[test]
-    fn at_the_cap_the_oldest_idle_connection_goes_and_busy_ones_stay() {
+    fn at_the_cap_the_oldest_idle_connection_goes_then_the_quietest_busy_one() {
         let table = table();
-        let (_, first) = table.admit(2).unwrap();
-        let (_, second) = table.admit(2).unwrap();
+        let (_, first) = table.admit(2);
+        let (_, second) = table.admit(2);
         first.last_active_ms.store(5, Ordering::Relaxed);
         second.last_active_ms.store(1, Ordering::Relaxed);
         second.busy.store(1, Ordering::Relaxed);
         // The second is older but busy: the first goes.
-        let (_, third) = table.admit(2).unwrap();
+        let (_, third) = table.admit(2);
         assert!(first.close.is_cancelled());
         assert!(!second.close.is_cancelled());
         assert_eq!(table.lock().len(), 2);
         third.busy.store(1, Ordering::Relaxed);
-        assert!(table.admit(2).is_none(), "all busy: the new one is refused");
+        third.last_active_ms.store(9, Ordering::Relaxed);
+        // All busy: the one whose bytes moved least recently (the second) goes.
+        let (_, fourth) = table.admit(2);
+        assert!(second.close.is_cancelled() && !third.close.is_cancelled());
+        assert!(!fourth.close.is_cancelled());
         assert_eq!(table.lock().len(), 2);
     }
 
@@ -355,15 +388,15 @@ mod tests {
     fn the_sweep_closes_idle_connections_only() {
         let table = table();
         // Right after start (a clock at 0 ms), a new connection is not idle.
-        let (_, first) = table.admit(10).unwrap();
+        let (_, first) = table.admit(10);
         table.sweep(Duration::from_secs(60));
         assert!(!first.close.is_cancelled());
         table.lock().clear();
-        let (_, idle) = table.admit(10).unwrap();
-        let (_, busy) = table.admit(10).unwrap();
+        let (_, idle) = table.admit(10);
+        let (_, busy) = table.admit(10);
         busy.busy.store(1, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(20));
-        let (_, fresh) = table.admit(10).unwrap();
+        let (_, fresh) = table.admit(10);
         table.sweep(Duration::from_millis(10));
         assert!(idle.close.is_cancelled());
         assert!(!busy.close.is_cancelled() && !fresh.close.is_cancelled());

@@ -101,12 +101,18 @@ async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// As a client sends it: with a `Host` (HTTP/1.1 requires one; the agent refuses a request
+/// without).
 fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
+    Request::get(path)
+        .header("host", "127.0.0.1:9750")
+        .body(Body::empty())
+        .unwrap()
 }
 
 fn post(body: impl Into<Body>) -> Request<Body> {
     Request::post("/performance-optimize")
+        .header("host", "127.0.0.1:9750")
         .header("content-type", "application/json")
         .body(body.into())
         .unwrap()
@@ -262,11 +268,13 @@ async fn token_guards_optimize_but_not_reads() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["error"].as_str().unwrap().contains("Bearer"));
     let wrong = Request::post("/performance-optimize")
+        .header("host", "localhost")
         .header("authorization", "Bearer s3cres")
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&app, wrong).await.0, StatusCode::UNAUTHORIZED);
     let right = Request::post("/performance-optimize")
+        .header("host", "localhost")
         .header("authorization", "Bearer s3cret")
         .body(Body::empty())
         .unwrap();
@@ -899,7 +907,9 @@ async fn a_read_token_guards_reads_and_the_dashboard_issues_a_session_cookie() {
     let request = with_header(get("/events"), "cookie", &ticket);
     let response = app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let forged = format!("{}={}", access::SESSION_COOKIE, "ab".repeat(32));
+    let name = ticket.split('=').next().unwrap();
+    assert!(name.starts_with(access::SESSION_COOKIE_PREFIX), "{name}");
+    let forged = format!("{name}={}", "ab".repeat(32));
     let request = with_header(get("/events"), "cookie", &forged);
     assert_eq!(
         app.clone().oneshot(request).await.unwrap().status(),
@@ -941,7 +951,7 @@ async fn under_a_prefix_the_session_cookie_is_scoped_to_the_dashboards_directory
         ..ApiSettings::new(json!(1))
     })
     .0;
-    let host = Router::new().nest("/agent/", inner);
+    let host = Router::new().nest("/agent/", inner.clone());
     let request = with_header(get("/agent/"), "authorization", "Bearer read-secret");
     let response = host.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -949,7 +959,19 @@ async fn under_a_prefix_the_session_cookie_is_scoped_to_the_dashboards_directory
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(cookie.contains("Path=/agent/;"), "{cookie}");
+    assert!(cookie.contains("Path=/agent;"), "{cookie}");
+    // The bare base path too (nest serves it): the cookie is scoped to the base, not `/`.
+    let request = with_header(get("/agent"), "authorization", "Bearer read-secret");
+    let response = Router::new()
+        .nest("/agent", inner)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let bare = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(bare.contains("Path=/agent;"), "{bare}");
     let ticket = cookie.split(';').next().unwrap();
     let request = with_header(get("/agent/events"), "cookie", ticket);
     let response = host.clone().oneshot(request).await.unwrap();

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Deserializer};
 
+use perfpilot_strategies::secret;
+
 use super::{ApiConfig, Problem};
 
 /// Largest `api.max_connections` allowed.
@@ -13,16 +15,19 @@ impl ApiConfig {
     /// the connection timeouts, each naming its key.
     pub(super) fn access_problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        if let Some(token) = &self.read_token {
-            if token.is_empty() {
-                problems.push(Problem::new("api.read_token", "\"\"", "must be non-empty"));
-            } else if token.chars().any(char::is_whitespace) {
-                problems.push(Problem::new(
-                    "api.read_token",
-                    format!("\"***\" ({} characters, hidden)", token.chars().count()),
-                    "must not contain whitespace",
-                ));
+        for (key, token) in [
+            ("api.token", &self.token),
+            ("api.read_token", &self.read_token),
+        ] {
+            if let Some(why) = token.as_deref().and_then(token_problem) {
+                problems.push(Problem::new(key, secret::HIDDEN, why));
             }
+        }
+        if self.read_token.is_some() && self.token.is_none() {
+            problems.push(Problem::at(
+                "api.read_token",
+                "is set without api.token: reads would need a token while POST routes (running strategies, reloading the configuration) stay open to anyone; set api.token too",
+            ));
         }
         for (i, host) in self.allowed_hosts.iter().enumerate() {
             if let Err(why) = check_host(host) {
@@ -59,6 +64,22 @@ impl ApiConfig {
         ));
         problems
     }
+}
+
+/// What is wrong with a token, if anything. A token travels in an `Authorization` header and
+/// is compared byte for byte: only visible ASCII (`!` to `~`) can arrive as written, so a
+/// space, a control character or a non-ASCII letter would make a token that never matches.
+fn token_problem(token: &str) -> Option<String> {
+    if token.is_empty() {
+        return Some("must be non-empty".to_owned());
+    }
+    let bad = token.chars().filter(|c| !c.is_ascii_graphic()).count();
+    (bad > 0).then(|| {
+        format!(
+            "must be visible ASCII characters only (`!` to `~`: no spaces, control characters or non-ASCII letters); {bad} of its {} characters are not",
+            token.chars().count()
+        )
+    })
 }
 
 /// A host name as written in `Host` without the port (`perfpilot.monitoring.svc`), or `*`.
@@ -127,8 +148,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokens_must_be_visible_ascii_and_a_read_token_needs_a_token() {
+        for bad in ["caf\u{e9}", "tab\there", "nul\0", "bell\u{7}", " lead"] {
+            let api = ApiConfig {
+                token: Some(bad.into()),
+                ..ApiConfig::default()
+            };
+            let problems = api.access_problems();
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            let text = problems[0].to_string();
+            assert!(
+                text.starts_with("api.token = \"***\": must be visible ASCII"),
+                "{text}"
+            );
+        }
+        let read_only = ApiConfig {
+            read_token: Some("r-token".into()),
+            ..ApiConfig::default()
+        };
+        let problems = read_only.access_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0]
+            .to_string()
+            .starts_with("api.read_token: is set without api.token"));
+    }
+
+    #[test]
     fn hosts_origins_and_bounds_are_checked_by_key() {
         let mut api = ApiConfig {
+            token: Some("write-token".into()),
             read_token: Some("two words".into()),
             allowed_hosts: vec!["perfpilot.default.svc".into(), "http://x".into()],
             allowed_origins: vec!["https://grafana.example:3000".into(), "grafana".into()],
@@ -141,7 +189,8 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(problems[0].starts_with("api.read_token = \"***\" (9 characters, hidden)"));
+        assert!(problems[0].starts_with("api.read_token = \"***\": must be visible ASCII"));
+        assert!(!problems[0].contains("two"), "{problems:?}");
         assert!(problems[1].starts_with("api.allowed_hosts[1] = \"http://x\": must be a host name"));
         assert!(problems[2].starts_with("api.allowed_origins[1] = \"grafana\": must be an origin"));
         assert!(problems[3].starts_with("api.max_connections = 0: must be in 1..="));

@@ -117,17 +117,6 @@ impl ApiConfig {
 
     pub(super) fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        if let Some(token) = &self.token {
-            if token.is_empty() {
-                problems.push(Problem::new("api.token", "\"\"", "must be non-empty"));
-            } else if token.chars().any(char::is_whitespace) {
-                problems.push(Problem::new(
-                    "api.token",
-                    format!("\"***\" ({} characters, hidden)", token.chars().count()),
-                    "must not contain whitespace",
-                ));
-            }
-        }
         problems.extend(self.access_problems());
         if self.rate_limit.is_enabled() && self.rate_limit.burst == 0 {
             problems.push(Problem::new(

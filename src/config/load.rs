@@ -68,16 +68,18 @@ pub struct Loaded {
 
 impl Loaded {
     /// For `perfpilot check-config`: one line per leaf key that has a value, sorted, each
-    /// `key = value  # origin`, e.g. `interval = "5s"  # env OPTIMIZATION_INTERVAL`.
-    /// `api.token` and `api.read_token` are shown as `"***"`; keys without a value (unset options) are left out.
+    /// `key = value  # origin`, e.g. `interval = "5s"  # env OPTIMIZATION_INTERVAL`. Secrets
+    /// are shown as `"***"` and URLs without credentials or query values
+    /// ([`perfpilot_strategies::secret`]); a command's `args` are listed with the ones marked
+    /// `secret = true` as `"***"`. Keys without a value (unset options) are left out.
     pub fn render(&self) -> String {
+        use perfpilot_strategies::secret;
         let mut out = String::new();
         for (key, value) in leaves(&self.config) {
-            let value = if key == "api.token" || key == "api.read_token" || is_webhook_header(&key)
-            {
-                "\"***\"".to_owned()
-            } else {
-                value.to_string()
+            let value = match shown_args(&key, &value) {
+                Some(args) => args,
+                None if secret::is_secret_key(&key) => secret::HIDDEN.to_owned(),
+                None => secret::redact_urls_in(&value.to_string()),
             };
             let origin = self.origins.get(&key).unwrap_or(&Origin::Default);
             out.push_str(&format!("{key} = {value}  # {origin}\n"));
@@ -86,11 +88,28 @@ impl Loaded {
     }
 }
 
-/// `strategies.webhook.NAME.headers.HEADER`: header values are credentials, typically.
-fn is_webhook_header(key: &str) -> bool {
-    key.strip_prefix("strategies.webhook.")
-        .and_then(|rest| rest.split_once('.'))
-        .is_some_and(|(_, rest)| rest.starts_with("headers."))
+/// A command's `args` (`strategies.command.NAME.args`) as listed: plain arguments as written,
+/// those marked `secret = true` as `"***"`; `None` for any other key.
+fn shown_args(key: &str, value: &serde_json::Value) -> Option<String> {
+    key.strip_prefix("strategies.command.")?
+        .strip_suffix(".args")?;
+    let items = value.as_array()?;
+    let shown: Vec<String> = items
+        .iter()
+        .map(|item| {
+            let arg: Option<perfpilot_strategies::command::Arg> =
+                serde_json::from_value(item.clone()).ok();
+            match arg {
+                Some(arg) if arg.is_secret() => perfpilot_strategies::secret::HIDDEN.to_owned(),
+                Some(arg) => serde_json::Value::from(perfpilot_strategies::secret::redact_urls_in(
+                    arg.value(),
+                ))
+                .to_string(),
+                None => perfpilot_strategies::secret::HIDDEN.to_owned(),
+            }
+        })
+        .collect();
+    Some(format!("[{}]", shown.join(",")))
 }
 
 /// Why the configuration could not be loaded.
@@ -198,16 +217,63 @@ fn read_and_load(
     overrides: &Overrides,
     host: HostCheck<'_>,
 ) -> Result<Loaded, ConfigError> {
-    let path = match file {
-        Some(path) => path,
-        None if default_file.is_file() => default_file,
-        None => return load_settings(Vec::new(), env, overrides, host),
+    let file = file.or_else(|| default_file.is_file().then_some(default_file));
+    load_exactly(file, env, overrides, host)
+}
+
+/// Like [`load_checked`], with no default file: `Some(path)`: that file must exist; `None`: no
+/// file at all (the defaults, the environment and `overrides`). What a reload uses, so that a
+/// `./perfpilot.toml` written after start is never read.
+pub fn load_exactly(
+    file: Option<&Path>,
+    env: &HashMap<String, String>,
+    overrides: &Overrides,
+    host: HostCheck<'_>,
+) -> Result<Loaded, ConfigError> {
+    let Some(path) = file else {
+        return load_settings(Vec::new(), env, overrides, host);
     };
-    let text = fs::read_to_string(path).map_err(|e| ConfigError::File {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let text = read_trusted(path)?;
     load_settings(file_settings(&text, path)?, env, overrides, host)
+}
+
+/// Reads the configuration file if it is safe to run what it says: a file that a user other
+/// than the agent's own (or root) owns, or that group or others may write, could make the
+/// agent run any `command` as its user. Checked on the opened file (`fstat`), so the file read
+/// is the file checked.
+fn read_trusted(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |message: String| ConfigError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = fs::File::open(path).map_err(|e| refuse(e.to_string()))?;
+    let metadata = file.metadata().map_err(|e| refuse(e.to_string()))?;
+    let (owner, mode, agent) = (
+        metadata.uid(),
+        metadata.mode() & 0o7777,
+        crate::sys::effective_uid(),
+    );
+    // A character device (`/dev/null`, an empty configuration) holds no text anyone wrote.
+    if std::os::unix::fs::FileTypeExt::is_char_device(&metadata.file_type()) {
+        return Ok(String::new());
+    }
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "refused: mode {mode:04o} (owner uid {owner}) lets {} write it, and whoever writes it can make the agent run commands as its user; remove that with `chmod go-w`",
+            if mode & 0o002 != 0 { "any user" } else { "its group" }
+        )));
+    }
+    if owner != agent && owner != 0 {
+        return Err(refuse(format!(
+            "refused: owned by uid {owner} (mode {mode:04o}), neither the agent's user (uid {agent}) nor root, and its owner could make the agent run commands as the agent's user; `chown` it to uid {agent} or root"
+        )));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok(text)
 }
 
 /// One layer's value at one key, as a figment provider whose metadata is its origin: a leaf,
@@ -306,7 +372,7 @@ fn file_settings(text: &str, path: &Path) -> Result<Vec<Setting>, ConfigError> {
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::File {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
+            message: syntax_error(text, &e),
         })?;
     fn flatten(path: Vec<String>, value: toml::Value, origin: &Origin, out: &mut Vec<Setting>) {
         // A named strategy (`[strategies.webhook.NAME]`) and a budget (`[budgets.NAME]`) are
@@ -340,6 +406,47 @@ fn file_settings(text: &str, path: &Path) -> Result<Vec<Setting>, ConfigError> {
         &mut settings,
     );
     Ok(settings)
+}
+
+/// A TOML syntax error as `line L, column C: what`, without the source line the parser
+/// quotes: the line may hold a secret (`token = "w...` unterminated).
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let what = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let key = key_of_line(text, before)
+                .map(|key| format!(" (key {key})"))
+                .unwrap_or_default();
+            format!("line {line}, column {column}{key}: {what}")
+        }
+        None => what.to_owned(),
+    }
+}
+
+/// The key a line assigns (`history_size` in `history_size = 1e99`), for naming it in a
+/// syntax error: only a plain dotted key before `=`, and never inside a multi-line string
+/// (whose text may be a secret).
+fn key_of_line<'a>(text: &'a str, before: &str) -> Option<&'a str> {
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let opened = |quotes: &str| before[..start].matches(quotes).count() % 2 == 1;
+    if opened("\"\"\"") || opened("'''") {
+        return None;
+    }
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = !key.is_empty()
+        && key.split('.').all(|segment| {
+            let segment = segment.trim();
+            !segment.is_empty()
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    plain.then_some(key)
 }
 
 /// The legacy variables' settings (one per key they set), or what is wrong with them.
@@ -625,8 +732,28 @@ fn exact_floats(config: &mut Config, settings: &[Setting]) {
 /// provider figment names.
 fn problem_of(error: figment::Error, setting: Option<&Setting>) -> Problem {
     let mut path = error.path.clone();
+    // A secret's value must not reach the message through the deserializer's words either
+    // (`invalid type: string "w..."`): only the kind of value found is named.
+    let secret = perfpilot_strategies::secret::is_secret_key(&dotted(&path));
     let why = match &error.kind {
         Kind::UnknownField(_, expected) => format!("unknown key; expected {}", OneOf(expected)),
+        Kind::InvalidType(actual, expected) if secret => {
+            format!(
+                "invalid type: {}, expected {}",
+                kind_of(actual),
+                in_words(expected)
+            )
+        }
+        Kind::InvalidValue(actual, expected) if secret => {
+            format!(
+                "invalid value: {}, expected {}",
+                kind_of(actual),
+                in_words(expected)
+            )
+        }
+        Kind::UnknownVariant(_, expected) if secret => {
+            format!("unknown variant, expected {}", OneOf(expected))
+        }
         Kind::MissingField(field) => {
             path.push(field.to_string());
             "required, missing".to_owned()
@@ -647,11 +774,32 @@ fn problem_of(error: figment::Error, setting: Option<&Setting>) -> Problem {
         (None, Some(setting)) => setting.origin.clone(),
         (None, None) => Origin::Default,
     };
+    // An unknown key may be a misspelt secret (`tokne = "..."`): its value is not shown.
+    let value = match error.kind {
+        Kind::UnknownField(..) => None,
+        _ => setting.and_then(|setting| setting.written_at(&path)),
+    };
     Problem {
         key: dotted(&path),
-        value: setting.and_then(|setting| setting.written_at(&path)),
+        value,
         origin,
         why,
+    }
+}
+
+/// The kind of a value the deserializer found, without the value: `a string`, `a sequence`.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "nothing",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "another kind of value",
     }
 }
 
@@ -1040,9 +1188,7 @@ mod tests {
         let all = problems.join("\n");
         assert_eq!(problems.len(), 5, "{all}");
         assert!(
-            all.contains(
-                "strategies.command.run.retries = 1: unknown key; expected one of `enabled`"
-            ),
+            all.contains("strategies.command.run.retries: unknown key; expected one of `enabled`"),
             "{all}"
         );
         // A missing trigger is allowed for a budget's rung, so it is a validation problem,
@@ -1157,6 +1303,29 @@ mod tests {
     }
 
     #[test]
+    fn a_syntax_error_names_the_line_and_key_but_never_quotes_a_value() {
+        for (text, expected) in [
+            (
+                "[api]\ntoken = \"s3cret-value\n",
+                "line 2, column 22 (key token): ",
+            ),
+            (
+                "history_size = 99999999999999999999\n",
+                "(key history_size)",
+            ),
+            ("x = \"\"\"\nline = s3cret-value\n", "line "),
+        ] {
+            let message = match load_from_str(text, &HashMap::new(), &Overrides::default()) {
+                Err(error) => error.to_string(),
+                Ok(_) => panic!("{text:?} accepted"),
+            };
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+            assert!(!message.contains("(key line)"), "{message}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_rejected_by_name() {
         let problems = problems(load_file(
             "intervall = \"5s\"\n[strategies.memory_purge.trigger]\nabvoe = 0.5\n[telemetry]\n",
@@ -1165,7 +1334,7 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:#?}");
         let all = problems.join("\n");
         assert!(
-            all.contains("intervall = \"5s\": unknown key; expected one of `enabled`, `interval`"),
+            all.contains("intervall: unknown key; expected one of `enabled`, `interval`"),
             "{all}"
         );
         assert!(
@@ -1173,10 +1342,14 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("strategies.memory_purge.trigger.abvoe = 0.5: unknown key"),
+            all.contains("strategies.memory_purge.trigger.abvoe: unknown key"),
             "{all}"
         );
-        assert!(all.contains("telemetry = {}: unknown key"), "{all}");
+        assert!(all.contains("telemetry: unknown key"), "{all}");
+        assert!(
+            !all.contains("0.5") && !all.contains("5s"),
+            "an unknown key's value is not shown: {all}"
+        );
     }
 
     #[test]
@@ -1588,11 +1761,11 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("api.tokne = \"x\": unknown key; expected one of `enabled`, `listen`, `token`, `read_token`, `insecure`, `allowed_hosts`, `allowed_origins`, `max_connections`, `header_read_timeout`, `idle_timeout`, `rate_limit`, `request_timeout` (from env PERFPILOT_API__TOKNE)"),
+            all.contains("api.tokne: unknown key; expected one of `enabled`, `listen`, `token`, `read_token`, `insecure`, `allowed_hosts`, `allowed_origins`, `max_connections`, `header_read_timeout`, `idle_timeout`, `rate_limit`, `request_timeout` (from env PERFPILOT_API__TOKNE)"),
             "{all}"
         );
         assert!(
-            all.contains("intervall = \"5s\": unknown key; expected one of")
+            all.contains("intervall: unknown key; expected one of")
                 && all.contains("(from env PERFPILOT_INTERVALL)"),
             "{all}"
         );
@@ -1624,7 +1797,7 @@ mod tests {
             [
                 "interval = 0s: must be at least 10ms (from env PERFPILOT_INTERVAL)",
                 "history_size = 0: must be in 1..=10000 (from env PERFPILOT_HISTORY_SIZE)",
-                "api.token = \"\": must be non-empty (from env PERFPILOT_API__TOKEN)",
+                "api.token = \"***\": must be non-empty (from env PERFPILOT_API__TOKEN)",
             ]
         );
         let error = load_env(&vars).unwrap_err();
@@ -1663,7 +1836,7 @@ mod tests {
             found,
             [
                 ("history_size", Some("\"lots\""), &from_file),
-                ("intervall", Some("\"5s\""), &from_file),
+                ("intervall", None, &from_file),
                 (
                     "strategies.memory_purge.trigger.above",
                     Some("2"),

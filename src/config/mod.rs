@@ -61,8 +61,8 @@ pub use target::TargetConfig;
 pub use tuning::TuningConfig;
 
 pub use load::{
-    load, load_checked, load_from_str, ConfigError, HostCheck, Loaded, Overrides, INLINE_FILE,
-    LEGACY_ENV,
+    load, load_checked, load_exactly, load_from_str, ConfigError, HostCheck, Loaded, Overrides,
+    INLINE_FILE, LEGACY_ENV,
 };
 
 /// The agent's whole configuration.

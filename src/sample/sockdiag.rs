@@ -264,6 +264,85 @@ impl DiagSocket {
     }
 }
 
+/// Offset of `idiag_uid` in `struct inet_diag_msg`.
+const MSG_UID: usize = 64;
+
+/// The uid owning the TCP socket whose local address is `local` and whose peer is `remote`,
+/// in the agent's network namespace: for a connection the agent accepted, pass the client's
+/// address as `local` and the agent's as `remote` to learn which user's process connected
+/// (a socket belongs to the user that created it). `Ok(None)`: no such socket (it is gone,
+/// or lives in another namespace). One exact lookup (`inet_diag_find_one`), no dump.
+pub(crate) fn socket_owner_uid(
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> io::Result<Option<u32>> {
+    use std::net::{IpAddr, SocketAddr};
+    // Both ends in one family: a v4 client of a v6 socket appears as a mapped address.
+    let v6 = local.is_ipv6() || remote.is_ipv6();
+    let words = |addr: &SocketAddr| -> [u8; 16] {
+        match (addr.ip(), v6) {
+            (IpAddr::V4(v4), false) => {
+                let mut out = [0u8; 16];
+                out[..4].copy_from_slice(&v4.octets());
+                out
+            }
+            (IpAddr::V4(v4), true) => v4.to_ipv6_mapped().octets(),
+            (IpAddr::V6(v6), _) => v6.octets(),
+        }
+    };
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
+    let mut request = Vec::with_capacity(HDR_LEN + size_of::<InetDiagReqV2>());
+    push_header(
+        &mut request,
+        NlMsgHdr {
+            len: (HDR_LEN + size_of::<InetDiagReqV2>()) as u32,
+            kind: SOCK_DIAG_BY_FAMILY,
+            flags: libc::NLM_F_REQUEST as u16,
+            seq: 1,
+            pid: 0,
+        },
+    );
+    request.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    request.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    request.extend_from_slice(&local.port().to_be_bytes());
+    request.extend_from_slice(&remote.port().to_be_bytes());
+    request.extend_from_slice(&words(&local));
+    request.extend_from_slice(&words(&remote));
+    request.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    request.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    debug_assert_eq!(request.len(), HDR_LEN + size_of::<InetDiagReqV2>());
+    let fd = crate::sys::sock_diag_socket()?;
+    crate::sys::netlink_send_to_kernel(fd.as_fd(), &request)?;
+    let mut buf = [0u8; 1024];
+    let len = crate::sys::recv(fd.as_fd(), &mut buf)?;
+    if len < HDR_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "sock_diag: truncated netlink message",
+        ));
+    }
+    let header = read_header(&buf);
+    match i32::from(header.kind) {
+        libc::NLMSG_ERROR => {
+            let errno = buf
+                .get(HDR_LEN..HDR_LEN + 4)
+                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(-libc::EIO);
+            match -errno {
+                0 | libc::ENOENT => Ok(None),
+                errno => Err(io::Error::from_raw_os_error(errno)),
+            }
+        }
+        _ if header.kind == SOCK_DIAG_BY_FAMILY && len >= HDR_LEN + MSG_LEN => {
+            Ok(Some(read_u32(&buf[HDR_LEN..], MSG_UID)))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "sock_diag: unexpected answer",
+        )),
+    }
+}
+
 /// The request: `nlmsghdr`, `inet_diag_req_v2` for `family`'s TCP sockets in `states`, and,
 /// with `ports`, an `INET_DIAG_REQ_BYTECODE` attribute keeping local ports in `ports`: one
 /// `S_EQ` op per port, its "yes" jumping to the end (accept), its "no" to the next op; the
@@ -356,6 +435,21 @@ pub(crate) fn fd_count_from_size(dir: &Path) -> io::Result<Option<u64>> {
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn the_owner_of_a_client_socket_is_this_process_user() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let client = TcpStream::connect(server).unwrap();
+        let local = client.local_addr().unwrap();
+        match socket_owner_uid(local, server) {
+            Ok(uid) => assert_eq!(uid, Some(crate::sys::effective_uid())),
+            Err(e) => crate::test_support::skip(&format!("sock_diag refused here: {e}")),
+        }
+        drop(client);
+        let gone: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(socket_owner_uid(gone, server).ok().flatten(), None);
+    }
 
     #[test]
     fn the_request_layout_matches_the_kernel_structs() {

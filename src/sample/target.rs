@@ -32,7 +32,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -218,6 +218,9 @@ pub(crate) struct TargetTracker {
 #[derive(Debug)]
 struct Tracked {
     pid: u32,
+    /// Its start time when adopted (clock ticks after boot): a pidfile or port target at the
+    /// same pid with another start time is another process.
+    started: Option<u64>,
     process: ProcessSampler,
     /// The TCP ports it listened on at the last sample; `None` where they could not be read.
     listen_ports: Option<Vec<u16>>,
@@ -347,11 +350,34 @@ impl TargetTracker {
                 }
                 *pid
             }
-            Target::Pidfile(path) => read_pidfile(path)?,
-            Target::Port(port) => match &self.tracked {
-                Some(tracked) => tracked.pid,
-                None => find_listener(*port)?,
-            },
+            Target::Pidfile(path) => {
+                let (pid, owner) = super::adopt::read_pidfile(path)?;
+                super::adopt::check_process(pid, Some(owner))?;
+                if let Some(tracked) = self.tracked.as_ref().filter(|t| t.pid == pid) {
+                    let now = super::adopt::start_ticks(pid);
+                    if let Err(reason) = same_process(pid, tracked.started, now) {
+                        self.tracked = None;
+                        return Err(format!("pidfile {}: {reason}", path.display()));
+                    }
+                }
+                pid
+            }
+            Target::Port(port) => {
+                let adopted = self.tracked.as_ref().map(|t| (t.pid, t.started));
+                let pid = match adopted {
+                    Some((pid, started))
+                        if same_process(pid, started, super::adopt::start_ticks(pid)).is_ok() =>
+                    {
+                        pid
+                    }
+                    _ => {
+                        self.tracked = None;
+                        find_listener(*port)?
+                    }
+                };
+                super::adopt::check_process(pid, None)?;
+                pid
+            }
             // Sampled by its GroupSampler above; never resolved to one pid.
             Target::Cgroup(path) => {
                 return Err(format!("cgroup {} has no single pid", path.display()))
@@ -370,6 +396,7 @@ impl TargetTracker {
         }
         self.tracked = Some(Tracked {
             pid,
+            started: super::adopt::start_ticks(pid),
             process: ProcessSampler::open(pid_dir(pid), self.memory_budget),
             listen_ports: None,
         });
@@ -397,22 +424,6 @@ fn is_running(pid: u32) -> bool {
         .ok()
         .and_then(|text| procfs::parse_stat_state(&text))
         .is_some_and(procfs::state_is_running)
-}
-
-/// The pid in a pidfile, or why there is none.
-fn read_pidfile(path: &Path) -> Result<u32, String> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| format!("cannot read pidfile {}: {e}", path.display()))?;
-    parse_pid(&text).ok_or_else(|| {
-        let shown: String = text.chars().take(40).collect();
-        format!("pidfile {} does not hold a pid: {shown:?}", path.display())
-    })
-}
-
-/// A pidfile's pid: its first line, a positive integer, surrounding whitespace allowed.
-pub(crate) fn parse_pid(text: &str) -> Option<u32> {
-    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    (pid > 0).then_some(pid)
 }
 
 /// The process owning the socket that listens on `port`, or why there is none. When several
@@ -572,17 +583,6 @@ mod tests {
     }
 
     #[test]
-    fn pidfiles_hold_one_positive_pid_on_their_first_line() {
-        assert_eq!(parse_pid("4242\n"), Some(4242));
-        assert_eq!(parse_pid("  4242  \nextra\n"), Some(4242));
-        assert_eq!(parse_pid(""), None);
-        assert_eq!(parse_pid("\n4242"), None);
-        assert_eq!(parse_pid("0\n"), None);
-        assert_eq!(parse_pid("-1\n"), None);
-        assert_eq!(parse_pid("42abc"), None);
-    }
-
-    #[test]
     fn a_pidfile_is_followed_when_it_changes_and_reported_when_missing() {
         let dir = tempfile::tempdir().expect("create a temp directory");
         let path = dir.path().join("service.pid");
@@ -616,8 +616,13 @@ mod tests {
             .unwrap()
             .contains("does not hold a pid: \"not a pid\\n\""));
 
-        // This test process is a live target.
-        let me = std::process::id();
+        // A child of this test is a live target (the agent itself, here the test process,
+        // is never adopted).
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let me = child.id();
         fs::write(&path, format!("{me}\n")).unwrap();
         let snapshot = sample(&mut tracker);
         assert!(
@@ -662,6 +667,8 @@ mod tests {
         fs::remove_file(&path).unwrap();
         sample(&mut tracker);
         assert_eq!(handle.status().state, TargetState::NotFound);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

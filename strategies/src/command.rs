@@ -48,21 +48,82 @@ pub struct CommandConfig {
     pub trigger: Option<TriggerSpec>,
     /// The program: a path, or a name looked up in `PATH`.
     pub program: String,
-    /// Its arguments, passed as they are (no shell); by default none.
+    /// Its arguments, passed as they are (no shell); by default none. An argument written
+    /// `{ value = "--password=...", secret = true }` is passed the same but shown as `***` in
+    /// the description, records and logs.
     #[serde(default)]
-    pub args: Vec<String>,
+    pub args: Vec<Arg>,
     /// The program is killed (with its process group) if it runs longer; by default
     /// [`CommandConfig::DEFAULT_TIMEOUT`].
     #[serde(default = "CommandConfig::default_timeout", with = "duration")]
     pub timeout: Duration,
-    /// Variables added to the agent's environment for the program; by default none. The
-    /// agent also sets the variables of [`RunCommand::CONTEXT_ENV`] itself.
+    /// Variables set for the program; by default none. The program does not inherit the
+    /// agent's environment: it gets only [`RunCommand::INHERITED_ENV`] from it, these, and
+    /// the variables of [`RunCommand::CONTEXT_ENV`], which the agent sets itself.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// stdout and stderr are each kept in the record up to this many bytes (the record is
     /// served by `GET /performance-metrics`); by default [`crate::DEFAULT_EXCERPT_BYTES`].
     #[serde(default = "crate::default_excerpt_bytes")]
     pub excerpt_bytes: usize,
+}
+
+/// One argument of a command: plain text, or `{ value = "...", secret = true }` for one that
+/// is passed as it is but shown as `***` wherever the command line is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Arg {
+    /// Shown as written.
+    Plain(String),
+    /// Written as a table.
+    Marked {
+        /// The argument passed.
+        value: String,
+        /// Whether it is hidden where the command line is shown.
+        #[serde(default)]
+        secret: bool,
+    },
+}
+
+impl Arg {
+    /// The argument passed to the program.
+    pub fn value(&self) -> &str {
+        match self {
+            Arg::Plain(value) | Arg::Marked { value, .. } => value,
+        }
+    }
+
+    /// Whether it is marked `secret = true`.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, Arg::Marked { secret: true, .. })
+    }
+
+    /// How descriptions, records and logs show it: `***` when secret.
+    pub fn shown(&self) -> &str {
+        if self.is_secret() {
+            "***"
+        } else {
+            self.value()
+        }
+    }
+}
+
+impl PartialEq<&str> for Arg {
+    fn eq(&self, other: &&str) -> bool {
+        self.value() == *other
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(value: &str) -> Self {
+        Arg::Plain(value.to_owned())
+    }
+}
+
+impl From<String> for Arg {
+    fn from(value: String) -> Self {
+        Arg::Plain(value)
+    }
 }
 
 impl CommandConfig {
@@ -104,10 +165,10 @@ impl CommandConfig {
             ));
         }
         for (i, arg) in self.args.iter().enumerate() {
-            if arg.contains('\0') {
+            if arg.value().contains('\0') {
                 problems.push(Problem::new(
                     format!("{prefix}.args[{i}]"),
-                    format!("{arg:?}"),
+                    format!("{:?}", arg.value()),
                     "cannot contain NUL",
                 ));
             }
@@ -156,9 +217,9 @@ impl CommandConfig {
     /// As [`CommandConfig::build`], with `signal` as the signal the command is told about
     /// (`PERFPILOT_SIGNAL`): a budget's, for a rung without a trigger of its own.
     pub fn build_for(&self, name: &str, signal: Signal) -> RunCommand {
-        let line = std::iter::once(&self.program)
-            .chain(&self.args)
-            .map(String::as_str)
+        // As shown: secret arguments as `***`.
+        let line = std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(Arg::shown))
             .collect::<Vec<_>>()
             .join(" ");
         RunCommand {
@@ -166,7 +227,7 @@ impl CommandConfig {
             description: format!("run `{line}` (timeout {})", duration::format(self.timeout)),
             line,
             program: self.program.clone(),
-            args: self.args.clone(),
+            args: self.args.iter().map(|arg| arg.value().to_owned()).collect(),
             timeout: self.timeout,
             env: self.env.clone(),
             trigger_signal: signal,
@@ -179,11 +240,11 @@ impl CommandConfig {
 /// code 0 is success. On timeout the program's process group is killed.
 ///
 /// The program learns why it runs from [`RunCommand::CONTEXT_ENV`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunCommand {
     name: String,
     description: String,
-    /// `program args...`, for messages.
+    /// `program args...`, for messages, secret arguments as `***`.
     line: String,
     program: String,
     args: Vec<String>,
@@ -192,6 +253,19 @@ pub struct RunCommand {
     trigger_signal: Signal,
     /// Bytes of stdout and of stderr kept in the record.
     excerpt: usize,
+}
+
+impl std::fmt::Debug for RunCommand {
+    /// The command line as shown (secret arguments as `***`); no `env` values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunCommand")
+            .field("name", &self.name)
+            .field("line", &self.line)
+            .field("timeout", &self.timeout)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("trigger_signal", &self.trigger_signal)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunCommand {
@@ -219,9 +293,21 @@ impl RunCommand {
         "PERFPILOT_TARGET_PIDS",
     ];
 
+    /// Variables the program gets from the agent's own environment, when set there (any
+    /// `LC_*` too); every other variable of the agent's (its tokens included) is not passed.
+    /// Pass more with the strategy's `env`.
+    pub const INHERITED_ENV: [&'static str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+
+    /// Whether the agent's variable `name` is passed on ([`RunCommand::INHERITED_ENV`], `LC_*`).
+    pub fn inherits(name: &str) -> bool {
+        Self::INHERITED_ENV.contains(&name) || name.starts_with("LC_")
+    }
+
     fn command(&self, ctx: &Context) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.program);
         command
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(name, _)| name.to_str().is_some_and(Self::inherits)))
             .args(&self.args)
             .envs(&self.env)
             .stdin(Stdio::null())
@@ -460,12 +546,27 @@ mod tests {
             config.problems("strategies.command.x").iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
                 "strategies.command.x.program = \" \": must name a program",
-                "strategies.command.x.args[1] = \"nul\\0\": cannot contain NUL",
+                "strategies.command.x.args[1] = \"***\": cannot contain NUL",
                 "strategies.command.x.timeout = 0s: must be positive",
-                "strategies.command.x.env.A=B = \"1\": a variable name must be non-empty, without `=` or NUL",
-                "strategies.command.x.env.PERFPILOT_LEVEL = \"LOW\": set by the agent for every run, cannot be configured",
+                "strategies.command.x.env.A=B = \"***\": a variable name must be non-empty, without `=` or NUL",
+                "strategies.command.x.env.PERFPILOT_LEVEL = \"***\": set by the agent for every run, cannot be configured",
             ]
         );
+    }
+
+    #[test]
+    fn secret_arguments_are_passed_but_not_shown() {
+        let config: CommandConfig = serde_json::from_str(
+            r#"{"program": "sync-tool", "args": ["--to", "db", {"value": "--password=s3cret", "secret": true}, {"value": "-v"}]}"#,
+        )
+        .unwrap();
+        let strategy = config.build("sync");
+        assert_eq!(
+            strategy.description(),
+            "run `sync-tool --to db *** -v` (timeout 8s)"
+        );
+        assert_eq!(strategy.args[2], "--password=s3cret");
+        assert!(!format!("{strategy:?}").contains("s3cret"));
     }
 
     #[test]

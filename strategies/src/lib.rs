@@ -63,6 +63,7 @@ pub mod moka_cache;
 pub mod problem;
 pub mod proc_self;
 pub mod registry;
+pub mod secret;
 pub mod signal;
 pub mod signals;
 pub mod snapshot;
@@ -92,6 +93,7 @@ pub use memory_purge::{MemoryPurge, MemoryPurgeConfig};
 pub use moka_cache::WeighedInBytes;
 pub use problem::{Origin, Problem};
 pub use registry::{CacheSize, Reap, ReapPolicy, ReapReport, Registry, Trim, TrimReport};
+pub use secret::redact_url;
 pub use signal::{SendSignal, SignalConfig};
 pub use signals::Signal;
 pub use snapshot::{
@@ -381,19 +383,6 @@ fn excerpt_problem(key: &str, bytes: usize) -> Option<Problem> {
         .then(|| Problem::new(key, bytes, format!("must be at most {MAX_EXCERPT_BYTES}")))
 }
 
-/// `url` without its user name and password (`http://user:pw@host/x` is shown as
-/// `http://host/x`); text that is not a URL is returned as it is.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,17 +572,6 @@ mod tests {
         assert_eq!(truncate_utf8("héllo".as_bytes(), 2), "h");
         assert_eq!(truncate_utf8("héllo".as_bytes(), 3), "hé");
         assert_eq!(truncate_utf8(b"hi", 1024), "hi");
-    }
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("http://admin:s3cret@127.0.0.1:8080/admin/trim?x=1"),
-            "http://127.0.0.1:8080/admin/trim?x=1"
-        );
-        assert_eq!(redact_url("http://token@host/x"), "http://host/x");
-        assert_eq!(redact_url("http://host/x"), "http://host/x");
-        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

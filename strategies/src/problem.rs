@@ -44,8 +44,8 @@ pub struct Problem {
     /// The dotted key (`strategies.memory_purge.trigger.above`), or the environment variable a
     /// problem is about when it is not a key's (`MEMORY_THRESHOLD`).
     pub key: String,
-    /// The value as written (`1.5`, `"loud"`, `0s`), where there is one; secrets are shown as
-    /// `"***"`. A problem about several keys lists the others after it.
+    /// The value as written (`1.5`, `"loud"`, `0s`), where there is one. `Display` shows a
+    /// secret's as `"***"` and a URL without credentials or query values ([`crate::secret`]). A problem about several keys lists the others after it.
     pub value: Option<String>,
     /// Where the value came from; [`Origin::Default`] until the loader knows better.
     pub origin: Origin,
@@ -92,7 +92,8 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.key)?;
         if let Some(value) = &self.value {
-            write!(f, " = {value}")?;
+            // Secrets and URL credentials never reach a message (crate::secret).
+            write!(f, " = {}", crate::secret::shown_value(&self.key, value))?;
         }
         write!(f, ": {}", self.why)?;
         match &self.origin {

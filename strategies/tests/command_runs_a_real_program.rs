@@ -22,7 +22,7 @@ fn ctx(targets: Vec<u32>) -> Context {
 
 fn command(program: &str, args: &[&str]) -> CommandConfig {
     let mut config = CommandConfig::new(program, TriggerSpec::new(Signal::MemoryUsage, 0.8));
-    config.args = args.iter().map(|a| (*a).to_owned()).collect();
+    config.args = args.iter().map(|a| (*a).into()).collect();
     config
 }
 

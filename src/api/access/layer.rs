@@ -58,8 +58,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        match guard(&self.layer.access, self.layer.class, &request) {
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match guard(&self.layer.access, self.layer.class, &mut request) {
             Err(refusal) => GuardFuture::Refused {
                 refusal: ready(Ok(refusal)),
             },
