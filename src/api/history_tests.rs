@@ -62,7 +62,7 @@ fn app(recorder: Option<Recorder>) -> Router {
 }
 
 async fn get(app: &Router, uri: &str, gzip: bool) -> (StatusCode, Value) {
-    let mut request = Request::get(uri);
+    let mut request = Request::get(uri).header(header::HOST, "127.0.0.1:9750");
     if gzip {
         request = request.header(header::ACCEPT_ENCODING, "gzip");
     }
