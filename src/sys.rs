@@ -3,9 +3,11 @@
 //! (The strategies crate has its own, `perfpilot_strategies`'s private `sys`.)
 #![allow(unsafe_code)]
 
-use std::fs::File;
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
 use std::time::Duration;
 
 /// The jemalloc options the `perfpilot` binary starts with (its `main.rs` exports them as
@@ -326,6 +328,63 @@ pub(crate) fn poll_ready(
             PollFor::Priority => fd.revents & (libc::POLLPRI | libc::POLLERR) != 0,
         })
         .collect())
+}
+
+/// Where a state file that cannot be used is moved, under `state_dir`.
+pub(crate) const REFUSED_DIR: &str = "refused";
+
+/// Writes `bytes` to `path` in `dir` atomically: to `temporary` (0600), synced, renamed into
+/// place, and the directory synced. A failed write leaves no temporary file.
+pub(crate) fn write_atomically(
+    dir: &Path,
+    path: &Path,
+    temporary: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(temporary, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(temporary);
+    }
+    written
+}
+
+/// Moves a state file that cannot be used to `state_dir/refused/` and logs why.
+pub(crate) fn move_aside(state_dir: &Path, path: &Path, why: &str) {
+    let aside = state_dir.join(REFUSED_DIR);
+    let moved = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&aside)
+        .and_then(|()| {
+            let name = path.file_name().unwrap_or_default();
+            let target = aside.join(name);
+            fs::rename(path, &target).map(|()| target)
+        });
+    match moved {
+        Ok(target) => tracing::warn!(
+            file = %path.display(),
+            moved_to = %target.display(),
+            reason = why,
+            "refused a state file: moved aside, starting without it"
+        ),
+        Err(error) => tracing::warn!(
+            file = %path.display(),
+            reason = why,
+            %error,
+            "refused a state file, and could not move it aside"
+        ),
+    }
 }
 
 #[cfg(test)]

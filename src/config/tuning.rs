@@ -17,6 +17,7 @@ use super::{Config, Problem};
 /// adaptive_sampling = true   # sample faster near thresholds, slower when calm (default off)
 /// min_interval = "1s"        # default: interval / 5
 /// calm_interval = "10s"      # default: 2 × interval
+/// forget_after = "30days"    # learned state kept in state_dir is dropped after this
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,11 +45,17 @@ pub struct TuningConfig {
     /// The adaptive interval at rest; by default 2 × `interval`.
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub calm_interval: Option<Duration>,
+    /// Learned state kept in `state_dir` ([`crate::learned`]) that no running agent has
+    /// refreshed for this long is dropped; by default [`TuningConfig::DEFAULT_FORGET_AFTER`].
+    #[serde(with = "duration")]
+    pub forget_after: Duration,
 }
 
 impl TuningConfig {
     /// Default `max_cooldown`: 10 min.
     pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(600);
+    /// Default `forget_after`: 30 days.
+    pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 
     /// The adaptive `(min, calm)` intervals for a base `interval`, defaults filled in.
     pub fn adaptive_intervals(&self, interval: Duration) -> (Duration, Duration) {
@@ -101,6 +108,7 @@ impl Default for TuningConfig {
             adaptive_sampling: false,
             min_interval: None,
             calm_interval: None,
+            forget_after: Self::DEFAULT_FORGET_AFTER,
         }
     }
 }

@@ -29,6 +29,7 @@ mod clock;
 mod execute;
 mod handle;
 mod judge;
+mod learned;
 mod plan;
 mod reconfigure;
 mod record;
@@ -101,6 +102,9 @@ pub struct EngineSettings {
     /// Strategies that run automatically only as budget rungs: their own triggers are
     /// evaluated (for the view) but never fire ([`crate::config::Config::rung_only`]).
     pub rung_only: Vec<String>,
+    /// What was learned before a restart ([`crate::learned`]), taken at start; a
+    /// reconfiguration ignores it.
+    pub learned: Option<Arc<crate::learned::Learned>>,
 }
 
 #[cfg(test)]
@@ -126,6 +130,7 @@ impl EngineSettings {
             watch: None,
             budgets: Vec::new(),
             rung_only: Vec::new(),
+            learned: None,
         }
     }
 }
@@ -258,6 +263,9 @@ pub(crate) fn spawn_on(
         events: events.clone(),
         view: None,
     };
+    if let Some(learned) = engine.settings.learned.take() {
+        engine.restore(&learned);
+    }
     let (view_tx, view_rx) = watch::channel(Arc::new(engine.build_view()));
     engine.view = Some(view_tx);
     // The next sample is one interval after this first one.
