@@ -130,6 +130,7 @@ fn render_metrics(c: &mut Criterion) {
         watch_wakes: Vec::new(),
         sampling_error: None,
         budgets: Vec::new(),
+        learned: Default::default(),
     };
     let worker = serde_json::json!(12345);
     c.bench_function("render_performance_metrics_50_records", |b| {

@@ -22,6 +22,7 @@ use crate::history::OptimizationRecord;
 use crate::layer::RequestMetrics;
 use crate::probe::{Probe, ProbeWindow};
 use crate::prometheus::Telemetry;
+use crate::recorder::Recorder;
 use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
 use crate::sample::{
     self, FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec, WatchedBudget,
@@ -108,6 +109,10 @@ pub struct Agent {
     task: tokio::task::JoinHandle<()>,
     probe_task: Option<tokio::task::JoinHandle<()>>,
     reloader: Arc<Reloader>,
+    recorder: Recorder,
+    /// With `state_dir`: what stops the learned state's writer (after the engine ended, so
+    /// its last write has the last verdicts), and the writer.
+    learned_saver: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// The fast watch's threads, stopped when the agent is dropped.
     _fast_watch: Option<FastWatch>,
 }
@@ -148,6 +153,12 @@ impl Agent {
     /// The agent's reloader, for a signal handler or a task of the host's own.
     pub fn reloader(&self) -> Arc<Reloader> {
         Arc::clone(&self.reloader)
+    }
+
+    /// The flight recorder: the samples, runs and episodes of the last
+    /// [`RecorderConfig::window`](crate::config::RecorderConfig::window).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// The handle to the engine: optimize, view, subscribe.
@@ -221,6 +232,8 @@ impl Agent {
         if let Some(probe) = self.probe_task {
             let _ = probe.await;
         }
+        close_recording(&self.recorder).await;
+        save_learned(self.learned_saver).await;
     }
 
     /// Like [`Agent::shutdown`], waiting at most `grace` for a running optimization; after
@@ -228,7 +241,10 @@ impl Agent {
     /// the engine finished in time.
     pub async fn shutdown_within(mut self, grace: Duration) -> bool {
         self.shutdown.cancel();
-        match tokio::time::timeout(grace, &mut self.task).await {
+        let finished = tokio::time::timeout(grace, &mut self.task).await;
+        close_recording(&self.recorder).await;
+        save_learned(self.learned_saver.take()).await;
+        match finished {
             Ok(_) => true,
             Err(_) => {
                 warn!(
@@ -498,6 +514,13 @@ impl AgentBuilder {
         }
         let shutdown = CancellationToken::new();
         let worker = WorkerIdentity::new(config.worker_id.as_deref());
+        let learned = config.state_dir.as_deref().and_then(|dir| {
+            crate::learned::load(
+                dir,
+                std::time::SystemTime::now(),
+                config.tuning.forget_after,
+            )
+        });
         let (engine, task) = engine::spawn(
             {
                 let mut settings = crate::reload::engine_settings(
@@ -506,6 +529,7 @@ impl AgentBuilder {
                     worker.label().to_owned(),
                 );
                 settings.watch = fast_watch.as_ref().map(FastWatch::handle);
+                settings.learned = learned.clone().map(Arc::new);
                 settings
             },
             strategies,
@@ -526,6 +550,20 @@ impl AgentBuilder {
         ));
         // Ends with the shutdown token; nothing to wait for.
         drop(reloader.spawn_watch(shutdown.clone()));
+        let recorder = Recorder::open(&config.recorder, config.state_dir.as_deref())
+            .follow(&engine, Some(Arc::clone(&reloader)));
+        // After the recorder: it creates state_dir (0700).
+        let learned_saver = config.state_dir.clone().map(|dir| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(crate::recorder::keep_learned::keep_saving(
+                engine.clone(),
+                dir,
+                config.tuning.forget_after,
+                learned,
+                stop.clone(),
+            ));
+            (stop, task)
+        });
         let router = api::router(
             engine.clone(),
             ApiSettings {
@@ -542,6 +580,7 @@ impl AgentBuilder {
                 ),
                 reloader: Some(Arc::clone(&reloader)),
                 telemetry: Some(telemetry),
+                recorder: Some(recorder.clone()),
                 ..ApiSettings::new(worker.json())
             },
         );
@@ -560,8 +599,35 @@ impl AgentBuilder {
             task,
             probe_task,
             reloader,
+            recorder,
+            learned_saver,
             _fast_watch: fast_watch,
         }
+    }
+}
+
+/// The longest the agent waits at shutdown for the recording's last segment to be written.
+const CLOSE_RECORDING: Duration = Duration::from_secs(2);
+
+/// Writes the recording's open block to `state_dir` (when there is one), waiting at most
+/// [`CLOSE_RECORDING`].
+async fn close_recording(recorder: &Recorder) {
+    let recorder = recorder.clone();
+    let written = tokio::task::spawn_blocking(move || recorder.close(CLOSE_RECORDING)).await;
+    if !matches!(written, Ok(true)) {
+        warn!("the recording's last segment was not written before the agent stopped");
+    }
+}
+
+/// Stops the learned state's writer after its last write, waiting at most
+/// [`CLOSE_RECORDING`].
+async fn save_learned(saver: Option<(CancellationToken, tokio::task::JoinHandle<()>)>) {
+    let Some((stop, task)) = saver else {
+        return;
+    };
+    stop.cancel();
+    if tokio::time::timeout(CLOSE_RECORDING, task).await.is_err() {
+        warn!("the learned state was not written before the agent stopped");
     }
 }
 

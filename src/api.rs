@@ -17,9 +17,13 @@ mod dashboard;
 pub mod document;
 mod events;
 mod gzip;
+mod history;
+#[cfg(test)]
+mod history_tests;
 mod metrics_cache;
 mod openapi;
 pub mod rate_limit;
+mod report;
 pub mod server;
 pub mod timeout;
 
@@ -82,6 +86,9 @@ pub struct ApiSettings {
     /// and events. `None` (a router built on its own): metrics that follow `engine` from the
     /// router's creation, labelled with `worker_id`.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// What `GET /performance-metrics/history` serves; `None`: the route answers 404 (no
+    /// recording).
+    pub recorder: Option<crate::recorder::Recorder>,
 }
 
 impl ApiSettings {
@@ -110,6 +117,7 @@ impl ApiSettings {
             ),
             reloader: None,
             telemetry: None,
+            recorder: None,
         }
     }
 
@@ -220,6 +228,11 @@ pub fn router(engine: EngineHandle, settings: ApiSettings) -> Router {
     Router::new()
         .route("/", guarded(get(dashboard::dashboard), Dashboard))
         .route("/performance-metrics", metrics_route)
+        .route(
+            "/performance-metrics/history",
+            guarded(get(history::history), Read),
+        )
+        .route("/report", guarded(get(report::report), Read))
         .route("/performance-optimize", guarded(optimize, Write))
         .route("/health", guarded(get(health), Health))
         .route("/events", guarded(get(events::events), Read))
@@ -243,6 +256,7 @@ pub const BASE_PATH: &str = "/perfpilot";
 /// the dashboard (`/`) and Prometheus `/metrics`, which a host app commonly has itself.
 pub const ROOT_PATHS: &[&str] = &[
     "/performance-metrics",
+    "/performance-metrics/history",
     "/performance-optimize",
     "/health",
     "/events",
@@ -709,6 +723,24 @@ pub struct HealthResponse {
     /// The last configuration reload failed: the configuration loaded before it is in force
     /// (`config.lastError` in `/performance-metrics` says why).
     pub last_reload_failed: bool,
+    /// With `state_dir`: how writing the recording to disk goes (a full disk does not make
+    /// the agent unhealthy: the recording goes on in memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingHealth>,
+}
+
+/// `recording` in `GET /health`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingHealth {
+    /// The last segment could not be written because the disk is full: the recording goes on
+    /// in memory only until a write succeeds.
+    pub disk_full: bool,
+    /// Segments not written (disk full, an I/O error, the writer behind) since start.
+    pub failed_writes: u64,
+    /// State files refused at start (truncated, corrupt, from a newer agent, not owned by the
+    /// agent's user) and moved to `refused/`.
+    pub refused_files: u64,
 }
 
 /// Liveness and a short status; never behind the agent's own actions.
@@ -777,6 +809,20 @@ async fn health(
                 .reloader
                 .as_ref()
                 .is_some_and(|r| r.last_reload_failed()),
+            recording: state
+                .settings
+                .recorder
+                .as_ref()
+                .filter(|r| r.has_store())
+                .map(|r| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let health = r.store_health();
+                    RecordingHealth {
+                        disk_full: health.disk_full.load(Relaxed),
+                        failed_writes: health.failed_writes.load(Relaxed),
+                        refused_files: health.refused.load(Relaxed),
+                    }
+                }),
         }),
     )
         .into_response()

@@ -780,6 +780,47 @@ impl Budget {
         }
     }
 
+    /// What it learned about its ladder (see [`crate::learned`]).
+    pub fn learned(&self) -> crate::learned::BudgetLearned {
+        crate::learned::BudgetLearned {
+            name: self.name.clone(),
+            signal: self.config.signal.row().name.to_owned(),
+            updated_at: 0,
+            rungs: self
+                .rungs
+                .iter()
+                .map(|rung| crate::learned::RungLearned {
+                    strategy: rung.strategy.clone(),
+                    runs: rung.runs,
+                    judged: rung.judged,
+                    helped: rung.helped,
+                    relief_sum: rung.relief_sum,
+                    recent: rung.recent.iter().copied().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes each rung's record from before a restart, by strategy (a rung whose strategy
+    /// is new starts fresh). The caller checks the name and signal.
+    pub fn restore(&mut self, learned: &crate::learned::BudgetLearned) {
+        let keep = self.config.skip_after.max(1) as usize;
+        for rung in &mut self.rungs {
+            if let Some(old) = learned.rungs.iter().find(|r| r.strategy == rung.strategy) {
+                rung.runs = old.runs;
+                rung.judged = old.judged;
+                rung.helped = old.helped;
+                rung.relief_sum = if old.relief_sum.is_finite() {
+                    old.relief_sum
+                } else {
+                    0.0
+                };
+                let skip = old.recent.len().saturating_sub(keep);
+                rung.recent = old.recent[skip..].iter().copied().collect();
+            }
+        }
+    }
+
     /// What the API shows of this budget at `now`.
     pub fn view(&self, now: Instant) -> BudgetView {
         let minutes = self

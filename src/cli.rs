@@ -1,6 +1,7 @@
 //! The command line: parses flags and calls the library. `perfpilot --help` lists it all.
 
 mod client;
+mod export;
 mod serve;
 mod table;
 
@@ -47,6 +48,65 @@ pub enum Command {
     /// Ask a running agent to forget what a budget (all when none is named) learned about
     /// reacting: rung records and latencies, the guard band, the rise.
     ResetLearning(ResetLearningArgs),
+    /// Write the recording kept in state_dir as NDJSON or CSV (whether or not an agent runs).
+    Export(ExportArgs),
+    /// Write the recording kept in state_dir as one self-contained HTML report.
+    Report(ReportArgs),
+}
+
+/// `perfpilot report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// From when: a duration back from now (`24h`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "24h")]
+    pub since: String,
+    /// Until when, written like `--since` (default: now).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Write here instead of to standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The recording: a state_dir (default: the state_dir of the configuration).
+    #[arg(long, value_name = "DIR")]
+    pub recording: Option<PathBuf>,
+    /// TOML configuration file whose state_dir holds the recording (default:
+    /// ./perfpilot.toml if present; PERFPILOT_STATE_DIR wins as for the agent).
+    #[arg(long, short, env = "PERFPILOT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `perfpilot export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// From when: a duration back from now (`24h`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "24h")]
+    pub since: String,
+    /// Until when, written like `--since` (default: now).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// `ndjson` (samples, runs, episodes, wakes, OOM kills, exhaustions, reloads; one object
+    /// a line) or `csv` (the samples only, a column per signal).
+    #[arg(long, value_enum, default_value = "ndjson")]
+    pub format: ExportFormat,
+    /// Write here instead of to standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The recording: a state_dir (default: the state_dir of the configuration).
+    #[arg(long, value_name = "DIR")]
+    pub recording: Option<PathBuf>,
+    /// TOML configuration file whose state_dir holds the recording (default:
+    /// ./perfpilot.toml if present; PERFPILOT_STATE_DIR wins as for the agent).
+    #[arg(long, short, env = "PERFPILOT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `perfpilot export --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object a line.
+    Ndjson,
+    /// Comma-separated samples with a header row.
+    Csv,
 }
 
 /// `perfpilot signals`.
@@ -143,6 +203,11 @@ pub struct MetricsArgs {
     /// Print the raw JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Summarize the agent's recording from this long ago (`10m`) or this RFC 3339 time
+    /// instead of the latest sample: each signal's min, mean, max and last, the runs and
+    /// episodes (`GET /performance-metrics/history`).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
 }
 
 /// `perfpilot watch`.
@@ -260,6 +325,8 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Reload(args) => client::reload(&args),
         Command::ResetLearning(args) => client::reset_learning(&args),
+        Command::Export(args) => export::run(&args),
+        Command::Report(args) => export::report(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

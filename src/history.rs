@@ -172,6 +172,28 @@ pub struct StrategyStats {
 }
 
 impl StrategyStats {
+    /// The sum of reliefs and how many runs it holds (what [`crate::learned`] keeps).
+    pub(crate) fn relief_totals(&self) -> (f64, u64) {
+        (self.relief_sum, self.relief_samples)
+    }
+
+    /// A track record restored from a learned state.
+    pub(crate) fn restored(learned: &crate::learned::StrategyLearned) -> StrategyStats {
+        StrategyStats {
+            runs: learned.runs,
+            successes: learned.successes,
+            helped: learned.helped,
+            judged: learned.judged,
+            last_run: learned
+                .last_run
+                .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+            mean_relief: (learned.relief_samples > 0)
+                .then(|| learned.relief_sum / learned.relief_samples as f64),
+            relief_sum: learned.relief_sum,
+            relief_samples: learned.relief_samples,
+        }
+    }
+
     fn count_judgement(&mut self, record: &OptimizationRecord) {
         if let Some(helped) = record.helped {
             self.judged += 1;
@@ -275,6 +297,11 @@ impl History {
     /// The running stats.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Takes a strategy's track record from before a restart.
+    pub(crate) fn restore_strategy(&mut self, name: &str, stats: StrategyStats) {
+        self.stats.per_strategy.insert(name.to_owned(), stats);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod events;
 pub mod history;
 pub mod layer;
+pub mod learned;
 pub mod trigger;
 
 pub use agent::{Agent, AgentBuilder};
@@ -19,6 +20,7 @@ pub mod config;
 pub mod connections;
 pub mod probe;
 pub mod prometheus;
+pub mod recorder;
 pub mod reload;
 pub mod sample;
 mod sys;

@@ -55,6 +55,12 @@ pub const RESTART_ONLY: &[RestartOnly] = &[
     RestartOnly("shutdown_grace", |new, running| {
         new.shutdown_grace = running.shutdown_grace
     }),
+    RestartOnly("recorder", |new, running| {
+        new.recorder = running.recorder.clone()
+    }),
+    RestartOnly("state_dir", |new, running| {
+        new.state_dir = running.state_dir.clone()
+    }),
 ];
 
 /// A key (or section) read only at start, and how a reload puts its running value back into
@@ -490,6 +496,7 @@ pub(crate) fn engine_settings(
             .collect(),
         rung_only: config.rung_only(),
         reaction: config.tuning.reaction_tuning(),
+        learned: None,
     }
 }
 
@@ -575,6 +582,8 @@ mod tests {
         new.worker_id = Some("other".into());
         new.memory_budget = Some(1 << 20);
         new.shutdown_grace = Duration::from_secs(99);
+        new.recorder.window = Duration::from_secs(120);
+        new.state_dir = Some("/var/lib/perfpilot-other".into());
         let changed = changed_keys(&running, &new);
         for RestartOnly(key, _) in RESTART_ONLY {
             assert!(

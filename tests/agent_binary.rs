@@ -385,6 +385,34 @@ async fn cli_reads_metrics_and_triggers_optimizations() {
     );
     assert!(stdout.contains("RECENT OPTIMIZATIONS") && stdout.contains("memory-purge"));
 
+    // The recording: the manual run is in the last 10 minutes, with the signals read.
+    let base = agent.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        perfpilot()
+            .args(["metrics", "--since", "10m", "--url", &base])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("history from "), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("memory_usage") && l.contains('%')),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.contains("memory-purge")) && stdout.contains("runs "),
+        "{stdout}"
+    );
+
     let output = tokio::task::spawn_blocking(|| {
         perfpilot()
             .args(["metrics", "--url", "http://127.0.0.1:9"])

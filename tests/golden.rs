@@ -355,6 +355,19 @@ async fn route_keys_openapi_and_metric_names() {
     answer("GET /performance-metrics", status, &body, false);
     let (status, body) = common::get_json(&base, "/health").await;
     answer("GET /health", status, &body, false);
+    let (status, body) = common::get_json(
+        &base,
+        "/performance-metrics/history?since=10m&signals=memory_usage",
+    )
+    .await;
+    answer(
+        "GET /performance-metrics/history?since=10m&signals=memory_usage",
+        status,
+        &body,
+        false,
+    );
+    let (status, body) = common::get_json(&base, "/report?since=yesterday").await;
+    answer("GET /report?since=yesterday", status, &body, true);
     let (status, body) =
         common::post_json(&base, "/performance-optimize", r#"{"strategy": "no-such"}"#).await;
     answer(

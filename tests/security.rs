@@ -8,9 +8,11 @@ use common::{client, perfpilot, raw, start_agent};
 use serde_json::Value;
 
 /// Every route but `/health`.
-const GUARDED: [(&str, &str); 6] = [
+const GUARDED: [(&str, &str); 8] = [
     ("GET", "/"),
     ("GET", "/performance-metrics"),
+    ("GET", "/performance-metrics/history"),
+    ("GET", "/report"),
     ("GET", "/events"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),

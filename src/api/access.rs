@@ -38,7 +38,8 @@ pub(super) use self::layer::GuardLayer;
 pub(super) enum Class {
     /// `GET /health`: open to any host, origin and client.
     Health,
-    /// A read (`/performance-metrics`, `/events`, `/metrics`, `/openapi.json`).
+    /// A read (`/performance-metrics` and its history, `/report`, `/events`, `/metrics`,
+    /// `/openapi.json`).
     Read,
     /// The dashboard page: a read that answers a login page instead of a JSON 401 and sets
     /// the session cookie when the token is given.

@@ -23,6 +23,8 @@ use super::ApiState;
     ),
     paths(
         super::performance_metrics,
+        super::history::history,
+        super::report::report,
         super::performance_optimize,
         super::health,
         super::prometheus_metrics,

@@ -11,6 +11,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Prints a running agent's metrics.
 pub fn metrics(args: &MetricsArgs) -> Result<(), String> {
+    if let Some(since) = &args.since {
+        let path = format!("/performance-metrics/history?since={}", encode(since));
+        let answer = request(&args.agent, reqwest::Method::GET, &path, None)?;
+        match args.json {
+            true => println!("{}", pretty(&answer)),
+            false => print!("{}", table::history(&answer)),
+        }
+        return Ok(());
+    }
     let document = request(
         &args.agent,
         reqwest::Method::GET,
@@ -24,6 +33,10 @@ pub fn metrics(args: &MetricsArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// What `perfpilot watch` shows of the past: five minutes in 10 s steps.
+const RECENT: &str =
+    "/performance-metrics/history?since=5m&step=10s&signals=memory_usage,cpu_usage";
 
 /// The shortest refresh period of `perfpilot watch`.
 const MIN_REFRESH: Duration = Duration::from_millis(200);
@@ -43,8 +56,16 @@ pub fn watch(args: &WatchArgs) -> Result<(), String> {
                 None,
             )
             .await?;
+            // The last five minutes from the recording, where the agent keeps one.
+            let recent = fetch(&client, &args.agent, reqwest::Method::GET, RECENT, None)
+                .await
+                .map(|answer| table::recent(&answer, &["memory_usage", "cpu_usage"]))
+                .unwrap_or_default();
             // Clear the screen and home the cursor, then draw.
             print!("\x1b[2J\x1b[H{}", table::metrics(&document));
+            if !recent.is_empty() {
+                print!("\nlast 5 minutes (10 s steps)\n{recent}");
+            }
             println!("\n(refreshing; Ctrl-C to stop)");
             let period = args
                 .every
@@ -218,6 +239,18 @@ async fn fetch(
             Err(format!("{url} answered {status}: {error}"))
         }
     }
+}
+
+/// `text` with everything but unreserved characters percent-encoded, for a query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn pretty(value: &Value) -> String {

@@ -392,6 +392,176 @@ fn result_line(r: &Reader, record: &Value) -> String {
     )
 }
 
+/// `perfpilot metrics --since`: a `GET /performance-metrics/history` answer as a table: each
+/// signal that was read with its min, mean, max and last value (shown as the signal table
+/// says), then the runs, episodes, wakes and OOM kills of the window.
+pub fn history(answer: &Value) -> String {
+    let mut out = String::new();
+    let samples = answer["samples"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let time = |ms: &Value| {
+        ms.as_u64().map_or("-".to_owned(), |ms| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        })
+    };
+    let _ = writeln!(
+        out,
+        "history from {} to {}: {} samples\n",
+        time(&answer["since"]),
+        time(&answer["until"]),
+        samples.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>12} {:>12} {:>12} {:>12}",
+        "signal", "min", "mean", "max", "last"
+    );
+    for name in answer["signals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let values: Vec<f64> = samples.iter().filter_map(|s| s[name].as_f64()).collect();
+        let Some(&last) = values.last() else {
+            continue;
+        };
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let show = |v: f64| show(name, v);
+        let _ = writeln!(
+            out,
+            "{name:<26} {:>12} {:>12} {:>12} {:>12}",
+            show(min),
+            show(mean),
+            show(max),
+            show(last)
+        );
+    }
+    let count = |key: &str| answer[key].as_array().map_or(0, Vec::len);
+    let runs = answer["runs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let helped = runs.iter().filter(|r| r["helped"] == true).count();
+    let _ = writeln!(
+        out,
+        "\nruns {} ({helped} helped)  episodes {}  fast-watch wakes {}  OOM kills {}  exhausted {}  reloads {}",
+        runs.len(),
+        count("episodes"),
+        count("wakes"),
+        count("oomKills"),
+        count("exhaustions"),
+        count("reloads"),
+    );
+    for run in runs {
+        let verdict = match &run["helped"] {
+            Value::Bool(true) => "helped",
+            Value::Bool(false) => "did not help",
+            _ => "not judged",
+        };
+        let _ = writeln!(
+            out,
+            "  {}  {:<20} {}",
+            time(&run["startedAt"]),
+            run["strategy"].as_str().unwrap_or("?"),
+            verdict
+        );
+    }
+    for episode in answer["episodes"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  episode {} of {}: {} to {}",
+            episode["episode"],
+            episode["budget"].as_str().unwrap_or("?"),
+            time(&episode["start"]),
+            match episode["end"].is_null() {
+                true => "now".to_owned(),
+                false => time(&episode["end"]),
+            }
+        );
+    }
+    out
+}
+
+/// `perfpilot watch`'s look back: each of `signals` as a sparkline over a history answer's
+/// samples (one character per sample, scaled between its min and max), then the runs and
+/// episodes of the window. Empty when the answer has no sample.
+pub fn recent(answer: &Value, signals: &[&str]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let samples = answer["samples"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut out = String::new();
+    for &name in signals {
+        let values: Vec<Option<f64>> = samples.iter().map(|s| s[name].as_f64()).collect();
+        let read: Vec<f64> = values.iter().flatten().copied().collect();
+        if read.is_empty() {
+            continue;
+        }
+        let min = read.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = read.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let line: String = values
+            .iter()
+            .map(|v| match v {
+                None => ' ',
+                Some(v) if max > min => {
+                    BARS[(((v - min) / (max - min)) * (BARS.len() - 1) as f64).round() as usize]
+                }
+                Some(_) => BARS[0],
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{name:<26} {line}  {}..{}",
+            show(name, min),
+            show(name, max)
+        );
+    }
+    if !out.is_empty() {
+        let runs = answer["runs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let helped = runs.iter().filter(|r| r["helped"] == true).count();
+        let episodes = answer["episodes"].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "{} runs ({helped} helped), {episodes} budget episodes",
+            runs.len()
+        );
+    }
+    out
+}
+
+/// A recorded value shown as the signal table says (a ratio as a percentage, bytes in
+/// binary units).
+fn show(name: &str, value: f64) -> String {
+    use perfpilot_strategies::signals::{Unit, SIGNALS};
+    let display = match SIGNALS.iter().find(|row| row.name == name) {
+        Some(row) => row
+            .table
+            .map(|(_, d)| d)
+            .filter(|d| *d != Display::Load)
+            .unwrap_or(match row.unit {
+                Unit::Ratio => Display::Percent,
+                Unit::Bytes => Display::Bytes,
+                Unit::Milliseconds => Display::Millis,
+                _ => Display::Number,
+            }),
+        None if name.ends_with("_bytes") => Display::Bytes,
+        None => Display::Number,
+    };
+    format(display, &Value::from(value))
+}
+
 /// A value of `currentMetrics` as the signal table says to show it.
 fn format(display: Display, value: &Value) -> String {
     match display {
@@ -583,5 +753,52 @@ mod tests {
         let trim = table.lines().find(|l| l.contains("2. trim")).unwrap();
         assert!(trim.contains("3/3") && trim.contains("0.25/min"), "{trim}");
         assert!(!metrics(&json!({"budgets": []})).contains("BUDGET"));
+    }
+
+    #[test]
+    fn history_and_its_look_back_show_each_signal_read_and_the_runs() {
+        let answer = json!({
+            "since": 1_800_000_000_000u64, "until": 1_800_000_060_000u64,
+            "signals": ["memory_usage", "rss_bytes", "cpu_usage"],
+            "samples": [
+                {"t": 1, "memory_usage": 0.5, "rss_bytes": 1048576.0},
+                {"t": 2, "memory_usage": 0.9},
+                {"t": 3, "memory_usage": 0.7, "rss_bytes": 3145728.0},
+            ],
+            "runs": [{"startedAt": 1_800_000_010_000u64, "strategy": "trim", "helped": true},
+                     {"startedAt": 1_800_000_020_000u64, "strategy": "purge", "helped": null}],
+            "episodes": [{"budget": "memory", "episode": 1, "start": 1_800_000_005_000u64, "end": null}],
+        });
+        let table = history(&answer);
+        let memory = table
+            .lines()
+            .find(|l| l.starts_with("memory_usage"))
+            .unwrap();
+        for shown in ["50.0 %", "70.0 %", "90.0 %"] {
+            assert!(memory.contains(shown), "{shown}: {memory}");
+        }
+        let rss = table.lines().find(|l| l.starts_with("rss_bytes")).unwrap();
+        assert!(rss.contains("2.0 MiB") && rss.ends_with("3.0 MiB"), "{rss}");
+        assert!(
+            !table.contains("cpu_usage"),
+            "a signal never read is left out: {table}"
+        );
+        assert!(table.contains("runs 2 (1 helped)"), "{table}");
+        assert!(
+            table.contains("not judged") && table.contains("episode 1 of memory"),
+            "{table}"
+        );
+
+        let look_back = recent(&answer, &["memory_usage", "cpu_usage"]);
+        let line = look_back.lines().next().unwrap();
+        assert!(
+            line.contains("▁█▄") && line.ends_with("50.0 %..90.0 %"),
+            "{line}"
+        );
+        assert!(
+            look_back.contains("2 runs (1 helped), 1 budget episodes"),
+            "{look_back}"
+        );
+        assert!(recent(&json!({"samples": []}), &["memory_usage"]).is_empty());
     }
 }

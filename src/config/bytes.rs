@@ -179,3 +179,19 @@ mod tests {
         assert_eq!(format(3 << 29), "1.5 GiB");
     }
 }
+
+/// Serde for `u64` byte sizes: serialized as integer bytes, read from integer bytes or a
+/// string with a unit.
+pub mod plain {
+    use super::*;
+
+    /// Serde serializer (integer bytes).
+    pub fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(*bytes)
+    }
+
+    /// Serde deserializer (integer bytes or a string such as `"64MiB"`).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        option::deserialize(deserializer)?.ok_or_else(|| de::Error::custom(ALLOWED))
+    }
+}

@@ -39,10 +39,12 @@ pub mod bytes;
 mod load;
 mod log;
 mod probe;
+mod recorder;
 mod target;
 mod tuning;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use perfpilot_strategies::{duration, StrategiesConfig};
@@ -54,6 +56,7 @@ use crate::budget::BudgetConfig;
 pub use api::{ApiConfig, RateLimitConfig};
 pub use log::{LogConfig, LogFormat};
 pub use probe::ProbeConfig;
+pub use recorder::RecorderConfig;
 pub use target::TargetConfig;
 pub use tuning::TuningConfig;
 
@@ -124,6 +127,13 @@ pub struct Config {
     pub target: TargetConfig,
     /// The HTTP latency probe (`[probe]`).
     pub probe: ProbeConfig,
+    /// The flight recorder (`[recorder]`, see [`crate::recorder`]).
+    pub recorder: RecorderConfig,
+    /// Where the agent keeps its recording (and learned state) across restarts, created
+    /// 0700 when missing; `None` (the default): in memory only. The systemd unit sets it
+    /// through `StateDirectory=`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
     /// Self-tuning: effectiveness, adaptive cooldown and adaptive sampling (`[tuning]`).
     pub tuning: TuningConfig,
     /// The built-in strategies and their triggers (`[strategies]`).
@@ -362,6 +372,7 @@ impl Config {
         problems.extend(self.log.problems());
         problems.extend(self.target.problems());
         problems.extend(self.probe.problems());
+        problems.extend(self.recorder.problems());
         problems.extend(self.tuning.problems(self.interval));
         problems.extend(self.strategies.problems(self.interval));
         problems.extend(self.budget_problems());
@@ -393,6 +404,8 @@ impl Default for Config {
             log: LogConfig::default(),
             target: TargetConfig::default(),
             probe: ProbeConfig::default(),
+            recorder: RecorderConfig::default(),
+            state_dir: None,
             tuning: TuningConfig::default(),
             strategies: StrategiesConfig::default(),
             budgets: BTreeMap::new(),

@@ -20,6 +20,7 @@ use crate::budget::{ReactionMode, ReactionTuning};
 /// calm_interval = "10s"      # default: 2 × interval
 /// reaction = "adaptive"      # budgets derive their margins from the rise they see; "fixed": every number yours
 /// max_rungs_skipped = 2      # the most rungs one step may skip on learned relief
+/// forget_after = "30days"    # learned state kept in state_dir is dropped after this
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,11 +55,17 @@ pub struct TuningConfig {
     /// The most rungs one step may skip on learned relief; by default
     /// [`ReactionTuning::DEFAULT_MAX_RUNGS_SKIPPED`].
     pub max_rungs_skipped: u32,
+    /// Learned state kept in `state_dir` ([`crate::learned`]) that no running agent has
+    /// refreshed for this long is dropped; by default [`TuningConfig::DEFAULT_FORGET_AFTER`].
+    #[serde(with = "duration")]
+    pub forget_after: Duration,
 }
 
 impl TuningConfig {
     /// Default `max_cooldown`: 10 min.
     pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(600);
+    /// Default `forget_after`: 30 days.
+    pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 
     /// How budgets react, from `reaction` and `max_rungs_skipped`.
     pub fn reaction_tuning(&self) -> ReactionTuning {
@@ -121,6 +128,7 @@ impl Default for TuningConfig {
             calm_interval: None,
             reaction: ReactionMode::default(),
             max_rungs_skipped: ReactionTuning::DEFAULT_MAX_RUNGS_SKIPPED,
+            forget_after: Self::DEFAULT_FORGET_AFTER,
         }
     }
 }

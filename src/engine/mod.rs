@@ -29,6 +29,7 @@ mod clock;
 mod execute;
 mod handle;
 mod judge;
+mod learned;
 mod plan;
 mod reconfigure;
 mod record;
@@ -103,6 +104,9 @@ pub struct EngineSettings {
     pub rung_only: Vec<String>,
     /// How budgets react (`[tuning] reaction`, SPEC §12).
     pub reaction: ReactionTuning,
+    /// What was learned before a restart ([`crate::learned`]), taken at start; a
+    /// reconfiguration ignores it.
+    pub learned: Option<Arc<crate::learned::Learned>>,
 }
 
 #[cfg(test)]
@@ -131,6 +135,7 @@ impl EngineSettings {
             // The engine's own tests were written for fixed reaction; the adaptive rules
             // have their own (reaction_tests.rs).
             reaction: ReactionTuning::FIXED,
+            learned: None,
         }
     }
 }
@@ -279,6 +284,9 @@ pub(crate) fn spawn_on(
         events: events.clone(),
         view: None,
     };
+    if let Some(learned) = engine.settings.learned.take() {
+        engine.restore(&learned);
+    }
     let (view_tx, view_rx) = watch::channel(Arc::new(engine.build_view()));
     engine.view = Some(view_tx);
     // The next sample is one interval after this first one.

@@ -43,6 +43,8 @@ pub struct View {
     pub sampling_error: Option<String>,
     /// Every budget with its episode and ladder.
     pub budgets: Vec<BudgetView>,
+    /// What the engine learned, as [`crate::learned`] keeps it across restarts.
+    pub learned: crate::learned::Learned,
 }
 
 impl View {
@@ -64,6 +66,7 @@ impl View {
             watch_wakes: Vec::new(),
             sampling_error: None,
             budgets: Vec::new(),
+            learned: Default::default(),
         }
     }
 
@@ -156,6 +159,7 @@ impl Engine {
                 .map(|(&(signal, how), &count)| (signal, how, count))
                 .collect(),
             budgets: self.budgets.iter().map(|b| b.budget.view(now)).collect(),
+            learned: self.learned(),
         }
     }
 

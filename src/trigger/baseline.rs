@@ -50,6 +50,20 @@ impl Baseline {
         self.samples = learned.samples;
     }
 
+    /// What it learned: mean, variance and sample count (what [`crate::learned`] keeps).
+    pub fn learned(&self) -> (f64, f64, u32) {
+        (self.mean, self.variance, self.samples)
+    }
+
+    /// Takes what was learned before a restart.
+    pub fn restore(&mut self, mean: f64, variance: f64, samples: u32) {
+        if mean.is_finite() && variance.is_finite() && variance >= 0.0 {
+            self.mean = mean;
+            self.variance = variance;
+            self.samples = samples;
+        }
+    }
+
     /// Whether `warmup` samples have been learned.
     pub fn is_warm(&self) -> bool {
         self.samples >= self.spec.warmup

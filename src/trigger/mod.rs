@@ -171,6 +171,30 @@ impl TriggerState {
         self.level
     }
 
+    /// The learned baseline (mean, variance, samples), with `baseline`.
+    pub fn learned_baseline(&self) -> Option<(f64, f64, u32)> {
+        self.baseline.as_ref().map(Baseline::learned)
+    }
+
+    /// Takes what was learned before a restart: the adaptive cooldown (never below the
+    /// configured one) and the last run it counts from, the unhelpful runs that lengthened
+    /// it, and the baseline.
+    pub fn restore_learned(
+        &mut self,
+        cooldown: Duration,
+        last_run: Option<Instant>,
+        unhelpful_runs: u32,
+        baseline: Option<(f64, f64, u32)>,
+    ) {
+        self.cooldown = cooldown.max(self.spec.cooldown);
+        self.last_run = last_run.or(self.last_run);
+        self.unhelpful_runs = unhelpful_runs;
+        if let (Some(ours), Some((mean, variance, samples))) = (&mut self.baseline, baseline) {
+            ours.restore(mean, variance, samples);
+            self.threshold = ours.threshold(self.spec.above);
+        }
+    }
+
     /// The cooldown in force: the configured one, lengthened while runs do not help.
     pub fn cooldown(&self) -> Duration {
         self.cooldown
