@@ -63,6 +63,7 @@ impl Engine {
         for index in 0..self.budgets.len() {
             let slot = &mut self.budgets[index];
             let value = snapshot.signal(slot.budget.config().signal);
+            slot.budget.at_wall(now.into_std(), self.latest_at);
             let step = slot
                 .budget
                 .observe(value, now.into_std(), can_act && runs.is_empty());
