@@ -293,6 +293,9 @@ pub struct Budget {
     since: Option<Instant>,
     /// `None` with `[tuning] reaction = "fixed"`.
     adaptive: Option<Adaptive>,
+    /// A monotonic time and the wall time it stood for: what records' wall times
+    /// (an episode's start, an exhaustion) are counted from ([`Budget::at_wall`]).
+    anchor: (Instant, SystemTime),
 }
 
 impl Budget {
@@ -331,6 +334,7 @@ impl Budget {
             forecast_seconds: None,
             since: None,
             adaptive: None,
+            anchor: (Instant::now(), SystemTime::now()),
         }
     }
 
@@ -429,6 +433,22 @@ impl Budget {
         match &mut self.adaptive {
             Some(adaptive) => adaptive.sense(value, now, &self.config, next),
             None => false,
+        }
+    }
+
+    /// Says which wall time the monotonic `now` stands for, before a sample is fed: the
+    /// engine passes its clock's, so a replay on a virtual clock records virtual wall times.
+    /// Without it the budget counts from the time it was made.
+    pub fn at_wall(&mut self, now: Instant, wall: SystemTime) {
+        self.anchor = (now, wall);
+    }
+
+    /// The wall time at monotonic `now`, from the anchor.
+    fn wall(&self, now: Instant) -> SystemTime {
+        let (then, wall) = self.anchor;
+        match now.checked_duration_since(then) {
+            Some(later) => wall + later,
+            None => wall - then.duration_since(now),
         }
     }
 
@@ -604,7 +624,7 @@ impl Budget {
         self.episode = Some(Episode {
             id: self.episodes,
             started: now,
-            started_at: SystemTime::now(),
+            started_at: self.wall(now),
             next: 0,
             skip: vec![None; rungs],
             last_run: vec![None; rungs],

@@ -2,6 +2,7 @@
 
 mod client;
 mod export;
+mod replay;
 mod serve;
 mod table;
 
@@ -50,8 +51,32 @@ pub enum Command {
     ResetLearning(ResetLearningArgs),
     /// Write the recording kept in state_dir as NDJSON or CSV (whether or not an agent runs).
     Export(ExportArgs),
+    /// Replay a recording under a candidate configuration and print what it would have done
+    /// beside what the recorded one did.
+    Replay(ReplayArgs),
     /// Write the recording kept in state_dir as one self-contained HTML report.
     Report(ReportArgs),
+}
+
+/// `perfpilot replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording: a state_dir, its `recording/` directory, or one segment file.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub recording: PathBuf,
+    /// The candidate configuration (TOML); the environment is not read.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// One candidate per value: the configuration with KEY set to each (one row each), e.g.
+    /// `budgets.memory.goal=0.6,0.7,0.8`.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    pub sweep: Option<String>,
+    /// Also write the comparison as a self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// `perfpilot report`.
@@ -326,6 +351,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload(args) => client::reload(&args),
         Command::ResetLearning(args) => client::reset_learning(&args),
         Command::Export(args) => export::run(&args),
+        Command::Replay(args) => replay::run(&args),
         Command::Report(args) => export::report(&args),
     };
     match result {

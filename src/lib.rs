@@ -22,6 +22,7 @@ pub mod probe;
 pub mod prometheus;
 pub mod recorder;
 pub mod reload;
+pub mod replay;
 pub mod sample;
 mod sys;
 pub mod target;

@@ -2,7 +2,7 @@
 //! ([`Budget::apply`]) acts on it, and the prose that records, notes and events carry is
 //! rendered here from it.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::{AtLimit, Budget, BudgetState, Episode, Exhaustion, Note, RungRun};
 
@@ -140,7 +140,7 @@ impl Budget {
                 episode: episode.id,
                 value,
                 limit: self.config.limit,
-                at: SystemTime::now(),
+                at: self.wall(now),
                 message: self.exhaustion_message(episode, value),
             }));
         }

@@ -75,6 +75,7 @@ impl Engine {
             slot.budget
                 .note_watch_slope(watched.and_then(|w| w.slope(signal, WATCH_SLOPE_FRESH)));
             let value = snapshot.signal(signal);
+            slot.budget.at_wall(now.into_std(), self.latest_at);
             let step = slot
                 .budget
                 .observe(value, now.into_std(), can_act && runs.is_empty());

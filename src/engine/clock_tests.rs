@@ -131,3 +131,45 @@ async fn a_manual_clock_drives_the_ticks_and_stamps_samples_and_runs() {
         .expect("the engine stops within 30 s")
         .expect("the engine task ends cleanly");
 }
+
+#[tokio::test]
+async fn a_budget_stamps_its_episode_with_the_engines_clock() {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let clock = Arc::new(ManualClock::at(start));
+    let shutdown = CancellationToken::new();
+    let mut settings = EngineSettings::for_tests();
+    settings.budgets = vec![(
+        "memory".to_owned(),
+        crate::budget::BudgetConfig::new(Signal::MemoryUsage, 0.8, 0.95, &["idle"]),
+    )];
+    let (handle, task) = spawn_on(
+        settings,
+        vec![Registered {
+            strategy: Arc::new(Idle),
+            trigger: TriggerSpec::new(Signal::MemoryUsage, 0.99),
+        }],
+        Arc::new(Registry::default()),
+        Box::new(High(Arc::new(AtomicU32::new(0)))),
+        shutdown.clone(),
+        Parts {
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            executor: Arc::new(Inline),
+        },
+    );
+    clock.advance(Duration::from_secs(1));
+    let view = wait_for(&handle, "the budget's episode has started", |v| {
+        v.budgets.first().is_some_and(|b| b.episode.is_some())
+    })
+    .await;
+    let started = start + Duration::from_secs(1);
+    assert_eq!(
+        view.budgets[0].episode_start,
+        Some(perfpilot_strategies::snapshot::unix_millis::millis(started)),
+        "the episode starts at the clock's wall time of the sample, not the system's"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the engine stops within 30 s")
+        .expect("the engine task ends cleanly");
+}

@@ -37,12 +37,12 @@ mod run;
 mod view;
 
 pub(crate) use clock::{Clock, Pending, SystemClock};
-pub(crate) use execute::Executor;
+pub(crate) use execute::{Executor, SharedSource, TaskFailure};
 pub use handle::EngineHandle;
 pub use view::{StrategyView, View};
 
 use budgets::build_budgets;
-use execute::{SharedSource, TaskFailure, TokioExecutor};
+use execute::TokioExecutor;
 
 // What the engine's tests reach through `use super::*`.
 #[cfg(test)]

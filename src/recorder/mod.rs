@@ -372,18 +372,13 @@ impl Follower {
             Event::OptimizationCompleted(record) => {
                 self.recorder.lock().log.record_run(json(&*record))
             }
-            Event::OomKill(kill) => {
-                let at = kill.timestamp;
-                self.recorder.lock().log.oom_kills.push(at, json(&kill));
-            }
-            Event::BudgetExhausted(exhaustion) => {
-                let at = millis(exhaustion.at);
-                self.recorder
-                    .lock()
-                    .log
-                    .exhaustions
-                    .push(at, json(&*exhaustion));
-            }
+            // Through the log's own calls, so that they go into the next segment too.
+            Event::OomKill(kill) => self.recorder.lock().log.record_oom_kill(json(&kill)),
+            Event::BudgetExhausted(exhaustion) => self
+                .recorder
+                .lock()
+                .log
+                .record_exhaustion(json(&*exhaustion)),
         }
     }
 

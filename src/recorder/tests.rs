@@ -175,6 +175,52 @@ async fn records_samples_runs_with_their_verdict_and_the_episode_from_start_to_e
     );
 }
 
+/// OOM kills and exhausted ladders go into the segments as well as the memory: a replay cuts
+/// a recording at its first OOM kill and counts its exhaustions.
+#[tokio::test]
+async fn oom_kills_and_exhaustions_go_into_the_next_segment() {
+    let (events, _) = broadcast::channel(8);
+    let snapshot = Arc::new(Snapshot::empty(UNIX_EPOCH + Duration::from_secs(1_000)));
+    let (_view_tx, view) = watch::channel(Arc::new(View::of(snapshot, Duration::from_secs(1))));
+    let recorder = Recorder::new(&RecorderConfig::default());
+    let mut follower = Follower {
+        recorder: recorder.clone(),
+        events: events.subscribe(),
+        view,
+        reloader: None,
+        last_snapshot: None,
+        episodes: BTreeMap::new(),
+        wakes: BTreeMap::new(),
+        reloads: None,
+        last_run: 0,
+    };
+    let kill = crate::events::OomKill {
+        new_kills: 1,
+        oom_kills: 1,
+        timestamp: 1_000_000,
+        memory_usage_before: Some(0.99),
+        memory_limit_bytes: Some(1 << 28),
+    };
+    let exhaustion = crate::budget::Exhaustion {
+        budget: "memory".to_owned(),
+        episode: 1,
+        value: 1.2,
+        limit: 1.0,
+        at: UNIX_EPOCH + Duration::from_secs(1_000),
+        message: "every rung tried".to_owned(),
+    };
+    events.send(Event::OomKill(kill)).expect("a receiver");
+    events
+        .send(Event::BudgetExhausted(Arc::new(exhaustion)))
+        .expect("a receiver");
+    follower.catch_up();
+    let pending = recorder.lock().log.take_pending();
+    assert_eq!(pending.oom_kills.len(), 1, "{pending:?}");
+    assert_eq!(pending.oom_kills[0]["timestamp"], 1_000_000);
+    assert_eq!(pending.exhaustions.len(), 1, "{pending:?}");
+    assert_eq!(pending.exhaustions[0]["budget"], "memory");
+}
+
 #[test]
 fn a_window_shorter_than_a_minute_or_no_history_request_is_refused_naming_the_key() {
     let config = RecorderConfig {

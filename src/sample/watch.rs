@@ -381,6 +381,12 @@ impl WatchHandle {
     /// A handle without a watch behind it, for the engine's tests: they wake it by hand.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Self {
+        WatchHandle::detached()
+    }
+
+    /// A handle without a watch behind it, woken by hand ([`WatchHandle::wake`]): a replay
+    /// wakes the engine where the recorded watch did.
+    pub(crate) fn detached() -> Self {
         WatchHandle {
             shared: Arc::default(),
         }

@@ -29,6 +29,8 @@ pub struct Builtin {
     pub legacy_threshold: Option<&'static str>,
     /// Whether it is enabled in `config`.
     pub enabled: fn(&StrategiesConfig) -> bool,
+    /// Whether `config` marks it `disruptive`.
+    pub disruptive: fn(&StrategiesConfig) -> bool,
     /// Its trigger in `config`.
     pub trigger: fn(&StrategiesConfig) -> &TriggerSpec,
     /// Its trigger in `config`, to change.
@@ -70,6 +72,7 @@ pub static BUILTINS: &[Builtin] = &[
         legacy_enable: Some("ENABLE_GC"),
         legacy_threshold: Some("MEMORY_THRESHOLD"),
         enabled: |c| c.memory_purge.enabled,
+        disruptive: |c| c.memory_purge.disruptive,
         trigger: |c| &c.memory_purge.trigger,
         trigger_mut: |c| &mut c.memory_purge.trigger,
         build: |c| Arc::new(c.memory_purge.build()),
@@ -82,6 +85,7 @@ pub static BUILTINS: &[Builtin] = &[
         legacy_enable: Some("ENABLE_CACHING"),
         legacy_threshold: Some("MEMORY_THRESHOLD"),
         enabled: |c| c.cache_trim.enabled,
+        disruptive: |c| c.cache_trim.disruptive,
         trigger: |c| &c.cache_trim.trigger,
         trigger_mut: |c| &mut c.cache_trim.trigger,
         build: |c| Arc::new(c.cache_trim.build()),
@@ -94,6 +98,7 @@ pub static BUILTINS: &[Builtin] = &[
         legacy_enable: Some("ENABLE_CONNECTION_POOLING"),
         legacy_threshold: None,
         enabled: |c| c.connection_reap.enabled,
+        disruptive: |c| c.connection_reap.disruptive,
         trigger: |c| &c.connection_reap.trigger,
         trigger_mut: |c| &mut c.connection_reap.trigger,
         build: |c| Arc::new(c.connection_reap.build()),
@@ -106,6 +111,7 @@ pub static BUILTINS: &[Builtin] = &[
         legacy_enable: None,
         legacy_threshold: Some("CPU_THRESHOLD"),
         enabled: |c| c.interval_backoff.enabled,
+        disruptive: |c| c.interval_backoff.disruptive,
         trigger: |c| &c.interval_backoff.trigger,
         trigger_mut: |c| &mut c.interval_backoff.trigger,
         build: |c| Arc::new(c.interval_backoff.build()),

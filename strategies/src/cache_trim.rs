@@ -16,6 +16,10 @@ pub struct CacheTrimConfig {
     /// Whether the strategy is registered at all.
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
+    /// Its runs disrupt users (sessions dropped, connections closed): `perfpilot replay`
+    /// counts them apart. By default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disruptive: bool,
     /// When it runs by itself.
     pub trigger: TriggerSpec,
     /// Share of each cache evicted at WARNING (and on manual runs).
@@ -71,6 +75,7 @@ impl Default for CacheTrimConfig {
     fn default() -> Self {
         CacheTrimConfig {
             enabled: true,
+            disruptive: false,
             trigger: TriggerSpec::new(Signal::MemoryUsage, 0.8).critical(0.9),
             fraction: Self::DEFAULT_FRACTION,
             critical_fraction: Self::DEFAULT_CRITICAL_FRACTION,

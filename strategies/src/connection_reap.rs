@@ -19,6 +19,10 @@ pub struct ConnectionReapConfig {
     /// Whether the strategy is registered at all.
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
+    /// Its runs disrupt users (sessions dropped, connections closed): `perfpilot replay`
+    /// counts them apart. By default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disruptive: bool,
     /// When it runs by itself.
     pub trigger: TriggerSpec,
     /// Close connections idle longer than this.
@@ -72,6 +76,7 @@ impl Default for ConnectionReapConfig {
     fn default() -> Self {
         ConnectionReapConfig {
             enabled: true,
+            disruptive: false,
             trigger: TriggerSpec::new(Signal::OpenConnections, 1000.0),
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             max_per_client: None,

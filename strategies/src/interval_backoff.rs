@@ -22,6 +22,10 @@ pub struct IntervalBackoffConfig {
     /// Whether the strategy is registered at all.
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
+    /// Its runs disrupt users (sessions dropped, connections closed): `perfpilot replay`
+    /// counts them apart. By default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disruptive: bool,
     /// When it runs by itself.
     pub trigger: TriggerSpec,
 }
@@ -30,6 +34,7 @@ impl Default for IntervalBackoffConfig {
     fn default() -> Self {
         IntervalBackoffConfig {
             enabled: true,
+            disruptive: false,
             trigger: TriggerSpec::new(Signal::AgentCpuUsage, 0.9),
         }
     }

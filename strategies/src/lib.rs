@@ -162,7 +162,7 @@ impl StrategiesConfig {
         fn instance<'a>(
             kind: &'static str,
             name: &'a str,
-            enabled: bool,
+            (enabled, disruptive): (bool, bool),
             strategy: impl FnOnce(&TriggerSpec) -> Arc<dyn Strategy> + 'a,
             trigger: Option<&'a TriggerSpec>,
             problems: impl FnOnce(&str) -> Vec<Problem>,
@@ -171,6 +171,7 @@ impl StrategiesConfig {
             Instance {
                 name,
                 enabled,
+                disruptive,
                 strategy: Box::new(strategy),
                 trigger,
                 problems: problems(&key),
@@ -181,7 +182,7 @@ impl StrategiesConfig {
             instance(
                 Webhook::KIND,
                 name,
-                c.enabled,
+                (c.enabled, c.disruptive),
                 |_: &TriggerSpec| Arc::new(c.build(name)),
                 c.trigger.as_ref(),
                 |key| c.problems(key),
@@ -191,7 +192,7 @@ impl StrategiesConfig {
             instance(
                 SendSignal::KIND,
                 name,
-                c.enabled,
+                (c.enabled, c.disruptive),
                 |_: &TriggerSpec| Arc::new(c.build(name)),
                 c.trigger.as_ref(),
                 |key| c.problems(key),
@@ -201,7 +202,7 @@ impl StrategiesConfig {
             instance(
                 RunCommand::KIND,
                 name,
-                c.enabled,
+                (c.enabled, c.disruptive),
                 |trigger: &TriggerSpec| Arc::new(c.build_for(name, trigger.signal)),
                 c.trigger.as_ref(),
                 |key| c.problems(key),
@@ -241,6 +242,21 @@ impl StrategiesConfig {
             .chain(named)
             .map(|(enabled, strategy, trigger)| (enabled, Registered { strategy, trigger }))
             .collect()
+    }
+
+    /// The names of the strategies marked `disruptive = true` (their runs disrupt users:
+    /// sessions dropped, connections closed), built-ins first.
+    pub fn disruptive(&self) -> Vec<String> {
+        let builtins = BUILTINS
+            .iter()
+            .filter(|b| (b.disruptive)(self))
+            .map(|b| b.name.to_owned());
+        let named = self
+            .named()
+            .into_iter()
+            .filter(|i| i.disruptive)
+            .map(|i| i.name.to_owned());
+        builtins.chain(named).collect()
     }
 
     /// The enabled strategies, each with its trigger, in the order of [`StrategiesConfig::all`].
@@ -319,6 +335,8 @@ struct Instance<'a> {
     /// `strategies.KIND.NAME`.
     key: String,
     enabled: bool,
+    /// Marked `disruptive`.
+    disruptive: bool,
     /// Builds the strategy (a webhook's HTTP client, say) when it is registered.
     /// Given the trigger it is registered with (its own, or a budget's for a rung).
     strategy: BuildStrategy<'a>,

@@ -17,6 +17,10 @@ pub struct MemoryPurgeConfig {
     /// Whether the strategy is registered at all.
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
+    /// Its runs disrupt users (sessions dropped, connections closed): `perfpilot replay`
+    /// counts them apart. By default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disruptive: bool,
     /// When it runs by itself.
     pub trigger: TriggerSpec,
     /// At CRITICAL, also lower jemalloc's `dirty_decay_ms` on every arena to this, so freed
@@ -33,6 +37,7 @@ impl Default for MemoryPurgeConfig {
     fn default() -> Self {
         MemoryPurgeConfig {
             enabled: true,
+            disruptive: false,
             trigger: TriggerSpec::new(Signal::MemoryUsage, 0.8).critical(0.9),
             decay_under_pressure: None,
         }

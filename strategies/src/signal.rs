@@ -23,6 +23,10 @@ pub struct SignalConfig {
     /// Whether the strategy is registered at all; by default `true`.
     #[serde(default = "crate::default_true")]
     pub enabled: bool,
+    /// Its runs disrupt users (sessions dropped, connections closed): `perfpilot replay`
+    /// counts them apart. By default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disruptive: bool,
     /// When it runs by itself. Optional for a strategy that is a rung of a budget's ladder
     /// (`[budgets.NAME] ladder`): it then runs only as a rung, and manually.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,6 +18,7 @@ fn ctx(targets: Vec<u32>) -> Context {
 async fn send(signal: &str, targets: Vec<u32>) -> Result<Outcome, StrategyError> {
     let config = SignalConfig {
         enabled: true,
+        disruptive: false,
         trigger: Some(TriggerSpec::new(Signal::MemoryUsage, 0.8)),
         signal: signal.into(),
     };

@@ -1,0 +1,113 @@
+//! Run with: cargo run --release --example replay_bench [-- HOURS]
+//!
+//! How long `perfpilot replay` takes over a day at 1 s: writes a generated recording of
+//! HOURS (default 24) hours at 1 s (86,400 samples) as the agent writes it (a segment file a
+//! minute), then replays it under the leak bench's budget configuration, and prints a table:
+//! the time to read the recording and the time to replay it. The signal: a daily wave
+//! between 0.45 and 0.75 of memory, with an hourly leak of up to 0.3 that the ladder's second
+//! rung relieves (no runs are recorded: every replayed run is modelled, with the assumed
+//! effect).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use perfpilot::recorder::segment::{self, SegmentEntries};
+use perfpilot::recorder::window::Window;
+use perfpilot::replay::sweep::load_candidate;
+use perfpilot::replay::{self, Recording};
+use perfpilot_strategies::Snapshot;
+
+const CONFIG: &str = r#"
+interval = "1s"
+[strategies.memory_purge]
+enabled = false
+[strategies.cache_trim]
+enabled = false
+[strategies.connection_reap]
+enabled = false
+[strategies.interval_backoff]
+enabled = false
+[budgets.memory]
+signal = "memory_usage"
+goal = 0.8
+limit = 1.0
+ladder = ["purge", "drop-sessions"]
+settle = "1s"
+calm = 2
+cooldown = "5s"
+[strategies.webhook.purge]
+url = "http://127.0.0.1:9/admin/purge"
+[strategies.webhook.drop-sessions]
+url = "http://127.0.0.1:9/admin/sessions/drop"
+"#;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let hours: u64 = match std::env::args().nth(1) {
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("HOURS: not a number: {text}"))?,
+        None => 24,
+    };
+    if !(1..=48).contains(&hours) {
+        return Err("HOURS must be 1..48".into());
+    }
+    let dir = std::env::temp_dir().join(format!("perfpilot-replay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = bench(&dir, hours);
+    std::fs::remove_dir_all(&dir)?;
+    result
+}
+
+fn bench(dir: &std::path::Path, hours: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let samples = hours * 3600;
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_760_000_000);
+    let started = Instant::now();
+    let mut window = Window::new(60_000);
+    let mut bytes = 0;
+    let mut write = |block: Arc<perfpilot::recorder::window::Block>| -> std::io::Result<()> {
+        let (first, _) = block.span();
+        let encoded = segment::encode(
+            perfpilot::recorder::VERSION,
+            &block,
+            &SegmentEntries::default(),
+        );
+        bytes += encoded.len();
+        std::fs::write(dir.join(format!("{first:016}.seg")), encoded)
+    };
+    for second in 0..samples {
+        let at = start + Duration::from_secs(second);
+        let day = (second as f64 / 86_400.0) * std::f64::consts::TAU;
+        let hour = (second % 3600) as f64 / 3600.0;
+        let mut snapshot = Snapshot::empty(at);
+        snapshot.memory_usage_ratio = Some(0.6 + 0.15 * day.sin() + 0.3 * hour * hour);
+        let ms = perfpilot_strategies::snapshot::unix_millis::millis(at) as i64;
+        if let Some(block) = window.push(ms, &snapshot) {
+            write(block)?;
+        }
+    }
+    if let Some(block) = window.seal() {
+        write(block)?;
+    }
+    let generated = started.elapsed();
+
+    let started = Instant::now();
+    let recording = Arc::new(Recording::open(dir)?);
+    let read = started.elapsed();
+    let config = load_candidate(CONFIG)?;
+    let started = Instant::now();
+    let comparison = replay::replay(&recording, &config)?;
+    let replayed = started.elapsed();
+
+    println!("| what | value |");
+    println!("|---|---|");
+    println!("| samples (1 s) | {} |", recording.samples.len());
+    println!("| segments on disk | {} KiB |", bytes / 1024);
+    println!("| generate and write | {:.2} s |", generated.as_secs_f64());
+    println!("| read the recording | {:.2} s |", read.as_secs_f64());
+    println!("| replay (one core) | {:.2} s |", replayed.as_secs_f64());
+    println!(
+        "| replayed: episodes, runs | {}, {} |",
+        comparison.replayed.episodes, comparison.replayed.runs
+    );
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Replay fidelity on recordings made by the real agent (tests/replay/, made by
+//! scripts/replay-fixtures.sh; demo-range and leak before budgets were watched at the cadence
+//! from their signal, leak-watched with it): replayed under the configuration it was recorded under, a
+//! recording gives back exactly the recorded decisions — the same runs, in the same order,
+//! after the same sample. And bad input is refused with a clear error and exit 2.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use perfpilot::replay::sweep::load_candidate;
+use perfpilot::replay::{self, Recording};
+
+fn fixture(name: &str) -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/replay");
+    (dir.join(name), dir.join(format!("{name}.toml")))
+}
+
+fn replays_its_own_decisions(name: &str) {
+    let (recording, config) = fixture(name);
+    let recording = Arc::new(
+        Recording::open(&recording).unwrap_or_else(|e| panic!("the {name} fixture reads: {e}")),
+    );
+    let text = std::fs::read_to_string(&config).expect("the fixture's configuration");
+    let config = load_candidate(&text).expect("the fixture's configuration loads");
+    let comparison = replay::replay(&recording, &config).expect("the replay runs");
+    assert!(
+        !comparison.recorded_decisions.is_empty(),
+        "the {name} recording has runs to reproduce"
+    );
+    assert_eq!(
+        comparison.replayed_decisions, comparison.recorded_decisions,
+        "{name}: the same runs, in the same order, after the same sample"
+    );
+    assert_eq!(
+        (comparison.added_runs, comparison.dropped_runs),
+        (0, 0),
+        "{name}"
+    );
+}
+
+#[test]
+fn the_demo_under_range_load_replays_its_own_decisions() {
+    replays_its_own_decisions("demo-range");
+}
+
+#[test]
+fn the_leak_bench_replays_its_own_decisions() {
+    replays_its_own_decisions("leak");
+}
+
+/// Recorded by the agent whose budgets are watched at the cadence from their signal: the
+/// fast watch woke the engine between samples, and the replay wakes it where it did.
+#[test]
+fn the_leak_bench_with_fast_watch_wakes_replays_its_own_decisions() {
+    replays_its_own_decisions("leak-watched");
+}
+
+fn perfpilot(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_perfpilot"))
+        .args(args)
+        .output()
+        .expect("perfpilot runs")
+}
+
+/// A scratch directory removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("perfpilot-replay-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `perfpilot replay` with `args` and a `--report` in `scratch`; asserts exit 2, an
+/// error that says `says`, and no report written.
+fn refused(scratch: &Scratch, args: &[&str], says: &str) {
+    let report = scratch.0.join("report.html");
+    let report_arg = report.to_str().expect("a UTF-8 path");
+    let mut all = vec!["replay"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--report", report_arg]);
+    let output = perfpilot(&all);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(says),
+        "{args:?}: expected `{says}` in: {stderr}"
+    );
+    assert!(!report.exists(), "{args:?}: nothing written");
+}
+
+#[test]
+fn bad_input_is_refused_with_exit_2_and_nothing_written() {
+    let (recording, config) = fixture("leak");
+    let scratch = Scratch::new("bad");
+    let segments: Vec<PathBuf> = std::fs::read_dir(&recording)
+        .expect("the leak fixture")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    let segment = segments.first().expect("a segment");
+    let bytes = std::fs::read(segment).expect("a segment's bytes");
+    let config = config.to_str().expect("a UTF-8 path");
+
+    let truncated = scratch.0.join("truncated.seg");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("written");
+    refused(
+        &scratch,
+        &[
+            "--recording",
+            truncated.to_str().expect("utf-8"),
+            "--config",
+            config,
+        ],
+        "truncated",
+    );
+
+    let mut newer = bytes.clone();
+    newer[8..10].copy_from_slice(&99u16.to_le_bytes());
+    let newer_file = scratch.0.join("newer.seg");
+    std::fs::write(&newer_file, &newer).expect("written");
+    refused(
+        &scratch,
+        &[
+            "--recording",
+            newer_file.to_str().expect("utf-8"),
+            "--config",
+            config,
+        ],
+        "format version 99 is newer",
+    );
+
+    let invalid = scratch.0.join("invalid.toml");
+    std::fs::write(
+        &invalid,
+        "[budgets.memory]\nsignal = \"memory_usage\"\ngoal = 0.9\nlimit = 0.8\nladder = []\n",
+    )
+    .expect("written");
+    let segment = segment.to_str().expect("utf-8");
+    refused(
+        &scratch,
+        &[
+            "--recording",
+            segment,
+            "--config",
+            invalid.to_str().expect("utf-8"),
+        ],
+        "candidate configuration",
+    );
+
+    let other_signal = scratch.0.join("in-flight.toml");
+    std::fs::write(
+        &other_signal,
+        "[budgets.requests]\nsignal = \"in_flight_requests\"\ngoal = 100\nlimit = 200\nladder = [\"memory-purge\"]\n",
+    )
+    .expect("written");
+    refused(
+        &scratch,
+        &[
+            "--recording",
+            segment,
+            "--config",
+            other_signal.to_str().expect("utf-8"),
+        ],
+        "the recording does not have",
+    );
+
+    refused(
+        &scratch,
+        &[
+            "--recording",
+            segment,
+            "--config",
+            config,
+            "--sweep",
+            "budgets.memory.goal",
+        ],
+        "expected KEY=V1,V2",
+    );
+}
+
+#[test]
+fn a_sweep_prints_one_row_per_value_and_a_report_draws_both_signals() {
+    let (recording, config) = fixture("leak");
+    let scratch = Scratch::new("sweep");
+    let report = scratch.0.join("report.html");
+    let output = perfpilot(&[
+        "replay",
+        "--recording",
+        recording.to_str().expect("utf-8"),
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--sweep",
+        "budgets.memory.goal=0.6,0.7,0.8",
+        "--report",
+        report.to_str().expect("utf-8"),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for row in ["recorded", "0.6", "0.7", "0.8"] {
+        assert!(
+            stdout.lines().any(|line| line.starts_with(row)),
+            "a row for {row}:\n{stdout}"
+        );
+    }
+    let page = std::fs::read_to_string(&report).expect("the report is written");
+    assert_eq!(page.matches("<svg").count(), 3, "a chart per value");
+    assert_eq!(page.matches("class=\"replayed\" points").count(), 3);
+    assert_eq!(page.matches("class=\"recorded\" points").count(), 3);
+}
