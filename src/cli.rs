@@ -179,8 +179,9 @@ pub struct ConfigArgs {
     /// Sidecar mode: watch the process listening on this TCP port.
     #[arg(long, value_name = "PORT", group = "target")]
     pub target_port: Option<u16>,
-    /// Sidecar mode: watch every process of this cgroup v2 (a pod, a systemd service): a
-    /// directory under the cgroup v2 mount or a path relative to it.
+    /// Sidecar mode: watch every process of this cgroup v2 (a systemd service, or a pod's
+    /// cgroup from an agent on the node; a sidecar in the pod cannot see it): a directory
+    /// under the cgroup v2 mount or a path relative to it.
     #[arg(long, value_name = "PATH", group = "target")]
     pub target_cgroup: Option<PathBuf>,
     /// GET this http:// URL every probe.period (default 1s) for latency and error rate.
