@@ -2,6 +2,7 @@
 
 mod client;
 mod export;
+mod reference;
 mod replay;
 mod serve;
 mod table;
@@ -53,6 +54,11 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Write the recording kept in state_dir as one self-contained HTML report.
     Report(ReportArgs),
+    /// Print a shell completion script, e.g. `perfpilot completions bash >
+    /// /etc/bash_completion.d/perfpilot`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (`perfpilot man | man -l -`), or write every page into a directory.
+    Man(ManArgs),
 }
 
 /// `perfpilot replay`.
@@ -129,6 +135,23 @@ pub enum ExportFormat {
     Ndjson,
     /// Comma-separated samples with a header row.
     Csv,
+}
+
+/// `perfpilot completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `perfpilot man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `perfpilot.1` and a page per subcommand (`perfpilot-run.1`...) into this directory
+    /// instead of printing `perfpilot.1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `perfpilot signals`.
@@ -337,6 +360,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(args) => export::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Report(args) => export::report(&args),
+        Command::Completions(args) => reference::completions(args.shell),
+        Command::Man(args) => reference::man(args.dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
