@@ -103,3 +103,46 @@ fn the_manual_page_lists_every_subcommand_and_a_page_per_subcommand_is_written()
     }
     assert!(pages.join("perfpilot.1").is_file());
 }
+
+/// Whether `text` has `token` standing alone: not inside a longer word or flag
+/// (`--target-pid` is not found in `--target-pidfile`).
+fn names(text: &str, token: &str) -> bool {
+    let part_of_word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices(token).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + token.len()..].chars().next();
+        !before.is_some_and(part_of_word) && !after.is_some_and(part_of_word)
+    })
+}
+
+#[test]
+fn docs_cli_md_names_every_subcommand_flag_and_variable_of_the_command_line() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let mut missing = Vec::new();
+    for sub in Cli::command().get_subcommands() {
+        let name = sub.get_name();
+        if !names(&doc, &format!("perfpilot {name}")) {
+            missing.push(format!("perfpilot {name}"));
+        }
+        for arg in sub.get_arguments() {
+            let spellings = arg
+                .get_long()
+                .map(|long| format!("--{long}"))
+                .into_iter()
+                .chain(arg.get_short().map(|short| format!("-{short}")))
+                .chain(arg.get_env().map(|env| env.to_string_lossy().into_owned()));
+            for spelling in spellings {
+                if !names(&doc, &spelling) {
+                    missing.push(format!("{spelling} (perfpilot {name})"));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} does not name: {}",
+        path.display(),
+        missing.join(", ")
+    );
+}
