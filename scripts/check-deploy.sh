@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the files in deploy/: the Prometheus rules (promtool check rules and their unit
-# tests), the scrape configs, the Grafana dashboard JSON and the Kubernetes manifest (parsed
+# tests), the scrape configs, the Grafana dashboard JSON, the Kubernetes manifest and the
+# Kustomize component's output (`kubectl kustomize`; skipped where kubectl is missing) (parsed
 # and their shape checked), the configuration they hand the agent (perfpilot check-config),
 # the systemd unit (systemd-analyze verify, where installed), and that every perfpilot_
 # metric the rules and the dashboard query exists in live agents' /metrics output.
@@ -47,21 +48,44 @@ if ! promtool check config "$out/prometheus/prometheus-kubernetes.yml" >"$out/k8
   fi
 fi
 
+echo "== Kustomize component: kubectl kustomize deploy/kubernetes/kustomize/example"
+# Components need kustomize 4.1 or later (kubectl 1.21+); Debian's kubernetes-client is 1.20.
+rendered=""
+if ! command -v kubectl >/dev/null; then
+  echo "skipped: kubectl not installed (the component needs kubectl 1.21+ with its kustomize)"
+else
+  minor=$(kubectl version --client -o json | python3 -c 'import json, sys; print(int(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+")))')
+  if [ "$minor" -lt 21 ]; then
+    echo "skipped: kubectl 1.$minor's kustomize has no components (needs kubectl 1.21+)"
+  else
+    kubectl kustomize deploy/kubernetes/kustomize/example >"$out/kustomized.yaml"
+    rendered="$out/kustomized.yaml"
+    echo "rendered: $(grep -c '^kind:' "$rendered") documents (kubectl 1.$minor)"
+  fi
+fi
+
 echo "== dashboard JSON, manifest YAML: parse and shape"
 python3 -m json.tool deploy/grafana/perfpilot-dashboard.json >/dev/null
-python3 scripts/check_deploy.py structure
+python3 scripts/check_deploy.py structure $rendered
 echo "ok"
 
 echo "== the configuration the deploy files give the agent (perfpilot check-config)"
-python3 scripts/check_deploy.py sidecar-toml >"$out/sidecar.toml"
-# Into files first: a failing step inside `< <(...)` would not stop the script.
-python3 scripts/check_deploy.py sidecar-env >"$out/sidecar-env.txt"
-mapfile -t sidecar_env <"$out/sidecar-env.txt"
-[ ${#sidecar_env[@]} -gt 0 ] || { echo "no environment read from the sidecar manifest" >&2; exit 1; }
-env "${sidecar_env[@]}" PERFPILOT_API__TOKEN=from-the-secret PERFPILOT_API__READ_TOKEN=from-the-secret-too \
-  PERFPILOT_WORKER_ID=pod-name \
-  "$bin" check-config --config "$out/sidecar.toml" >"$out/sidecar-check.txt"
-echo "kubernetes sidecar: ok ($(grep -c . "$out/sidecar-check.txt") settings)"
+for manifest in deploy/kubernetes/perfpilot-sidecar.yaml $rendered; do
+  python3 scripts/check_deploy.py sidecar-toml "$manifest" >"$out/sidecar.toml"
+  # Into files first: a failing step inside `< <(...)` would not stop the script.
+  python3 scripts/check_deploy.py sidecar-env "$manifest" >"$out/sidecar-env.txt"
+  mapfile -t sidecar_env <"$out/sidecar-env.txt"
+  [ ${#sidecar_env[@]} -gt 0 ] || { echo "no environment read from $manifest" >&2; exit 1; }
+  # The memory budget is the app's limit from the downward API, a plain byte count.
+  printf '%s\n' "${sidecar_env[@]}" | grep -qE '^PERFPILOT_MEMORY_BUDGET=[0-9]+$' ||
+    { echo "$manifest: no PERFPILOT_MEMORY_BUDGET byte count" >&2; exit 1; }
+  env "${sidecar_env[@]}" PERFPILOT_API__TOKEN=from-the-secret PERFPILOT_API__READ_TOKEN=from-the-secret-too \
+    PERFPILOT_WORKER_ID=pod-name \
+    "$bin" check-config --config "$out/sidecar.toml" >"$out/sidecar-check.txt"
+  grep -qE '^memory_budget = [0-9]+ +# env PERFPILOT_MEMORY_BUDGET' "$out/sidecar-check.txt" ||
+    { echo "$manifest: the agent did not take memory_budget from PERFPILOT_MEMORY_BUDGET" >&2; exit 1; }
+  echo "kubernetes sidecar ($manifest): ok ($(grep -c . "$out/sidecar-check.txt") settings)"
+done
 mapfile -t systemd_env < <(grep -E '^[A-Z_]+=' deploy/systemd/perfpilot.env)
 env "${systemd_env[@]}" "$bin" check-config --config /dev/null >/dev/null
 echo "systemd env file: ok"

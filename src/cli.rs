@@ -2,6 +2,7 @@
 
 mod client;
 mod export;
+mod reference;
 mod replay;
 mod serve;
 mod table;
@@ -56,6 +57,11 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Write the recording kept in state_dir as one self-contained HTML report.
     Report(ReportArgs),
+    /// Print a shell completion script, e.g. `perfpilot completions bash >
+    /// /etc/bash_completion.d/perfpilot`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (`perfpilot man | man -l -`), or write every page into a directory.
+    Man(ManArgs),
 }
 
 /// `perfpilot replay`.
@@ -134,6 +140,23 @@ pub enum ExportFormat {
     Csv,
 }
 
+/// `perfpilot completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `perfpilot man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `perfpilot.1` and a page per subcommand (`perfpilot-run.1`...) into this directory
+    /// instead of printing `perfpilot.1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 /// `perfpilot signals`.
 #[derive(Debug, Args)]
 pub struct SignalsArgs {
@@ -182,8 +205,9 @@ pub struct ConfigArgs {
     /// Sidecar mode: watch the process listening on this TCP port.
     #[arg(long, value_name = "PORT", group = "target")]
     pub target_port: Option<u16>,
-    /// Sidecar mode: watch every process of this cgroup v2 (a pod, a systemd service): a
-    /// directory under the cgroup v2 mount or a path relative to it.
+    /// Sidecar mode: watch every process of this cgroup v2 (a systemd service, or a pod's
+    /// cgroup from an agent on the node; a sidecar in the pod cannot see it): a directory
+    /// under the cgroup v2 mount or a path relative to it.
     #[arg(long, value_name = "PATH", group = "target")]
     pub target_cgroup: Option<PathBuf>,
     /// GET this http:// URL every probe.period (default 1s) for latency and error rate.
@@ -353,6 +377,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(args) => export::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Report(args) => export::report(&args),
+        Command::Completions(args) => reference::completions(args.shell),
+        Command::Man(args) => reference::man(args.dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,10 +8,11 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use perfpilot_strategies::{Context, Outcome, Snapshot, Strategy};
+use perfpilot_strategies::{Cause, Context, Outcome, Snapshot, Strategy};
 
 use super::clock::{Clock, Pending};
 use super::{FinishedRun, PlannedRun, SignalSource};
@@ -150,6 +151,13 @@ pub(super) async fn execute(
     context.level = planned.level;
     context.kind = planned.kind;
     let started_at = clock.wall();
+    context.cause = Cause {
+        run_id: run_id(started_at),
+        signal: Some(planned.signal),
+        value: planned.before,
+        budget: planned.budget.as_ref().map(|(_, step)| step.budget.clone()),
+        rung: planned.budget.as_ref().map(|(_, step)| step.rung),
+    };
     let started = clock.now();
     let result = executor
         .run(Arc::clone(&planned.strategy), context, timeout)
@@ -162,6 +170,18 @@ pub(super) async fn execute(
         ended,
         result,
     }
+}
+
+/// A run's id, unique across runs and restarts of this agent and of agents on other hosts
+/// calling the same hook: the run's start (ms since the Unix epoch) and a count of runs in
+/// this process, after this process's id. For example `1a2b3c-18c4f2a9b10-7`.
+fn run_id(started_at: SystemTime) -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let started_ms = started_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    let count = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
+    format!("{:x}-{started_ms:x}-{count}", std::process::id())
 }
 
 /// The text of a panic's payload.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use perfpilot_strategies::{Context, Level, Outcome, RunKind};
+use perfpilot_strategies::{Cause, Context, Level, Outcome, RunKind};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -191,6 +191,7 @@ impl Engine {
                 .target
                 .as_ref()
                 .map_or_else(Vec::new, TargetHandle::target_pids),
+            cause: Cause::default(),
         };
         let timeout = self.settings.strategy_timeout;
         let (clock, executor) = (Arc::clone(&self.clock), Arc::clone(&self.executor));

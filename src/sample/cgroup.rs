@@ -390,6 +390,15 @@ fn cgroup_dirs(mounts: &[Mount], path: &str, matches: impl Fn(&Mount) -> bool) -
     else {
         return Vec::new();
     };
+    // A cgroup outside the agent's cgroup namespace shows as `/../sibling` (a sidecar looking
+    // at the app container of its pod): it is not under any mount this agent can see, and
+    // joining the `..` would read the agent's own cgroup instead.
+    if relative
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Vec::new();
+    }
     let leaf = if relative.as_os_str().is_empty() {
         mount.mount_point.clone()
     } else {
@@ -576,6 +585,25 @@ mod tests {
         // A path outside every mount's root gives nothing rather than a wrong file.
         let limits = CgroupLimits::from_tables("0::/elsewhere\n", mountinfo);
         assert!(limits.memory.is_empty());
+    }
+
+    #[test]
+    fn a_cgroup_outside_the_agents_cgroup_namespace_is_not_read() {
+        // A sidecar in its own cgroup namespace sees its pod's app container as `/../app`:
+        // its /sys/fs/cgroup is its own cgroup, whose limit is the sidecar's, not the app's.
+        let fs = FakeCgroupFs::new("sibling");
+        fs.write("memory.max", "33554432\n");
+        let mountinfo = format!(
+            "41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+            fs.0.path().display()
+        );
+        let mut limits = CgroupLimits::from_tables("0::/../cri-containerd-app.scope\n", &mountinfo);
+        limits.memory.retain(LimitFile::exists);
+        assert_eq!(limits.memory_limit(), None, "{:?}", limits.memory);
+        // The agent's own cgroup, at the namespace's root, is read.
+        let mut own = CgroupLimits::from_tables("0::/\n", &mountinfo);
+        own.memory.retain(LimitFile::exists);
+        assert_eq!(own.memory_limit(), Some(32 << 20));
     }
 
     /// A fake cgroup filesystem in a temporary directory, removed on drop.

@@ -37,6 +37,7 @@
 //!     registry: Arc::new(Registry::default()),
 //!     interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(8)),
 //!     targets: Vec::new(),
+//!     cause: Cause::default(),
 //! };
 //! let outcome = IntervalBackoff.run(ctx.clone()).await.unwrap();
 //! assert_eq!(outcome.report["interval_ms"], 2000);
@@ -101,7 +102,7 @@ pub use snapshot::{
     PressureLine, PressureResource, PressureSet, PressureWindow, ResourcePressure, RuntimeStats,
     Snapshot,
 };
-pub use strategy::{Context, IntervalControl, Outcome, RunKind, Strategy, StrategyError};
+pub use strategy::{Cause, Context, IntervalControl, Outcome, RunKind, Strategy, StrategyError};
 pub use trigger::{BaselineSpec, Level, PredictSpec, TriggerSpec};
 pub use webhook::{Webhook, WebhookConfig};
 

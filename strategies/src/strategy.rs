@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::registry::Registry;
+use crate::signals::Signal;
 use crate::snapshot::Snapshot;
 use crate::trigger::Level;
 
@@ -186,12 +187,33 @@ pub struct Context {
     /// `PERFPILOT_TARGET_PID` (the first) and `PERFPILOT_TARGET_PIDS` (all); empty in library
     /// mode and for a bare agent.
     pub targets: Vec<u32>,
+    /// Why this run happened and its id, which `webhook` tells the hook in its
+    /// `X-Perfpilot-*` headers.
+    pub cause: Cause,
+}
+
+/// Why a run happened: the signal and its value, the budget rung that ran it, and an id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cause {
+    /// Unique per run and the same for every attempt of it (a webhook's retries), so a hook
+    /// can tell a retry from a new run: an idempotency key. Empty outside an agent.
+    pub run_id: String,
+    /// The signal the run is about: its trigger's, or its budget's.
+    pub signal: Option<Signal>,
+    /// That signal's value when the run was planned (smoothed as its trigger sees it), in the
+    /// signal's unit; `None` when it could not be read.
+    pub value: Option<f64>,
+    /// The budget whose ladder ran it, when it ran as a rung.
+    pub budget: Option<String>,
+    /// Its rung in that ladder, from 0 (least disruptive), as `budgets[].rung` in
+    /// `/performance-metrics`.
+    pub rung: Option<usize>,
 }
 
 impl Context {
     /// A context outside any agent, for running a strategy by hand and for tests: an empty
     /// snapshot taken now, WARNING, a manual run, nothing registered, a fixed 1 s interval,
-    /// no targets. Override fields with struct update syntax:
+    /// no targets, no cause. Override fields with struct update syntax:
     /// `Context { targets: vec![pid], ..Context::standalone() }`.
     pub fn standalone() -> Self {
         Context {
@@ -201,6 +223,7 @@ impl Context {
             registry: Arc::new(Registry::default()),
             interval: IntervalControl::new(Duration::from_secs(1), Duration::from_secs(1)),
             targets: Vec::new(),
+            cause: Cause::default(),
         }
     }
 }

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::duration;
 use crate::problem::Problem;
-use crate::strategy::{Context, Outcome, Strategy, StrategyError};
+use crate::strategy::{Context, Outcome, RunKind, Strategy, StrategyError};
 use crate::trigger::TriggerSpec;
 
 /// Settings of one `webhook` instance (`[strategies.webhook.NAME]`).
@@ -286,6 +286,41 @@ impl Webhook {
         pause_before(self.retry_backoff, retry)
     }
 
+    /// The headers that tell the hook why it is called (docs/hooks.md), by lowercase name;
+    /// the same on every attempt of a run. A header whose value is unknown is left out.
+    #[cfg_attr(not(feature = "sidecar"), allow(dead_code))]
+    fn context_headers(&self, ctx: &Context) -> Vec<(&'static str, String)> {
+        let cause = &ctx.cause;
+        let kind = match ctx.kind {
+            RunKind::Automatic => "automatic",
+            RunKind::Manual => "manual",
+        };
+        let mut headers = vec![
+            ("x-perfpilot-strategy", self.name.clone()),
+            ("x-perfpilot-kind", kind.to_owned()),
+            ("x-perfpilot-level", ctx.level.to_string()),
+        ];
+        let optional = [
+            (
+                "x-perfpilot-run-id",
+                Some(cause.run_id.clone()).filter(|id| !id.is_empty()),
+            ),
+            ("x-perfpilot-signal", cause.signal.map(|s| s.to_string())),
+            (
+                "x-perfpilot-value",
+                cause.value.filter(|v| v.is_finite()).map(|v| v.to_string()),
+            ),
+            ("x-perfpilot-budget", cause.budget.clone()),
+            ("x-perfpilot-rung", cause.rung.map(|r| r.to_string())),
+        ];
+        headers.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?))),
+        );
+        headers
+    }
+
     #[cfg(feature = "sidecar")]
     fn attempts(n: u32) -> String {
         format!("{n} attempt{}", if n == 1 { "" } else { "s" })
@@ -311,7 +346,7 @@ impl Strategy for Webhook {
     }
 
     #[cfg(feature = "sidecar")]
-    async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
+    async fn run(&self, ctx: Context) -> Result<Outcome, StrategyError> {
         let client = self.client.as_ref().map_err(|why| {
             StrategyError::Failed(format!("webhook {} is misconfigured: {why}", self.url))
         })?;
@@ -319,7 +354,7 @@ impl Strategy for Webhook {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            let result = client.call(self).await;
+            let result = client.call(self, &ctx).await;
             let retry = match &result {
                 Ok(answer) => answer.status.is_server_error(),
                 Err(error) => error.retryable(),
@@ -382,6 +417,7 @@ mod http {
     use serde_json::Value;
 
     use super::{Webhook, WebhookConfig};
+    use crate::strategy::Context;
 
     /// The client and the parts of the request that parse once.
     #[derive(Debug)]
@@ -427,11 +463,23 @@ mod http {
 
         /// One attempt: the status and the first [`Webhook::RESPONSE_READ_LIMIT`] bytes of the
         /// answer.
-        pub(super) async fn call(&self, hook: &Webhook) -> Result<Answer, CallError> {
+        pub(super) async fn call(
+            &self,
+            hook: &Webhook,
+            ctx: &Context,
+        ) -> Result<Answer, CallError> {
+            let mut headers = self.headers.clone();
+            for (name, value) in hook.context_headers(ctx) {
+                // Names and values from the configuration may hold any text but control
+                // characters, which `problems` refuses: one that does not fit is left out.
+                if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+            }
             let mut request = self
                 .client
                 .request(self.method.clone(), self.url.clone())
-                .headers(self.headers.clone())
+                .headers(headers)
                 .timeout(hook.timeout);
             if self.send_body {
                 request = request.json(&hook.body);

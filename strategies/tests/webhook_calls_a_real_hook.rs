@@ -301,3 +301,111 @@ async fn a_get_hook_sends_no_body() {
     let outcome = run(&config).await.unwrap();
     assert_eq!(outcome.report["response"], json!({"body_len": 0}));
 }
+
+/// The `x-perfpilot-*` headers of one request, by name.
+fn perfpilot_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut seen: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-perfpilot-"))
+        .map(|(name, value)| {
+            let value = value.to_str().unwrap_or("(not text)").to_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+#[tokio::test]
+async fn the_hook_is_told_why_and_a_retry_carries_the_same_run_id() {
+    type Seen = Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Value)>>>;
+    let seen = Seen::default();
+    let router = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>| async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((perfpilot_headers(&headers), body));
+                    if seen.len() == 1 {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let addr = serve(router).await;
+    let mut config = hook(format!("http://{addr}/hook"));
+    config.body = json!({"fraction": 0.25});
+    // A configured header cannot pass for the agent's own.
+    config
+        .headers
+        .insert("X-Perfpilot-Level".into(), "forged".into());
+    let ctx = Context {
+        level: perfpilot_strategies::Level::Critical,
+        kind: perfpilot_strategies::RunKind::Automatic,
+        cause: perfpilot_strategies::Cause {
+            run_id: "4d2-18c4f2a9b10-7".into(),
+            signal: Some(Signal::MemoryUsage),
+            value: Some(0.9312),
+            budget: Some("memory".into()),
+            rung: Some(1),
+        },
+        ..Context::standalone()
+    };
+
+    let outcome = bounded(config.build("trim-cache").run(ctx)).await.unwrap();
+    assert_eq!(outcome.report["attempts"], 2);
+    let seen = seen.lock().unwrap();
+    let expected: Vec<(String, String)> = [
+        ("x-perfpilot-budget", "memory"),
+        ("x-perfpilot-kind", "automatic"),
+        ("x-perfpilot-level", "CRITICAL"),
+        ("x-perfpilot-run-id", "4d2-18c4f2a9b10-7"),
+        ("x-perfpilot-rung", "1"),
+        ("x-perfpilot-signal", "memory_usage"),
+        ("x-perfpilot-strategy", "trim-cache"),
+        ("x-perfpilot-value", "0.9312"),
+    ]
+    .iter()
+    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+    .collect();
+    assert_eq!(seen.len(), 2, "one failed attempt and its retry");
+    for (headers, body) in seen.iter() {
+        assert_eq!(headers, &expected);
+        assert_eq!(
+            body,
+            &json!({"fraction": 0.25}),
+            "the configured body, unchanged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_manual_run_outside_an_agent_sends_only_what_is_known() {
+    type Seen = Arc<std::sync::Mutex<Vec<Vec<(String, String)>>>>;
+    let seen = Seen::default();
+    let router = Router::new()
+        .route(
+            "/hook",
+            post(|State(seen): State<Seen>, headers: HeaderMap| async move {
+                seen.lock().unwrap().push(perfpilot_headers(&headers));
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .with_state(seen.clone());
+    let addr = serve(router).await;
+    run(&hook(format!("http://{addr}/hook"))).await.unwrap();
+    let seen = seen.lock().unwrap();
+    let names: Vec<&str> = seen[0].iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "x-perfpilot-kind",
+            "x-perfpilot-level",
+            "x-perfpilot-strategy"
+        ]
+    );
+}
