@@ -389,8 +389,14 @@ impl Reloader {
     ) -> Option<tokio::task::JoinHandle<()>> {
         let path = self.source.as_ref()?.path()?.to_path_buf();
         let reloader = Arc::clone(self);
+        // The first look now, not when the task first runs (later on a busy machine): a change
+        // made once the agent has started (it announces itself after this) is a change.
+        let mut seen = if reloader.watch_enabled.load(Ordering::Relaxed) {
+            FileStamp::read(&path)
+        } else {
+            None
+        };
         Some(tokio::spawn(async move {
-            let mut seen = None;
             let mut ticks = tokio::time::interval(WATCH_PERIOD);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
