@@ -118,7 +118,13 @@ async fn sighup_applies_a_new_threshold_and_strategy_and_keeps_history_and_strea
         .await;
         assert_eq!(status, 200, "{answer}");
     }
-    let before = get_json(&agent.base, "/performance-metrics").await.1;
+    // Each run is judged a settle after it (its `after` read): the track record to compare
+    // is the one with both judgements in, or one landing later would change it.
+    let before = metrics_until(&agent.base, "both manual purges judged", |m| {
+        let records = m["recentOptimizations"].as_array().unwrap();
+        records.len() == 2 && records.iter().all(|r| r["after"].is_number())
+    })
+    .await;
     let purge_before = strategy(&before, "memory-purge").unwrap().clone();
     assert_eq!(purge_before["runs"], 2);
     assert_eq!(purge_before["trigger"]["above"], 0.9);
