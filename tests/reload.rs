@@ -295,6 +295,39 @@ async fn a_watched_file_swapped_like_a_configmap_is_reloaded() {
     drop(agent);
 }
 
+/// The watch takes its first look at the file when the agent is made, not when its task first
+/// runs: on this single-threaded runtime no task has run when the file is replaced below, and
+/// the replacement is still a change to reload.
+#[tokio::test]
+async fn a_file_replaced_before_the_watch_task_first_runs_is_reloaded() {
+    let temp = temp_dir("early");
+    let file = temp.path().join("perfpilot.toml");
+    write_config(&file, &format!("watch_config = true\n{V1}"));
+    let source = perfpilot::reload::ConfigSource::new(
+        Some(file.clone()),
+        std::collections::HashMap::new(),
+        perfpilot::config::Overrides::default(),
+    );
+    let config = source.load().expect("V1 loads").config;
+    let agent = perfpilot::Agent::builder()
+        .config(config)
+        .config_source(source)
+        .try_spawn()
+        .expect("the agent starts");
+    write_config(&file, &format!("watch_config = true\n{V2}"));
+    let reloader = agent.reloader();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reloader.status().reason != "file change" {
+        assert!(
+            Instant::now() < deadline,
+            "waited 30 s for the replaced file to be reloaded: {:?}",
+            reloader.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.shutdown_token().cancel();
+}
+
 #[tokio::test]
 async fn reload_needs_the_token_when_one_is_set() {
     let agent = start_agent(&[], &[("PERFPILOT_API__TOKEN", "reload-secret")]);
