@@ -3,7 +3,10 @@
 # (side by side), RssAnon and VmRSS read once the first block is sealed (65 s: the window
 # holds a minute) and again once the window is full (recorder.window = 15 min, plus a block:
 # FILL_SECONDS, default 970), and the change between them: the recorder's window, since the
-# rest of an idle agent is flat by then. CPU: utime+stime over the fill / CLK_TCK. Then
+# rest of an idle agent is flat by then. CPU: utime+stime over the fill / CLK_TCK. A third
+# agent at 1 s with a state_dir records to disk: the bytes of its sealed segments (one a
+# minute) per segment, scaled to an hour, and the time its writer thread took per segment
+# (write, fsync, rename, directory fsync: its debug line). Then
 # `GET /performance-metrics/history` of the whole window, plain and gzip: bytes and time
 # (curl's time_total, median of 5), and RSS while 32 history requests run at once.
 #
@@ -16,6 +19,8 @@ fill=${1:-${FILL_SECONDS:-970}}
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 # SKIP_BUILD=1: measure the release binary already built.
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet --bin perfpilot
+# PERFPILOT_BIN: another build to measure (say so with the numbers).
+bin=${PERFPILOT_BIN:-./target/release/perfpilot}
 
 anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
 vmrss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
@@ -25,10 +30,14 @@ declare -A pids bases
 for interval in 1s 100ms; do
   start_announcing_as "agent-$interval" env RUST_LOG=warn PERFPILOT_INTERVAL="$interval" \
     PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false \
-    ./target/release/perfpilot run --listen 127.0.0.1:0
+    "$bin" run --listen 127.0.0.1:0
   pids[$interval]=$pid
   bases[$interval]=$base
 done
+mkdir -p "$out/state"
+start_announcing_as agent-disk env RUST_LOG="warn,perfpilot::recorder::store=debug" \
+  PERFPILOT_INTERVAL=1s PERFPILOT_STATE_DIR="$out/state" \
+  PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false "$bin" run --listen 127.0.0.1:0
 sleep 65
 declare -A anon1 rss1 ticks1
 for interval in 1s 100ms; do
@@ -48,6 +57,21 @@ for interval in 1s 100ms; do
   printf '| %s | %s KiB | %s KiB | %+d KiB | %s KiB | %s | %s |\n' "$interval" "${anon1[$interval]}" "$anon" \
     $((anon - anon1[$interval])) "$rss" "$cpu" "$samples"
 done
+
+# The sealed segments only (the open block is in memory): each holds a minute at 1 s.
+mapfile -t segments < <(find "$out/state/recording" -maxdepth 1 -name '*.seg' -size +0)
+mapfile -t write_us < <(grep -o 'micros=[0-9]*' "$out/agent-disk.stderr" | cut -d= -f2 | sort -n)
+echo
+echo "| disk recording (1 s agent, state_dir) | segments | bytes on disk | per segment (a minute) | per hour (x 60) | segment write: median / max |"
+echo "|---|---|---|---|---|---|"
+if [ "${#segments[@]}" -gt 0 ] && [ "${#write_us[@]}" -gt 0 ]; then
+  bytes=$(du -cb "${segments[@]}" | awk 'END {print $1}')
+  per=$((bytes / ${#segments[@]}))
+  median=${write_us[$(( ${#write_us[@]} / 2 ))]}
+  echo "| $fill s | ${#segments[@]} | $bytes B | $per B | $((per * 60)) B ($(awk -v b=$((per * 60)) 'BEGIN {printf "%.1f", b / 1048576}') MiB) | ${median} µs / ${write_us[-1]} µs |"
+else
+  echo "| $fill s | no sealed segment or no write line in $out/agent-disk.stderr | | | | |"
+fi
 
 base=${bases[1s]}
 p=${pids[1s]}

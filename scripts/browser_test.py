@@ -112,13 +112,15 @@ def step(message):
 START = time.monotonic()
 
 
+BROWSER_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--disable-dev-shm-usage", "--window-size=1400,1000", "--force-device-scale-factor=1",
+]
+
+
 def run(driver, options):
-    capabilities = driver.start(options.chromium, [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        "--disable-dev-shm-usage", "--window-size=1400,1000",
-        f"--user-data-dir={options.profile}",
-    ])
+    capabilities = driver.start(options.chromium, BROWSER_ARGS + [f"--user-data-dir={options.profile}"])
     step(f"browser {capabilities.get('browserName')} {capabilities.get('browserVersion')}")
 
     driver.s("POST", "/url", {"url": options.base + "/"})
@@ -201,6 +203,39 @@ def run(driver, options):
     driver.js("const w = document.getElementById('window'); w.value = '60';"
               "w.dispatchEvent(new Event('change'));")
     time.sleep(2.5)
+    fit_window(driver)
+    driver.screenshot(options.screenshot)
+    step(f"screenshot written to {options.screenshot}")
+
+    if options.open_base:
+        cross_origin_attack(driver, options)
+
+
+# Counts the memory canvas's pixels of each drawn colour: the episode's shade (245,158,11 at
+# about 12 % alpha over a transparent canvas), the goal line (#b7791f), the limit line (#d64545)
+# and successful run markers (31,157,85 at 75 %).
+CANVAS_PIXELS = """
+const canvas = document.querySelector('#chart-memory canvas');
+const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+const near = (i, r, g, b, lo, hi) => Math.abs(data[i] - r) <= 3 && Math.abs(data[i + 1] - g) <= 3
+  && Math.abs(data[i + 2] - b) <= 3 && data[i + 3] >= lo && data[i + 3] <= hi;
+const counts = {shade: 0, goal: 0, limit: 0, marker: 0};
+for (let i = 0; i < data.length; i += 4) {
+  if (near(i, 245, 158, 11, 20, 40)) counts.shade++;
+  else if (near(i, 0xb7, 0x79, 0x1f, 250, 255)) counts.goal++;
+  else if (near(i, 0xd6, 0x45, 0x45, 250, 255)) counts.limit++;
+  else if (near(i, 31, 157, 85, 180, 200)) counts.marker++;
+}
+return counts;
+"""
+
+# The report's sections, each with what must be drawn in it (a CSS selector and how many).
+REPORT_SECTIONS = ["summary", "budgets", "rungs", "strategies", "oom-kills", "exhaustions",
+                   "reloads"]
+
+
+def fit_window(driver):
+    """Grows the window to the page's height (up to 4000 px) so a screenshot shows all of it."""
     height = 1000
     for _ in range(4):  # the viewport is smaller than the window, and layout moves with it
         missing = driver.js("return document.documentElement.scrollHeight - window.innerHeight;")
@@ -209,11 +244,84 @@ def run(driver, options):
         height = min(height + missing, 4000)
         driver.s("POST", "/window/rect", {"width": 1400, "height": height})
         time.sleep(0.3)
+
+
+def episode(driver, options):
+    """The dashboard and the report opened after a budget episode the page did not see live."""
+    capabilities = driver.start(options.chromium, BROWSER_ARGS + [f"--user-data-dir={options.profile}"])
+    step(f"browser {capabilities.get('browserName')} {capabilities.get('browserVersion')}")
+    driver.s("POST", "/url", {"url": options.base + "/"})
+    history = wait_for(driver, "the dashboard to load the recorded history",
+                       "return document.body.dataset.history === 'loaded'"
+                       " && window.perfpilotDashboard.state.history;", 20)
+    step(f"history loaded: {history}")
+    # The default 5 min window holds the whole run (the agent started at most 3 min ago).
+    read_drawn = "return JSON.parse(document.getElementById('chart-memory').dataset.drawn || '{}');"
+    try:
+        drawn = wait_for(
+            driver, "the memory chart to draw the rise (by 20 points of the limit, to at least"
+            " 0.85 of the goal: the forecast may start the episode before the crossing), goal"
+            " and limit, an episode and two runs", "const d = (() => {" + read_drawn + "})();"
+            "const goal = 100 * arguments[0];"
+            "return d.peak - d.low >= 20 && d.peak >= 0.85 * goal && d.guides >= 2"
+            " && d.episodes >= 1 && d.markers >= 2 && d;", 15, options.goal)
+    except Failure as e:
+        raise Failure(f"{e}; the chart drew {driver.js(read_drawn)}") from None
+    step(f"the memory chart drew {drawn}")
+    pixels = driver.js(CANVAS_PIXELS)
+    step(f"pixels on the memory canvas: {pixels}")
+    for what, least in (("shade", 200), ("goal", 50), ("limit", 50), ("marker", 10)):
+        if pixels.get(what, 0) < least:
+            raise Failure(f"the memory canvas has {pixels.get(what, 0)} pixels of the {what}"
+                          f" colour, expected at least {least}: {pixels}")
+    errors = driver.js("return window.perfpilotDashboard.state.errors;")
+    if errors:
+        raise Failure(f"the page reported script errors: {errors}")
+    fit_window(driver)
     driver.screenshot(options.screenshot)
     step(f"screenshot written to {options.screenshot}")
 
-    if options.open_base:
-        cross_origin_attack(driver, options)
+    driver.s("POST", "/window/rect", {"width": 1400, "height": 1000})
+    driver.s("POST", "/url", {"url": options.base + "/report?since=15m"})
+    title = driver.s("GET", "/title")
+    if not title.startswith("perfpilot report"):
+        raise Failure(f"GET /report has title {title!r}, expected 'perfpilot report: ...'")
+    report = driver.js("""
+const box = (e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+const sections = {};
+for (const id of arguments[0]) {
+  const s = document.getElementById(id);
+  sections[id] = !!s && box(s) && !!s.querySelector('h2') && box(s.querySelector('h2'));
+}
+const chart = document.querySelector('#budgets .chart[data-signal="memory_usage"] svg');
+// A line has no area: drawn means it spans some length.
+const span = (e) => { const r = e.getBoundingClientRect(); return r.width + r.height > 0; };
+const count = (css, drawn) => chart ? [...chart.querySelectorAll(css)].filter(drawn).length : 0;
+const line = chart && chart.querySelector('polyline.signal');
+const summary = document.getElementById('summary');
+return {sections, chart: !!chart && box(chart), episodes: count('rect.episode', box),
+  goals: count('line.goal', span), limits: count('line.limit', span), runs: count('line.run', span),
+  points: line ? line.points.numberOfItems : 0,
+  rungRows: document.querySelectorAll('#rungs tr').length - 1,
+  strategyRows: document.querySelectorAll('#strategies tr').length - 1,
+  summary: summary ? {...summary.dataset} : null};
+""", REPORT_SECTIONS)
+    step(f"the report: {report}")
+    missing = [s for s, ok in report["sections"].items() if not ok]
+    if missing:
+        raise Failure(f"the report does not show the sections {missing}")
+    expected = {"chart": True, "episodes": 1, "goals": 1, "limits": 1, "runs": 2, "points": 10,
+                "rungRows": 2, "strategyRows": 2}
+    short = {k: report[k] for k, least in expected.items() if report[k] < least}
+    if short:
+        raise Failure(f"the report's memory chart or tables lack drawn elements: {short}"
+                      f" (expected at least {expected})")
+    summary = report["summary"] or {}
+    if int(summary.get("episodes", 0)) < 1 or int(summary.get("runs", 0)) < 2:
+        raise Failure(f"the report's summary counts {summary}, expected an episode and two runs")
+    fit_window(driver)
+    driver.screenshot(options.report_screenshot)
+    step(f"screenshot written to {options.report_screenshot}")
 
 
 ATTACK_PAGE = """<!doctype html>
@@ -320,11 +428,15 @@ def main():
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--profile", required=True, help="a fresh --user-data-dir")
     parser.add_argument("--screenshot", required=True)
+    parser.add_argument("--episode", action="store_true",
+                        help="check the dashboard and GET /report after a budget episode")
+    parser.add_argument("--report-screenshot", default="target/report.png")
+    parser.add_argument("--goal", type=float, default=0.8, help="the memory budget's goal")
     options = parser.parse_args()
 
     driver = WebDriver(options.webdriver)
     try:
-        run(driver, options)
+        (episode if options.episode else run)(driver, options)
     except (Failure, OSError) as e:
         print(f"browser test FAILED: {e}", file=sys.stderr)
         if driver.session:

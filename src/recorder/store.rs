@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::segment::{self, Segment};
 
@@ -232,8 +232,15 @@ fn write_jobs(store: &Store, jobs: &mpsc::Receiver<Job>, health: &StoreHealth) {
             }
             Job::Segment { first, last, bytes } => (first, last, bytes),
         };
+        let started = std::time::Instant::now();
         match store.write(first, &bytes) {
             Ok(()) => {
+                // What a segment costs: scripts/bench-recorder.sh reads this line.
+                debug!(
+                    bytes = bytes.len(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "recording segment written (write, fsync, rename, directory fsync)"
+                );
                 if health.disk_full.swap(false, Ordering::Relaxed) {
                     info!("the state directory takes writes again: recording to disk resumed");
                 }
