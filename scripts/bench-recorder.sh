@@ -19,8 +19,9 @@ fill=${1:-${FILL_SECONDS:-970}}
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 # SKIP_BUILD=1: measure the release binary already built.
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet --bin perfpilot
-# PERFPILOT_BIN: another build to measure (say so with the numbers).
-bin=${PERFPILOT_BIN:-./target/release/perfpilot}
+# BENCH_BIN: another build to measure (say so with the numbers; not PERFPILOT_*: the agent
+# reads those as its configuration).
+bin=${BENCH_BIN:-./target/release/perfpilot}
 
 anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
 vmrss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
