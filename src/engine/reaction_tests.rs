@@ -1,6 +1,9 @@
 //! Adaptive reaction through the engine (`[tuning] reaction = "adaptive"`): a scripted memory
 //! signal against a cgroup limit, rungs that do nothing, an OOM-kill count the test raises,
-//! and tokio's paused clock. The same scripts with `reaction = "fixed"` show the difference.
+//! and tokio's paused clock: urgency starts an episode, a climb without waiting out the
+//! settle, skip-to-rung by learned relief, the counterfactual verdict, the guard band after
+//! a breach and after an OOM kill. The same scripts with `reaction = "fixed"` show the
+//! difference.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex as StdMutex;
@@ -88,6 +91,15 @@ fn hold(mode: ReactionMode) -> Held {
 
 /// [`hold`] with a fast watch's handle, to which the engine publishes reaction times.
 fn hold_watched(mode: ReactionMode, watch: Option<WatchHandle>) -> Held {
+    hold_with(mode, watch, |_| {})
+}
+
+/// [`hold_watched`] with the budget's configuration changed by `tweak` first.
+fn hold_with(
+    mode: ReactionMode,
+    watch: Option<WatchHandle>,
+    tweak: impl FnOnce(&mut BudgetConfig),
+) -> Held {
     let cgroup = Cgroup::default();
     cgroup.set(0.3);
     let mut runs = Vec::new();
@@ -104,6 +116,7 @@ fn hold_watched(mode: ReactionMode, watch: Option<WatchHandle>) -> Held {
         .collect();
     let mut config = BudgetConfig::new(Signal::MemoryUsage, 0.8, 1.0, &["purge", "trim"]);
     config.settle = Duration::from_secs(2);
+    tweak(&mut config);
     let mut settings = EngineSettings::for_tests();
     settings.budgets = vec![("memory".to_owned(), config)];
     settings.rung_only = vec!["purge".to_owned(), "trim".to_owned()];
@@ -134,6 +147,31 @@ async fn start(mode: ReactionMode) -> Held {
     let held = hold(mode);
     tokio::time::sleep(Duration::from_millis(500)).await;
     held
+}
+
+/// [`hold_with`], and half a sample's wait (see [`start`]).
+async fn start_with(mode: ReactionMode, tweak: impl FnOnce(&mut BudgetConfig)) -> Held {
+    let held = hold_with(mode, None, tweak);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held
+}
+
+/// The next finished record whose reason contains `text`, waited for at most 30 s.
+async fn record_naming(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    text: &str,
+) -> OptimizationRecord {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Event::OptimizationCompleted(record) = events.recv().await.unwrap() {
+                if record.reason.contains(text) {
+                    break OptimizationRecord::clone(&record);
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a record whose reason names {text:?} within 30 s"))
 }
 
 /// Sets the signal to each of `values`, one sample (1 s) apart.
@@ -263,4 +301,113 @@ async fn the_watch_is_told_the_reaction_the_budget_works_out_and_only_when_adapt
         None,
         "fixed: urgency never wakes it"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overshoot_past_what_the_first_rung_relieved_skips_to_the_rung_that_relieved_it() {
+    let held = start(ReactionMode::Adaptive).await;
+    // Episode 1: urgent at 0.6 (rising 0.125/s, the limit 3.2 s away): purge, and the rise
+    // goes on (0.75: no relief against the trend); trim, and the signal falls; calm.
+    feed(
+        &held,
+        &[0.3, 0.45, 0.6, 0.75, 0.45, 0.3, 0.3, 0.3, 0.3, 0.3],
+    )
+    .await;
+    assert_eq!(held.runs(), [1, 1], "{:?}", held.budget());
+    let view = held.budget();
+    assert_eq!(view.episode, None, "episode 1 ended calm: {view:?}");
+    assert_eq!(
+        (view.rungs[0].judged, view.rungs[0].helped),
+        (1, 0),
+        "{view:?}"
+    );
+    assert_eq!(
+        (view.rungs[1].judged, view.rungs[1].helped),
+        (1, 1),
+        "{view:?}"
+    );
+
+    // Episode 2: a jump to 0.9 at 0.15/s, forecast past the kill line before purge could
+    // act; purge relieved nothing, trim did: straight to trim.
+    let mut events = held.handle.subscribe();
+    feed(&held, &[0.6, 0.9]).await;
+    assert_eq!(held.runs(), [1, 2], "purge skipped: {:?}", held.budget());
+    let view = held.budget();
+    assert_eq!(view.episode, Some(2));
+    assert_eq!(view.rung_strategy.as_deref(), Some("trim"), "{view:?}");
+    let record = record_naming(&mut events, "skipped to trim").await;
+    assert_eq!(record.strategy, "trim");
+    assert!(
+        record.reason.contains("purge relieves 0 %, trim relieves"),
+        "{}",
+        record.reason
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rung_after_which_a_rise_plateaus_is_judged_helped_against_the_forecast() {
+    // Urgent at 0.6, rising 0.15/s: purge runs, and the signal stays at 0.6. The trend
+    // before it forecast 0.9 two seconds later (its settle): relief 0.3, helped.
+    let held = start(ReactionMode::Adaptive).await;
+    feed(&held, &[0.3, 0.45, 0.6, 0.6, 0.6]).await;
+    let purge = &held.budget().rungs[0];
+    assert_eq!(
+        (purge.runs, purge.judged, purge.helped),
+        (1, 1, 1),
+        "{purge:?}"
+    );
+    let relief = purge.mean_relief.expect("purge was judged");
+    assert!((relief - 0.3).abs() < 1e-6, "0.15/s × 2 s: {purge:?}");
+
+    // Fixed: a plateau after purge, judged by the level alone, did not help, and trim runs.
+    let fixed = start(ReactionMode::Fixed).await;
+    feed(&fixed, &[0.5, 0.7, 0.85, 0.85, 0.85, 0.85]).await;
+    let purge = &fixed.budget().rungs[0];
+    assert_eq!((purge.judged, purge.helped), (1, 0), "{purge:?}");
+    assert_eq!(fixed.runs(), [1, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breach_of_the_limit_lowers_the_goal_held_by_the_overshoot_down_to_min_goal() {
+    // A limit under the cgroup's (not a kill line): the signal peaks 0.05 over it.
+    let breach = [0.3, 0.9, 1.0, 0.6, 0.6, 0.6];
+    let held = start_with(ReactionMode::Adaptive, |c| c.limit = 0.95).await;
+    feed(&held, &breach).await;
+    let view = held.budget();
+    assert!(!view.kill_line);
+    assert_eq!(view.goal, 0.8, "the configured goal is shown as it is");
+    assert!(
+        (view.effective_goal - 0.75).abs() < 1e-9,
+        "0.8 − (1.0 − 0.95): {}: {}",
+        view.effective_goal,
+        view.goal_why
+    );
+    assert!(
+        view.goal_why
+            .contains("the limit 0.95 was breached (peak 1, 0.05 over)"),
+        "{}",
+        view.goal_why
+    );
+
+    // 0.15 over a limit of 0.85 would take the goal to 0.65: min_goal 0.7 holds it.
+    let floored = start_with(ReactionMode::Adaptive, |c| {
+        c.limit = 0.85;
+        c.min_goal = Some(0.7);
+    })
+    .await;
+    feed(&floored, &breach).await;
+    let view = floored.budget();
+    assert!(
+        (view.effective_goal - 0.7).abs() < 1e-9,
+        "{}: {}",
+        view.effective_goal,
+        view.goal_why
+    );
+    assert!(view.goal_why.contains("min_goal"), "{}", view.goal_why);
+
+    // Fixed: the goal stays where it was configured.
+    let fixed = start_with(ReactionMode::Fixed, |c| c.limit = 0.95).await;
+    feed(&fixed, &breach).await;
+    assert_eq!(fixed.budget().effective_goal, 0.8);
+    assert_eq!(fixed.budget().goal_why, "as configured");
 }
