@@ -34,7 +34,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{gzip, ApiError, ApiState};
 use crate::recorder::record::Log;
 use crate::recorder::segment::SegmentEntries;
-use crate::recorder::{columns, Block, Excerpt};
+use crate::recorder::{columns, Block, Excerpt, Recorder};
 
 /// The query of `GET /performance-metrics/history`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -131,6 +131,24 @@ impl Request {
     }
 }
 
+/// The agent's recorder and one of its reader permits (history and report requests share
+/// them): 404 when the agent keeps no recording, 503 when every permit is taken.
+pub(super) fn reader(state: &ApiState) -> Result<(Recorder, OwnedSemaphorePermit), ApiError> {
+    let Some(recorder) = state.settings.recorder.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this agent keeps no recording",
+        ));
+    };
+    let Some(permit) = recorder.reader() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many history requests at once (recorder.max_history_requests); try again",
+        ));
+    };
+    Ok((recorder, permit))
+}
+
 /// The recorded samples, runs and episodes of a window of time.
 #[utoipa::path(
     get,
@@ -149,25 +167,12 @@ pub(super) async fn history(
     headers: HeaderMap,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let Some(recorder) = state.settings.recorder.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "this agent keeps no recording",
-        ));
-    };
-    let Some(permit) = recorder.reader() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many history requests at once (recorder.max_history_requests); try again",
-        ));
-    };
+    let (recorder, permit) = reader(&state)?;
     let now = SystemTime::now();
-    let everything = recorder.excerpt(SystemTime::UNIX_EPOCH, now);
-    let oldest = everything
-        .oldest
+    let oldest = recorder
+        .oldest_in_memory()
         .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64))
         .unwrap_or(now);
-    drop(everything);
     let request = Request::parse(&query, now, oldest)
         .map_err(|problems| ApiError::new(StatusCode::BAD_REQUEST, problems.join("; ")))?;
     let excerpt = recorder.excerpt(request.since, request.until);

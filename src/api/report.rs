@@ -42,19 +42,8 @@ pub(super) async fn report(
     State(state): State<ApiState>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let Some(recorder) = state.settings.recorder.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "this agent keeps no recording",
-        ));
-    };
     // A report reads what a history request reads: it takes one of the same permits.
-    let Some(permit) = recorder.reader() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many history requests at once (recorder.max_history_requests); try again",
-        ));
-    };
+    let (recorder, permit) = super::history::reader(&state)?;
     let now = SystemTime::now();
     let mut problems = Vec::new();
     let mut when = |key: &str, text: &Option<String>, default: &str| {

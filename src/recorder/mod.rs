@@ -296,6 +296,11 @@ impl Recorder {
     pub fn reader(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.shared.readers).try_acquire_owned().ok()
     }
+
+    /// The time (ms) of the oldest sample kept in memory, if any.
+    pub fn oldest_in_memory(&self) -> Option<i64> {
+        self.lock().window.oldest()
+    }
 }
 
 /// A time written as RFC 3339 (`2026-12-07T06:00:00Z`) or as a duration back from `now`
