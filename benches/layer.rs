@@ -37,7 +37,7 @@ use axum::body::Bytes;
 use axum::http::{Request, Response};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::Full;
-use perfpilot::layer::{LatencySampling, MetricsLayer, RequestMetrics};
+use perfpilot::{LatencySampling, MetricsLayer, RequestMetrics};
 use tower::{Layer, Service};
 
 type Body = Full<Bytes>;

@@ -16,8 +16,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use perfpilot::engine::SignalSource;
 use perfpilot::Agent;
+use perfpilot::SignalSource;
 use perfpilot_strategies::{
     async_trait, Context, Outcome, Signal, Snapshot, Strategy, StrategyError, TriggerSpec,
 };
@@ -210,7 +210,8 @@ async fn measure(case: &Case) -> Measured {
         .interval(case.interval)
         .signal_source(ScriptedSource(Arc::clone(&script)))
         .strategy(Arc::new(Relieve(Arc::clone(&script))), trigger)
-        .spawn();
+        .spawn()
+        .expect("a valid configuration");
     // Bounded: every crossing takes at most MISSED_AFTER_INTERVALS + CALM_INTERVALS + 1.
     let limit = case.interval * ((MISSED_AFTER_INTERVALS + 4) * case.crossings as u32);
     let deadline = Instant::now() + limit;
@@ -218,7 +219,7 @@ async fn measure(case: &Case) -> Measured {
         tokio::time::sleep(case.interval).await;
     }
     let elapsed = started.elapsed();
-    let recorded_runs = agent.engine().view().stats.count;
+    let recorded_runs = perfpilot::__internal::engine(&agent).view().stats.count;
     agent.shutdown().await;
     let script = lock(&script);
     let reactions = script

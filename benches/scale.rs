@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use perfpilot::sample::{Sampler, SamplerSettings, Target};
-use perfpilot::trigger::TriggerState;
+use perfpilot::__internal::TriggerState;
+use perfpilot::__internal::{Sampler, SamplerSettings, Target};
 use perfpilot_strategies::{PredictSpec, Signal, TriggerSpec};
 
 fn label() -> String {
@@ -113,7 +113,7 @@ fn trigger_window(c: &mut Criterion) {
         })
         .collect();
     group.bench_function("full_fit_1000", |b| {
-        b.iter(|| black_box(perfpilot::trend::theil_sen(black_box(&points))))
+        b.iter(|| black_box(perfpilot::__internal::trend::theil_sen(black_box(&points))))
     });
     group.finish();
 }

@@ -9,10 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use perfpilot::events::Event;
-use perfpilot::Agent;
-use perfpilot_strategies::{
-    async_trait, Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
+use perfpilot::{
+    async_trait, Agent, Context, Event, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -69,7 +67,7 @@ impl Strategy for DropIdleSessions {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let sessions = Arc::new(Sessions::default());
-    let rss_now = perfpilot_strategies::proc_self::rss_bytes().unwrap_or(0);
+    let rss_now = perfpilot::strategies::proc_self::rss_bytes().unwrap_or(0);
     let threshold = (rss_now + 48 * MIB) as f64;
 
     let agent = Agent::builder()
@@ -80,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
             }),
             TriggerSpec::new(Signal::RssBytes, threshold).cooldown(Duration::from_secs(1)),
         )
-        .spawn();
+        .spawn()?;
     let mut events = agent.subscribe();
     println!(
         "RSS {} MiB; drop-idle-sessions fires above {} MiB",

@@ -17,10 +17,10 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use perfpilot::connections::{ConnectionTracker, TrackedListener};
-use perfpilot::layer::{MetricsLayer, RequestMetrics};
-use perfpilot::Agent;
-use perfpilot_strategies::WeighedInBytes;
+use perfpilot::{
+    Agent, ConnectionPeer, ConnectionTracker, MetricsLayer, RequestMetrics, TrackedListener,
+    WeighedInBytes,
+};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .cache("items", WeighedInBytes(items.clone()))
         .requests(requests.clone())
         .connections(connections.clone())
-        .spawn();
+        .spawn()?;
 
     let app = Router::new()
         .route("/items/{id}", get(item))
@@ -66,14 +66,31 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let stopping = agent.shutdown_token();
+    // Each client's address (`ConnectionPeer`), so that the agent's rate limit gives every
+    // client a bucket of its own instead of one shared by all.
+    let app = app.into_make_service_with_connect_info::<ConnectionPeer>();
+    let stop = stop_signal()?;
     axum::serve(TrackedListener::new(listener, connections), app)
         .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            stop.await;
             stopping.cancel();
         })
         .await?;
     agent.shutdown().await;
     Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, both listened for from now on.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
 
 /// `GET /items/{id}`: 64 KiB of content, from the cache or made (and cached) on a miss.

@@ -24,9 +24,7 @@ use crate::probe::{Probe, ProbeWindow};
 use crate::prometheus::Telemetry;
 use crate::recorder::Recorder;
 use crate::reload::{ConfigSource, ReloadError, ReloadReport, Reloader};
-use crate::sample::{
-    self, FastWatch, Sampler, SamplerSettings, TargetHandle, WatchSpec, WatchedBudget,
-};
+use crate::sample::{self, FastWatch, Sampler, SamplerSettings, WatchSpec, WatchedBudget};
 use crate::worker::WorkerIdentity;
 
 impl SignalSource for Sampler {
@@ -70,15 +68,12 @@ impl SignalSource for Probed {
     }
 }
 
-/// The perfpilot agent. Start one with [`Agent::builder`].
-///
-/// Embedded in an axum service, in a dozen lines:
+/// The perfpilot agent. Start one with [`Agent::builder`] (or [`Agent::with_config`]); the
+/// [crate documentation](crate) has a whole service built with it.
 ///
 /// ```no_run
-/// # async fn demo() -> std::io::Result<()> {
-/// use perfpilot::connections::{ConnectionTracker, TrackedListener};
-/// use perfpilot::layer::{MetricsLayer, RequestMetrics};
-/// use perfpilot::Agent;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use perfpilot::{Agent, ConnectionPeer, ConnectionTracker, MetricsLayer, RequestMetrics, TrackedListener};
 ///
 /// let tracker = ConnectionTracker::new();
 /// let requests = RequestMetrics::new();
@@ -86,12 +81,13 @@ impl SignalSource for Probed {
 ///     .memory_threshold(0.75)
 ///     .requests(requests.clone()) // latency, throughput, errors, in-flight
 ///     .connections(tracker.clone()) // open_connections signal + connection-reap
-///     .spawn();
+///     .spawn()?;
 /// let app = axum::Router::new()
 ///     .route("/ping", axum::routing::get(|| async { "pong" }))
-///     .layer(MetricsLayer::new(requests))
-///     .merge(agent.router()); // /performance-metrics, ..., and /perfpilot/ (dashboard, /metrics)
+///     .merge(agent.router()) // /performance-metrics, ..., and /perfpilot/ (dashboard, /metrics)
+///     .layer(MetricsLayer::new(requests)); // last: every request, 404s too
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let app = app.into_make_service_with_connect_info::<ConnectionPeer>(); // per-client rate limit
 /// axum::serve(TrackedListener::new(listener, tracker), app).await?;
 /// agent.shutdown().await;
 /// # Ok(()) }
@@ -104,7 +100,6 @@ pub struct Agent {
     /// Whether [`Agent::serve`] may listen on a non-loopback address: `api.token` is set or
     /// `api.insecure`.
     public_ok: bool,
-    target: Option<TargetHandle>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     probe_task: Option<tokio::task::JoinHandle<()>>,
@@ -126,8 +121,14 @@ impl fmt::Debug for Agent {
 impl Agent {
     /// A builder on the built-in default configuration.
     pub fn builder() -> AgentBuilder {
+        Agent::with_config(Config::default())
+    }
+
+    /// A builder on `config`, e.g. one read by [`crate::config::load`] as `perfpilot run`
+    /// reads it; the builder's own settings ([`AgentBuilder::interval`], ...) change it.
+    pub fn with_config(config: Config) -> AgentBuilder {
         AgentBuilder {
-            config: Config::default(),
+            config,
             strategies: Vec::new(),
             registry: Registry::default(),
             requests: None,
@@ -137,8 +138,8 @@ impl Agent {
         }
     }
 
-    /// Re-reads the configuration file and applies it without a restart (see
-    /// [`crate::reload`]); `reason` is shown as `config.reason`. An agent built with a
+    /// Re-reads the configuration file and applies it without a restart; `reason` is shown as
+    /// `config.reason` in `/performance-metrics`. An agent built with a
     /// [`Config`] and no [`AgentBuilder::config_source`] answers [`ReloadError::NoSource`];
     /// use [`Agent::reconfigure`].
     pub async fn reload(&self, reason: &str) -> Result<ReloadReport, ReloadError> {
@@ -150,19 +151,13 @@ impl Agent {
         self.reloader.apply(config, "builder").await
     }
 
-    /// The agent's reloader, for a signal handler or a task of the host's own.
-    pub fn reloader(&self) -> Arc<Reloader> {
+    /// The agent's reloader: SIGHUP for the binary.
+    pub(crate) fn reloader(&self) -> Arc<Reloader> {
         Arc::clone(&self.reloader)
     }
 
-    /// The flight recorder: the samples, runs and episodes of the last
-    /// [`RecorderConfig::window`](crate::config::RecorderConfig::window).
-    pub fn recorder(&self) -> &Recorder {
-        &self.recorder
-    }
-
-    /// The handle to the engine: optimize, view, subscribe.
-    pub fn engine(&self) -> &EngineHandle {
+    /// The handle to the engine: its published view, for tests and benchmarks.
+    pub(crate) fn engine(&self) -> &EngineHandle {
         &self.engine
     }
 
@@ -218,12 +213,6 @@ impl Agent {
         self.shutdown.clone()
     }
 
-    /// The sidecar target's status and pids, when the agent watches a target
-    /// (`[target]` in the config).
-    pub fn target(&self) -> Option<&TargetHandle> {
-        self.target.as_ref()
-    }
-
     /// Stops sampling and probing, lets a running optimization finish, and waits for the
     /// engine to end.
     pub async fn shutdown(self) {
@@ -267,7 +256,7 @@ impl Agent {
     /// `grace`.
     ///
     /// The listener is bounded by `api.max_connections`, `api.header_read_timeout` and
-    /// `api.idle_timeout` (see [`crate::api::server`]). A listener on a non-loopback address
+    /// `api.idle_timeout`. A listener on a non-loopback address
     /// without `api.token` (and without `api.insecure`) is refused with
     /// [`std::io::ErrorKind::InvalidInput`], as `perfpilot run` refuses it.
     pub async fn serve(
@@ -345,14 +334,8 @@ impl fmt::Debug for AgentBuilder {
 }
 
 impl AgentBuilder {
-    /// Uses this configuration (see [`crate::config::load`]).
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
     /// Where [`Agent::reload`] (SIGHUP, `POST /config/reload`, a watched file) re-reads the
-    /// configuration; give [`AgentBuilder::config`] what it loads now.
+    /// configuration; give [`Agent::with_config`] what it loads now.
     pub fn config_source(mut self, source: ConfigSource) -> Self {
         self.config_source = Some(source);
         self
@@ -426,48 +409,40 @@ impl AgentBuilder {
         self
     }
 
-    /// Samples from this source instead of the process sampler (tests, simulations).
+    /// Samples from this source instead of the process sampler (tests, simulations, replays).
     pub fn signal_source(mut self, source: impl SignalSource) -> Self {
         self.source = Some(Box::new(source));
         self
     }
 
-    /// Validates the configuration as `perfpilot run` does ([`Config::validate`]: every
-    /// problem at once, each naming its key, e.g. a non-loopback `api.listen` without
-    /// `api.token`), then [`spawn`](AgentBuilder::spawn)s. Must be called inside a tokio
-    /// runtime.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut config = perfpilot::config::Config::default();
-    /// config.api.listen = "0.0.0.0:9750".parse().unwrap();
-    /// let refused = perfpilot::Agent::builder().config(config).try_spawn().unwrap_err();
-    /// assert!(refused.to_string().contains("api.listen = 0.0.0.0:9750: a non-loopback address needs api.token"));
-    /// # }
-    /// ```
-    pub fn try_spawn(self) -> Result<Agent, ConfigError> {
-        let problems = problems(&self.config);
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
-        }
-        Ok(self.spawn())
-    }
-
-    /// Starts the engine task, and the latency probe's when `probe.url` is set. Must be
-    /// called inside a tokio runtime.
+    /// Validates the configuration as `perfpilot run` does (every problem at once, each
+    /// naming its key, e.g. a non-loopback `api.listen` without `api.token`), then starts the
+    /// engine task, and the latency probe's when `probe.url` is set. Must be called inside a
+    /// tokio runtime.
     ///
     /// Without a [`signal_source`](AgentBuilder::signal_source), the sampler watches the
     /// configured `[target]` (sidecar mode) or else this process.
     ///
-    /// The configuration is not validated here (problems are logged as warnings): use
-    /// [`try_spawn`](AgentBuilder::try_spawn) to get them as an error. [`Agent::serve`]
-    /// refuses a non-loopback listener without `api.token` either way.
-    pub fn spawn(self) -> Agent {
-        let config = self.config;
-        for problem in problems(&config) {
-            warn!(%problem, "configuration problem (use try_spawn to refuse it)");
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut config = perfpilot::Config::default();
+    /// config.api.listen = "0.0.0.0:9750".parse().unwrap();
+    /// let refused = perfpilot::Agent::with_config(config).spawn().unwrap_err();
+    /// assert!(refused.to_string().contains("api.listen = 0.0.0.0:9750: a non-loopback address needs api.token"));
+    /// # }
+    /// ```
+    pub fn spawn(self) -> Result<Agent, ConfigError> {
+        let problems = problems(&self.config);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
         }
+        Ok(self.start())
+    }
+
+    /// [`AgentBuilder::spawn`] on a valid configuration.
+    fn start(self) -> Agent {
+        let config = self.config;
         let mut strategies: Vec<Registered> = config
             .strategies()
             .into_iter()
@@ -594,7 +569,6 @@ impl AgentBuilder {
                 idle_timeout: config.api.idle_timeout,
             },
             public_ok: config.api.token.is_some() || config.api.insecure,
-            target,
             shutdown,
             task,
             probe_task,

@@ -408,6 +408,7 @@ pub struct OptimizeRequest {
 /// number) is a JSON number. Only describes the JSON for the OpenAPI document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
+#[allow(dead_code)] // never built: it describes the JSON
 pub enum WorkerId {
     /// `worker_id` from the configuration, or `<hostname>-<pid>`.
     Name(String),
@@ -546,7 +547,7 @@ async fn read_body(body: axum::body::Body) -> Result<Bytes, Response> {
 
 /// Parses the body of `POST /performance-optimize`: empty (or only whitespace) or JSON `null`
 /// for all strategies, else a JSON object `{"strategy": NAME}`. Any bytes give a request or a 400/422
-/// [`ApiError`], never a panic (fuzzed: `fuzz/fuzz_targets/optimize_body.rs`).
+/// `ApiError`, never a panic (fuzzed: `fuzz/fuzz_targets/optimize_body.rs`).
 pub fn parse_optimize_request(body: &[u8]) -> Result<OptimizeRequest, ApiError> {
     parse_optional_object(body, r#"expected {"strategy": "NAME"} or an empty body"#)
 }

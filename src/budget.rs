@@ -51,7 +51,8 @@ use serde::Serialize;
 pub use config::{problems, AtLimit, BudgetConfig, BudgetForecast, ReactionMode, ReactionTuning};
 
 use crate::trigger::trend::Window;
-pub use adaptive::FIRST_RUN_LATENCY;
+#[cfg(test)]
+pub(crate) use adaptive::FIRST_RUN_LATENCY;
 use adaptive::{Adaptive, Track};
 use urgency::Line;
 use verdict::Verdict;
@@ -460,11 +461,6 @@ impl Budget {
     /// Its settings.
     pub fn config(&self) -> &BudgetConfig {
         &self.config
-    }
-
-    /// The rungs' strategy names, least disruptive first.
-    pub fn ladder(&self) -> impl Iterator<Item = &str> {
-        self.rungs.iter().map(|rung| rung.strategy.as_str())
     }
 
     /// Whether an episode is running.

@@ -193,7 +193,7 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub insecure: bool,
     /// This agent's name: `workerId` in the API, the `worker` label in /metrics (default
-    /// <hostname>-<pid>).
+    /// `<hostname>-<pid>`).
     #[arg(long, value_name = "ID")]
     pub worker_id: Option<String>,
     /// Sidecar mode: watch this process instead of the agent's own.

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use perfpilot::connections::{ConnectionTracker, TrackedListener};
+//! use perfpilot::{ConnectionTracker, TrackedListener};
 //! use tokio::net::TcpListener;
 //!
 //! # async fn run() -> std::io::Result<()> {

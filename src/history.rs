@@ -48,7 +48,7 @@ pub struct OptimizationRecord {
     /// Set when the run was predictive: the trend that made it fire before the threshold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction: Option<Prediction>,
-    /// Whether the run relieved its signal (see [`judge`]); `null` when that is unknown.
+    /// Whether the run relieved its signal (see `judge`); `null` when that is unknown.
     pub helped: Option<bool>,
     /// Set when a budget ran it as a rung of its ladder: which budget, episode and rung, and
     /// why this rung (climbed, skipped past, jumped to the top, repeated after its cooldown).

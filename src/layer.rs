@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use perfpilot::layer::{MetricsLayer, RequestMetrics};
+//! use perfpilot::{MetricsLayer, RequestMetrics};
 //!
 //! let metrics = RequestMetrics::new();
 //! let app: Router = Router::new()
@@ -198,7 +198,7 @@ impl RequestMetrics {
         &clock::LatencyClock::describe().reason
     }
 
-    /// Counts a request starting now. Finish it with [`InFlightGuard::finish`]; dropping the
+    /// Counts a request starting now. Finish it with `InFlightGuard::finish`; dropping the
     /// guard instead counts it as cancelled. Either way it leaves the in-flight count.
     #[inline]
     pub fn start(&self) -> InFlightGuard {

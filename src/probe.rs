@@ -8,25 +8,8 @@
 //! count as failures. `requests_per_second` and `bytes_per_second` are left `None`: a probe is
 //! not the service's traffic.
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use perfpilot::probe::Probe;
-//! use perfpilot_strategies::Snapshot;
-//! use tokio_util::sync::CancellationToken;
-//!
-//! # async fn demo() -> Result<(), perfpilot::probe::ProbeError> {
-//! let shutdown = CancellationToken::new();
-//! let probe = Probe::new("http://127.0.0.1:8080/ping", Duration::from_secs(1), Duration::from_secs(2))?;
-//! let window = probe.window();
-//! let task = probe.spawn(shutdown.clone());
-//! tokio::time::sleep(Duration::from_secs(5)).await;
-//! let mut snapshot = Snapshot::empty(std::time::SystemTime::now());
-//! window.fill(&mut snapshot);
-//! println!("p99 {:?} ms, errors {:?}", snapshot.latency.map(|l| l.p99_ms), snapshot.error_rate);
-//! shutdown.cancel();
-//! let _ = task.await;
-//! # Ok(()) }
-//! ```
+//! The agent starts it when `probe.url` is set: [`Probe::new`], then [`Probe::window`] for the
+//! sampler and [`Probe::spawn`] for the task (see this module's tests).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

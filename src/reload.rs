@@ -109,7 +109,7 @@ impl ConfigSource {
     }
 
     /// Loads and validates the configuration from every layer, and checks what it says about
-    /// this host ([`config::load_exactly`] with [`crate::sample::host_problems`]).
+    /// this host (`config::load_exactly` with `crate::sample::host_problems`).
     pub fn load(&self) -> Result<Loaded, config::ConfigError> {
         config::load_exactly(
             self.file.as_deref(),
@@ -190,7 +190,7 @@ pub enum ReloadError {
     Stopped,
 }
 
-/// Reloads the configuration of one agent (see the [module docs](self)). Reloads are
+/// Reloads the configuration of one agent (see the module docs). Reloads are
 /// serialized: one at a time.
 pub struct Reloader {
     engine: EngineHandle,

@@ -73,12 +73,14 @@ use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
 use crate::config::Config;
 
-pub use self::connection_count::{ConnectionsBasis, ConnectionsMethod};
 pub(crate) use self::sockdiag::socket_owner_uid;
-pub use self::target::{TargetHandle, TargetState, TargetStatus};
+#[cfg(test)]
+pub(crate) use self::target::TargetState;
+pub use self::target::{TargetHandle, TargetStatus};
+#[cfg(test)]
+pub(crate) use self::watch::{ArmReason, WatchedSignal};
 pub use self::watch::{
-    ArmReason, Cadence, FastWatch, Notifier, ProbeSlot, WatchHandle, WatchMode, WatchSpec,
-    WatchStatus, WatchedBudget, WatchedSignal,
+    Cadence, FastWatch, ProbeSlot, WatchHandle, WatchMode, WatchSpec, WatchStatus, WatchedBudget,
 };
 pub use crate::target::Target;
 
@@ -91,7 +93,7 @@ pub fn resolve_target_cgroup(path: &Path) -> Result<PathBuf, String> {
 
 /// What a configuration says about this host that is not so: a `target.cgroup` that names no
 /// cgroup v2 directory ([`resolve_target_cgroup`]). The configuration only describes its
-/// target; this is where it is resolved. Passed to [`crate::config::load_checked`].
+/// target; this is where it is resolved. Passed to `config::load_checked`.
 pub fn host_problems(config: &Config) -> Vec<Problem> {
     let Some(path) = &config.target.cgroup else {
         return Vec::new();
@@ -123,18 +125,7 @@ pub struct SamplerSettings {
 /// A target costs more: see [`Sampler::for_target`].
 /// Own it in one place (the engine's task) and call [`Sampler::sample`] on each tick.
 ///
-/// ```
-/// use perfpilot::sample::{Sampler, SamplerSettings};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let mut sampler = Sampler::new(SamplerSettings { memory_budget: Some(512 << 20) });
-/// let first = sampler.sample();
-/// assert_eq!(first.process_cpu_ratio, None, "no window before the first sample");
-/// let second = sampler.sample();
-/// # #[cfg(target_os = "linux")]
-/// assert!(second.process_cpu_ratio.is_some());
-/// # }
-/// ```
+/// An example: `tests::example_the_second_sample_has_a_cpu_window`.
 #[derive(Debug)]
 pub struct Sampler {
     watched: Watched,
@@ -452,6 +443,22 @@ pub(crate) fn median_time(runs: usize, mut f: impl FnMut()) -> std::time::Durati
 
 #[cfg(test)]
 mod tests {
+    /// The example the documentation once showed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn example_the_second_sample_has_a_cpu_window() {
+        let mut sampler = Sampler::new(SamplerSettings {
+            memory_budget: Some(512 << 20),
+        });
+        let first = sampler.sample();
+        assert_eq!(
+            first.process_cpu_ratio, None,
+            "no window before the first sample"
+        );
+        let second = sampler.sample();
+        #[cfg(target_os = "linux")]
+        assert!(second.process_cpu_ratio.is_some());
+    }
+
     use super::*;
     use perfpilot_strategies::MemoryLimitSource;
 

@@ -11,10 +11,7 @@ const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
 
 /// The identity of this agent: the configured id, or `<hostname>-<pid>`.
 ///
-/// ```
-/// let id = perfpilot::worker::WorkerIdentity::new(Some("edge-1"));
-/// assert_eq!(id.label(), "edge-1");
-/// ```
+/// An example: `tests::example_a_configured_id_is_the_label`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerIdentity {
     label: String,
@@ -62,6 +59,13 @@ pub fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The example the module's documentation once showed.
+    #[test]
+    fn example_a_configured_id_is_the_label() {
+        let id = super::WorkerIdentity::new(Some("edge-1"));
+        assert_eq!(id.label(), "edge-1");
+    }
+
     use serde_json::json;
 
     use super::*;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use perfpilot::api::parse_optimize_request;
+use perfpilot::__internal::parse_optimize_request;
 use perfpilot::config::{load_from_str, ConfigError, Overrides};
 use proptest::prelude::*;
 

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{get_json, perfpilot, start_agent};
-use perfpilot::sample::{Sampler, SamplerSettings, Target};
-use perfpilot::trigger::TriggerState;
+use perfpilot::__internal::TriggerState;
+use perfpilot::__internal::{Sampler, SamplerSettings, Target};
 use perfpilot_strategies::{Level, MemoryUsageSource, Signal, TriggerSpec};
 use serde_json::Value;
 
@@ -131,7 +131,7 @@ fn the_tests_own_cgroup_is_sampled_as_a_target() {
         common::skip("no cgroup v2 hierarchy is mounted");
         return;
     };
-    let dir = perfpilot::sample::resolve_target_cgroup(Path::new(path)).unwrap();
+    let dir = perfpilot::__internal::resolve_target_cgroup(Path::new(path)).unwrap();
     assert!(dir.starts_with(&mount), "{}", dir.display());
 
     let mut sampler = Sampler::for_target(

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use perfpilot::engine::SignalSource;
+use perfpilot::SignalSource;
 use perfpilot_strategies::{
     AllocatorStats, LatencyStats, MemoryLimitSource, MemoryUsageSource, Pressure, PressureLine,
     PressureSet, ResourcePressure, RuntimeStats, Snapshot,

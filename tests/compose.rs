@@ -85,7 +85,7 @@ async fn dashboard_works_at(base: &str, page: &str) {
 
 #[tokio::test]
 async fn the_default_router_merges_into_an_app_with_its_own_root_metrics_and_fallback() {
-    let agent = Agent::builder().spawn();
+    let agent = Agent::builder().spawn().expect("the default configuration");
     // Would panic with "Overlapping method route" (or on two fallbacks) before.
     let app = Router::new()
         .route("/", get(|| async { "the app's home" }))
@@ -118,7 +118,7 @@ async fn the_default_router_merges_into_an_app_with_its_own_root_metrics_and_fal
 
 #[tokio::test]
 async fn router_under_a_base_leaves_the_root_to_the_app() {
-    let agent = Agent::builder().spawn();
+    let agent = Agent::builder().spawn().expect("the default configuration");
     let app = Router::new()
         .route("/health", get(|| async { "the app is fine" }))
         .route("/events", get(|| async { "the app's events" }))

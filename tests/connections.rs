@@ -9,7 +9,7 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::serve::{Listener, ListenerExt};
 use axum::Router;
-use perfpilot::connections::{ConnectionPeer, ConnectionTracker, TrackedListener};
+use perfpilot::{ConnectionPeer, ConnectionTracker, TrackedListener};
 use perfpilot_strategies::{Reap, ReapPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -50,19 +50,19 @@ fn never() -> TriggerSpec {
 
 struct Served {
     base: String,
-    engine: perfpilot::engine::EngineHandle,
+    engine: perfpilot::__internal::EngineHandle,
     stop: oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<bool>>,
 }
 
 async fn serve(config: Config, strategies: Vec<Misbehaving>) -> Served {
     let grace = config.shutdown_grace;
-    let mut builder = Agent::builder().config(config);
+    let mut builder = Agent::with_config(config);
     for strategy in strategies {
         builder = builder.strategy(Arc::new(strategy), never());
     }
-    let agent = builder.spawn();
-    let engine = agent.engine().clone();
+    let agent = builder.spawn().expect("a valid configuration");
+    let engine = perfpilot::__internal::engine(&agent).clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();

@@ -297,18 +297,17 @@ async fn route_keys_openapi_and_metric_names() {
         interval: Duration::from_millis(100),
         ..Config::default()
     };
-    let agent = Agent::builder()
-        .config(config)
+    let agent = Agent::with_config(config)
         .signal_source(common::EverySignal)
         .strategy(Arc::new(Acts), TriggerSpec::new(Signal::MemoryUsage, 1.0))
-        .spawn();
+        .spawn()
+        .expect("a valid configuration");
     // What `perfpilot run` serves: every route at the root, with the JSON fallback.
     let (base, server) = common::serve(agent.standalone_router()).await;
     let client = common::client();
     // Wait (at most 20 s) for a sample after the first, so every trigger has a value.
     let waited = std::time::Instant::now();
-    while !agent
-        .engine()
+    while !perfpilot::__internal::engine(&agent)
         .view()
         .strategies
         .iter()
@@ -338,8 +337,7 @@ async fn route_keys_openapi_and_metric_names() {
     // Wait (at most 20 s) until the next sample has judged every run, so the document and
     // /metrics show the judged shape (`after`, effectiveness) whatever the machine's speed.
     let waited = std::time::Instant::now();
-    while !agent
-        .engine()
+    while !perfpilot::__internal::engine(&agent)
         .view()
         .recent
         .iter()

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use perfpilot::config::Config;
-use perfpilot::connections::{ConnectionTracker, TrackedListener};
-use perfpilot::layer::{MetricsLayer, RequestMetrics};
 use perfpilot::Agent;
+use perfpilot::{ConnectionTracker, TrackedListener};
+use perfpilot::{MetricsLayer, RequestMetrics};
 use perfpilot_strategies::{
     async_trait, Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
 };
@@ -54,14 +54,14 @@ async fn start_service(config: Config) -> Service {
     let tracker = ConnectionTracker::new();
     let requests = RequestMetrics::new();
     let never = TriggerSpec::new(Signal::MemoryUsage, 1.0);
-    let agent = Agent::builder()
-        .config(config)
+    let agent = Agent::with_config(config)
         .cache("items", cache.clone())
         .requests(requests.clone())
         .connections(tracker.clone())
         .strategy(Arc::new(Explodes), never.clone())
         .strategy(Arc::new(Hangs), never)
-        .spawn();
+        .spawn()
+        .expect("a valid configuration");
     // The service's routes are measured; the agent's own are merged after the layer.
     let app = axum::Router::new()
         .route("/ping", axum::routing::get(|| async { "pong" }))
@@ -262,7 +262,13 @@ async fn misbehaving_user_strategies_fail_and_the_host_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(pong, "pong");
-    assert_eq!(service.agent.engine().view().stats.count, 2);
+    assert_eq!(
+        perfpilot::__internal::engine(&service.agent)
+            .view()
+            .stats
+            .count,
+        2
+    );
     service.server.abort();
 }
 
@@ -307,7 +313,7 @@ async fn the_layer_feeds_latency_throughput_errors_and_in_flight() {
                 )
             });
         let snapshot = match event {
-            Ok(perfpilot::events::Event::MetricsUpdated(snapshot)) => snapshot,
+            Ok(perfpilot::Event::MetricsUpdated(snapshot)) => snapshot,
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(e) => panic!("the agent's events ended: {e}"),
         };

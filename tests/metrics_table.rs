@@ -49,10 +49,9 @@ async fn run_binary(args: Vec<String>, code: i32) -> String {
 async fn the_tables_read_every_key_of_the_real_documents() {
     let loaded = load_from_str(CONFIG, &Default::default(), &Overrides::default())
         .expect("the test's configuration");
-    let agent = Agent::builder()
-        .config(loaded.config)
+    let agent = Agent::with_config(loaded.config)
         .signal_source(common::EverySignal)
-        .try_spawn()
+        .spawn()
         .expect("a valid configuration");
     let (base, server) = common::serve(agent.standalone_router()).await;
 
@@ -60,7 +59,7 @@ async fn the_tables_read_every_key_of_the_real_documents() {
     // trigger has a value.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let view = agent.engine().view();
+        let view = perfpilot::__internal::engine(&agent).view();
         let rung_ran = view
             .budgets
             .iter()

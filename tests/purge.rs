@@ -26,13 +26,13 @@ fn allocate_touch_and_free(mib: u64) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_purge_over_http_releases_about_what_the_test_freed() {
-    let agent = Agent::builder()
-        .config(Config {
-            // Long: no automatic run during the test.
-            interval: Duration::from_secs(60),
-            ..Config::default()
-        })
-        .spawn();
+    let agent = Agent::with_config(Config {
+        // Long: no automatic run during the test.
+        interval: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .spawn()
+    .expect("a valid configuration");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = agent.router();

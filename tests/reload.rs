@@ -303,19 +303,18 @@ async fn a_file_replaced_before_the_watch_task_first_runs_is_reloaded() {
     let temp = temp_dir("early");
     let file = temp.path().join("perfpilot.toml");
     write_config(&file, &format!("watch_config = true\n{V1}"));
-    let source = perfpilot::reload::ConfigSource::new(
+    let source = perfpilot::ConfigSource::new(
         Some(file.clone()),
         std::collections::HashMap::new(),
         perfpilot::config::Overrides::default(),
     );
     let config = source.load().expect("V1 loads").config;
-    let agent = perfpilot::Agent::builder()
-        .config(config)
+    let agent = perfpilot::Agent::with_config(config)
         .config_source(source)
-        .try_spawn()
+        .spawn()
         .expect("the agent starts");
     write_config(&file, &format!("watch_config = true\n{V2}"));
-    let reloader = agent.reloader();
+    let reloader = perfpilot::__internal::reloader(&agent);
     let deadline = Instant::now() + Duration::from_secs(30);
     while reloader.status().reason != "file change" {
         assert!(

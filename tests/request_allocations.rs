@@ -77,13 +77,13 @@ const MOST_ALLOCATIONS_PER_REQUEST: u64 = 13;
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_metrics_request_allocates_only_what_axum_routing_does() {
-    let agent = Agent::builder()
-        .config(Config {
-            // Long: the view (and so the rendered document) stays the same during the test.
-            interval: Duration::from_secs(60),
-            ..Config::default()
-        })
-        .spawn();
+    let agent = Agent::with_config(Config {
+        // Long: the view (and so the rendered document) stays the same during the test.
+        interval: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .spawn()
+    .expect("a valid configuration");
     let router = agent.standalone_router();
     let request = || {
         Request::get("/performance-metrics")

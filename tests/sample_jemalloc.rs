@@ -1,6 +1,6 @@
 //! The sampler in a process whose global allocator is jemalloc, as in library mode.
 
-use perfpilot::sample::{Sampler, SamplerSettings};
+use perfpilot::__internal::{Sampler, SamplerSettings};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

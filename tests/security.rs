@@ -229,8 +229,8 @@ fn bad_access_settings_are_refused_naming_the_key() {
 
 mod library {
     use axum::Router;
-    use perfpilot::connections::{ConnectionPeer, ConnectionTracker, TrackedListener};
     use perfpilot::Agent;
+    use perfpilot::{ConnectionPeer, ConnectionTracker, TrackedListener};
     use tokio::net::TcpListener;
 
     #[tokio::test]
@@ -238,11 +238,7 @@ mod library {
         let mut config = perfpilot::config::Config::default();
         config.api.listen = "0.0.0.0:9750".parse().unwrap();
         config.api.read_token = Some(String::new());
-        let error = Agent::builder()
-            .config(config)
-            .try_spawn()
-            .unwrap_err()
-            .to_string();
+        let error = Agent::with_config(config).spawn().unwrap_err().to_string();
         assert!(
             error.contains("api.read_token = \"***\": must be non-empty"),
             "{error}"
@@ -251,9 +247,7 @@ mod library {
             error.contains("api.listen = 0.0.0.0:9750: a non-loopback address needs api.token"),
             "{error}"
         );
-        let agent = Agent::builder()
-            .try_spawn()
-            .expect("the defaults are valid");
+        let agent = Agent::builder().spawn().expect("the defaults are valid");
         agent.shutdown().await;
     }
 
@@ -266,10 +260,9 @@ mod library {
         config.api.rate_limit.per_minute = 1;
         config.api.rate_limit.burst = 1;
         let tracker = ConnectionTracker::new();
-        let agent = Agent::builder()
-            .config(config)
+        let agent = Agent::with_config(config)
             .connections(tracker.clone())
-            .try_spawn()
+            .spawn()
             .unwrap();
         let app: Router = Router::new().merge(agent.router());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -68,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 use capacity::Recovery;
 use leak::{DropCount, LeakStats, SessionLeak};
 use media::{CacheStats, MediaLibrary, TrimCount};
-use perfpilot::connections::{ConnectionPeer, ConnectionTracker, TrackedListener};
+use perfpilot::{ConnectionPeer, ConnectionTracker, TrackedListener};
 use range::{ByteRange, RangeError};
 
 /// jemalloc, so that `/admin/cache/trim` can hand freed chunks back to the OS at once.

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use perfpilot::api::parse_optimize_request;
+use perfpilot::__internal::parse_optimize_request;
 
 fuzz_target!(|data: &[u8]| {
     if let Err(error) = parse_optimize_request(data) {

@@ -12,7 +12,7 @@ use crate::sample::TargetStatus;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsDocument<'a> {
-    /// The agent's identity (`worker_id`, else `<hostname>-<pid>`; see [`crate::worker`]).
+    /// The agent's identity (`worker_id`, else `<hostname>-<pid>`; see `crate::worker`).
     #[schema(value_type = super::WorkerId)]
     pub worker_id: &'a Value,
     /// When the metrics were sampled (RFC 3339).

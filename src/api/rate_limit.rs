@@ -158,6 +158,7 @@ impl RateLimiter {
 
     /// Takes one request from the bucket of `peer` (`None`: the shared bucket; every loopback
     /// address: one bucket) at `now`.
+    #[cfg(test)]
     pub fn check(&self, peer: Option<IpAddr>, now: Instant) -> Decision {
         self.check_client(Client::of(peer), now)
     }
@@ -213,6 +214,7 @@ impl RateLimiter {
     }
 
     /// How many clients have a bucket now.
+    #[cfg(test)]
     pub fn clients(&self) -> usize {
         self.buckets
             .lock()

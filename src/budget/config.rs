@@ -76,7 +76,7 @@ pub struct BudgetConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<BudgetForecast>,
     /// The lowest the learned guard band may move the effective goal (`[tuning] reaction =
-    /// "adaptive"`, see [`crate::budget::guard`]); by default half of `goal`.
+    /// "adaptive"`, see `crate::budget::guard`); by default half of `goal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_goal: Option<f64>,
 }
@@ -234,7 +234,7 @@ impl BudgetConfig {
 
     /// Every problem with this budget's own values, each naming its key under `key`
     /// (`budgets.NAME`); `interval` is the full sampling interval (a `watch_interval` follows
-    /// [`watch_interval_problems`], as a trigger's does). Whether the ladder's names exist is checked by [`problems`].
+    /// [`watch_interval_problems`], as a trigger's does). Whether the ladder's names exist is checked by `problems`.
     pub fn problems(&self, key: &str, interval: Duration) -> Vec<Problem> {
         let fmt = duration::format;
         let mut problems = Vec::new();

@@ -45,19 +45,15 @@ impl GuardBand {
         goal / 2.0
     }
 
+    /// The lowest the effective goal goes.
+    #[cfg(test)]
+    pub fn floor(&self) -> f64 {
+        self.floor
+    }
+
     /// The goal the budget holds now.
     pub fn effective(&self) -> f64 {
         self.effective
-    }
-
-    /// The goal as configured.
-    pub fn configured(&self) -> f64 {
-        self.configured
-    }
-
-    /// The lowest the effective goal goes.
-    pub fn floor(&self) -> f64 {
-        self.floor
     }
 
     /// Whether the effective goal is below the configured one.

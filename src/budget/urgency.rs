@@ -15,21 +15,7 @@
 //! - [`overshoot`] is how far past the limit the signal would be after a given time at the
 //!   current slope: what a rung must relieve to keep it under.
 //!
-//! ```
-//! use std::time::{Duration, Instant};
-//! use perfpilot::budget::urgency::{assess, Line, Reaction, Rise};
-//!
-//! let start = Instant::now();
-//! let mut rise = Rise::default();
-//! // 0.5 → 0.7 of the limit in 80 ms: 2.5 per second.
-//! for (i, value) in [0.5, 0.55, 0.6, 0.65, 0.7].into_iter().enumerate() {
-//!     rise.push(start + Duration::from_millis(20 * i as u64), value);
-//! }
-//! let reaction = Reaction::new(Duration::from_millis(30), Duration::from_secs(1))
-//!     .watch_period(Duration::from_millis(20));
-//! let urgency = assess(0.7, 1.0, rise.slope(), &reaction, Line::Limit);
-//! assert!(urgency.urgent); // 120 ms to the limit, 1.1 s needed
-//! ```
+//! An example: `tests::example_a_fast_rise_is_urgent`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -89,16 +75,19 @@ impl Rise {
     }
 
     /// Readings held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.points.len()
     }
 
     /// Whether no reading is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
 
     /// The newest reading.
+    #[cfg(test)]
     pub fn latest(&self) -> Option<(Instant, f64)> {
         self.points.back().copied()
     }
@@ -282,6 +271,24 @@ fn round(value: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    /// The example the module's documentation once showed.
+    #[test]
+    fn example_a_fast_rise_is_urgent() {
+        use super::{assess, Line, Reaction, Rise};
+        use std::time::{Duration, Instant};
+
+        let start = Instant::now();
+        let mut rise = Rise::default();
+        // 0.5 → 0.7 of the limit in 80 ms: 2.5 per second.
+        for (i, value) in [0.5, 0.55, 0.6, 0.65, 0.7].into_iter().enumerate() {
+            rise.push(start + Duration::from_millis(20 * i as u64), value);
+        }
+        let reaction = Reaction::new(Duration::from_millis(30), Duration::from_secs(1))
+            .watch_period(Duration::from_millis(20));
+        let urgency = assess(0.7, 1.0, rise.slope(), &reaction, Line::Limit);
+        assert!(urgency.urgent); // 120 ms to the limit, 1.1 s needed
+    }
+
     use super::*;
 
     fn ms(n: u64) -> Duration {

@@ -3,15 +3,7 @@
 //! it. A rung that turned a rise into a plateau helped, and its relief is the gap between the
 //! forecast and the reading. Pure arithmetic, no I/O.
 //!
-//! ```
-//! use std::time::Duration;
-//! use perfpilot::budget::verdict::Verdict;
-//!
-//! // Rising 0.5 per second at 0.6 when a cap ran; 400 ms later the signal is still 0.6.
-//! let verdict = Verdict::of(0.6, 0.6, Some(0.5), Duration::from_millis(400));
-//! assert!(verdict.fell_enough()); // forecast 0.8 without it: relief 0.2
-//! assert!((verdict.relief - 0.2).abs() < 1e-9);
-//! ```
+//! An example: `tests::example_a_plateau_after_a_rise_helped`.
 
 use std::time::Duration;
 
@@ -65,6 +57,18 @@ impl Verdict {
 
 #[cfg(test)]
 mod tests {
+    /// The example the module's documentation once showed.
+    #[test]
+    fn example_a_plateau_after_a_rise_helped() {
+        use super::Verdict;
+        use std::time::Duration;
+
+        // Rising 0.5 per second at 0.6 when a cap ran; 400 ms later the signal is still 0.6.
+        let verdict = Verdict::of(0.6, 0.6, Some(0.5), Duration::from_millis(400));
+        assert!(verdict.fell_enough()); // forecast 0.8 without it: relief 0.2
+        assert!((verdict.relief - 0.2).abs() < 1e-9);
+    }
+
     use super::*;
 
     fn ms(n: u64) -> Duration {

@@ -80,10 +80,9 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     } else {
         None
     };
-    let agent = Agent::builder()
-        .config(config)
+    let agent = Agent::with_config(config)
         .config_source(source)
-        .try_spawn()
+        .spawn()
         .map_err(|e| e.to_string())?;
     hangup.serve(agent.reloader(), agent.shutdown_token());
     match listener {

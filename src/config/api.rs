@@ -15,7 +15,7 @@ use super::{access, Problem};
 pub struct ApiConfig {
     /// Whether the agent serves its HTTP API; by default `true`.
     pub enabled: bool,
-    /// Address to listen on; by default [`Config::DEFAULT_LISTEN`].
+    /// Address to listen on; by default `Config::DEFAULT_LISTEN`.
     pub listen: SocketAddr,
     /// When set, mutating endpoints need `Authorization: Bearer <token>`. Required to listen on a
     /// non-loopback address unless `insecure`. Never logged or rendered.
@@ -103,7 +103,7 @@ impl Default for RateLimitConfig {
 }
 
 impl ApiConfig {
-    /// Default `listen`, the parsed [`Config::DEFAULT_LISTEN`].
+    /// Default `listen`, the parsed `Config::DEFAULT_LISTEN`.
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9750));
     /// Default `request_timeout`: 30 s.

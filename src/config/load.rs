@@ -166,7 +166,7 @@ pub const LEGACY_ENV: &[(&str, &[&str])] = &[
 /// not fit; a file that cannot be read or parsed is [`ConfigError::File`].
 ///
 /// The configuration's form only: what it says about the host (does `target.cgroup` name a
-/// cgroup?) is checked by [`load_checked`].
+/// cgroup?) is checked by `load_checked`.
 pub fn load(
     file: Option<&Path>,
     env: &HashMap<String, String>,
@@ -192,7 +192,7 @@ pub fn load_checked(
 }
 
 /// Like [`load`], with the TOML file's text given directly (no file is read, not even
-/// `./perfpilot.toml`); its values' origin is the file [`INLINE_FILE`]. For embedding and for
+/// `./perfpilot.toml`); its values' origin is the file `INLINE_FILE`. For embedding and for
 /// the fuzz target: any text gives `Ok` or a [`ConfigError`], never a panic.
 pub fn load_from_str(
     toml: &str,

@@ -35,7 +35,7 @@
 
 mod access;
 mod api;
-pub mod bytes;
+pub(crate) mod bytes;
 mod load;
 mod log;
 mod probe;
@@ -47,11 +47,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use perfpilot_strategies::{duration, StrategiesConfig};
+use perfpilot_strategies::duration;
 pub use perfpilot_strategies::{Origin, Problem};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::BudgetConfig;
+pub use crate::budget::{AtLimit, BudgetConfig, BudgetForecast, ReactionMode, ReactionTuning};
+pub use perfpilot_strategies::StrategiesConfig;
 
 pub use api::{ApiConfig, RateLimitConfig};
 pub use log::{LogConfig, LogFormat};
@@ -60,10 +61,8 @@ pub use recorder::RecorderConfig;
 pub use target::TargetConfig;
 pub use tuning::TuningConfig;
 
-pub use load::{
-    load, load_checked, load_exactly, load_from_str, ConfigError, HostCheck, Loaded, Overrides,
-    INLINE_FILE, LEGACY_ENV,
-};
+pub(crate) use load::load_exactly;
+pub use load::{load, load_from_str, ConfigError, Loaded, Overrides, LEGACY_ENV};
 
 /// The agent's whole configuration.
 ///
@@ -113,10 +112,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Reload the configuration when the file changes (its metadata is read every second,
     /// symlinks followed, so a Kubernetes ConfigMap's symlink swap counts); by default
-    /// `false`. SIGHUP and `POST /config/reload` reload either way. See [`crate::reload`].
+    /// `false`. SIGHUP and `POST /config/reload` reload either way. See `crate::reload`.
     pub watch_config: bool,
     /// The name this agent reports as `workerId` and as the `worker` label of its metrics;
-    /// `None` (the default): `<hostname>-<pid>` (see [`crate::worker`]).
+    /// `None` (the default): `<hostname>-<pid>` (see `crate::worker`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
     /// The HTTP API (`[api]`).
@@ -138,7 +137,7 @@ pub struct Config {
     pub tuning: TuningConfig,
     /// The built-in strategies and their triggers (`[strategies]`).
     pub strategies: StrategiesConfig,
-    /// Budgets with escalation ladders (`[budgets.NAME]`, see [`crate::budget`]); by default
+    /// Budgets with escalation ladders (`[budgets.NAME]`, see `crate::budget`); by default
     /// none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub budgets: BTreeMap<String, BudgetConfig>,

@@ -55,7 +55,7 @@ pub struct TuningConfig {
     /// The most rungs one step may skip on learned relief; by default
     /// [`ReactionTuning::DEFAULT_MAX_RUNGS_SKIPPED`].
     pub max_rungs_skipped: u32,
-    /// Learned state kept in `state_dir` ([`crate::learned`]) that no running agent has
+    /// Learned state kept in `state_dir` (`crate::learned`) that no running agent has
     /// refreshed for this long is dropped; by default [`TuningConfig::DEFAULT_FORGET_AFTER`].
     #[serde(with = "duration")]
     pub forget_after: Duration,

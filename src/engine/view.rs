@@ -43,7 +43,7 @@ pub struct View {
     pub sampling_error: Option<String>,
     /// Every budget with its episode and ladder.
     pub budgets: Vec<BudgetView>,
-    /// What the engine learned, as [`crate::learned`] keeps it across restarts.
+    /// What the engine learned, as `crate::learned` keeps it across restarts.
     pub learned: crate::learned::Learned,
 }
 

@@ -1,4 +1,4 @@
-//! The learned state's writer ([`crate::learned`]): follows the engine's published view, as the
+//! The learned state's writer (`crate::learned`): follows the engine's published view, as the
 //! recorder does, and writes what it learned to `state_dir` every minute and at shutdown.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use tracing::warn;
 
 use crate::learned::{save, Learned, SAVE_EVERY};
 
-/// Writes what the engine has learned, merged with what the file held, every [`SAVE_EVERY`]
+/// Writes what the engine has learned, merged with what the file held, every `SAVE_EVERY`
 /// and once more when `shutdown` is cancelled, until the engine ends. The engine is never
 /// waited for: this follows its published view.
 pub async fn keep_saving(

@@ -1,15 +1,15 @@
 //! The flight recorder: what happened, kept for a while (SPEC §13).
 //!
-//! An observer of the engine, as [`crate::prometheus::Telemetry`] is: it follows the published
+//! An observer of the engine, as `crate::prometheus::Telemetry` is: it follows the published
 //! [`View`] and drains the [`Event`]s the engine sends, and records
 //!
 //! - every full sample with every signal (and the few numeric fields beside them), columnar
-//!   and compressed ([`gorilla`]), in blocks of at most a minute ([`window`]);
+//!   and compressed (`gorilla`), in blocks of at most a minute ([`window`]);
 //! - every run (its start, finish and verdict), budget episode, fast-watch wake, OOM kill,
 //!   exhausted ladder and configuration reload ([`record`]).
 //!
 //! It keeps the last [`RecorderConfig::window`] of them (15 minutes by default) in memory;
-//! `GET /performance-metrics/history` serves them ([`crate::api`]).
+//! `GET /performance-metrics/history` serves them (`crate::api`).
 
 pub mod columns;
 pub mod export;

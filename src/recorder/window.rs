@@ -1,5 +1,5 @@
 //! The in-memory window of samples: blocks of at most [`BLOCK_SPAN_MS`] each, columnar and
-//! compressed ([`super::gorilla`]); the open block grows, sealed blocks are shared (`Arc`)
+//! compressed (`super::gorilla`); the open block grows, sealed blocks are shared (`Arc`)
 //! with readers and dropped once older than the window.
 
 use std::collections::VecDeque;

@@ -2,7 +2,7 @@
 //!
 //! The real engine — the same trigger, budget, ladder, cooldown and learning code the agent
 //! runs — is driven over a recording ([`Recording`], read from the flight recorder's
-//! segments) on a virtual clock, as fast as the machine allows ([`drive`]). Its strategies do
+//! segments) on a virtual clock, as fast as the machine allows (`drive`). Its strategies do
 //! not act: a run the recording has at that sample returns the recorded outcome; a run it
 //! does not have returns "acted" and takes its modelled relief off the signal, and a recorded
 //! run the candidate does not repeat gives its relief back ([`effect`]). What the candidate

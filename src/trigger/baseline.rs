@@ -17,6 +17,12 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// The learned mean so far.
+    #[cfg(test)]
+    pub fn mean(&self) -> f64 {
+        self.mean
+    }
+
     /// Nothing learned yet.
     pub fn new(spec: BaselineSpec) -> Self {
         Baseline {
@@ -67,11 +73,6 @@ impl Baseline {
     /// Whether `warmup` samples have been learned.
     pub fn is_warm(&self) -> bool {
         self.samples >= self.spec.warmup
-    }
-
-    /// The learned mean so far.
-    pub fn mean(&self) -> f64 {
-        self.mean
     }
 
     /// The learned standard deviation so far.

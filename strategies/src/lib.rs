@@ -65,7 +65,7 @@ pub mod problem;
 pub mod proc_self;
 pub mod registry;
 pub mod secret;
-pub mod signal;
+pub mod send_signal;
 pub mod signals;
 pub mod snapshot;
 pub mod strategy;
@@ -95,7 +95,7 @@ pub use moka_cache::WeighedInBytes;
 pub use problem::{Origin, Problem};
 pub use registry::{CacheSize, Reap, ReapPolicy, ReapReport, Registry, Trim, TrimReport};
 pub use secret::redact_url;
-pub use signal::{SendSignal, SignalConfig};
+pub use send_signal::{SendSignal, SignalConfig};
 pub use signals::Signal;
 pub use snapshot::{
     AllocatorStats, LatencyStats, MemoryLimitSource, MemoryUsageSource, Pressure, PressureKind,

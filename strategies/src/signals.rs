@@ -68,45 +68,45 @@ pub enum Signal {
     /// [`Snapshot::oom_kills`], OOM kills in the watched process's memory cgroup, a count.
     OomKills,
     /// Share of the last 10 s in which some task stalled on memory (PSI `memory` `some` `avg10` ÷
-    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// 100), 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     MemoryPressureSome,
     /// Share of the last 10 s in which every non-idle task stalled on memory (PSI `memory` `full`
-    /// `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// `avg10` ÷ 100), 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     MemoryPressureFull,
     /// Share of the last 10 s in which some task stalled on cpu (PSI `cpu` `some` `avg10` ÷ 100),
-    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     CpuPressureSome,
     /// Share of the last 10 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg10`
-    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     CpuPressureFull,
     /// Share of the last 10 s in which some task stalled on io (PSI `io` `some` `avg10` ÷ 100),
-    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     IoPressureSome,
     /// Share of the last 10 s in which every non-idle task stalled on io (PSI `io` `full` `avg10` ÷
-    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// 100), 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     IoPressureFull,
     /// Share of the last 60 s in which some task stalled on memory (PSI `memory` `some` `avg60` ÷
-    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// 100), 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     MemoryPressureSomeAvg60,
     /// Share of the last 60 s in which every non-idle task stalled on memory (PSI `memory` `full`
-    /// `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// `avg60` ÷ 100), 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     MemoryPressureFullAvg60,
     /// Share of the last 60 s in which some task stalled on cpu (PSI `cpu` `some` `avg60` ÷ 100),
-    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     CpuPressureSomeAvg60,
     /// Share of the last 60 s in which every non-idle task stalled on cpu (PSI `cpu` `full` `avg60`
-    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// ÷ 100), 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     CpuPressureFullAvg60,
     /// Share of the last 60 s in which some task stalled on io (PSI `io` `some` `avg60` ÷ 100),
-    /// 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     IoPressureSomeAvg60,
     /// Share of the last 60 s in which every non-idle task stalled on io (PSI `io` `full` `avg60` ÷
-    /// 100), 0..1: the watched cgroup's, else system-wide (see [`Pressure`]).
+    /// 100), 0..1: the watched cgroup's, else system-wide (see `Pressure`).
     IoPressureFullAvg60,
 }
 
 impl Signal {
-    /// Every signal, in a stable order (the rows of [`SIGNALS`](crate::signals::SIGNALS)).
+    /// Every signal, in a stable order (the rows of [`SIGNALS`]).
     pub fn all() -> impl ExactSizeIterator<Item = Signal> + Clone {
         crate::signals::SIGNALS.iter().map(|row| row.signal)
     }
@@ -160,7 +160,7 @@ impl FromStr for Signal {
 
 impl Snapshot {
     /// The value of one signal, or `None` where it was not read (its row in
-    /// [`SIGNALS`](crate::signals::SIGNALS) says how it is read).
+    /// [`SIGNALS`] says how it is read).
     pub fn signal(&self, signal: Signal) -> Option<f64> {
         (signal.row().read)(self)
     }

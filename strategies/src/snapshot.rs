@@ -140,7 +140,7 @@ pub enum MemoryUsageSource {
 ///
 /// Read from `/proc/pressure/{cpu,memory,io}` (system-wide) and the watched cgroup's
 /// `{cpu,memory,io}.pressure` (cgroup v2). The pressure signals
-/// ([`Signal::MemoryPressureSome`]...) read the cgroup's set where it has the resource, else
+/// (`Signal::MemoryPressureSome`...) read the cgroup's set where it has the resource, else
 /// the system's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

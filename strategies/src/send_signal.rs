@@ -1,5 +1,6 @@
-//! `signal`: send a configured signal to the sidecar target, e.g. `SIGUSR1` to make it drop
-//! its caches or `SIGHUP` to make it reload.
+//! `signal`: send a configured Unix signal to the sidecar target, e.g. `SIGUSR1` to make it
+//! drop its caches or `SIGHUP` to make it reload. (Named `send_signal` so that it is not taken
+//! for [`signals`](crate::signals), the table of the metrics a trigger watches.)
 //!
 //! ```toml
 //! [strategies.signal.drop-caches]
