@@ -132,7 +132,9 @@ pub use connections::{
 pub use engine::{OptimizeError, SignalSource};
 pub use events::Event;
 pub use history::OptimizationRecord;
-pub use layer::{LatencySampling, MetricsLayer, MetricsService, RequestMetrics, ResponseFuture};
+pub use layer::{
+    LatencySampling, MetricsLayer, MetricsService, RequestMetrics, ResponseFuture, WindowStats,
+};
 pub use reload::{ConfigSource, ReloadError, ReloadReport};
 
 /// The `perfpilot-strategies` crate whole: the built-in strategies with their settings, the

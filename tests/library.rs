@@ -348,3 +348,46 @@ async fn the_layer_feeds_latency_throughput_errors_and_in_flight() {
     long.abort();
     service.server.abort();
 }
+
+/// A request to a route the app does not have is a request too: with the layer added last (as
+/// the crate docs say), the 404s of the app and of the agent's prefix are counted, as requests
+/// and not as errors, beside the app's own route and the agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_added_last_counts_requests_to_routes_the_app_does_not_have() {
+    use tower::ServiceExt;
+    let requests = RequestMetrics::new();
+    let agent = Agent::builder()
+        .requests(requests.clone())
+        .spawn()
+        .expect("the default configuration");
+    let app = axum::Router::new()
+        .route("/ping", axum::routing::get(|| async { "pong" }))
+        .merge(agent.router())
+        .layer(MetricsLayer::new(requests.clone()));
+    let mut statuses = Vec::new();
+    for path in [
+        "/ping",
+        "/no-such-route",
+        "/perfpilot/no-such-route",
+        "/health",
+    ] {
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let response = app.clone().oneshot(request).await.expect("an answer");
+        statuses.push((path, response.status().as_u16()));
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("/ping", 200),
+            ("/no-such-route", 404),
+            ("/perfpilot/no-such-route", 404),
+            ("/health", 200)
+        ]
+    );
+    let window = requests.window();
+    assert_eq!(window.requests, 4, "every request counted: {window:?}");
+    assert_eq!(window.failed, 0, "a 404 is not a failure: {window:?}");
+    agent.shutdown().await;
+}

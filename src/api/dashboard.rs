@@ -25,3 +25,29 @@ pub(super) async fn dashboard() -> impl IntoResponse {
         DASHBOARD_HTML,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DASHBOARD_HTML;
+
+    /// The strategies table's "trigger above" cell: a strategy that runs only as a budget's
+    /// rung (`rungOnly` in `/performance-metrics`) has no trigger of its own, so the cell says
+    /// so instead of showing its placeholder trigger's threshold.
+    #[test]
+    fn the_strategies_table_shows_no_trigger_threshold_for_a_budget_rung() {
+        let render = DASHBOARD_HTML
+            .split("function renderStrategies(")
+            .nth(1)
+            .expect("the page renders the strategies table");
+        let render = &render[..render.find("\n  }\n").expect("the function ends")];
+        let cell = render
+            .split("row.querySelector(\".above\").textContent =")
+            .nth(1)
+            .expect("the function fills the threshold cell");
+        let cell = &cell[..cell.find(';').expect("the statement ends")];
+        assert!(
+            cell.trim_start().starts_with("s.rungOnly ?"),
+            "the threshold cell must check rungOnly first: {cell}"
+        );
+    }
+}
