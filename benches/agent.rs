@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use perfpilot::__internal::History;
-use perfpilot::__internal::MetricsDocument;
-use perfpilot::__internal::TriggerState;
-use perfpilot::__internal::{Sampler, SamplerSettings};
-use perfpilot::__internal::{StrategyView, View};
+use perfpilot::__internal::{
+    History, MetricsDocument, Sampler, SamplerSettings, StrategyView, TriggerState, View,
+};
 use perfpilot::OptimizationRecord;
 use perfpilot_strategies::{Level, Outcome, RunKind, Signal, StrategiesConfig};
 

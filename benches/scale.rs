@@ -23,8 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use perfpilot::__internal::TriggerState;
-use perfpilot::__internal::{Sampler, SamplerSettings, Target};
+use perfpilot::__internal::{Sampler, SamplerSettings, Target, TriggerState};
 use perfpilot_strategies::{PredictSpec, Signal, TriggerSpec};
 
 fn label() -> String {

@@ -140,9 +140,7 @@ pub use reload::{ConfigSource, ReloadError, ReloadReport};
 /// The `perfpilot-strategies` crate whole: the built-in strategies with their settings, the
 /// table of signals, the [`Trim`] and [`Reap`] reports.
 pub use perfpilot_strategies as strategies;
-/// The strategy vocabulary, from the `perfpilot-strategies` crate: no second dependency
-/// needed. The whole crate (built-in strategies and their settings, the signal table) is
-/// [`strategies`].
+// The strategy vocabulary, from the `perfpilot-strategies` crate: no second dependency needed.
 pub use perfpilot_strategies::{
     async_trait, Context, Level, Outcome, Reap, RunKind, Signal, Snapshot, Strategy, StrategyError,
     TriggerSpec, Trim, WeighedInBytes,

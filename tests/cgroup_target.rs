@@ -13,8 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{get_json, perfpilot, start_agent};
-use perfpilot::__internal::TriggerState;
-use perfpilot::__internal::{Sampler, SamplerSettings, Target};
+use perfpilot::__internal::{Sampler, SamplerSettings, Target, TriggerState};
 use perfpilot_strategies::{Level, MemoryUsageSource, Signal, TriggerSpec};
 use serde_json::Value;
 

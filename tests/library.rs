@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use perfpilot::config::Config;
-use perfpilot::Agent;
-use perfpilot::{ConnectionTracker, TrackedListener};
-use perfpilot::{MetricsLayer, RequestMetrics};
+use perfpilot::{Agent, ConnectionTracker, MetricsLayer, RequestMetrics, TrackedListener};
 use perfpilot_strategies::{
     async_trait, Context, Outcome, Signal, Strategy, StrategyError, TriggerSpec,
 };
