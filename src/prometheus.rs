@@ -162,7 +162,7 @@ impl Telemetry {
         );
         let memory_usage_bytes = gauge(
             "memory_usage",
-            "The memory use the usage ratio is measured with, by source (rss, cgroup_current, \
+            "The memory use the usage ratio is measured with, by source (rss, \
              cgroup_working_set, summed_rss)",
             Some(Unit::Bytes),
         );
@@ -487,7 +487,6 @@ impl Telemetry {
         if let (Some(bytes), Some(source)) = (s.memory_usage_bytes, s.memory_usage_source) {
             let source = match source {
                 MemoryUsageSource::Rss => "rss",
-                MemoryUsageSource::CgroupCurrent => "cgroup_current",
                 MemoryUsageSource::CgroupWorkingSet => "cgroup_working_set",
                 MemoryUsageSource::SummedRss => "summed_rss",
             };

@@ -22,7 +22,8 @@
 //! | `open_fds` | entries of `/proc/<pid>/fd` (sidecar mode only) | count |
 //! | `major_faults_per_second` | change of `majflt` (field 12 of `/proc/<pid>/stat`; for the agent itself `getrusage`) over the window | per second |
 //! | `open_connections` | sockets of `/proc/<pid>/fd` in `/proc/<pid>/net/tcp{,6}`, ESTABLISHED on a port the target listens on (sidecar mode only) | count |
-//! | `memory_usage_bytes`, `memory_usage_source` | under a cgroup's limit, that cgroup's working set (`cgroup_working_set`: v1 `memory.usage_in_bytes` less `total_inactive_file`, v2 `memory.current` less `inactive_file`); else `rss_bytes` (`rss`); for a cgroup target `memory.current` or the summed RSS | bytes |
+//! | `memory_usage_bytes`, `memory_usage_source` | under a cgroup's limit, that cgroup's working set (`cgroup_working_set`: v1 `memory.usage_in_bytes` less `total_inactive_file`, v2 `memory.current` less `inactive_file`); else `rss_bytes` (`rss`); for a cgroup target its working set, or without the memory controller the summed RSS (`summed_rss`) | bytes |
+//! | `memory_usage_raw_ratio` | the same cgroup's usage with its page cache (`memory.usage_in_bytes`, `memory.current`) over the limit; else as `memory_usage_ratio` | 0..1, above 1 when over |
 //! | `oom_kills` | the process's own memory cgroup: v1 `memory.oom_control`, v2 `memory.events` `oom_kill` | count |
 //! | `process_count` | lines of `cgroup.procs` (cgroup target only) | count |
 //! | `pressure.system` | `/proc/pressure/{memory,cpu,io}` (PSI), opened once | ratios, µs |
@@ -64,7 +65,7 @@ mod watch;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use perfpilot_strategies::{MemoryUsageSource, Pressure, Problem, Snapshot};
+use perfpilot_strategies::{MemoryLimitSource, MemoryUsageSource, Pressure, Problem, Snapshot};
 
 use self::limits::Limits;
 use self::pressure::PressureReader;
@@ -278,11 +279,27 @@ fn round_ratios(snapshot: &mut Snapshot) {
         }
     };
     round(&mut snapshot.memory_usage_ratio, 6);
+    round(&mut snapshot.memory_usage_raw_ratio, 6);
     round(&mut snapshot.process_cpu_ratio, 4);
     round(&mut snapshot.system_cpu_ratio, 4);
     if let Some(runtime) = snapshot.runtime.as_mut() {
         runtime.busy_ratio = round_decimals(runtime.busy_ratio, 4);
     }
+}
+
+/// Fills the memory limit and the two usage ratios over it: `memory_usage` from
+/// [`Snapshot::memory_usage_bytes`] (the working set), `memory_usage_raw` from `raw_bytes`.
+fn fill_memory_limit(
+    snapshot: &mut Snapshot,
+    limit: u64,
+    source: MemoryLimitSource,
+    raw_bytes: Option<u64>,
+) {
+    snapshot.memory_limit_bytes = Some(limit);
+    snapshot.memory_limit_source = Some(source);
+    let ratio = |bytes: u64| bytes as f64 / limit as f64;
+    snapshot.memory_usage_ratio = snapshot.memory_usage_bytes.map(ratio);
+    snapshot.memory_usage_raw_ratio = raw_bytes.map(ratio);
 }
 
 /// The signals of one process: memory, its limit, CPU and uptime.
@@ -338,23 +355,29 @@ impl ProcessSampler {
             snapshot.virtual_bytes = Some(memory.virtual_bytes);
         }
         // Under a cgroup's limit, its working set is what the kernel enforces the limit on.
-        let working_set = self
+        let cgroup = self
             .limits
             .limiting_cgroup()
-            .and_then(cgroup::MemoryCgroup::working_set);
-        (snapshot.memory_usage_bytes, snapshot.memory_usage_source) = match working_set {
-            Some(bytes) => (Some(bytes), Some(MemoryUsageSource::CgroupWorkingSet)),
+            .and_then(cgroup::MemoryCgroup::memory);
+        let raw_bytes;
+        (
+            snapshot.memory_usage_bytes,
+            snapshot.memory_usage_source,
+            raw_bytes,
+        ) = match cgroup {
+            Some(memory) => (
+                Some(memory.working_set),
+                Some(MemoryUsageSource::CgroupWorkingSet),
+                Some(memory.usage),
+            ),
             None => (
                 snapshot.rss_bytes,
                 snapshot.rss_bytes.map(|_| MemoryUsageSource::Rss),
+                snapshot.rss_bytes,
             ),
         };
         if let Some((limit, source)) = self.limits.memory() {
-            snapshot.memory_limit_bytes = Some(limit);
-            snapshot.memory_limit_source = Some(source);
-            snapshot.memory_usage_ratio = snapshot
-                .memory_usage_bytes
-                .map(|used| used as f64 / limit as f64);
+            fill_memory_limit(snapshot, limit, source, raw_bytes);
         }
         let usage = self.process.usage();
         snapshot.process_cpu_ratio = self.process_cpu_ratio(now, usage.and_then(|u| u.cpu));

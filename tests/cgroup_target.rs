@@ -148,7 +148,7 @@ fn the_tests_own_cgroup_is_sampled_as_a_target() {
     assert!(pids.contains(&std::process::id()), "{pids:?}");
     assert!(first.rss_bytes.is_some_and(|rss| rss > 0), "{first:?}");
     let expected_source = if dir.join("memory.current").is_file() {
-        MemoryUsageSource::CgroupCurrent
+        MemoryUsageSource::CgroupWorkingSet
     } else {
         MemoryUsageSource::SummedRss
     };
@@ -345,7 +345,7 @@ cooldown = "1h"
     let current = &metrics["currentMetrics"];
     assert_eq!(current["processCount"], busy as u64, "{current:#}");
     let source = if cgroup.dir.join("memory.current").is_file() {
-        "cgroup_current"
+        "cgroup_working_set"
     } else {
         "summed_rss"
     };
@@ -583,14 +583,22 @@ fn on_a_hybrid_host_the_groups_v1_memory_twin_gives_its_memory_without_reading_e
     assert_eq!(snapshot.process_count, Some(1));
     assert_eq!(
         snapshot.memory_usage_source,
-        Some(MemoryUsageSource::CgroupCurrent),
+        Some(MemoryUsageSource::CgroupWorkingSet),
         "{snapshot:?}"
     );
-    let reported = snapshot.memory_usage_bytes.unwrap();
+    // The raw usage is the twin's usage file; the working set leaves out its inactive file
+    // cache, and holds the 64 MiB buffer.
+    let raw = snapshot.memory_usage_raw_ratio.unwrap() * limit as f64;
     let now = usage();
     assert!(
-        reported.abs_diff(now) < 8 << 20,
-        "the twin's usage: {reported} reported, {now} read after"
+        (raw as u64).abs_diff(now) < 8 << 20,
+        "the twin's usage: {raw} reported, {now} read after"
+    );
+    // (The ratio is rounded to 6 decimals: 64 bytes of the 64 MiB limit.)
+    let working_set = snapshot.memory_usage_bytes.unwrap();
+    assert!(
+        working_set as f64 <= raw + 1024.0 && working_set >= 56 << 20,
+        "working set {working_set}, raw usage {raw}"
     );
     // Usage counts the interpreter's page cache too, so it can pass 64 MiB while the last
     // pages of the buffer are still being written: the resident set is checked with room for
@@ -602,6 +610,100 @@ fn on_a_hybrid_host_the_groups_v1_memory_twin_gives_its_memory_without_reading_e
     // No `statm` was read: the virtual size is known only from the processes.
     assert_eq!(snapshot.virtual_bytes, None, "{snapshot:?}");
     assert_eq!(snapshot.memory_limit_bytes, Some(limit), "{snapshot:?}");
+    cgroup.remove();
+    drop(twin);
+}
+
+/// A memory limit of `bytes` on `cgroup`: its own `memory.max` where the memory controller is
+/// on the cgroup v2 hierarchy, else a v1 memory twin at the same path (a hybrid host), which
+/// the test's processes must join too (the returned twin's directory). `None`, after saying
+/// why, where neither can be made.
+fn limit_memory(cgroup: &TestCgroup, bytes: u64) -> Option<Option<V1Twin>> {
+    let max = cgroup.dir.join("memory.max");
+    if max.is_file() {
+        if let Err(e) = fs::write(&max, bytes.to_string()) {
+            common::skip(&format!("cannot write {} ({e})", max.display()));
+            return None;
+        }
+        return Some(None);
+    }
+    let Some(v1_mount) = v1_memory_mount() else {
+        common::skip("no memory controller on either cgroup hierarchy");
+        return None;
+    };
+    let twin = V1Twin(v1_mount.join(&cgroup.relative));
+    if let Err(e) = fs::create_dir(&twin.0) {
+        common::skip(&format!("cannot create {} ({e})", twin.0.display()));
+        return None;
+    }
+    fs::write(twin.0.join("memory.limit_in_bytes"), bytes.to_string()).unwrap();
+    Some(Some(twin))
+}
+
+/// A streaming service that serves files from disk fills its cgroup's page cache up to the
+/// limit while its own memory stays small. `memory_usage` is the working set (usage less the
+/// inactive file cache the kernel reclaims by itself), for a cgroup target and a pid target
+/// alike, so it stays low; `memory_usage_raw` is the usage itself, near the limit.
+#[test]
+fn a_page_cache_filled_to_the_limit_is_raw_usage_not_memory_usage() {
+    let Some(mut cgroup) = TestCgroup::create("cache") else {
+        return;
+    };
+    let limit: u64 = 64 << 20;
+    let Some(twin) = limit_memory(&cgroup, limit) else {
+        return;
+    };
+    let join_twin = twin
+        .as_ref()
+        .map(|twin| format!("echo $$ > {}/cgroup.procs; ", twin.0.display()))
+        .unwrap_or_default();
+    // A file twice the limit, on disk (the target directory, not a tmpfs whose pages are
+    // not page cache), written and read back from inside the cgroup; then the process waits.
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let media = disk.path().join("media.bin");
+    let ready = disk.path().join("ready");
+    let pid = cgroup.spawn(&format!(
+        "{join_twin}dd if=/dev/zero of={media} bs=1M count=128 status=none && \
+         cat {media} > /dev/null && touch {ready} && exec sleep 60",
+        media = media.display(),
+        ready = ready.display(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "waited 60 s for pid {pid} to write and read 128 MiB in {}",
+            cgroup.dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let cgroup_target = Target::Cgroup(PathBuf::from(&cgroup.relative));
+    for (kind, target) in [("cgroup", cgroup_target), ("pid", Target::Pid(pid))] {
+        let mut sampler = Sampler::for_target(SamplerSettings::default(), target);
+        let snapshot = sampler.sample();
+        assert_eq!(
+            snapshot.memory_limit_bytes,
+            Some(limit),
+            "{kind}: {snapshot:?}"
+        );
+        assert_eq!(
+            snapshot.memory_usage_source,
+            Some(MemoryUsageSource::CgroupWorkingSet),
+            "{kind}: {snapshot:?}"
+        );
+        let used = snapshot.signal(Signal::MemoryUsage).unwrap();
+        let raw = snapshot.signal(Signal::MemoryUsageRaw).unwrap();
+        println!("{kind} target: memory_usage {used:.3}, memory_usage_raw {raw:.3}");
+        assert!(
+            raw > 0.8,
+            "{kind}: the page cache fills the cgroup to its limit: raw {raw}"
+        );
+        assert!(
+            used < 0.3,
+            "{kind}: the working set leaves the inactive page cache out: {used} (raw {raw})"
+        );
+    }
     cgroup.remove();
     drop(twin);
 }

@@ -217,6 +217,7 @@ pub fn full_snapshot() -> Snapshot {
     s.memory_usage_ratio = Some(0.1);
     s.memory_usage_bytes = Some(100 << 20);
     s.memory_usage_source = Some(MemoryUsageSource::Rss);
+    s.memory_usage_raw_ratio = Some(0.1);
     s.process_count = Some(3);
     s.pressure = Some(Pressure {
         system: Some(set),

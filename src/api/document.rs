@@ -73,7 +73,8 @@ pub struct Performance {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CurrentMetrics<'a> {
-    /// RSS over the memory limit, 0..1.
+    /// The working set over the memory limit, 0..1 (the `memory_usage` signal: a cgroup's
+    /// usage less its inactive file cache, else RSS).
     pub memory_usage: Option<f64>,
     /// Process CPU over available CPUs, 0..1.
     pub cpu_usage: Option<f64>,
@@ -101,10 +102,12 @@ pub struct CurrentMetrics<'a> {
     pub memory_limit_source: Option<perfpilot_strategies::MemoryLimitSource>,
     /// The memory use memoryUsage is measured with, bytes.
     pub memory_usage_bytes: Option<u64>,
-    /// `rss`, `cgroup_working_set` (the limiting cgroup's usage less its inactive file
-    /// cache, whenever the limit is a cgroup's), `cgroup_current` (a cgroup target's
-    /// `memory.current`) or `summed_rss`.
+    /// `cgroup_working_set` (the cgroup target's, or the limiting cgroup's, usage less its
+    /// inactive file cache), `rss` or `summed_rss`.
     pub memory_usage_source: Option<perfpilot_strategies::MemoryUsageSource>,
+    /// The raw usage over the memory limit, page cache included, 0..1 (the
+    /// `memory_usage_raw` signal).
+    pub memory_usage_raw: Option<f64>,
     /// Processes in the watched cgroup (cgroup target only).
     pub process_count: Option<u64>,
     /// OOM kills counted by the watched process's memory cgroup (`oomKills`).
@@ -214,6 +217,7 @@ impl<'a> MetricsDocument<'a> {
                 memory_limit_source: snapshot.memory_limit_source,
                 memory_usage_bytes: snapshot.memory_usage_bytes,
                 memory_usage_source: snapshot.memory_usage_source,
+                memory_usage_raw: snapshot.memory_usage_raw_ratio,
                 process_count: snapshot.process_count,
                 oom_kills: snapshot.oom_kills,
                 system_cpu_usage: snapshot.system_cpu_ratio,

@@ -660,6 +660,7 @@ mod tests {
             labels,
             [
                 "memory usage",
+                "memory raw",
                 "rss",
                 "memory limit",
                 "cpu usage",

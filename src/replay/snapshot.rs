@@ -16,6 +16,7 @@ pub(super) fn write(snapshot: &mut Snapshot, signal: Signal, value: f64) -> bool
     let count = || Some(value.max(0.0).round() as u64);
     match signal {
         Signal::MemoryUsage => snapshot.memory_usage_ratio = Some(value),
+        Signal::MemoryUsageRaw => snapshot.memory_usage_raw_ratio = Some(value),
         Signal::RssBytes => snapshot.rss_bytes = count(),
         Signal::CpuUsage => snapshot.process_cpu_ratio = Some(value),
         Signal::SystemCpuUsage => snapshot.system_cpu_ratio = Some(value),

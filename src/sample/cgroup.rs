@@ -244,18 +244,33 @@ impl MemoryCgroup {
 
     /// The working set from the texts of the usage file and `memory.stat`.
     pub(crate) fn parse_working_set(&self, usage: &str, stat: &str) -> Option<u64> {
-        let usage: u64 = usage.trim().parse().ok()?;
-        let inactive = stat_value(stat, self.inactive_file_key()).unwrap_or(0);
-        Some(usage.saturating_sub(inactive))
+        self.parse_memory(usage, stat)
+            .map(|memory| memory.working_set)
     }
 
     /// Usage less inactive file cache, in bytes, read now; `None` if the usage file cannot
     /// be read (the cgroup was removed). A `memory.stat` without the key counts as no
     /// inactive cache.
+    #[cfg(test)]
     pub(crate) fn working_set(&self) -> Option<u64> {
+        self.memory().map(|memory| memory.working_set)
+    }
+
+    /// Its usage and working set, read now; `None` if the usage file cannot be read.
+    pub(crate) fn memory(&self) -> Option<CgroupMemory> {
         let usage = fs::read_to_string(self.usage_file()).ok()?;
         let stat = fs::read_to_string(self.stat_file()).unwrap_or_default();
-        self.parse_working_set(&usage, &stat)
+        self.parse_memory(&usage, &stat)
+    }
+
+    /// Its usage and working set from the texts of the usage file and `memory.stat`.
+    pub(crate) fn parse_memory(&self, usage: &str, stat: &str) -> Option<CgroupMemory> {
+        let usage: u64 = usage.trim().parse().ok()?;
+        let inactive = stat_value(stat, self.inactive_file_key()).unwrap_or(0);
+        Some(CgroupMemory {
+            usage,
+            working_set: usage.saturating_sub(inactive),
+        })
     }
 
     /// How many processes the kernel's OOM killer has killed in this cgroup (v2: and its
@@ -264,6 +279,17 @@ impl MemoryCgroup {
     pub(crate) fn oom_kills(&self) -> Option<u64> {
         stat_value(&fs::read_to_string(self.oom_file()).ok()?, "oom_kill")
     }
+}
+
+/// One reading of a memory cgroup, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CgroupMemory {
+    /// Everything charged to it, page cache included (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`): the `memory_usage_raw` signal.
+    pub(crate) usage: u64,
+    /// `usage` less its inactive file cache, as the kubelet computes it: the `memory_usage`
+    /// signal.
+    pub(crate) working_set: u64,
 }
 
 /// The value of `key` in a flat-keyed file (`memory.stat`, `memory.events`,

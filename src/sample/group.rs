@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `process_count` | lines of `cgroup.procs` |
 //! | `oom_kills` | `oom_kill` in `memory.events` (v1 twin: `memory.oom_control`) |
-//! | `memory_usage_bytes` | `memory.current`; on a hybrid host (the memory controller on a v1 hierarchy) `memory.usage_in_bytes` of the v1 memory cgroup at the same path, which systemd keeps with the same processes; without either, the summed RSS of the processes; `memory_usage_source` says which |
+//! | `memory_usage_bytes` | the working set: `memory.current` less `inactive_file`; on a hybrid host (the memory controller on a v1 hierarchy) `memory.usage_in_bytes` less `total_inactive_file` of the v1 memory cgroup at the same path, which systemd keeps with the same processes; without either, the summed RSS of the processes; `memory_usage_source` says which |
+//! | `memory_usage_raw_ratio` | the usage itself (`memory.current`, `memory.usage_in_bytes`) over the limit; without either, as `memory_usage_ratio` | 0..1 |
 //! | `memory_limit_bytes` | the tightest `memory.max` / `memory.high` of the cgroup and its ancestors (and `memory.limit_in_bytes` of its v1 twin's), else the budget, else total RAM |
 //! | `rss_bytes`, `virtual_bytes` | with a memory controller: `rss_bytes` is `memory.stat` `anon` + `file_mapped` (v1: `total_rss` + `total_mapped_file`; no per-process read) and `virtual_bytes` is absent; without one, both summed over the processes' `/proc/<pid>/statm` |
 //! | `process_cpu_ratio` | change of `cpu.stat` `usage_usec` over the window ÷ (window × the `cpu.max` quota, else the CPUs available) |
@@ -171,9 +172,18 @@ impl OpenGroup {
 /// A group's memory controller files, kept open: its usage and `memory.stat`.
 #[derive(Debug)]
 struct GroupMemory {
+    cgroup: cgroup::MemoryCgroup,
     usage: ProcFile,
     stat: ProcFile,
-    v1: bool,
+}
+
+/// One reading of a group's memory controller.
+#[derive(Debug, Clone, Copy)]
+struct GroupReadings {
+    /// Its usage and working set.
+    memory: cgroup::CgroupMemory,
+    /// Its resident memory (anonymous and mapped file pages), if `memory.stat` has it.
+    resident: Option<u64>,
 }
 
 impl GroupMemory {
@@ -181,19 +191,20 @@ impl GroupMemory {
         Some(GroupMemory {
             usage: ProcFile::open(&cgroup.usage_file(), 64)?,
             stat: ProcFile::open(&cgroup.stat_file(), 4096)?,
-            v1: matches!(cgroup, cgroup::MemoryCgroup::V1(_)),
+            cgroup: cgroup.clone(),
         })
     }
 
-    /// The group's usage in bytes, and its resident memory if `memory.stat` has it.
-    fn read(&mut self) -> Option<(u64, Option<u64>)> {
-        let usage = self.usage.read(false)?.trim().parse::<u64>().ok()?;
-        let v1 = self.v1;
-        let resident = self
-            .stat
-            .read(false)
-            .and_then(|text| parse_resident_bytes(&text, v1));
-        Some((usage, resident))
+    /// The group's usage, working set and resident memory; `None` if its usage cannot be
+    /// read (a `memory.stat` that cannot be read counts as no inactive cache).
+    fn read(&mut self) -> Option<GroupReadings> {
+        let usage = self.usage.read(false)?;
+        let stat = self.stat.read(false).unwrap_or_default();
+        let v1 = matches!(self.cgroup, cgroup::MemoryCgroup::V1(_));
+        Some(GroupReadings {
+            memory: self.cgroup.parse_memory(&usage, &stat)?,
+            resident: parse_resident_bytes(&stat, v1),
+        })
     }
 }
 
@@ -248,10 +259,13 @@ impl GroupSampler {
         snapshot.process_count = Some(self.pids.len() as u64);
 
         let memory = group.memory.as_mut().and_then(GroupMemory::read);
-        let current = memory.map(|(usage, _)| usage);
         // With the memory controller, the kernel's own accounting of the group's resident
         // memory; without it, one `statm` read per process.
-        if let Some((_, Some(bytes))) = memory {
+        if let Some(GroupReadings {
+            resident: Some(bytes),
+            ..
+        }) = memory
+        {
             snapshot.rss_bytes = Some(bytes);
         } else {
             let (mut rss, mut virt, mut read_any) = (0u64, 0u64, false);
@@ -267,21 +281,29 @@ impl GroupSampler {
                 snapshot.virtual_bytes = Some(virt);
             }
         }
-        (snapshot.memory_usage_bytes, snapshot.memory_usage_source) = match current {
-            Some(bytes) => (Some(bytes), Some(MemoryUsageSource::CgroupCurrent)),
+        // The group's working set, as for a process under a cgroup limit (and as the fast
+        // watch reads it), whatever the limit is.
+        let raw_bytes;
+        (
+            snapshot.memory_usage_bytes,
+            snapshot.memory_usage_source,
+            raw_bytes,
+        ) = match memory {
+            Some(GroupReadings { memory, .. }) => (
+                Some(memory.working_set),
+                Some(MemoryUsageSource::CgroupWorkingSet),
+                Some(memory.usage),
+            ),
             None => (
                 snapshot.rss_bytes,
                 snapshot.rss_bytes.map(|_| MemoryUsageSource::SummedRss),
+                snapshot.rss_bytes,
             ),
         };
         snapshot.oom_kills = group.oom.oom_kills();
         group.limits.refresh_if_due(now);
         if let Some((limit, source)) = group.limits.memory() {
-            snapshot.memory_limit_bytes = Some(limit);
-            snapshot.memory_limit_source = Some(source);
-            snapshot.memory_usage_ratio = snapshot
-                .memory_usage_bytes
-                .map(|bytes| bytes as f64 / limit as f64);
+            super::fill_memory_limit(snapshot, limit, source, raw_bytes);
         }
 
         let usage = group

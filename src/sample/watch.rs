@@ -10,7 +10,7 @@
 //!
 //! | signal | read | cost |
 //! |---|---|---|
-//! | `memory_usage` under a cgroup limit | the limiting cgroup's usage file (v1 `memory.usage_in_bytes`, v2 `memory.current`); `memory.stat` only once usage is past the lowest threshold, for the working set | one `pread`, ~3 µs |
+//! | `memory_usage` of a cgroup target or under a cgroup limit | the cgroup's working set, as the full sample reads it: its usage file (v1 `memory.usage_in_bytes`, v2 `memory.current`) less `inactive_file` of its `memory.stat` | two `pread`s |
 //! | `memory_usage` otherwise, `rss_bytes` | `/proc/<pid>/statm` | one `pread`, ~1 µs |
 //! | `memory_pressure_some`, `memory_pressure_full` | a PSI trigger (`some 150000 1000000` written to the watched cgroup's `memory.pressure` or `/proc/pressure/memory`), the thread sleeping in `poll` for `POLLPRI` | nothing until the kernel wakes it |
 //!

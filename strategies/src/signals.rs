@@ -22,8 +22,10 @@ use crate::snapshot::{PressureKind, PressureResource, PressureWindow, Snapshot};
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Signal {
-    /// [`Snapshot::memory_usage_ratio`], 0..1.
+    /// [`Snapshot::memory_usage_ratio`], 0..1: the working set over the memory limit.
     MemoryUsage,
+    /// [`Snapshot::memory_usage_raw_ratio`], 0..1: the raw usage, page cache included.
+    MemoryUsageRaw,
     /// [`Snapshot::rss_bytes`], bytes.
     RssBytes,
     /// jemalloc resident bytes.
@@ -310,9 +312,9 @@ pub enum Display {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WatchRead {
-    /// The memory the limit is enforced on, over the limit: the limiting cgroup's usage file
-    /// (v1 `memory.usage_in_bytes`, v2 `memory.current`; its working set from `memory.stat`
-    /// once usage is past the lowest threshold), else `/proc/<pid>/statm`.
+    /// What `memory_usage` measures, over the limit: the watched cgroup's working set (its
+    /// usage file, v1 `memory.usage_in_bytes` or v2 `memory.current`, less `inactive_file` of
+    /// its `memory.stat`), else `/proc/<pid>/statm`.
     CgroupUsage,
     /// The resident pages of `/proc/<pid>/statm`.
     Statm,
@@ -500,6 +502,13 @@ impl SignalRow {
     }
 }
 
+/// What `memory_usage` means: the one place it is defined (docs/signals.md, `perfpilot
+/// signals` and the API's descriptions show this text).
+pub const MEMORY_USAGE_MEANING: &str =
+    "working set over the memory limit, as the kubelet computes it: the cgroup's usage less its \
+     inactive file cache (the cgroup target's, or the cgroup whose limit is the memory limit); \
+     a process under no cgroup limit: its RSS";
+
 const LATENCY_HELP: &str =
     "Request latency over the last window, by statistic (mean, p50, p95, p99)";
 
@@ -513,15 +522,31 @@ pub static SIGNALS: &[SignalRow] = &[
         Source::Target,
         "memory_usage_ratio",
         |s| s.memory_usage_ratio,
-        "memory in use (RSS, or a cgroup's memory.current) over the memory limit",
+        MEMORY_USAGE_MEANING,
     )
     .metric(MetricSeries::plain(
         "memory_usage_ratio",
-        "Resident memory over the memory limit",
+        "Working set (a cgroup's usage less inactive file cache, else RSS) over the memory limit",
     ))
     .table("memory usage", Display::Percent)
     .document("memoryUsage")
     .watch(WatchRead::CgroupUsage),
+    row(
+        Signal::MemoryUsageRaw,
+        "memory_usage_raw",
+        Unit::Ratio,
+        Source::Target,
+        "memory_usage_raw_ratio",
+        |s| s.memory_usage_raw_ratio,
+        "raw memory usage over the memory limit: the same cgroup's usage with its page cache \
+         (v1 memory.usage_in_bytes, v2 memory.current); without a cgroup, RSS (as memory_usage)",
+    )
+    .metric(MetricSeries::plain(
+        "memory_usage_raw_ratio",
+        "Memory usage with page cache (a cgroup's usage, else RSS) over the memory limit",
+    ))
+    .table("memory raw", Display::Percent)
+    .document("memoryUsageRaw"),
     row(
         Signal::RssBytes,
         "rss_bytes",
@@ -1078,7 +1103,7 @@ mod tests {
         assert_eq!(json[0]["name"], "memory_usage");
         assert_eq!(json[0]["ratio"], true);
         assert_eq!(json[0]["source"], "target");
-        assert_eq!(json[2]["source"], "self");
+        assert_eq!(json[3]["source"], "self");
         let latency = json
             .as_array()
             .unwrap()

@@ -26,12 +26,20 @@ pub struct Snapshot {
     pub memory_limit_source: Option<MemoryLimitSource>,
     /// `memory_usage_bytes / memory_limit_bytes`, 0..1 (can exceed 1 when over budget).
     pub memory_usage_ratio: Option<f64>,
-    /// The memory use [`Snapshot::memory_usage_ratio`] is measured with, in bytes: the
-    /// process's RSS, or for a cgroup target its `memory.current` (else the summed RSS of its
-    /// processes). [`Snapshot::memory_usage_source`] says which.
+    /// The memory use [`Snapshot::memory_usage_ratio`] is measured with, in bytes: a cgroup's
+    /// working set (usage less inactive file cache, as the kubelet computes it) — the cgroup
+    /// target's, or the cgroup whose limit is the memory limit — else the process's RSS (for
+    /// a cgroup without the memory controller, its processes' summed RSS).
+    /// [`Snapshot::memory_usage_source`] says which.
     pub memory_usage_bytes: Option<u64>,
     /// Where [`Snapshot::memory_usage_bytes`] came from.
     pub memory_usage_source: Option<MemoryUsageSource>,
+    /// The raw usage over the memory limit, 0..1 (can exceed 1): the same cgroup's usage
+    /// with its page cache (v1 `memory.usage_in_bytes`, v2 `memory.current`), where
+    /// [`Snapshot::memory_usage_bytes`] is a working set; else the same as
+    /// [`Snapshot::memory_usage_ratio`] (RSS holds no page cache to leave out).
+    #[serde(default)]
+    pub memory_usage_raw_ratio: Option<f64>,
     /// Processes in the watched cgroup (`cgroup.procs`), a count; only for a cgroup target.
     pub process_count: Option<u64>,
     /// Processes the kernel's OOM killer has killed in the watched process's memory cgroup
@@ -94,6 +102,7 @@ impl Snapshot {
             memory_usage_ratio: None,
             memory_usage_bytes: None,
             memory_usage_source: None,
+            memory_usage_raw_ratio: None,
             process_count: None,
             oom_kills: None,
             pressure: None,
@@ -120,19 +129,16 @@ impl Snapshot {
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MemoryUsageSource {
-    /// The resident set size of the watched process.
+    /// The resident set size of the watched process: no cgroup limit applies to it.
     Rss,
-    /// cgroup v2 `memory.current` of the watched cgroup (page cache and kernel memory
-    /// included: what the kernel holds against `memory.max`).
-    CgroupCurrent,
-    /// The working set of the cgroup whose limit is the memory limit: its usage (v1
-    /// `memory.usage_in_bytes`, v2 `memory.current`) less its inactive file cache (v1
-    /// `total_inactive_file`, v2 `inactive_file` in `memory.stat`), as the kubelet computes
-    /// it. Used whenever the limit comes from a cgroup: that usage, not the process's RSS, is
-    /// what the kernel enforces the limit on.
+    /// A cgroup's working set: its usage (v1 `memory.usage_in_bytes`, v2 `memory.current`)
+    /// less its inactive file cache (v1 `total_inactive_file`, v2 `inactive_file` in
+    /// `memory.stat`), as the kubelet computes it. The cgroup target's, or the cgroup whose
+    /// limit is the memory limit: that usage, not the process's RSS, is what the kernel
+    /// enforces the limit on, and the inactive file cache is what it reclaims first.
     CgroupWorkingSet,
-    /// The summed RSS of the watched cgroup's processes: where `memory.current` is missing
-    /// (the memory controller is not enabled on the cgroup v2 hierarchy).
+    /// The summed RSS of the watched cgroup's processes: where the memory controller is not
+    /// enabled on the cgroup (neither `memory.current` nor a v1 twin).
     SummedRss,
 }
 

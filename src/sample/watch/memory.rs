@@ -1,5 +1,6 @@
-//! The polled memory reads between samples: `/proc/<pid>/statm`, or the limiting cgroup's
-//! usage (its working set once past the lowest threshold), compared with the thresholds.
+//! The polled memory reads between samples: `/proc/<pid>/statm`, or the watched cgroup's
+//! working set (usage less inactive file cache, as the full sample's `memory_usage`),
+//! compared with the thresholds.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -43,11 +44,6 @@ impl Crossings {
     pub(crate) fn new(thresholds: Vec<f64>) -> Self {
         let armed = vec![true; thresholds.len()];
         Crossings { thresholds, armed }
-    }
-
-    /// The lowest threshold (below it nothing can fire).
-    pub(crate) fn lowest(&self) -> f64 {
-        self.thresholds.first().copied().unwrap_or(f64::INFINITY)
     }
 
     /// Arms every threshold again.
@@ -444,9 +440,7 @@ impl Poller {
             PolledRead::Statm => self.rss_bytes().map(|b| b as f64),
             PolledRead::CgroupUsage => {
                 let limit = self.probe.limit_bytes? as f64;
-                let lowest = self.watched[index].crossings.lowest();
-                self.memory_usage_bytes(lowest * limit)
-                    .map(|b| b as f64 / limit)
+                self.memory_usage_bytes().map(|b| b as f64 / limit)
             }
         }
     }
@@ -457,23 +451,21 @@ impl Poller {
         pages.resident_bytes.checked_mul(self.page_size)
     }
 
-    /// The memory the limit is enforced on: the limiting cgroup's working set (its usage
-    /// alone while that is below `floor`: the working set cannot be above it), else RSS.
-    fn memory_usage_bytes(&mut self, floor: f64) -> Option<u64> {
+    /// What the full sample's `memory_usage` measures, in bytes: the cgroup's working set
+    /// (usage less inactive file cache, both files read each time: the usage alone would
+    /// rise with page cache the working set does not count, and its slope would be taken for
+    /// urgency), else RSS.
+    fn memory_usage_bytes(&mut self) -> Option<u64> {
         let Some(cgroup) = &self.probe.cgroup else {
             return self.rss_bytes();
         };
-        let usage_text = self.usage.as_mut()?.read(true)?.into_owned();
-        let usage: u64 = usage_text.trim().parse().ok()?;
-        if (usage as f64) <= floor {
-            return Some(usage);
-        }
+        let usage = self.usage.as_mut()?.read(true)?;
         let stat = self
             .stat
             .as_mut()
-            .and_then(|f| f.read(false).map(|t| t.into_owned()))
+            .and_then(|f| f.read(false))
             .unwrap_or_default();
-        cgroup.parse_working_set(&usage_text, &stat)
+        cgroup.parse_working_set(&usage, &stat)
     }
 }
 
@@ -547,6 +539,44 @@ mod tests {
             .slope(Signal::MemoryUsage, Duration::from_secs(5))
             .expect("the watch published the slope of its reads");
         assert!(slope > 1.0, "{slope}");
+    }
+
+    /// The watch reads the quantity its thresholds and slopes are about, the full sample's
+    /// `memory_usage`: the working set, also while the raw usage (page cache included) is
+    /// below the lowest threshold, where a cheaper read of the usage alone would report the
+    /// page cache's rise as the signal's.
+    #[test]
+    fn a_cgroup_read_is_the_working_set_below_the_thresholds_too() {
+        use crate::sample::cgroup::MemoryCgroup;
+        use perfpilot_strategies::Signal;
+        let dir = tempfile::tempdir().unwrap();
+        // Usage at half the limit, 0.4 of it inactive page cache: a working set of 0.1.
+        std::fs::write(dir.path().join("memory.current"), "5000\n").unwrap();
+        std::fs::write(
+            dir.path().join("memory.stat"),
+            "anon 900\ninactive_file 4000\n",
+        )
+        .unwrap();
+        let spec = WatchSpec {
+            signal: Signal::MemoryUsage,
+            thresholds: vec![0.8],
+            interval: Some(Duration::from_millis(5)),
+            budgets: Vec::new(),
+        };
+        let mut poller = Poller::new(
+            vec![(PolledRead::CgroupUsage, 0, spec)],
+            ProbeSlot::default(),
+        );
+        let cgroup = MemoryCgroup::V2(dir.path().to_owned());
+        poller.usage = ProcFile::open(&cgroup.usage_file(), 64);
+        poller.stat = ProcFile::open(&cgroup.stat_file(), 4096);
+        poller.probe = MemoryProbe {
+            statm: None,
+            cgroup: Some(cgroup),
+            limit_bytes: Some(10_000),
+            pressure_dir: None,
+        };
+        assert_eq!(poller.read(0), Some(0.1));
     }
 
     #[test]
