@@ -62,6 +62,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (`perfpilot man | man -l -`), or write every page into a directory.
     Man(ManArgs),
+    /// Print the JSON Schema of the configuration file, for editors (e.g. `perfpilot schema >
+    /// perfpilot.schema.json`, then `#:schema ./perfpilot.schema.json` atop perfpilot.toml).
+    Schema,
 }
 
 /// `perfpilot replay`.
@@ -379,6 +382,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Report(args) => export::report(&args),
         Command::Completions(args) => reference::completions(args.shell),
         Command::Man(args) => reference::man(args.dir.as_deref()),
+        Command::Schema => {
+            println!("{:#}", crate::config::schema::json_schema());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 /// horizon = "30s"
 /// window = 10
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     /// The signal held within the budget.
@@ -44,10 +44,12 @@ pub struct BudgetConfig {
     /// How long after a rung finished its effect is read, from the first regular sample
     /// taken at least this long after it; by default [`BudgetConfig::DEFAULT_SETTLE`].
     #[serde(default = "BudgetConfig::default_settle", with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub settle: Duration,
     /// Consecutive samples under `goal` (and not forecast to cross `limit`) that end an
     /// episode; by default [`BudgetConfig::DEFAULT_CALM`].
     #[serde(default = "BudgetConfig::default_calm")]
+    #[schemars(range(min = 1))]
     pub calm: u32,
     /// What a rise above `limit` does; by default [`AtLimit::Climb`].
     #[serde(default)]
@@ -55,6 +57,7 @@ pub struct BudgetConfig {
     /// The shortest time between two runs of one rung in one episode (once every rung has
     /// been tried, the episode waits for this); by default [`BudgetConfig::DEFAULT_COOLDOWN`].
     #[serde(default = "BudgetConfig::default_cooldown", with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub cooldown: Duration,
     /// Read the signal between full samples this often (the fast watch); `None` (the
     /// default): only at full samples.
@@ -63,6 +66,7 @@ pub struct BudgetConfig {
         with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub watch_interval: Option<Duration>,
     /// A rung whose last this-many judged runs in this budget all failed to help is skipped;
     /// by default [`BudgetConfig::DEFAULT_SKIP_AFTER`].
@@ -82,7 +86,9 @@ pub struct BudgetConfig {
 }
 
 /// `[tuning] reaction`: whether budgets work out their own margins from what they observe.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ReactionMode {
     /// Urgency from the rate of rise, no waiting while the limit approaches, skip-to-rung by
@@ -136,7 +142,9 @@ impl Default for ReactionTuning {
 }
 
 /// What a rise above `limit` does to the climb.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AtLimit {
     /// Keep climbing one rung at a time (the default).
@@ -158,11 +166,12 @@ impl fmt::Display for AtLimit {
 /// `[budgets.NAME.forecast]`: start an episode before `goal` is crossed when a robust fit
 /// (Theil–Sen, [`crate::trigger::trend`]) of the last `window` samples reaches `limit` within
 /// `horizon`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetForecast {
     /// How far ahead; by default 30 s.
     #[serde(default = "BudgetForecast::default_horizon", with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub horizon: Duration,
     /// Samples in the fit (a fit needs half of them, at least 3); by default 10.
     #[serde(default = "BudgetForecast::default_window")]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{access, Problem};
 
 /// The HTTP API (`[api]`).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Whether the agent serves its HTTP API; by default `true`.
@@ -34,24 +34,29 @@ pub struct ApiConfig {
     /// name gets 403 (DNS rebinding). A list in TOML, comma-separated in the environment
     /// (`PERFPILOT_API__ALLOWED_HOSTS=perfpilot.default.svc,perfpilot`); `*` accepts any.
     #[serde(deserialize_with = "access::string_list")]
+    #[schemars(with = "Vec<String>")]
     pub allowed_hosts: Vec<String>,
     /// Web origins (`scheme://host[:port]`) allowed to call the API from a browser besides the
     /// agent's own; by default none. A request with another `Origin`, or with
     /// `Sec-Fetch-Site: cross-site`, gets 403. A list in TOML, comma-separated in the
     /// environment.
     #[serde(deserialize_with = "access::string_list")]
+    #[schemars(with = "Vec<String>")]
     pub allowed_origins: Vec<String>,
     /// Most connections open at once on the agent's own listener; at the cap the connection
     /// idle longest is closed for a new one. By default [`ApiConfig::DEFAULT_MAX_CONNECTIONS`].
+    #[schemars(range(min = 1, max = super::access::MAX_MAX_CONNECTIONS))]
     pub max_connections: usize,
     /// A connection that has not sent a request's whole header within this long is closed
     /// (also counted between keep-alive requests); by default
     /// [`ApiConfig::DEFAULT_HEADER_READ_TIMEOUT`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub header_read_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed; by default
     /// [`ApiConfig::DEFAULT_IDLE_TIMEOUT`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub idle_timeout: Duration,
     /// Manual triggers (`POST /performance-optimize`) allowed per client IP (`[api.rate_limit]`).
     pub rate_limit: RateLimitConfig,
@@ -59,6 +64,7 @@ pub struct ApiConfig {
     /// `POST /performance-optimize` gets `strategy_timeout` × strategies + 5 s instead); by
     /// default [`ApiConfig::DEFAULT_REQUEST_TIMEOUT`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub request_timeout: Duration,
 }
 
@@ -70,7 +76,7 @@ pub struct ApiConfig {
 /// per_minute = 10   # 0: no limit
 /// burst = 10
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Requests regained per minute; by default [`RateLimitConfig::DEFAULT_PER_MINUTE`];

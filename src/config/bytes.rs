@@ -57,6 +57,20 @@ pub fn parse(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// What [`parse`] reads, as a JSON Schema regular expression.
+pub const PATTERN: &str = r"^\s*[0-9][0-9.]*\s*([kKmMgGtT][iI]?)?[bB]?\s*$";
+
+/// The JSON Schema of a size field (`perfpilot schema`): integer bytes, or a string [`parse`]
+/// reads.
+pub fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["string", "integer"],
+        "pattern": PATTERN,
+        "minimum": 0,
+        "examples": ["512MiB", "2GB", 1048576],
+    })
+}
+
 /// Formats a size for people: `"512 MiB"`, `"1.5 GiB"`, `"100 B"`.
 #[allow(dead_code)] // the inverse of `parse`, kept beside it; only its test calls it today
 pub fn format(bytes: u64) -> String {

@@ -40,6 +40,7 @@ mod load;
 mod log;
 mod probe;
 mod recorder;
+pub mod schema;
 mod target;
 mod tuning;
 
@@ -68,7 +69,7 @@ pub use load::{load, load_from_str, ConfigError, Loaded, Overrides, LEGACY_ENV};
 ///
 /// In TOML every field is optional; a missing one takes its default. Durations are written
 /// `"5s"`, `"250ms"` or as integer milliseconds; sizes as integer bytes or `"512MiB"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Whether the loop runs at all; by default `true`. Legacy variable
@@ -77,26 +78,32 @@ pub struct Config {
     /// Time between two samples; by default [`Config::DEFAULT_INTERVAL`], at least
     /// [`Config::MIN_INTERVAL`]. Legacy variable `OPTIMIZATION_INTERVAL` (integer ms).
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub interval: Duration,
     /// The longest the interval may grow to under `interval-backoff`; by default
     /// [`Config::DEFAULT_MAX_INTERVAL`], at least `interval`.
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub max_interval: Duration,
     /// Memory limit in bytes used for `memory_usage` when no cgroup limit applies.
     /// `None` (the default): the cgroup limit, else total RAM.
     #[serde(with = "bytes::option", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::config::bytes::json_schema")]
     pub memory_budget: Option<u64>,
     /// Evaluate and log what would run, without acting; by default `false`.
     pub dry_run: bool,
     /// Optimization records kept; by default [`Config::DEFAULT_HISTORY_SIZE`], in
     /// `1..=`[`Config::MAX_HISTORY_SIZE`].
+    #[schemars(range(min = 1, max = Config::MAX_HISTORY_SIZE))]
     pub history_size: usize,
     /// A strategy run taking longer is abandoned and recorded as failed; by default
     /// [`Config::DEFAULT_STRATEGY_TIMEOUT`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub strategy_timeout: Duration,
     /// After any automatic run, no other automatic run for this long; by default zero.
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub post_action_delay: Duration,
     /// After this many consecutive failed automatic runs, a strategy's automatic runs pause:
     /// for its trigger's cooldown (at least 1 s), doubled with every further failure, up to
@@ -105,10 +112,12 @@ pub struct Config {
     pub backoff_after_failures: u32,
     /// The longest pause of a failing strategy; by default [`Config::DEFAULT_MAX_BACKOFF`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub max_backoff: Duration,
     /// On SIGTERM or SIGINT, how long a running optimization may go on finishing before the
     /// agent exits without it; by default [`Config::DEFAULT_SHUTDOWN_GRACE`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub shutdown_grace: Duration,
     /// Reload the configuration when the file changes (its metadata is read every second,
     /// symlinks followed, so a Kubernetes ConfigMap's symlink swap counts); by default

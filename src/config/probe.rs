@@ -9,7 +9,7 @@ use super::Problem;
 
 /// The latency probe (`[probe]`): with `url` set, the agent GETs it every `period` and feeds
 /// the answers' latency and failures into the `latency` and `error_rate` signals.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeConfig {
     /// The URL to GET, `http://` only (e.g. the service's `/ping`); `None` (the default): no
@@ -18,10 +18,12 @@ pub struct ProbeConfig {
     pub url: Option<String>,
     /// Time between two probes; by default [`ProbeConfig::DEFAULT_PERIOD`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub period: Duration,
     /// A probe without a complete answer after this long fails; by default
     /// [`ProbeConfig::DEFAULT_TIMEOUT`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub timeout: Duration,
 }
 

@@ -6,23 +6,27 @@ use perfpilot_strategies::{duration, Problem};
 use serde::{Deserialize, Serialize};
 
 /// The recorder's settings (`[recorder]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecorderConfig {
     /// How much of the past is kept in memory at full resolution; by default
     /// [`RecorderConfig::DEFAULT_WINDOW`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub window: Duration,
     /// Most `GET /performance-metrics/history` requests served at once (more get 503); by
     /// default [`RecorderConfig::DEFAULT_MAX_HISTORY_REQUESTS`].
+    #[schemars(range(min = 1, max = RecorderConfig::MAX_HISTORY_REQUESTS))]
     pub max_history_requests: usize,
     /// With `state_dir`: how long segments are kept on disk; by default
     /// [`RecorderConfig::DEFAULT_KEEP`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub keep: Duration,
     /// With `state_dir`: the most bytes the segments take on disk (the oldest go first); by
     /// default [`RecorderConfig::DEFAULT_MAX_DISK`].
     #[serde(with = "super::bytes::plain")]
+    #[schemars(schema_with = "crate::config::bytes::json_schema")]
     pub max_disk: u64,
 }
 

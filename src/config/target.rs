@@ -12,7 +12,7 @@ use crate::target::Target;
 /// found and followed across restarts. Command-line flags (`--target-pid`, `--target-pidfile`,
 /// `--target-port`, `--target-cgroup`) replace the whole section: a flag's target wins over a
 /// file's of another kind. The latency probe (`[probe]`) combines with any of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TargetConfig {
     /// Watch this pid.
@@ -23,6 +23,7 @@ pub struct TargetConfig {
     pub pidfile: Option<PathBuf>,
     /// Watch the process listening on this TCP port.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub port: Option<u16>,
     /// Watch every process of this cgroup v2: a directory under the cgroup v2 mount
     /// (`/sys/fs/cgroup/system.slice/demo.service`) or a path relative to it

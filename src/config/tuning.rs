@@ -22,12 +22,13 @@ use crate::budget::{ReactionMode, ReactionTuning};
 /// max_rungs_skipped = 2      # the most rungs one step may skip on learned relief
 /// forget_after = "30days"    # learned state kept in state_dir is dropped after this
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TuningConfig {
     /// How long after a run the trigger signal is read again (its `after` value, and whether
     /// the run helped); by default zero: at once. Runs of one batch wait for each other.
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub settle: Duration,
     /// Double a strategy's cooldown after every run that did not relieve its signal, up to
     /// `max_cooldown`; a helpful run, a manual run or a rise to CRITICAL restores it. By
@@ -36,6 +37,7 @@ pub struct TuningConfig {
     /// The longest cooldown adaptive cooldown reaches; by default
     /// [`TuningConfig::DEFAULT_MAX_COOLDOWN`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub max_cooldown: Duration,
     /// Sample at `min_interval` while any signal is near its threshold (in the hysteresis band
     /// or above) or trending to cross it, and relax towards `calm_interval` when all are calm;
@@ -44,9 +46,11 @@ pub struct TuningConfig {
     /// The fastest adaptive interval; by default `interval` / 5, at least
     /// [`Config::MIN_INTERVAL`].
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub min_interval: Option<Duration>,
     /// The adaptive interval at rest; by default 2 × `interval`.
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub calm_interval: Option<Duration>,
     /// How budgets react (SPEC §12): `adaptive` (the default) works out urgency, the guard
     /// band and the rung to skip to from what it observes; `fixed` keeps every number as
@@ -58,6 +62,7 @@ pub struct TuningConfig {
     /// Learned state kept in `state_dir` (`crate::learned`) that no running agent has
     /// refreshed for this long is dropped; by default [`TuningConfig::DEFAULT_FORGET_AFTER`].
     #[serde(with = "duration")]
+    #[schemars(schema_with = "perfpilot_strategies::duration::json_schema")]
     pub forget_after: Duration,
 }
 

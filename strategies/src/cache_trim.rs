@@ -11,6 +11,7 @@ use crate::trigger::{Level, TriggerSpec};
 
 /// Settings of `cache-trim` (`[strategies.cache_trim]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CacheTrimConfig {
     /// Whether the strategy is registered at all.
@@ -24,9 +25,11 @@ pub struct CacheTrimConfig {
     pub trigger: TriggerSpec,
     /// Share of each cache evicted at WARNING (and on manual runs).
     #[serde(default = "CacheTrimConfig::default_fraction")]
+    #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 1)))]
     pub fraction: f64,
     /// Share evicted at CRITICAL.
     #[serde(default = "CacheTrimConfig::default_critical_fraction")]
+    #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 1)))]
     pub critical_fraction: f64,
 }
 

@@ -37,6 +37,7 @@ use crate::trigger::TriggerSpec;
 
 /// Settings of one `command` instance (`[strategies.command.NAME]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
     /// Whether the strategy is registered at all; by default `true`.
@@ -60,6 +61,10 @@ pub struct CommandConfig {
     /// The program is killed (with its process group) if it runs longer; by default
     /// [`CommandConfig::DEFAULT_TIMEOUT`].
     #[serde(default = "CommandConfig::default_timeout", with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::duration::json_schema")
+    )]
     pub timeout: Duration,
     /// Variables set for the program; by default none. The program does not inherit the
     /// agent's environment: it gets only [`RunCommand::INHERITED_ENV`] from it, these, and
@@ -75,6 +80,7 @@ pub struct CommandConfig {
 /// One argument of a command: plain text, or `{ value = "...", secret = true }` for one that
 /// is passed as it is but shown as `***` wherever the command line is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum Arg {
     /// Shown as written.

@@ -14,6 +14,7 @@ use crate::trigger::TriggerSpec;
 
 /// Settings of `connection-reap` (`[strategies.connection_reap]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionReapConfig {
     /// Whether the strategy is registered at all.
@@ -29,6 +30,10 @@ pub struct ConnectionReapConfig {
     #[serde(
         default = "ConnectionReapConfig::default_idle_timeout",
         with = "duration"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::duration::json_schema")
     )]
     pub idle_timeout: Duration,
     /// At most this many connections per client; omit for no cap.

@@ -94,6 +94,22 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     deserializer.deserialize_any(DurationVisitor)
 }
 
+/// What [`parse`] reads, as a JSON Schema regular expression: a number of milliseconds, or
+/// numbers with units (`"250ms"`, `"1h 30m"`).
+pub const PATTERN: &str = r"^\s*[0-9][0-9.]*\s*([a-zA-Zµ]+(\s*[0-9][0-9.]*\s*[a-zA-Zµ]+)*)?\s*$";
+
+/// The JSON Schema of a duration field (`perfpilot schema`): a string [`parse`] reads, or
+/// integer milliseconds.
+#[cfg(feature = "schema")]
+pub fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["string", "integer"],
+        "pattern": PATTERN,
+        "minimum": 0,
+        "examples": ["250ms", "5s", "1h 30m"],
+    })
+}
+
 /// The same for `Option<Duration>`.
 pub mod option {
     use std::time::Duration;

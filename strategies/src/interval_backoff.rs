@@ -17,6 +17,7 @@ use crate::trigger::TriggerSpec;
 /// agent's `max_interval`; the agent halves the interval back towards `interval` on every
 /// sample where this trigger is clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct IntervalBackoffConfig {
     /// Whether the strategy is registered at all.

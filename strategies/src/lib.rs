@@ -136,6 +136,7 @@ pub struct Registered {
 /// assert_eq!(names.last().map(String::as_str), Some("cache-trim-hook"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct StrategiesConfig {
     /// `memory-purge`.

@@ -12,6 +12,7 @@ use crate::{duration, proc_self};
 
 /// Settings of `memory-purge` (`[strategies.memory_purge]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MemoryPurgeConfig {
     /// Whether the strategy is registered at all.
@@ -29,6 +30,10 @@ pub struct MemoryPurgeConfig {
         default,
         with = "duration::option",
         skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::duration::json_schema")
     )]
     pub decay_under_pressure: Option<Duration>,
 }

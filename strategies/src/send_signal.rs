@@ -19,6 +19,7 @@ use crate::trigger::TriggerSpec;
 
 /// Settings of one `signal` instance (`[strategies.signal.NAME]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignalConfig {
     /// Whether the strategy is registered at all; by default `true`.

@@ -19,6 +19,7 @@ use crate::snapshot::{PressureKind, PressureResource, PressureWindow, Snapshot};
 /// A signal a trigger can watch. Config and the API name them in snake_case
 /// (`memory_usage`, `latency_p99_ms`...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Signal {

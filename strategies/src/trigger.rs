@@ -60,6 +60,7 @@ impl fmt::Display for Level {
 /// warmup = 30          # samples learned before the learned threshold is used
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TriggerSpec {
@@ -79,11 +80,16 @@ pub struct TriggerSpec {
     pub for_samples: u32,
     /// Minimum time between two automatic runs of the strategy.
     #[serde(default = "TriggerSpec::default_cooldown", with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::duration::json_schema")
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     pub cooldown: Duration,
     /// Smooth the signal with an exponentially weighted moving average of this weight
     /// (0 < alpha ≤ 1; Envoy uses 0.05 for CPU). `None`: use raw samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 1)))]
     pub smoothing: Option<f64>,
     /// Fire before the threshold is crossed when the signal's trend will cross it soon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +108,10 @@ pub struct TriggerSpec {
         skip_serializing_if = "Option::is_none",
         with = "crate::duration::option"
     )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::duration::json_schema")
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "20ms"))]
     pub watch_interval: Option<Duration>,
 }
@@ -110,11 +120,16 @@ pub struct TriggerSpec {
 /// when the signal will reach `at`; within `horizon`, the strategy fires before the signal
 /// gets there. Cooldowns and back-off apply as to any automatic run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PredictSpec {
     /// Fire when the signal is predicted to reach `at` within this long.
     #[serde(default = "PredictSpec::default_horizon", with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::duration::json_schema")
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     pub horizon: Duration,
     /// The value the prediction is about; by default `critical` if set, else `above`.
@@ -123,6 +138,7 @@ pub struct PredictSpec {
     /// The most recent samples in the fit (at least [`PredictSpec::MIN_WINDOW`]); a
     /// prediction needs half of them (at least 3), counted afresh after every run.
     #[serde(default = "PredictSpec::default_window")]
+    #[cfg_attr(feature = "schema", schemars(range(min = PredictSpec::MIN_WINDOW, max = PredictSpec::MAX_WINDOW)))]
     pub window: u32,
 }
 
@@ -157,6 +173,7 @@ impl PredictSpec {
 /// A learned threshold: an exponentially weighted mean and deviation of the signal, learned
 /// while the trigger is calm; the threshold is `mean + k × deviation`, never below `above`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaselineSpec {
@@ -165,6 +182,7 @@ pub struct BaselineSpec {
     pub k: f64,
     /// Weight of each new sample in the mean and deviation (0 < alpha ≤ 1); by default 0.05.
     #[serde(default = "BaselineSpec::default_alpha")]
+    #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 1)))]
     pub alpha: f64,
     /// Samples learned before the learned threshold is used; until then only `critical`
     /// (if set) fires. By default 30.

@@ -29,6 +29,7 @@ use crate::trigger::TriggerSpec;
 
 /// Settings of one `webhook` instance (`[strategies.webhook.NAME]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Whether the strategy is registered at all; by default `true`.
@@ -57,6 +58,10 @@ pub struct WebhookConfig {
     /// Limit for one attempt, connecting to the end of the response body; by default
     /// [`WebhookConfig::DEFAULT_TIMEOUT`].
     #[serde(default = "WebhookConfig::default_timeout", with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::duration::json_schema")
+    )]
     pub timeout: Duration,
     /// Further attempts after a connection error, a timeout or a 5xx answer (never after a
     /// 4xx); by default [`WebhookConfig::DEFAULT_RETRIES`].
@@ -65,6 +70,10 @@ pub struct WebhookConfig {
     /// Pause before the first retry, doubled before each further one; by default
     /// [`WebhookConfig::DEFAULT_RETRY_BACKOFF`].
     #[serde(default = "WebhookConfig::default_retry_backoff", with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::duration::json_schema")
+    )]
     pub retry_backoff: Duration,
     /// The hook's answer is kept in the record as JSON when it is at most this many bytes
     /// (compact), else as a text excerpt of this many bytes (the record is served by
