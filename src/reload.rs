@@ -506,7 +506,8 @@ pub(crate) fn engine_settings(
     }
 }
 
-fn is_restart_only(key: &str) -> bool {
+/// Whether the key `key` (dotted) is read only at start ([`RESTART_ONLY`]).
+pub(crate) fn is_restart_only(key: &str) -> bool {
     RESTART_ONLY.iter().any(|RestartOnly(prefix, _)| {
         key == *prefix
             || key

@@ -1,5 +1,6 @@
-//! Reference generated from the command line's own definition: shell completions
-//! (`perfpilot completions SHELL`) and the manual pages (`perfpilot man`).
+//! Reference generated from the code: shell completions (`perfpilot completions SHELL`) and
+//! the manual pages (`perfpilot man`) from the command line's own definition, and the
+//! configuration reference of docs/configuration.md from the configuration's JSON Schema.
 
 use std::io::Write;
 use std::path::Path;
@@ -44,4 +45,68 @@ fn write_stdout(bytes: &[u8]) -> Result<(), String> {
         .write_all(bytes)
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))
+}
+
+/// docs/configuration.md's reference table: every key of `perfpilot schema` with its type,
+/// default, range and whether a reload applies it ([`crate::reload`]'s restart-only list).
+/// Written into the page by its test (`UPDATE_GOLDEN=1`).
+#[cfg(test)]
+fn configuration_table() -> String {
+    let schema = crate::config::schema::json_schema();
+    let mut out =
+        String::from("| key | type | default | range | reloadable |\n|---|---|---|---|---|\n");
+    for row in crate::config::schema::keys(&schema) {
+        let cell = |text: &str| {
+            if text.is_empty() || text == "required" {
+                text.to_owned()
+            } else {
+                format!("`{}`", text.replace('|', "\\|"))
+            }
+        };
+        let reloadable = if crate::reload::is_restart_only(&row.key) {
+            "restart"
+        } else {
+            "yes"
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {reloadable} |\n",
+            row.key,
+            row.kind,
+            cell(&row.default),
+            row.range.replace('|', "\\|"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use perfpilot_strategies::test_support::golden;
+
+    /// docs/configuration.md's reference table (between `<!-- keys:start -->` and
+    /// `<!-- keys:end -->`) is the one the schema gives: a key, a default or a range changed
+    /// in the code without the page fails here, naming the row. `UPDATE_GOLDEN=1` rewrites it.
+    #[test]
+    fn the_configuration_reference_is_the_codes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let page = std::fs::read_to_string(&path).expect("read docs/configuration.md");
+        let (start, end) = ("<!-- keys:start -->\n", "<!-- keys:end -->");
+        let from = page.find(start).expect("the keys:start marker") + start.len();
+        let to = page[from..].find(end).expect("the keys:end marker") + from;
+        let table = super::configuration_table();
+        if golden::updating() {
+            let updated = format!("{}{table}{}", &page[..from], &page[to..]);
+            std::fs::write(&path, updated).expect("write docs/configuration.md");
+            return;
+        }
+        let shown = &page[from..to];
+        assert!(
+            shown == table,
+            "docs/configuration.md's reference differs from the code's (- page, + code); rerun \
+             with UPDATE_GOLDEN=1 to rewrite it:\n{}",
+            golden::diff(shown, &table)
+        );
+    }
 }

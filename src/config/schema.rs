@@ -96,6 +96,13 @@ pub fn keys(schema: &Value) -> Vec<KeyRow> {
 
 fn walk_keys(schema: &Value, prefix: &str, rows: &mut Vec<KeyRow>) {
     let object = schema.as_object();
+    let required: Vec<&str> = object
+        .and_then(|o| o.get("required"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     if let Some(Value::Object(properties)) = object.and_then(|o| o.get("properties")) {
         for (key, property) in properties {
             let path = if prefix.is_empty() {
@@ -106,7 +113,11 @@ fn walk_keys(schema: &Value, prefix: &str, rows: &mut Vec<KeyRow>) {
             if is_table(property) {
                 walk_keys(property, &path, rows);
             } else {
-                rows.push(row(&path, property));
+                let mut row = row(&path, property);
+                if required.contains(&key.as_str()) {
+                    row.default = "required".into();
+                }
+                rows.push(row);
                 if let Some(items) = property.get("items").filter(|i| is_table(i)) {
                     walk_keys(items, &format!("{path}[]"), rows);
                 }
@@ -156,10 +167,21 @@ fn row(path: &str, schema: &Value) -> KeyRow {
         .map_or(description, |(first, _)| first)
         .trim_end_matches('.')
         .replace('\n', " ");
+    let kind = kind(schema);
+    let default = match schema.get("default") {
+        // Durations as people write them ("1h", "30days"), not as the serializer does.
+        Some(Value::String(text)) if kind == "duration" => {
+            perfpilot_strategies::duration::parse(text)
+                .map(|d| format!("{:?}", humantime::format_duration(d).to_string()))
+                .unwrap_or_else(|_| format!("{text:?}"))
+        }
+        Some(value) => toml_value(value),
+        None => String::new(),
+    };
     KeyRow {
         key: path.to_owned(),
-        kind: kind(schema),
-        default: schema.get("default").map(toml_value).unwrap_or_default(),
+        kind,
+        default,
         range: range(schema),
         description: first,
     }
@@ -200,27 +222,27 @@ fn kind(schema: &Value) -> String {
 
 /// The allowed values (`a`, `b`) or numeric bounds (`1..=10000`, `(0, 1]`) the schema gives.
 fn range(schema: &Value) -> String {
-    let names = |values: &[Value]| {
-        values
-            .iter()
-            .map(|v| format!("`{}`", v.as_str().unwrap_or_default()))
-            .collect::<Vec<_>>()
-    };
-    if let Some(Value::Array(values)) = schema.get("enum") {
-        let names = names(values);
-        return if names.len() > 6 {
-            format!("{} names (see signals.md)", names.len())
-        } else {
-            names.join(", ")
-        };
-    }
-    if let Some(Value::Array(variants)) = schema.get("oneOf") {
-        let values: Vec<Value> = variants
+    let values: Vec<&str> = match (schema.get("enum"), schema.get("oneOf")) {
+        (Some(Value::Array(values)), _) => values.iter().filter_map(Value::as_str).collect(),
+        (_, Some(Value::Array(variants))) => variants
             .iter()
             .filter_map(|v| v.get("const").or_else(|| v.get("enum")?.get(0)))
-            .cloned()
+            .filter_map(Value::as_str)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !values.is_empty() {
+        let signals: Vec<&str> = perfpilot_strategies::Signal::all()
+            .map(perfpilot_strategies::Signal::name)
             .collect();
-        return names(&values).join(", ");
+        if values == signals {
+            return "a signal name ([signals.md](signals.md))".into();
+        }
+        return values
+            .iter()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
     }
     if schema.get("pattern").is_some() {
         return String::new();
