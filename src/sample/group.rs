@@ -224,8 +224,8 @@ impl GroupSampler {
         }
     }
 
-    /// What the fast watch reads of the group: its `memory.current` (less inactive file
-    /// cache once past the lowest threshold) against its limit; `None` until it is found.
+    /// What the fast watch reads of the group: its working set (usage less inactive file
+    /// cache) against its limit; `None` until it is found.
     pub(crate) fn memory_probe(&self) -> Option<super::watch::MemoryProbe> {
         let group = self.open.as_ref()?;
         Some(super::watch::MemoryProbe {
