@@ -40,7 +40,7 @@ mod load;
 mod log;
 mod probe;
 mod recorder;
-pub mod schema;
+pub(crate) mod schema;
 mod target;
 mod tuning;
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::Config;
 
 /// The JSON Schema of `perfpilot.toml`.
-pub fn json_schema() -> Value {
+pub(crate) fn json_schema() -> Value {
     let mut settings = SchemaSettings::draft07();
     settings.inline_subschemas = true;
     let schema = settings.into_generator().into_root_schema_for::<Config>();
@@ -72,9 +72,11 @@ fn fill_defaults(schema: &mut Value, defaults: Option<&Value>) {
     }
 }
 
-/// One key of the configuration as the reference table shows it.
+/// One key of the configuration as the reference table shows it (docs/configuration.md,
+/// written by the test of `cli::reference`).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeyRow {
+pub(crate) struct KeyRow {
     /// Its dotted path (`api.rate_limit.burst`; `NAME` for a table's own names).
     pub key: String,
     /// Its type as written in TOML.
@@ -88,12 +90,14 @@ pub struct KeyRow {
 }
 
 /// Every key of the schema, depth first, in the order of the config types' fields.
-pub fn keys(schema: &Value) -> Vec<KeyRow> {
+#[cfg(test)]
+pub(crate) fn keys(schema: &Value) -> Vec<KeyRow> {
     let mut rows = Vec::new();
     walk_keys(schema, "", &mut rows);
     rows
 }
 
+#[cfg(test)]
 fn walk_keys(schema: &Value, prefix: &str, rows: &mut Vec<KeyRow>) {
     let object = schema.as_object();
     let required: Vec<&str> = object
@@ -144,6 +148,7 @@ fn walk_keys(schema: &Value, prefix: &str, rows: &mut Vec<KeyRow>) {
 
 /// Whether `schema` is a TOML table of known keys or of named entries (a sub-tree of keys),
 /// not a value.
+#[cfg(test)]
 fn is_table(schema: &Value) -> bool {
     let object = schema.as_object();
     let has = |key| object.is_some_and(|o| o.contains_key(key));
@@ -157,6 +162,7 @@ fn is_table(schema: &Value) -> bool {
             .is_some_and(|variants| variants.iter().any(|v| v.get("properties").is_some()))
 }
 
+#[cfg(test)]
 fn row(path: &str, schema: &Value) -> KeyRow {
     let description = schema
         .get("description")
@@ -189,6 +195,7 @@ fn row(path: &str, schema: &Value) -> KeyRow {
 
 /// The type a TOML writer sees: `duration`, `size`, `string`, `integer`, `number`, `bool`,
 /// `array of ...`, `table`, or the one of several values.
+#[cfg(test)]
 fn kind(schema: &Value) -> String {
     let pattern = schema.get("pattern").and_then(Value::as_str);
     if pattern == Some(perfpilot_strategies::duration::PATTERN) {
@@ -221,6 +228,7 @@ fn kind(schema: &Value) -> String {
 }
 
 /// The allowed values (`a`, `b`) or numeric bounds (`1..=10000`, `(0, 1]`) the schema gives.
+#[cfg(test)]
 fn range(schema: &Value) -> String {
     let values: Vec<&str> = match (schema.get("enum"), schema.get("oneOf")) {
         (Some(Value::Array(values)), _) => values.iter().filter_map(Value::as_str).collect(),
@@ -271,6 +279,7 @@ fn range(schema: &Value) -> String {
 }
 
 /// A JSON value written as TOML (`"5s"`, `0.8`, `[]`).
+#[cfg(test)]
 fn toml_value(value: &Value) -> String {
     match value {
         Value::String(text) => format!("{text:?}"),
