@@ -81,7 +81,7 @@ fn bench(dir: &std::path::Path, hours: u64) -> Result<(), Box<dyn std::error::Er
         let mut snapshot = Snapshot::empty(at);
         snapshot.memory_usage_ratio = Some(0.6 + 0.15 * day.sin() + 0.3 * hour * hour);
         let ms = perfpilot_strategies::snapshot::unix_millis::millis(at) as i64;
-        if let Some(block) = window.push(ms, &snapshot) {
+        if let Some(block) = window.push(ms, &snapshot, None) {
             write(block)?;
         }
     }

@@ -1,8 +1,9 @@
 //! Events the agent publishes to in-process subscribers (and, over HTTP, as Server-Sent Events).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use perfpilot_strategies::Snapshot;
+use perfpilot_strategies::{Signal, Snapshot};
 use serde::Serialize;
 
 use crate::budget::Exhaustion;
@@ -11,8 +12,9 @@ use crate::history::OptimizationRecord;
 /// Something subscribers may want to know, as soon as it happens.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A new sample was taken (`metrics-updated`).
-    MetricsUpdated(Arc<Snapshot>),
+    /// A new sample was taken (`metrics-updated`), with what the engine read beside it when
+    /// it evaluated it.
+    MetricsUpdated(Arc<Snapshot>, Arc<Evaluated>),
     /// A strategy run finished (`optimization-completed`).
     OptimizationCompleted(Arc<OptimizationRecord>),
     /// A budget's ladder ran out above its limit (`budget-exhausted`).
@@ -20,6 +22,32 @@ pub enum Event {
     /// The kernel's OOM killer killed a process in the watched process's memory cgroup
     /// (`oom-kill`): the memory limit was lost.
     OomKill(OomKill),
+}
+
+/// What the engine read beside a sample when it evaluated it, besides the sample itself: its
+/// own clock and the fast watch's slopes. With the sample, all a decision depends on; the
+/// flight recorder keeps it so that a replay takes the same decisions
+/// ([`crate::replay`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated {
+    /// The engine's clock (its wall time) when it evaluated the sample: after sampling, a
+    /// little later than [`Snapshot::taken_at`]. Its forecasts and urgency are fitted over
+    /// these times.
+    pub at: SystemTime,
+    /// The slope (per second) of each budget's signal from the fast watch's own reads that the
+    /// engine took at this sample instead of its samples' (fresh enough to count); empty
+    /// without a watch.
+    pub watch_slopes: Vec<(Signal, f64)>,
+}
+
+impl Evaluated {
+    /// A sample evaluated at `at` with no watch slope.
+    pub fn at(at: SystemTime) -> Self {
+        Evaluated {
+            at,
+            watch_slopes: Vec::new(),
+        }
+    }
 }
 
 /// What an `oom-kill` event says: how many kills were seen, when, and how close to the limit
@@ -44,7 +72,7 @@ impl Event {
     /// The event's name on the wire.
     pub fn name(&self) -> &'static str {
         match self {
-            Event::MetricsUpdated(_) => "metrics-updated",
+            Event::MetricsUpdated(..) => "metrics-updated",
             Event::OptimizationCompleted(_) => "optimization-completed",
             Event::OomKill(_) => "oom-kill",
             Event::BudgetExhausted(_) => "budget-exhausted",

@@ -130,7 +130,7 @@ pub use connections::{
     ConnectionInfo, ConnectionPeer, ConnectionTracker, TrackedListener, TrackedStream,
 };
 pub use engine::{OptimizeError, SignalSource};
-pub use events::Event;
+pub use events::{Evaluated, Event};
 pub use history::OptimizationRecord;
 pub use layer::{
     LatencySampling, MetricsLayer, MetricsService, RequestMetrics, ResponseFuture, WindowStats,

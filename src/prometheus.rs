@@ -373,7 +373,7 @@ impl Telemetry {
         };
         loop {
             match feed.events.try_recv() {
-                Ok(Event::MetricsUpdated(snapshot)) => {
+                Ok(Event::MetricsUpdated(snapshot, _)) => {
                     self.observe_snapshot(&snapshot);
                     feed.last_snapshot = Some(snapshot);
                 }
@@ -1044,7 +1044,10 @@ mod tests {
         second.rss_bytes = Some(8192);
         let second = Arc::new(second);
         events
-            .send(Event::MetricsUpdated(Arc::clone(&second)))
+            .send(Event::MetricsUpdated(
+                Arc::clone(&second),
+                Arc::new(crate::events::Evaluated::at(second.taken_at)),
+            ))
             .unwrap();
         view_tx.send_replace(view(second, 2000));
         let text = telemetry.encode_openmetrics().unwrap();

@@ -311,7 +311,7 @@ async fn the_layer_feeds_latency_throughput_errors_and_in_flight() {
                 )
             });
         let snapshot = match event {
-            Ok(perfpilot::Event::MetricsUpdated(snapshot)) => snapshot,
+            Ok(perfpilot::Event::MetricsUpdated(snapshot, _)) => snapshot,
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(e) => panic!("the agent's events ended: {e}"),
         };

@@ -165,7 +165,7 @@ async fn next_event(client: &mut Client) -> Option<SseEvent> {
         received = client.events.recv() => received,
     };
     let event = match received {
-        Ok(Event::MetricsUpdated(_)) => metrics_event(&client.state),
+        Ok(Event::MetricsUpdated(..)) => metrics_event(&client.state),
         Ok(Event::OptimizationCompleted(record)) => json_event("optimization-completed", &*record),
         Ok(Event::OomKill(kill)) => json_event("oom-kill", &kill),
         Ok(Event::BudgetExhausted(exhaustion)) => json_event("budget-exhausted", &*exhaustion),

@@ -39,7 +39,7 @@ fn recorder(config: &RecorderConfig) -> (Recorder, u64) {
         let mut snapshot = Snapshot::empty(UNIX_EPOCH + Duration::from_millis(start + i * 1000));
         snapshot.memory_usage_ratio = Some(i as f64 / 100.0);
         snapshot.rss_bytes = (i % 2 == 0).then_some(1_000_000 + i);
-        recorder.record_sample(&snapshot);
+        recorder.record_sample(&snapshot, None);
     }
     (recorder, start)
 }

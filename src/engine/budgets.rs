@@ -53,12 +53,34 @@ pub(super) fn build_budgets(
 const WATCH_SLOPE_FRESH: Duration = Duration::from_millis(250);
 
 impl Engine {
-    /// Feeds every budget this sample; returns the rungs to run now as (budget index, slot
+    /// The fast watch's slope of each budget's signal, where it is fresh enough for a budget
+    /// to judge urgency by it: read once per sample, so that what the budgets take is what
+    /// the sample's [`crate::events::Evaluated`] says they took.
+    pub(super) fn watch_slopes(&self) -> Vec<(Signal, f64)> {
+        let Some(watch) = &self.settings.watch else {
+            return Vec::new();
+        };
+        let mut slopes: Vec<(Signal, f64)> = Vec::new();
+        for slot in &self.budgets {
+            let signal = slot.budget.config().signal;
+            if slopes.iter().any(|(known, _)| *known == signal) {
+                continue;
+            }
+            if let Some(slope) = watch.slope(signal, WATCH_SLOPE_FRESH) {
+                slopes.push((signal, slope));
+            }
+        }
+        slopes
+    }
+
+    /// Feeds every budget this sample and the watch's slopes read for it
+    /// ([`Engine::watch_slopes`]); returns the rungs to run now as (budget index, slot
     /// index, run). At most one budget starts a rung per sample (single flight: the others
     /// choose again at the next sample).
     pub(super) fn observe_budgets(
         &mut self,
         snapshot: &Snapshot,
+        watch_slopes: &[(Signal, f64)],
         now: Instant,
         can_act: bool,
     ) -> Vec<(usize, usize, RungRun)> {
@@ -71,9 +93,12 @@ impl Engine {
                     .set_kill_line(is_kill_line(slot.budget.config(), snapshot));
             }
             let signal = slot.budget.config().signal;
-            let watched = self.settings.watch.as_ref();
-            slot.budget
-                .note_watch_slope(watched.and_then(|w| w.slope(signal, WATCH_SLOPE_FRESH)));
+            slot.budget.note_watch_slope(
+                watch_slopes
+                    .iter()
+                    .find(|(watched, _)| *watched == signal)
+                    .map(|(_, slope)| *slope),
+            );
             let value = snapshot.signal(signal);
             slot.budget.at_wall(now.into_std(), self.latest_at);
             let step = slot

@@ -10,35 +10,6 @@ use perfpilot_strategies::{StrategyError, TriggerSpec};
 use super::clock::ManualClock;
 use super::*;
 
-/// Samples inline, runs strategies inline, and drives a batch where it is awaited.
-#[derive(Debug)]
-struct Inline;
-
-impl Executor for Inline {
-    fn sample(&self, source: SharedSource) -> Pending<Result<Snapshot, TaskFailure>> {
-        Box::pin(async move {
-            let mut source = source.lock().expect("no sample panics in these tests");
-            Ok(source.sample())
-        })
-    }
-
-    fn run(
-        &self,
-        strategy: Arc<dyn Strategy>,
-        context: Context,
-        _timeout: Duration,
-    ) -> Pending<Result<Outcome, String>> {
-        Box::pin(async move { strategy.run(context).await.map_err(|e| e.to_string()) })
-    }
-
-    fn background(
-        &self,
-        batch: Pending<Vec<FinishedRun>>,
-    ) -> Pending<Result<Vec<FinishedRun>, TaskFailure>> {
-        Box::pin(async move { Ok(batch.await) })
-    }
-}
-
 /// Memory usage always 0.9; counts its samples.
 struct High(Arc<AtomicU32>);
 

@@ -2,9 +2,9 @@
 //! (under a timeout, panics caught), handed to an [`Executor`] so the loop goes on meanwhile.
 //!
 //! In production that is [`TokioExecutor`]: samples on tokio's blocking pool, each strategy
-//! in its own task, a batch of runs in a task of its own. A replay provides an executor that
-//! runs the same work inline (`Box::pin(async move { Ok(source.sample()) })`, and the batch
-//! future returned as it is), so the same engine code runs on its virtual [`Clock`].
+//! in its own task, a batch of runs in a task of its own. On a clock moved by hand (a replay,
+//! the engine's own tests) [`Inline`] runs the same work inline, so the same engine code runs
+//! on that virtual [`Clock`].
 
 use std::any::Any;
 use std::fmt;
@@ -39,6 +39,35 @@ pub(crate) trait Executor: Send + Sync + fmt::Debug + 'static {
         &self,
         batch: Pending<Vec<FinishedRun>>,
     ) -> Pending<Result<Vec<FinishedRun>, TaskFailure>>;
+}
+
+/// Does the work inline, on the engine's task: samples at once, runs each strategy where it
+/// is awaited (no timeout: a strategy on a virtual clock takes the time its clock says), and
+/// drives a batch where the loop awaits it. For a [`Clock`] moved by hand.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Inline;
+
+impl Executor for Inline {
+    fn sample(&self, source: SharedSource) -> Pending<Result<Snapshot, TaskFailure>> {
+        let snapshot = lock(&source).sample();
+        Box::pin(std::future::ready(Ok(snapshot)))
+    }
+
+    fn run(
+        &self,
+        strategy: Arc<dyn Strategy>,
+        context: Context,
+        _timeout: Duration,
+    ) -> Pending<Result<Outcome, String>> {
+        Box::pin(async move { strategy.run(context).await.map_err(|e| e.to_string()) })
+    }
+
+    fn background(
+        &self,
+        batch: Pending<Vec<FinishedRun>>,
+    ) -> Pending<Result<Vec<FinishedRun>, TaskFailure>> {
+        Box::pin(async move { Ok(batch.await) })
+    }
 }
 
 /// Why handed-off work did not come back.

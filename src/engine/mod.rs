@@ -37,7 +37,7 @@ mod run;
 mod view;
 
 pub(crate) use clock::{Clock, Pending, SystemClock};
-pub(crate) use execute::{Executor, SharedSource, TaskFailure};
+pub(crate) use execute::{Executor, Inline, SharedSource, TaskFailure};
 pub use handle::EngineHandle;
 pub use view::{StrategyView, View};
 

@@ -13,7 +13,7 @@ use super::clock::Pending;
 use super::execute::{SharedSource, TaskFailure};
 use super::handle::Command;
 use super::{Engine, PlannedRun};
-use crate::events::{Event, OomKill};
+use crate::events::{Evaluated, Event, OomKill};
 use crate::sample::WatchHandle;
 use crate::trigger::cadence::{self, Step};
 
@@ -154,13 +154,19 @@ impl Engine {
         attention |= self.budgets.iter().any(|held| held.budget.in_episode());
         self.adapt_interval(attention);
         self.judge_due(now);
-        let _ = self
-            .events
-            .send(Event::MetricsUpdated(Arc::clone(&snapshot)));
+        // What the budgets take besides the sample, read once and published with it.
+        let evaluated = Arc::new(Evaluated {
+            at: self.latest_at,
+            watch_slopes: self.watch_slopes(),
+        });
+        let _ = self.events.send(Event::MetricsUpdated(
+            Arc::clone(&snapshot),
+            Arc::clone(&evaluated),
+        ));
 
         let quiet = self.quiet_until.is_some_and(|until| now < until);
         let can_act = self.settings.enabled && self.running.is_none() && !quiet;
-        let budget_runs = self.observe_budgets(&snapshot, now, can_act);
+        let budget_runs = self.observe_budgets(&snapshot, &evaluated.watch_slopes, now, can_act);
         // A strategy a budget runs as a rung now is not run again by its own trigger.
         fired.retain(|(index, _)| !budget_runs.iter().any(|run| run.1 == *index));
         if can_act && (!fired.is_empty() || !budget_runs.is_empty()) {

@@ -569,7 +569,7 @@ fn memory_trace(handle: &EngineHandle) -> Arc<Mutex<Vec<f64>>> {
     let sink = Arc::clone(&trace);
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
-            if let Event::MetricsUpdated(snapshot) = event {
+            if let Event::MetricsUpdated(snapshot, _) = event {
                 sink.lock().unwrap().extend(snapshot.memory_usage_ratio);
             }
         }

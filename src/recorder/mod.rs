@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::engine::{EngineHandle, View};
-use crate::events::Event;
+use crate::events::{Evaluated, Event};
 use crate::reload::Reloader;
 
 pub use crate::config::RecorderConfig;
@@ -221,11 +221,12 @@ impl Recorder {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a sample.
-    pub fn record_sample(&self, snapshot: &Snapshot) {
+    /// Records a sample, and what the engine read beside it when it evaluated it, where that
+    /// is known.
+    pub fn record_sample(&self, snapshot: &Snapshot, evaluated: Option<&Evaluated>) {
         let time = millis(snapshot.taken_at);
         let mut recording = self.lock();
-        if let Some(block) = recording.window.push(time as i64, snapshot) {
+        if let Some(block) = recording.window.push(time as i64, snapshot, evaluated) {
             let mut entries = recording.log.take_pending();
             entries.budgets = recording.bands.clone();
             if let Some(writer) = &self.shared.writer {
@@ -362,7 +363,11 @@ impl Follower {
             .as_ref()
             .is_some_and(|last| Arc::ptr_eq(last, &view.snapshot));
         if !seen {
-            self.recorder.record_sample(&view.snapshot);
+            // Seen in the view only (the first sample, or one whose event was missed): the
+            // engine's clock is there, the watch's slopes are not.
+            let evaluated = Evaluated::at(view.sampled_at);
+            self.recorder
+                .record_sample(&view.snapshot, Some(&evaluated));
             self.last_snapshot = Some(Arc::clone(&view.snapshot));
         }
         self.record_view(&view);
@@ -370,8 +375,8 @@ impl Follower {
 
     fn record_event(&mut self, event: Event) {
         match event {
-            Event::MetricsUpdated(snapshot) => {
-                self.recorder.record_sample(&snapshot);
+            Event::MetricsUpdated(snapshot, evaluated) => {
+                self.recorder.record_sample(&snapshot, Some(&evaluated));
                 self.last_snapshot = Some(snapshot);
             }
             Event::OptimizationCompleted(record) => {

@@ -5,9 +5,11 @@
 //! ```text
 //! magic    8 bytes   "PPREC\0\0\n"
 //! version  u16 LE    FORMAT_VERSION
-//! header   u32 LE length, then JSON: {"agent", "first", "last", "samples", "columns": [names]}
+//! header   u32 LE length, then JSON: {"agent", "first", "last", "samples", "columns": [names],
+//!          "engine": [names]}
 //! times    u32 LE length, then the delta-of-delta encoded times (ms since the Unix epoch)
-//! columns  per name in the header: u32 LE length, then the XOR-encoded values
+//! columns  per name in the header's "columns": u32 LE length, then the XOR-encoded values
+//! engine   per name in the header's "engine": the same (version 2; version 1 has none)
 //! entries  u32 LE length, then JSON: {"runs", "episodes", "wakes", "oomKills",
 //!          "exhaustions", "reloads", "budgets"} (as GET /performance-metrics/history shows
 //!          them)
@@ -24,8 +26,9 @@ use super::window::Block;
 
 /// The first bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"PPREC\0\0\n";
-/// The version of the format this agent writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version of the format this agent writes and the newest it reads. Version 2 added the
+/// engine's columns ([`columns::engine`]); version 1 is still read (its samples have none).
+pub const FORMAT_VERSION: u16 = 2;
 /// The largest segment read back: a minute at 10 ms of every column, with room to spare.
 pub const MAX_SEGMENT_BYTES: usize = 64 << 20;
 
@@ -42,6 +45,9 @@ pub struct Header {
     pub samples: usize,
     /// Its columns' names, in order.
     pub columns: Vec<String>,
+    /// Its engine columns' names, in order ([`columns::engine`]; none before version 2).
+    #[serde(default)]
+    pub engine: Vec<String>,
 }
 
 pub use super::record::SegmentEntries;
@@ -103,6 +109,7 @@ pub fn encode(agent: &str, block: &Block, entries: &SegmentEntries) -> Vec<u8> {
         last,
         samples: block.len(),
         columns: columns::names().map(str::to_owned).collect(),
+        engine: columns::engine::names().collect(),
     };
     let mut out = Vec::with_capacity(block.bytes() + 512);
     out.extend_from_slice(MAGIC);
@@ -111,9 +118,9 @@ pub fn encode(agent: &str, block: &Block, entries: &SegmentEntries) -> Vec<u8> {
         &mut out,
         &serde_json::to_vec(&header).expect("a header serializes"),
     );
-    let (times, values) = block.columns();
+    let (times, values, engine) = block.columns();
     put(&mut out, times.parts().0);
-    for column in values {
+    for column in values.iter().chain(engine) {
         put(&mut out, column.parts().0);
     }
     put(
@@ -171,6 +178,10 @@ pub fn decode(bytes: &[u8]) -> Result<Segment, SegmentError> {
     for _ in &header.columns {
         saved.push(take("a column")?.to_vec());
     }
+    let mut saved_engine = Vec::with_capacity(header.engine.len());
+    for _ in &header.engine {
+        saved_engine.push(take("an engine column")?.to_vec());
+    }
     let entries = take("entries")?;
     let entries: SegmentEntries = serde_json::from_slice(entries)
         .map_err(|e| SegmentError::Corrupt(format!("entries: {e}")))?;
@@ -182,13 +193,38 @@ pub fn decode(bytes: &[u8]) -> Result<Segment, SegmentError> {
         return Err(SegmentError::Checksum);
     }
     let samples = header.samples;
-    let values = (0..columns::count())
-        .map(|index| {
-            match header
-                .columns
-                .iter()
-                .position(|name| name == columns::name(index))
-            {
+    let values = by_name(columns::names(), &header.columns, saved, samples);
+    let engine = by_name(
+        columns::engine::names(),
+        &header.engine,
+        saved_engine,
+        samples,
+    );
+    let block = Block::from_columns(
+        TimeColumn::from_parts(times, samples),
+        values,
+        engine,
+        (header.first, header.last),
+    );
+    Ok(Segment {
+        header,
+        block: Arc::new(block),
+        entries,
+    })
+}
+
+/// The columns this agent has (`wanted`, in its order) from those a segment has (`names`,
+/// with their bytes `saved`): one it does not have reads as not read, one it does not know
+/// is left out.
+fn by_name<N: AsRef<str>>(
+    wanted: impl Iterator<Item = N>,
+    names: &[String],
+    mut saved: Vec<Vec<u8>>,
+    samples: usize,
+) -> Vec<ValueColumn> {
+    wanted
+        .map(
+            |name| match names.iter().position(|known| known == name.as_ref()) {
                 Some(position) => {
                     ValueColumn::from_parts(std::mem::take(&mut saved[position]), samples)
                 }
@@ -197,19 +233,9 @@ pub fn decode(bytes: &[u8]) -> Result<Segment, SegmentError> {
                     (0..samples).for_each(|_| absent.push(None));
                     absent
                 }
-            }
-        })
-        .collect();
-    let block = Block::from_columns(
-        TimeColumn::from_parts(times, samples),
-        values,
-        (header.first, header.last),
-    );
-    Ok(Segment {
-        header,
-        block: Arc::new(block),
-        entries,
-    })
+            },
+        )
+        .collect()
 }
 
 #[cfg(test)]
@@ -229,7 +255,7 @@ mod tests {
             let time = 1_800_000_000_000 + i * 1000;
             let mut snapshot = Snapshot::empty(UNIX_EPOCH + Duration::from_millis(time as u64));
             snapshot.memory_usage_ratio = Some(0.4 + i as f64 / 1000.0);
-            sealed = window.push(time, &snapshot).or(sealed);
+            sealed = window.push(time, &snapshot, None).or(sealed);
         }
         sealed.expect("a minute sealed")
     }

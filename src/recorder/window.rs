@@ -9,15 +9,18 @@ use perfpilot_strategies::Snapshot;
 
 use super::columns;
 use super::gorilla::{TimeColumn, ValueColumn};
+use crate::events::Evaluated;
 
 /// The longest time one block covers, ms: a minute, the size of a segment on disk too.
 pub const BLOCK_SPAN_MS: i64 = 60_000;
 
-/// Samples of at most a minute, one column per recorded field.
+/// Samples of at most a minute, one column per recorded field, and the engine's columns
+/// ([`columns::engine`]).
 #[derive(Debug, Clone, Default)]
 pub struct Block {
     times: TimeColumn,
     values: Vec<ValueColumn>,
+    engine: Vec<ValueColumn>,
     first: i64,
     last: i64,
 }
@@ -32,14 +35,22 @@ pub struct Row {
 }
 
 impl Block {
-    fn push(&mut self, time: i64, snapshot: &Snapshot) {
+    fn push(&mut self, time: i64, snapshot: &Snapshot, evaluated: Option<&Evaluated>) {
         if self.values.is_empty() {
             self.values = vec![ValueColumn::default(); columns::count()];
+            self.engine = vec![ValueColumn::default(); columns::engine::count()];
             self.first = time;
         }
         self.times.push(time);
         for (index, column) in self.values.iter_mut().enumerate() {
             column.push(columns::read(index, snapshot));
+        }
+        for (column, value) in self
+            .engine
+            .iter_mut()
+            .zip(columns::engine::read(time, evaluated))
+        {
+            column.push(value);
         }
         self.last = time;
     }
@@ -61,23 +72,32 @@ impl Block {
 
     /// Bytes its columns hold.
     pub fn bytes(&self) -> usize {
-        self.times.bytes() + self.values.iter().map(ValueColumn::bytes).sum::<usize>()
+        self.times.bytes()
+            + self
+                .values
+                .iter()
+                .chain(&self.engine)
+                .map(ValueColumn::bytes)
+                .sum::<usize>()
     }
 
-    /// Its time column and value columns (one per [`columns`] entry).
-    pub(crate) fn columns(&self) -> (&TimeColumn, &[ValueColumn]) {
-        (&self.times, &self.values)
+    /// Its time column, value columns (one per [`columns`] entry) and engine columns (one per
+    /// [`columns::engine`] entry).
+    pub(crate) fn columns(&self) -> (&TimeColumn, &[ValueColumn], &[ValueColumn]) {
+        (&self.times, &self.values, &self.engine)
     }
 
     /// A complete block from its columns and its first and last time (read from disk).
     pub(crate) fn from_columns(
         times: TimeColumn,
         values: Vec<ValueColumn>,
+        engine: Vec<ValueColumn>,
         (first, last): (i64, i64),
     ) -> Self {
         Block {
             times,
             values,
+            engine,
             first,
             last,
         }
@@ -87,6 +107,8 @@ impl Block {
         self.times.shrink();
         self.values.iter_mut().for_each(ValueColumn::shrink);
         self.values.shrink_to_fit();
+        self.engine.iter_mut().for_each(ValueColumn::shrink);
+        self.engine.shrink_to_fit();
     }
 
     /// The samples with their values, in order (decoded as they are read).
@@ -95,6 +117,16 @@ impl Block {
         self.times.iter().map(move |time| Row {
             time,
             values: values.iter_mut().map(|v| v.next().flatten()).collect(),
+        })
+    }
+
+    /// What the engine read beside each sample, in order ([`columns::engine::evaluated`]):
+    /// `None` for a sample recorded without it (a version-1 segment).
+    pub fn evaluations(&self) -> impl Iterator<Item = Option<Evaluated>> + '_ {
+        let mut engine: Vec<_> = self.engine.iter().map(ValueColumn::iter).collect();
+        self.times.iter().map(move |time| {
+            let values: Vec<Option<f64>> = engine.iter_mut().map(|v| v.next().flatten()).collect();
+            columns::engine::evaluated(time, &values)
         })
     }
 }
@@ -117,10 +149,16 @@ impl Window {
         }
     }
 
-    /// Records a sample taken at `time` (ms since the Unix epoch). A sample older than the
-    /// last one (the wall clock stepped back) starts a new block, so each block's times stay
-    /// in order. Returns the block sealed by it, if one was.
-    pub fn push(&mut self, time: i64, snapshot: &Snapshot) -> Option<Arc<Block>> {
+    /// Records a sample taken at `time` (ms since the Unix epoch), and what the engine read
+    /// beside it where that is known. A sample older than the last one (the wall clock
+    /// stepped back) starts a new block, so each block's times stay in order. Returns the
+    /// block sealed by it, if one was.
+    pub fn push(
+        &mut self,
+        time: i64,
+        snapshot: &Snapshot,
+        evaluated: Option<&Evaluated>,
+    ) -> Option<Arc<Block>> {
         let mut sealed = None;
         if !self.open.is_empty()
             && (time - self.open.first >= BLOCK_SPAN_MS || time < self.open.last)
@@ -131,7 +169,7 @@ impl Window {
             self.sealed.push_back(Arc::clone(&block));
             sealed = Some(block);
         }
-        self.open.push(time, snapshot);
+        self.open.push(time, snapshot, evaluated);
         while self
             .sealed
             .front()
@@ -224,7 +262,7 @@ mod tests {
         let start = 1_700_000_000_000i64;
         for i in 0..(20 * 60) {
             let time = start + i * 1000 + i % 3;
-            window.push(time, &sample(time, 0.5 + (i % 10) as f64 / 100.0));
+            window.push(time, &sample(time, 0.5 + (i % 10) as f64 / 100.0), None);
         }
         let newest = start + 1199 * 1000 + 1199 % 3;
         let oldest = window.oldest().expect("samples");
@@ -251,8 +289,8 @@ mod tests {
     #[test]
     fn a_clock_stepped_back_starts_a_new_block() {
         let mut window = Window::new(60_000);
-        window.push(10_000, &sample(10_000, 0.1));
-        assert!(window.push(5_000, &sample(5_000, 0.2)).is_some());
+        window.push(10_000, &sample(10_000, 0.1), None);
+        assert!(window.push(5_000, &sample(5_000, 0.2), None).is_some());
         assert_eq!(window.len(), 2);
     }
 }

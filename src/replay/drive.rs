@@ -1,10 +1,11 @@
 //! The replay driver: the real engine ([`crate::engine::spawn_on`]) on a [`ReplayClock`],
-//! fed the recording's samples one by one, with an executor that does its work inline and
-//! strategies that do not act but return the recorded (or modelled) outcome.
+//! fed the recording's samples one by one, with an executor that does its work inline
+//! (a sample when the clock offers one) and strategies that do not act but return the
+//! recorded (or modelled) outcome when the clock reaches the recorded run's end.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use perfpilot_strategies::async_trait;
 use perfpilot_strategies::{
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::BudgetView;
 use crate::engine::{
-    spawn_on, Clock, EngineSettings, Executor, FinishedRun, Parts, Pending, SharedSource,
+    spawn_on, Clock, EngineSettings, Executor, FinishedRun, Inline, Parts, Pending, SharedSource,
     SignalSource, TaskFailure,
 };
 use crate::events::Event;
@@ -68,6 +69,9 @@ struct Ledger {
     dropped: Vec<usize>,
     /// Replayed runs the recording has, by (strategy, sample).
     matched: Vec<(String, usize)>,
+    /// When the recorded run in flight ends: the driver moves the clock there before the
+    /// next sample after it.
+    run_end: Option<SystemTime>,
     tracked: BTreeMap<Signal, Vec<Option<f64>>>,
 }
 
@@ -181,19 +185,26 @@ impl Strategy for Modelled {
     }
 
     async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
-        let mut ledger = lock(&self.ledger);
         let name = self.inner.name();
-        if let Some(k) = ledger.recorded_here(name) {
-            ledger.settled[k] = true;
-            let cursor = ledger.cursor;
-            ledger.matched.push((name.to_owned(), cursor));
-            let run = &ledger.recording.runs[k];
-            // It takes as long as it took (within the time to the next sample): the rung's
-            // settle counts from its end.
-            let next = ledger.recording.samples.get(cursor + 1).map(|s| s.at);
-            let room = next.map_or(f64::MAX, |next| (next - run.started_at - 1) as f64);
-            let took = run.duration_ms.min(room).max(0.0);
-            self.clock.advance(Duration::from_secs_f64(took / 1000.0));
+        let recorded = {
+            let mut ledger = lock(&self.ledger);
+            ledger.recorded_here(name).map(|k| {
+                ledger.settled[k] = true;
+                let cursor = ledger.cursor;
+                ledger.matched.push((name.to_owned(), cursor));
+                let run = ledger.recording.runs[k].clone();
+                // It ends when it ended: as long after its recorded start (or now, if
+                // later) as it took. Samples taken meanwhile see it running, and its rung's
+                // settle counts from its end.
+                let started = recording::time(run.started_at).max(self.clock.wall());
+                let end = started + Duration::from_secs_f64(run.duration_ms / 1000.0);
+                ledger.run_end = Some(end);
+                (run, end)
+            })
+        };
+        if let Some((run, end)) = recorded {
+            self.clock.until(end).await;
+            lock(&self.ledger).run_end = None;
             return match (&run.error, run.success, run.acted) {
                 (_, true, true) => Ok(Outcome::acted("as recorded")),
                 (_, true, false) => Ok(Outcome::nothing_to_do("as recorded")),
@@ -204,6 +215,7 @@ impl Strategy for Modelled {
                 )),
             };
         }
+        let mut ledger = lock(&self.ledger);
         let effect = ledger.model.of(name);
         let at = ledger.recording.samples[ledger.cursor].at;
         if let Some(value) = ledger.current.signal(self.signal) {
@@ -218,33 +230,35 @@ impl Strategy for Modelled {
     }
 }
 
-/// Samples and runs inline: the replay's time does not move during them.
+/// Does the engine's work inline ([`Inline`]), but a sample only when the clock offers one:
+/// whatever made the engine ask (its timer, a wake, a run's end), it gets the next recorded
+/// sample at that sample's time.
 #[derive(Debug)]
-pub(super) struct Inline;
+struct Offered(Arc<ReplayClock>);
 
-impl Executor for Inline {
+impl Executor for Offered {
     fn sample(&self, source: SharedSource) -> Pending<Result<Snapshot, TaskFailure>> {
-        let snapshot = source
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .sample();
-        Box::pin(std::future::ready(Ok(snapshot)))
+        let offered = self.0.offered();
+        Box::pin(async move {
+            offered.await;
+            Inline.sample(source).await
+        })
     }
 
     fn run(
         &self,
         strategy: Arc<dyn Strategy>,
         context: Context,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Pending<Result<Outcome, String>> {
-        Box::pin(async move { strategy.run(context).await.map_err(|e| e.to_string()) })
+        Inline.run(strategy, context, timeout)
     }
 
     fn background(
         &self,
         batch: Pending<Vec<FinishedRun>>,
     ) -> Pending<Result<Vec<FinishedRun>, TaskFailure>> {
-        Box::pin(async move { Ok(batch.await) })
+        Inline.background(batch)
     }
 }
 
@@ -286,14 +300,23 @@ async fn drive_on(
         run_samples,
         dropped: Vec::new(),
         matched: Vec::new(),
+        run_end: None,
         tracked: tracked.iter().map(|s| (*s, Vec::new())).collect(),
     }));
     lock(&ledger).stand_at(0);
-    let clock = Arc::new(ReplayClock::at(recording::time(recording.samples[0].at)));
-    let slack = settings.interval.current() / 2;
     // The fast watch's wakes are replayed where the recording has them: the engine gets a
-    // watch that the driver wakes by hand.
+    // watch that the driver wakes by hand, and that holds the slopes the recorded engine took.
     let watch = WatchHandle::detached();
+    let first = &recording.samples[0];
+    let start = match &first.evaluated {
+        Some(evaluated) => {
+            watch.hold_slopes(&evaluated.watch_slopes);
+            evaluated.at
+        }
+        None => recording::time(first.at),
+    };
+    let clock = Arc::new(ReplayClock::at(start));
+    let slack = settings.interval.current() / 2;
     let mut settings = settings;
     settings.watch = Some(watch.clone());
     let wake_signal = tracked.first().copied().unwrap_or(Signal::MemoryUsage);
@@ -319,34 +342,64 @@ async fn drive_on(
         shutdown.clone(),
         Parts {
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
-            executor: Arc::new(Inline),
+            executor: Arc::new(Offered(Arc::clone(&clock))),
         },
     );
     let mut events = handle.subscribe();
     let mut records: Vec<Arc<OptimizationRecord>> = Vec::new();
     let mut exhaustions = 0;
+    let settle = |moves: u64, at: usize| {
+        let clock = Arc::clone(&clock);
+        async move {
+            tokio::time::timeout(STEP_TIMEOUT, clock.settled(moves))
+                .await
+                .map_err(|_| {
+                    ReplayError::Engine(format!(
+                        "the engine did not settle within {} s at sample {at}",
+                        STEP_TIMEOUT.as_secs()
+                    ))
+                })
+        }
+    };
     for (index, (sample, lag)) in recording.samples.iter().zip(&lags).enumerate().skip(1) {
-        lock(&ledger).stand_at(index);
-        let stamped = recording::time(sample.at + lag);
-        // A sample the watch woke the engine for (recorded as such, or stamped well before
-        // the tick the engine waits for, as the one it takes after a run the wake came
-        // during) is taken at once; any other is the engine's next tick.
-        let moves = if recording.woken_at(index) || clock.before_tick(stamped, slack) {
-            watch.wake(wake_signal, WatchMode::Poll);
-            clock.move_to(stamped)
-        } else {
-            clock.tick_at(stamped, slack)
+        // The engine's clock as recorded (and the watch's slopes it took); from a recording
+        // without it, the sample's stamp, or the start of the run that followed it.
+        let stamped = match &sample.evaluated {
+            Some(evaluated) => evaluated.at,
+            None => recording::time(sample.at + lag),
         };
-        tokio::time::timeout(STEP_TIMEOUT, clock.settled(moves))
-            .await
-            .map_err(|_| {
-                ReplayError::Engine(format!(
-                    "the engine did not settle within {} s at sample {index}",
-                    STEP_TIMEOUT.as_secs()
-                ))
-            })?;
+        // A recorded run that ended before this sample ends there.
+        while let Some(end) = run_end(&ledger).filter(|end| *end <= stamped) {
+            settle(clock.move_to(end), index).await?;
+        }
+        lock(&ledger).stand_at(index);
+        let at = match &sample.evaluated {
+            Some(evaluated) => {
+                watch.hold_slopes(&evaluated.watch_slopes);
+                stamped
+            }
+            // Recorded as a wake, or stamped well before the tick the engine waits for (as
+            // the one it takes after a run a wake came during): woken for; any other is the
+            // engine's next tick.
+            None if recording.woken_at(index) || clock.before_tick(stamped, slack) => {
+                watch.wake(wake_signal, WatchMode::Poll);
+                stamped
+            }
+            None => clock.tick_time(stamped, slack),
+        };
+        settle(clock.offer_at(at), index).await?;
+        // Not asked for (its timer not due, no wake pending): the watch woke the engine for it.
+        if !clock.all_taken() {
+            watch.wake(wake_signal, WatchMode::Poll);
+            settle(clock.move_to(at), index).await?;
+        }
         lock(&ledger).drop_unrepeated();
         drain(&mut events, &mut records, &mut exhaustions)?;
+    }
+    // A run in flight at the end of the recording ends as recorded.
+    let last = recording.samples.len() - 1;
+    while let Some(end) = run_end(&ledger) {
+        settle(clock.move_to(end), last).await?;
     }
     let budgets = handle.view().budgets.clone();
     shutdown.cancel();
@@ -381,6 +434,11 @@ async fn drive_on(
         exhaustions,
         replayed: ledger.tracked.clone(),
     })
+}
+
+/// When the recorded run in flight ends (the ledger not held after: the run takes it).
+fn run_end(ledger: &SharedLedger) -> Option<SystemTime> {
+    lock(ledger).run_end
 }
 
 /// Takes the events sent so far: finished runs and exhausted ladders.

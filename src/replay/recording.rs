@@ -9,6 +9,7 @@ use perfpilot_strategies::snapshot::unix_millis;
 use perfpilot_strategies::{Signal, Snapshot};
 use serde_json::Value;
 
+use crate::events::Evaluated;
 use crate::recorder::segment::{self, Segment};
 use crate::recorder::store::{RECORDING_DIR, SEGMENT_SUFFIX};
 use crate::recorder::{columns, Episode};
@@ -16,13 +17,17 @@ use crate::recorder::{columns, Episode};
 use super::snapshot;
 use super::ReplayError;
 
-/// One recorded sample: its time and every column's value (see [`columns`]).
+/// One recorded sample: its time, every column's value (see [`columns`]) and what the engine
+/// read beside it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// When it was taken, ms since the Unix epoch.
     pub at: i64,
     /// Each column's value, in [`columns::names`] order; `None` where it was not read.
     pub values: Vec<Option<f64>>,
+    /// The engine's clock when it evaluated the sample and the watch's slopes it took;
+    /// `None` in a recording made before they were recorded (format version 1).
+    pub evaluated: Option<Evaluated>,
 }
 
 /// A run as the recording has it.
@@ -120,13 +125,14 @@ impl Recording {
             if !agents.contains(&segment.header.agent) {
                 agents.push(segment.header.agent.clone());
             }
-            for row in segment.block.rows() {
+            for (row, evaluated) in segment.block.rows().zip(segment.block.evaluations()) {
                 if samples.last().is_some_and(|last| last.at >= row.time) {
                     continue;
                 }
                 samples.push(Sample {
                     at: row.time,
                     values: row.values,
+                    evaluated,
                 });
             }
             let entries = segment.entries;

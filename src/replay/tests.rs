@@ -139,7 +139,7 @@ async fn record(samples: usize, leak: f64) -> Recording {
         shutdown.clone(),
         Parts {
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
-            executor: Arc::new(super::drive::Inline),
+            executor: Arc::new(crate::engine::Inline),
         },
     );
     let mut events = handle.subscribe();
@@ -147,7 +147,11 @@ async fn record(samples: usize, leak: f64) -> Recording {
     let sample_now = |at: i64, value: f64| {
         let mut values = vec![None; columns::count()];
         values[column] = Some(value);
-        Sample { at, values }
+        Sample {
+            at,
+            values,
+            evaluated: None,
+        }
     };
     let first = super::recording::millis(start);
     let mut recorded = vec![sample_now(first, memory.get())];

@@ -308,8 +308,8 @@ struct Shared {
     /// The reaction time each budget needs, published by the engine.
     reactions: Mutex<BTreeMap<String, Reaction>>,
     /// The short-horizon slope of each read signal (per second) and when it was worked out,
-    /// published by the watch for the engine.
-    slopes: Mutex<BTreeMap<Signal, (Instant, f64)>>,
+    /// published by the watch for the engine (`None`: held by a replay, fresh whenever read).
+    slopes: Mutex<BTreeMap<Signal, (Option<Instant>, f64)>>,
 }
 
 impl WatchHandle {
@@ -339,7 +339,16 @@ impl WatchHandle {
 
     /// Publishes the slope of `signal` worked out from the watch's own reads at `at`.
     pub(crate) fn publish_slope(&self, signal: Signal, at: Instant, slope: f64) {
-        lock(&self.shared.slopes).insert(signal, (at, slope));
+        lock(&self.shared.slopes).insert(signal, (Some(at), slope));
+    }
+
+    /// Replaces every slope with `slopes`, fresh whenever read until replaced: a replay feeds
+    /// the engine, sample by sample, the slopes the recorded engine took.
+    pub(crate) fn hold_slopes(&self, slopes: &[(Signal, f64)]) {
+        *lock(&self.shared.slopes) = slopes
+            .iter()
+            .map(|&(signal, slope)| (signal, (None, slope)))
+            .collect();
     }
 
     /// The slope of `signal` (per second) from the watch's reads, when worked out within
@@ -348,7 +357,7 @@ impl WatchHandle {
     pub fn slope(&self, signal: Signal, fresh: Duration) -> Option<f64> {
         lock(&self.shared.slopes)
             .get(&signal)
-            .filter(|(at, _)| at.elapsed() <= fresh)
+            .filter(|(at, _)| at.is_none_or(|at| at.elapsed() <= fresh))
             .map(|(_, slope)| *slope)
     }
 
