@@ -17,8 +17,12 @@ use perfpilot::replay::sweep::load_candidate;
 use perfpilot::replay::{self, Recording};
 use perfpilot_strategies::Snapshot;
 
-const CONFIG: &str = r#"
-interval = "1s"
+/// The leak bench's budget configuration (one file, also read by scripts/bench-leak.sh and
+/// scripts/replay-fixtures.sh), on a demo that is not there: the replay runs no webhook.
+const LEAK_BUDGET: &str = include_str!("../scripts/leak-budget.toml");
+
+/// The built-in strategies left out: the leak bench's agent makes no use of them.
+const NO_BUILTINS: &str = r#"
 [strategies.memory_purge]
 enabled = false
 [strategies.cache_trim]
@@ -27,18 +31,6 @@ enabled = false
 enabled = false
 [strategies.interval_backoff]
 enabled = false
-[budgets.memory]
-signal = "memory_usage"
-goal = 0.8
-limit = 1.0
-ladder = ["purge", "drop-sessions"]
-settle = "1s"
-calm = 2
-cooldown = "5s"
-[strategies.webhook.purge]
-url = "http://127.0.0.1:9/admin/purge"
-[strategies.webhook.drop-sessions]
-url = "http://127.0.0.1:9/admin/sessions/drop"
 "#;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -93,7 +85,8 @@ fn bench(dir: &std::path::Path, hours: u64) -> Result<(), Box<dyn std::error::Er
     let started = Instant::now();
     let recording = Arc::new(Recording::open(dir)?);
     let read = started.elapsed();
-    let config = load_candidate(CONFIG)?;
+    let config = LEAK_BUDGET.replace("{demo}", "http://127.0.0.1:9") + NO_BUILTINS;
+    let config = load_candidate(&config)?;
     let started = Instant::now();
     let comparison = replay::replay(&recording, &config)?;
     let replayed = started.elapsed();

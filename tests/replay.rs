@@ -1,8 +1,9 @@
 //! Replay fidelity on recordings made by the real agent (tests/replay/, made by
-//! scripts/replay-fixtures.sh; demo-range and leak before budgets were watched at the cadence
-//! from their signal, leak-watched with it): replayed under the configuration it was recorded under, a
-//! recording gives back exactly the recorded decisions — the same runs, in the same order,
-//! after the same sample. And bad input is refused with a clear error and exit 2.
+//! scripts/replay-fixtures.sh, all with the default adaptive reaction and the fast watch):
+//! replayed under the configuration it was recorded under, a recording gives back exactly the
+//! recorded decisions — the same runs, in the same order, after the same sample. Two
+//! recordings in segment format version 1 (tests/replay/v1/, made before the engine's clock
+//! was recorded) still do. And bad input is refused with a clear error and exit 2.
 
 mod common;
 
@@ -41,9 +42,17 @@ fn replays_its_own_decisions(name: &str) {
     );
 }
 
+/// The demo under range load, its budget watched at the cadence from its signal: the watch
+/// wakes the engine between most samples, forecasts are fitted over samples a few ms apart.
 #[test]
 fn the_demo_under_range_load_replays_its_own_decisions() {
     replays_its_own_decisions("demo-range");
+}
+
+/// The same with examples/sidecar.toml as shipped (`watch_interval = "20ms"`).
+#[test]
+fn the_demo_with_its_shipped_watch_replays_its_own_decisions() {
+    replays_its_own_decisions("demo-watched");
 }
 
 #[test]
@@ -51,11 +60,17 @@ fn the_leak_bench_replays_its_own_decisions() {
     replays_its_own_decisions("leak");
 }
 
-/// Recorded by the agent whose budgets are watched at the cadence from their signal: the
-/// fast watch woke the engine between samples, and the replay wakes it where it did.
+/// Format version 1: the demo recorded before the adaptive reaction (its configuration pins
+/// `reaction = "fixed"`) and before budgets were watched at the cadence from their signal.
 #[test]
-fn the_leak_bench_with_fast_watch_wakes_replays_its_own_decisions() {
-    replays_its_own_decisions("leak-watched");
+fn a_version_1_demo_recording_replays_its_own_decisions() {
+    replays_its_own_decisions("v1/demo-range");
+}
+
+/// Format version 1 with fast-watch wakes (9 in 40 samples), replayed where recorded.
+#[test]
+fn a_version_1_recording_with_wakes_replays_its_own_decisions() {
+    replays_its_own_decisions("v1/leak-watched");
 }
 
 fn perfpilot(args: &[&str]) -> std::process::Output {
