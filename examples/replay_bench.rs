@@ -2,11 +2,11 @@
 //!
 //! How long `perfpilot replay` takes over a day at 1 s: writes a generated recording of
 //! HOURS (default 24) hours at 1 s (86,400 samples) as the agent writes it (a segment file a
-//! minute), then replays it under the leak bench's budget configuration, and prints a table:
-//! the time to read the recording and the time to replay it. The signal: a daily wave
-//! between 0.45 and 0.75 of memory, with an hourly leak of up to 0.3 that the ladder's second
-//! rung relieves (no runs are recorded: every replayed run is modelled, with the assumed
-//! effect).
+//! minute, each sample with the engine's clock), then replays it under the leak bench's
+//! budget configuration (scripts/leak-budget.toml), and prints a table: the time to read the
+//! recording and the time to replay it. The signal: a daily wave between 0.45 and 0.75 of
+//! memory, with an hourly leak of up to 0.3 that the ladder's second rung relieves (no runs
+//! are recorded: every replayed run is modelled, with the assumed effect).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -73,7 +73,9 @@ fn bench(dir: &std::path::Path, hours: u64) -> Result<(), Box<dyn std::error::Er
         let mut snapshot = Snapshot::empty(at);
         snapshot.memory_usage_ratio = Some(0.6 + 0.15 * day.sin() + 0.3 * hour * hour);
         let ms = perfpilot_strategies::snapshot::unix_millis::millis(at) as i64;
-        if let Some(block) = window.push(ms, &snapshot, None) {
+        // The engine evaluated it 300 µs after sampling started, as the agent records it.
+        let evaluated = perfpilot::Evaluated::at(at + Duration::from_micros(300));
+        if let Some(block) = window.push(ms, &snapshot, Some(&evaluated)) {
             write(block)?;
         }
     }
