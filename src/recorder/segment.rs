@@ -279,6 +279,36 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// Format version 2: what the engine read beside each sample comes back with it.
+    #[test]
+    fn the_engines_clock_and_slopes_read_back_as_written() {
+        let mut window = Window::new(600_000);
+        let mut written = Vec::new();
+        for i in 0..10i64 {
+            let time = 1_800_000_000_000 + i * 7;
+            let mut snapshot = Snapshot::empty(UNIX_EPOCH + Duration::from_millis(time as u64));
+            snapshot.memory_usage_ratio = Some(0.9 + i as f64 / 100.0);
+            let evaluated = crate::events::Evaluated {
+                at: snapshot.taken_at + Duration::from_micros(300 + 11 * i as u64),
+                watch_slopes: if i % 2 == 0 {
+                    vec![(perfpilot_strategies::Signal::MemoryUsage, 1.5 + i as f64)]
+                } else {
+                    Vec::new()
+                },
+            };
+            window.push(time, &snapshot, Some(&evaluated));
+            written.push(Some(evaluated));
+        }
+        let block = window.seal().expect("samples");
+        let segment = decode(&encode("0.1.0", &block, &entries())).expect("reads back");
+        assert_eq!(
+            segment.header.engine,
+            columns::engine::names().collect::<Vec<_>>()
+        );
+        let read: Vec<_> = segment.block.evaluations().collect();
+        assert_eq!(read, written);
+    }
+
     #[test]
     fn truncated_corrupt_and_newer_segments_are_refused_with_the_reason() {
         let bytes = encode("0.1.0", &block(), &entries());
