@@ -1,12 +1,15 @@
 //! A recorded sample turned back into the [`Snapshot`] the engine reads: each recorded
-//! column written into the field its signal is read from.
-//!
-//! The signals kept in plain fields are rebuilt; those kept inside structures (pressure,
-//! latency, allocator and runtime statistics, load averages) are not yet, and a replay whose
-//! configuration needs one says so ([`feedable`]).
+//! column written into the field its signal is read from, plain fields and those inside
+//! structures (pressure, latency, allocator and runtime statistics, load averages) alike. In a
+//! structure, a part the recording has no column for is not a number (the engine reads a
+//! non-finite value as not read).
 
 use std::time::{Duration, SystemTime};
 
+use perfpilot_strategies::snapshot::{
+    AllocatorStats, LatencyStats, Pressure, PressureKind, PressureLine, PressureSet,
+    PressureWindow, ResourcePressure, RuntimeStats,
+};
 use perfpilot_strategies::{Signal, Snapshot};
 
 use crate::recorder::columns;
@@ -30,9 +33,94 @@ pub(super) fn write(snapshot: &mut Snapshot, signal: Signal, value: f64) -> bool
         Signal::ProcessCount => snapshot.process_count = count(),
         Signal::MajorFaultsPerSecond => snapshot.major_faults_per_second = Some(value),
         Signal::OomKills => snapshot.oom_kills = count(),
-        _ => return false,
+        Signal::AllocatorResidentBytes => {
+            allocator(snapshot).resident_bytes = value.max(0.0).round() as u64
+        }
+        Signal::LoadAverage1m => snapshot.load_average.get_or_insert([f64::NAN; 3])[0] = value,
+        Signal::LatencyMeanMs => latency(snapshot).mean_ms = value,
+        Signal::LatencyP50Ms => latency(snapshot).p50_ms = value,
+        Signal::LatencyP95Ms => latency(snapshot).p95_ms = value,
+        Signal::LatencyP99Ms => latency(snapshot).p99_ms = value,
+        Signal::RuntimeBusyRatio => runtime(snapshot).busy_ratio = value,
+        Signal::RuntimeGlobalQueueDepth => {
+            runtime(snapshot).global_queue_depth = value.max(0.0).round() as u64
+        }
+        _ => match signal.row().pressure {
+            Some((resource, kind, window)) => {
+                let set = snapshot
+                    .pressure
+                    .get_or_insert(Pressure {
+                        system: None,
+                        cgroup: None,
+                    })
+                    // The signal reads the cgroup's set where it has the resource, else the
+                    // system's: one set holding every recorded value reads the same.
+                    .system
+                    .get_or_insert(PressureSet {
+                        memory: None,
+                        cpu: None,
+                        io: None,
+                    });
+                let resource = match resource {
+                    perfpilot_strategies::snapshot::PressureResource::Memory => &mut set.memory,
+                    perfpilot_strategies::snapshot::PressureResource::Cpu => &mut set.cpu,
+                    perfpilot_strategies::snapshot::PressureResource::Io => &mut set.io,
+                }
+                .get_or_insert(ResourcePressure {
+                    some: unknown_line(),
+                    full: None,
+                });
+                let line = match kind {
+                    PressureKind::Some => &mut resource.some,
+                    PressureKind::Full => resource.full.get_or_insert(unknown_line()),
+                };
+                match window {
+                    PressureWindow::Avg10 => line.avg10 = value,
+                    PressureWindow::Avg60 => line.avg60 = value,
+                }
+            }
+            None => return false,
+        },
     }
     true
+}
+
+fn allocator(snapshot: &mut Snapshot) -> &mut AllocatorStats {
+    snapshot.allocator.get_or_insert(AllocatorStats {
+        allocated_bytes: 0,
+        active_bytes: 0,
+        resident_bytes: 0,
+        retained_bytes: 0,
+    })
+}
+
+fn latency(snapshot: &mut Snapshot) -> &mut LatencyStats {
+    snapshot.latency.get_or_insert(LatencyStats {
+        mean_ms: f64::NAN,
+        p50_ms: f64::NAN,
+        p95_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    })
+}
+
+fn runtime(snapshot: &mut Snapshot) -> &mut RuntimeStats {
+    snapshot.runtime.get_or_insert(RuntimeStats {
+        workers: 0,
+        busy_ratio: f64::NAN,
+        global_queue_depth: 0,
+        live_tasks: 0,
+    })
+}
+
+/// A pressure line whose averages are not known yet.
+fn unknown_line() -> PressureLine {
+    PressureLine {
+        avg10: f64::NAN,
+        avg60: f64::NAN,
+        avg300: f64::NAN,
+        total_us: 0,
+        stall_rate: None,
+    }
 }
 
 /// Whether a replay can feed `signal` to the engine.
@@ -85,6 +173,28 @@ mod tests {
             } else {
                 assert_eq!(snapshot.signal(row.signal), None, "{}", row.name);
             }
+        }
+    }
+
+    /// Structured signals too (pressure, latency, allocator and runtime statistics, load
+    /// averages): a sample with every column read gives every signal its own value back.
+    #[test]
+    fn every_signal_is_fed_and_a_full_sample_reads_back_each_value() {
+        let signals = perfpilot_strategies::signals::SIGNALS;
+        let mut values = vec![None; columns::count()];
+        for (i, row) in signals.iter().enumerate() {
+            assert!(feedable(row.signal), "{} is fed", row.name);
+            let column = columns::index_of(row.name).expect("a column per signal");
+            values[column] = Some(1.0 + i as f64);
+        }
+        let snapshot = rebuild(SystemTime::UNIX_EPOCH, &values);
+        for (i, row) in signals.iter().enumerate() {
+            assert_eq!(
+                snapshot.signal(row.signal),
+                Some(1.0 + i as f64),
+                "{}",
+                row.name
+            );
         }
     }
 }
