@@ -72,8 +72,9 @@ impl Engine {
             }
             let signal = slot.budget.config().signal;
             let watched = self.settings.watch.as_ref();
-            slot.budget
-                .note_watch_slope(watched.and_then(|w| w.slope(signal, WATCH_SLOPE_FRESH)));
+            let name = slot.budget.name();
+            let watch_slope = watched.and_then(|w| w.slope(name, WATCH_SLOPE_FRESH));
+            slot.budget.note_watch_slope(watch_slope);
             let value = snapshot.signal(signal);
             slot.budget.at_wall(now.into_std(), self.latest_at);
             let step = slot

@@ -307,9 +307,9 @@ struct Shared {
     rearms: AtomicU64,
     /// The reaction time each budget needs, published by the engine.
     reactions: Mutex<BTreeMap<String, Reaction>>,
-    /// The short-horizon slope of each read signal (per second) and when it was worked out,
-    /// published by the watch for the engine.
-    slopes: Mutex<BTreeMap<Signal, (Instant, f64)>>,
+    /// The slope of each budget's signal toward its limit (per second) and when it was worked
+    /// out from the watch's reads, published by the watch for the engine.
+    slopes: Mutex<BTreeMap<String, (Instant, f64)>>,
 }
 
 impl WatchHandle {
@@ -337,17 +337,24 @@ impl WatchHandle {
         lock(&self.shared.reactions).get(budget).copied()
     }
 
-    /// Publishes the slope of `signal` worked out from the watch's own reads at `at`.
-    pub(crate) fn publish_slope(&self, signal: Signal, at: Instant, slope: f64) {
-        lock(&self.shared.slopes).insert(signal, (at, slope));
+    /// Publishes the slope of `budget`'s signal toward its limit, worked out from the watch's
+    /// own reads at `at` ([`crate::budget::urgency::Rise::slope_toward`]).
+    pub(crate) fn publish_slope(&self, budget: &str, at: Instant, slope: f64) {
+        let mut slopes = lock(&self.shared.slopes);
+        match slopes.get_mut(budget) {
+            Some(published) => *published = (at, slope),
+            None => {
+                slopes.insert(budget.to_owned(), (at, slope));
+            }
+        }
     }
 
-    /// The slope of `signal` (per second) from the watch's reads, when worked out within
-    /// `fresh` of now: between two full samples the watch's reads see a fast fill that the
-    /// samples alone would see only as one jump.
-    pub fn slope(&self, signal: Signal, fresh: Duration) -> Option<f64> {
+    /// The slope of `budget`'s signal toward its limit (per second) from the watch's reads,
+    /// when worked out within `fresh` of now: between two full samples the watch's reads see
+    /// a fast fill that the samples alone would see only as one jump.
+    pub fn slope(&self, budget: &str, fresh: Duration) -> Option<f64> {
         lock(&self.shared.slopes)
-            .get(&signal)
+            .get(budget)
             .filter(|(at, _)| at.elapsed() <= fresh)
             .map(|(_, slope)| *slope)
     }

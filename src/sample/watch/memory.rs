@@ -224,9 +224,6 @@ impl Poller {
         }
         polled.rise.push(now, value);
         let slope = polled.rise.slope();
-        if let Some(slope) = slope {
-            handle.publish_slope(signal, now, slope);
-        }
         let line = if kill_line && polled.read == PolledRead::CgroupUsage {
             Line::Kill
         } else {
@@ -237,10 +234,15 @@ impl Poller {
             let Some(reaction) = reactions.get(&budget.name) else {
                 continue;
             };
+            // Extrapolated toward the limit only as far as the rise has lasted.
+            let toward = slope.map(|slope| polled.rise.backed(slope, budget.limit));
+            if let Some(toward) = toward {
+                handle.publish_slope(&budget.name, now, toward);
+            }
             let urgency = assess(
                 value,
                 budget.limit,
-                slope,
+                toward,
                 &reaction.watch_period(period),
                 line,
             );
@@ -536,7 +538,7 @@ mod tests {
         // The slope the engine judges the woken sample by: the watch's, about 5/s (the
         // fill's steps on a loaded machine can land a few ms late, never much faster).
         let slope = handle
-            .slope(Signal::MemoryUsage, Duration::from_secs(5))
+            .slope("memory", Duration::from_secs(5))
             .expect("the watch published the slope of its reads");
         assert!(slope > 1.0, "{slope}");
     }
