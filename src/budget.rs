@@ -814,11 +814,18 @@ impl Budget {
                     recent: rung.recent.iter().copied().collect(),
                 })
                 .collect(),
+            guard: self.adaptive.as_ref().filter(|a| a.guard.moved()).map(|a| {
+                crate::learned::GuardLearned {
+                    effective_goal: a.guard.effective(),
+                    why: a.guard.why(),
+                }
+            }),
         }
     }
 
     /// Takes each rung's record from before a restart, by strategy (a rung whose strategy
-    /// is new starts fresh). The caller checks the name and signal.
+    /// is new starts fresh), and with adaptive reaction the guard band. The caller checks the
+    /// name and signal.
     pub fn restore(&mut self, learned: &crate::learned::BudgetLearned) {
         let keep = self.config.skip_after.max(1) as usize;
         for rung in &mut self.rungs {
@@ -834,6 +841,9 @@ impl Budget {
                 let skip = old.recent.len().saturating_sub(keep);
                 rung.recent = old.recent[skip..].iter().copied().collect();
             }
+        }
+        if let (Some(adaptive), Some(guard)) = (&mut self.adaptive, &learned.guard) {
+            adaptive.guard.restore(guard.effective_goal, &guard.why);
         }
     }
 

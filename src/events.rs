@@ -34,9 +34,10 @@ pub struct Evaluated {
     /// little later than [`Snapshot::taken_at`]. Its forecasts and urgency are fitted over
     /// these times.
     pub at: SystemTime,
-    /// The slope (per second) of each budget's signal from the fast watch's own reads that the
-    /// engine took at this sample instead of its samples' (fresh enough to count); empty
-    /// without a watch.
+    /// The slope (per second) toward its limit from the fast watch's own reads that the
+    /// engine's budgets took at this sample instead of their samples' (fresh enough to
+    /// count), by signal: the first budget's on each signal (a replay gives it to every budget
+    /// on that signal); empty without a watch.
     pub watch_slopes: Vec<(Signal, f64)>,
 }
 

@@ -105,6 +105,19 @@ pub struct BudgetLearned {
     pub updated_at: u64,
     /// Per rung, by strategy.
     pub rungs: Vec<RungLearned>,
+    /// The learned guard band (adaptive reaction), when it holds the goal below the
+    /// configured one; `None` (the default): the configured goal.
+    pub guard: Option<GuardLearned>,
+}
+
+/// A budget's learned guard band: the goal it holds below the configured one, and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GuardLearned {
+    /// The goal it held (`effectiveGoal`).
+    pub effective_goal: f64,
+    /// Why (`goalWhy`).
+    pub why: String,
 }
 
 /// One rung's record in one budget.

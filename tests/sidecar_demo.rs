@@ -121,20 +121,14 @@ async fn the_webhook_brings_the_demo_back_under_its_budget() {
     let before = trim["before"].as_f64().unwrap();
     let after = trim["after"].as_f64().unwrap();
     // The budget's ladder ran it: above the goal, or before it on urgency or the forecast
-    // (adaptive reaction acts before the limit, not only past 80 %).
+    // (adaptive reaction acts before the limit, not only past 80 %; a fill of 2 MiB steps is
+    // not extrapolated into urgency far below the goal).
     let reason = trim["reason"].as_str().unwrap_or_default();
     assert!(
         reason.starts_with("budget memory") && before > 0.0,
         "fired by the budget: {trim}"
     );
-    // Fired past the goal, the next sample sees less memory. Fired early on urgency, the
-    // chunks of the requests still in flight (the load stops only once the test sees the
-    // trim) can land after it, so the level may not fall, but it stays under the goal
-    // (examples/sidecar.toml: 0.8); the cache's own numbers below show what the trim removed.
-    assert!(
-        after < before || (before < 0.8 && after < 0.8),
-        "the next sample saw less memory, or stayed under the goal: {trim}"
-    );
+    assert!(after < before, "the next sample saw less memory: {trim}");
     let response = &trim["result"]["report"]["response"];
     assert!(response["entries_removed"].as_u64().unwrap() > 0, "{trim}");
     // The trim sticks: the cache may only grow back to what it left.

@@ -40,7 +40,8 @@ pub(crate) struct Adaptive {
     pub urgency: Option<Urgency>,
     /// The time between the last two regular samples.
     pub period: Option<Duration>,
-    /// The slope the fast watch saw from its own reads just before this reading, if any.
+    /// The slope the fast watch saw from its own reads toward the limit just before this
+    /// reading, if any ([`super::urgency::Rise::slope_toward`]).
     pub watch_slope: Option<f64>,
 }
 
@@ -84,8 +85,12 @@ impl Adaptive {
         next: Option<Track>,
     ) -> bool {
         self.rise.push(now, value);
-        // The watch's reads, every few ms, see a fill the full samples see as one jump.
-        let slope = self.watch_slope.take().or_else(|| self.rise.slope());
+        // The watch's reads, every few ms, see a fill the full samples see as one jump. Either
+        // is extrapolated only as far as the rise behind it has lasted (`Rise::slope_toward`).
+        let slope = self
+            .watch_slope
+            .take()
+            .or_else(|| self.rise.slope_toward(config.limit));
         if let Some(slope) = slope {
             self.worst_slope = self.worst_slope.max(slope);
         }

@@ -444,3 +444,45 @@ fn a_rung_that_only_slows_the_rise_does_not_earn_the_settle_while_the_limit_is_n
         ["-", "-", "purge", "-", "-"]
     );
 }
+
+#[test]
+fn the_guard_band_is_kept_across_an_agent_restart_in_the_learned_state() {
+    // A breach: the limit 0.95, the peak 1.0, the goal held 0.75.
+    let mut config = ladder();
+    config.limit = 0.95;
+    let mut d = Drive::adaptive(config.clone());
+    d.runs(&[0.9, 1.0, 0.5]);
+    let before = d.budget.view(d.now);
+    assert!((before.effective_goal - 0.75).abs() < 1e-9, "{before:?}");
+    let learned = d.budget.learned();
+    let guard = learned
+        .guard
+        .clone()
+        .expect("the moved guard band is in the learned state");
+    assert!((guard.effective_goal - 0.75).abs() < 1e-9);
+    // Through the file's JSON and into a fresh budget, as after a restart.
+    let text = serde_json::to_string(&learned).unwrap();
+    let read: crate::learned::BudgetLearned = serde_json::from_str(&text).unwrap();
+    let mut restarted = Drive::adaptive(config.clone());
+    restarted.budget.restore(&read);
+    let after = restarted.budget.view(restarted.now);
+    assert!((after.effective_goal - 0.75).abs() < 1e-9, "{after:?}");
+    assert!(after.goal_why.contains("breached"), "{}", after.goal_why);
+    assert!(after.goal_why.contains("restart"), "{}", after.goal_why);
+    // Held below the configured goal: the next episode starts at 0.75, not 0.8.
+    assert_eq!(restarted.runs(&[0.77]), ["purge"]);
+    // Never below a floor raised since, and nothing kept by a fixed budget.
+    let mut floored = config.clone();
+    floored.min_goal = Some(0.78);
+    let mut raised = Drive::adaptive(floored);
+    raised.budget.restore(&read);
+    assert!((raised.budget.view(raised.now).effective_goal - 0.78).abs() < 1e-9);
+    let mut fixed = Drive::fixed(config);
+    fixed.budget.restore(&read);
+    assert_eq!(fixed.budget.view(fixed.now).effective_goal, 0.8);
+    // A state file from before the field: the configured goal.
+    let old: crate::learned::BudgetLearned =
+        serde_json::from_str(r#"{"name": "memory", "signal": "memory_usage", "rungs": []}"#)
+            .unwrap();
+    assert_eq!(old.guard, None);
+}

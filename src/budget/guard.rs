@@ -69,6 +69,19 @@ impl GuardBand {
         }
     }
 
+    /// Takes back the goal held before an agent restart, with why: kept between the floor and
+    /// the configured goal (either may have changed since); a value that is not a finite
+    /// number, or at the configured goal, leaves the goal as configured.
+    pub fn restore(&mut self, effective: f64, why: &str) {
+        if !effective.is_finite() || effective >= self.configured {
+            return;
+        }
+        self.effective = effective.max(self.floor);
+        self.base = self.effective;
+        self.why =
+            Some(format!("{why} (kept across the agent's restart)")).filter(|_| self.moved());
+    }
+
     /// An episode starts: a breach in it is measured from the goal in force now.
     pub fn episode_started(&mut self) {
         self.base = self.effective;

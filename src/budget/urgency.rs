@@ -6,6 +6,13 @@
 //!   ([`crate::trigger::trend::theil_sen`]): one noisy reading inside the window does not move
 //!   it, and once the window holds [`Rise::DEFAULT_POINTS`] readings neither does one at its
 //!   newest end.
+//! - A short slope is not extrapolated further than the evidence behind it
+//!   ([`Rise::slope_toward`]): the slope puts the limit `T` away, and the rise must have lasted
+//!   at least `T` / [`Rise::MAX_EXTRAPOLATION`] — the level change over that span (from a
+//!   longer, thinned history of readings) bounds the slope used. A 2 MiB step that lands within
+//!   40 ms looks like tens of MiB a second over five reads 20 ms apart, but over the few hundred
+//!   ms it would be extrapolated for it is a few MiB a second; a steady fill putting the limit
+//!   0.3 s away needs only 75 ms of rise, which its five reads already cover.
 //! - [`Reaction`] is the time the agent needs from deciding to seeing a rung's effect: the
 //!   rung's measured latency, its settle, one watch period and a margin.
 //! - [`assess`] compares the two: the signal is **urgent** when the time to the limit at the
@@ -23,11 +30,15 @@ use std::time::{Duration, Instant};
 
 use crate::trigger::trend::theil_sen;
 
-/// The last few readings of a signal and their short-horizon slope.
+/// The last few readings of a signal, their short-horizon slope, and a thinned history of the
+/// last [`Rise::HISTORY_SPAN`] that tells how long the rise has lasted.
 #[derive(Debug, Clone)]
 pub struct Rise {
     points: VecDeque<(Instant, f64)>,
     capacity: usize,
+    /// Readings at least [`Rise::HISTORY_GAP`] apart, the oldest at least
+    /// [`Rise::HISTORY_SPAN`] before the newest once that much has been read.
+    history: VecDeque<(Instant, f64)>,
 }
 
 impl Default for Rise {
@@ -43,6 +54,15 @@ impl Rise {
     pub const DEFAULT_POINTS: usize = 5;
     /// Readings a slope needs: three, so that one wild reading in the middle is outvoted.
     pub const MIN_POINTS: usize = 3;
+    /// How far ahead a slope may be extrapolated, as a multiple of how long the rise behind
+    /// it has lasted: 4 ([`Rise::slope_toward`]).
+    pub const MAX_EXTRAPOLATION: f64 = 4.0;
+    /// How far back the history reaches: 4 s, a quarter of the longest extrapolation it can
+    /// back (16 s, far beyond the reaction times a default `settle` gives).
+    pub const HISTORY_SPAN: Duration = Duration::from_secs(4);
+    /// The least time between two readings kept in the history: 1/64 of
+    /// [`Rise::HISTORY_SPAN`] (62.5 ms), so it holds at most 66 readings at any read rate.
+    pub const HISTORY_GAP: Duration = Duration::from_micros(62_500);
 
     /// A window of the last `points` readings (at least [`Rise::MIN_POINTS`]).
     pub fn new(points: usize) -> Self {
@@ -50,6 +70,7 @@ impl Rise {
         Rise {
             points: VecDeque::with_capacity(capacity),
             capacity,
+            history: VecDeque::new(),
         }
     }
 
@@ -67,11 +88,27 @@ impl Rise {
             self.points.pop_front();
         }
         self.points.push_back((at, value));
+        let spaced = self
+            .history
+            .back()
+            .is_none_or(|&(last, _)| at.saturating_duration_since(last) >= Self::HISTORY_GAP);
+        if spaced {
+            self.history.push_back((at, value));
+        }
+        // Keep one reading at least the span old: the one a span-long look back lands on.
+        while self
+            .history
+            .get(1)
+            .is_some_and(|&(second, _)| at.saturating_duration_since(second) >= Self::HISTORY_SPAN)
+        {
+            self.history.pop_front();
+        }
     }
 
     /// Forgets every reading (after an action broke the trend, or a gap).
     pub fn clear(&mut self) {
         self.points.clear();
+        self.history.clear();
     }
 
     /// Readings held.
@@ -87,7 +124,6 @@ impl Rise {
     }
 
     /// The newest reading.
-    #[cfg(test)]
     pub fn latest(&self) -> Option<(Instant, f64)> {
         self.points.back().copied()
     }
@@ -107,6 +143,49 @@ impl Rise {
         theil_sen(&points)
             .map(|fit| fit.slope)
             .filter(|s| s.is_finite())
+    }
+
+    /// The slope to judge the way to `limit` by: the short-horizon [`Rise::slope`], but no
+    /// steeper than the level change over the last `T` / [`Rise::MAX_EXTRAPOLATION`], where
+    /// `T` is the time the short slope puts the limit away: a slope is not extrapolated more
+    /// than four times further than the rise behind it has lasted. The look back lands on the
+    /// newest reading at least that old (spans longer than [`Rise::HISTORY_SPAN`] are cut to
+    /// it); when no reading is that old, nothing is known to have risen before the oldest, and
+    /// its change counts over the whole span. At or past the limit, or not rising, the short
+    /// slope as it is.
+    pub fn slope_toward(&self, limit: f64) -> Option<f64> {
+        self.slope().map(|slope| self.backed(slope, limit))
+    }
+
+    /// `slope` (this rise's [`Rise::slope`], worked out once by a caller that needs it for
+    /// several limits) bounded as [`Rise::slope_toward`] bounds it toward `limit`.
+    pub fn backed(&self, slope: f64, limit: f64) -> f64 {
+        let Some((now, value)) = self.latest() else {
+            return slope;
+        };
+        if slope <= 0.0 || value >= limit || !limit.is_finite() {
+            return slope;
+        }
+        let time = (limit - value) / slope;
+        let span = Duration::try_from_secs_f64(time / Self::MAX_EXTRAPOLATION)
+            .unwrap_or(Self::HISTORY_SPAN)
+            .min(Self::HISTORY_SPAN);
+        let old_enough = |&&(at, _): &&(Instant, f64)| now.saturating_duration_since(at) >= span;
+        let back = self
+            .points
+            .iter()
+            .rev()
+            .find(old_enough)
+            .or_else(|| self.history.iter().rev().find(old_enough))
+            .or_else(|| self.history.front());
+        let Some(&(then, before)) = back else {
+            return slope;
+        };
+        let lasted = now.saturating_duration_since(then).max(span).as_secs_f64();
+        if lasted <= 0.0 {
+            return slope;
+        }
+        slope.min((value - before) / lasted)
     }
 }
 
@@ -285,7 +364,7 @@ mod tests {
         }
         let reaction = Reaction::new(Duration::from_millis(30), Duration::from_secs(1))
             .watch_period(Duration::from_millis(20));
-        let urgency = assess(0.7, 1.0, rise.slope(), &reaction, Line::Limit);
+        let urgency = assess(0.7, 1.0, rise.slope_toward(1.0), &reaction, Line::Limit);
         assert!(urgency.urgent); // 120 ms to the limit, 1.1 s needed
     }
 
@@ -355,6 +434,138 @@ mod tests {
         rise.push(start, 0.3);
         assert_eq!(rise.len(), 1);
         assert_eq!(rise.latest().map(|(_, v)| v), Some(0.3));
+    }
+
+    /// `readings` (value per read) every `every`, after `flat` reads of the first value.
+    fn reads(flat: usize, readings: &[f64], every: Duration) -> Vec<(Instant, f64)> {
+        let start = Instant::now();
+        std::iter::repeat_n(readings[0], flat)
+            .chain(readings.iter().copied())
+            .enumerate()
+            .map(|(i, value)| (start + every * i as u32, value))
+            .collect()
+    }
+
+    /// Feeds `readings` one by one; after each, whether it is urgent with `slope_of` the rise.
+    fn urgent_reads(
+        readings: &[(Instant, f64)],
+        limit: f64,
+        reaction: &Reaction,
+        line: Line,
+        slope_of: impl Fn(&Rise) -> Option<f64>,
+    ) -> Vec<bool> {
+        let mut rise = Rise::default();
+        readings
+            .iter()
+            .map(|&(at, value)| {
+                rise.push(at, value);
+                assess(value, limit, slope_of(&rise), reaction, line).urgent
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_2_mib_step_is_not_extrapolated_into_urgency() {
+        // The browser test's demo: a 96 MiB budget (limit 1.0), 16 MiB used for a second, then
+        // one 2 MiB chunk lands between two 20 ms reads; a 3 s settle, a first run's 100 ms.
+        let mib = |n: f64| n / 96.0;
+        let readings = reads(
+            50,
+            &[mib(16.0), mib(18.0), mib(18.0), mib(18.0), mib(18.0)],
+            ms(20),
+        );
+        let reaction = Reaction::new(ms(100), ms(3000)).watch_period(ms(20));
+        // The five reads alone see 33 MiB/s, the limit 2.3 s away: urgent (the old rule).
+        let short = urgent_reads(&readings, 1.0, &reaction, Line::Limit, Rise::slope);
+        assert!(short.iter().any(|&u| u), "{short:?}");
+        // The 2 MiB over the ~0.6 s that extrapolation needs is 3.4 MiB/s: not urgent.
+        let backed = urgent_reads(&readings, 1.0, &reaction, Line::Limit, |r| {
+            r.slope_toward(1.0)
+        });
+        assert!(backed.iter().all(|&u| !u), "{backed:?}");
+    }
+
+    #[test]
+    fn a_steady_steep_fill_is_urgent_at_the_same_read_as_its_short_slope() {
+        // The demo's cold cache in a 300 MiB cgroup: 10 → 300 MiB at 725 MiB/s after a second
+        // at 10 MiB, read every 20 ms; a kill line, a first run's 100 ms and a 1 s settle.
+        let fill: Vec<f64> = (0..20)
+            .map(|i| (10.0 + 14.5 * f64::from(i)).min(300.0) / 300.0)
+            .collect();
+        let readings = reads(50, &fill, ms(20));
+        let reaction = Reaction::new(ms(100), ms(1000)).watch_period(ms(20));
+        let first = |urgent: Vec<bool>| urgent.iter().position(|&u| u);
+        let short = first(urgent_reads(
+            &readings,
+            1.0,
+            &reaction,
+            Line::Kill,
+            Rise::slope,
+        ));
+        let backed = first(urgent_reads(&readings, 1.0, &reaction, Line::Kill, |r| {
+            r.slope_toward(1.0)
+        }));
+        assert!(backed.is_some(), "never urgent");
+        assert_eq!(backed, short, "no read later than the short slope alone");
+        // Urgent within the first 3 reads of the fill, under a fifth of the limit.
+        let at = backed.unwrap();
+        assert!(
+            at <= 52 && readings[at].1 < 0.2,
+            "read {at}: {:?}",
+            readings[at]
+        );
+    }
+
+    #[test]
+    fn at_or_past_the_limit_it_stays_urgent_whatever_the_rise() {
+        let reaction = Reaction::new(ms(100), ms(1000)).watch_period(ms(20));
+        // Flat at 0.5 for a second, then one read at the limit and one past it.
+        let readings = reads(50, &[0.5, 1.0, 1.05], ms(20));
+        let urgent = urgent_reads(&readings, 1.0, &reaction, Line::Kill, |r| {
+            r.slope_toward(1.0)
+        });
+        assert_eq!(urgent[..51].iter().filter(|&&u| u).count(), 0);
+        assert_eq!(&urgent[51..], [true, true]);
+    }
+
+    #[test]
+    fn a_steady_rise_keeps_its_slope_and_one_just_begun_counts_over_the_span() {
+        // 0.04/s for 10 s, read every 100 ms: the limit 12.5 s away at the end, a 3.1 s look
+        // back over the same rise: the short slope as it is.
+        let values: Vec<f64> = (0..=100).map(|i| 0.4 * f64::from(i) / 100.0).collect();
+        let mut rise = Rise::default();
+        for (at, value) in reads(0, &values, ms(100)) {
+            rise.push(at, value);
+        }
+        assert!(
+            (rise.slope_toward(0.9).unwrap() - 0.04).abs() < 1e-6,
+            "{:?}",
+            rise.slope_toward(0.9)
+        );
+        // Three reads of a rise of 1.0/s toward a limit 2 s away: its 0.04 over 40 ms counts
+        // over the 0.5 s a 2 s extrapolation needs.
+        let rise = rise_of(&[0.0, 0.02, 0.04], ms(20));
+        assert!(close(rise.slope().unwrap(), 1.0));
+        let backed = rise.slope_toward(2.04).unwrap();
+        assert!(close(backed, 0.04 / 0.5), "{backed}");
+        // Falling: as it is.
+        let rise = rise_of(&[0.5, 0.4, 0.3], ms(20));
+        assert!(close(rise.slope_toward(1.0).unwrap(), -5.0));
+    }
+
+    #[test]
+    fn the_history_stays_bounded_at_any_read_rate() {
+        let start = Instant::now();
+        let mut rise = Rise::default();
+        for i in 0..20_000u32 {
+            rise.push(start + Duration::from_millis(u64::from(i)), 0.1);
+        }
+        let most =
+            (Rise::HISTORY_SPAN.as_secs_f64() / Rise::HISTORY_GAP.as_secs_f64()) as usize + 2;
+        assert!(rise.history.len() <= most, "{}", rise.history.len());
+        let (oldest, _) = rise.history[0];
+        let (newest, _) = rise.latest().unwrap();
+        assert!(newest.duration_since(oldest) >= Rise::HISTORY_SPAN);
     }
 
     #[test]

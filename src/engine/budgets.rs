@@ -53,21 +53,33 @@ pub(super) fn build_budgets(
 const WATCH_SLOPE_FRESH: Duration = Duration::from_millis(250);
 
 impl Engine {
-    /// The fast watch's slope of each budget's signal, where it is fresh enough for a budget
-    /// to judge urgency by it: read once per sample, so that what the budgets take is what
-    /// the sample's [`crate::events::Evaluated`] says they took.
-    pub(super) fn watch_slopes(&self) -> Vec<(Signal, f64)> {
+    /// The fast watch's slope of each budget's signal toward its limit, by budget (in the
+    /// order of `self.budgets`), where it is fresh enough for the budget to judge urgency by
+    /// it: read once per sample, so that what the budgets take is what the sample's
+    /// [`crate::events::Evaluated`] says they took.
+    pub(super) fn watch_slopes(&self) -> Vec<Option<f64>> {
         let Some(watch) = &self.settings.watch else {
             return Vec::new();
         };
+        self.budgets
+            .iter()
+            .map(|slot| {
+                let signal = slot.budget.config().signal;
+                watch.slope(slot.budget.name(), signal, WATCH_SLOPE_FRESH)
+            })
+            .collect()
+    }
+
+    /// The slopes taken, by signal, as a recording keeps them: the first budget's on each
+    /// signal (budgets on one signal share a slope in a replay).
+    pub(super) fn slopes_by_signal(&self, taken: &[Option<f64>]) -> Vec<(Signal, f64)> {
         let mut slopes: Vec<(Signal, f64)> = Vec::new();
-        for slot in &self.budgets {
+        for (slot, slope) in self.budgets.iter().zip(taken) {
             let signal = slot.budget.config().signal;
-            if slopes.iter().any(|(known, _)| *known == signal) {
-                continue;
-            }
-            if let Some(slope) = watch.slope(signal, WATCH_SLOPE_FRESH) {
-                slopes.push((signal, slope));
+            if let Some(slope) = slope {
+                if !slopes.iter().any(|(known, _)| *known == signal) {
+                    slopes.push((signal, *slope));
+                }
             }
         }
         slopes
@@ -80,7 +92,7 @@ impl Engine {
     pub(super) fn observe_budgets(
         &mut self,
         snapshot: &Snapshot,
-        watch_slopes: &[(Signal, f64)],
+        watch_slopes: &[Option<f64>],
         now: Instant,
         can_act: bool,
     ) -> Vec<(usize, usize, RungRun)> {
@@ -93,12 +105,8 @@ impl Engine {
                     .set_kill_line(is_kill_line(slot.budget.config(), snapshot));
             }
             let signal = slot.budget.config().signal;
-            slot.budget.note_watch_slope(
-                watch_slopes
-                    .iter()
-                    .find(|(watched, _)| *watched == signal)
-                    .map(|(_, slope)| *slope),
-            );
+            slot.budget
+                .note_watch_slope(watch_slopes.get(index).copied().flatten());
             let value = snapshot.signal(signal);
             slot.budget.at_wall(now.into_std(), self.latest_at);
             let step = slot

@@ -100,6 +100,16 @@ fn hold_with(
     watch: Option<WatchHandle>,
     tweak: impl FnOnce(&mut BudgetConfig),
 ) -> Held {
+    hold_sampled(mode, watch, Duration::from_secs(1), tweak)
+}
+
+/// [`hold_with`], sampling every `every` instead of every second.
+fn hold_sampled(
+    mode: ReactionMode,
+    watch: Option<WatchHandle>,
+    every: Duration,
+    tweak: impl FnOnce(&mut BudgetConfig),
+) -> Held {
     let cgroup = Cgroup::default();
     cgroup.set(0.3);
     let mut runs = Vec::new();
@@ -121,6 +131,7 @@ fn hold_with(
     settings.budgets = vec![("memory".to_owned(), config)];
     settings.rung_only = vec!["purge".to_owned(), "trim".to_owned()];
     settings.watch = watch;
+    settings.interval = IntervalControl::new(every, every * 8);
     settings.reaction = ReactionTuning {
         mode,
         ..ReactionTuning::ADAPTIVE
@@ -218,6 +229,39 @@ async fn a_steep_rise_under_goal_starts_the_ladder_before_the_goal_is_crossed() 
         "{}",
         record.reason
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bursty_2_mib_steps_far_below_the_goal_start_no_episode() {
+    // The browser test's demo, read every 20 ms: a 96 MiB budget, 16 MiB used, then one
+    // 2 MiB chunk every 500 ms (4 MiB/s), each landing between two reads. The last five
+    // reads after a step rise at 33 MiB/s, the limit 2.3 s away against purge's 4.3 s
+    // (100 ms + 2 s settle + 20 ms, twice: a kill line); but over the 0.6 s that
+    // extrapolation needs the rise is 2 MiB: 3.4 MiB/s, the limit 23 s away.
+    let every = Duration::from_millis(20);
+    let held = hold_sampled(ReactionMode::Adaptive, None, every, |_| {});
+    held.cgroup.set(16.0 / 96.0);
+    // Between two reads from here on.
+    tokio::time::sleep(Duration::from_millis(1_010)).await;
+    for step in 1..=10 {
+        held.cgroup.set((16.0 + 2.0 * f64::from(step)) / 96.0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let view = held.budget();
+    assert_eq!(held.runs(), [0, 0], "{view:?}");
+    assert_eq!(
+        view.episode, None,
+        "no episode at {:?}: {view:?}",
+        view.value
+    );
+    assert!(view.urgency.is_some_and(|u| !u.urgent), "{view:?}");
+    // A steady fill at the same read rate is urgent (3 % of the limit per read, 1.5/s).
+    for step in 1..=10 {
+        held.cgroup.set((36.0 + 3.0 * f64::from(step)) / 96.0);
+        tokio::time::sleep(every).await;
+    }
+    assert_eq!(held.runs()[0], 1, "purge ran: {:?}", held.budget());
+    assert_eq!(held.budget().episode, Some(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -358,6 +402,9 @@ async fn a_rung_after_which_a_rise_plateaus_is_judged_helped_against_the_forecas
     );
     let relief = purge.mean_relief.expect("purge was judged");
     assert!((relief - 0.3).abs() < 1e-6, "0.15/s × 2 s: {purge:?}");
+    // Judged helped, and the plateau is not urgent: the last five samples still hold the
+    // rise before it (a slope of 0.075/s), but the 1.3 s a 5.3 s extrapolation needs is flat.
+    assert_eq!(held.runs(), [1, 0], "no climb to trim: {:?}", held.budget());
 
     // Fixed: a plateau after purge, judged by the level alone, did not help, and trim runs.
     let fixed = start(ReactionMode::Fixed).await;

@@ -155,9 +155,10 @@ impl Engine {
         self.adapt_interval(attention);
         self.judge_due(now);
         // What the budgets take besides the sample, read once and published with it.
+        let taken = self.watch_slopes();
         let evaluated = Arc::new(Evaluated {
             at: self.latest_at,
-            watch_slopes: self.watch_slopes(),
+            watch_slopes: self.slopes_by_signal(&taken),
         });
         let _ = self.events.send(Event::MetricsUpdated(
             Arc::clone(&snapshot),
@@ -166,7 +167,7 @@ impl Engine {
 
         let quiet = self.quiet_until.is_some_and(|until| now < until);
         let can_act = self.settings.enabled && self.running.is_none() && !quiet;
-        let budget_runs = self.observe_budgets(&snapshot, &evaluated.watch_slopes, now, can_act);
+        let budget_runs = self.observe_budgets(&snapshot, &taken, now, can_act);
         // A strategy a budget runs as a rung now is not run again by its own trigger.
         fired.retain(|(index, _)| !budget_runs.iter().any(|run| run.1 == *index));
         if can_act && (!fired.is_empty() || !budget_runs.is_empty()) {

@@ -307,9 +307,11 @@ struct Shared {
     rearms: AtomicU64,
     /// The reaction time each budget needs, published by the engine.
     reactions: Mutex<BTreeMap<String, Reaction>>,
-    /// The short-horizon slope of each read signal (per second) and when it was worked out,
-    /// published by the watch for the engine (`None`: held by a replay, fresh whenever read).
-    slopes: Mutex<BTreeMap<Signal, (Option<Instant>, f64)>>,
+    /// The slope of each budget's signal toward its limit (per second) and when it was worked
+    /// out from the watch's reads, published by the watch for the engine, by budget name.
+    slopes: Mutex<BTreeMap<String, (Instant, f64)>>,
+    /// Slopes a replay holds, by signal: fresh whenever read, for every budget on the signal.
+    held: Mutex<BTreeMap<Signal, f64>>,
 }
 
 impl WatchHandle {
@@ -337,28 +339,35 @@ impl WatchHandle {
         lock(&self.shared.reactions).get(budget).copied()
     }
 
-    /// Publishes the slope of `signal` worked out from the watch's own reads at `at`.
-    pub(crate) fn publish_slope(&self, signal: Signal, at: Instant, slope: f64) {
-        lock(&self.shared.slopes).insert(signal, (Some(at), slope));
+    /// Publishes the slope of `budget`'s signal toward its limit, worked out from the watch's
+    /// own reads at `at` ([`crate::budget::urgency::Rise::slope_toward`]).
+    pub(crate) fn publish_slope(&self, budget: &str, at: Instant, slope: f64) {
+        let mut slopes = lock(&self.shared.slopes);
+        match slopes.get_mut(budget) {
+            Some(published) => *published = (at, slope),
+            None => {
+                slopes.insert(budget.to_owned(), (at, slope));
+            }
+        }
     }
 
-    /// Replaces every slope with `slopes`, fresh whenever read until replaced: a replay feeds
-    /// the engine, sample by sample, the slopes the recorded engine took.
+    /// Replaces every held slope with `slopes` (by signal), fresh whenever read until
+    /// replaced: a replay feeds the engine, sample by sample, the slopes the recorded engine
+    /// took.
     pub(crate) fn hold_slopes(&self, slopes: &[(Signal, f64)]) {
-        *lock(&self.shared.slopes) = slopes
-            .iter()
-            .map(|&(signal, slope)| (signal, (None, slope)))
-            .collect();
+        *lock(&self.shared.held) = slopes.iter().copied().collect();
     }
 
-    /// The slope of `signal` (per second) from the watch's reads, when worked out within
-    /// `fresh` of now: between two full samples the watch's reads see a fast fill that the
-    /// samples alone would see only as one jump.
-    pub fn slope(&self, signal: Signal, fresh: Duration) -> Option<f64> {
-        lock(&self.shared.slopes)
-            .get(&signal)
-            .filter(|(at, _)| at.is_none_or(|at| at.elapsed() <= fresh))
-            .map(|(_, slope)| *slope)
+    /// The slope of `budget`'s signal toward its limit (per second) from the watch's reads,
+    /// when worked out within `fresh` of now: between two full samples the watch's reads see
+    /// a fast fill that the samples alone would see only as one jump.
+    /// A slope a replay holds for `signal` stands in for one published.
+    pub fn slope(&self, budget: &str, signal: Signal, fresh: Duration) -> Option<f64> {
+        let published = lock(&self.shared.slopes)
+            .get(budget)
+            .filter(|(at, _)| at.elapsed() <= fresh)
+            .map(|(_, slope)| *slope);
+        published.or_else(|| lock(&self.shared.held).get(&signal).copied())
     }
 
     /// Changes row `index` of the status.

@@ -224,9 +224,6 @@ impl Poller {
         }
         polled.rise.push(now, value);
         let slope = polled.rise.slope();
-        if let Some(slope) = slope {
-            handle.publish_slope(signal, now, slope);
-        }
         let line = if kill_line && polled.read == PolledRead::CgroupUsage {
             Line::Kill
         } else {
@@ -237,10 +234,15 @@ impl Poller {
             let Some(reaction) = reactions.get(&budget.name) else {
                 continue;
             };
+            // Extrapolated toward the limit only as far as the rise has lasted.
+            let toward = slope.map(|slope| polled.rise.backed(slope, budget.limit));
+            if let Some(toward) = toward {
+                handle.publish_slope(&budget.name, now, toward);
+            }
             let urgency = assess(
                 value,
                 budget.limit,
-                slope,
+                toward,
                 &reaction.watch_period(period),
                 line,
             );
@@ -536,7 +538,7 @@ mod tests {
         // The slope the engine judges the woken sample by: the watch's, about 5/s (the
         // fill's steps on a loaded machine can land a few ms late, never much faster).
         let slope = handle
-            .slope(Signal::MemoryUsage, Duration::from_secs(5))
+            .slope("memory", Signal::MemoryUsage, Duration::from_secs(5))
             .expect("the watch published the slope of its reads");
         assert!(slope > 1.0, "{slope}");
     }
@@ -577,6 +579,67 @@ mod tests {
             pressure_dir: None,
         };
         assert_eq!(poller.read(0), Some(0.1));
+    }
+
+    /// A 2 MiB step in a 96 MiB cgroup, landing between two 20 ms reads after a flat 30 MiB:
+    /// the last five reads rise at 33 MiB/s (the limit 2 s away, against 4.3 s needed), but
+    /// over the 0.5 s a 2 s extrapolation needs the rise is 2 MiB. No urgency wake.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_2_mib_step_far_below_the_limit_does_not_wake_the_engine_for_urgency() {
+        use super::super::{FastWatch, WatchedBudget};
+        use crate::sample::cgroup::MemoryCgroup;
+        use perfpilot_strategies::Signal;
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let usage = dir.path().join("memory.usage_in_bytes");
+        std::fs::write(&usage, format!("{}\n", 30 * MIB)).unwrap();
+        std::fs::write(dir.path().join("memory.stat"), "total_inactive_file 0\n").unwrap();
+        let slot = ProbeSlot::default();
+        slot.publish(MemoryProbe {
+            statm: None,
+            cgroup: Some(MemoryCgroup::V1(dir.path().to_owned())),
+            limit_bytes: Some(96 * MIB),
+            pressure_dir: None,
+        });
+        let watch = FastWatch::start(
+            vec![WatchSpec {
+                signal: Signal::MemoryUsage,
+                thresholds: vec![0.8, 1.0],
+                interval: Some(Duration::from_millis(20)),
+                budgets: vec![WatchedBudget {
+                    name: "memory".to_owned(),
+                    limit: 1.0,
+                }],
+            }],
+            slot,
+        )
+        .expect("a spec to watch");
+        let handle = watch.handle();
+        handle.publish_reaction(
+            "memory",
+            Reaction::new(Duration::from_millis(100), Duration::from_secs(2)),
+        );
+        let reads_past = |count: u64, what: &str| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while handle.status().reads < count {
+                assert!(Instant::now() < deadline, "waited 10 s for {what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            handle.status().reads
+        };
+        // A second of flat reads, then the step, then 0.4 s of reads at the new level.
+        let flat = reads_past(50, "50 reads of the flat level");
+        std::fs::write(&usage, format!("{}\n", 32 * MIB)).unwrap();
+        reads_past(flat + 20, "20 reads after the step");
+        let wakes = handle.take_crossings();
+        assert!(wakes.is_empty(), "no wake for a 2 MiB step: {wakes:?}");
+        let slope = handle
+            .slope("memory", Signal::MemoryUsage, Duration::from_secs(5))
+            .expect("the watch published the slope toward the limit");
+        assert!(
+            slope < 0.1,
+            "bounded by the rise's 2 MiB over 0.5 s: {slope}"
+        );
     }
 
     #[test]
