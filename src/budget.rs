@@ -468,6 +468,23 @@ impl Budget {
         self.episode.is_some()
     }
 
+    /// Whether this budget gives the verdict on its `rung`'s run in `episode` (adaptive
+    /// reaction, the rung still waiting for it): the run's record then takes the budget's
+    /// counterfactual verdict ([`Note::Judged`]) instead of one by the level alone.
+    pub fn judges_run(&self, episode: u64, rung: usize) -> bool {
+        self.adaptive.is_some()
+            && self
+                .episode
+                .as_ref()
+                .is_some_and(|e| e.id == episode && e.pending.is_some_and(|p| p.rung == rung))
+    }
+
+    /// The number of the latest episode (from 1; 0 before the first): the one a
+    /// [`Note::Judged`] of this sample belongs to.
+    pub fn latest_episode(&self) -> u64 {
+        self.episodes
+    }
+
     /// The rung running, if any (until [`Budget::finished`]).
     pub fn running_rung(&self) -> Option<usize> {
         self.episode

@@ -109,10 +109,22 @@ impl Engine {
                 .note_watch_slope(watch_slopes.get(index).copied().flatten());
             let value = snapshot.signal(signal);
             slot.budget.at_wall(now.into_std(), self.latest_at);
+            let episode = slot.budget.latest_episode();
             let step = slot
                 .budget
                 .observe(value, now.into_std(), can_act && runs.is_empty());
             self.note_budget(index, &step.notes);
+            for note in &step.notes {
+                if let Note::Judged {
+                    rung,
+                    helped,
+                    after,
+                    ..
+                } = note
+                {
+                    self.judge_rung_record(index, episode, *rung, *helped, *after);
+                }
+            }
             if let Some(run) = step.run {
                 runs.push((index, self.budgets[index].rungs[run.rung], run));
             }

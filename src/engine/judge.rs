@@ -6,6 +6,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Engine, Slot, Unjudged};
+use crate::budget::ReactionMode;
 use crate::events::Event;
 use crate::history::{judge, OptimizationRecord};
 use crate::trigger::backoff::BackoffChange;
@@ -43,31 +44,79 @@ impl Engine {
 
     /// Judges the runs whose `settle` has passed by this tick's (smoothed) trigger values:
     /// fills in their `after` and `helped`, updates the history, the cooldowns and the
-    /// metrics, and publishes the finished records.
+    /// metrics, and publishes the finished records. A rung of a budget with adaptive reaction
+    /// waits for its budget's verdict instead ([`Engine::judge_rung_record`]).
     pub(super) fn judge_due(&mut self, now: Instant) {
         if self.unjudged.is_empty() {
             return;
         }
-        let (due, waiting) = std::mem::take(&mut self.unjudged)
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unjudged)
             .into_iter()
-            .partition(|unjudged| unjudged.due <= now);
+            .partition(|unjudged| unjudged.due <= now && !self.judged_by_budget(&unjudged.record));
         self.unjudged = waiting;
         for Unjudged { record, .. } in due {
             let after = self.slot_of(&record).and_then(|slot| slot.value);
-            let mut judged = OptimizationRecord::clone(&record);
-            judged.after = after;
-            judged.helped = judge(true, record.result.as_ref(), record.before, after);
-            debug!(
-                strategy = %judged.strategy,
-                before = ?judged.before,
-                after = ?judged.after,
-                helped = ?judged.helped,
-                "run judged"
-            );
-            let judged = self.history.judge(judged);
-            self.note_effect(&judged);
-            let _ = self.events.send(Event::OptimizationCompleted(judged));
+            let helped = judge(true, record.result.as_ref(), record.before, after);
+            self.complete(&record, after, helped);
         }
+    }
+
+    /// Completes the record of the run of `budget`'s `rung` in `episode` with the verdict
+    /// the budget gave it ([`crate::budget::Note::Judged`]): with adaptive reaction, the
+    /// record says what the ladder learns (a rise turned into a plateau helped), not a
+    /// verdict by the level alone. `after` is the budget's signal in the judging sample.
+    pub(super) fn judge_rung_record(
+        &mut self,
+        budget: usize,
+        episode: u64,
+        rung: usize,
+        helped: Option<bool>,
+        after: f64,
+    ) {
+        let Some(held) = self.budgets.get(budget) else {
+            return;
+        };
+        if held.budget.reaction().mode != ReactionMode::Adaptive {
+            return;
+        }
+        let name = held.budget.name();
+        let Some(position) = self.unjudged.iter().position(|unjudged| {
+            unjudged.record.budget.as_ref().is_some_and(|step| {
+                step.budget == name && step.episode == episode && step.rung == rung
+            })
+        }) else {
+            return;
+        };
+        let Unjudged { record, .. } = self.unjudged.remove(position);
+        self.complete(&record, Some(after), helped);
+    }
+
+    /// Whether `record` is the run of a rung whose budget gives its verdict
+    /// ([`crate::budget::Budget::judges_run`]).
+    fn judged_by_budget(&self, record: &OptimizationRecord) -> bool {
+        record.budget.as_ref().is_some_and(|step| {
+            self.budgets.iter().any(|held| {
+                held.budget.name() == step.budget && held.budget.judges_run(step.episode, step.rung)
+            })
+        })
+    }
+
+    /// Fills in a recorded run's `after` and `helped`, updates the history, the cooldowns
+    /// and the metrics, and publishes the finished record.
+    fn complete(&mut self, record: &OptimizationRecord, after: Option<f64>, helped: Option<bool>) {
+        let mut judged = record.clone();
+        judged.after = after;
+        judged.helped = helped;
+        debug!(
+            strategy = %judged.strategy,
+            before = ?judged.before,
+            after = ?judged.after,
+            helped = ?judged.helped,
+            "run judged"
+        );
+        let judged = self.history.judge(judged);
+        self.note_effect(&judged);
+        let _ = self.events.send(Event::OptimizationCompleted(judged));
     }
 
     /// The slot of the strategy that made `record`, by its canonical name.

@@ -415,6 +415,30 @@ async fn a_rung_after_which_a_rise_plateaus_is_judged_helped_against_the_forecas
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_record_of_a_rung_after_which_a_rise_plateaus_says_it_helped() {
+    // The rise and plateau above: the run's record (what recentOptimizations, the recorder
+    // and the report show) takes the budget's counterfactual verdict, as its rung's
+    // statistics do.
+    let held = start(ReactionMode::Adaptive).await;
+    let mut events = held.handle.subscribe();
+    feed(&held, &[0.3, 0.45, 0.6, 0.6, 0.6]).await;
+    let record = record_naming(&mut events, "(purge)").await;
+    assert_eq!(record.helped, Some(true), "{record:?}");
+    assert_eq!((record.before, record.after), (Some(0.6), Some(0.6)));
+    let purge = &held.budget().rungs[0];
+    assert_eq!((purge.judged, purge.helped), (1, 1), "{purge:?}");
+    let stats = &held.handle.view().stats.per_strategy["purge"];
+    assert_eq!((stats.judged, stats.helped), (1, 1), "{stats:?}");
+
+    // Fixed: the level rule, in the record as in the rung.
+    let fixed = start(ReactionMode::Fixed).await;
+    let mut events = fixed.handle.subscribe();
+    feed(&fixed, &[0.5, 0.7, 0.85, 0.85, 0.85, 0.85]).await;
+    let record = record_naming(&mut events, "(purge)").await;
+    assert_eq!(record.helped, Some(false), "{record:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_breach_of_the_limit_lowers_the_goal_held_by_the_overshoot_down_to_min_goal() {
     // A limit under the cgroup's (not a kill line): the signal peaks 0.05 over it.
     let breach = [0.3, 0.9, 1.0, 0.6, 0.6, 0.6];

@@ -107,6 +107,12 @@ impl Polled {
     fn period(&self) -> Duration {
         self.spec.interval.unwrap_or(ARMED_PERIOD)
     }
+
+    /// Whether it is read between full samples: always with an explicit `watch_interval`,
+    /// else while armed.
+    fn read_between_samples(&self) -> bool {
+        self.arming.as_ref().is_none_or(Arming::armed)
+    }
 }
 
 /// Why the memory thread woke.
@@ -155,7 +161,7 @@ impl Poller {
         loop {
             let now = Instant::now();
             self.refresh_probe(handle);
-            self.note_full_sample(handle);
+            self.note_full_sample(handle, now);
             let rearms = handle.shared.rearms.load(Ordering::Relaxed);
             if rearms != rearms_seen {
                 rearms_seen = rearms;
@@ -183,8 +189,7 @@ impl Poller {
                         self.judge(index, now, value, how, &reactions, handle);
                     }
                     let polled = &mut self.watched[index];
-                    let armed = polled.arming.as_ref().is_none_or(Arming::armed);
-                    polled.next = armed.then(|| now + polled.period());
+                    polled.next = polled.read_between_samples().then(|| now + polled.period());
                 }
                 if let Some(at) = self.watched[index].next {
                     next = Some(next.map_or(at, |n| n.min(at)));
@@ -258,8 +263,10 @@ impl Poller {
     }
 
     /// Takes the newest full sample the sampler published: the sampling interval in force,
-    /// the rise between the last two, and with them each self-armed spec's cadence.
-    fn note_full_sample(&mut self, handle: &WatchHandle) {
+    /// the rise between the last two, and with them each self-armed spec's cadence. The
+    /// decision takes its time from the sample (when it was taken) and `now` (when the
+    /// thread looked), never from a clock of its own, so a test drives it by hand.
+    fn note_full_sample(&mut self, handle: &WatchHandle, now: Instant) {
         let Some((count, reading, interval)) = self.slot.reading_newer_than(self.samples_seen)
         else {
             return;
@@ -309,7 +316,7 @@ impl Poller {
                 info!(signal = %polled.spec.signal, why = arming.why(), "fast watch: {}", if armed { "armed" } else { "disarmed" });
             }
             if armed && polled.next.is_none() {
-                polled.next = Some(Instant::now());
+                polled.next = Some(now);
             } else if !armed {
                 polled.next = None;
                 polled.rise.clear();
@@ -473,7 +480,173 @@ impl Poller {
 
 #[cfg(test)]
 mod tests {
+    use super::super::arming::{ArmReason, CALM_PERIOD};
+    use super::super::SampleReading;
     use super::*;
+
+    /// A memory thread's poller over one spec, fed full samples at times the test picks
+    /// (a hand-moved clock), taken in through the entry the thread uses
+    /// ([`Poller::note_full_sample`]).
+    struct HandFed {
+        poller: Poller,
+        slot: ProbeSlot,
+        handle: WatchHandle,
+        start: Instant,
+    }
+
+    impl HandFed {
+        /// `read` against a budget `limit` (in the signal's unit), with `watch_interval` as
+        /// `interval`, and the sampler's `probe`.
+        fn new(
+            read: PolledRead,
+            interval: Option<Duration>,
+            limit: f64,
+            probe: MemoryProbe,
+        ) -> Self {
+            use super::super::WatchedBudget;
+            use perfpilot_strategies::Signal;
+            let signal = match read {
+                PolledRead::CgroupUsage => Signal::MemoryUsage,
+                PolledRead::Statm => Signal::RssBytes,
+            };
+            let spec = WatchSpec {
+                signal,
+                thresholds: vec![limit],
+                interval,
+                budgets: vec![WatchedBudget {
+                    name: "memory".to_owned(),
+                    limit,
+                }],
+            };
+            let slot = ProbeSlot::default();
+            slot.publish(probe);
+            let handle = WatchHandle::for_tests();
+            let mut poller = Poller::new(vec![(read, 0, spec)], slot.clone());
+            poller.refresh_probe(&handle);
+            HandFed {
+                poller,
+                slot,
+                handle,
+                start: Instant::now(),
+            }
+        }
+
+        /// A full sample reading `value`, taken `at` after the start; returns whether the
+        /// spec is read between full samples after it.
+        fn sample(&mut self, at: Duration, value: f64) -> bool {
+            let at = self.start + at;
+            self.slot.note_sample(SampleReading {
+                at,
+                memory_usage: Some(value),
+                rss_bytes: Some(value),
+            });
+            self.poller.note_full_sample(&self.handle, at);
+            let polled = &self.poller.watched[0];
+            assert_eq!(
+                polled.read_between_samples(),
+                polled.next.is_some(),
+                "read between samples exactly when a read is scheduled"
+            );
+            polled.read_between_samples()
+        }
+
+        /// Full samples one second apart from `from` s, reading `value(second)`; returns
+        /// whether read between samples after each.
+        fn seconds(&mut self, from: u64, to: u64, value: impl Fn(u64) -> f64) -> Vec<bool> {
+            (from..to)
+                .map(|second| self.sample(Duration::from_secs(second), value(second)))
+                .collect()
+        }
+
+        fn reason(&self) -> Option<ArmReason> {
+            self.poller.watched[0].arming.as_ref().map(Arming::reason)
+        }
+    }
+
+    const GIB: f64 = (1u64 << 30) as f64;
+
+    /// A budget of 48 GiB on the watched RSS, without `watch_interval`, sampled every second:
+    /// a slow rise (1 MiB/s at 30 GiB) leaves the watch disarmed once the calm period has
+    /// passed; a steep one (10 GiB in a second, 8 GiB left: the limit 0.8 s away) arms it at
+    /// the sample that shows it; back at 10 GiB (3.8 s away at that rate) it is disarmed
+    /// again after the calm period, not before.
+    #[test]
+    fn without_watch_interval_a_steep_rise_arms_the_watch_a_slow_one_does_not_and_calm_disarms_it()
+    {
+        let calm = CALM_PERIOD.as_secs();
+        let mut watch = HandFed::new(PolledRead::Statm, None, 48.0 * GIB, MemoryProbe::default());
+        let slow = |second: u64| 30.0 * GIB + second as f64 * (1 << 20) as f64;
+        let read = watch.seconds(0, calm + 10, slow);
+        // Armed until two samples measure the headroom, then cooling until calm.
+        assert!(read[..=calm as usize].iter().all(|read| *read), "{read:?}");
+        assert!(
+            read[calm as usize + 1..].iter().all(|read| !read),
+            "disarmed after {calm} s calm, and the slow rise keeps it so: {read:?}"
+        );
+        assert_eq!(watch.reason(), Some(ArmReason::Calm));
+
+        // The steep rise: armed at once.
+        let steep = calm + 10;
+        assert!(watch.sample(Duration::from_secs(steep), 40.0 * GIB));
+        assert_eq!(watch.reason(), Some(ArmReason::FastestRise));
+        let why = &watch.poller.watched[0]
+            .arming
+            .as_ref()
+            .unwrap()
+            .why()
+            .to_owned();
+        assert!(why.starts_with("armed: at the fastest rise seen"), "{why}");
+
+        // Back down and calm: still armed for the calm period, then disarmed.
+        let read = watch.seconds(steep + 1, steep + calm + 5, |_| 10.0 * GIB);
+        let cooled = calm as usize;
+        assert!(read[..cooled].iter().all(|read| *read), "{read:?}");
+        assert!(read[cooled..].iter().all(|read| !read), "{read:?}");
+    }
+
+    /// Against a kernel's limit (a 300 MiB memory cgroup, the budget's limit all of it) the
+    /// watch is armed from the first samples and stays armed while the signal barely rises
+    /// (64 KiB/s from 10 MiB): at the worst case, 1 GiB/s, the 290 MiB left are 0.28 s, and
+    /// a kill cannot be learned from, so the slow rise seen does not replace it.
+    #[test]
+    fn against_a_kill_line_the_watch_is_armed_from_the_start_and_stays_armed() {
+        use crate::sample::cgroup::MemoryCgroup;
+        let dir = tempfile::tempdir().unwrap();
+        let probe = MemoryProbe {
+            statm: None,
+            cgroup: Some(MemoryCgroup::V1(dir.path().to_owned())),
+            limit_bytes: Some(300 << 20),
+            pressure_dir: None,
+        };
+        let mut watch = HandFed::new(PolledRead::CgroupUsage, None, 1.0, probe);
+        let read = watch.seconds(0, CALM_PERIOD.as_secs() * 2, |second| {
+            (10.0 + second as f64 / 16.0) / 300.0
+        });
+        assert!(read.iter().all(|read| *read), "{read:?}");
+        assert_eq!(watch.reason(), Some(ArmReason::WorstCase));
+        let why = watch.poller.watched[0].arming.as_ref().unwrap().why();
+        assert!(
+            why.contains("(a kill line: the worst case stays a floor)"),
+            "{why}"
+        );
+    }
+
+    /// An explicit `watch_interval` is read at its interval whatever the signal does: far
+    /// from the limit and flat for twice the calm period, it is never disarmed.
+    #[test]
+    fn an_explicit_watch_interval_is_always_read() {
+        let every = Duration::from_millis(50);
+        let mut watch = HandFed::new(
+            PolledRead::Statm,
+            Some(every),
+            48.0 * GIB,
+            MemoryProbe::default(),
+        );
+        let read = watch.seconds(0, CALM_PERIOD.as_secs() * 2, |_| GIB);
+        assert!(read.iter().all(|read| *read), "{read:?}");
+        assert_eq!(watch.reason(), None, "no cadence from the signal");
+        assert_eq!(watch.poller.watched[0].period(), every);
+    }
 
     /// A budget's signal rising fast, still under its goal: the slope of the watch's reads
     /// puts the limit nearer than the reaction the engine published, and the watch wakes the
