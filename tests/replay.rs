@@ -238,4 +238,34 @@ fn a_sweep_prints_one_row_per_value_and_a_report_draws_both_signals() {
     assert_eq!(page.matches("<svg").count(), 3, "a chart per value");
     assert_eq!(page.matches("class=\"replayed\" points").count(), 3);
     assert_eq!(page.matches("class=\"recorded\" points").count(), 3);
+    // Each chart is the report's: goal and limit lines, and both sides' episodes shaded and
+    // runs marked.
+    let sections: Vec<&str> = page.split("<section>").skip(1).collect();
+    assert_eq!(sections.len(), 3, "a section per value");
+    for (section, value) in sections.iter().zip(["0.6", "0.7", "0.8"]) {
+        for part in [
+            "<line class=\"goal\"",
+            "<line class=\"limit\"",
+            "<rect class=\"episode recorded\"",
+            "<rect class=\"episode replayed\"",
+            "<line class=\"run recorded\"",
+            "<line class=\"run replayed\"",
+        ] {
+            assert!(section.contains(part), "goal {value}: {part} missing");
+        }
+    }
+    // At the recorded goal (0.8) the candidate's runs and episodes are the recorded ones:
+    // marked at the same places.
+    let at_recorded_goal = sections[2];
+    for element in ["<line class=\"run", "<rect class=\"episode"] {
+        let places = |side: &str| -> Vec<&str> {
+            at_recorded_goal
+                .split(&format!("{element} {side}\" x"))
+                .skip(1)
+                .filter_map(|rest| rest.split('"').nth(1))
+                .collect()
+        };
+        assert!(!places("recorded").is_empty(), "{element}: some recorded");
+        assert_eq!(places("recorded"), places("replayed"), "{element}");
+    }
 }

@@ -11,6 +11,7 @@
 //! It keeps the last [`RecorderConfig::window`] of them (15 minutes by default) in memory;
 //! `GET /performance-metrics/history` serves them (`crate::api`).
 
+pub mod chart;
 pub mod columns;
 pub mod export;
 mod gorilla;

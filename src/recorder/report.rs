@@ -10,13 +10,9 @@ use std::fmt::Write;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::chart::{self, escape, Mark, Reach, Shade};
 use super::record::{Band, Log};
 use super::{columns, Row};
-
-/// Points per chart at most (each the highest value of its stretch, so peaks stay visible).
-const CHART_POINTS: usize = 600;
-const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 180.0;
 
 /// The numbers at the top of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,7 +103,7 @@ impl Report {
             until,
             charts,
             samples: 0,
-            stretch: ((until - since) / CHART_POINTS as i64).max(1),
+            stretch: chart::stretch(since, until),
             log,
             title: title.to_owned(),
         }
@@ -135,11 +131,7 @@ impl Report {
             }
             chart.last = Some((row.time, value));
             if let Some(value) = value {
-                let start = row.time - (row.time - self.since).rem_euclid(self.stretch);
-                match chart.points.last_mut() {
-                    Some((t, v)) if *t == start => *v = v.max(value),
-                    _ => chart.points.push((start, value)),
-                }
+                chart::add_point(&mut chart.points, self.since, self.stretch, row.time, value);
             }
         }
     }
@@ -210,8 +202,9 @@ impl Report {
         let mut out = String::with_capacity(64 * 1024);
         let _ = write!(
             out,
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>perfpilot report: {}</title><style>{CSS}</style></head><body>",
-            escape(&self.title)
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>perfpilot report: {}</title><style>{CSS}{}{CSS_AFTER}</style></head><body>",
+            escape(&self.title),
+            chart::CSS
         );
         let _ = write!(
             out,
@@ -260,85 +253,51 @@ impl Report {
                 escape(&band.name), band.goal, band.limit
             );
         }
-        let mut hi = chart
-            .points
-            .iter()
-            .map(|p| p.1)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let mut lo = chart
-            .points
-            .iter()
-            .map(|p| p.1)
-            .fold(f64::INFINITY, f64::min);
-        for band in &chart.bands {
-            hi = hi.max(band.limit * 1.05);
-            lo = lo.min(band.goal * 0.5);
-        }
-        if !hi.is_finite() || !lo.is_finite() {
-            out.push_str("<p class=\"muted\">not read in this window</p></div>");
-            return;
-        }
-        lo = lo.min(0.0);
-        if hi <= lo {
-            hi = lo + 1.0;
-        }
-        let x = |t: i64| (t - self.since) as f64 / (self.until - self.since).max(1) as f64 * WIDTH;
-        let y = |v: f64| HEIGHT - (v - lo) / (hi - lo) * HEIGHT;
-        let _ = write!(out, "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\">");
         let names: Vec<&str> = chart.bands.iter().map(|b| b.name.as_str()).collect();
-        for episode in self
+        let shades = self
             .episodes()
             .into_iter()
             .filter(|e| names.contains(&e.budget.as_str()))
-        {
-            let x0 = x((episode.start as i64).max(self.since));
-            let x1 = x(episode
-                .end
-                .map_or(self.until, |e| (e as i64).min(self.until)));
-            let _ = write!(
-                out,
-                "<rect class=\"episode\" x=\"{x0:.1}\" y=\"0\" width=\"{:.1}\" height=\"{HEIGHT}\"><title>{} episode {}</title></rect>",
-                (x1 - x0).max(1.0), escape(&episode.budget), episode.episode
-            );
-        }
-        for band in &chart.bands {
-            let _ = write!(
-                out,
-                "<line class=\"goal\" x1=\"0\" x2=\"{WIDTH}\" y1=\"{0:.1}\" y2=\"{0:.1}\"/>",
-                y(band.goal)
-            );
-            let _ = write!(
-                out,
-                "<line class=\"limit\" x1=\"0\" x2=\"{WIDTH}\" y1=\"{0:.1}\" y2=\"{0:.1}\"/>",
-                y(band.limit)
-            );
-        }
-        let points: Vec<String> = chart
-            .points
-            .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .map(|episode| Shade {
+                start: episode.start as i64,
+                end: episode.end.map_or(self.until, |e| e as i64),
+                class: "episode".to_owned(),
+                title: format!("{} episode {}", episode.budget, episode.episode),
+                reach: Reach::Full,
+            })
             .collect();
-        let _ = write!(
-            out,
-            "<polyline class=\"signal\" points=\"{}\"/>",
-            points.join(" ")
-        );
-        for run in self.runs() {
-            let Some(at) = run["startedAt"].as_i64() else {
-                continue;
-            };
-            let class = if run["helped"] == true {
-                "run helped"
-            } else {
-                "run"
-            };
-            let _ = write!(
-                out,
-                "<line class=\"{class}\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"0\" y2=\"{HEIGHT}\"><title>{1}</title></line>",
-                x(at), escape(run["strategy"].as_str().unwrap_or("?"))
-            );
+        let marks = self
+            .runs()
+            .into_iter()
+            .filter_map(|run| {
+                Some(Mark {
+                    at: run["startedAt"].as_i64()?,
+                    class: if run["helped"] == true {
+                        "run helped"
+                    } else {
+                        "run"
+                    }
+                    .to_owned(),
+                    title: run["strategy"].as_str().unwrap_or("?").to_owned(),
+                    reach: Reach::Full,
+                })
+            })
+            .collect();
+        let svg = chart::Chart {
+            since: self.since,
+            until: self.until,
+            bounds: chart.bands.iter().map(|b| (b.goal, b.limit)).collect(),
+            shades,
+            lines: vec![chart::Line {
+                class: "signal".to_owned(),
+                points: chart.points.clone(),
+            }],
+            marks,
+        };
+        if !svg.svg(out) {
+            out.push_str("<p class=\"muted\">not read in this window</p>");
         }
-        out.push_str("</svg></div>");
+        out.push_str("</div>");
     }
 
     fn rungs(&self, out: &mut String) {
@@ -533,23 +492,9 @@ fn time(ms: i64) -> String {
     .to_string()
 }
 
-/// `text` safe inside HTML text and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const CSS: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#1f2933}h1{margin:0}.muted{color:#7b8794}table{border-collapse:collapse;margin:.5em 0}td,th{border-bottom:1px solid #e4e7eb;padding:.25em .75em;text-align:left}svg{background:#f8fafc;border:1px solid #e4e7eb}.signal{fill:none;stroke:#2563eb;stroke-width:1.5}.goal{stroke:#b7791f;stroke-dasharray:4 3}.limit{stroke:#d64545}.episode{fill:#fde68a;opacity:.5}.run{stroke:#98a2b3}.run.helped{stroke:#0d9488}.summary{font-size:1.15em}";
+/// The page's styles (the chart's, [`chart::CSS`], go between these two).
+const CSS: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#1f2933}h1{margin:0}.muted{color:#7b8794}table{border-collapse:collapse;margin:.5em 0}td,th{border-bottom:1px solid #e4e7eb;padding:.25em .75em;text-align:left}";
+const CSS_AFTER: &str = ".summary{font-size:1.15em}";
 
 #[cfg(test)]
 mod tests {

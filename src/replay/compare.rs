@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::recorder::Episode;
 
 use super::drive::Driven;
 use super::effect::{EffectModel, StrategyEffect};
@@ -131,6 +132,10 @@ pub struct Series {
     pub recorded: Vec<Option<f64>>,
     /// Replayed values.
     pub replayed: Vec<Option<f64>>,
+    /// The budget's recorded episodes, by start.
+    pub recorded_episodes: Vec<Episode>,
+    /// The budget's replayed episodes, by start.
+    pub replayed_episodes: Vec<Episode>,
 }
 
 pub(super) fn compare(
@@ -184,6 +189,8 @@ pub(super) fn compare(
                 .get(&budget.signal)
                 .cloned()
                 .unwrap_or_default(),
+            recorded_episodes: of_budget(&recording.episodes, name),
+            replayed_episodes: of_budget(&driven.episodes, name),
         }
     });
     let (mut above_goal, mut above_limit) = (0.0, 0.0);
@@ -280,6 +287,15 @@ pub(super) fn compare(
         largest_departure,
         series,
     }
+}
+
+/// `budget`'s episodes among `episodes`.
+fn of_budget(episodes: &[Episode], budget: &str) -> Vec<Episode> {
+    episodes
+        .iter()
+        .filter(|e| e.budget == budget)
+        .cloned()
+        .collect()
 }
 
 /// Seconds the recorded `signal` spent above `goal` and above `limit` (each sample's value

@@ -21,10 +21,12 @@ use crate::engine::{
 };
 use crate::events::Event;
 use crate::history::OptimizationRecord;
+use crate::recorder::Episode;
 use crate::sample::{WatchHandle, WatchMode};
 
 use super::clock::ReplayClock;
 use super::effect::{Departure, Departures, EffectModel};
+use super::episodes::Episodes;
 use super::recording::{self, Recording};
 use super::snapshot;
 use super::ReplayError;
@@ -50,6 +52,8 @@ pub struct Driven {
     pub exhaustions: usize,
     /// The replayed values of the tracked signals, sample by sample.
     pub replayed: BTreeMap<Signal, Vec<Option<f64>>>,
+    /// The budgets' episodes, by start.
+    pub episodes: Vec<Episode>,
 }
 
 /// What the source, the strategies and the driver share: where the replay stands.
@@ -348,6 +352,8 @@ async fn drive_on(
     let mut events = handle.subscribe();
     let mut records: Vec<Arc<OptimizationRecord>> = Vec::new();
     let mut exhaustions = 0;
+    let mut episodes = Episodes::default();
+    episodes.follow(&handle.view().budgets, first.at);
     let settle = |moves: u64, at: usize| {
         let clock = Arc::clone(&clock);
         async move {
@@ -395,6 +401,7 @@ async fn drive_on(
         }
         lock(&ledger).drop_unrepeated();
         drain(&mut events, &mut records, &mut exhaustions)?;
+        episodes.follow(&handle.view().budgets, sample.at);
     }
     // A run in flight at the end of the recording ends as recorded.
     let last = recording.samples.len() - 1;
@@ -433,6 +440,7 @@ async fn drive_on(
         budgets,
         exhaustions,
         replayed: ledger.tracked.clone(),
+        episodes: episodes.into_vec(),
     })
 }
 

@@ -12,6 +12,7 @@ mod clock;
 mod compare;
 mod drive;
 pub mod effect;
+mod episodes;
 pub mod recording;
 pub mod report;
 pub mod snapshot;

@@ -1,28 +1,29 @@
 //! `--report`: the comparison as one self-contained HTML page (no scripts, no network): per
-//! candidate, the first budget's signal recorded and replayed with its goal and limit as an
-//! inline SVG chart, the recorded runs marked below it and the replayed ones above, and the
-//! comparison's table.
+//! candidate, the first budget's signal recorded and replayed on one chart (the report's,
+//! [`crate::recorder::chart`]) with its goal and limit, the candidate's episodes and runs in
+//! the chart's upper half and the recording's in its lower half, and the comparison's table.
 
 use std::fmt::Write as _;
 
+use crate::recorder::chart::{self, escape, Chart, Line, Mark, Reach, Shade};
+use crate::recorder::Episode;
+
 use super::compare::{Comparison, Decision, Series};
 
-const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 240.0;
-/// The most points drawn per line (longer series are thinned to it).
-const MAX_POINTS: usize = 2000;
+/// The page's own styles; the chart's are [`chart::CSS`].
+const CSS: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#1f2933}h1{margin:0}pre{background:#f4f4f4;padding:1em}polyline.recorded{fill:none;stroke:#7b8794;stroke-width:1.5}polyline.replayed{fill:none;stroke:#2563eb;stroke-width:1.5}.episode.replayed{fill:#bfdbfe}.run.replayed{stroke:#1d4ed8}";
 
 /// The page for `results` (one per swept value, or one with no value).
 pub fn page(results: &[(Option<String>, Comparison)], key: Option<&str>) -> String {
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>perfpilot replay</title>\
-         <style>body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}\
-         .recorded{stroke:#888;fill:none}.replayed{stroke:#1f6feb;fill:none}\
-         .goal{stroke:#d29922}.limit{stroke:#cf222e}</style></head><body>\
+    let mut html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>perfpilot replay</title>\
+         <style>{CSS}{}</style></head><body>\
          <h1>perfpilot replay</h1>\
-         <p>Grey: the recorded signal; blue: the replayed one (recorded plus the modelled effect \
-         of each run the candidate added, minus that of each recorded run it dropped). Marks \
-         below the chart: recorded runs; above: the candidate's.</p>",
+         <p>Grey line: the recorded signal; blue line: the replayed one (recorded plus the \
+         modelled effect of each run the candidate added, minus that of each recorded run it \
+         dropped). Upper half of each chart: the candidate's episodes (shaded blue) and runs \
+         (blue lines); lower half: the recording's (shaded yellow, grey lines).</p>",
+        chart::CSS
     );
     for (value, comparison) in results {
         let title = match (key, value) {
@@ -31,7 +32,15 @@ pub fn page(results: &[(Option<String>, Comparison)], key: Option<&str>) -> Stri
         };
         let _ = write!(html, "<section><h2>{}</h2>", escape(&title));
         if let Some(series) = &comparison.series {
-            html.push_str(&chart(series, comparison));
+            let _ = write!(
+                html,
+                "<div class=\"chart\" data-budget=\"{0}\"><h3>budget {0}: goal {1}, limit {2}</h3>",
+                escape(&series.budget),
+                series.goal,
+                series.limit
+            );
+            chart_of(series, comparison).svg(&mut html);
+            html.push_str("</div>");
         }
         let _ = write!(
             html,
@@ -43,65 +52,56 @@ pub fn page(results: &[(Option<String>, Comparison)], key: Option<&str>) -> Stri
     html
 }
 
-fn chart(series: &Series, comparison: &Comparison) -> String {
-    let (Some(&first), Some(&last)) = (series.times.first(), series.times.last()) else {
-        return String::new();
-    };
-    let span = (last - first).max(1) as f64;
-    let top = series
-        .recorded
-        .iter()
-        .chain(&series.replayed)
-        .flatten()
-        .copied()
-        .fold(series.limit, f64::max)
-        * 1.1;
-    let x = |t: i64| (t - first) as f64 / span * WIDTH;
-    let y = |v: f64| HEIGHT - v / top * HEIGHT;
-    let line = |values: &[Option<f64>], class: &str| {
-        let step = values.len().div_ceil(MAX_POINTS).max(1);
-        let points: String = series
-            .times
+/// The chart of one candidate: both signals, both sides' episodes and runs.
+fn chart_of(series: &Series, comparison: &Comparison) -> Chart {
+    let since = series.times.first().copied().unwrap_or(0);
+    let until = series.times.last().copied().unwrap_or(since);
+    let shades = |episodes: &[Episode], side: &str, reach: Reach| -> Vec<Shade> {
+        episodes
             .iter()
-            .zip(values)
-            .step_by(step)
-            .filter_map(|(t, v)| v.map(|v| format!("{:.1},{:.1} ", x(*t), y(v))))
-            .collect();
-        format!("<polyline class=\"{class}\" points=\"{points}\"/>")
-    };
-    let marks = |decisions: &[Decision], at: f64, class: &str| -> String {
-        decisions
-            .iter()
-            .map(|d| {
-                format!(
-                    "<circle class=\"{class}\" cx=\"{:.1}\" cy=\"{at}\" r=\"3\"><title>{}</title></circle>",
-                    x(d.at),
-                    escape(&d.strategy)
-                )
+            .map(|e| Shade {
+                start: e.start as i64,
+                end: e.end.map_or(until, |end| end as i64),
+                class: format!("episode {side}"),
+                title: format!("{} episode {} ({side})", e.budget, e.episode),
+                reach,
             })
             .collect()
     };
-    format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{}\" \
-         viewBox=\"0 -12 {WIDTH} {}\"><title>{}</title>\
-         <line class=\"goal\" x1=\"0\" x2=\"{WIDTH}\" y1=\"{g:.1}\" y2=\"{g:.1}\"/>\
-         <line class=\"limit\" x1=\"0\" x2=\"{WIDTH}\" y1=\"{l:.1}\" y2=\"{l:.1}\"/>\
-         {}{}{}{}</svg>",
-        HEIGHT + 24.0,
-        HEIGHT + 24.0,
-        escape(&series.budget),
-        line(&series.recorded, "recorded"),
-        line(&series.replayed, "replayed"),
-        marks(&comparison.recorded_decisions, HEIGHT + 8.0, "recorded"),
-        marks(&comparison.replayed_decisions, -6.0, "replayed"),
-        g = y(series.goal),
-        l = y(series.limit),
-    )
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let marks = |decisions: &[Decision], side: &str, reach: Reach| -> Vec<Mark> {
+        decisions
+            .iter()
+            .map(|d| Mark {
+                at: d.at,
+                class: format!("run {side}"),
+                title: format!("{} ({side})", d.strategy),
+                reach,
+            })
+            .collect()
+    };
+    Chart {
+        since,
+        until,
+        bounds: vec![(series.goal, series.limit)],
+        shades: [
+            shades(&series.recorded_episodes, "recorded", Reach::Lower),
+            shades(&series.replayed_episodes, "replayed", Reach::Upper),
+        ]
+        .concat(),
+        lines: vec![
+            Line {
+                class: "recorded".to_owned(),
+                points: chart::points(&series.times, &series.recorded),
+            },
+            Line {
+                class: "replayed".to_owned(),
+                points: chart::points(&series.times, &series.replayed),
+            },
+        ],
+        marks: [
+            marks(&comparison.recorded_decisions, "recorded", Reach::Lower),
+            marks(&comparison.replayed_decisions, "replayed", Reach::Upper),
+        ]
+        .concat(),
+    }
 }
