@@ -567,6 +567,6 @@ fn the_binary_starts_jemalloc_with_its_compiled_in_options() {
             .unwrap_or_else(|| panic!("no opt.{name} in jemalloc's statistics:\n{stderr}"))
     };
     assert_eq!(option("narenas"), "opt.narenas: 1");
-    assert_eq!(option("tcache_max"), "opt.tcache_max: 1024");
+    assert_eq!(option("tcache"), "opt.tcache: false");
     assert_eq!(option("stats_print"), "opt.stats_print: true");
 }
