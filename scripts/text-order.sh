@@ -6,9 +6,11 @@
 # idle path, then rebuild the release binary; docs/performance.md has the effect.
 #
 # How: the release agent runs under valgrind's callgrind (every function executed is listed),
-# twice, about 30 s each: alone, and as the sidecar of a `sleep` process (--target-pid, so the
-# target's sampling code is listed too). Loopback only; each run is bounded by `timeout` and
-# stopped by its pid.
+# four times: alone with a state_dir for about 90 s (a segment of the recording sealed and
+# written); again on that state_dir (the recording read back at start); as the sidecar of a
+# `sleep` process (--target-pid: the target's sampling code); and with a memory budget whose
+# fast watch is forced armed (the watch's code), about 30 s each. Loopback only; each run is
+# bounded by `timeout` and stopped by its pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
@@ -22,10 +24,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-profile() { # $1 = name, then extra agent arguments
-  local name=$1 pid base
-  shift
-  RUST_LOG=warn PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false timeout -s INT 120 \
+profile() { # $1 = name, $2 = seconds to stay after the scrapes, then extra agent arguments
+  local name=$1 stay=$2 pid base
+  shift 2
+  RUST_LOG=warn PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false timeout -s INT 240 \
     valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/$name.cg" \
     "$bin" run --listen 127.0.0.1:0 --interval 1s "$@" >"$work/$name.out" 2>"$work/$name.err" &
   pid=$!
@@ -43,20 +45,25 @@ profile() { # $1 = name, then extra agent arguments
     done
     sleep 2
   done
-  sleep 10
+  sleep "$stay"
   kill -INT "$pid"
   wait "$pid" || true
   echo "profiled: $name" >&2
 }
-profile alone
+mkdir -p "$work/state"
+PERFPILOT_STATE_DIR="$work/state" profile alone 70
+# Started again on the same state_dir: the recording is read back.
+PERFPILOT_STATE_DIR="$work/state" profile restored 5
 sleep 600 &
 target_pid=$!
-profile sidecar --target-pid "$target_pid"
+profile sidecar 10 --target-pid "$target_pid"
+printf '[budgets.memory]\nsignal = "memory_usage"\ngoal = 0.8\nlimit = 0.95\nladder = ["memory-purge"]\nwatch_interval = "20ms"\n' >"$work/budget.toml"
+profile budget 10 --config "$work/budget.toml"
 
 # Every function callgrind saw run in the agent's own binary, first seen first, kept only if
 # it is a symbol of the binary (callgrind also lists addresses and "(below main)").
 nm "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$work/symbols"
-python3 - "$bin" "$work/symbols" "$work"/alone.cg "$work"/sidecar.cg >build/text-order.txt <<'PY'
+python3 - "$bin" "$work/symbols" "$work"/alone.cg "$work"/restored.cg "$work"/sidecar.cg "$work"/budget.cg >build/text-order.txt <<'PY'
 import re, sys
 binary, symbols, profiles = sys.argv[1], set(open(sys.argv[2]).read().split()), sys.argv[3:]
 seen = []
