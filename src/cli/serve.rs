@@ -48,7 +48,9 @@ fn init_logging(log: &LogConfig) -> Result<(), String> {
         }
         _ => log_filter(&log.level).map_err(|e| format!("log.level = {:?}: {e}", log.level))?,
     };
+    // The builder filters at INFO by default: let every level through to `filter`.
     let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(log_colour(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
