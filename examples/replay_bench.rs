@@ -11,11 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use perfpilot::recorder::segment::{self, SegmentEntries};
-use perfpilot::recorder::window::Window;
 use perfpilot::replay::sweep::load_candidate;
 use perfpilot::replay::{self, Recording};
 use perfpilot_strategies::Snapshot;
+
+#[path = "support/generated_recording.rs"]
+mod generated_recording;
 
 /// The leak bench's budget configuration (one file, also read by scripts/bench-leak.sh and
 /// scripts/replay-fixtures.sh), on a demo that is not there: the replay runs no webhook.
@@ -54,34 +55,13 @@ fn bench(dir: &std::path::Path, hours: u64) -> Result<(), Box<dyn std::error::Er
     let samples = hours * 3600;
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_760_000_000);
     let started = Instant::now();
-    let mut window = Window::new(60_000);
-    let mut bytes = 0;
-    let mut write = |block: Arc<perfpilot::recorder::window::Block>| -> std::io::Result<()> {
-        let (first, _) = block.span();
-        let encoded = segment::encode(
-            perfpilot::recorder::VERSION,
-            &block,
-            &SegmentEntries::default(),
-        );
-        bytes += encoded.len();
-        std::fs::write(dir.join(format!("{first:016}.seg")), encoded)
-    };
-    for second in 0..samples {
-        let at = start + Duration::from_secs(second);
+    let bytes = generated_recording::write(dir, start, samples, |second, at| {
         let day = (second as f64 / 86_400.0) * std::f64::consts::TAU;
         let hour = (second % 3600) as f64 / 3600.0;
         let mut snapshot = Snapshot::empty(at);
         snapshot.memory_usage_ratio = Some(0.6 + 0.15 * day.sin() + 0.3 * hour * hour);
-        let ms = perfpilot_strategies::snapshot::unix_millis::millis(at) as i64;
-        // The engine evaluated it 300 µs after sampling started, as the agent records it.
-        let evaluated = perfpilot::Evaluated::at(at + Duration::from_micros(300));
-        if let Some(block) = window.push(ms, &snapshot, Some(&evaluated)) {
-            write(block)?;
-        }
-    }
-    if let Some(block) = window.seal() {
-        write(block)?;
-    }
+        snapshot
+    })?;
     let generated = started.elapsed();
 
     let started = Instant::now();

@@ -10,9 +10,51 @@
 # `GET /performance-metrics/history` of the whole window, plain and gzip: bytes and time
 # (curl's time_total, median of 5), and RSS while 32 history requests run at once.
 #
+# --hour: instead, `GET /performance-metrics/history?since=1h` of an agent at 1 s whose
+# state_dir holds an hour of recording (written by `examples/history_bench.rs` with the
+# recorder's own writer, ending now): the last 15 minutes are in memory, the rest read from
+# the segments on disk. Bytes and time (median of 5), plain and gzip, and the agent's VmRSS
+# before and at its peak while each set of requests is served (read every 10 ms).
+#
 # Loopback only, bounded: the agents are stopped on exit; every curl has --max-time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--hour" ]; then
+  . scripts/agent-lib.sh
+  command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+  [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet --bin perfpilot
+  bin=${BENCH_BIN:-./target/release/perfpilot}
+  mkdir -p "$out/state"
+  cargo run --quiet --example history_bench -- "$out/state" 1 >&2
+  start_announcing env RUST_LOG=warn PERFPILOT_INTERVAL=1s PERFPILOT_STATE_DIR="$out/state" \
+    PERFPILOT_STRATEGIES__INTERVAL_BACKOFF__ENABLED=false "$bin" run --listen 127.0.0.1:0
+  sleep 5
+  echo "Agent: $bin; machine: $(nproc) cores, $(awk '/^model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+  echo "| GET /performance-metrics/history?since=1h (1 s agent, 15 min in memory, 45 min from disk) | samples | bytes | median time (5) | VmRSS before | peak VmRSS while served |"
+  echo "|---|---|---|---|---|---|"
+  for enc in plain gzip; do
+    args=()
+    [ "$enc" = gzip ] && args=(-H 'Accept-Encoding: gzip')
+    samples=$(curl -s --max-time 60 "$base/performance-metrics/history?since=1h" | grep -o '"t":' | wc -l)
+    before=$(rss_kib)
+    peak=$before
+    (for _ in 1 2 3 4 5; do
+      curl -s --max-time 60 "${args[@]}" -o /dev/null -w '%{size_download} %{time_total}\n' \
+        "$base/performance-metrics/history?since=1h"
+    done) >"$out/times" &
+    requests=$!
+    while kill -0 "$requests" 2>/dev/null; do
+      now=$(rss_kib); [ "$now" -gt "$peak" ] && peak=$now
+      sleep 0.01
+    done
+    wait "$requests"
+    size=$(awk 'NR == 1 {print $1}' "$out/times")
+    median=$(awk '{print $2}' "$out/times" | sort -n | sed -n 3p)
+    echo "| $enc | $samples | $size | ${median} s | $before KiB | $peak KiB |"
+  done
+  exit 0
+fi
 fill=${1:-${FILL_SECONDS:-970}}
 [[ "$fill" =~ ^[0-9]+$ && "$fill" -ge 70 ]] || { echo "usage: $0 [FILL_SECONDS >= 70]" >&2; exit 2; }
 . scripts/agent-lib.sh

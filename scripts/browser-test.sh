@@ -17,7 +17,9 @@
 #   page was not open during the episode, so it draws it from the recorded history) the
 #   dashboard is opened: the memory chart's drawn points above the goal, goal and limit lines,
 #   shaded episode and run markers are checked on the canvas (target/dashboard-history.png);
-#   then GET /report of that agent: every section and its drawn SVG (target/report.png).
+#   then GET /report of that agent: every section and its drawn SVG (target/report.png); then
+#   the agent is stopped and `perfpilot report` writes the same page from its state_dir,
+#   opened as a file and checked the same way (target/report-cli.png).
 #
 # Everything listens on 127.0.0.1 and every wait is bounded; the trap stops whatever was
 # started.
@@ -138,6 +140,7 @@ start_process sidecar RUST_LOG=warn PERFPILOT_STATE_DIR="$work/state" PERFPILOT_
   "$root/target/debug/perfpilot" run --config "$work/sidecar.toml" --target-pid "$demo_pid" \
   --listen 127.0.0.1:0
 sidecar_base=$base
+sidecar_pid=$started
 rungs_climbed() {
   curl -fsS --max-time 5 "$sidecar_base/performance-metrics" |
     jq '[.budgets[]?.rungs[]? | select(.runs > 0)] | length'
@@ -172,3 +175,15 @@ timeout 90 python3 scripts/browser_test.py --episode \
   --webdriver "http://127.0.0.1:$port" --base "$sidecar_base" \
   --chromium "$(command -v chromium)" --profile "$work/profile-episode" \
   --screenshot target/dashboard-history.png --report-screenshot target/report.png
+
+# `perfpilot report` (the command) on the same recording, after the agent has stopped: the
+# agent writes its last segment at shutdown; the command reads state_dir as the agent does.
+kill -TERM -- "-$sidecar_pid"
+for _ in $(seq 1 100); do kill -0 "$sidecar_pid" 2>/dev/null || break; sleep 0.1; done
+! kill -0 "$sidecar_pid" 2>/dev/null || fail "the sidecar did not stop within 10 s of SIGTERM"
+rm -f target/report-cli.png target/report-cli-failure.png
+"$root/target/debug/perfpilot" report --recording "$work/state" --since 15m -o "$work/report.html" ||
+  fail "perfpilot report failed on the sidecar's recording"
+timeout 60 python3 scripts/browser_test.py --report-file "$work/report.html" \
+  --webdriver "http://127.0.0.1:$port" --chromium "$(command -v chromium)" \
+  --profile "$work/profile-report" --screenshot target/report-cli.png

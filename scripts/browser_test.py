@@ -11,6 +11,7 @@ import argparse
 import base64
 import http.server
 import json
+import os
 import sys
 import threading
 import time
@@ -281,11 +282,26 @@ def episode(driver, options):
     driver.screenshot(options.screenshot)
     step(f"screenshot written to {options.screenshot}")
 
+    check_report(driver, options.base + "/report?since=15m", "GET /report",
+                 options.report_screenshot)
+
+
+def report_file(driver, options):
+    """The page `perfpilot report` wrote, opened as a file (no agent behind it)."""
+    capabilities = driver.start(options.chromium, BROWSER_ARGS + [f"--user-data-dir={options.profile}"])
+    step(f"browser {capabilities.get('browserName')} {capabilities.get('browserVersion')}")
+    path = os.path.abspath(options.report_file)
+    check_report(driver, "file://" + path, f"perfpilot report's {path}", options.screenshot)
+
+
+def check_report(driver, url, what, screenshot):
+    """Every section of a report laid out, and its memory chart drawn (episode, goal, limit,
+    runs), with a screenshot."""
     driver.s("POST", "/window/rect", {"width": 1400, "height": 1000})
-    driver.s("POST", "/url", {"url": options.base + "/report?since=15m"})
+    driver.s("POST", "/url", {"url": url})
     title = driver.s("GET", "/title")
     if not title.startswith("perfpilot report"):
-        raise Failure(f"GET /report has title {title!r}, expected 'perfpilot report: ...'")
+        raise Failure(f"{what} has title {title!r}, expected 'perfpilot report: ...'")
     report = driver.js("""
 const box = (e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
 const sections = {};
@@ -306,10 +322,10 @@ return {sections, chart: !!chart && box(chart), episodes: count('rect.episode', 
   strategyRows: document.querySelectorAll('#strategies tr').length - 1,
   summary: summary ? {...summary.dataset} : null};
 """, REPORT_SECTIONS)
-    step(f"the report: {report}")
+    step(f"{what}: {report}")
     missing = [s for s, ok in report["sections"].items() if not ok]
     if missing:
-        raise Failure(f"the report does not show the sections {missing}")
+        raise Failure(f"{what} does not show the sections {missing}")
     expected = {"chart": True, "episodes": 1, "goals": 1, "limits": 1, "runs": 2, "points": 10,
                 "rungRows": 2, "strategyRows": 2}
     short = {k: report[k] for k, least in expected.items() if report[k] < least}
@@ -320,8 +336,8 @@ return {sections, chart: !!chart && box(chart), episodes: count('rect.episode', 
     if int(summary.get("episodes", 0)) < 1 or int(summary.get("runs", 0)) < 2:
         raise Failure(f"the report's summary counts {summary}, expected an episode and two runs")
     fit_window(driver)
-    driver.screenshot(options.report_screenshot)
-    step(f"screenshot written to {options.report_screenshot}")
+    driver.screenshot(screenshot)
+    step(f"screenshot written to {screenshot}")
 
 
 ATTACK_PAGE = """<!doctype html>
@@ -419,7 +435,7 @@ def wait_for_python(what, check, timeout):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--webdriver", required=True, help="chromedriver's URL")
-    parser.add_argument("--base", required=True, help="the agent's URL (http://ADDR)")
+    parser.add_argument("--base", default="", help="the agent's URL (http://ADDR)")
     parser.add_argument("--token", default="", help="the agent's api.token, if it has one")
     parser.add_argument("--read-token", default="", help="the agent's api.read_token, if any")
     parser.add_argument("--open-base", default="",
@@ -431,12 +447,17 @@ def main():
     parser.add_argument("--episode", action="store_true",
                         help="check the dashboard and GET /report after a budget episode")
     parser.add_argument("--report-screenshot", default="target/report.png")
+    parser.add_argument("--report-file", default="",
+                        help="check a report written by `perfpilot report` (opened as a file)")
     parser.add_argument("--goal", type=float, default=0.8, help="the memory budget's goal")
     options = parser.parse_args()
 
     driver = WebDriver(options.webdriver)
     try:
-        (episode if options.episode else run)(driver, options)
+        if options.report_file:
+            report_file(driver, options)
+        else:
+            (episode if options.episode else run)(driver, options)
     except (Failure, OSError) as e:
         print(f"browser test FAILED: {e}", file=sys.stderr)
         if driver.session:

@@ -289,6 +289,43 @@ fn sigterm_stops_the_agent_cleanly() {
 }
 
 #[test]
+fn rust_log_turns_one_target_to_debug_above_a_warn_default() {
+    // The recorder's writer logs each segment at debug (the bench scripts read that line);
+    // at shutdown the open block is written, so a short run has one.
+    let state = tempfile::tempdir().unwrap();
+    let mut child = common::perfpilot()
+        .args(["run", "--listen", "127.0.0.1:0", "--interval", "200ms"])
+        .env("RUST_LOG", "warn,perfpilot::recorder::store=debug")
+        .env("PERFPILOT_STATE_DIR", state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = common::first_stdout_line(&mut child);
+    assert!(line.starts_with("listening on "), "{line}");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("DEBUG perfpilot::recorder::store: recording segment written"),
+        "the target at debug: {stderr}"
+    );
+    assert!(!stderr.contains(" INFO "), "the rest at warn: {stderr}");
+}
+
+#[test]
 fn check_config_shows_values_and_their_origins() {
     let output = perfpilot()
         .args(["check-config", "--dry-run"])
@@ -567,6 +604,6 @@ fn the_binary_starts_jemalloc_with_its_compiled_in_options() {
             .unwrap_or_else(|| panic!("no opt.{name} in jemalloc's statistics:\n{stderr}"))
     };
     assert_eq!(option("narenas"), "opt.narenas: 1");
-    assert_eq!(option("tcache_max"), "opt.tcache_max: 1024");
+    assert_eq!(option("tcache"), "opt.tcache: false");
     assert_eq!(option("stats_print"), "opt.stats_print: true");
 }

@@ -64,6 +64,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use capacity::Recovery;
 use leak::{DropCount, LeakStats, SessionLeak};
@@ -141,10 +144,15 @@ struct AppState {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        .finish()
+        .with(
+            std::env::var("RUST_LOG")
+                .ok()
+                .and_then(|directives| directives.parse::<Targets>().ok())
+                .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO)),
         )
         .init();
 

@@ -14,7 +14,12 @@
 //!
 //! A sample leaves out the signals that were not read. With `step`, each step's samples are
 //! one row: its start time and the mean of each signal over the samples that read it (steps
-//! are whole multiples of `step` since the Unix epoch: `10s` steps start at :00, :10...).
+//! are whole multiples of `step` since the Unix epoch: `10s` steps start at :00, :10...),
+//! and, for the signals whose samples in the step were not all equal, their lowest and
+//! highest in `"min"` and `"max"` objects (`{"t": ms, "memory_usage": 0.52, "min":
+//! {"memory_usage": 0.5}, "max": {"memory_usage": 0.95}}`): a spike shorter than a step keeps
+//! its height in a chart drawn from the steps. A signal absent from `"max"` had one value in
+//! the step, its mean.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -48,8 +53,8 @@ pub(super) struct HistoryQuery {
     /// The signals (and recorded fields) to return, comma-separated (`memory_usage,rss_bytes`);
     /// by default all.
     signals: Option<String>,
-    /// One row per step (`10s`, `1m`): each signal's mean over the step; by default every
-    /// sample.
+    /// One row per step (`10s`, `1m`): each signal's mean over the step, and its lowest and
+    /// highest where they differ (`min`, `max`); by default every sample.
     step: Option<String>,
 }
 
@@ -220,8 +225,8 @@ pub(crate) struct Chunks {
     next_block: Option<usize>,
     /// Rows written so far (for the commas).
     rows: u64,
-    /// The step being averaged: its start, and per wanted column the sum and count.
-    bucket: Option<(i64, Vec<(f64, u32)>)>,
+    /// The step being summed up: its start, and each wanted column's values in it.
+    bucket: Option<(i64, Vec<StepValues>)>,
     done: bool,
     /// The history request's permit, held while the answer is written.
     _permit: Option<OwnedSemaphorePermit>,
@@ -268,7 +273,9 @@ impl Chunks {
         text.into_bytes()
     }
 
-    fn write_row(
+    /// Writes a row: `{"t": time, "name": value, ...` without its closing brace (a step's row
+    /// adds its `min` and `max` first).
+    fn open_row(
         &mut self,
         out: &mut Vec<u8>,
         time: i64,
@@ -280,26 +287,48 @@ impl Chunks {
         self.rows += 1;
         out.extend_from_slice(b"{\"t\":");
         out.extend_from_slice(time.to_string().as_bytes());
-        for (index, value) in values {
-            let Some(value) = value.filter(|v| v.is_finite()) else {
-                continue;
-            };
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(columns::name(index).as_bytes());
-            out.extend_from_slice(b"\":");
-            out.extend_from_slice(Value::from(value).to_string().as_bytes());
-        }
-        out.push(b'}');
+        write_values(out, values);
     }
 
     fn flush_bucket(&mut self, out: &mut Vec<u8>) {
-        if let Some((start, sums)) = self.bucket.take() {
+        if let Some((start, step)) = self.bucket.take() {
             let columns = self.request.columns.clone();
-            let values = columns
-                .into_iter()
-                .zip(sums)
-                .map(|(index, (sum, n))| (index, (n > 0).then(|| sum / f64::from(n))));
-            self.write_row(out, start, values);
+            self.open_row(
+                out,
+                start,
+                columns
+                    .iter()
+                    .zip(&step)
+                    .map(|(&i, values)| (i, values.mean())),
+            );
+            // Only the signals that moved within the step: at a step no shorter than the
+            // interval (one sample a step) the row is as small as without them.
+            let moved = || {
+                columns
+                    .iter()
+                    .zip(&step)
+                    .filter(|(_, values)| values.min < values.max)
+            };
+            if moved().next().is_some() {
+                for (key, pick) in [
+                    ("min", StepValues::lowest as fn(&StepValues) -> f64),
+                    ("max", StepValues::highest),
+                ] {
+                    // `,"name":value...` with its first comma made the object's brace.
+                    let mut object = Vec::new();
+                    write_values(
+                        &mut object,
+                        moved().map(|(&i, values)| (i, Some(pick(values)))),
+                    );
+                    object[0] = b'{';
+                    out.extend_from_slice(b",\"");
+                    out.extend_from_slice(key.as_bytes());
+                    out.extend_from_slice(b"\":");
+                    out.extend_from_slice(&object);
+                    out.push(b'}');
+                }
+            }
+            out.push(b'}');
         }
     }
 
@@ -317,7 +346,8 @@ impl Chunks {
                 None => {
                     let columns = self.request.columns.clone();
                     let values = columns.into_iter().map(|index| (index, row.values[index]));
-                    self.write_row(&mut out, row.time, values);
+                    self.open_row(&mut out, row.time, values);
+                    out.push(b'}');
                 }
                 Some(step) => {
                     let step = step.as_millis().max(1) as i64;
@@ -326,13 +356,12 @@ impl Chunks {
                         self.flush_bucket(&mut out);
                     }
                     let wanted = self.request.columns.len();
-                    let (_, sums) = self
+                    let (_, step) = self
                         .bucket
-                        .get_or_insert_with(|| (start, vec![(0.0, 0); wanted]));
-                    for (slot, &index) in sums.iter_mut().zip(&self.request.columns) {
+                        .get_or_insert_with(|| (start, vec![StepValues::default(); wanted]));
+                    for (values, &index) in step.iter_mut().zip(&self.request.columns) {
                         if let Some(value) = row.values[index].filter(|v| v.is_finite()) {
-                            slot.0 += value;
-                            slot.1 += 1;
+                            values.add(value);
                         }
                     }
                 }
@@ -409,6 +438,61 @@ impl Iterator for Chunks {
                 Some(Bytes::from(self.tail()))
             }
         }
+    }
+}
+
+/// `,"name":value` for each value read (left out where absent or not finite).
+fn write_values(out: &mut Vec<u8>, values: impl Iterator<Item = (usize, Option<f64>)>) {
+    for (index, value) in values {
+        let Some(value) = value.filter(|v| v.is_finite()) else {
+            continue;
+        };
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(columns::name(index).as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(Value::from(value).to_string().as_bytes());
+    }
+}
+
+/// One signal's values within a step: what its row says (mean, lowest, highest).
+#[derive(Debug, Clone, Copy)]
+struct StepValues {
+    sum: f64,
+    count: u32,
+    min: f64,
+    max: f64,
+}
+
+impl Default for StepValues {
+    fn default() -> Self {
+        StepValues {
+            sum: 0.0,
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl StepValues {
+    fn add(&mut self, value: f64) {
+        self.sum += value;
+        self.count += 1;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    /// The mean, `None` when no sample of the step read the signal.
+    fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / f64::from(self.count))
+    }
+
+    fn lowest(&self) -> f64 {
+        self.min
+    }
+
+    fn highest(&self) -> f64 {
+        self.max
     }
 }
 

@@ -161,6 +161,50 @@ async fn a_step_averages_each_signal_over_its_samples() {
 }
 
 #[tokio::test]
+async fn a_spike_shorter_than_a_step_keeps_its_height_in_the_steps_max() {
+    // Four samples a second (250 ms apart) over three whole seconds: memory usage 0.5, but
+    // 0.95 for one sample (a spike of 250 ms) in the middle second.
+    let recorder = Recorder::new(&RecorderConfig::default());
+    let start = (SystemTime::now() - Duration::from_secs(100))
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        * 1000;
+    for i in 0..12u64 {
+        let mut snapshot = Snapshot::empty(UNIX_EPOCH + Duration::from_millis(start + i * 250));
+        snapshot.memory_usage_ratio = Some(if i == 6 { 0.95 } else { 0.5 });
+        snapshot.rss_bytes = Some(1_000_000);
+        recorder.record_sample(&snapshot, None);
+    }
+    let app = app(Some(recorder));
+    let (status, body) = get(
+        &app,
+        "/performance-metrics/history?since=10m&step=1s&signals=memory_usage,rss_bytes",
+        false,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let samples = body["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), 3, "{body}");
+    let spike = &samples[1];
+    assert_eq!(spike["t"], start + 1000, "{spike}");
+    assert_eq!(spike["max"], json!({"memory_usage": 0.95}), "{spike}");
+    assert_eq!(spike["min"], json!({"memory_usage": 0.5}), "{spike}");
+    let mean = (0.5 * 3.0 + 0.95) / 4.0;
+    assert!(
+        (spike["memory_usage"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "the mean stays under the signal's name: {spike}"
+    );
+    for calm in [&samples[0], &samples[2]] {
+        assert_eq!(
+            calm,
+            &json!({"t": calm["t"], "memory_usage": 0.5, "rss_bytes": 1_000_000.0}),
+            "a step whose values were all equal has no min or max"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_input_is_named_and_no_recording_is_404() {
     let (recorder, _) = recorder(&RecorderConfig::default());
     let app_with = app(Some(recorder));

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use super::ConfigArgs;
 use crate::config::{Config, LogConfig, LogFormat};
@@ -41,23 +43,32 @@ pub fn run(args: &ConfigArgs) -> Result<(), String> {
 
 fn init_logging(log: &LogConfig) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
-            .map_err(|e| format!("RUST_LOG = {directives:?}: {e}"))?,
-        _ => EnvFilter::try_new(&log.level)
-            .map_err(|e| format!("log.level = {:?}: {e}", log.level))?,
+        Ok(directives) if !directives.is_empty() => {
+            log_filter(&directives).map_err(|e| format!("RUST_LOG = {directives:?}: {e}"))?
+        }
+        _ => log_filter(&log.level).map_err(|e| format!("log.level = {:?}: {e}", log.level))?,
     };
+    // The builder filters at INFO by default: let every level through to `filter`.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(log_colour(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
             std::env::var_os("NO_COLOR"),
         ));
     match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.finish().with(filter).try_init(),
+        LogFormat::Json => builder.json().finish().with(filter).try_init(),
     }
     .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// A log filter written as `RUST_LOG` and `log.level` are: a level (`warn`), and targets with
+/// their level (`info,perfpilot::recorder=debug`). tracing's `Targets`, not its `EnvFilter`:
+/// span and field filters are not needed here, and `EnvFilter`'s regular expressions would add
+/// about 200 KB of code to the binary (code pages are most of an idle agent's RSS).
+fn log_filter(directives: &str) -> Result<Targets, String> {
+    directives.parse::<Targets>().map_err(|e| e.to_string())
 }
 
 /// Whether log lines get ANSI colours: only on a terminal, and not when `NO_COLOR` is set to
@@ -80,10 +91,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     } else {
         None
     };
-    let agent = Agent::with_config(config)
-        .config_source(source)
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    let agent = start_agent(config, source)?;
     hangup.serve(agent.reloader(), agent.shutdown_token());
     match listener {
         Some(listener) => {
@@ -106,6 +114,28 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), String> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Builds and starts the agent on a short-lived thread inside the runtime. Building it
+/// (strategies, sampler, engine, recorder) takes about 60 KiB of stack once: on the main
+/// thread those pages would stay resident for the agent's whole life, while a thread that
+/// ends gives its stack back (glibc releases an exited thread's stack pages).
+fn start_agent(config: Config, source: ConfigSource) -> Result<Agent, String> {
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("perfpilot-start".into())
+            .spawn_scoped(scope, move || {
+                let _inside = runtime.enter();
+                Agent::with_config(config)
+                    .config_source(source)
+                    .spawn()
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment it is installed, so a signal

@@ -12,7 +12,7 @@ use super::Problem;
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// One of [`LogConfig::LEVELS`], or a filter directive containing `=` such as
-    /// `"info,perfpilot=debug"` (passed to tracing's `EnvFilter` as is); by default `"info"`.
+    /// `"info,perfpilot=debug"` (tracing's `Targets` syntax: targets and levels, no span or field filters); by default `"info"`.
     /// Legacy variable `LOG_LEVEL`.
     pub level: String,
     /// Line format; by default [`LogFormat::Text`].
