@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::trigger::trend::theil_sen;
+use crate::trigger::trend::{median, theil_sen};
 
 /// The last few readings of a signal, their short-horizon slope, and a thinned history of the
 /// last [`Rise::HISTORY_SPAN`] that tells how long the rise has lasted.
@@ -135,10 +135,28 @@ impl Rise {
             return None;
         }
         let (origin, _) = *self.points.front()?;
+        let seconds = |at: Instant| at.saturating_duration_since(origin).as_secs_f64();
+        if self.points.len() <= Self::DEFAULT_POINTS {
+            // The default window, read at every poll of an armed watch: its at most 10
+            // pairwise slopes on the stack, their median as `theil_sen` takes it, without the
+            // allocations of its incremental band (which pays off on long windows only).
+            let mut slopes = [0.0; Self::DEFAULT_POINTS * (Self::DEFAULT_POINTS - 1) / 2];
+            let mut count = 0;
+            for (i, &(t1, v1)) in self.points.iter().enumerate() {
+                for &(t2, v2) in self.points.iter().skip(i + 1) {
+                    let (t1, t2) = (seconds(t1), seconds(t2));
+                    if t2 != t1 {
+                        slopes[count] = (v2 - v1) / (t2 - t1);
+                        count += 1;
+                    }
+                }
+            }
+            return median(&mut slopes[..count]).filter(|s| s.is_finite());
+        }
         let points: Vec<(f64, f64)> = self
             .points
             .iter()
-            .map(|&(at, value)| (at.saturating_duration_since(origin).as_secs_f64(), value))
+            .map(|&(at, value)| (seconds(at), value))
             .collect();
         theil_sen(&points)
             .map(|fit| fit.slope)
@@ -385,6 +403,38 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    /// The small-window path gives the bits `theil_sen` gives over the same readings: a
+    /// steady rise, a step, a wild reading, a fall, and two readings at one instant.
+    #[test]
+    fn the_default_window_slope_is_theil_sens_to_the_bit() {
+        use crate::trigger::trend::theil_sen;
+        let start = Instant::now();
+        let windows: [&[(u64, f64)]; 6] = [
+            &[(0, 0.1), (20, 0.2), (40, 0.3), (60, 0.4), (80, 0.5)],
+            &[(0, 0.1), (20, 0.1), (40, 0.12), (60, 0.12), (80, 0.12)],
+            &[(0, 0.3), (20, 0.31), (40, 0.9), (60, 0.33), (80, 0.34)],
+            &[(0, 0.5), (21, 0.45), (39, 0.41), (62, 0.38), (80, 0.2)],
+            &[(0, 0.5), (20, 0.6), (20, 0.7), (40, 0.8)],
+            &[(0, 0.5), (20, 0.6), (45, 0.62)],
+        ];
+        for window in windows {
+            let mut rise = Rise::default();
+            for &(ms, value) in window {
+                rise.push(start + Duration::from_millis(ms), value);
+            }
+            let points: Vec<(f64, f64)> = window
+                .iter()
+                .map(|&(ms, value)| (ms as f64 / 1000.0, value))
+                .collect();
+            let want = theil_sen(&points).map(|fit| fit.slope);
+            assert_eq!(
+                rise.slope().map(f64::to_bits),
+                want.map(f64::to_bits),
+                "{window:?}"
+            );
+        }
     }
 
     #[test]

@@ -329,11 +329,6 @@ impl WatchHandle {
         lock(&self.shared.reactions).insert(budget.to_owned(), reaction);
     }
 
-    /// The reactions the engine published, by budget.
-    fn reactions(&self) -> BTreeMap<String, Reaction> {
-        lock(&self.shared.reactions).clone()
-    }
-
     /// The reaction the engine published for `budget`.
     pub fn reaction(&self, budget: &str) -> Option<Reaction> {
         lock(&self.shared.reactions).get(budget).copied()

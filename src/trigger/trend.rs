@@ -88,7 +88,7 @@ fn intercept(
 }
 
 /// The median of `values` (reordered), as a full sort by [`f64::total_cmp`] would give it.
-fn median(values: &mut [f64]) -> Option<f64> {
+pub(crate) fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }

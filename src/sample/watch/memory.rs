@@ -2,7 +2,6 @@
 //! working set (usage less inactive file cache, as the full sample's `memory_usage`),
 //! compared with the thresholds.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use tracing::{debug, info, warn};
 use super::arming::{Arming, Cadence, Headroom, ARMED_PERIOD, WORST_CASE_BYTES_PER_SECOND};
 use super::kernel::Notifications;
 use super::{MemoryProbe, ProbeSlot, Stop, WatchHandle, WatchMode, WatchSpec, REARM_RATIO};
-use crate::budget::urgency::{assess, Line, Reaction, Rise};
+use crate::budget::urgency::{assess, Line, Rise};
 use crate::sample::procfs::{self, ProcFile};
 use crate::sys::{self, PollFor};
 
@@ -172,7 +171,6 @@ impl Poller {
                     polled.urgent.iter_mut().for_each(|urgent| *urgent = false);
                 }
             }
-            let reactions = handle.reactions();
             let mut next: Option<Instant> = None;
             for index in 0..self.watched.len() {
                 let polled = &self.watched[index];
@@ -186,7 +184,7 @@ impl Poller {
                         WatchMode::Poll
                     };
                     if let Some(value) = value {
-                        self.judge(index, now, value, how, &reactions, handle);
+                        self.judge(index, now, value, how, handle);
                     }
                     let polled = &mut self.watched[index];
                     polled.next = polled.read_between_samples().then(|| now + polled.period());
@@ -217,7 +215,6 @@ impl Poller {
         now: Instant,
         value: f64,
         how: WatchMode,
-        reactions: &BTreeMap<String, Reaction>,
         handle: &WatchHandle,
     ) {
         let kill_line = self.probe.cgroup.is_some();
@@ -236,7 +233,8 @@ impl Poller {
         };
         let period = polled.period();
         for (budget, urgent) in polled.spec.budgets.iter().zip(polled.urgent.iter_mut()) {
-            let Some(reaction) = reactions.get(&budget.name) else {
+            // Looked up by name under the lock, not copied out: this runs at every read.
+            let Some(reaction) = handle.reaction(&budget.name) else {
                 continue;
             };
             // Extrapolated toward the limit only as far as the rise has lasted.
@@ -483,6 +481,7 @@ mod tests {
     use super::super::arming::{ArmReason, CALM_PERIOD};
     use super::super::SampleReading;
     use super::*;
+    use crate::budget::urgency::Reaction;
 
     /// A memory thread's poller over one spec, fed full samples at times the test picks
     /// (a hand-moved clock), taken in through the entry the thread uses
