@@ -9,14 +9,23 @@
 //! name that no longer exists (the code changed) is skipped silently: the layout degrades
 //! gracefully until the list is written again.
 //!
-//! Only for release builds on x86_64 Linux with glibc, where rustc links with its own lld.
+//! Only for release builds on x86_64 Linux with glibc, where rustc links with its own lld
+//! (the default since Rust 1.90), and only while the linker is that default: a build that
+//! chooses its own (`-C linker-features=-lld`, `-C linker=…`, `-fuse-ld=…`, a configured
+//! `linker`) is linked as the compiler lays it out, since GNU ld refuses the option.
 
 fn main() {
     const ORDER: &str = "build/text-order.txt";
     println!("cargo::rerun-if-changed={ORDER}");
     println!("cargo::rerun-if-changed=build.rs");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
-    if var("PROFILE") == "release" && var("TARGET") == "x86_64-unknown-linux-gnu" {
+    println!("cargo::rerun-if-env-changed=RUSTC_LINKER");
+    let flags = var("CARGO_ENCODED_RUSTFLAGS");
+    let own_linker = ["linker", "fuse-ld", "link-self-contained"]
+        .iter()
+        .any(|setting| flags.contains(setting))
+        || !var("RUSTC_LINKER").is_empty();
+    if var("PROFILE") == "release" && var("TARGET") == "x86_64-unknown-linux-gnu" && !own_linker {
         let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join(ORDER);
         println!(
             "cargo::rustc-link-arg-bin=perfpilot=-Wl,--symbol-ordering-file={}",
