@@ -647,43 +647,63 @@ mod tests {
         assert_eq!(watch.poller.watched[0].period(), every);
     }
 
-    /// A budget's signal rising fast, still under its goal: the slope of the watch's reads
-    /// puts the limit nearer than the reaction the engine published, and the watch wakes the
-    /// engine (once) for urgency before any threshold is crossed.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_steep_rise_wakes_the_engine_for_urgency_before_the_goal() {
+    /// A fast watch on a cgroup v1 stand-in in a temporary directory: usage `usage` bytes of
+    /// `limit`, no page cache, read every `every_ms` ms against `thresholds`, with one budget
+    /// "memory" at `budget_limit` whose reaction needs 100 ms and a 2 s settle. Returns the
+    /// directory (kept alive), the usage file to move, and the watch.
+    fn cgroup_watch(
+        usage: u64,
+        limit: u64,
+        thresholds: &[f64],
+        every_ms: u64,
+        budget_limit: f64,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        super::super::FastWatch,
+    ) {
         use super::super::{FastWatch, WatchedBudget};
         use crate::sample::cgroup::MemoryCgroup;
         use perfpilot_strategies::Signal;
         let dir = tempfile::tempdir().unwrap();
-        let usage = dir.path().join("memory.usage_in_bytes");
-        std::fs::write(&usage, "1000\n").unwrap();
+        let usage_file = dir.path().join("memory.usage_in_bytes");
+        std::fs::write(&usage_file, format!("{usage}\n")).unwrap();
         std::fs::write(dir.path().join("memory.stat"), "total_inactive_file 0\n").unwrap();
         let slot = ProbeSlot::default();
         slot.publish(MemoryProbe {
             statm: None,
             cgroup: Some(MemoryCgroup::V1(dir.path().to_owned())),
-            limit_bytes: Some(10_000),
+            limit_bytes: Some(limit),
             pressure_dir: None,
         });
         let watch = FastWatch::start(
             vec![WatchSpec {
                 signal: Signal::MemoryUsage,
-                thresholds: vec![0.8, 0.95],
-                interval: Some(Duration::from_millis(5)),
+                thresholds: thresholds.to_vec(),
+                interval: Some(Duration::from_millis(every_ms)),
                 budgets: vec![WatchedBudget {
                     name: "memory".to_owned(),
-                    limit: 0.95,
+                    limit: budget_limit,
                 }],
             }],
             slot,
         )
         .expect("a spec to watch");
-        let handle = watch.handle();
-        handle.publish_reaction(
+        watch.handle().publish_reaction(
             "memory",
             Reaction::new(Duration::from_millis(100), Duration::from_secs(2)),
         );
+        (dir, usage_file, watch)
+    }
+
+    /// A budget's signal rising fast, still under its goal: the slope of the watch's reads
+    /// puts the limit nearer than the reaction the engine published, and the watch wakes the
+    /// engine (once) for urgency before any threshold is crossed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steep_rise_wakes_the_engine_for_urgency_before_the_goal() {
+        use perfpilot_strategies::Signal;
+        let (_dir, usage, watch) = cgroup_watch(1000, 10_000, &[0.8, 0.95], 5, 0.95);
+        let handle = watch.handle();
         let woken = handle.woken();
         // 0.1 → 0.5 of the limit in steps of 0.05 every 10 ms: 5 per second, the limit
         // about 0.1 s away, against more than 2 s needed. Never past the goal (0.8).
@@ -758,39 +778,10 @@ mod tests {
     /// over the 0.5 s a 2 s extrapolation needs the rise is 2 MiB. No urgency wake.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_2_mib_step_far_below_the_limit_does_not_wake_the_engine_for_urgency() {
-        use super::super::{FastWatch, WatchedBudget};
-        use crate::sample::cgroup::MemoryCgroup;
         use perfpilot_strategies::Signal;
         const MIB: u64 = 1 << 20;
-        let dir = tempfile::tempdir().unwrap();
-        let usage = dir.path().join("memory.usage_in_bytes");
-        std::fs::write(&usage, format!("{}\n", 30 * MIB)).unwrap();
-        std::fs::write(dir.path().join("memory.stat"), "total_inactive_file 0\n").unwrap();
-        let slot = ProbeSlot::default();
-        slot.publish(MemoryProbe {
-            statm: None,
-            cgroup: Some(MemoryCgroup::V1(dir.path().to_owned())),
-            limit_bytes: Some(96 * MIB),
-            pressure_dir: None,
-        });
-        let watch = FastWatch::start(
-            vec![WatchSpec {
-                signal: Signal::MemoryUsage,
-                thresholds: vec![0.8, 1.0],
-                interval: Some(Duration::from_millis(20)),
-                budgets: vec![WatchedBudget {
-                    name: "memory".to_owned(),
-                    limit: 1.0,
-                }],
-            }],
-            slot,
-        )
-        .expect("a spec to watch");
+        let (_dir, usage, watch) = cgroup_watch(30 * MIB, 96 * MIB, &[0.8, 1.0], 20, 1.0);
         let handle = watch.handle();
-        handle.publish_reaction(
-            "memory",
-            Reaction::new(Duration::from_millis(100), Duration::from_secs(2)),
-        );
         let reads_past = |count: u64, what: &str| {
             let deadline = Instant::now() + Duration::from_secs(10);
             while handle.status().reads < count {
