@@ -35,6 +35,7 @@
 
 mod adaptive;
 pub mod config;
+pub mod cost;
 mod decision;
 pub mod guard;
 pub mod urgency;
@@ -54,6 +55,7 @@ use crate::trigger::trend::Window;
 #[cfg(test)]
 pub(crate) use adaptive::FIRST_RUN_LATENCY;
 use adaptive::{Adaptive, Track};
+use cost::{RungCost, RungCostView, ServiceReadings};
 use urgency::Line;
 use verdict::Verdict;
 
@@ -215,6 +217,8 @@ struct Rung {
     skipped_episodes: u32,
     /// Its last measured latency (start to finish).
     latency: Option<Duration>,
+    /// What its runs cost the target.
+    cost: RungCost,
 }
 
 impl Rung {
@@ -320,6 +324,7 @@ impl Budget {
                     recent: VecDeque::new(),
                     skipped_episodes: 0,
                     latency: None,
+                    cost: RungCost::default(),
                 })
                 .collect(),
             config,
@@ -483,6 +488,26 @@ impl Budget {
     /// [`Note::Judged`] of this sample belongs to.
     pub fn latest_episode(&self) -> u64 {
         self.episodes
+    }
+
+    /// A judged run of `rung`: the target's readings in the sample it started from and in
+    /// the one that judged it, for the rung's cost.
+    pub fn note_run_cost(&mut self, rung: usize, before: ServiceReadings, after: ServiceReadings) {
+        if let Some(rung) = self.rungs.get_mut(rung) {
+            rung.cost.note_change(before, after);
+        }
+    }
+
+    /// A finished run of `rung` reported `report`: its cost fields add to the rung's cost
+    /// ([`cost::reported_costs`]).
+    pub fn note_reported_cost(
+        &mut self,
+        rung: usize,
+        report: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        if let Some(rung) = self.rungs.get_mut(rung) {
+            rung.cost.note_report(report);
+        }
     }
 
     /// The rung running, if any (until [`Budget::finished`]).
@@ -927,6 +952,7 @@ impl Budget {
                     latency_ms: rung.latency.map(|l| l.as_secs_f64() * 1000.0),
                     runs_per_minute: minutes.map(|m| rung.runs as f64 / m),
                     skipped: rung.ineffective(self.config.skip_after),
+                    cost: rung.cost.view(),
                 })
                 .collect(),
         }
@@ -1044,6 +1070,9 @@ pub struct RungView {
     pub runs_per_minute: Option<f64>,
     /// Skipped for now: no help in its last `skip_after` runs.
     pub skipped: bool,
+    /// What its runs cost the target: the change in p99 latency and error rate across a
+    /// judged run, and what the hook reported it dropped.
+    pub cost: RungCostView,
 }
 
 /// The note for a move of the guard band.

@@ -876,6 +876,50 @@ mod tests {
         assert!(!text.contains(r#"cadence="armed""#), "{text}");
     }
 
+    /// Each rung's cost: the mean change in p99 and error rate in base units, absent for a
+    /// rung with no latency reading (not 0), and the hook's reported cost as a counter by
+    /// field.
+    #[test]
+    fn each_rungs_cost_is_a_series_per_budget_and_rung() {
+        use crate::budget::cost::ServiceReadings;
+        use crate::budget::{Budget, BudgetConfig};
+        let telemetry = Telemetry::new("w");
+        let config = BudgetConfig::new(
+            perfpilot_strategies::Signal::MemoryUsage,
+            0.8,
+            1.0,
+            &["purge", "drop"],
+        );
+        let mut budget = Budget::new("memory", config, vec!["purge".into(), "drop".into()]);
+        let at = |p99_ms, error_rate| ServiceReadings {
+            p99_ms: Some(p99_ms),
+            error_rate: Some(error_rate),
+        };
+        budget.note_run_cost(1, at(10.0, 0.0), at(40.0, 0.25));
+        let report = serde_json::json!({"status": 200, "response": {"sessions_dropped": 7}});
+        budget.note_reported_cost(1, report.as_object().unwrap());
+        budget.note_reported_cost(1, report.as_object().unwrap());
+        telemetry.observe_budget(&budget.view(std::time::Instant::now()));
+        let text = telemetry.encode_prometheus_text().unwrap();
+        let drop = r#"{worker="w",budget="memory",rung="1",strategy="drop"}"#;
+        for line in [
+            format!("perfpilot_budget_rung_mean_p99_change_seconds{drop} 0.03\n"),
+            format!("perfpilot_budget_rung_mean_error_rate_change{drop} 0.25\n"),
+            r#"perfpilot_budget_rung_reported_cost_total{worker="w",budget="memory",rung="1",strategy="drop",field="sessions_dropped"} 14.0"#.to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+        assert!(
+            !text.contains(r#"perfpilot_budget_rung_mean_p99_change_seconds{worker="w",budget="memory",rung="0""#),
+            "purge has no latency reading: absent, not 0:\n{text}"
+        );
+        assert!(
+            text.contains("# TYPE perfpilot_budget_rung_reported_cost_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("field=\"status\""), "{text}");
+    }
+
     #[test]
     fn absent_signals_are_left_out_and_present_ones_use_base_units() {
         let telemetry = Telemetry::new("edge-1");

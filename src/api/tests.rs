@@ -1014,3 +1014,102 @@ async fn metrics_and_openapi_describe_budgets() {
     }
     assert!(schemas["BudgetStep"]["properties"]["why"].is_object());
 }
+
+/// Memory above the goal with p99 at 10 ms until [`DropSessions`] ran; from then on memory
+/// back under the goal and p99 at 40 ms, 2 % of requests failing.
+struct SlowerAfterTheDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl SignalSource for SlowerAfterTheDrop {
+    fn sample(&mut self) -> Snapshot {
+        let first = !self.0.load(std::sync::atomic::Ordering::SeqCst);
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.memory_usage_ratio = Some(if first { 0.9 } else { 0.5 });
+        let p99_ms = if first { 10.0 } else { 40.0 };
+        snapshot.latency = Some(perfpilot_strategies::LatencyStats {
+            mean_ms: p99_ms / 4.0,
+            p50_ms: p99_ms / 4.0,
+            p95_ms: p99_ms / 2.0,
+            p99_ms,
+        });
+        snapshot.error_rate = Some(if first { 0.0 } else { 0.02 });
+        snapshot
+    }
+}
+
+/// A rung that says, as the demo's `/admin/sessions/drop` does, how many sessions it dropped.
+#[derive(Debug)]
+struct DropSessions(Arc<std::sync::atomic::AtomicBool>);
+
+#[async_trait]
+impl Strategy for DropSessions {
+    fn name(&self) -> &str {
+        "drop-sessions"
+    }
+
+    async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(Outcome::acted("dropped").with("response", json!({"sessions_dropped": 5})))
+    }
+}
+
+#[tokio::test]
+async fn a_budgets_rung_view_shows_what_its_runs_cost() {
+    let mut config =
+        crate::budget::BudgetConfig::new(Signal::MemoryUsage, 0.8, 1.0, &["drop-sessions"]);
+    config.settle = Duration::ZERO;
+    let interval = Duration::from_millis(20);
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (handle, _task) = engine::spawn(
+        EngineSettings {
+            interval: IntervalControl::new(interval, interval),
+            worker: "4242".to_owned(),
+            budgets: vec![("memory".to_owned(), config)],
+            rung_only: vec!["drop-sessions".to_owned()],
+            ..EngineSettings::for_tests()
+        },
+        vec![Registered {
+            strategy: Arc::new(DropSessions(Arc::clone(&dropped))),
+            trigger: TriggerSpec::new(Signal::MemoryUsage, 0.99),
+        }],
+        Arc::new(Registry::default()),
+        Box::new(SlowerAfterTheDrop(dropped)),
+        CancellationToken::new(),
+    );
+    let app = router(handle, ApiSettings::new(json!(4242)));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let cost = loop {
+        let (_, body) = send(&app, get("/performance-metrics")).await;
+        let rung = &body["budgets"][0]["rungs"][0];
+        if rung["judged"] == 1 {
+            break rung["cost"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rung's run judged within {WAIT:?}: {body}"
+        );
+        tokio::time::sleep(interval).await;
+    };
+    assert_eq!(cost["latencyRuns"], 1, "{cost}");
+    assert_eq!(cost["meanP99ChangeMs"], 30.0, "{cost}");
+    assert_eq!(cost["meanErrorRateChange"], 0.02, "{cost}");
+    assert_eq!(cost["latency"], "measured over 1 judged run", "{cost}");
+    assert_eq!(cost["reported"], json!({"sessions_dropped": 5.0}), "{cost}");
+
+    let (_, doc) = send(&app, get("/openapi.json")).await;
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["RungView"]["properties"]["cost"].is_object(),
+        "{}",
+        schemas["RungView"]
+    );
+    let cost = &schemas["RungCostView"]["properties"];
+    for key in [
+        "latencyRuns",
+        "meanP99ChangeMs",
+        "meanErrorRateChange",
+        "latency",
+        "reported",
+    ] {
+        assert!(cost[key].is_object(), "RungCostView.{key} missing: {cost}");
+    }
+}

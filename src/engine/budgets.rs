@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{BudgetSlot, Engine, ResetError, Slot};
+use crate::budget::cost::ServiceReadings;
 use crate::budget::{Budget, BudgetConfig, Note, ReactionTuning, RungRun};
 use crate::events::Event;
 
@@ -43,6 +44,7 @@ pub(super) fn build_budgets(
         budgets.push(BudgetSlot {
             budget: Budget::new(name.clone(), config.clone(), ladder).with_reaction(reaction),
             rungs,
+            cost_before: None,
         });
     }
     budgets
@@ -122,15 +124,45 @@ impl Engine {
                     ..
                 } = note
                 {
+                    self.note_run_cost(index, episode, *rung, *helped, snapshot);
                     self.judge_rung_record(index, episode, *rung, *helped, *after);
                 }
             }
             if let Some(run) = step.run {
-                runs.push((index, self.budgets[index].rungs[run.rung], run));
+                let slot = &mut self.budgets[index];
+                slot.cost_before = Some((run.episode, run.rung, ServiceReadings::of(snapshot)));
+                runs.push((index, slot.rungs[run.rung], run));
             }
         }
         self.publish_reactions();
         runs
+    }
+
+    /// A judged run of `budget`'s `rung` in `episode`: its cost is the change in the target's
+    /// readings from the sample it started from to `judging`. A run not learned from (a dry
+    /// run: `helped` unknown) cost nothing.
+    fn note_run_cost(
+        &mut self,
+        budget: usize,
+        episode: u64,
+        rung: usize,
+        helped: Option<bool>,
+        judging: &Snapshot,
+    ) {
+        let Some(slot) = self.budgets.get_mut(budget) else {
+            return;
+        };
+        let Some((ran_in, ran, before)) = slot.cost_before else {
+            return;
+        };
+        if (ran_in, ran) != (episode, rung) {
+            return;
+        }
+        slot.cost_before = None;
+        if helped.is_some() {
+            slot.budget
+                .note_run_cost(rung, before, ServiceReadings::of(judging));
+        }
     }
 
     /// Tells the fast watch the reaction time each adaptive budget needs (its next rung's
@@ -247,6 +279,18 @@ impl Engine {
         }
     }
 
+    /// A budget's rung finished with `report`: its cost fields add to the rung's cost.
+    pub(super) fn rung_reported(
+        &mut self,
+        budget: usize,
+        rung: usize,
+        report: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        if let Some(slot) = self.budgets.get_mut(budget) {
+            slot.budget.note_reported_cost(rung, report);
+        }
+    }
+
     /// After a reload: the budgets of the new settings over the new strategy slots; a budget
     /// that keeps its name and its configuration keeps its episode, history and learning.
     pub(super) fn rebuild_budgets(&mut self) {
@@ -259,7 +303,9 @@ impl Engine {
                     && old.budget.config() == budget.budget.config()
                     && old.budget.reaction() == budget.budget.reaction()
             }) {
-                budget.budget = previous.swap_remove(index).budget;
+                let kept = previous.swap_remove(index);
+                budget.budget = kept.budget;
+                budget.cost_before = kept.cost_before;
             }
         }
         self.budgets = budgets;

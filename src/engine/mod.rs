@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::cost::ServiceReadings;
 use crate::budget::{Budget, BudgetConfig, ReactionTuning};
 use crate::events::Event;
 use crate::history::{BudgetStep, History, OptimizationRecord, Prediction};
@@ -307,6 +308,9 @@ pub(crate) fn spawn_on(
 struct BudgetSlot {
     budget: Budget,
     rungs: Vec<usize>,
+    /// The run waiting for its verdict: its episode, its rung and the target's readings in
+    /// the sample it started from (what its cost is measured from).
+    cost_before: Option<(u64, usize, ServiceReadings)>,
 }
 
 struct Slot {
@@ -391,6 +395,8 @@ fn round(value: f64) -> f64 {
 mod budget_tests;
 #[cfg(test)]
 mod clock_tests;
+#[cfg(test)]
+mod cost_tests;
 #[cfg(test)]
 mod test_memory;
 #[cfg(test)]

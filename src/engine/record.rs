@@ -28,6 +28,9 @@ impl Engine {
                     if let Some((budget, step)) = &run.planned.budget {
                         let acted = run.result.as_ref().is_ok_and(|outcome| outcome.acted);
                         self.rung_finished(*budget, step.rung, Some(acted));
+                        if let Ok(outcome) = &run.result {
+                            self.rung_reported(*budget, step.rung, &outcome.report);
+                        }
                     }
                     let record = self.record(run, false);
                     if record.kind == RunKind::Automatic {

@@ -27,6 +27,9 @@ pub(super) struct BudgetMetrics {
     rung_relief: Gauges,
     rung_rate: Gauges,
     rung_latency: Gauges,
+    rung_p99_change: Gauges,
+    rung_error_rate_change: Gauges,
+    rung_reported_cost: FloatCounters,
 }
 
 impl BudgetMetrics {
@@ -74,6 +77,11 @@ impl BudgetMetrics {
                 &m.rung_relief,
             ),
             (
+                "budget_rung_mean_error_rate_change",
+                "A rung's cost: the mean change in the target's error rate (0..1) from the sample before a run to the one that judged it (absent with no latency source)",
+                &m.rung_error_rate_change,
+            ),
+            (
                 "budget_rung_runs_per_minute",
                 "Runs of a rung per minute since the agent started: the price of the budget",
                 &m.rung_rate,
@@ -87,6 +95,17 @@ impl BudgetMetrics {
             "A rung's last measured latency, start to finish: part of the reaction time the budget's urgency allows for",
             Unit::Seconds,
             m.rung_latency.clone(),
+        );
+        registry.register_with_unit(
+            "budget_rung_mean_p99_change",
+            "A rung's cost: the mean change in the target's p99 request latency from the sample before a run to the one that judged it (positive: slower; absent with no latency source)",
+            Unit::Seconds,
+            m.rung_p99_change.clone(),
+        );
+        registry.register(
+            "budget_rung_reported_cost",
+            "A rung's cost as its hook reported it, summed over its runs, by report field (sessions_dropped, entries_removed: fields that say dropped, evicted, closed, removed, killed, rejected or lost; at most 8 per rung)",
+            m.rung_reported_cost.clone(),
         );
         registry.register(
             "budget_episodes",
@@ -160,9 +179,24 @@ impl BudgetMetrics {
             set(&self.rung_rate, labels.clone(), rung.runs_per_minute);
             set(
                 &self.rung_latency,
-                labels,
+                labels.clone(),
                 rung.latency_ms.map(|ms| ms / 1000.0),
             );
+            set(
+                &self.rung_p99_change,
+                labels.clone(),
+                rung.cost.mean_p99_change_ms.map(|ms| ms / 1000.0),
+            );
+            set(
+                &self.rung_error_rate_change,
+                labels.clone(),
+                rung.cost.mean_error_rate_change,
+            );
+            for (field, total) in &rung.cost.reported {
+                let mut labels = labels.clone();
+                labels.push(("field", field.clone()));
+                advance(&self.rung_reported_cost, &labels, *total);
+            }
         }
     }
 
