@@ -334,7 +334,7 @@ fn budget_rows(r: &Reader, document: &Value) -> String {
             let helped = r.get(rung, "helped").as_u64().unwrap_or(0);
             let _ = writeln!(
                 out,
-                "  {}. {:<24} runs {:>4}  helped {:>4}  mean relief {:>8}  {:>6}/min{}",
+                "  {}. {:<24} runs {:>4}  helped {:>4}  mean relief {:>8}  {:>6}/min{}{}",
                 index + 1,
                 r.get(rung, "strategy").as_str().unwrap_or("-"),
                 runs,
@@ -354,10 +354,49 @@ fn budget_rows(r: &Reader, document: &Value) -> String {
                 } else {
                     ""
                 },
+                if runs > 0 {
+                    rung_cost(r, r.get(rung, "cost"))
+                } else {
+                    String::new()
+                },
             );
         }
     }
     out
+}
+
+/// A rung's `cost` as the end of its line: the mean change in p99 and error rate across its
+/// judged runs (or "no latency source"), then what its hook reported dropping.
+fn rung_cost(r: &Reader, cost: &Value) -> String {
+    if cost.is_null() {
+        return String::new();
+    }
+    let mut parts = Vec::new();
+    match (
+        r.get(cost, "meanP99ChangeMs").as_f64(),
+        r.get(cost, "meanErrorRateChange").as_f64(),
+    ) {
+        (None, None) => parts.push(
+            r.get(cost, "latency")
+                .as_str()
+                .unwrap_or("no latency source")
+                .to_owned(),
+        ),
+        (p99, errors) => {
+            if let Some(ms) = p99 {
+                parts.push(format!("p99 {ms:+.1} ms"));
+            }
+            if let Some(share) = errors {
+                parts.push(format!("errors {:+.2} %", share * 100.0));
+            }
+        }
+    }
+    if let Some(reported) = r.get(cost, "reported").as_object() {
+        for (field, total) in reported {
+            parts.push(format!("{field} {}", total.as_f64().map_or(0.0, round)));
+        }
+    }
+    format!("  cost: {}", parts.join(", "))
 }
 
 /// `perfpilot optimize`: one line per strategy run.
@@ -739,7 +778,11 @@ mod tests {
                             {"strategy": "purge", "runs": 9, "judged": 9, "helped": 0,
                              "meanRelief": -0.01, "runsPerMinute": 0.5, "skipped": true},
                             {"strategy": "trim", "runs": 4, "judged": 3, "helped": 3,
-                             "meanRelief": 0.12, "runsPerMinute": 0.25, "skipped": false}]}],
+                             "meanRelief": 0.12, "runsPerMinute": 0.25, "skipped": false,
+                             "cost": {"latencyRuns": 3, "meanP99ChangeMs": 12.5,
+                                      "meanErrorRateChange": 0.004,
+                                      "latency": "measured over 3 judged runs",
+                                      "reported": {"entries_removed": 1200.0}}}]}],
         });
         let table = metrics(&document);
         let line = table.lines().find(|l| l.starts_with("memory   ")).unwrap();
@@ -753,6 +796,14 @@ mod tests {
         );
         let trim = table.lines().find(|l| l.contains("2. trim")).unwrap();
         assert!(trim.contains("3/3") && trim.contains("0.25/min"), "{trim}");
+        assert!(
+            trim.contains("cost: p99 +12.5 ms, errors +0.40 %, entries_removed 1200"),
+            "{trim}"
+        );
+        assert!(
+            !purge.contains("cost"),
+            "an older agent's rung: no cost: {purge}"
+        );
         assert!(!metrics(&json!({"budgets": []})).contains("BUDGET"));
     }
 
