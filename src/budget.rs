@@ -55,7 +55,7 @@ use crate::trigger::trend::Window;
 #[cfg(test)]
 pub(crate) use adaptive::FIRST_RUN_LATENCY;
 use adaptive::{Adaptive, Track};
-use cost::{RungCost, RungCostView, ServiceReadings};
+use cost::{RunReadings, RungCost, RungCostView};
 use urgency::Line;
 use verdict::Verdict;
 
@@ -490,11 +490,11 @@ impl Budget {
         self.episodes
     }
 
-    /// A judged run of `rung`: the target's readings in the sample it started from and in
-    /// the one that judged it, for the rung's cost.
-    pub fn note_run_cost(&mut self, rung: usize, before: ServiceReadings, after: ServiceReadings) {
+    /// A judged run of `rung`: the target's latency readings before and after it, for the
+    /// rung's cost.
+    pub fn note_run_cost(&mut self, rung: usize, readings: RunReadings) {
         if let Some(rung) = self.rungs.get_mut(rung) {
-            rung.cost.note_change(before, after);
+            rung.cost.note_change(readings);
         }
     }
 

@@ -881,7 +881,7 @@ mod tests {
     /// field.
     #[test]
     fn each_rungs_cost_is_a_series_per_budget_and_rung() {
-        use crate::budget::cost::ServiceReadings;
+        use crate::budget::cost::{RunReadings, ServiceReadings};
         use crate::budget::{Budget, BudgetConfig};
         let telemetry = Telemetry::new("w");
         let config = BudgetConfig::new(
@@ -895,7 +895,13 @@ mod tests {
             p99_ms: Some(p99_ms),
             error_rate: Some(error_rate),
         };
-        budget.note_run_cost(1, at(10.0, 0.0), at(40.0, 0.25));
+        budget.note_run_cost(
+            1,
+            RunReadings {
+                before: Some(at(10.0, 0.0)),
+                after: Some(at(40.0, 0.25)),
+            },
+        );
         let report = serde_json::json!({"status": 200, "response": {"sessions_dropped": 7}});
         budget.note_reported_cost(1, report.as_object().unwrap());
         budget.note_reported_cost(1, report.as_object().unwrap());

@@ -139,6 +139,24 @@ async fn the_webhook_brings_the_demo_back_under_its_budget() {
     );
     assert!(capacity_after < 1024 * MIB, "{trim}");
 
+    // The rung's cost: what the hook said it removed, summed over the rung's runs, and the
+    // change in the probe's p99 across them (or why it is not there).
+    let (_, metrics) = get_json(&agent.base, "/performance-metrics").await;
+    let rung = metrics["budgets"][0]["rungs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|rung| rung["strategy"] == trim["strategy"])
+        .unwrap_or_else(|| panic!("the trim's rung: {:#}", metrics["budgets"]));
+    let cost = &rung["cost"];
+    let removed = cost["reported"]["entries_removed"].as_f64().unwrap_or(0.0);
+    assert!(
+        removed >= response["entries_removed"].as_f64().unwrap(),
+        "the rung's cost counts its run's removed entries: {cost}"
+    );
+    assert!(cost["latency"].is_string(), "{cost}");
+    eprintln!("the trim rung's cost: {cost}");
+
     // With the load stopped, the demo ends up under its budget.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

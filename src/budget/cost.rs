@@ -2,8 +2,15 @@
 //! request latency p99 and error rate across each judged run (where the snapshot has a
 //! latency source: the probe, the embedded layer, a sidecar's latency feed), and what the
 //! hooks reported they dropped, evicted or closed.
+//!
+//! A latency source's window need not close at every sample (the probe's period is often
+//! longer than the interval), so a run's readings are the latest window that closed: before
+//! the run, the one that closed at or before the sample the run started from (at most
+//! [`MAX_READING_AGE`] old); after it, the latest that closed at the judging sample, if it
+//! closed after the run started.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use perfpilot_strategies::Snapshot;
 use serde::Serialize;
@@ -48,6 +55,85 @@ impl ServiceReadings {
     }
 }
 
+/// How old the latest latency reading may be to stand for the window before a run: 10 s.
+pub const MAX_READING_AGE: Duration = Duration::from_secs(10);
+
+impl ServiceReadings {
+    /// Whether either reading is there.
+    fn any(&self) -> bool {
+        self.p99_ms.is_some() || self.error_rate.is_some()
+    }
+}
+
+/// The readings one budget's runs are measured by: the latest latency window seen, and the
+/// run waiting for its verdict with the readings before it.
+#[derive(Debug, Clone, Default)]
+pub struct CostReadings {
+    latest: Option<(Instant, ServiceReadings)>,
+    run: Option<RunStart>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RunStart {
+    episode: u64,
+    rung: usize,
+    at: Instant,
+    before: ServiceReadings,
+}
+
+/// A judged run's readings: in the latest window before it and after it (`None` on a side
+/// with no window; both `None`: no latency source).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunReadings {
+    /// Before the run.
+    pub before: Option<ServiceReadings>,
+    /// After it, by the judging sample.
+    pub after: Option<ServiceReadings>,
+}
+
+impl CostReadings {
+    /// A sample at `now`: its latency window, if one closed in it, is the latest.
+    pub fn sample(&mut self, snapshot: &Snapshot, now: Instant) {
+        let readings = ServiceReadings::of(snapshot);
+        if readings.any() {
+            self.latest = Some((now, readings));
+        }
+    }
+
+    /// `rung` started in `episode` from the sample at `now` (after [`CostReadings::sample`]).
+    pub fn run_started(&mut self, episode: u64, rung: usize, now: Instant) {
+        let before = self
+            .latest
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= MAX_READING_AGE)
+            .map(|(_, readings)| readings)
+            .unwrap_or_default();
+        self.run = Some(RunStart {
+            episode,
+            rung,
+            at: now,
+            before,
+        });
+    }
+
+    /// `rung`'s run in `episode` was judged by the latest sample (after
+    /// [`CostReadings::sample`]): its readings, or `None` when that run is not the one
+    /// waiting.
+    pub fn judged(&mut self, episode: u64, rung: usize) -> Option<RunReadings> {
+        let run = self
+            .run
+            .filter(|r| (r.episode, r.rung) == (episode, rung))?;
+        self.run = None;
+        let after = self
+            .latest
+            .filter(|(at, _)| *at > run.at)
+            .map(|(_, readings)| readings);
+        Some(RunReadings {
+            before: run.before.any().then_some(run.before),
+            after,
+        })
+    }
+}
+
 /// A running mean.
 #[derive(Debug, Clone, Copy, Default)]
 struct Mean {
@@ -73,17 +159,24 @@ impl Mean {
 pub(super) struct RungCost {
     p99_change_ms: Mean,
     error_rate_change: Mean,
+    /// Judged runs with a latency reading on one side only.
+    unmatched: u64,
     reported: BTreeMap<String, f64>,
 }
 
 impl RungCost {
-    /// One judged run: the readings in the sample it started from and in the one that
-    /// judged it.
-    pub(super) fn note_change(&mut self, before: ServiceReadings, after: ServiceReadings) {
-        let change = |b: Option<f64>, a: Option<f64>| Some(a? - b?);
-        self.p99_change_ms.add(change(before.p99_ms, after.p99_ms));
-        self.error_rate_change
-            .add(change(before.error_rate, after.error_rate));
+    /// One judged run's readings before and after it.
+    pub(super) fn note_change(&mut self, readings: RunReadings) {
+        match (readings.before, readings.after) {
+            (Some(before), Some(after)) => {
+                let change = |b: Option<f64>, a: Option<f64>| Some(a? - b?);
+                self.p99_change_ms.add(change(before.p99_ms, after.p99_ms));
+                self.error_rate_change
+                    .add(change(before.error_rate, after.error_rate));
+            }
+            (None, None) => {}
+            _ => self.unmatched += 1,
+        }
     }
 
     /// One finished run's report: its cost fields ([`reported_costs`]) are added up.
@@ -104,10 +197,13 @@ impl RungCost {
             latency_runs: runs,
             mean_p99_change_ms: self.p99_change_ms.get(),
             mean_error_rate_change: self.error_rate_change.get(),
-            latency: if runs == 0 {
-                NO_LATENCY_SOURCE.to_owned()
-            } else {
-                format!("measured over {runs} judged run{}", plural(runs))
+            latency: match (runs, self.unmatched) {
+                (0, 0) => NO_LATENCY_SOURCE.to_owned(),
+                (0, unmatched) => format!(
+                    "no latency window before and after its run{} ({unmatched} judged)",
+                    plural(unmatched)
+                ),
+                (runs, _) => format!("measured over {runs} judged run{}", plural(runs)),
             },
             reported: self.reported.clone(),
         }
@@ -160,7 +256,8 @@ pub struct RungCostView {
     /// Mean change in the target's error rate (0..1) over the same windows; `null` with no
     /// latency source.
     pub mean_error_rate_change: Option<f64>,
-    /// "no latency source", or over how many judged runs the latency cost was measured.
+    /// "no latency source", over how many judged runs the latency cost was measured, or that
+    /// no latency window closed on both sides of a run (a probe slower than the runs).
     pub latency: String,
     /// What the hook reported it took away, summed over the rung's runs, by report field
     /// (`sessions_dropped`, `entries_removed`, `closed_idle`: numeric fields whose name says
@@ -213,25 +310,91 @@ mod tests {
     #[test]
     fn without_a_latency_source_the_cost_says_so_instead_of_zero() {
         let mut cost = RungCost::default();
-        cost.note_change(ServiceReadings::default(), ServiceReadings::default());
+        cost.note_change(RunReadings::default());
         let view = cost.view();
         assert_eq!(view.latency, NO_LATENCY_SOURCE);
         assert_eq!(view.mean_p99_change_ms, None);
         assert_eq!(view.latency_runs, 0);
+        // A source whose window did not close after the run: said, not 0 either.
+        cost.note_change(RunReadings {
+            before: Some(ServiceReadings {
+                p99_ms: Some(5.0),
+                error_rate: None,
+            }),
+            after: None,
+        });
+        let view = cost.view();
+        assert_eq!(view.mean_p99_change_ms, None);
+        assert_eq!(
+            view.latency,
+            "no latency window before and after its run (1 judged)"
+        );
     }
 
     #[test]
     fn the_latency_cost_is_the_mean_change_across_judged_runs() {
         let mut cost = RungCost::default();
-        let at = |p99_ms, error_rate| ServiceReadings {
-            p99_ms: Some(p99_ms),
-            error_rate: Some(error_rate),
+        let run = |before: (f64, f64), after: (f64, f64)| RunReadings {
+            before: Some(ServiceReadings {
+                p99_ms: Some(before.0),
+                error_rate: Some(before.1),
+            }),
+            after: Some(ServiceReadings {
+                p99_ms: Some(after.0),
+                error_rate: Some(after.1),
+            }),
         };
-        cost.note_change(at(10.0, 0.0), at(30.0, 0.02));
-        cost.note_change(at(10.0, 0.0), at(20.0, 0.0));
+        cost.note_change(run((10.0, 0.0), (30.0, 0.02)));
+        cost.note_change(run((10.0, 0.0), (20.0, 0.0)));
         let view = cost.view();
         assert_eq!(view.mean_p99_change_ms, Some(15.0));
         assert_eq!(view.mean_error_rate_change, Some(0.01));
         assert_eq!(view.latency, "measured over 2 judged runs");
+    }
+}
+
+#[cfg(test)]
+mod readings_tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn window(p99_ms: Option<f64>) -> Snapshot {
+        let mut snapshot = Snapshot::empty(SystemTime::now());
+        snapshot.latency = p99_ms.map(|p99_ms| perfpilot_strategies::LatencyStats {
+            mean_ms: p99_ms,
+            p50_ms: p99_ms,
+            p95_ms: p99_ms,
+            p99_ms,
+        });
+        snapshot
+    }
+
+    /// A probe every second, a sample every 500 ms: half the samples close no window. A run
+    /// is measured by the latest window before it and the latest after it.
+    #[test]
+    fn a_probe_slower_than_the_samples_still_measures_each_run() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut readings = CostReadings::default();
+        readings.sample(&window(Some(10.0)), at(0));
+        readings.sample(&window(None), at(500));
+        readings.run_started(1, 0, at(500));
+        readings.sample(&window(Some(40.0)), at(1000));
+        readings.sample(&window(None), at(1500));
+        let run = readings.judged(1, 0).expect("the run waiting");
+        assert_eq!(run.before.and_then(|r| r.p99_ms), Some(10.0));
+        assert_eq!(run.after.and_then(|r| r.p99_ms), Some(40.0));
+        assert_eq!(readings.judged(1, 0), None, "judged once");
+
+        // No window since the run started: nothing after it, not the window before.
+        readings.run_started(1, 1, at(1500));
+        readings.sample(&window(None), at(2000));
+        let run = readings.judged(1, 1).unwrap();
+        assert!(run.before.is_some() && run.after.is_none(), "{run:?}");
+
+        // A window older than MAX_READING_AGE does not stand for the one before a run.
+        readings.run_started(2, 0, at(1000) + MAX_READING_AGE + Duration::from_millis(1));
+        assert_eq!(readings.judged(2, 0).unwrap().before, None);
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{BudgetSlot, Engine, ResetError, Slot};
-use crate::budget::cost::ServiceReadings;
+use crate::budget::cost::CostReadings;
 use crate::budget::{Budget, BudgetConfig, Note, ReactionTuning, RungRun};
 use crate::events::Event;
 
@@ -44,7 +44,7 @@ pub(super) fn build_budgets(
         budgets.push(BudgetSlot {
             budget: Budget::new(name.clone(), config.clone(), ladder).with_reaction(reaction),
             rungs,
-            cost_before: None,
+            cost: CostReadings::default(),
         });
     }
     budgets
@@ -110,6 +110,7 @@ impl Engine {
             slot.budget
                 .note_watch_slope(watch_slopes.get(index).copied().flatten());
             let value = snapshot.signal(signal);
+            slot.cost.sample(snapshot, now.into_std());
             slot.budget.at_wall(now.into_std(), self.latest_at);
             let episode = slot.budget.latest_episode();
             let step = slot
@@ -124,13 +125,13 @@ impl Engine {
                     ..
                 } = note
                 {
-                    self.note_run_cost(index, episode, *rung, *helped, snapshot);
+                    self.note_run_cost(index, episode, *rung, *helped);
                     self.judge_rung_record(index, episode, *rung, *helped, *after);
                 }
             }
             if let Some(run) = step.run {
                 let slot = &mut self.budgets[index];
-                slot.cost_before = Some((run.episode, run.rung, ServiceReadings::of(snapshot)));
+                slot.cost.run_started(run.episode, run.rung, now.into_std());
                 runs.push((index, slot.rungs[run.rung], run));
             }
         }
@@ -139,29 +140,16 @@ impl Engine {
     }
 
     /// A judged run of `budget`'s `rung` in `episode`: its cost is the change in the target's
-    /// readings from the sample it started from to `judging`. A run not learned from (a dry
-    /// run: `helped` unknown) cost nothing.
-    fn note_run_cost(
-        &mut self,
-        budget: usize,
-        episode: u64,
-        rung: usize,
-        helped: Option<bool>,
-        judging: &Snapshot,
-    ) {
+    /// latency readings across it ([`CostReadings`]). A run not learned from (a dry run:
+    /// `helped` unknown) cost nothing.
+    fn note_run_cost(&mut self, budget: usize, episode: u64, rung: usize, helped: Option<bool>) {
         let Some(slot) = self.budgets.get_mut(budget) else {
             return;
         };
-        let Some((ran_in, ran, before)) = slot.cost_before else {
-            return;
-        };
-        if (ran_in, ran) != (episode, rung) {
-            return;
-        }
-        slot.cost_before = None;
-        if helped.is_some() {
-            slot.budget
-                .note_run_cost(rung, before, ServiceReadings::of(judging));
+        if let Some(readings) = slot.cost.judged(episode, rung) {
+            if helped.is_some() {
+                slot.budget.note_run_cost(rung, readings);
+            }
         }
     }
 
@@ -305,7 +293,7 @@ impl Engine {
             }) {
                 let kept = previous.swap_remove(index);
                 budget.budget = kept.budget;
-                budget.cost_before = kept.cost_before;
+                budget.cost = kept.cost;
             }
         }
         self.budgets = budgets;

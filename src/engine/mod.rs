@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::cost::ServiceReadings;
+use crate::budget::cost::CostReadings;
 use crate::budget::{Budget, BudgetConfig, ReactionTuning};
 use crate::events::Event;
 use crate::history::{BudgetStep, History, OptimizationRecord, Prediction};
@@ -308,9 +308,8 @@ pub(crate) fn spawn_on(
 struct BudgetSlot {
     budget: Budget,
     rungs: Vec<usize>,
-    /// The run waiting for its verdict: its episode, its rung and the target's readings in
-    /// the sample it started from (what its cost is measured from).
-    cost_before: Option<(u64, usize, ServiceReadings)>,
+    /// The target's latency readings its runs' cost is measured by.
+    cost: CostReadings,
 }
 
 struct Slot {
