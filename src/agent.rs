@@ -609,7 +609,7 @@ async fn save_learned(saver: Option<(CancellationToken, tokio::task::JoinHandle<
 /// `critical`), and every budget whose signal the watch can read (its `goal` and `limit`):
 /// at its `watch_interval`, or without one at the cadence from the signal where the read is
 /// polled (memory; a PSI signal is watched by a kernel trigger only when asked for).
-fn watch_specs(
+pub(crate) fn watch_specs(
     strategies: &[Registered],
     budgets: &std::collections::BTreeMap<String, crate::budget::BudgetConfig>,
 ) -> Vec<WatchSpec> {

@@ -74,12 +74,14 @@ use self::runtime::RuntimeSampler;
 use self::target::TargetTracker;
 use crate::config::Config;
 
+#[cfg(test)]
+pub(crate) use self::cgroup::MemoryCgroup;
 pub(crate) use self::sockdiag::socket_owner_uid;
 #[cfg(test)]
 pub(crate) use self::target::TargetState;
 pub use self::target::{TargetHandle, TargetStatus};
 #[cfg(test)]
-pub(crate) use self::watch::{ArmReason, WatchedSignal};
+pub(crate) use self::watch::{ArmReason, MemoryProbe, SampleReading, WatchedSignal, CALM_PERIOD};
 pub use self::watch::{
     Cadence, FastWatch, ProbeSlot, WatchHandle, WatchMode, WatchSpec, WatchStatus, WatchedBudget,
 };
@@ -246,11 +248,8 @@ impl Sampler {
         snapshot.pressure =
             (system.is_some() || cgroup.is_some()).then_some(Pressure { system, cgroup });
         round_ratios(&mut snapshot);
-        self.probe.note_sample(watch::SampleReading {
-            at: now,
-            memory_usage: snapshot.memory_usage_ratio,
-            rss_bytes: snapshot.rss_bytes.map(|b| b as f64),
-        });
+        self.probe
+            .note_sample(watch::SampleReading::of(&snapshot, now));
         snapshot
     }
 }

@@ -391,6 +391,8 @@ fn round(value: f64) -> f64 {
 }
 
 #[cfg(test)]
+mod arming_tests;
+#[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
 mod clock_tests;

@@ -54,6 +54,8 @@ mod kernel;
 mod memory;
 mod psi;
 
+#[cfg(test)]
+pub(crate) use arming::CALM_PERIOD;
 pub use arming::{ArmReason, Cadence};
 use arming::{Arming, ARMED_PERIOD};
 pub use kernel::Notifier;
@@ -208,6 +210,17 @@ pub(crate) struct SampleReading {
     pub(crate) rss_bytes: Option<f64>,
 }
 
+impl SampleReading {
+    /// The memory readings of a full sample `snapshot` taken `at`.
+    pub(crate) fn of(snapshot: &perfpilot_strategies::Snapshot, at: Instant) -> Self {
+        SampleReading {
+            at,
+            memory_usage: snapshot.memory_usage_ratio,
+            rss_bytes: snapshot.rss_bytes.map(|b| b as f64),
+        }
+    }
+}
+
 impl ProbeSlot {
     fn lock(&self) -> MutexGuard<'_, SlotState> {
         lock(&self.inner.state)
@@ -303,6 +316,8 @@ struct Shared {
     pending: Mutex<Vec<(Signal, WatchMode)>>,
     wakes: AtomicU64,
     reads: AtomicU64,
+    /// Full samples the memory thread took its cadence from.
+    samples: AtomicU64,
     /// Bumped by [`WatchHandle::rearm`]: the polling thread re-arms every threshold.
     rearms: AtomicU64,
     /// The reaction time each budget needs, published by the engine.
@@ -389,6 +404,18 @@ impl WatchHandle {
             wakes: self.shared.wakes.load(Ordering::Relaxed),
             reads: self.shared.reads.load(Ordering::Relaxed),
         }
+    }
+
+    /// Full samples the memory thread has taken its cadence from: a test waits on it before
+    /// it reads the cadence a sample decided.
+    #[cfg(test)]
+    pub(crate) fn samples_judged(&self) -> u64 {
+        self.shared.samples.load(Ordering::Relaxed)
+    }
+
+    /// Counts a full sample the memory thread took its cadence from.
+    fn note_sample_judged(&self) {
+        self.shared.samples.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A handle without a watch behind it, for the engine's tests: they wake it by hand.

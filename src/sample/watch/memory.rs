@@ -329,6 +329,7 @@ impl Poller {
                 shown.cadence_why = arming.why().to_owned();
             });
         }
+        handle.note_sample_judged();
     }
 
     /// Waits up to `wait` for the stop, a full sample or a kernel notification.
