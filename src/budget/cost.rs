@@ -28,9 +28,12 @@ pub const COST_WORDS: &[&str] = &[
 /// bounded whatever a hook answers.
 pub const MAX_REPORTED_FIELDS: usize = 8;
 
-/// The shown value of [`RungCostView::latency`] for a rung never judged with a latency
-/// reading on both sides.
+/// The shown value of [`RungCostView::latency`] for a rung whose judged runs had no latency
+/// reading on either side (or that was never judged).
 pub const NO_LATENCY_SOURCE: &str = "no latency source";
+
+/// How old the latest latency reading may be to stand for the window before a run: 10 s.
+pub const MAX_READING_AGE: Duration = Duration::from_secs(10);
 
 /// The target's request latency and error rate in one sample, where it has a latency source.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -53,12 +56,7 @@ impl ServiceReadings {
             error_rate: snapshot.error_rate.filter(|v| v.is_finite()),
         }
     }
-}
 
-/// How old the latest latency reading may be to stand for the window before a run: 10 s.
-pub const MAX_READING_AGE: Duration = Duration::from_secs(10);
-
-impl ServiceReadings {
     /// Whether either reading is there.
     fn any(&self) -> bool {
         self.p99_ms.is_some() || self.error_rate.is_some()
