@@ -135,6 +135,11 @@ while :; do
   # A forecast exists only while a trigger signal rises towards its target: its name is
   # checked against the agent's registry in src/prometheus.rs's tests instead.
   echo perfpilot_trigger_forecast_seconds >>"$out/live-names.txt"
+  # A rung's cost exists once a judged run had latency windows on both sides, or its hook
+  # reported a drop; both names are checked in src/prometheus.rs's tests
+  # (each_rungs_cost_is_a_series_per_budget_and_rung).
+  printf '%s\n' perfpilot_budget_rung_mean_p99_change_seconds \
+    perfpilot_budget_rung_reported_cost_total >>"$out/live-names.txt"
   missing=()
   for name in "${used[@]}"; do grep -qxF "$name" "$out/live-names.txt" || missing+=("$name"); done
   [ ${#missing[@]} -eq 0 ] && break
