@@ -106,5 +106,21 @@ fn sweep_table(
             &comparison.replayed,
         );
     }
+    // The notes: how far each row is the recording's and how far the effect model's.
+    for (value, c) in results {
+        let _ = writeln!(
+            out,
+            "{}: {} recorded runs shifted in time (matched), {} added, {} dropped; the replayed \
+             signal departs from the recorded one by up to {:.3}",
+            value.as_deref().unwrap_or("candidate"),
+            c.matched_runs,
+            c.added_runs,
+            c.dropped_runs,
+            c.largest_departure
+        );
+    }
+    if let Some((_, c)) = results.first() {
+        let _ = writeln!(out, "how the departure was computed: {}.", c.departure);
+    }
     out
 }

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::recorder::Episode;
 
 use super::drive::Driven;
-use super::effect::{EffectModel, StrategyEffect};
+use super::effect::{self, EffectModel, StrategyEffect};
 use super::recording::{Cut, Recording};
 
 /// How long before a recorded OOM kill the replayed signal must stay under the limit for the
@@ -103,10 +103,16 @@ pub struct Comparison {
     pub recorded_decisions: Vec<Decision>,
     /// The candidate's runs, in order.
     pub replayed_decisions: Vec<Decision>,
-    /// Replayed runs the recording does not have (their relief modelled).
+    /// Replayed runs matched to a recorded run of their strategy at another sample (the
+    /// same action shifted in time: the signal differs only between the two times).
+    pub matched_runs: usize,
+    /// Replayed runs the recording does not have, unmatched (their relief modelled).
     pub added_runs: usize,
-    /// Recorded runs the candidate did not repeat (their relief given back).
+    /// Recorded runs the candidate did not repeat, unmatched (their relief given back).
     pub dropped_runs: usize,
+    /// How the replayed signal was made from the recorded one (the effect model and its
+    /// bounds), for a reader judging how far to trust it.
+    pub departure: &'static str,
     /// Each strategy's modelled effect, and whether it was observed or assumed.
     pub effects: Vec<EffectRow>,
     /// The largest difference between the replayed and the recorded signal of the first
@@ -277,8 +283,15 @@ pub(super) fn compare(
             Cut::Restart(_) => "restart",
         }
         .to_owned(),
-        added_runs: driven.matched.iter().filter(|m| !**m).count(),
+        matched_runs: driven.shifted.iter().filter(|s| **s).count(),
+        added_runs: driven
+            .matched
+            .iter()
+            .zip(&driven.shifted)
+            .filter(|(matched, shifted)| !**matched && !**shifted)
+            .count(),
         dropped_runs: driven.dropped.len(),
+        departure: effect::HOW,
         recorded,
         replayed,
         recorded_decisions,
@@ -445,15 +458,12 @@ impl fmt::Display for Comparison {
         }
         writeln!(
             f,
-            "the candidate added {} runs and dropped {} recorded ones; the replayed signal departs \
-             from the recorded one by up to {:.3}",
-            self.added_runs, self.dropped_runs, self.largest_departure
+            "the candidate shifted {} recorded runs in time (matched), added {} runs and dropped \
+             {} recorded ones; the replayed signal departs from the recorded one by up to {:.3}",
+            self.matched_runs, self.added_runs, self.dropped_runs, self.largest_departure
         )?;
-        writeln!(
-            f,
-            "effects (a run lowers its signal by its relief, fading linearly back to the recorded \
-             trend; a dropped run's recorded relief is added back the same way):"
-        )?;
+        writeln!(f, "how the departure was computed: {}.", self.departure)?;
+        writeln!(f, "effects (medians over the strategy's judged runs):")?;
         for row in &self.effects {
             writeln!(
                 f,

@@ -18,6 +18,7 @@ pub mod report;
 pub mod snapshot;
 pub mod sweep;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -88,7 +89,7 @@ pub fn replay(recording: &Arc<Recording>, config: &Config) -> Result<Comparison,
     let disruptive = disruptive_names(config);
     let settings = crate::reload::engine_settings(config, None, "replay".to_owned());
     let tracked: Vec<Signal> = tracked_signals(config);
-    let model = EffectModel::learn(recording);
+    let model = EffectModel::learn(recording).with_cooldowns(cooldowns(config));
     let driven = drive::drive(
         Arc::clone(recording),
         settings,
@@ -103,6 +104,20 @@ pub fn replay(recording: &Arc<Recording>, config: &Config) -> Result<Comparison,
         model,
         driven,
     ))
+}
+
+/// Each enabled strategy's cooldown in `config`, seconds: its trigger's (a rung without a
+/// trigger of its own has its budget's cooldown as its trigger's).
+fn cooldowns(config: &Config) -> BTreeMap<String, f64> {
+    config
+        .strategies()
+        .into_iter()
+        .filter(|(enabled, _)| *enabled)
+        .map(|(_, r)| {
+            let name = r.strategy.name().to_owned();
+            (name, r.trigger.cooldown.as_secs_f64())
+        })
+        .collect()
 }
 
 /// The signals whose replayed values are kept: the budgets'.
