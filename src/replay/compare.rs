@@ -463,7 +463,12 @@ impl fmt::Display for Comparison {
             self.matched_runs, self.added_runs, self.dropped_runs, self.largest_departure
         )?;
         writeln!(f, "how the departure was computed: {}.", self.departure)?;
-        writeln!(f, "effects (medians over the strategy's judged runs):")?;
+        writeln!(
+            f,
+            "effects (medians over each strategy's judged runs; a fade is the relief over how \
+             much faster the signal climbed back than it rose before, at most {:.0} s):",
+            effect::LASTING_FADE_SECONDS
+        )?;
         for row in &self.effects {
             writeln!(
                 f,

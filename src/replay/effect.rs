@@ -4,23 +4,23 @@
 //! recorded trend over its fade time. Both are read from the recorded runs of the same
 //! strategy, as medians (on a noisy signal a few runs dominate a mean): the relief as the
 //! share of the signal a run took away (`before` − `after` over `before`, the runs' own
-//! judgement), the fade as the time the recorded signal took to climb back to its `before`
-//! value — cut at the next recorded run on the same signal, which would contaminate it, and
-//! there extrapolated from the climb so far. A strategy with no recorded run gets the stated
-//! defaults ([`StrategyEffect::ASSUMED`]), and the output says which effects were observed
-//! and which assumed.
+//! judgement), the fade as the relief over how much faster the signal climbed back after the
+//! run than it rose before it (the climb cut at the next recorded run on the signal, which
+//! would contaminate it). A strategy with no recorded run gets the stated defaults
+//! ([`StrategyEffect::ASSUMED`]), and the output says which effects were observed and which
+//! assumed.
 //!
 //! How the replay applies it ([`Departures`], driven from `drive`):
-//! - a replayed run of a strategy close (its [`match window`](EffectModel::window)) after a
-//!   recorded run of it that the replay dropped, or a dropped recorded run close after a
+//! - a replayed run of a strategy within its [match window](EffectModel::window) after a
+//!   recorded run of it that the replay dropped, or a dropped recorded run within it after a
 //!   replayed run of it that the recording does not have, is the same action shifted in time:
 //!   the pair is *matched*, and the signal differs only between the two times;
 //! - an unmatched replayed run subtracts its strategy's effect from the next sample on;
 //! - an unmatched dropped run adds back its recorded relief ([`add_back`]): `before` −
 //!   `after`, at most the rise the recorded signal shows before it;
-//! - the departures in force do not compound: their additions count as much as the largest
-//!   of them, and their subtractions as much as the largest of those, so the replayed signal
-//!   stays within the recorded one plus (or minus) one unmatched relief.
+//! - the departures in force add up, within a bound: the replayed signal stays between the
+//!   lowest and the highest value the recorded signal took since the oldest of them, widened
+//!   by the largest subtraction in force below and the largest addition in force above.
 
 use std::collections::BTreeMap;
 
@@ -33,11 +33,12 @@ use super::recording::{RecordedRun, Recording};
 pub const HOW: &str = "a replayed run the recording does not have lowers the signal by its \
 strategy's relief, fading linearly back to the recorded trend; a recorded run the candidate \
 does not make adds its recorded relief back (before - after, at most the rise the recorded \
-signal shows since the previous run on it), fading the same way; a replayed run of a \
-strategy within its match window (its fade or cooldown, whichever is longer) of a dropped \
-run of it is that run shifted in time and changes the signal only between the two times; \
-the departures in force do not add up: the replayed signal stays within the recorded one \
-plus the largest added-back relief and minus the largest modelled one";
+signal shows since the previous run on it), fading the same way; a replayed run within its \
+strategy's match window (the longer of its fade and its cooldown) of a dropped recorded run \
+of that strategy is that run shifted in time, and the signal differs only between the two \
+times; the departures in force add up, but the replayed signal stays between the lowest and \
+the highest recorded value since the oldest of them, widened by the largest modelled relief \
+in force below and the largest added-back relief in force above";
 
 /// What one strategy's run does to its signal.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

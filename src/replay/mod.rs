@@ -5,8 +5,9 @@
 //! segments) on a virtual clock, as fast as the machine allows (`drive`). Its strategies do
 //! not act: a run the recording has at that sample returns the recorded outcome; a run it
 //! does not have returns "acted" and takes its modelled relief off the signal, and a recorded
-//! run the candidate does not repeat gives its relief back ([`effect`]). What the candidate
-//! did is then set beside what the recording did ([`Comparison`]).
+//! run the candidate does not repeat gives its relief back — unless the two are one run of a
+//! strategy shifted in time, matched as such ([`effect`]). What the candidate did is then set
+//! beside what the recording did ([`Comparison`]).
 
 mod clock;
 mod compare;
