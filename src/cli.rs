@@ -355,6 +355,9 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Run(_)) {
+        crate::sys::default_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(args) => serve::run(&args.config),
         Command::CheckConfig(args) => args.load().map(|loaded| {

@@ -104,6 +104,19 @@ pub(crate) fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Gives SIGPIPE its default action back (the Rust runtime ignores it), so that a command
+/// whose output is piped into one that stops reading (`perfpilot replay … | head`) ends
+/// quietly, as Unix tools do, instead of failing on the broken pipe. Only for the one-shot
+/// commands: the agent itself keeps SIGPIPE ignored, since a peer closing a socket must not
+/// end it.
+pub(crate) fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler and touches no memory of ours; it is
+    // called on the main thread before any output.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// `shutdown(fd, SHUT_RDWR)`: ends both directions of a connected socket; its peer sees the
 /// end at once. The caller must know `fd` is still the socket it means (not closed and
 /// reused): a stale fd is no memory hazard, but would shut another socket down.

@@ -358,6 +358,38 @@ fn check_config_shows_values_and_their_origins() {
     );
 }
 
+/// A one-shot command piped into a reader that stops early (`perfpilot schema | head -1`)
+/// ends as Unix tools do: quietly, by SIGPIPE, not with a panic on the broken pipe.
+#[test]
+fn a_command_piped_into_a_reader_that_stops_ends_quietly() {
+    use std::io::Read as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::Stdio;
+
+    let mut child = perfpilot()
+        .arg("schema")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing and close the pipe: the schema (about 160 KiB) is more than a pipe holds,
+    // so the command meets the closed pipe.
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGPIPE),
+        "{status:?}: {stderr}"
+    );
+}
+
 #[test]
 fn strategies_lists_triggers() {
     let output = perfpilot()
