@@ -38,6 +38,7 @@ pub mod config;
 pub mod cost;
 mod decision;
 pub mod guard;
+pub mod noise;
 pub mod urgency;
 pub mod verdict;
 
@@ -278,6 +279,16 @@ struct Episode {
     killed: bool,
 }
 
+/// What, besides the level, kept a sample from being calm: each as it counted (inside the
+/// noise band neither does).
+#[derive(Debug, Clone, Copy, Default)]
+struct Unrest {
+    /// The trend reaches `limit` within the forecast's horizon.
+    forecasting: bool,
+    /// The limit is nearer than the reaction needs (adaptive reaction).
+    urgent: bool,
+}
+
 /// One budget's state: the current episode, the ladder's track record, time above goal and
 /// limit. See the module docs for the rules.
 #[derive(Debug, Clone)]
@@ -298,6 +309,8 @@ pub struct Budget {
     since: Option<Instant>,
     /// `None` with `[tuning] reaction = "fixed"`.
     adaptive: Option<Adaptive>,
+    /// What, besides the level, kept the latest sample from being calm.
+    unrest: Unrest,
     /// A monotonic time and the wall time it stood for: what records' wall times
     /// (an episode's start, an exhaustion) are counted from ([`Budget::at_wall`]).
     anchor: (Instant, SystemTime),
@@ -340,6 +353,7 @@ impl Budget {
             forecast_seconds: None,
             since: None,
             adaptive: None,
+            unrest: Unrest::default(),
             anchor: (Instant::now(), SystemTime::now()),
         }
     }
@@ -431,6 +445,12 @@ impl Budget {
     fn next_track(&self) -> Option<Track> {
         let next = self.episode.as_ref().map_or(0, |e| e.next);
         self.rungs.get(next).map(Rung::track)
+    }
+
+    /// Whether the latest reading was inside the noise band (adaptive reaction): a swing
+    /// back up to where the signal has been lately, under the goal held.
+    fn inside_noise(&self) -> bool {
+        self.adaptive.as_ref().is_some_and(|a| a.inside_noise)
     }
 
     /// Adaptive reaction: adds the reading to the rise and tells whether it is urgent.
@@ -537,8 +557,13 @@ impl Budget {
         }
         self.account(value, now);
         self.value = Some(value);
-        let forecasting = self.forecast(value, now);
         let urgent = self.sense(value, now);
+        // Inside the noise band the forecast, like the urgency, does not count.
+        let forecasting = self.forecast(value, now) && !self.inside_noise();
+        self.unrest = Unrest {
+            forecasting,
+            urgent,
+        };
         let mut step = Step::default();
         let calm_sample = value <= self.goal() && !forecasting && !urgent;
         if self.episode.is_none() {

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::guard::GuardBand;
+use super::noise::NoiseBand;
 use super::urgency::{assess, overshoot, Line, Reaction, Rise, Urgency};
 use super::verdict::Verdict;
 use super::{BudgetConfig, ReactionTuning};
@@ -43,6 +44,10 @@ pub(crate) struct Adaptive {
     /// The slope the fast watch saw from its own reads toward the limit just before this
     /// reading, if any ([`super::urgency::Rise::slope_toward`]).
     pub watch_slope: Option<f64>,
+    /// The range the signal swung through lately.
+    pub noise: NoiseBand,
+    /// The latest reading was inside the noise band: its urgency and forecast do not count.
+    pub inside_noise: bool,
 }
 
 impl Adaptive {
@@ -61,6 +66,8 @@ impl Adaptive {
             urgency: None,
             period: None,
             watch_slope: None,
+            noise: NoiseBand::default(),
+            inside_noise: false,
         }
     }
 
@@ -76,7 +83,8 @@ impl Adaptive {
     }
 
     /// Adds a reading and works out its urgency against the limit for the next rung
-    /// (`next`). Returns whether it is urgent.
+    /// (`next`). Returns whether it is urgent: never inside the noise band (a swing back up
+    /// to where the signal has been, under the goal held; see [`NoiseBand`]).
     pub fn sense(
         &mut self,
         value: f64,
@@ -95,7 +103,12 @@ impl Adaptive {
             self.worst_slope = self.worst_slope.max(slope);
         }
         let reaction = self.reaction(config, next);
-        let urgency = assess(value, config.limit, slope, &reaction, self.line);
+        let mut urgency = assess(value, config.limit, slope, &reaction, self.line);
+        self.inside_noise = self.noise.holds(now, value, self.guard.effective());
+        self.noise.push(now, value);
+        if self.inside_noise {
+            urgency.urgent = false;
+        }
         self.urgency = Some(urgency);
         urgency.urgent
     }
@@ -223,6 +236,8 @@ impl Adaptive {
     pub fn reset(&mut self) {
         self.guard.reset();
         self.rise.clear();
+        self.noise.clear();
+        self.inside_noise = false;
         self.worst_slope = 0.0;
         self.urgency = None;
         self.watch_slope = None;

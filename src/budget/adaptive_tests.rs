@@ -486,3 +486,26 @@ fn the_guard_band_is_kept_across_an_agent_restart_in_the_learned_state() {
             .unwrap();
     assert_eq!(old.guard, None);
 }
+
+#[test]
+fn a_rung_started_on_urgency_says_urgent_though_the_forecast_reaches_the_limit_later() {
+    // A 10 s settle: reacting needs over 10 s, so 0.05/s from 0.3 is urgent at 0.5 (10 s
+    // from the limit), while the forecast puts the limit beyond its 5 s horizon. The record
+    // names the urgency, not the forecast that did not count.
+    let mut config = BudgetConfig::new(Signal::MemoryUsage, 0.8, 1.0, &["purge", "trim"]);
+    config.settle = Duration::from_secs(10);
+    config.forecast = Some(BudgetForecast {
+        horizon: Duration::from_secs(5),
+        window: 6,
+    });
+    let mut d = Drive::adaptive(config);
+    let run = (0..60)
+        .find_map(|i| d.sample(0.3 + 0.005 * f64::from(i)).run)
+        .expect("urgent before the goal");
+    assert!(
+        run.why.contains("under goal 0.8, urgent (limit in"),
+        "{}",
+        run.why
+    );
+    assert!(!run.why.contains("predicted"), "{}", run.why);
+}

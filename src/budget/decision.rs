@@ -37,6 +37,10 @@ pub(super) enum Decision {
         /// The episode ran out of rungs above limit just now.
         exhausted: bool,
     },
+    /// Every rung was tried, the signal is under the goal and only the forecast says it
+    /// rises (not urgency): no rung repeats on a forecast alone; the episode waits for the
+    /// level to pass the goal, urgency, or calm.
+    Hold,
     /// Every rung was tried and none has cooled down: the episode waits.
     Wait {
         /// Until the first rung's cooldown ends (`None`: no rung ran in this episode).
@@ -51,7 +55,10 @@ impl Decision {
     fn exhausts(&self) -> bool {
         match self {
             Decision::Repeat { exhausted, .. } | Decision::Wait { exhausted, .. } => *exhausted,
-            Decision::Jump { .. } | Decision::Climb { .. } | Decision::Leap { .. } => false,
+            Decision::Jump { .. }
+            | Decision::Climb { .. }
+            | Decision::Leap { .. }
+            | Decision::Hold => false,
         }
     }
 }
@@ -103,6 +110,9 @@ impl Budget {
             }
             return Decision::Climb { rung, passed };
         }
+        if value <= self.goal() && !self.unrest.urgent {
+            return Decision::Hold;
+        }
         let exhausted = above_limit && !episode.exhausted;
         let again =
             (0..=top).find(|&rung| episode.skip[rung] != Some(true) && cooled(episode, rung));
@@ -152,7 +162,7 @@ impl Budget {
                 let why = self.why(&decision, episode, value);
                 Some(self.start(episode, rung, value, now, why))
             }
-            Decision::Wait { .. } => {
+            Decision::Wait { .. } | Decision::Hold => {
                 if !episode.waiting {
                     episode.waiting = true;
                     notes.push(Note::Waiting {
@@ -209,6 +219,14 @@ impl Budget {
                 rung + 1,
                 perfpilot_strategies::duration::format(self.config.cooldown)
             ),
+            Decision::Hold => format!(
+                "every rung tried in episode {} and {} = {} is under goal {}, {}: no rung repeats on a forecast alone, waiting for it to pass the goal or turn urgent",
+                episode.id,
+                self.config.signal,
+                round(value),
+                round(self.goal()),
+                self.forecast_text()
+            ),
             Decision::Wait { next, .. } => format!(
                 "every rung tried in episode {} and {} = {} is still above goal {}: waiting{}",
                 episode.id,
@@ -223,13 +241,13 @@ impl Budget {
         }
     }
 
-    /// The signal's value and where it stands: above limit, above goal, or forecast to
-    /// cross the limit.
+    /// The signal's value and where it stands: above limit, above goal, or under goal and
+    /// what kept the sample from being calm (urgency first, then the forecast).
     fn describe(&self, value: f64) -> String {
         let place = match BudgetState::of(value, self.goal(), self.config.limit) {
             BudgetState::AboveLimit => format!("above limit {}", self.config.limit),
             BudgetState::AboveGoal => format!("above goal {}", round(self.goal())),
-            BudgetState::InBand if self.forecast_seconds.is_none() => format!(
+            BudgetState::InBand if self.unrest.urgent => format!(
                 "under goal {}, urgent ({})",
                 round(self.goal()),
                 self.adaptive
@@ -237,13 +255,19 @@ impl Budget {
                     .and_then(|a| a.urgency)
                     .map_or(String::new(), |u| u.to_string())
             ),
-            BudgetState::InBand => format!(
-                "predicted to cross limit {} in {:.1} s",
-                self.config.limit,
-                self.forecast_seconds.unwrap_or(0.0)
-            ),
+            BudgetState::InBand if self.unrest.forecasting => self.forecast_text(),
+            BudgetState::InBand => format!("under goal {}", round(self.goal())),
         };
         format!("{} = {} {place}", self.config.signal, round(value))
+    }
+
+    /// "predicted to cross limit 1 in 2.5 s".
+    fn forecast_text(&self) -> String {
+        format!(
+            "predicted to cross limit {} in {:.1} s",
+            self.config.limit,
+            self.forecast_seconds.unwrap_or(0.0)
+        )
     }
 
     /// The sentence an exhausted episode says.

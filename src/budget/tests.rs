@@ -426,3 +426,40 @@ fn budget_config_validation_names_every_key() {
         ["budgets.m.limit = 0.8: must be at least goal (0.9)"]
     );
 }
+
+#[test]
+fn with_every_rung_tried_under_goal_no_rung_repeats_on_a_forecast_alone() {
+    // A slow rise under the goal that a long horizon still forecasts across the limit: each
+    // rung runs once (the fit restarts after each), then the episode holds, cooldowns over
+    // or not, until the level passes the goal.
+    let mut config = ladder();
+    config.settle = Duration::ZERO;
+    config.calm = 100;
+    config.forecast = Some(BudgetForecast {
+        horizon: Duration::from_secs(1000),
+        window: 6,
+    });
+    let mut d = Drive::new(config);
+    let rising: Vec<f64> = (0..60).map(|i| 0.5 + 0.001 * f64::from(i)).collect();
+    let mut notes = Vec::new();
+    let mut runs = Vec::new();
+    for &value in &rising {
+        let step = d.sample(value);
+        runs.extend(step.run.map(|run| run.strategy));
+        notes.extend(step.notes);
+    }
+    assert_eq!(runs, ["purge", "trim", "drop"], "{notes:?}");
+    let held = notes.iter().find_map(|note| match note {
+        Note::Waiting { why } => Some(why.clone()),
+        _ => None,
+    });
+    let held = held.expect("a note that the episode holds");
+    assert!(
+        held.contains("is under goal 0.8, predicted to cross limit 0.95 in")
+            && held.contains("no rung repeats on a forecast alone"),
+        "{held}"
+    );
+    assert!(d.budget.view(d.now).waiting);
+    // Above the goal, the lowest rung cooled down runs again.
+    assert_eq!(d.runs(&[0.85]), ["purge"]);
+}

@@ -154,8 +154,9 @@ impl Engine {
     }
 
     /// Tells the fast watch the reaction time each adaptive budget needs (its next rung's
-    /// measured latency and the budget's `settle`; the watch puts in its own period): it
-    /// wakes the engine when its reads' slope puts the limit nearer than that. A budget with
+    /// measured latency and the budget's `settle`; the watch puts in its own period) and the
+    /// goal it holds: it wakes the engine when its reads' slope puts the limit nearer than
+    /// that, unless the reading is inside the noise band under that goal. A budget with
     /// fixed reaction does not act on urgency, so the watch is not told to wake for it.
     fn publish_reactions(&self) {
         let Some(watch) = &self.settings.watch else {
@@ -164,6 +165,7 @@ impl Engine {
         for slot in &self.budgets {
             if let Some(reaction) = slot.budget.reaction_needed() {
                 watch.publish_reaction(slot.budget.name(), reaction);
+                watch.publish_goal(slot.budget.name(), slot.budget.goal());
             }
         }
     }

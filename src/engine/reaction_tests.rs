@@ -110,6 +110,16 @@ fn hold_sampled(
     every: Duration,
     tweak: impl FnOnce(&mut BudgetConfig),
 ) -> Held {
+    hold_sampled_up_to(mode, watch, IntervalControl::new(every, every * 8), tweak)
+}
+
+/// [`hold_sampled`] with the sampling interval `interval` controls.
+fn hold_sampled_up_to(
+    mode: ReactionMode,
+    watch: Option<WatchHandle>,
+    interval: IntervalControl,
+    tweak: impl FnOnce(&mut BudgetConfig),
+) -> Held {
     let cgroup = Cgroup::default();
     cgroup.set(0.3);
     let mut runs = Vec::new();
@@ -131,7 +141,7 @@ fn hold_sampled(
     settings.budgets = vec![("memory".to_owned(), config)];
     settings.rung_only = vec!["purge".to_owned(), "trim".to_owned()];
     settings.watch = watch;
-    settings.interval = IntervalControl::new(every, every * 8);
+    settings.interval = interval;
     settings.reaction = ReactionTuning {
         mode,
         ..ReactionTuning::ADAPTIVE
@@ -481,4 +491,146 @@ async fn a_breach_of_the_limit_lowers_the_goal_held_by_the_overshoot_down_to_min
     feed(&fixed, &breach).await;
     assert_eq!(fixed.budget().effective_goal, 0.8);
     assert_eq!(fixed.budget().goal_why, "as configured");
+}
+
+/// The noise band's scripts: read every 100 ms (never slower), a 1 s settle and a 5 s cooldown (as
+/// `examples/sidecar.toml`); against the cgroup's limit (a kill line) purge needs
+/// (100 ms + 1 s + 100 ms) × 2 = 2.4 s.
+fn hold_noisy() -> Held {
+    let every = Duration::from_millis(100);
+    let held = hold_sampled_up_to(
+        ReactionMode::Adaptive,
+        None,
+        IntervalControl::new(every, every),
+        |c| {
+            c.settle = Duration::from_secs(1);
+            c.cooldown = Duration::from_secs(5);
+        },
+    );
+    // The scripts start at 0.42, from the first sample on.
+    held.cgroup.set(0.42);
+    held
+}
+
+/// `seconds` of a triangle swing from `low` to `high` and back every `period` reads, one
+/// value per 100 ms read, starting at `low`.
+fn swing(low: f64, high: f64, period: usize, seconds: usize) -> Vec<f64> {
+    (0..seconds * 10)
+        .map(|i| {
+            let phase = (i % period) as f64 / period as f64;
+            low + (high - low) * (1.0 - (2.0 * phase - 1.0).abs())
+        })
+        .collect()
+}
+
+/// Sets the signal to each of `values`, one read (100 ms) apart.
+async fn feed_reads(held: &Held, values: &[f64]) {
+    for &value in values {
+        held.cgroup.set(value);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A band made slowly, one read per 100 ms: a second at 0.42, up to 0.64 at 0.1/s (at its
+/// top the kill line is 3.6 s away, against purge's 2.4 s: never urgent), four seconds
+/// there, and down again.
+fn plateau() -> Vec<f64> {
+    let up = (0..=22).map(|i| 0.42 + 0.01 * f64::from(i));
+    std::iter::repeat_n(0.42, 10)
+        .chain(up.clone())
+        .chain(std::iter::repeat_n(0.64, 40))
+        .chain(up.rev())
+        .collect()
+}
+
+/// Feeds `values` one read apart until purge has run; returns at which of them.
+async fn read_purge_runs_at(held: &Held, values: &[f64]) -> Option<usize> {
+    for (index, &value) in values.iter().enumerate() {
+        feed_reads(held, &[value]).await;
+        if held.runs()[0] > 0 {
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// A band formed slowly ([`plateau`]), then 20 s of the demo's fast swing 0.42–0.60 once a
+/// second:
+/// its up-leg rises 0.36/s and at 0.56 puts the kill line 1.2 s away, against purge's
+/// 2.4 s. The old rule started an episode on it; inside the band, nothing runs. A rise past
+/// the band's top then starts the episode at its first read above it.
+#[tokio::test(start_paused = true)]
+async fn a_swing_inside_the_noise_band_starts_no_episode_and_a_breakout_starts_one_at_once() {
+    let held = hold_noisy();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    feed_reads(&held, &plateau()).await;
+    assert_eq!(held.runs(), [0, 0], "the plateau: {:?}", held.budget());
+    feed_reads(&held, &swing(0.42, 0.60, 10, 20)).await;
+    let view = held.budget();
+    assert_eq!(held.runs(), [0, 0], "the fast swing ran a rung: {view:?}");
+    assert_eq!(view.episodes, 0, "{view:?}");
+
+    // The up-leg once more, to the band's top (0.60): inside; one step further: urgent.
+    let mut events = held.handle.subscribe();
+    let up_leg = &swing(0.42, 0.60, 10, 1)[..6];
+    feed_reads(&held, up_leg).await;
+    assert_eq!(
+        held.runs(),
+        [0, 0],
+        "at the band's top: {:?}",
+        held.budget()
+    );
+    feed_reads(&held, &[0.636]).await;
+    assert_eq!(held.runs(), [1, 0], "breakout: {:?}", held.budget());
+    let record = record_naming(&mut events, "(purge)").await;
+    assert!(
+        record
+            .reason
+            .contains("memory_usage = 0.636 under goal 0.8, urgent (limit in"),
+        "{}",
+        record.reason
+    );
+}
+
+/// The fast swing from the start: no band yet, its up-legs are urgent and start episodes
+/// (as before; each down-leg is calm long enough to end one). Once the swing has made a
+/// band, its readings are calm: the last episode ends and none starts, no rung runs again.
+/// With the old rule an episode started on every swing whose rung had cooled down.
+#[tokio::test(start_paused = true)]
+async fn an_episode_a_swing_started_before_its_band_formed_ends_once_it_has() {
+    let held = hold_noisy();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    feed_reads(&held, &swing(0.42, 0.60, 10, 12)).await;
+    let early = held.runs();
+    let episodes = held.budget().episodes;
+    assert!(early[0] >= 1, "urgent before the band formed: {early:?}");
+    feed_reads(&held, &swing(0.42, 0.60, 10, 30)).await;
+    let view = held.budget();
+    assert_eq!(view.episode, None, "the episode ended: {view:?}");
+    assert_eq!(view.episodes, episodes, "no other started: {view:?}");
+    assert_eq!(held.runs(), early, "nothing ran after 12 s: {view:?}");
+}
+
+/// A target restarted after swinging at 0.42–0.60 fills back from 0.05 at 0.6/s through the
+/// range it swung in: a rise from below the band, urgent at the same read as the same fill
+/// after 15 s flat at 0.05 (no band to speak of).
+#[tokio::test(start_paused = true)]
+async fn a_cold_fill_through_an_old_band_is_urgent_at_the_same_read_as_without_one() {
+    let fill: Vec<f64> = (0..15).map(|i| 0.05 + 0.06 * f64::from(i)).collect();
+
+    let flat = hold_noisy();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    feed_reads(&flat, &[0.05; 150]).await;
+    let without = read_purge_runs_at(&flat, &fill).await;
+    assert!(without.is_some(), "the fill is urgent: {:?}", flat.budget());
+
+    let swung = hold_noisy();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    feed_reads(&swung, &plateau()).await;
+    feed_reads(&swung, &swing(0.42, 0.60, 10, 8)).await;
+    assert_eq!(swung.runs(), [0, 0], "the swing: {:?}", swung.budget());
+    // The restart: a second at 0.05, then the fill.
+    feed_reads(&swung, &[0.05; 10]).await;
+    let with = read_purge_runs_at(&swung, &fill).await;
+    assert_eq!(with, without, "{:?}", swung.budget());
 }

@@ -322,6 +322,9 @@ struct Shared {
     rearms: AtomicU64,
     /// The reaction time each budget needs, published by the engine.
     reactions: Mutex<BTreeMap<String, Reaction>>,
+    /// The goal each budget holds (the effective one), published by the engine: it bounds
+    /// the noise band ([`crate::budget::noise::NoiseBand::holds`]).
+    goals: Mutex<BTreeMap<String, f64>>,
     /// The slope of each budget's signal toward its limit (per second) and when it was worked
     /// out from the watch's reads, published by the watch for the engine, by budget name.
     slopes: Mutex<BTreeMap<String, (Instant, f64)>>,
@@ -347,6 +350,23 @@ impl WatchHandle {
     /// The reaction the engine published for `budget`.
     pub fn reaction(&self, budget: &str) -> Option<Reaction> {
         lock(&self.shared.reactions).get(budget).copied()
+    }
+
+    /// Publishes the goal `budget` holds now (its effective goal): under it, a reading inside
+    /// the noise band does not wake the engine for urgency.
+    pub fn publish_goal(&self, budget: &str, goal: f64) {
+        let mut goals = lock(&self.shared.goals);
+        match goals.get_mut(budget) {
+            Some(published) => *published = goal,
+            None => {
+                goals.insert(budget.to_owned(), goal);
+            }
+        }
+    }
+
+    /// The goal the engine published for `budget`.
+    pub fn goal(&self, budget: &str) -> Option<f64> {
+        lock(&self.shared.goals).get(budget).copied()
     }
 
     /// Publishes the slope of `budget`'s signal toward its limit, worked out from the watch's

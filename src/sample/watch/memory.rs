@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::arming::{Arming, Cadence, Headroom, ARMED_PERIOD, WORST_CASE_BYTES_PER_SECOND};
 use super::kernel::Notifications;
 use super::{MemoryProbe, ProbeSlot, Stop, WatchHandle, WatchMode, WatchSpec, REARM_RATIO};
+use crate::budget::noise::NoiseBand;
 use crate::budget::urgency::{assess, Line, Rise};
 use crate::sample::procfs::{self, ProcFile};
 use crate::sys::{self, PollFor};
@@ -91,6 +92,8 @@ struct Polled {
     crossings: Crossings,
     /// The short-horizon slope of its own reads.
     rise: Rise,
+    /// The range its reads swung through lately: urgency inside it does not wake the engine.
+    noise: NoiseBand,
     /// Per budget of `spec.budgets`: whether urgency fired and has not cleared since.
     urgent: Vec<bool>,
     /// The last full sample's reading and time, for the rise between two.
@@ -132,6 +135,7 @@ impl Poller {
                 shown,
                 crossings: Crossings::new(spec.thresholds.clone()),
                 rise: Rise::default(),
+                noise: NoiseBand::default(),
                 urgent: vec![false; spec.budgets.len()],
                 last_full: None,
                 arming: spec.interval.is_none().then(Arming::default),
@@ -208,7 +212,8 @@ impl Poller {
 
     /// Compares a reading with the spec's thresholds and, per budget, its slope with the
     /// reaction time the engine published; wakes the engine on a crossing or when urgency
-    /// fires (once, until it clears).
+    /// fires (once, until it clears), unless the reading is inside the noise band under the
+    /// goal the engine holds (the engine would not count that urgency either).
     fn judge(
         &mut self,
         index: usize,
@@ -225,6 +230,7 @@ impl Poller {
             handle.wake(signal, how);
         }
         polled.rise.push(now, value);
+        polled.noise.push(now, value);
         let slope = polled.rise.slope();
         let line = if kill_line && polled.read == PolledRead::CgroupUsage {
             Line::Kill
@@ -242,13 +248,20 @@ impl Poller {
             if let Some(toward) = toward {
                 handle.publish_slope(&budget.name, now, toward);
             }
-            let urgency = assess(
+            let mut urgency = assess(
                 value,
                 budget.limit,
                 toward,
                 &reaction.watch_period(period),
                 line,
             );
+            // The band first (a few compares), the goal's lock only inside it.
+            if urgency.urgent
+                && polled.noise.holds(now, value, f64::INFINITY)
+                && handle.goal(&budget.name).is_some_and(|goal| value <= goal)
+            {
+                urgency.urgent = false;
+            }
             if urgency.urgent && !*urgent {
                 debug!(%signal, budget = %budget.name, value, %urgency, "fast watch: urgent");
                 handle.wake(signal, WatchMode::Urgency);
@@ -564,6 +577,56 @@ mod tests {
     }
 
     const GIB: f64 = (1u64 << 30) as f64;
+
+    /// A watch read every 20 ms against a limit of 1.0 (not a kill line), whose budget needs
+    /// 1.17 s to react (100 ms, a 1 s settle, the period, the margin) and holds a goal of 0.8:
+    /// a band made slowly (up to 0.64 at 0.1/s, four seconds there, down again: never
+    /// urgent), then 10 s of a swing 0.42–0.60 twice a second, whose up-legs rise 0.72/s
+    /// (the limit 0.6 s away from 0.57). No urgency wake inside the band; the first read of
+    /// an up-leg that goes on past the band's top wakes the engine.
+    #[test]
+    fn a_swing_inside_the_noise_band_does_not_wake_the_engine_a_breakout_does() {
+        use perfpilot_strategies::Signal;
+        let every = Duration::from_millis(20);
+        let mut watch = HandFed::new(PolledRead::Statm, Some(every), 1.0, MemoryProbe::default());
+        watch.handle.publish_reaction(
+            "memory",
+            Reaction::new(Duration::from_millis(100), Duration::from_secs(1)),
+        );
+        watch.handle.publish_goal("memory", 0.8);
+        let up = (0..=110).map(|i| 0.42 + 0.002 * f64::from(i));
+        let plateau: Vec<f64> = std::iter::repeat_n(0.42, 50)
+            .chain(up.clone())
+            .chain(std::iter::repeat_n(0.64, 200))
+            .chain(up.rev())
+            .collect();
+        let swing: Vec<f64> = (0..500)
+            .map(|i| {
+                let phase = f64::from(i % 25) / 25.0;
+                0.42 + 0.18 * (1.0 - (2.0 * phase - 1.0).abs())
+            })
+            .collect();
+        let mut at = watch.start;
+        let mut read = |watch: &mut HandFed, values: &[f64]| {
+            for &value in values {
+                at += every;
+                watch
+                    .poller
+                    .judge(0, at, value, WatchMode::Poll, &watch.handle);
+            }
+            watch.handle.take_crossings()
+        };
+        assert_eq!(read(&mut watch, &plateau), [], "the slow band");
+        assert_eq!(read(&mut watch, &swing), [], "the swing inside it");
+        // An up-leg to the band's top (0.6), then on.
+        let up_leg: Vec<f64> = swing[..13].to_vec();
+        assert_eq!(read(&mut watch, &up_leg), [], "up to the top");
+        assert_eq!(
+            read(&mut watch, &[0.63]),
+            [(Signal::RssBytes, WatchMode::Urgency)],
+            "past the top"
+        );
+    }
 
     /// A budget of 48 GiB on the watched RSS, without `watch_interval`, sampled every second:
     /// a slow rise (1 MiB/s at 30 GiB) leaves the watch disarmed once the calm period has
