@@ -509,3 +509,46 @@ fn a_rung_started_on_urgency_says_urgent_though_the_forecast_reaches_the_limit_l
     );
     assert!(!run.why.contains("predicted"), "{}", run.why);
 }
+
+#[test]
+fn with_every_rung_tried_under_goal_no_rung_repeats_on_a_forecast_alone() {
+    // A slow rise under the goal (0.005/s, never urgent) that a long horizon still forecasts
+    // across the limit: each rung runs once (the fit restarts after each), then the episode
+    // holds, cooldowns over or not, until the level passes the goal. Fixed reaction repeats
+    // a rung after each cooldown, as configured.
+    let mut config = BudgetConfig::new(Signal::MemoryUsage, 0.8, 0.95, &["purge", "trim", "drop"]);
+    config.settle = Duration::ZERO;
+    config.calm = 100;
+    config.cooldown = Duration::from_secs(2);
+    config.forecast = Some(BudgetForecast {
+        horizon: Duration::from_secs(1000),
+        window: 6,
+    });
+    let rising: Vec<f64> = (0..200).map(|i| 0.5 + 0.0005 * f64::from(i)).collect();
+    let mut d = Drive::adaptive(config.clone());
+    let mut notes = Vec::new();
+    let mut runs = Vec::new();
+    for &value in &rising {
+        let step = d.sample(value);
+        runs.extend(step.run.map(|run| run.strategy));
+        notes.extend(step.notes);
+    }
+    assert_eq!(runs, ["purge", "trim", "drop"], "{notes:?}");
+    let held = notes.iter().find_map(|note| match note {
+        Note::Waiting { why } => Some(why.clone()),
+        _ => None,
+    });
+    let held = held.expect("a note that the episode holds");
+    assert!(
+        held.contains("is under goal 0.8, predicted to cross limit 0.95 in")
+            && held.contains("no rung repeats on a forecast alone"),
+        "{held}"
+    );
+    assert!(d.budget.view(d.now).waiting);
+    // Above the goal, the lowest rung cooled down runs again.
+    assert_eq!(d.runs(&[0.85]), ["purge"]);
+
+    let mut fixed = Drive::fixed(config);
+    let repeats = fixed.runs(&rising).iter().filter(|r| *r != "-").count();
+    assert!(repeats > 3, "fixed repeats after each cooldown: {repeats}");
+}

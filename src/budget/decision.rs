@@ -37,9 +37,9 @@ pub(super) enum Decision {
         /// The episode ran out of rungs above limit just now.
         exhausted: bool,
     },
-    /// Every rung was tried, the signal is under the goal and only the forecast says it
-    /// rises (not urgency): no rung repeats on a forecast alone; the episode waits for the
-    /// level to pass the goal, urgency, or calm.
+    /// Adaptive reaction: every rung was tried, the signal is under the goal and only the
+    /// forecast says it rises (not urgency): no rung repeats on a forecast alone; the episode
+    /// waits for the level to pass the goal, urgency, or calm.
     Hold,
     /// Every rung was tried and none has cooled down: the episode waits.
     Wait {
@@ -110,7 +110,9 @@ impl Budget {
             }
             return Decision::Climb { rung, passed };
         }
-        if value <= self.goal() && !self.unrest.urgent {
+        // Adaptive: under the goal, only urgency repeats a rung (fixed: as configured, the
+        // forecast too).
+        if self.adaptive.is_some() && value <= self.goal() && !self.unrest.urgent {
             return Decision::Hold;
         }
         let exhausted = above_limit && !episode.exhausted;
