@@ -12,14 +12,15 @@
 //!   One excursion (a cold fill the agent trimmed back) does not make a band; a swing that
 //!   comes and goes every second does. Its **bottom** is the lowest reading in them.
 //! - A reading is **inside** the band ([`NoiseBand::holds`]) when it is at or below the top
-//!   and the goal held, and the rise it is on began inside the band: the lowest reading of
-//!   the recent seconds is not below the bottom. Then its urgency and the forecast do not
-//!   count (the budget and the watch leave them out). A reading above the top **breaks
-//!   out** and counts as before, so a leak (every reading a new high) is caught at the same
-//!   read; so does a rise from below the band (a target restarted after a kill, filling back
-//!   through the range it swung in before); above the goal the band does not apply at all
-//!   (the level starts an episode). Bounding the band by the goal keeps it away from the
-//!   limit, a kill line included.
+//!   and the goal held, and the rise it is on began in or near the band: the lowest reading
+//!   of the recent seconds is not more than the band's width below its bottom (a swing that
+//!   dips a little lower than before, as after a trim, is still the swing). Then its urgency
+//!   and the forecast do not count (the budget and the watch leave them out). A reading
+//!   above the top **breaks out** and counts as before, so a leak (every reading a new high)
+//!   is caught at the same read; so does a rise from far below the band (a target restarted
+//!   after a kill, filling back through the range it swung in before); above the goal the
+//!   band does not apply at all (the level starts an episode). Bounding the band by the goal
+//!   keeps it away from the limit, a kill line included.
 //!
 //! An example: `tests::a_swing_back_to_where_it_has_been_is_inside_a_new_high_breaks_out`.
 
@@ -102,8 +103,9 @@ impl NoiseBand {
     }
 
     /// Whether `value` read at `at` is inside the band: at or below its top and at or below
-    /// `goal`, and the rise it is on began inside the band (no reading of the recent seconds
-    /// below its bottom). Its urgency and forecast then do not count.
+    /// `goal`, and the rise it is on began in or near the band (no reading of the recent
+    /// seconds more than the band's width below its bottom). Its urgency and forecast then do
+    /// not count.
     pub fn holds(&self, at: Instant, value: f64, goal: f64) -> bool {
         if value > goal {
             return false;
@@ -111,7 +113,8 @@ impl NoiseBand {
         let Some((bottom, top)) = self.range(at) else {
             return false;
         };
-        value <= top && self.recent_low(at).is_none_or(|low| low >= bottom)
+        let floor = bottom - (top - bottom).max(0.0);
+        value <= top && self.recent_low(at).is_none_or(|low| low >= floor)
     }
 
     /// The band at `at`: (bottom, top); see [`NoiseBand::top`].
@@ -226,8 +229,25 @@ mod tests {
     }
 
     #[test]
+    fn a_swing_that_dips_a_little_lower_than_before_is_still_inside() {
+        // After a trim the swing starts from 0.36, below the band's 0.42 but within its
+        // width (0.2) of it: the rise back to 0.6 is the swing.
+        let start = Instant::now();
+        let mut band = NoiseBand::default();
+        swing(&mut band, start, 12);
+        let trimmed = start + ms(12_000);
+        band.push(trimmed, 0.36);
+        for (i, value) in [0.4, 0.5, 0.6].into_iter().enumerate() {
+            let at = trimmed + ms(100 * (i as u64 + 1));
+            band.push(at, value);
+            assert!(band.holds(at, value, 0.8), "{value}");
+        }
+    }
+
+    #[test]
     fn a_rise_from_below_the_band_through_it_is_not_inside() {
-        // Ten seconds of swing at 0.42–0.62; the target restarts at 0.03 and fills back.
+        // Ten seconds of swing at 0.42–0.62; the target restarts at 0.03 (more than the band's
+        // width below it) and fills back.
         let start = Instant::now();
         let mut band = NoiseBand::default();
         swing(&mut band, start, 12);
