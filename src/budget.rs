@@ -8,7 +8,9 @@
 //!
 //! The rules:
 //! - an **episode** starts when the signal is above `goal` (or, with `[forecast]`, when its
-//!   trend reaches `limit` within the horizon); the lowest rung runs;
+//!   trend reaches `limit` within the horizon; adaptive, when it is urgent); the lowest rung
+//!   runs. Adaptive: under the goal, a reading inside the noise band ([`noise`]: a swing back
+//!   to where the signal has been lately) is neither urgent nor forecasting;
 //! - a rung's effect is read from the first *regular* sample taken at least `settle` after it
 //!   finished (no extra sample is taken): it **helped** when it acted and the signal fell by
 //!   at least [`crate::history::MIN_RELIEF_SHARE`] of its value before. If the signal is
@@ -24,7 +26,8 @@
 //!   skip it, so a rung that starts working again is not forgotten;
 //! - once every rung was tried in an episode and the signal is still above goal, the episode
 //!   **waits**: a rung runs again only after `cooldown` since its last run in this episode
-//!   (lowest first), and a note says it waits;
+//!   (lowest first), and a note says it waits. Adaptive: under the goal a rung runs again
+//!   only on urgency, never on the forecast alone;
 //! - with no rung left to climb and the signal above `limit`, the episode is **exhausted**
 //!   (once per episode): the agent has nothing left to try and says so;
 //! - the episode **ends** after `calm` consecutive samples under `goal` (and not forecast to
