@@ -38,7 +38,30 @@ impl ProcFile {
     /// The file's text, at most `buf.len()` bytes of it; `limit_to_buffer` says whether a
     /// truncated read is acceptable (the caller needs only the start) or the buffer must grow.
     pub(crate) fn read(&mut self, limit_to_buffer: bool) -> Option<Cow<'_, str>> {
-        let mut len = 0;
+        self.read_on(0, limit_to_buffer)
+    }
+
+    /// The file's text as [`ProcFile::read`] gives it, in one `pread` where the file fits the
+    /// buffer: for a file the kernel writes in one piece (one `show` of a seq file, as
+    /// `statm`, a cgroup's usage file and its `memory.stat`), a read shorter than the buffer
+    /// is all of it, and `read`'s second call, which returns nothing, is not needed. Not for
+    /// a file of many records (`cgroup.procs`), where a short read is not the end.
+    pub(crate) fn read_whole(&mut self, limit_to_buffer: bool) -> Option<Cow<'_, str>> {
+        let first = loop {
+            match self.file.read_at(&mut self.buf, 0) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+        };
+        if first < self.buf.len() {
+            return Some(text(&self.buf[..first]));
+        }
+        self.read_on(first, limit_to_buffer)
+    }
+
+    /// Reads on from `len` bytes already in the buffer until a read returns nothing.
+    fn read_on(&mut self, mut len: usize, limit_to_buffer: bool) -> Option<Cow<'_, str>> {
         loop {
             if len == self.buf.len() {
                 if limit_to_buffer {
@@ -53,9 +76,13 @@ impl ProcFile {
                 Err(_) => return None,
             }
         }
-        // Only a `comm` with invalid UTF-8 makes this allocate.
-        Some(String::from_utf8_lossy(&self.buf[..len]))
+        Some(text(&self.buf[..len]))
     }
+}
+
+/// A file's bytes as text; only a `comm` with invalid UTF-8 makes this allocate.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
 /// Reads one process's `/proc/<pid>` files. Today the sampler points it at `/proc/self`; a

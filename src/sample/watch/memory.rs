@@ -363,19 +363,18 @@ impl Poller {
                 Woke::Timeout
             };
         };
-        let mut files = vec![(poke.as_fd(), PollFor::Readable)];
-        if let Some(notifications) = &self.notifications {
-            files.push(notifications.poll_for());
-        }
-        let ready = sys::poll_ready(&files, wait).unwrap_or_default();
-        drop(files);
-        if ready.first() == Some(&true) {
+        let files = [
+            Some((poke.as_fd(), PollFor::Readable)),
+            self.notifications.as_ref().map(Notifications::poll_for),
+        ];
+        let [poked, notified] = sys::poll_ready(files, wait).unwrap_or_default();
+        if poked {
             self.slot.take_poke();
         }
         if stopped.requested() {
             return Woke::Stop;
         }
-        if ready.get(1) == Some(&true) {
+        if notified {
             if let Some(notifications) = self.notifications.as_mut() {
                 notifications.take();
             }
@@ -467,7 +466,7 @@ impl Poller {
     }
 
     fn rss_bytes(&mut self) -> Option<u64> {
-        let text = self.statm.as_mut()?.read(true)?;
+        let text = self.statm.as_mut()?.read_whole(true)?;
         let pages = procfs::parse_statm(&text)?;
         pages.resident_bytes.checked_mul(self.page_size)
     }
@@ -480,11 +479,11 @@ impl Poller {
         let Some(cgroup) = &self.probe.cgroup else {
             return self.rss_bytes();
         };
-        let usage = self.usage.as_mut()?.read(true)?;
+        let usage = self.usage.as_mut()?.read_whole(true)?;
         let stat = self
             .stat
             .as_mut()
-            .and_then(|f| f.read(false))
+            .and_then(|f| f.read_whole(false))
             .unwrap_or_default();
         cgroup.parse_working_set(&usage, &stat)
     }
@@ -866,6 +865,81 @@ mod tests {
         assert!(
             slope < 0.1,
             "bounded by the rise's 2 MiB over 0.5 s: {slope}"
+        );
+    }
+
+    /// Read system calls this thread has made (`syscr` of `/proc/thread-self/io`); `None`
+    /// where the kernel does not count them.
+    fn reads_made() -> Option<u64> {
+        let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+        io.lines()
+            .find_map(|line| line.strip_prefix("syscr: "))?
+            .parse()
+            .ok()
+    }
+
+    /// An armed watch reads 50 times a second: each read of `statm` or a cgroup's usage file
+    /// and `memory.stat` is one `pread` per file (counted by the kernel for this thread), not
+    /// a second one that returns nothing, and gives the same reading.
+    #[test]
+    fn each_watched_file_is_read_with_one_system_call() {
+        use crate::sample::cgroup::MemoryCgroup;
+        let Some(before) = reads_made() else {
+            return crate::test_support::skip("no /proc/thread-self/io (no task I/O accounting)");
+        };
+        // What reading the counter twice costs on its own.
+        let overhead = reads_made().unwrap() - before;
+        let reads_for = |poller: &mut Poller, index: usize| {
+            let before = reads_made().unwrap();
+            for _ in 0..100 {
+                assert!(poller.read(index).is_some());
+            }
+            reads_made().unwrap() - before - overhead
+        };
+
+        let statm = WatchSpec {
+            signal: perfpilot_strategies::Signal::RssBytes,
+            thresholds: vec![GIB],
+            interval: Some(Duration::from_millis(20)),
+            budgets: Vec::new(),
+        };
+        let mut poller = Poller::new(vec![(PolledRead::Statm, 0, statm)], ProbeSlot::default());
+        poller.statm = ProcFile::open(&std::path::Path::new(procfs::SELF_DIR).join("statm"), 128);
+        let rss = poller.read(0).expect("this process's RSS");
+        assert!(rss > 0.0, "{rss}");
+        assert_eq!(
+            reads_for(&mut poller, 0),
+            100,
+            "one pread of statm per reading"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("memory.usage_in_bytes"), "5000\n").unwrap();
+        std::fs::write(dir.path().join("memory.stat"), "total_inactive_file 4000\n").unwrap();
+        let cgroup = MemoryCgroup::V1(dir.path().to_owned());
+        let usage = WatchSpec {
+            signal: perfpilot_strategies::Signal::MemoryUsage,
+            thresholds: vec![0.8],
+            interval: Some(Duration::from_millis(20)),
+            budgets: Vec::new(),
+        };
+        let mut poller = Poller::new(
+            vec![(PolledRead::CgroupUsage, 0, usage)],
+            ProbeSlot::default(),
+        );
+        poller.usage = ProcFile::open(&cgroup.usage_file(), 64);
+        poller.stat = ProcFile::open(&cgroup.stat_file(), 4096);
+        poller.probe = MemoryProbe {
+            statm: None,
+            cgroup: Some(cgroup),
+            limit_bytes: Some(10_000),
+            pressure_dir: None,
+        };
+        assert_eq!(poller.read(0), Some(0.1), "the working set, as before");
+        assert_eq!(
+            reads_for(&mut poller, 0),
+            200,
+            "one pread of the usage file and one of memory.stat per reading"
         );
     }
 
