@@ -78,6 +78,10 @@ need_load_tools() {
 # Readings of the started process ($pid) and its agent API ($base).
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# Nanoseconds on a CPU: the sum over the process's threads of the first field of
+# /proc/<pid>/task/<tid>/schedstat (the kernel's runtime of each thread, the time utime+stime
+# are scaled to, without their 10 ms ticks). A thread that has exited is no longer counted.
+cpu_ns() { cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%d\n", ns}'; }
 # Every series carries a worker="..." label, so match the name up to its label set.
 samples_total() { curl -fsS --max-time 5 "$base/metrics" | awk '$1 ~ /^perfpilot_samples_total($|\{)/ {print $2}'; }
 now() { date +%s.%N; }

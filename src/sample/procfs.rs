@@ -80,9 +80,13 @@ impl ProcFile {
     }
 }
 
-/// A file's bytes as text; only a `comm` with invalid UTF-8 makes this allocate.
+/// A file's bytes as text; only a `comm` with invalid UTF-8 makes this allocate. Checked by
+/// `from_utf8` first, which takes ASCII a word at a time (`from_utf8_lossy` goes by chunks).
 fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Reads one process's `/proc/<pid>` files. Today the sampler points it at `/proc/self`; a
