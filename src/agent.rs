@@ -221,7 +221,7 @@ impl Agent {
         if let Some(probe) = self.probe_task {
             let _ = probe.await;
         }
-        close_recording(&self.recorder).await;
+        close_recording(&self.recorder, true).await;
         save_learned(self.learned_saver).await;
     }
 
@@ -231,7 +231,7 @@ impl Agent {
     pub async fn shutdown_within(mut self, grace: Duration) -> bool {
         self.shutdown.cancel();
         let finished = tokio::time::timeout(grace, &mut self.task).await;
-        close_recording(&self.recorder).await;
+        close_recording(&self.recorder, finished.is_ok()).await;
         save_learned(self.learned_saver.take()).await;
         match finished {
             Ok(_) => true,
@@ -584,8 +584,14 @@ impl AgentBuilder {
 const CLOSE_RECORDING: Duration = Duration::from_secs(2);
 
 /// Writes the recording's open block to `state_dir` (when there is one), waiting at most
-/// [`CLOSE_RECORDING`].
-async fn close_recording(recorder: &Recorder) {
+/// [`CLOSE_RECORDING`]; when the engine ended (`engine_ended`), after the recorder took its
+/// last events (at most [`CLOSE_RECORDING`] more).
+async fn close_recording(recorder: &Recorder, engine_ended: bool) {
+    // The engine's last events (the runs its shutdown let finish) reach the recording
+    // through the follower task: let it record them first.
+    if engine_ended && !recorder.followed(CLOSE_RECORDING).await {
+        warn!("the recorder did not take the engine's last events before the agent stopped");
+    }
     let recorder = recorder.clone();
     let written = tokio::task::spawn_blocking(move || recorder.close(CLOSE_RECORDING)).await;
     if !matches!(written, Ok(true)) {

@@ -65,6 +65,8 @@ struct Shared {
     writer: Option<Writer>,
     /// What went wrong on disk.
     health: Arc<StoreHealth>,
+    /// The task following the engine ([`Recorder::follow`]), until [`Recorder::followed`].
+    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What the recorder holds.
@@ -122,13 +124,35 @@ impl Recorder {
             last_run: 0,
         };
         follower.catch_up();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while follower.view.changed().await.is_ok() {
                 follower.catch_up();
             }
             follower.catch_up();
         });
+        *self
+            .shared
+            .follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(task);
         self.clone()
+    }
+
+    /// Waits, at most `timeout`, for the task following the engine to record the engine's
+    /// last events (the runs a shutdown let finish): it ends once the engine has. Call it
+    /// after the engine's task ended and before [`Recorder::close`]; returns whether the
+    /// follower ended in time (true when none was started).
+    pub async fn followed(&self, timeout: Duration) -> bool {
+        let task = self
+            .shared
+            .follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match task {
+            Some(task) => tokio::time::timeout(timeout, task).await.is_ok(),
+            None => true,
+        }
     }
 
     /// An empty recorder in memory only, for tests and embedders that feed it themselves.
@@ -181,6 +205,7 @@ impl Recorder {
                 store,
                 writer,
                 health,
+                follower: Mutex::new(None),
             }),
         }
     }

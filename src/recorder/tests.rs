@@ -65,6 +65,23 @@ impl Strategy for Lower {
     }
 }
 
+/// Takes three seconds (of the paused clock) and then lowers the usage.
+#[derive(Debug)]
+struct SlowLower(Arc<Mutex<f64>>);
+
+#[async_trait]
+impl Strategy for SlowLower {
+    fn name(&self) -> &str {
+        "slow-lower"
+    }
+
+    async fn run(&self, _ctx: Context) -> Result<Outcome, StrategyError> {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        *self.0.lock().unwrap() = 0.5;
+        Ok(Outcome::acted("lowered, slowly"))
+    }
+}
+
 /// Waits (at most 100 published views) until `done` holds.
 async fn wait_for(
     recorder: &Recorder,
@@ -177,6 +194,54 @@ async fn records_samples_runs_with_their_verdict_and_the_episode_from_start_to_e
 
 /// OOM kills and exhausted ladders go into the segments as well as the memory: a replay cuts
 /// a recording at its first OOM kill and counts its exhaustions.
+/// A run the shutdown lets finish is published as the engine ends; the recorder's follower
+/// has recorded it once [`Recorder::followed`] returns, so the agent's last segment has it.
+/// (On this single-threaded runtime the follower happens to run before the engine's task is
+/// seen to end even without the wait; on the agent's multi-threaded runtime it need not.)
+#[tokio::test(start_paused = true)]
+async fn a_run_the_shutdown_lets_finish_is_recorded_once_the_follower_is_waited_for() {
+    let source = Scripted::new(0.95);
+    let shutdown = CancellationToken::new();
+    let (engine, task) = spawn(
+        EngineSettings::for_tests(),
+        vec![Registered {
+            strategy: Arc::new(SlowLower(Arc::clone(&source.usage))),
+            trigger: TriggerSpec::new(Signal::MemoryUsage, 0.9),
+        }],
+        Arc::new(Registry::default()),
+        Box::new(source.clone()),
+        shutdown.clone(),
+    );
+    let recorder = Recorder::new(&RecorderConfig::default()).follow(&engine, None);
+    let mut view = engine.watch();
+    for _ in 0..100 {
+        if view.borrow_and_update().is_optimizing {
+            break;
+        }
+        tokio::time::timeout(Duration::from_secs(5), view.changed())
+            .await
+            .expect("the engine publishes a view every second")
+            .expect("the engine runs");
+    }
+    assert!(
+        view.borrow().is_optimizing,
+        "waited 100 views for slow-lower to start"
+    );
+
+    shutdown.cancel();
+    task.await.expect("the engine ends");
+    assert!(recorder.followed(Duration::from_secs(5)).await);
+    let excerpt = recorder.excerpt(UNIX_EPOCH, UNIX_EPOCH + Duration::from_secs(1 << 40));
+    assert!(
+        excerpt
+            .runs
+            .iter()
+            .any(|run| run["strategy"] == "slow-lower"),
+        "the run finished at shutdown is recorded: {:?}",
+        excerpt.runs
+    );
+}
+
 #[tokio::test]
 async fn oom_kills_and_exhaustions_go_into_the_next_segment() {
     let (events, _) = broadcast::channel(8);
