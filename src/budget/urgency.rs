@@ -140,11 +140,16 @@ impl Rise {
             // The default window, read at every poll of an armed watch: its at most 10
             // pairwise slopes on the stack, their median as `theil_sen` takes it, without the
             // allocations of its incremental band (which pays off on long windows only).
+            // Each reading's time in seconds worked out once, not once per pair.
+            let mut timed = [(0.0, 0.0); Self::DEFAULT_POINTS];
+            for (slot, &(at, value)) in timed.iter_mut().zip(&self.points) {
+                *slot = (seconds(at), value);
+            }
+            let timed = &timed[..self.points.len()];
             let mut slopes = [0.0; Self::DEFAULT_POINTS * (Self::DEFAULT_POINTS - 1) / 2];
             let mut count = 0;
-            for (i, &(t1, v1)) in self.points.iter().enumerate() {
-                for &(t2, v2) in self.points.iter().skip(i + 1) {
-                    let (t1, t2) = (seconds(t1), seconds(t2));
+            for (i, &(t1, v1)) in timed.iter().enumerate() {
+                for &(t2, v2) in &timed[i + 1..] {
                     if t2 != t1 {
                         slopes[count] = (v2 - v1) / (t2 - t1);
                         count += 1;
@@ -188,7 +193,10 @@ impl Rise {
         let span = Duration::try_from_secs_f64(time / Self::MAX_EXTRAPOLATION)
             .unwrap_or(Self::HISTORY_SPAN)
             .min(Self::HISTORY_SPAN);
-        let old_enough = |&&(at, _): &&(Instant, f64)| now.saturating_duration_since(at) >= span;
+        // At least `span` before `now`: compared with one instant worked out once (the same
+        // test as `now - at >= span`, without a subtraction per reading looked at).
+        let cutoff = now.checked_sub(span);
+        let old_enough = |&&(at, _): &&(Instant, f64)| cutoff.is_some_and(|cutoff| at <= cutoff);
         let back = self
             .points
             .iter()
