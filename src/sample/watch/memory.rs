@@ -790,12 +790,14 @@ mod tests {
                     .all(|wake| *wake == (Signal::MemoryUsage, WatchMode::Urgency)),
             "woken for urgency only: {wakes:?}"
         );
-        // The slope the engine judges the woken sample by: the watch's, about 5/s (the
-        // fill's steps on a loaded machine can land a few ms late, never much faster).
+        // The slope the engine judges the woken sample by: the watch's (no full sample was
+        // taken), the fill's 5/s bounded by how long the rise had lasted (`Rise::backed`):
+        // read just as the rise begins to count, about 0.8/s; on a loaded machine the fill's
+        // steps can land late. Far above anything a plateau gives.
         let slope = handle
             .slope("memory", Signal::MemoryUsage, Duration::from_secs(5))
             .expect("the watch published the slope of its reads");
-        assert!(slope > 1.0, "{slope}");
+        assert!(slope > 0.5, "{slope}");
     }
 
     /// The watch reads the quantity its thresholds and slopes are about, the full sample's
