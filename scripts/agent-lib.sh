@@ -154,3 +154,15 @@ cgroup_oom_kills() {
 # Its usage now and its peak, bytes (v1 usage_in_bytes / max_usage_in_bytes, v2 current / peak).
 cgroup_usage() { cat "$1/memory.usage_in_bytes" 2>/dev/null || cat "$1/memory.current"; }
 cgroup_peak() { cat "$1/memory.max_usage_in_bytes" 2>/dev/null || cat "$1/memory.peak" 2>/dev/null || echo 0; }
+
+# Sets $agent to the binary a bench measures: $BENCH_AGENT when set (it must be executable),
+# else the release build of this checkout (built now).
+bench_agent() {
+  if [ -n "${BENCH_AGENT:-}" ]; then
+    [ -x "$BENCH_AGENT" ] || { echo "BENCH_AGENT=$BENCH_AGENT is not an executable file" >&2; exit 2; }
+    agent=$BENCH_AGENT
+  else
+    cargo build --release --quiet --bin perfpilot
+    agent=./target/release/perfpilot
+  fi
+}

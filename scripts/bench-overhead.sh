@@ -41,13 +41,7 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 . scripts/agent-lib.sh
 need_load_tools
 
-if [ -n "${BENCH_AGENT:-}" ]; then
-  [ -x "$BENCH_AGENT" ] || { echo "BENCH_AGENT=$BENCH_AGENT is not an executable file" >&2; exit 2; }
-  agent=$BENCH_AGENT
-else
-  cargo build --release --quiet --bin perfpilot
-  agent=./target/release/perfpilot
-fi
+bench_agent
 
 stop_agent() {
   kill -TERM "$pid" 2>/dev/null || true

@@ -14,13 +14,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 5 ]] || { echo "usage: $0 [SECONDS >= 5]" >&2; exit 2; }
 . scripts/agent-lib.sh
-if [ -n "${BENCH_AGENT:-}" ]; then
-  [ -x "$BENCH_AGENT" ] || { echo "BENCH_AGENT=$BENCH_AGENT is not an executable file" >&2; exit 2; }
-  agent=$BENCH_AGENT
-else
-  cargo build --release --quiet --bin perfpilot
-  agent=./target/release/perfpilot
-fi
+bench_agent
 printf '[budgets.memory]\nsignal = "memory_usage"\ngoal = 0.8\nlimit = 0.95\nladder = ["memory-purge"]\nwatch_interval = "20ms"\n' >"$out/armed.toml"
 start_announcing env RUST_LOG=warn "$agent" run --listen 127.0.0.1:0 --interval 1s --config "$out/armed.toml"
 sleep 5

@@ -258,8 +258,8 @@ pub struct RungCostView {
     /// no latency window closed on both sides of a run (a probe slower than the runs).
     pub latency: String,
     /// What the hook reported it took away, summed over the rung's runs, by report field
-    /// (`sessions_dropped`, `entries_removed`, `closed_idle`: numeric fields whose name says
-    /// dropped, evicted, closed, removed, killed, rejected or lost; at most 8 fields).
+    /// (`sessions_dropped`, `entries_removed`, `closed_idle`: numeric fields whose name has
+    /// one of [`COST_WORDS`]; at most [`MAX_REPORTED_FIELDS`] fields).
     #[schema(value_type = Object)]
     pub reported: BTreeMap<String, f64>,
 }

@@ -104,7 +104,11 @@ impl BudgetMetrics {
         );
         registry.register(
             "budget_rung_reported_cost",
-            "A rung's cost as its hook reported it, summed over its runs, by report field (sessions_dropped, entries_removed: fields that say dropped, evicted, closed, removed, killed, rejected or lost; at most 8 per rung)",
+            format!(
+                "A rung's cost as its hook reported it, summed over its runs, by report field (sessions_dropped, entries_removed: fields whose name has one of {}; at most {} per rung)",
+                crate::budget::cost::COST_WORDS.join(", "),
+                crate::budget::cost::MAX_REPORTED_FIELDS
+            ),
             m.rung_reported_cost.clone(),
         );
         registry.register(

@@ -807,7 +807,6 @@ mod tests {
     #[test]
     fn a_cgroup_read_is_the_working_set_below_the_thresholds_too() {
         use crate::sample::cgroup::MemoryCgroup;
-        use perfpilot_strategies::Signal;
         let dir = tempfile::tempdir().unwrap();
         // Usage at half the limit, 0.4 of it inactive page cache: a working set of 0.1.
         std::fs::write(dir.path().join("memory.current"), "5000\n").unwrap();
@@ -816,26 +815,32 @@ mod tests {
             "anon 900\ninactive_file 4000\n",
         )
         .unwrap();
+        let mut poller = cgroup_poller(MemoryCgroup::V2(dir.path().to_owned()), 10_000);
+        assert_eq!(poller.read(0), Some(0.1));
+    }
+
+    /// A poller of one cgroup's working set against `limit` bytes, its files open (no
+    /// budgets, thresholds or probe slot to follow).
+    fn cgroup_poller(cgroup: crate::sample::cgroup::MemoryCgroup, limit: u64) -> Poller {
         let spec = WatchSpec {
-            signal: Signal::MemoryUsage,
+            signal: perfpilot_strategies::Signal::MemoryUsage,
             thresholds: vec![0.8],
-            interval: Some(Duration::from_millis(5)),
+            interval: Some(Duration::from_millis(20)),
             budgets: Vec::new(),
         };
         let mut poller = Poller::new(
             vec![(PolledRead::CgroupUsage, 0, spec)],
             ProbeSlot::default(),
         );
-        let cgroup = MemoryCgroup::V2(dir.path().to_owned());
         poller.usage = ProcFile::open(&cgroup.usage_file(), 64);
         poller.stat = ProcFile::open(&cgroup.stat_file(), 4096);
         poller.probe = MemoryProbe {
             statm: None,
             cgroup: Some(cgroup),
-            limit_bytes: Some(10_000),
+            limit_bytes: Some(limit),
             pressure_dir: None,
         };
-        assert_eq!(poller.read(0), Some(0.1));
+        poller
     }
 
     /// A 2 MiB step in a 96 MiB cgroup, landing between two 20 ms reads after a flat 30 MiB:
@@ -918,25 +923,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("memory.usage_in_bytes"), "5000\n").unwrap();
         std::fs::write(dir.path().join("memory.stat"), "total_inactive_file 4000\n").unwrap();
-        let cgroup = MemoryCgroup::V1(dir.path().to_owned());
-        let usage = WatchSpec {
-            signal: perfpilot_strategies::Signal::MemoryUsage,
-            thresholds: vec![0.8],
-            interval: Some(Duration::from_millis(20)),
-            budgets: Vec::new(),
-        };
-        let mut poller = Poller::new(
-            vec![(PolledRead::CgroupUsage, 0, usage)],
-            ProbeSlot::default(),
-        );
-        poller.usage = ProcFile::open(&cgroup.usage_file(), 64);
-        poller.stat = ProcFile::open(&cgroup.stat_file(), 4096);
-        poller.probe = MemoryProbe {
-            statm: None,
-            cgroup: Some(cgroup),
-            limit_bytes: Some(10_000),
-            pressure_dir: None,
-        };
+        let mut poller = cgroup_poller(MemoryCgroup::V1(dir.path().to_owned()), 10_000);
         assert_eq!(poller.read(0), Some(0.1), "the working set, as before");
         assert_eq!(
             reads_for(&mut poller, 0),
